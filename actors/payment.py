@@ -1,0 +1,125 @@
+"""The payment actor: every command for one payment goes through its inbox.
+
+Commands for one payment are therefore handled one at a time in this process;
+across processes the conditional updates in :mod:`storage.payments` keep the
+transitions correct (DESIGN.md decision 2). The actor holds no state between
+messages beyond what is in the database, so passivating it loses nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import trio
+
+from domain.errors import InvalidRequest, StateError
+from domain.payments import Outcome, OutcomeKind, validate_capture
+from gateways.base import AuthorizeRequest, ConnectorError, ConnectorTimeout
+from storage import payments as store
+
+log = logging.getLogger("paycast.payment")
+
+
+@dataclass(frozen=True)
+class Confirm:
+    merchant_id: str
+    begun: store.Begun | None = None  # set when create already started the attempt
+
+
+@dataclass(frozen=True)
+class Capture:
+    merchant_id: str
+    amount: int | None
+
+
+@dataclass(frozen=True)
+class Cancel:
+    merchant_id: str
+
+
+class PaymentActor:
+    """Handles one message for one payment (the registry serialises per payment).
+
+    Args:
+      system: the running :class:`actors.system.System` (database, connectors, routing).
+    """
+
+    def __init__(self, system) -> None:
+        self.system = system
+
+    async def handle(self, payment_id: str, message: object) -> dict:
+        if isinstance(message, Confirm):
+            return await self._confirm(payment_id, message)
+        if isinstance(message, Capture):
+            return await self._capture(payment_id, message)
+        if isinstance(message, Cancel):
+            return await self._cancel(payment_id, message)
+        raise TypeError(f"unknown payment message {message!r}")
+
+    async def _confirm(self, payment_id: str, msg: Confirm) -> dict:
+        db, settings = self.system.db, self.system.settings
+        begun = msg.begun or await db.transaction(
+            store.begin_attempt, msg.merchant_id, payment_id, settings.processing_deadline_s,
+            route=self.system.router_for(msg.merchant_id),
+        )
+        remaining = list(begun.candidates[1:])
+        while True:
+            outcome, error = await self._authorize(begun)
+            if error is not None and error.retryable and remaining and not isinstance(error, ConnectorTimeout):
+                # A definite failure before processing: safe to try the next connector
+                # as a new attempt. A timeout is not: the charge may have happened.
+                await db.transaction(store.settle, msg.merchant_id, payment_id, begun.attempt_id, outcome,
+                                     final=False)
+                begun = await db.transaction(
+                    store.begin_attempt, msg.merchant_id, payment_id, settings.processing_deadline_s,
+                    connector=remaining.pop(0), first=False,
+                )
+                continue
+            return await db.transaction(store.settle, msg.merchant_id, payment_id, begun.attempt_id, outcome)
+
+    async def _authorize(self, begun: store.Begun) -> tuple[Outcome, ConnectorError | None]:
+        connector = self.system.connectors[begun.connector]
+        row = begun.payment
+        request = AuthorizeRequest(
+            payment_id=row["id"], attempt_id=begun.attempt_id, merchant_id=row["merchant_id"],
+            amount=row["amount"], currency=row["currency"], capture_method=row["capture_method"],
+            payment_method=row["payment_method"],
+        )
+        breaker = self.system.breakers.get(begun.connector)
+        started = trio.current_time()
+        try:
+            with trio.fail_after(self.system.settings.connector_timeout_s):
+                outcome = await connector.authorize(request)
+        except (ConnectorError, trio.TooSlowError) as exc:
+            error = exc if isinstance(exc, ConnectorError) else ConnectorTimeout("connector timed out")
+            if breaker:
+                breaker.record(False, trio.current_time() - started, trio.current_time())
+            log.warning("connector %s failed for %s: %s", begun.connector, row["id"], error)
+            return Outcome(OutcomeKind.UNKNOWN, None, error.code, str(error)), error
+        if breaker:
+            breaker.record(True, trio.current_time() - started, trio.current_time())
+        return outcome, None
+
+    async def _capture(self, payment_id: str, msg: Capture) -> dict:
+        db = self.system.db
+        row = await db.transaction(store.fetch_row, msg.merchant_id, payment_id)
+        amount = validate_capture(row["status"], row["amount_capturable"], msg.amount)
+        txn = await self._authorized_txn(payment_id)
+        await self.system.connectors[row["connector"]].capture(txn, amount)
+        return await db.transaction(store.capture, msg.merchant_id, payment_id, amount)
+
+    async def _cancel(self, payment_id: str, msg: Cancel) -> dict:
+        db = self.system.db
+        row = await db.transaction(store.fetch_row, msg.merchant_id, payment_id)
+        if row["status"] == "requires_capture":
+            await self.system.connectors[row["connector"]].void(await self._authorized_txn(payment_id))
+        elif row["status"] != "requires_confirmation":
+            raise StateError(f"You cannot cancel this payment because it has a status of {row['status']}.")
+        return await db.transaction(store.cancel, msg.merchant_id, payment_id)
+
+    async def _authorized_txn(self, payment_id: str) -> str:
+        txn = await self.system.db.transaction(store.authorized_txn, payment_id)
+        if txn is None:
+            raise InvalidRequest("The payment has no authorised attempt.")
+        return txn

@@ -1,0 +1,199 @@
+"""The actor runtime: bounded inboxes, ask/tell, a registry of virtual actors
+started on demand and passivated when idle, and supervised singletons.
+
+Every actor is a trio task in a nursery owned by the runtime, named
+``actor:<kind>:<key>`` so it shows in ``/debug/tasks``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import trio
+
+from domain.errors import PaycastError, Unavailable
+
+log = logging.getLogger("paycast.actors")
+K = TypeVar("K", bound=Hashable)
+
+
+class AskTimeout(Unavailable):
+    """The actor did not answer in time (overloaded or stuck)."""
+
+
+class ActorGone(Exception):
+    """The actor passivated or stopped before taking the message; ask again."""
+
+
+@dataclass
+class _Reply:
+    done: trio.Event = field(default_factory=trio.Event)
+    value: Any = None
+    error: BaseException | None = None
+
+    def resolve(self, value: Any = None, error: BaseException | None = None) -> None:
+        if not self.done.is_set():
+            self.value, self.error = value, error
+            self.done.set()
+
+
+@dataclass
+class _Envelope:
+    message: Any
+    reply: _Reply | None
+
+
+class Mailbox:
+    """The sending side of one actor: a bounded inbox.
+
+    The bound is the back-pressure: a sender waits (up to its timeout) when the
+    actor is behind, instead of queueing without limit.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._send, self.receive = trio.open_memory_channel[_Envelope](size)
+
+    async def ask(self, message: Any, timeout: float) -> Any:
+        """Send ``message`` and wait for the actor's answer.
+
+        Raises:
+          AskTimeout: no answer within ``timeout`` seconds.
+          ActorGone: the actor stopped taking messages.
+          Exception: whatever the actor's handler raised.
+        """
+        reply = _Reply()
+        with trio.move_on_after(timeout) as scope:
+            try:
+                await self._send.send(_Envelope(message, reply))
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                raise ActorGone() from None
+            await reply.done.wait()
+        if scope.cancelled_caught:
+            raise AskTimeout("The request timed out waiting for its turn; retry shortly.")
+        if reply.error is not None:
+            raise reply.error
+        return reply.value
+
+    def tell_nowait(self, message: Any) -> bool:
+        """Deliver without waiting; False when the inbox is full or closed."""
+        try:
+            self._send.send_nowait(_Envelope(message, None))
+            return True
+        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+            return False
+
+    def close(self) -> None:
+        self._send.close()
+
+
+Handler = Callable[[K, Any], Awaitable[Any]]
+
+
+class Registry(Generic[K]):
+    """Virtual actors of one kind: one per key, started on demand, passivated when idle.
+
+    Args:
+      nursery: where the actors run (owned by the runtime).
+      kind: the actor kind, used in task names (``actor:payment:pay_...``).
+      handler: ``await handler(key, message)`` processes one message; messages
+        of one key are handled one at a time, in order.
+      idle_s: an actor with an empty inbox for this long stops.
+      inbox_size: the bound of each inbox.
+    """
+
+    def __init__(self, nursery: trio.Nursery, kind: str, handler: Handler, *, idle_s: float,
+                 inbox_size: int) -> None:
+        self._nursery = nursery
+        self.kind = kind
+        self._handler = handler
+        self._idle_s = idle_s
+        self._inbox_size = inbox_size
+        self._live: dict[K, Mailbox] = {}
+        self.started = 0
+        self.crashes = 0
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    async def ask(self, key: K, message: Any, timeout: float) -> Any:
+        """Ask the actor for ``key`` (starting it if needed)."""
+        for _ in range(3):
+            try:
+                return await self._mailbox(key).ask(message, timeout)
+            except ActorGone:
+                continue  # it passivated between lookup and send: a new one takes over
+        raise Unavailable("The actor could not be reached; retry shortly.")
+
+    def tell_nowait(self, key: K, message: Any) -> bool:
+        return self._mailbox(key).tell_nowait(message)
+
+    def _mailbox(self, key: K) -> Mailbox:
+        box = self._live.get(key)
+        if box is None:
+            box = Mailbox(self._inbox_size)
+            self._live[key] = box
+            self.started += 1
+            self._nursery.start_soon(self._run, key, box, name=f"actor:{self.kind}:{key}")
+        return box
+
+    async def _run(self, key: K, box: Mailbox) -> None:
+        try:
+            while True:
+                with trio.move_on_after(self._idle_s):
+                    envelope = await box.receive.receive()
+                    await self._deliver(key, envelope)
+                    continue
+                break
+        finally:
+            # Passivate: unregister first so new senders get a fresh actor, then
+            # close the inbox and finish what was already accepted.
+            if self._live.get(key) is box:
+                del self._live[key]
+            box.close()
+            with trio.CancelScope(shield=True):
+                while True:
+                    try:
+                        envelope = box.receive.receive_nowait()
+                    except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                        break
+                    if envelope.reply:
+                        envelope.reply.resolve(error=ActorGone())
+
+    async def _deliver(self, key: K, envelope: _Envelope) -> None:
+        try:
+            result = await self._handler(key, envelope.message)
+        except PaycastError as exc:
+            if envelope.reply:
+                envelope.reply.resolve(error=exc)
+        except Exception as exc:  # noqa: BLE001 - a crash restarts the actor's state, not the process
+            self.crashes += 1
+            log.exception("actor %s:%s crashed handling %r", self.kind, key, type(envelope.message).__name__)
+            if envelope.reply:
+                envelope.reply.resolve(error=exc)
+        else:
+            if envelope.reply:
+                envelope.reply.resolve(result)
+
+
+async def supervise(name: str, body: Callable[[], Awaitable[None]], *,
+                    first_backoff: float = 0.1, max_backoff: float = 30.0) -> None:
+    """Run ``body`` forever, restarting it with exponential backoff when it crashes.
+
+    Returns when ``body`` returns normally; cancellation propagates.
+    """
+    backoff = first_backoff
+    while True:
+        started = trio.current_time()
+        try:
+            await body()
+            return
+        except Exception:  # noqa: BLE001
+            log.exception("actor %s crashed; restarting in %.1fs", name, backoff)
+        if trio.current_time() - started > max_backoff:
+            backoff = first_backoff  # it ran fine for a while: this is a fresh failure
+        await trio.sleep(backoff)
+        backoff = min(max_backoff, backoff * 2 if math.isfinite(backoff) else max_backoff)

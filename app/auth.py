@@ -1,0 +1,69 @@
+"""Authentication: merchant API keys (Bearer, stored hashed) and the admin token."""
+
+from __future__ import annotations
+
+import functools
+import hmac
+
+from quart import current_app, g, request
+
+from domain.errors import AuthenticationFailed
+from storage import merchants
+
+# Merchants found by key hash. Keys never change once issued, so a positive
+# answer can be cached for the process lifetime; misses are not cached (a new
+# merchant created by another process must work at once).
+_CACHE_LIMIT = 10_000
+
+
+def _bearer() -> str:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthenticationFailed("No valid API key provided. Use 'Authorization: Bearer <api_key>'.")
+    return token.strip()
+
+
+async def authenticate_merchant() -> str:
+    """The merchant id for the request's API key (also stored in ``g.merchant_id``).
+
+    Raises:
+      AuthenticationFailed: missing or unknown key.
+    """
+    system = current_app.config["SYSTEM"]
+    key_hash = merchants.hash_key(_bearer())
+    cache: dict = current_app.config.setdefault("KEY_CACHE", {})
+    merchant_id = cache.get(key_hash)
+    if merchant_id is None:
+        row = await system.db.transaction(merchants.by_key_hash, key_hash)
+        if row is None:
+            raise AuthenticationFailed("Invalid API key provided.")
+        merchant_id = row["id"]
+        if len(cache) < _CACHE_LIMIT:
+            cache[key_hash] = merchant_id
+    g.merchant_id = merchant_id
+    return merchant_id
+
+
+def merchant_required(handler):
+    """Route decorator: authenticate before the handler runs."""
+
+    @functools.wraps(handler)
+    async def wrapper(*args, **kwargs):
+        await authenticate_merchant()
+        return await handler(*args, **kwargs)
+
+    return wrapper
+
+
+def admin_required(handler):
+    """Route decorator: the ``PAYCAST_ADMIN_TOKEN`` bearer, compared in constant time."""
+
+    @functools.wraps(handler)
+    async def wrapper(*args, **kwargs):
+        expected = current_app.config["ADMIN_TOKEN"]
+        if not hmac.compare_digest(_bearer().encode(), expected.encode()):
+            raise AuthenticationFailed("Invalid admin token.")
+        return await handler(*args, **kwargs)
+
+    return wrapper

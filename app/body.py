@@ -1,0 +1,127 @@
+"""Reading request bodies and writing JSON responses.
+
+The body is read once (bounded by ``MAX_CONTENT_LENGTH``), parsed with a depth
+limit, and validated by a pydantic model whose errors name the offending
+``param``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+from quart import Response, request
+
+from domain.errors import InvalidRequest
+
+M = TypeVar("M", bound=BaseModel)
+MAX_DEPTH = 32  # API.md: JSON nested deeper than 32 levels gets 400
+
+
+def json_response(body: object, status: int = 200, headers: dict | None = None) -> Response:
+    return Response(json.dumps(body, separators=(",", ":")), status=status, headers=headers,
+                    content_type="application/json")
+
+
+def _depth(value: object, limit: int) -> bool:
+    """True if ``value`` nests no deeper than ``limit`` (iterative: no recursion to blow)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > limit:
+                return False
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return True
+
+
+def parse_json(raw: bytes) -> object:
+    """Parse a request body.
+
+    Raises:
+      InvalidRequest: not UTF-8 JSON, or nested deeper than 32 levels.
+    """
+    if not raw.strip():
+        return {}
+    # Cheap pre-check before json.loads so a "[[[[..." bomb never recurses.
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and not _bracket_depth_ok(raw):
+        raise InvalidRequest(f"JSON is nested deeper than {MAX_DEPTH} levels.")
+    try:
+        value = json.loads(raw)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise InvalidRequest("Invalid JSON in the request body.") from None
+    if not _depth(value, MAX_DEPTH):
+        raise InvalidRequest(f"JSON is nested deeper than {MAX_DEPTH} levels.")
+    return value
+
+
+def _bracket_depth_ok(raw: bytes) -> bool:
+    depth = 0
+    in_string = escaped = False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            if depth > MAX_DEPTH:
+                return False
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return True
+
+
+def pydantic_error(exc: ValidationError) -> InvalidRequest:
+    """The first validation error as an :class:`InvalidRequest` naming its param."""
+    err = exc.errors()[0]
+    loc = [str(p) for p in err["loc"] if not str(p).startswith("function-")]
+    param = ".".join(loc) or None
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return InvalidRequest(f"Received unknown parameter: {param}", param=param, code="parameter_unknown")
+    if kind == "missing":
+        return InvalidRequest(f"Missing required param: {param}.", param=param, code="parameter_missing")
+    message = err["msg"].removeprefix("Value error, ")
+    return InvalidRequest(f"Invalid {param}: {message}", param=param, code="parameter_invalid")
+
+
+async def read_raw() -> bytes:
+    """The raw body (cached by Quart, so idempotency hashing and parsing share it)."""
+    return await request.get_data(cache=True, as_text=False)
+
+
+async def parse(model: type[M]) -> M:
+    """Read, parse and validate the body as ``model``.
+
+    Raises:
+      InvalidRequest: bad JSON, not an object, or a bad field (``param`` names it).
+    """
+    data = parse_json(await read_raw())
+    if not isinstance(data, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise pydantic_error(exc) from None
+
+
+def page_params(*, extra_filters: tuple[str, ...] = ()) -> tuple[int, str | None, dict[str, str | None]]:
+    """``limit``, ``starting_after`` and the named filters from the query string.
+
+    Raises:
+      InvalidRequest: ``limit`` not an integer in 1..100.
+    """
+    args = request.args
+    raw = args.get("limit", "10")
+    if not raw.isdigit() or not 1 <= int(raw) <= 100:
+        raise InvalidRequest("limit must be an integer between 1 and 100.", param="limit")
+    filters = {name: args.get(name) or None for name in extra_filters}
+    return int(raw), args.get("starting_after") or None, filters

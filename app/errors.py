@@ -1,0 +1,54 @@
+"""Error rendering: every failure leaves as ``{"error": {...}}`` of API.md,
+never a traceback."""
+
+from __future__ import annotations
+
+import logging
+
+from quart import Quart, Response
+from werkzeug.exceptions import HTTPException
+
+from domain.errors import BodyTooLarge, InvalidRequest, NotFound, PaycastError
+
+log = logging.getLogger("paycast.http")
+
+
+def error_response(exc: PaycastError) -> Response:
+    from app.body import json_response
+
+    return json_response(exc.to_dict(), exc.status)
+
+
+def register(app: Quart) -> None:
+    @app.errorhandler(PaycastError)
+    async def _paycast(exc: PaycastError) -> Response:
+        return error_response(exc)
+
+    @app.errorhandler(HTTPException)
+    async def _http(exc: HTTPException) -> Response:
+        code = exc.code or 500
+        if code == 413:
+            return error_response(BodyTooLarge("The request body is larger than 1 MiB."))
+        if code == 404:
+            return error_response(NotFound("Unrecognized request URL. See API.md for valid routes."))
+        if code == 405:
+            err = InvalidRequest("This method is not allowed on this URL.", code="method_not_allowed")
+            err.status = 405
+            return error_response(err)
+        if code < 500:
+            err = InvalidRequest(exc.description or "Bad request.")
+            err.status = code
+            return error_response(err)
+        return _internal()
+
+    @app.errorhandler(Exception)
+    async def _any(exc: Exception) -> Response:
+        log.exception("unhandled error")
+        return _internal()
+
+
+def _internal() -> Response:
+    err = PaycastError("Something went wrong on our side; it has been logged.", code="internal_error")
+    err.status = 500
+    err.type = "api_error"
+    return error_response(err)

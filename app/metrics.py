@@ -1,0 +1,24 @@
+"""Prometheus metrics. One registry per app, so several apps (tests) never clash."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("paycast_http_requests_total", "HTTP requests by route and status",
+                                ["method", "route", "status"], registry=self.registry)
+        self.latency = Histogram("paycast_http_request_seconds", "HTTP request latency by route",
+                                 ["method", "route"], registry=self.registry,
+                                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+        self.payments = Gauge("paycast_payments", "Payments by status (all merchants)", ["status"],
+                              registry=self.registry)
+        self.actors = Gauge("paycast_actors_live", "Live actors by kind", ["kind"], registry=self.registry)
+        self.actor_crashes = Gauge("paycast_actor_crashes", "Actor handler crashes since start", ["kind"],
+                                   registry=self.registry)
+        self.connector_state = Gauge("paycast_connector_circuit_open", "1 when the connector's circuit is open",
+                                     ["connector", "state"], registry=self.registry)
+        self.db_up = Gauge("paycast_database_up", "1 when the last database check succeeded",
+                           registry=self.registry)

@@ -1,0 +1,80 @@
+"""Request bodies as pydantic models. Unknown fields are refused (Stripe does the
+same), so a typo in a parameter name is a 400 naming it, not a silent default."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
+
+from domain.money import MAX_AMOUNT, validate_currency
+
+Amount = StrictInt
+Metadata = dict[StrictStr, StrictStr]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_max_length=5000)
+
+
+def _metadata_ok(value: dict | None) -> dict | None:
+    if value is not None:
+        if len(value) > 50:
+            raise ValueError("metadata may have at most 50 keys")
+        if any(len(k) > 40 or len(v) > 500 for k, v in value.items()):
+            raise ValueError("metadata keys are at most 40 characters and values at most 500")
+    return value
+
+
+class CreateMerchant(Strict):
+    name: StrictStr = Field(min_length=1, max_length=200)
+
+
+class CreateOrder(Strict):
+    amount: Amount = Field(ge=1, le=MAX_AMOUNT)
+    currency: StrictStr
+    customer_id: StrictStr | None = Field(None, min_length=1, max_length=255)
+    metadata: Metadata | None = None
+
+    _currency = field_validator("currency")(lambda cls, v: validate_currency(v))
+    _metadata = field_validator("metadata")(lambda cls, v: _metadata_ok(v))
+
+
+class CardDetails(Strict):
+    number: StrictStr = Field(min_length=1, max_length=40)
+
+
+class UpiDetails(Strict):
+    vpa: StrictStr = Field(min_length=3, max_length=255, pattern=r"^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+$")
+
+
+class PaymentMethod(Strict):
+    type: Literal["card", "upi", "netbanking", "wallet"]
+    card: CardDetails | None = None
+    upi: UpiDetails | None = None
+    # Free-form details of the other method types (bank code, wallet name).
+    netbanking: dict[StrictStr, StrictStr] | None = None
+    wallet: dict[StrictStr, StrictStr] | None = None
+
+
+class CreatePayment(Strict):
+    amount: Amount = Field(ge=1, le=MAX_AMOUNT)
+    currency: StrictStr
+    order_id: StrictStr | None = None
+    customer_id: StrictStr | None = Field(None, min_length=1, max_length=255)
+    payment_method: PaymentMethod
+    capture_method: Literal["automatic", "manual"] = "automatic"
+    connector: StrictStr | None = None
+    confirm: StrictBool = False
+    metadata: Metadata | None = None
+
+    _currency = field_validator("currency")(lambda cls, v: validate_currency(v))
+    _metadata = field_validator("metadata")(lambda cls, v: _metadata_ok(v))
+
+
+class CapturePayment(Strict):
+    amount: Amount | None = Field(None, ge=1, le=MAX_AMOUNT)
+
+
+class Empty(Strict):
+    """For POSTs that take no parameters (confirm, cancel): anything given is refused."""

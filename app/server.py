@@ -1,0 +1,68 @@
+"""The HTTP edge: the quart-trio app and its hypercorn server.
+
+The app is thin: parse, authorise, ask an actor or run a query, render. It is
+served by ``hypercorn.trio.serve`` inside *our* root nursery (not quart's
+lifespan nursery), stopped through ``shutdown_trigger`` so in-flight requests
+drain (hypercorn #106: cancelling the server closes sockets abruptly).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve
+from quart import Quart, g, request
+from quart_trio import QuartTrio
+
+from app import errors
+from app.metrics import Metrics
+from app.routes import admin, events, ops, orders, payments
+
+log = logging.getLogger("paycast.http")
+
+
+def create_app(system, admin_token: str) -> Quart:
+    """Build the app around a running :class:`actors.system.System`."""
+    app = QuartTrio("paycast")
+    app.config["SYSTEM"] = system
+    app.config["ADMIN_TOKEN"] = admin_token
+    app.config["METRICS"] = metrics = Metrics()
+    app.config["MAX_CONTENT_LENGTH"] = system.settings.max_body_bytes
+    app.config["BODY_TIMEOUT"] = 30
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
+    for module in (admin, orders, payments, events, ops):
+        app.register_blueprint(module.bp)
+    errors.register(app)
+
+    @app.before_request
+    async def _start_timer() -> None:
+        g.started = time.perf_counter()
+
+    @app.after_request
+    async def _observe(response):
+        rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        metrics.requests.labels(request.method, rule, str(response.status_code)).inc()
+        metrics.latency.labels(request.method, rule).observe(time.perf_counter() - g.get("started", time.perf_counter()))
+        return response
+
+    return app
+
+
+async def serve_http(app: Quart, host: str, port: int, shutdown: trio.Event, *, graceful_timeout: float,
+                     task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve ``app`` until ``shutdown`` is set, then drain in-flight requests.
+
+    Reports the bound addresses through ``task_status`` (``port=0`` picks a free port).
+    """
+    config = Config()
+    config.bind = [f"{host}:{port}"]
+    config.graceful_timeout = graceful_timeout
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    config.keep_alive_timeout = 30
+    # Large enough for hypercorn's own framing; our body limit is enforced by quart.
+    config.h11_max_incomplete_size = 64 * 1024
+    await serve(app, config, shutdown_trigger=shutdown.wait, task_status=task_status)

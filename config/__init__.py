@@ -1,0 +1,5 @@
+"""Paycast configuration: environment variables with the ``PAYCAST_`` prefix."""
+
+from config.settings import Settings, SettingsError, load_settings
+
+__all__ = ["Settings", "SettingsError", "load_settings"]

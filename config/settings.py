@@ -1,0 +1,120 @@
+"""Settings read from the environment (prefix ``PAYCAST_``).
+
+A bad value fails fast with one readable line naming the variable, because the
+person reading it is usually deploying at a bad hour.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_RETRY_SCHEDULE = "0,5,300,1800,7200,18000,36000,50400,72000,86400"
+DEFAULT_CONNECTOR_SECRETS = "mockstripe=whsec_dev_mockstripe,mockrazorpay=dev_mockrazorpay,flaky=whsec_dev_flaky"
+
+
+class SettingsError(Exception):
+    """A setting in the environment is invalid; the message is one line naming it."""
+
+
+class Settings(BaseSettings):
+    """Every knob of a Paycast process. Field ``x`` is read from ``PAYCAST_X``."""
+
+    model_config = SettingsConfigDict(env_prefix="PAYCAST_", extra="ignore", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    data_dir: pathlib.Path = pathlib.Path("./var")
+    database_url: str | None = None
+    admin_token: str | None = None
+
+    # Database: a statement never runs longer than this, so a unit of work (which
+    # is never cancelled half way) is bounded too.
+    db_statement_timeout_ms: int = Field(5000, ge=100)
+    db_pool_size: int = Field(10, ge=1, le=100)
+    db_connect_timeout_s: float = Field(2.0, gt=0)
+
+    # Actors.
+    ask_timeout_s: float = Field(10.0, gt=0)
+    actor_idle_s: float = Field(30.0, gt=0)
+    actor_inbox_size: int = Field(64, ge=1)
+
+    # HTTP edge.
+    max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    graceful_timeout_s: float = Field(5.0, ge=0)
+
+    # Payments and connectors.
+    processing_deadline_s: float = Field(60.0, gt=0)
+    reconcile_max_checks: int = Field(5, ge=1)
+    reconcile_interval_s: float = Field(1.0, gt=0)
+    connector_timeout_s: float = Field(5.0, gt=0)
+    flaky_error_rate: float = Field(0.3, ge=0, le=1)
+    connector_secrets: str = DEFAULT_CONNECTOR_SECRETS
+
+    # Outgoing webhooks.
+    webhook_retry_schedule: str = DEFAULT_RETRY_SCHEDULE
+    webhook_allow_private_urls: bool = True
+
+    # Simulator of gateway webhooks.
+    sim_delay_ms: int = Field(50, ge=0)
+    sim_duplicate_rate: float = Field(0.0, ge=0, le=1)
+    sim_reorder: bool = False
+
+    trace_tasks: bool = False
+    log_level: str = "INFO"
+
+    @field_validator("webhook_retry_schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        parts = [p.strip() for p in value.split(",") if p.strip()]
+        if not parts or any(not p.isdigit() for p in parts):
+            raise ValueError("must be comma-separated whole seconds, e.g. 0,5,300")
+        return ",".join(parts)
+
+    @field_validator("connector_secrets")
+    @classmethod
+    def _secrets(cls, value: str) -> str:
+        for item in filter(None, (p.strip() for p in value.split(","))):
+            name, sep, secret = item.partition("=")
+            if not sep or not name or not secret:
+                raise ValueError("must look like mockstripe=secret,mockrazorpay=secret")
+        return value
+
+    @property
+    def retry_schedule(self) -> list[int]:
+        """The outgoing-webhook retry delays in seconds."""
+        return [int(p) for p in self.webhook_retry_schedule.split(",")]
+
+    @property
+    def secrets_by_connector(self) -> dict[str, str]:
+        """Webhook signing secret per connector, defaults overlaid with the setting."""
+        out: dict[str, str] = {}
+        for source in (DEFAULT_CONNECTOR_SECRETS, self.connector_secrets):
+            for item in filter(None, (p.strip() for p in source.split(","))):
+                name, _, secret = item.partition("=")
+                out[name.strip()] = secret.strip()
+        return out
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings from the environment.
+
+    Args:
+      **overrides: values that win over the environment (tests, CLI flags).
+
+    Returns:
+      The validated settings.
+
+    Raises:
+      SettingsError: one line naming the first bad ``PAYCAST_*`` variable.
+    """
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = str(err["loc"][0]) if err["loc"] else "?"
+        raise SettingsError(
+            f"invalid setting PAYCAST_{field.upper()}={err.get('input')!r}: {err['msg']}"
+        ) from None

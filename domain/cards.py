@@ -1,0 +1,41 @@
+"""Card numbers: validation, brand, and the truncated form we keep.
+
+PCI DSS allows storing the first six and last four digits; nothing else of a
+card number is ever written anywhere (database, logs, responses).
+"""
+
+from __future__ import annotations
+
+from domain.errors import InvalidRequest
+
+_BRANDS = (("4", "visa"), ("5", "mastercard"), ("34", "amex"), ("37", "amex"), ("6", "discover"))
+
+
+def luhn_ok(number: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(number)):
+        d = ord(ch) - 48
+        if i % 2 == 1:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def truncate(number: object, param: str = "payment_method.card.number") -> dict:
+    """Validate a card number and return what may be stored of it.
+
+    Returns:
+      ``{"brand", "first6", "last4"}``.
+
+    Raises:
+      InvalidRequest: not 12-19 digits, or the Luhn check fails.
+    """
+    if not isinstance(number, str):
+        raise InvalidRequest("The card number must be a string of digits.", param=param)
+    digits = number.replace(" ", "")
+    if not digits.isdigit() or not 12 <= len(digits) <= 19 or not luhn_ok(digits):
+        raise InvalidRequest("The card number is not a valid card number.", param=param, code="incorrect_number")
+    brand = next((b for prefix, b in _BRANDS if digits.startswith(prefix)), "unknown")
+    return {"brand": brand, "first6": digits[:6], "last4": digits[-4:]}

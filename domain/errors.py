@@ -1,0 +1,84 @@
+"""Domain errors: one class per failure a caller can act on.
+
+The edge maps each to the HTTP status and error ``type``/``code`` of API.md, so
+the mapping lives in one place and the core never mentions HTTP.
+"""
+
+from __future__ import annotations
+
+
+class PaycastError(Exception):
+    """Base class. ``status``, ``type`` and ``code`` are what API.md promises."""
+
+    status = 400
+    type = "invalid_request_error"
+    code = "invalid_request"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+    def to_dict(self) -> dict:
+        """The ``{"error": {...}}`` body of API.md."""
+        return {"error": {"type": self.type, "code": self.code, "message": self.message, "param": self.param}}
+
+
+class InvalidRequest(PaycastError):
+    """Bad JSON, a bad field (``param`` names it), an unknown parameter."""
+
+
+class AuthenticationFailed(PaycastError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class NotFound(PaycastError):
+    """A missing object, or one of another merchant (indistinguishable on purpose)."""
+
+    status = 404
+    type = "not_found"
+    code = "not_found"
+
+
+class StateError(PaycastError):
+    """A transition the object's current state does not allow."""
+
+    status = 409
+    type = "state_error"
+    code = "payment_unexpected_state"
+
+
+class IdempotencyKeyInUse(PaycastError):
+    status = 409
+    type = "idempotency_error"
+    code = "idempotency_key_in_use"
+
+
+class IdempotencyKeyReused(PaycastError):
+    status = 422
+    type = "idempotency_error"
+    code = "idempotency_key_reused"
+
+
+class BodyTooLarge(PaycastError):
+    status = 413
+    type = "invalid_request_error"
+    code = "body_too_large"
+
+
+class RateLimited(PaycastError):
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limited"
+
+
+class Unavailable(PaycastError):
+    """The database (or an actor behind it) cannot answer now; retry later."""
+
+    status = 503
+    type = "api_error"
+    code = "unavailable"

@@ -1,0 +1,67 @@
+"""Prefixed, time-sortable object ids (``pay_01J...``).
+
+The body is 26 Crockford base32 characters: 48 bits of milliseconds then 80
+bits that are random at the start of each millisecond and incremented within
+it. Ids made by one process therefore sort in creation order, which is what
+lets lists page newest-first on the primary key alone.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+PREFIXES = frozenset(
+    {"mer", "ord", "pay", "att", "re", "dp", "evt", "we", "wd", "acct", "txn", "rcn", "ibx", "conn", "req"}
+)
+_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_RANDOM_BITS = 80
+_lock = threading.Lock()
+_last_ms = -1
+_last_rand = 0
+
+
+def _encode(value: int, length: int) -> str:
+    chars = []
+    for _ in range(length):
+        value, rem = divmod(value, 32)
+        chars.append(_ALPHABET[rem])
+    return "".join(reversed(chars))
+
+
+def _next_body() -> str:
+    global _last_ms, _last_rand
+    with _lock:
+        now = time.time_ns() // 1_000_000
+        if now <= _last_ms:
+            # Same (or a stepped-back) millisecond: keep the order monotonic.
+            now = _last_ms
+            _last_rand = (_last_rand + 1) % (1 << _RANDOM_BITS)
+        else:
+            # Leave headroom so increments within a millisecond never wrap.
+            _last_rand = int.from_bytes(os.urandom(10), "big") >> 2
+        _last_ms = now
+        return _encode((now << _RANDOM_BITS) | _last_rand, 26)
+
+
+def new_id(prefix: str) -> str:
+    """Make a new id.
+
+    Args:
+      prefix: one of :data:`PREFIXES`, without the underscore.
+
+    Returns:
+      ``"<prefix>_<26 chars>"``, sorting after every id this process made before.
+
+    Raises:
+      ValueError: unknown prefix.
+    """
+    if prefix not in PREFIXES:
+        raise ValueError(f"unknown id prefix {prefix!r}")
+    return f"{prefix}_{_next_body()}"
+
+
+def has_prefix(value: str, prefix: str) -> bool:
+    """True if ``value`` looks like an id with ``prefix`` (cheap shape check)."""
+    return value.startswith(prefix + "_") and 0 < len(value) - len(prefix) - 1 <= 64

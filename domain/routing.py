@@ -1,0 +1,109 @@
+"""Routing policy: which connectors to try, in which order. Pure functions over
+immutable snapshots, so the same decision can be computed anywhere."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from domain.errors import InvalidRequest
+
+STRATEGIES = ("priority", "volume_split", "success_rate")
+DEFAULT_CONNECTORS = ("mockstripe", "mockrazorpay")
+
+
+@dataclass(frozen=True)
+class Rule:
+    payment_method_type: str
+    connectors: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RoutingConfig:
+    strategy: str = "priority"
+    connectors: tuple[str, ...] = DEFAULT_CONNECTORS
+    weights: dict[str, int] = field(default_factory=dict)
+    rules: tuple[Rule, ...] = ()
+
+    def to_dict(self) -> dict:
+        out: dict = {"object": "routing", "strategy": self.strategy, "connectors": list(self.connectors),
+                     "weights": dict(self.weights),
+                     "rules": [{"payment_method_type": r.payment_method_type, "connectors": list(r.connectors)}
+                               for r in self.rules]}
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict | None, known: frozenset[str]) -> "RoutingConfig":
+        """Build and validate a config (from a request or the database).
+
+        Raises:
+          InvalidRequest: naming the bad field.
+        """
+        if not data:
+            return cls()
+        strategy = data.get("strategy", "priority")
+        if strategy not in STRATEGIES:
+            raise InvalidRequest(f"strategy must be one of {', '.join(STRATEGIES)}.", param="strategy")
+        connectors = tuple(data.get("connectors") or DEFAULT_CONNECTORS)
+        _check_known(connectors, known, "connectors")
+        weights = {str(k): v for k, v in (data.get("weights") or {}).items()}
+        _check_known(tuple(weights), known, "weights")
+        if any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in weights.values()):
+            raise InvalidRequest("weights must be non-negative integers.", param="weights")
+        rules = []
+        for i, rule in enumerate(data.get("rules") or []):
+            if not isinstance(rule, dict) or not rule.get("payment_method_type") or not rule.get("connectors"):
+                raise InvalidRequest("Each rule needs payment_method_type and connectors.", param=f"rules.{i}")
+            _check_known(tuple(rule["connectors"]), known, f"rules.{i}.connectors")
+            rules.append(Rule(str(rule["payment_method_type"]), tuple(rule["connectors"])))
+        return cls(strategy, connectors, weights, tuple(rules))
+
+
+def _check_known(names: tuple, known: frozenset[str], param: str) -> None:
+    for name in names:
+        if name not in known:
+            raise InvalidRequest(f"Unknown connector {name!r}.", param=param)
+
+
+def candidates(config: RoutingConfig, method_type: str, *, pinned: str | None = None,
+               unavailable: frozenset[str] = frozenset(), success_rates: dict[str, float] | None = None,
+               rng: random.Random | None = None) -> list[str]:
+    """Connectors to try for one payment, best first.
+
+    Args:
+      pinned: the payment's own ``connector``; then it is the only candidate.
+      unavailable: connectors whose circuit is open; tried last, not dropped,
+        so a payment still has somewhere to go when every circuit is open.
+      success_rates: recent success rate per connector (``success_rate`` strategy).
+
+    Returns:
+      A non-empty list of connector names.
+    """
+    if pinned:
+        return [pinned]
+    base = next((r.connectors for r in config.rules if r.payment_method_type == method_type), config.connectors)
+    order = list(dict.fromkeys(base))
+    if config.strategy == "volume_split" and config.weights:
+        order = _weighted_order(order, config.weights, rng or random)
+    elif config.strategy == "success_rate" and success_rates:
+        order.sort(key=lambda name: -success_rates.get(name, 1.0))
+    healthy = [c for c in order if c not in unavailable]
+    return healthy + [c for c in order if c in unavailable]
+
+
+def _weighted_order(names: list[str], weights: dict[str, int], rng) -> list[str]:
+    remaining = list(names)
+    out = []
+    while remaining:
+        total = sum(weights.get(n, 0) for n in remaining)
+        if total <= 0:
+            out.extend(remaining)
+            break
+        pick = rng.random() * total
+        for name in remaining:
+            pick -= weights.get(name, 0)
+            if pick < 0:
+                break
+        out.append(name)
+        remaining.remove(name)
+    return out

@@ -1,0 +1,68 @@
+"""The connector interface every gateway implements, and its errors.
+
+Connectors speak in :class:`domain.payments.Outcome`; a connector *error* is
+something else: the call itself failed, and whether money moved is unknown
+(timeout) or known not to have moved (5xx before processing, open circuit).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from domain.payments import Outcome
+
+
+class ConnectorError(Exception):
+    """The connector call failed. ``retryable`` errors may fall back to another connector."""
+
+    retryable = True
+    code = "connector_error"
+
+
+class ConnectorTimeout(ConnectorError):
+    """No answer in time: the charge may or may not have happened."""
+
+    code = "connector_timeout"
+
+
+class ConnectorServerError(ConnectorError):
+    """The connector answered 5xx: it did not process the request."""
+
+    code = "connector_server_error"
+
+
+class ConnectorUnavailable(ConnectorError):
+    """Refused locally (open circuit breaker) or unreachable."""
+
+    code = "connector_unavailable"
+
+
+@dataclass(frozen=True)
+class AuthorizeRequest:
+    payment_id: str
+    attempt_id: str
+    merchant_id: str
+    amount: int
+    currency: str
+    capture_method: str
+    payment_method: dict  # stored form: card {brand, first6, last4} or upi {vpa}
+
+
+class Connector(Protocol):
+    """What a gateway must do. All methods may raise :class:`ConnectorError`."""
+
+    name: str
+    methods: frozenset[str]
+
+    async def authorize(self, request: AuthorizeRequest) -> Outcome:
+        """Charge (automatic capture) or authorise (manual) a payment."""
+
+    async def capture(self, connector_txn_id: str, amount: int) -> None:
+        """Capture ``amount`` of an authorisation."""
+
+    async def void(self, connector_txn_id: str) -> None:
+        """Release an authorisation."""
+
+    async def retrieve(self, connector_txn_id: str | None, payment_id: str) -> Outcome:
+        """Ask what became of a payment (reconciliation)."""

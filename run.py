@@ -1,0 +1,191 @@
+#!/usr/bin/env python3
+"""Paycast entry point.
+
+    python run.py [serve]             start the server (embedded PostgreSQL unless PAYCAST_DATABASE_URL)
+    python run.py migrate             apply database migrations and exit
+    python run.py merchant create NAME  create a merchant and print its API key
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import secrets
+import signal
+import sys
+
+import trio
+
+from config import SettingsError, load_settings
+from config import logs
+
+log = logging.getLogger("paycast")
+# How long start-up waits for a database that is not reachable yet.
+_DB_WAIT_S = 30
+
+
+def resolve_database(settings):
+    """The DSN to use and, for the embedded server, its handle (to stop at exit)."""
+    if settings.database_url:
+        return settings.database_url, None
+    from storage.embedded import EmbeddedPostgres, EmbeddedPostgresError
+
+    pg = EmbeddedPostgres(settings.data_dir.resolve())
+    try:
+        pg.start()
+        pg.ensure_database("paycast")
+    except EmbeddedPostgresError as exc:
+        print(f"paycast: cannot start the embedded PostgreSQL: {exc}", file=sys.stderr)
+        sys.exit(1)
+    return pg.dsn("paycast"), pg
+
+
+async def open_database(settings, dsn: str):
+    """Open the pool and apply migrations, waiting a while for the database."""
+    from storage import migrate
+    from storage.database import Database
+    from domain.errors import Unavailable
+
+    db = Database(dsn, pool_size=settings.db_pool_size, statement_timeout_ms=settings.db_statement_timeout_ms,
+                  connect_timeout_s=settings.db_connect_timeout_s)
+    await db.open()
+    deadline = trio.current_time() + _DB_WAIT_S
+    while True:
+        try:
+            applied = await db.run(migrate.apply)
+            break
+        except Unavailable:
+            if trio.current_time() > deadline:
+                await db.close()
+                raise
+            log.warning("database not reachable yet; retrying")
+            await trio.sleep(1)
+    if applied:
+        log.info("applied migrations: %s", ", ".join(applied))
+    return db
+
+
+async def _watch_signals(shutdown: trio.Event, root: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            if not shutdown.is_set():
+                log.info("received %s: draining", signal.Signals(signum).name)
+                shutdown.set()
+            else:  # a second signal: stop now
+                root.cancel()
+
+
+async def serve_main(settings, dsn: str, admin_token: str) -> None:
+    from actors.system import System
+    from app.server import create_app, serve_http
+
+    db = await open_database(settings, dsn)
+    try:
+        system = System(settings, db)
+        async with trio.open_nursery() as root:
+            await root.start(system.run, name="actors")
+            shutdown = trio.Event()
+            root.start_soon(_watch_signals, shutdown, root.cancel_scope, name="signals")
+            app = create_app(system, admin_token)
+
+            async def http(task_status=trio.TASK_STATUS_IGNORED) -> None:
+                await serve_http(app, settings.host, settings.port, shutdown,
+                                 graceful_timeout=settings.graceful_timeout_s, task_status=task_status)
+                root.cancel_scope.cancel()  # HTTP drained: stop the actors too
+
+            binds = await root.start(http, name="http")
+            print(json.dumps({"event": "listening", "url": binds[0], "admin_token_set": bool(settings.admin_token)}),
+                  flush=True)
+            log.info("Paycast listening on %s", binds[0])
+    finally:
+        with trio.CancelScope(shield=True):
+            await db.close()
+        log.info("stopped")
+
+
+def cmd_serve(settings) -> int:
+    admin_token = settings.admin_token
+    if not admin_token:
+        admin_token = "adm_" + secrets.token_urlsafe(24)
+        print(f"PAYCAST_ADMIN_TOKEN is unset; admin token for this run: {admin_token}", flush=True)
+    dsn, pg = resolve_database(settings)
+    instruments = []
+    if settings.trace_tasks:
+        from actors.tracing import TaskTracer
+
+        instruments.append(TaskTracer())
+    try:
+        trio.run(serve_main, settings, dsn, admin_token, instruments=instruments)
+    finally:
+        if pg is not None:
+            pg.stop()
+    return 0
+
+
+def cmd_migrate(settings) -> int:
+    dsn, pg = resolve_database(settings)
+
+    async def main() -> None:
+        db = await open_database(settings, dsn)
+        await db.close()
+
+    try:
+        trio.run(main)
+    finally:
+        if pg is not None:
+            pg.stop()
+    print("migrations applied")
+    return 0
+
+
+def cmd_merchant_create(settings, name: str) -> int:
+    from storage import merchants
+
+    dsn, pg = resolve_database(settings)
+    result = {}
+
+    async def main() -> None:
+        db = await open_database(settings, dsn)
+        try:
+            result["merchant"], result["api_key"] = await db.transaction(merchants.create, name)
+        finally:
+            await db.close()
+
+    try:
+        trio.run(main)
+    finally:
+        if pg is not None:
+            pg.stop()
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="run.py", description="Paycast payment backend")
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("serve", help="run the server (default)")
+    sub.add_parser("migrate", help="apply database migrations")
+    merchant = sub.add_parser("merchant", help="merchant administration")
+    merchant_sub = merchant.add_subparsers(dest="action", required=True)
+    create = merchant_sub.add_parser("create", help="create a merchant and print its API key")
+    create.add_argument("name")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"paycast: {exc}", file=sys.stderr)
+        return 2
+    logs.setup(settings.log_level)
+    if args.command in (None, "serve"):
+        return cmd_serve(settings)
+    if args.command == "migrate":
+        return cmd_migrate(settings)
+    if args.command == "merchant":
+        return cmd_merchant_create(settings, args.name)
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""The event log: one row per state change, written in the changing transaction."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from domain import render
+from domain.events import NewEvent
+from domain.ids import new_id
+
+
+async def append(conn: asyncpg.Connection, merchant_id: str, event: NewEvent) -> dict:
+    """Write ``event`` with the merchant's next ``seq`` and return its API form.
+
+    Call it last in a transaction: bumping ``merchants.event_seq`` row-locks the
+    merchant until commit, and the shorter that lock is held the more payments
+    of one merchant can commit concurrently.
+    """
+    seq = await conn.fetchval(
+        "UPDATE merchants SET event_seq = event_seq + 1 WHERE id = $1 RETURNING event_seq", merchant_id
+    )
+    row = await conn.fetchrow(
+        "INSERT INTO events (id, merchant_id, seq, type, object_id, customer_id, data)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
+        new_id("evt"), merchant_id, seq, event.type, event.object_id, event.customer_id, event.snapshot,
+    )
+    return render.event(row)
+
+
+async def append_all(conn: asyncpg.Connection, merchant_id: str, events: list[NewEvent]) -> list[dict]:
+    """Append several events with consecutive seqs (one merchant-row bump)."""
+    if not events:
+        return []
+    last = await conn.fetchval(
+        "UPDATE merchants SET event_seq = event_seq + $2 WHERE id = $1 RETURNING event_seq",
+        merchant_id, len(events),
+    )
+    first = last - len(events) + 1
+    rows = await conn.fetch(
+        "INSERT INTO events (id, merchant_id, seq, type, object_id, customer_id, data)"
+        " SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::jsonb[])"
+        " RETURNING *",
+        [new_id("evt") for _ in events], [merchant_id] * len(events),
+        list(range(first, last + 1)), [e.type for e in events], [e.object_id for e in events],
+        [e.customer_id for e in events], [e.snapshot for e in events],
+    )
+    return [render.event(r) for r in sorted(rows, key=lambda r: r["seq"])]
+
+
+async def get(conn: asyncpg.Connection, merchant_id: str, event_id: str) -> dict | None:
+    row = await conn.fetchrow("SELECT * FROM events WHERE id = $1 AND merchant_id = $2", event_id, merchant_id)
+    return render.event(row) if row else None
+
+
+async def list_page(conn: asyncpg.Connection, merchant_id: str, *, limit: int, starting_after: str | None,
+                    type_: str | None, object_id: str | None, after_seq: int | None) -> tuple[list[dict], bool]:
+    """Events newest first; with ``after_seq``, oldest first from just after that seq.
+
+    ``after_seq`` is for catching up (a poller replays forward and must not skip),
+    so that form pages in ascending order; ``starting_after`` then continues it.
+    """
+    conds = ["merchant_id = $1"]
+    args: list = [merchant_id]
+
+    def add(sql: str, value: object) -> None:
+        args.append(value)
+        conds.append(sql.format(f"${len(args)}"))
+
+    if type_:
+        if type_.endswith(".*"):
+            add("type LIKE {}", type_[:-1] + "%")
+        else:
+            add("type = {}", type_)
+    if object_id:
+        add("object_id = {}", object_id)
+    ascending = after_seq is not None
+    if after_seq is not None:
+        add("seq > {}", after_seq)
+    if starting_after:
+        cursor = await conn.fetchval(
+            "SELECT seq FROM events WHERE id = $1 AND merchant_id = $2", starting_after, merchant_id
+        )
+        if cursor is None:
+            return [], False
+        add("seq > {}" if ascending else "seq < {}", cursor)
+    order = "ASC" if ascending else "DESC"
+    args.append(limit + 1)
+    rows = await conn.fetch(
+        f"SELECT * FROM events WHERE {' AND '.join(conds)} ORDER BY seq {order} LIMIT ${len(args)}", *args
+    )
+    return [render.event(r) for r in rows[:limit]], len(rows) > limit

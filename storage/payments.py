@@ -1,0 +1,236 @@
+"""Payments and their attempts. Every status write is conditional on the status
+the state machine expects, so two processes can never both win a transition."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+
+import asyncpg
+
+from domain import render
+from domain.errors import InvalidRequest, NotFound, StateError
+from domain.events import NewEvent, payment_event
+from domain.ids import new_id
+from domain.payments import Outcome, OutcomeKind, Status, Trigger, next_status, settle as settle_outcome
+from storage import events as event_log
+from storage import orders
+from storage.pagination import page_rows
+
+
+async def fetch_row(conn: asyncpg.Connection, merchant_id: str, payment_id: str, *, lock: bool = False):
+    """The payment row, or raise :class:`NotFound` (also for another merchant's payment)."""
+    sql = "SELECT * FROM payments WHERE id = $1 AND merchant_id = $2" + (" FOR UPDATE" if lock else "")
+    row = await conn.fetchrow(sql, payment_id, merchant_id)
+    if row is None:
+        raise NotFound(f"No such payment: '{payment_id}'", param="id")
+    return row
+
+
+async def _attempts(conn: asyncpg.Connection, payment_id: str) -> list:
+    return await conn.fetch("SELECT * FROM payment_attempts WHERE payment_id = $1 ORDER BY id", payment_id)
+
+
+async def _render(conn: asyncpg.Connection, row) -> dict:
+    return render.payment(row, await _attempts(conn, row["id"]))
+
+
+async def _commit_events(conn: asyncpg.Connection, row, status_event: str | None) -> dict:
+    """Render the payment, append its event (and its order's), return the snapshot."""
+    snapshot = await _render(conn, row)
+    pending: list[NewEvent] = []
+    if status_event:
+        pending.append(payment_event(status_event, snapshot))
+        if row["order_id"] and status_event in ("succeeded", "failed"):
+            order_ev = await orders.follow_payment(conn, row["merchant_id"], row["order_id"], status_event)
+            if order_ev:
+                pending.append(order_ev)
+    await event_log.append_all(conn, row["merchant_id"], pending)
+    return snapshot
+
+
+async def create(conn: asyncpg.Connection, merchant_id: str, spec: dict) -> dict:
+    """Insert a payment in ``requires_confirmation`` and its ``payment.created`` event.
+
+    Args:
+      spec: validated fields: amount, currency, order_id, customer_id,
+        payment_method (stored form), capture_method, connector, metadata.
+
+    Raises:
+      NotFound: ``order_id`` is not one of the merchant's orders.
+      InvalidRequest: amount or currency differ from the order's.
+    """
+    customer_id = spec.get("customer_id")
+    if spec.get("order_id"):
+        order = await orders.fetch_row(conn, merchant_id, spec["order_id"])
+        if order["amount"] != spec["amount"]:
+            raise InvalidRequest("The amount must equal the order's amount.", param="amount")
+        if order["currency"] != spec["currency"]:
+            raise InvalidRequest("The currency must equal the order's currency.", param="currency")
+        customer_id = customer_id or order["customer_id"]
+    row = await conn.fetchrow(
+        "INSERT INTO payments (id, merchant_id, order_id, customer_id, amount, currency, status,"
+        " capture_method, payment_method, pinned_connector, metadata)"
+        " VALUES ($1, $2, $3, $4, $5, $6, 'requires_confirmation', $7, $8, $9, $10) RETURNING *",
+        new_id("pay"), merchant_id, spec.get("order_id"), customer_id, spec["amount"], spec["currency"],
+        spec["capture_method"], spec["payment_method"], spec.get("connector"), spec.get("metadata") or {},
+    )
+    snapshot = render.payment(row, [])
+    await event_log.append(conn, merchant_id, payment_event("created", snapshot))
+    return snapshot
+
+
+@dataclasses.dataclass(frozen=True)
+class Begun:
+    """A started attempt and what the actor needs to call the connector."""
+
+    attempt_id: str
+    connector: str
+    candidates: tuple[str, ...]
+    payment: dict  # the locked row as it was when the attempt started
+
+
+# (payment row, the merchant's stored routing config) -> candidate connectors.
+Route = Callable[[Mapping, dict | None], list[str]]
+
+
+async def begin_attempt(conn: asyncpg.Connection, merchant_id: str, payment_id: str, deadline_s: float,
+                        *, route: Route | None = None, connector: str | None = None,
+                        first: bool = True) -> Begun:
+    """Start a connector attempt: the payment goes (or stays) ``processing``.
+
+    The first attempt moves ``requires_confirmation`` → ``processing``; a fallback
+    attempt (``first=False``) requires the payment still ``processing``. No event
+    is written here: ``processing`` becomes visible as an event only if the
+    confirm ends there (see :func:`settle`).
+
+    Args:
+      route: pure function from the payment row to candidate connectors (used
+        when ``connector`` is not given).
+
+    Raises:
+      NotFound, StateError.
+    """
+    row = await fetch_row(conn, merchant_id, payment_id, lock=True)
+    if first:
+        next_status(row["status"], Trigger.CONFIRM)
+    elif row["status"] != Status.PROCESSING.value:
+        raise StateError(f"The payment is no longer processing (status {row['status']}).")
+    if connector:
+        candidates: tuple[str, ...] = (connector,)
+    else:
+        routing = await conn.fetchval("SELECT routing FROM merchants WHERE id = $1", merchant_id)
+        candidates = tuple(route(row, routing) if route else ())
+    if not candidates:
+        raise StateError("No connector can take this payment.", code="no_connector")
+    await conn.execute(
+        "UPDATE payments SET status = 'processing', connector = $2, updated_at = now(),"
+        " processing_deadline = now() + make_interval(secs => $3) WHERE id = $1",
+        payment_id, candidates[0], deadline_s,
+    )
+    attempt_id = new_id("att")
+    await conn.execute(
+        "INSERT INTO payment_attempts (id, payment_id, merchant_id, connector, status)"
+        " VALUES ($1, $2, $3, $4, 'started')",
+        attempt_id, payment_id, merchant_id, candidates[0],
+    )
+    return Begun(attempt_id, candidates[0], candidates, dict(row))
+
+
+async def create_and_begin(conn: asyncpg.Connection, merchant_id: str, spec: dict, deadline_s: float,
+                           route: Route) -> Begun:
+    """Create a payment and start its first attempt in one transaction (``confirm: true``)."""
+    snapshot = await create(conn, merchant_id, spec)
+    return await begin_attempt(conn, merchant_id, snapshot["id"], deadline_s, route=route)
+
+
+async def settle(conn: asyncpg.Connection, merchant_id: str, payment_id: str, attempt_id: str,
+                 outcome: Outcome, *, final: bool = True) -> dict:
+    """Record a connector ``outcome`` for an attempt and move the payment.
+
+    A payment that is no longer ``processing`` (a late or duplicate answer) is
+    left as it is: a terminal status never changes.
+
+    Args:
+      final: False when the confirm will fall back to another connector, so an
+        ``unknown``/failed attempt must not move the payment yet.
+
+    Returns:
+      The payment's API form after the change.
+    """
+    row = await fetch_row(conn, merchant_id, payment_id, lock=True)
+    result = settle_outcome(row["amount"], outcome)
+    await conn.execute(
+        "UPDATE payment_attempts SET status = $2, connector_txn_id = COALESCE($3, connector_txn_id),"
+        " error_code = $4, updated_at = now() WHERE id = $1 AND status IN ('started', 'unknown')",
+        attempt_id, "failed" if not final and outcome.kind is OutcomeKind.UNKNOWN else result.attempt_status,
+        outcome.connector_txn_id, outcome.error_code,
+    )
+    if row["status"] != Status.PROCESSING.value or not final:
+        return await _render(conn, row)
+    row = await conn.fetchrow(
+        "UPDATE payments SET status = $2, amount_received = $3, amount_capturable = $4, last_error = $5,"
+        " processing_deadline = CASE WHEN $2 = 'processing' THEN processing_deadline END,"
+        " updated_at = now() WHERE id = $1 AND status = 'processing' RETURNING *",
+        payment_id, result.status.value, result.amount_received, result.amount_capturable, result.last_error,
+    )
+    return await _commit_events(conn, row, result.status.value)
+
+
+async def capture(conn: asyncpg.Connection, merchant_id: str, payment_id: str, amount: int) -> dict:
+    """``requires_capture`` → ``succeeded`` for ``amount``; the rest is released."""
+    row = await conn.fetchrow(
+        "UPDATE payments SET status = 'succeeded', amount_received = $3, amount_capturable = 0,"
+        " updated_at = now() WHERE id = $1 AND merchant_id = $2 AND status = 'requires_capture'"
+        " AND amount_capturable >= $3 RETURNING *",
+        payment_id, merchant_id, amount,
+    )
+    if row is None:
+        current = await fetch_row(conn, merchant_id, payment_id)
+        next_status(current["status"], Trigger.CAPTURE)  # raises the precise StateError
+        raise StateError("The payment changed while capturing; retry.")
+    await conn.execute(
+        "UPDATE payment_attempts SET status = 'succeeded', updated_at = now()"
+        " WHERE payment_id = $1 AND status = 'authorized'", payment_id,
+    )
+    return await _commit_events(conn, row, "succeeded")
+
+
+async def cancel(conn: asyncpg.Connection, merchant_id: str, payment_id: str) -> dict:
+    """``requires_confirmation``/``requires_capture`` → ``canceled``; an authorisation is voided."""
+    current = await fetch_row(conn, merchant_id, payment_id, lock=True)
+    next_status(current["status"], Trigger.CANCEL)
+    row = await conn.fetchrow(
+        "UPDATE payments SET status = 'canceled', amount_capturable = 0, updated_at = now()"
+        " WHERE id = $1 AND status = $2 RETURNING *", payment_id, current["status"],
+    )
+    await conn.execute(
+        "UPDATE payment_attempts SET status = 'failed', error_code = 'authorization_voided', updated_at = now()"
+        " WHERE payment_id = $1 AND status = 'authorized'", payment_id,
+    )
+    return await _commit_events(conn, row, "canceled")
+
+
+async def get(conn: asyncpg.Connection, merchant_id: str, payment_id: str) -> dict:
+    return await _render(conn, await fetch_row(conn, merchant_id, payment_id))
+
+
+async def list_page(conn: asyncpg.Connection, merchant_id: str, *, limit: int, starting_after: str | None,
+                    filters: dict[str, object]) -> tuple[list[dict], bool]:
+    rows, more = await page_rows(conn, "payments", merchant_id, limit=limit,
+                                 starting_after=starting_after, filters=filters)
+    by_payment: dict[str, list] = {r["id"]: [] for r in rows}
+    if rows:
+        for a in await conn.fetch(
+            "SELECT * FROM payment_attempts WHERE payment_id = ANY($1) ORDER BY id", list(by_payment)
+        ):
+            by_payment[a["payment_id"]].append(a)
+    return [render.payment(r, by_payment[r["id"]]) for r in rows], more
+
+
+
+async def authorized_txn(conn: asyncpg.Connection, payment_id: str) -> str | None:
+    """The connector transaction id of the payment's authorised attempt."""
+    return await conn.fetchval(
+        "SELECT connector_txn_id FROM payment_attempts WHERE payment_id = $1 AND status = 'authorized'", payment_id
+    )
