@@ -104,8 +104,8 @@ class Database:
             await self._thread.run(close_pool())
         self._thread.stop()
 
-    async def transaction(self, fn: UnitOfWork[T], *args: Any) -> T:
-        """Run ``fn(conn, *args)`` in one transaction, in one crossing.
+    async def transaction(self, fn: UnitOfWork[T], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn(conn, *args, **kwargs)`` in one transaction, in one crossing.
 
         Returns:
           What ``fn`` returned, after commit.
@@ -114,13 +114,13 @@ class Database:
           Unavailable: the database could not be reached or timed out.
           PaycastError: raised by ``fn`` (the transaction is rolled back).
         """
-        return await self._cross(fn, args, transactional=True)
+        return await self._cross(fn, args, kwargs, transactional=True)
 
-    async def run(self, fn: UnitOfWork[T], *args: Any) -> T:
+    async def run(self, fn: UnitOfWork[T], *args: Any, **kwargs: Any) -> T:
         """Like :meth:`transaction` but without an explicit transaction (reads, DDL, locks)."""
-        return await self._cross(fn, args, transactional=False)
+        return await self._cross(fn, args, kwargs, transactional=False)
 
-    async def _cross(self, fn: UnitOfWork[T], args: tuple, transactional: bool) -> T:
+    async def _cross(self, fn: UnitOfWork[T], args: tuple, kwargs: dict, transactional: bool) -> T:
         pool = self._pool
         if pool is None:
             raise Unavailable("The database is not open.")
@@ -128,9 +128,9 @@ class Database:
         async def unit() -> T:
             async with pool.acquire(timeout=self._connect_timeout_s) as conn:
                 if not transactional:
-                    return await fn(conn, *args)
+                    return await fn(conn, *args, **kwargs)
                 async with conn.transaction():
-                    return await fn(conn, *args)
+                    return await fn(conn, *args, **kwargs)
 
         try:
             return await self._thread.run(asyncio.wait_for(unit(), self._uow_timeout_s))

@@ -1,0 +1,97 @@
+"""Test support: a real Paycast server process on a free port, and HTTP helpers."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+ADMIN_TOKEN = "adm_test_token"
+
+
+class ServerProcess:
+    """``python run.py serve`` against a given database, on a free port.
+
+    Args:
+      dsn: the database (``PAYCAST_DATABASE_URL``).
+      env: extra ``PAYCAST_*`` settings.
+    """
+
+    def __init__(self, dsn: str, **env: str) -> None:
+        self.dsn = dsn
+        self.extra_env = env
+        self.proc: subprocess.Popen | None = None
+        self.url: str | None = None
+        self.stderr_lines: list[str] = []
+
+    def start(self, timeout: float = 30) -> "ServerProcess":
+        env = dict(os.environ)
+        env.update({"PAYCAST_DATABASE_URL": self.dsn, "PAYCAST_PORT": "0", "PAYCAST_ADMIN_TOKEN": ADMIN_TOKEN,
+                    "PAYCAST_LOG_LEVEL": "WARNING"})
+        env.update(self.extra_env)
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "serve"], cwd=ROOT, env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        threading.Thread(target=self._drain_stderr, daemon=True).start()
+        deadline = time.monotonic() + timeout
+        assert self.proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"server exited early: {''.join(self.stderr_lines[-20:])}")
+            if line.startswith("{") and '"listening"' in line:
+                self.url = json.loads(line)["url"]
+                threading.Thread(target=self._drain_stdout, daemon=True).start()
+                return self
+        raise RuntimeError("server did not start in time")
+
+    def _drain_stdout(self) -> None:
+        assert self.proc and self.proc.stdout
+        for _ in self.proc.stdout:
+            pass
+
+    def _drain_stderr(self) -> None:
+        assert self.proc and self.proc.stderr
+        for line in self.proc.stderr:
+            self.stderr_lines.append(line)
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self, timeout: float = 15) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(5)
+
+    def client(self, api_key: str | None = None, **kw) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30, **kw)
+
+    def create_merchant(self, name: str = "test merchant") -> str:
+        with self.client(ADMIN_TOKEN) as c:
+            r = c.post("/admin/merchants", json={"name": name})
+            assert r.status_code == 201, r.text
+            return r.json()["api_key"]
+
+
+CARD_OK = {"type": "card", "card": {"number": "4242424242424242"}}
+CARD_DECLINED = {"type": "card", "card": {"number": "4000000000000002"}}
+CARD_NO_FUNDS = {"type": "card", "card": {"number": "4000000000009995"}}
+
+
+def payment_body(amount: int = 1000, currency: str = "INR", method: dict | None = None, **extra) -> dict:
+    return {"amount": amount, "currency": currency, "payment_method": method or CARD_OK, **extra}
