@@ -18,6 +18,7 @@ from quart import Quart, g, request
 from quart_trio import QuartTrio
 
 from app import errors
+from app.limits import BodyLimit
 from app.metrics import Metrics
 from app.routes import admin, events, ops, orders, payments
 
@@ -65,4 +66,5 @@ async def serve_http(app: Quart, host: str, port: int, shutdown: trio.Event, *, 
     config.keep_alive_timeout = 30
     # Large enough for hypercorn's own framing; our body limit is enforced by quart.
     config.h11_max_incomplete_size = 64 * 1024
-    await serve(app, config, shutdown_trigger=shutdown.wait, task_status=task_status)
+    asgi = BodyLimit(app, app.config["MAX_CONTENT_LENGTH"])
+    await serve(asgi, config, shutdown_trigger=shutdown.wait, task_status=task_status, mode="asgi")

@@ -95,3 +95,19 @@ CARD_NO_FUNDS = {"type": "card", "card": {"number": "4000000000009995"}}
 
 def payment_body(amount: int = 1000, currency: str = "INR", method: dict | None = None, **extra) -> dict:
     return {"amount": amount, "currency": currency, "payment_method": method or CARD_OK, **extra}
+
+
+def db_fetch(dsn: str, sql: str, *args) -> list[dict]:
+    """Run one query directly against the database (to check invariants behind the API)."""
+    import asyncio
+
+    import asyncpg
+
+    async def main() -> list[dict]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return [dict(r) for r in await conn.fetch(sql, *args)]
+        finally:
+            await conn.close()
+
+    return asyncio.run(main())

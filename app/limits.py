@@ -1,0 +1,51 @@
+"""ASGI middleware for oversized bodies.
+
+Quart refuses a body over ``MAX_CONTENT_LENGTH`` before reading it, and an
+HTTP/1.1 client that is still uploading (httpx, most SDKs) never reads the
+early 413: both sides wait until a timeout. So a declared oversized body is
+drained here first (up to a cap, then the connection is dropped) and answered
+413 with the API.md error body.
+"""
+
+from __future__ import annotations
+
+import json
+
+# Beyond this much we stop being polite and let the connection close.
+_DRAIN_CAP = 64 * 1024 * 1024
+_BODY = json.dumps({"error": {"type": "invalid_request_error", "code": "body_too_large",
+                              "message": "The request body is larger than 1 MiB.", "param": None}}).encode()
+
+
+def _declared_length(scope) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+class BodyLimit:
+    """Wraps an ASGI app; answers 413 for declared bodies over ``limit`` bytes."""
+
+    def __init__(self, app, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = _declared_length(scope)
+        if length is None or length <= self.limit:
+            return await self.app(scope, receive, send)
+        if length <= _DRAIN_CAP:
+            while True:
+                message = await receive()
+                if message["type"] != "http.request" or not message.get("more_body"):
+                    break
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"connection", b"close"),
+                                (b"content-length", str(len(_BODY)).encode())]})
+        await send({"type": "http.response.body", "body": _BODY})

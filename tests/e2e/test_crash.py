@@ -1,0 +1,36 @@
+"""Every acknowledged write survives ``kill -9`` of the server."""
+
+from __future__ import annotations
+
+from tests.support import ServerProcess, payment_body
+
+
+def test_kill9_right_after_200_keeps_payment_and_event(new_database):
+    dsn = new_database("paycast_crash")
+    first = ServerProcess(dsn).start()
+    try:
+        api_key = first.create_merchant()
+        with first.client(api_key) as c:
+            pay = c.post("/v1/payments", json=payment_body(777, confirm=True)).json()
+            assert pay["status"] == "succeeded"
+        first.kill9()
+    finally:
+        first.stop()
+    second = ServerProcess(dsn).start()
+    try:
+        with second.client(api_key) as c:
+            got = c.get(f"/v1/payments/{pay['id']}").json()
+            assert got["status"] == "succeeded" and got["amount_received"] == 777
+            types = [e["type"] for e in c.get("/v1/events", params={"object_id": pay["id"]}).json()["data"]]
+            assert types == ["payment.succeeded", "payment.created"]
+    finally:
+        second.stop()
+
+
+def test_sigterm_drains_and_exits_cleanly(new_database):
+    server = ServerProcess(new_database("paycast_term")).start()
+    api_key = server.create_merchant()
+    with server.client(api_key) as c:
+        assert c.post("/v1/payments", json=payment_body(confirm=True)).status_code == 201
+    assert server.stop() == 0
+    assert not any("Traceback" in line for line in server.stderr_lines), "".join(server.stderr_lines)
