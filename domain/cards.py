@@ -35,7 +35,7 @@ def truncate(number: object, param: str = "payment_method.card.number") -> dict:
     if not isinstance(number, str):
         raise InvalidRequest("The card number must be a string of digits.", param=param)
     digits = number.replace(" ", "")
-    if not digits.isdigit() or not 12 <= len(digits) <= 19 or not luhn_ok(digits):
+    if not (digits.isascii() and digits.isdigit()) or not 12 <= len(digits) <= 19 or not luhn_ok(digits):
         raise InvalidRequest("The card number is not a valid card number.", param=param, code="incorrect_number")
     brand = next((b for prefix, b in _BRANDS if digits.startswith(prefix)), "unknown")
     return {"brand": brand, "first6": digits[:6], "last4": digits[-4:]}

@@ -44,19 +44,32 @@ class RoutingConfig:
         strategy = data.get("strategy", "priority")
         if strategy not in STRATEGIES:
             raise InvalidRequest(f"strategy must be one of {', '.join(STRATEGIES)}.", param="strategy")
-        connectors = tuple(data.get("connectors") or DEFAULT_CONNECTORS)
+        connectors = tuple(_names(data.get("connectors") or list(DEFAULT_CONNECTORS), "connectors"))
         _check_known(connectors, known, "connectors")
-        weights = {str(k): v for k, v in (data.get("weights") or {}).items()}
+        raw_weights = data.get("weights") or {}
+        if not isinstance(raw_weights, dict):
+            raise InvalidRequest("weights must be an object of connector → weight.", param="weights")
+        weights = {str(k): v for k, v in raw_weights.items()}
         _check_known(tuple(weights), known, "weights")
         if any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in weights.values()):
             raise InvalidRequest("weights must be non-negative integers.", param="weights")
         rules = []
-        for i, rule in enumerate(data.get("rules") or []):
+        raw_rules = data.get("rules") or []
+        if not isinstance(raw_rules, list):
+            raise InvalidRequest("rules must be a list.", param="rules")
+        for i, rule in enumerate(raw_rules):
             if not isinstance(rule, dict) or not rule.get("payment_method_type") or not rule.get("connectors"):
                 raise InvalidRequest("Each rule needs payment_method_type and connectors.", param=f"rules.{i}")
-            _check_known(tuple(rule["connectors"]), known, f"rules.{i}.connectors")
-            rules.append(Rule(str(rule["payment_method_type"]), tuple(rule["connectors"])))
+            names = tuple(_names(rule["connectors"], f"rules.{i}.connectors"))
+            _check_known(names, known, f"rules.{i}.connectors")
+            rules.append(Rule(str(rule["payment_method_type"]), names))
         return cls(strategy, connectors, weights, tuple(rules))
+
+
+def _names(value: object, param: str) -> list[str]:
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise InvalidRequest(f"{param} must be a non-empty list of connector names.", param=param)
+    return value
 
 
 def _check_known(names: tuple, known: frozenset[str], param: str) -> None:
