@@ -95,6 +95,7 @@ async def serve_main(settings, dsn: str, admin_token: str) -> None:
                 root.cancel_scope.cancel()  # HTTP drained: stop the actors too
 
             binds = await root.start(http, name="http")
+            system.set_base_url(binds[0])
             print(json.dumps({"event": "listening", "url": binds[0], "admin_token_set": bool(settings.admin_token)}),
                   flush=True)
             log.info("Paycast listening on %s", binds[0])

@@ -15,7 +15,11 @@ import trio
 
 from domain.errors import InvalidRequest, StateError
 from domain.payments import Outcome, OutcomeKind, validate_capture
+
+# Outcomes that settle a payment for good when reconciliation hears them.
+_CONCLUSIVE = frozenset({OutcomeKind.SUCCEEDED, OutcomeKind.AUTHORIZED, OutcomeKind.DECLINED})
 from gateways.base import AuthorizeRequest, ConnectorError, ConnectorTimeout
+from storage import inbox, reconcile
 from storage import payments as store
 
 log = logging.getLogger("paycast.payment")
@@ -38,6 +42,20 @@ class Cancel:
     merchant_id: str
 
 
+@dataclass(frozen=True)
+class ApplyWebhook:
+    """Apply one stored gateway webhook (from the inbox) to this payment."""
+
+    inbox_id: str
+
+
+@dataclass(frozen=True)
+class Reconcile:
+    """The payment is past its processing deadline: ask the connector."""
+
+    merchant_id: str
+
+
 class PaymentActor:
     """Handles one message for one payment (the registry serialises per payment).
 
@@ -55,6 +73,10 @@ class PaymentActor:
             return await self._capture(payment_id, message)
         if isinstance(message, Cancel):
             return await self._cancel(payment_id, message)
+        if isinstance(message, ApplyWebhook):
+            return await self.system.db.transaction(inbox.apply, message.inbox_id)
+        if isinstance(message, Reconcile):
+            return await self._reconcile(payment_id, message)
         raise TypeError(f"unknown payment message {message!r}")
 
     async def _confirm(self, payment_id: str, msg: Confirm) -> dict:
@@ -123,3 +145,21 @@ class PaymentActor:
         if txn is None:
             raise InvalidRequest("The payment has no authorised attempt.")
         return txn
+
+    async def _reconcile(self, payment_id: str, msg: Reconcile) -> dict:
+        """Ask the connector what became of a payment stuck in ``processing``."""
+        db, settings = self.system.db, self.system.settings
+        attempt = await db.transaction(reconcile.open_attempt, payment_id)
+        outcome = None
+        if attempt is not None:
+            connector = self.system.connectors.get(attempt["connector"])
+            try:
+                with trio.fail_after(settings.connector_timeout_s):
+                    outcome = await connector.retrieve(attempt["connector_txn_id"], payment_id)
+            except (ConnectorError, trio.TooSlowError) as exc:
+                log.warning("reconcile %s: connector %s did not answer: %s", payment_id, attempt["connector"], exc)
+        if outcome is not None and outcome.kind in _CONCLUSIVE:
+            self.system.reconciled += 1
+            return await db.transaction(store.settle, msg.merchant_id, payment_id, attempt["id"], outcome)
+        return await db.transaction(reconcile.record_check, payment_id, settings.reconcile_max_checks,
+                                    settings.processing_deadline_s)

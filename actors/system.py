@@ -8,12 +8,15 @@ from collections.abc import Mapping
 
 import trio
 
+from actors.inbox import InboxProcessor, InboxWriter
 from actors.payment import PaymentActor
+from actors.reconciler import run_reconciler
 from actors.runtime import Registry, supervise
 from config import Settings
 from domain.breaker import CircuitBreaker
 from domain.routing import RoutingConfig, candidates
 from gateways.simulated import build_connectors
+from gateways.simulator import WebhookSimulator
 from storage import idempotency
 from storage.database import Database
 
@@ -35,7 +38,14 @@ class System:
     def __init__(self, settings: Settings, db: Database) -> None:
         self.settings = settings
         self.db = db
-        self.connectors = build_connectors(settings.flaky_error_rate)
+        self.simulator = WebhookSimulator(
+            settings.secrets_by_connector, delay_ms=settings.sim_delay_ms,
+            duplicate_rate=settings.sim_duplicate_rate, reorder=settings.sim_reorder,
+        )
+        self.connectors = build_connectors(settings.flaky_error_rate, self.simulator)
+        self.inbox_processor = InboxProcessor(self)
+        self.inbox_writer = InboxWriter(db, self.inbox_processor.wake)
+        self.reconciled = 0
         self.known_connectors = frozenset(self.connectors)
         self.breakers = {name: CircuitBreaker(name) for name in self.connectors}
         self.payments: Registry[str] | None = None
@@ -49,6 +59,11 @@ class System:
                 idle_s=self.settings.actor_idle_s, inbox_size=self.settings.actor_inbox_size,
             )
             nursery.start_soon(supervise, "janitor", self._janitor, name="actor:janitor")
+            nursery.start_soon(supervise, "inbox-writer", self.inbox_writer.run, name="actor:inbox-writer")
+            nursery.start_soon(supervise, "inbox-processor", self.inbox_processor.run,
+                               name="actor:inbox-processor")
+            nursery.start_soon(supervise, "reconciler", lambda: run_reconciler(self), name="actor:reconciler")
+            await nursery.start(self.simulator.run, name="actor:webhook-simulator")
             task_status.started()
 
     async def _janitor(self) -> None:
@@ -60,6 +75,10 @@ class System:
             except Exception as exc:  # noqa: BLE001 - the database may be down; try later
                 log.warning("idempotency purge skipped: %s", exc)
             await trio.sleep(_PURGE_EVERY_S)
+
+    def set_base_url(self, url: str) -> None:
+        """Where the simulator sends gateway webhooks (this process's own HTTP edge)."""
+        self.simulator.base_url = url
 
     def router_for(self, merchant_id: str):
         """A pure routing function over snapshots taken now (safe to call on the DB thread)."""

@@ -20,7 +20,7 @@ from quart_trio import QuartTrio
 from app import errors
 from app.limits import BodyLimit
 from app.metrics import Metrics
-from app.routes import admin, events, ops, orders, payments
+from app.routes import admin, connectors, events, ops, orders, payments, reconciliation, webhooks
 
 log = logging.getLogger("paycast.http")
 
@@ -34,7 +34,7 @@ def create_app(system, admin_token: str) -> Quart:
     app.config["MAX_CONTENT_LENGTH"] = system.settings.max_body_bytes
     app.config["BODY_TIMEOUT"] = 30
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
-    for module in (admin, orders, payments, events, ops):
+    for module in (admin, orders, payments, events, connectors, reconciliation, webhooks, ops):
         app.register_blueprint(module.bp)
     errors.register(app)
 

@@ -1,8 +1,14 @@
 """In-process simulated gateways: ``mockstripe``, ``mockrazorpay`` and ``flaky``.
 
-Outcomes follow API.md "Built-in gateway simulators". The simulators keep what
-they charged in memory, as a real gateway keeps it in its own database, so
-``retrieve`` answers reconciliation truthfully within one process lifetime.
+Outcomes follow API.md "Built-in gateway simulators". Asynchronous outcomes
+(UPI) are answered ``pending`` now and delivered later as signed webhooks over
+real HTTP by :class:`gateways.simulator.WebhookSimulator`.
+
+A simulated gateway must answer ``retrieve`` truthfully from any process and
+after restarts, as a real gateway would from its own database. So the final
+outcome is encoded in the last character of the transaction id it hands out
+(``pi_<16 hex><code>``); the in-memory ledger only adds later changes
+(captures, voids).
 """
 
 from __future__ import annotations
@@ -22,13 +28,31 @@ TEST_CARDS: dict[tuple[str, str], tuple[OutcomeKind, str | None]] = {
     ("400000", "9995"): (OutcomeKind.DECLINED, "insufficient_funds"),
     ("400000", "0259"): (OutcomeKind.SUCCEEDED, None),  # a dispute follows (see disputes)
 }
+DISPUTE_CARD = ("400000", "0259")
 DECLINE_MESSAGES = {
     "card_declined": "Your card was declined.",
     "insufficient_funds": "Your card has insufficient funds.",
     "upi_failed": "The UPI payment was declined by the payer's bank.",
+    "payment_not_found": "The connector has no such payment.",
 }
-# UPI VPAs: all answer "processing" now; the webhook (or its absence) decides.
-UPI_OUTCOMES = {"success@upi": "succeeded", "failure@upi": "failed", "pending@upi": None}
+# Final outcome ↔ the code character that ends a simulated transaction id.
+_CODES = {
+    "s": (OutcomeKind.SUCCEEDED, None),
+    "a": (OutcomeKind.AUTHORIZED, None),
+    "d": (OutcomeKind.DECLINED, "card_declined"),
+    "i": (OutcomeKind.DECLINED, "insufficient_funds"),
+    "u": (OutcomeKind.DECLINED, "upi_failed"),
+}
+_CODE_OF = {v: k for k, v in _CODES.items()}
+
+
+def decode(txn_id: str) -> Outcome | None:
+    """The outcome a simulated transaction id carries, or None if it is not one of ours."""
+    found = _CODES.get(txn_id[-1:]) if txn_id else None
+    if found is None:
+        return None
+    kind, code = found
+    return Outcome(kind, txn_id, code, DECLINE_MESSAGES.get(code or ""))
 
 
 class SimulatedConnector:
@@ -37,70 +61,76 @@ class SimulatedConnector:
     Args:
       name: connector name (also the webhook path segment).
       txn_prefix: how this gateway's transaction ids look.
+      webhooks: where asynchronous outcomes are scheduled (None: never sent).
     """
 
     methods = frozenset({"card", "upi", "netbanking", "wallet"})
 
-    def __init__(self, name: str, txn_prefix: str) -> None:
+    def __init__(self, name: str, txn_prefix: str, webhooks=None) -> None:
         self.name = name
         self._txn_prefix = txn_prefix
-        # txn id → final outcome kind as the gateway knows it.
-        self.ledger: dict[str, Outcome] = {}
-        # payment id → txn id, so retrieve works without a txn id too.
-        self._by_payment: dict[str, str] = {}
+        self.webhooks = webhooks
+        self._ledger: dict[str, Outcome] = {}  # later changes: captures, voids
 
-    def _new_txn(self, payment_id: str) -> str:
-        txn = f"{self._txn_prefix}{secrets.token_hex(8)}"
-        self._by_payment[payment_id] = txn
-        return txn
+    def _txn(self, kind: OutcomeKind, code: str | None) -> str:
+        return f"{self._txn_prefix}{secrets.token_hex(8)}{_CODE_OF[(kind, code)]}"
 
-    async def authorize(self, request: AuthorizeRequest) -> Outcome:
-        txn = self._new_txn(request.payment_id)
+    def _final(self, request: AuthorizeRequest) -> tuple[OutcomeKind, str | None, bool]:
+        """(final kind, error code, asynchronous?) for a request."""
         method = request.payment_method
         if method.get("type") == "upi":
             vpa = method.get("upi", {}).get("vpa", "")
-            final = UPI_OUTCOMES.get(vpa, "succeeded")
-            self.ledger[txn] = (
-                Outcome(OutcomeKind.DECLINED, txn, "upi_failed", DECLINE_MESSAGES["upi_failed"])
-                if final == "failed" else Outcome(OutcomeKind.SUCCEEDED, txn)
-            )
-            return Outcome(OutcomeKind.PENDING, txn)
+            if vpa == "failure@upi":
+                return OutcomeKind.DECLINED, "upi_failed", True
+            return OutcomeKind.SUCCEEDED, None, True
         kind, code = OutcomeKind.SUCCEEDED, None
         if method.get("type") == "card":
             card = method.get("card", {})
             kind, code = TEST_CARDS.get((card.get("first6"), card.get("last4")), (OutcomeKind.SUCCEEDED, None))
+        return kind, code, False
+
+    async def authorize(self, request: AuthorizeRequest) -> Outcome:
+        kind, code, asynchronous = self._final(request)
         if kind is OutcomeKind.SUCCEEDED and request.capture_method == "manual":
             kind = OutcomeKind.AUTHORIZED
-        outcome = Outcome(kind, txn, code, DECLINE_MESSAGES.get(code or ""))
-        self.ledger[txn] = outcome
-        return outcome
+        txn = self._txn(kind, code)
+        if not asynchronous:
+            return Outcome(kind, txn, code, DECLINE_MESSAGES.get(code or ""))
+        vpa = request.payment_method.get("upi", {}).get("vpa")
+        if self.webhooks is not None and vpa != "pending@upi":
+            self.webhooks.schedule(self.name, "payment.succeeded" if kind is not OutcomeKind.DECLINED
+                                   else "payment.failed", txn, request.amount, request.currency,
+                                   {"payment_id": request.payment_id})
+        return Outcome(OutcomeKind.PENDING, txn)
 
     async def capture(self, connector_txn_id: str, amount: int) -> None:
-        self.ledger[connector_txn_id] = Outcome(OutcomeKind.SUCCEEDED, connector_txn_id)
+        self._ledger[connector_txn_id] = Outcome(OutcomeKind.SUCCEEDED, connector_txn_id)
 
     async def void(self, connector_txn_id: str) -> None:
-        self.ledger.pop(connector_txn_id, None)
+        self._ledger[connector_txn_id] = Outcome(OutcomeKind.DECLINED, connector_txn_id, "voided")
 
     async def retrieve(self, connector_txn_id: str | None, payment_id: str) -> Outcome:
-        txn = connector_txn_id or self._by_payment.get(payment_id)
-        known = self.ledger.get(txn) if txn else None
-        if known is None:
-            # Never reached us (or we lost it): from the gateway's side, nothing was charged.
-            return Outcome(OutcomeKind.DECLINED, txn, "payment_not_found", "The connector has no such payment.")
-        return known
+        if connector_txn_id:
+            known = self._ledger.get(connector_txn_id) or decode(connector_txn_id)
+            if known is not None:
+                return known
+        # Never reached us (e.g. a timeout before processing): nothing was charged.
+        return Outcome(OutcomeKind.DECLINED, connector_txn_id, "payment_not_found",
+                       DECLINE_MESSAGES["payment_not_found"])
 
 
 class FlakyConnector(SimulatedConnector):
     """Succeeds like ``mockstripe`` except at ``error_rate``, where it times out or answers 500.
 
     Args:
-      error_rate: probability in [0, 1] of an error per call.
+      error_rate: probability in [0, 1] of an error per authorisation.
       timeout_s: how long a "timeout" takes before the caller gives up.
       rng: injectable for deterministic tests.
     """
 
-    def __init__(self, error_rate: float, timeout_s: float = 0.05, rng: random.Random | None = None) -> None:
-        super().__init__("flaky", "flk_")
+    def __init__(self, error_rate: float, webhooks=None, timeout_s: float = 0.05,
+                 rng: random.Random | None = None) -> None:
+        super().__init__("flaky", "flk_", webhooks)
         self.error_rate = error_rate
         self._timeout_s = timeout_s
         self._rng = rng or random.Random()
@@ -115,10 +145,10 @@ class FlakyConnector(SimulatedConnector):
         return await super().authorize(request)
 
 
-def build_connectors(flaky_error_rate: float) -> dict[str, SimulatedConnector]:
+def build_connectors(flaky_error_rate: float, webhooks=None) -> dict[str, SimulatedConnector]:
     """The built-in connectors by name."""
     return {
-        "mockstripe": SimulatedConnector("mockstripe", "pi_"),
-        "mockrazorpay": SimulatedConnector("mockrazorpay", "pay_"),
-        "flaky": FlakyConnector(flaky_error_rate),
+        "mockstripe": SimulatedConnector("mockstripe", "pi_", webhooks),
+        "mockrazorpay": SimulatedConnector("mockrazorpay", "pay_", webhooks),
+        "flaky": FlakyConnector(flaky_error_rate, webhooks),
     }

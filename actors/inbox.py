@@ -1,0 +1,154 @@
+"""Webhook inbox actors: a group-commit writer and a processor.
+
+The writer batches concurrent inserts into one transaction (DESIGN.md decision
+5): under load one commit carries many webhooks, and each sender is answered
+only after the commit that holds its row. The processor drains unprocessed
+rows into payment actors, and re-drives what a crash or another process left.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import trio
+
+from actors.runtime import AskTimeout
+from domain.errors import Unavailable
+from domain.webhooks import GatewayEvent
+from storage import inbox
+
+log = logging.getLogger("paycast.inbox")
+# Enough to absorb a burst while one batch commits; senders wait beyond it.
+WRITER_QUEUE = 1024
+# Most rows in one insert: keeps a batch's commit short.
+MAX_BATCH = 256
+# How often the processor looks for rows without being woken (rows from other
+# processes, or left by a crash).
+POLL_S = 1.0
+CLAIM_BATCH = 200
+LEASE_S = 30.0
+PROCESS_CONCURRENCY = 16
+
+
+@dataclass
+class _Pending:
+    event: GatewayEvent
+    raw: str
+    done: trio.Event = field(default_factory=trio.Event)
+    new: bool = False
+    error: BaseException | None = None
+
+
+class InboxWriter:
+    """Group commit of webhook inserts."""
+
+    def __init__(self, db, on_commit) -> None:
+        self._db = db
+        self._on_commit = on_commit
+        self._send, self._receive = trio.open_memory_channel[_Pending](WRITER_QUEUE)
+        self.batches = 0
+        self.rows = 0
+
+    async def store(self, event: GatewayEvent, raw: str, timeout: float) -> bool:
+        """Store one webhook durably.
+
+        Returns:
+          True if it was new, False for a duplicate.
+
+        Raises:
+          Unavailable: not committed within ``timeout`` (the sender should retry).
+        """
+        pending = _Pending(event, raw)
+        with trio.move_on_after(timeout):
+            await self._send.send(pending)
+            await pending.done.wait()
+        if not pending.done.is_set():
+            raise AskTimeout("The webhook could not be stored in time; retry.")
+        if pending.error is not None:
+            raise pending.error
+        return pending.new
+
+    async def run(self) -> None:
+        async for first in self._receive:
+            batch = [first]
+            while len(batch) < MAX_BATCH:
+                try:
+                    batch.append(self._receive.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            try:
+                new_ids = await self._db.transaction(inbox.insert_many, [(p.event, p.raw) for p in batch])
+            except Exception as exc:  # noqa: BLE001 - every sender hears about it
+                for p in batch:
+                    p.error = exc if isinstance(exc, Unavailable) else Unavailable("The webhook was not stored.")
+                    p.done.set()
+                continue
+            self.batches += 1
+            self.rows += len(batch)
+            # Rows come back by id; match them to senders by (connector, event id) order.
+            new_count = len(new_ids)
+            seen: set[tuple[str, str]] = set()
+            for p in batch:
+                key = (p.event.connector, p.event.event_id)
+                p.new = new_count > 0 and key not in seen
+                seen.add(key)
+                p.done.set()
+            if new_ids:
+                self._on_commit()
+
+
+class InboxProcessor:
+    """Applies stored webhooks through the payment actors, oldest first per payment."""
+
+    def __init__(self, system) -> None:
+        self._system = system
+        self._wake = trio.Event()
+        self.applied: dict[str, int] = defaultdict(int)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        db = self._system.db
+        while True:
+            rows = await db.transaction(inbox.claim, CLAIM_BATCH, LEASE_S)
+            if not rows:
+                with trio.move_on_after(POLL_S):
+                    await self._wake.wait()
+                self._wake = trio.Event()
+                continue
+            groups: dict[str, list[dict]] = defaultdict(list)
+            for row in rows:
+                groups[row["payment_id"] or row["id"]].append(row)
+            limiter = trio.Semaphore(PROCESS_CONCURRENCY)
+            async with trio.open_nursery() as nursery:
+                for group in groups.values():
+                    await limiter.acquire()
+                    nursery.start_soon(self._process_group, group, limiter, name="inbox:apply")
+
+    async def _process_group(self, group: list[dict], limiter: trio.Semaphore) -> None:
+        from actors.payment import ApplyWebhook
+
+        try:
+            for row in group:
+                try:
+                    if row["payment_id"]:
+                        status = await self._system.ask_payment(row["payment_id"], ApplyWebhook(row["id"]))
+                    else:
+                        status = await self._system.db.transaction(inbox.apply, row["id"])
+                    self.applied[status] += 1
+                except (Unavailable, AskTimeout) as exc:
+                    await self._release(row["id"], exc)
+                except Exception as exc:  # noqa: BLE001 - keep the row for a later try
+                    log.exception("applying webhook %s failed", row["id"])
+                    await self._release(row["id"], exc)
+        finally:
+            limiter.release()
+
+    async def _release(self, inbox_id: str, exc: BaseException) -> None:
+        try:
+            await self._system.db.transaction(inbox.release, inbox_id, f"{type(exc).__name__}: {exc}")
+        except Unavailable:
+            pass  # the lease runs out by itself

@@ -1,0 +1,46 @@
+"""The reconciler: resolves payments still ``processing`` past their deadline.
+
+Work is claimed with ``FOR UPDATE SKIP LOCKED`` (a lease on the deadline), so
+several processes share it without doing anything twice; each payment is then
+handled by its own payment actor.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+
+from actors.payment import Reconcile
+from domain.errors import PaycastError
+
+log = logging.getLogger("paycast.reconciler")
+BATCH = 50
+LEASE_S = 30.0
+CONCURRENCY = 8
+
+
+async def run_reconciler(system) -> None:
+    from storage import reconcile
+
+    while True:
+        rows = await system.db.transaction(reconcile.claim_due, BATCH, LEASE_S)
+        if not rows:
+            await trio.sleep(system.settings.reconcile_interval_s)
+            continue
+        limiter = trio.Semaphore(CONCURRENCY)
+        async with trio.open_nursery() as nursery:
+            for row in rows:
+                await limiter.acquire()
+                nursery.start_soon(_one, system, row, limiter, name="reconciler:check")
+
+
+async def _one(system, row: dict, limiter: trio.Semaphore) -> None:
+    try:
+        await system.ask_payment(row["id"], Reconcile(row["merchant_id"]))
+    except PaycastError as exc:
+        log.warning("reconcile %s skipped: %s", row["id"], exc.message)
+    except Exception:  # noqa: BLE001 - the lease expires and it is retried
+        log.exception("reconcile %s failed", row["id"])
+    finally:
+        limiter.release()

@@ -1,0 +1,43 @@
+"""``POST /webhooks/{connector}``: gateway webhooks in.
+
+Verify the signature first (a forged body is never parsed or stored), parse,
+then store durably through the group-commit writer; 200 only after commit.
+"""
+
+from __future__ import annotations
+
+import time
+
+from quart import Blueprint, current_app, request
+
+from app.body import json_response, read_raw
+from domain import signatures, webhooks
+from domain.errors import InvalidRequest, NotFound
+
+bp = Blueprint("webhooks", __name__)
+
+
+def _verify(connector: str, secret: str, raw: bytes, now: int) -> None:
+    try:
+        if webhooks.FORMATS[connector] == "stripe":
+            signatures.verify_stripe(secret, raw, request.headers.get("Stripe-Signature"), now)
+        else:
+            signatures.verify_razorpay(secret, raw, request.headers.get("X-Razorpay-Signature"))
+    except signatures.SignatureError as exc:
+        raise InvalidRequest(str(exc), code=exc.code) from None
+
+
+@bp.post("/webhooks/<connector>")
+async def receive_webhook(connector: str):
+    if connector not in webhooks.FORMATS:
+        raise NotFound(f"Unknown connector {connector!r}.", param="connector")
+    system = current_app.config["SYSTEM"]
+    raw = await read_raw()
+    now = int(time.time())
+    _verify(connector, system.settings.secrets_by_connector[connector], raw, now)
+    event = webhooks.parse(connector, raw)
+    if webhooks.FORMATS[connector] == "razorpay" and abs(now - event.created) > signatures.TOLERANCE_S:
+        # Razorpay signs only the body; its created_at is what bounds a replay.
+        raise InvalidRequest("The webhook is older than the tolerance.", code="stale_signature")
+    new = await system.inbox_writer.store(event, raw.decode("utf-8", "replace"), system.settings.ask_timeout_s)
+    return json_response({"received": True, "duplicate": not new})

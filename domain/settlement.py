@@ -1,0 +1,66 @@
+"""Settlement report comparison: a connector's CSV against what Paycast recorded."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+from domain.errors import InvalidRequest
+
+COLUMNS = ("connector_txn_id", "amount", "currency", "status")
+MAX_ROWS = 100_000
+
+
+def parse_csv(text: str) -> list[dict]:
+    """Rows of a settlement CSV (header row first, API.md).
+
+    Raises:
+      InvalidRequest: missing header columns, a bad amount, or too many rows.
+    """
+    reader = csv.DictReader(io.StringIO(text))
+    if reader.fieldnames is None or any(c not in reader.fieldnames for c in COLUMNS):
+        raise InvalidRequest(f"The CSV must start with a header row: {','.join(COLUMNS)}.", param="body")
+    rows = []
+    for line, row in enumerate(reader, start=2):
+        if len(rows) >= MAX_ROWS:
+            raise InvalidRequest(f"At most {MAX_ROWS} rows per report.", param="body")
+        txn = (row.get("connector_txn_id") or "").strip()
+        amount = (row.get("amount") or "").strip()
+        if not txn or not amount.lstrip("-").isdigit():
+            raise InvalidRequest(f"Line {line}: connector_txn_id and an integer amount are required.", param="body")
+        rows.append({"connector_txn_id": txn, "amount": int(amount),
+                     "currency": (row.get("currency") or "").strip().upper(),
+                     "status": (row.get("status") or "").strip().lower()})
+    return rows
+
+
+def compare(report: list[dict], ours: dict[str, dict]) -> dict:
+    """Match report rows with our attempts by ``connector_txn_id``.
+
+    Args:
+      ours: txn id → ``{"amount", "currency", "status"}`` for this connector.
+
+    Returns:
+      ``matched`` (count), ``mismatched`` (rows with the differing fields),
+      ``missing_in_paycast`` and ``missing_in_report`` (txn ids).
+    """
+    matched = 0
+    mismatched = []
+    seen = set()
+    missing_in_paycast = []
+    for row in report:
+        txn = row["connector_txn_id"]
+        seen.add(txn)
+        mine = ours.get(txn)
+        if mine is None:
+            missing_in_paycast.append(txn)
+            continue
+        fields = [f for f in ("amount", "currency", "status") if row[f] != mine[f]]
+        if fields:
+            mismatched.append({"connector_txn_id": txn, "fields": fields,
+                               "paycast": {f: mine[f] for f in fields}, "report": {f: row[f] for f in fields}})
+        else:
+            matched += 1
+    missing_in_report = sorted(t for t, mine in ours.items() if t not in seen and mine["status"] == "succeeded")
+    return {"matched": matched, "mismatched": mismatched, "missing_in_paycast": missing_in_paycast,
+            "missing_in_report": missing_in_report}

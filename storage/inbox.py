@@ -1,0 +1,128 @@
+"""The gateway webhook inbox: stored before the 200, applied exactly once.
+
+Exactly once comes from the apply transaction itself: it locks the inbox row,
+returns early if the row is already processed, and marks it processed in the
+same transaction that moves the payment. Claims (leases taken with
+``FOR UPDATE SKIP LOCKED``) only spread the work across processes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+
+from domain.ids import new_id
+from domain.payments import Outcome, OutcomeKind
+from domain.webhooks import GatewayEvent
+from storage import payments
+
+INSERT_SQL = (
+    "INSERT INTO webhook_inbox (id, connector, event_id, kind, connector_txn_id, payment_id, object_id, raw_body)"
+    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],"
+    " $8::text[]) ON CONFLICT (connector, event_id) DO NOTHING RETURNING id"
+)
+
+
+async def insert_many(conn: asyncpg.Connection, items: list[tuple[GatewayEvent, str]]) -> set[str]:
+    """Store several webhooks in one statement (group commit).
+
+    Returns:
+      The ids of the rows that were new; duplicates (same connector + event id) are skipped.
+    """
+    ids = [new_id("ibx") for _ in items]
+    rows = await conn.fetch(
+        INSERT_SQL, ids, [e.connector for e, _ in items], [e.event_id for e, _ in items],
+        [e.kind for e, _ in items], [e.connector_txn_id for e, _ in items], [e.payment_id for e, _ in items],
+        [e.object_id for e, _ in items], [raw for _, raw in items],
+    )
+    return {r["id"] for r in rows}
+
+
+async def claim(conn: asyncpg.Connection, limit: int, lease_s: float) -> list[dict]:
+    """Lease up to ``limit`` unprocessed rows, oldest first."""
+    rows = await conn.fetch(
+        "UPDATE webhook_inbox SET claimed_until = now() + make_interval(secs => $2), tries = tries + 1"
+        " WHERE id IN (SELECT id FROM webhook_inbox WHERE processed_at IS NULL"
+        "   AND (claimed_until IS NULL OR claimed_until < now()) ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)"
+        " RETURNING id, connector, kind, connector_txn_id, payment_id, tries",
+        limit, lease_s,
+    )
+    return sorted((dict(r) for r in rows), key=lambda r: r["id"])
+
+
+async def release(conn: asyncpg.Connection, inbox_id: str, error: str) -> None:
+    """Give a row back after a failed apply, so it is retried later."""
+    await conn.execute(
+        "UPDATE webhook_inbox SET claimed_until = now() + interval '1 second', last_error = $2"
+        " WHERE id = $1 AND processed_at IS NULL", inbox_id, error[:1000],
+    )
+
+
+async def _mark(conn: asyncpg.Connection, inbox_id: str, status: str, merchant_id: str | None) -> str:
+    await conn.execute(
+        "UPDATE webhook_inbox SET status = $2, merchant_id = $3, processed_at = now(), claimed_until = NULL"
+        " WHERE id = $1", inbox_id, status, merchant_id,
+    )
+    return status
+
+
+async def _match(conn: asyncpg.Connection, row) -> tuple[asyncpg.Record | None, str | None]:
+    """The payment a webhook is about, and the attempt it answers (if still open)."""
+    attempt = await conn.fetchrow(
+        "SELECT id, payment_id, status FROM payment_attempts WHERE connector = $1 AND connector_txn_id = $2",
+        row["connector"], row["connector_txn_id"],
+    )
+    payment_id = attempt["payment_id"] if attempt else row["payment_id"]
+    if not payment_id:
+        return None, None
+    payment = await conn.fetchrow("SELECT * FROM payments WHERE id = $1 FOR UPDATE", payment_id)
+    if payment is None:
+        return None, None
+    if attempt is None:
+        attempt = await conn.fetchrow(
+            "SELECT id, payment_id, status FROM payment_attempts WHERE payment_id = $1 AND connector = $2"
+            " AND status IN ('started', 'unknown') ORDER BY id DESC LIMIT 1", payment_id, row["connector"],
+        )
+    return payment, attempt["id"] if attempt else None
+
+
+async def _apply_payment_outcome(conn: asyncpg.Connection, row, payment, attempt_id: str | None) -> str:
+    if payment["status"] != "processing" or attempt_id is None:
+        return "ignored"  # late or duplicate outcome: a terminal status never moves
+    if row["kind"] == "payment.succeeded":
+        kind = OutcomeKind.AUTHORIZED if payment["capture_method"] == "manual" else OutcomeKind.SUCCEEDED
+        outcome = Outcome(kind, row["connector_txn_id"])
+    else:
+        outcome = Outcome(OutcomeKind.DECLINED, row["connector_txn_id"], "payment_failed",
+                          "The connector reported that the payment failed.")
+    await payments.settle(conn, payment["merchant_id"], payment["id"], attempt_id, outcome)
+    return "applied"
+
+
+# kind prefix → applier(conn, inbox row, payment row, attempt id) -> status.
+# Refunds, disputes and payouts register here as they are built.
+Applier = Callable[[asyncpg.Connection, asyncpg.Record, asyncpg.Record, str | None], Awaitable[str]]
+APPLIERS: dict[str, Applier] = {"payment": _apply_payment_outcome}
+
+
+async def apply(conn: asyncpg.Connection, inbox_id: str) -> str:
+    """Apply one stored webhook, exactly once.
+
+    Returns:
+      The row's final status (``applied``, ``ignored``, ``unmatched``, ``unhandled``).
+    """
+    row = await conn.fetchrow("SELECT * FROM webhook_inbox WHERE id = $1 FOR UPDATE", inbox_id)
+    if row is None or row["processed_at"] is not None:
+        return row["status"] if row else "missing"
+    payment, attempt_id = await _match(conn, row)
+    if payment is None:
+        return await _mark(conn, inbox_id, "unmatched", None)
+    applier = APPLIERS.get(row["kind"].split(".")[0])
+    status = await applier(conn, row, payment, attempt_id) if applier else "unhandled"
+    return await _mark(conn, inbox_id, status, payment["merchant_id"])
+
+
+async def counts(conn: asyncpg.Connection) -> dict[str, int]:
+    rows = await conn.fetch("SELECT status, count(*) AS n FROM webhook_inbox GROUP BY status")
+    return {r["status"]: r["n"] for r in rows}

@@ -1,0 +1,56 @@
+"""Reconciliation of payments stuck in ``processing`` past their deadline."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from domain import render
+from domain.events import payment_event
+from storage import events as event_log
+
+
+async def claim_due(conn: asyncpg.Connection, limit: int, lease_s: float) -> list[dict]:
+    """Lease due payments by pushing their deadline forward (so no one else takes them)."""
+    rows = await conn.fetch(
+        "UPDATE payments SET processing_deadline = now() + make_interval(secs => $2)"
+        " WHERE id IN (SELECT id FROM payments WHERE status = 'processing' AND processing_deadline < now()"
+        "   ORDER BY processing_deadline LIMIT $1 FOR UPDATE SKIP LOCKED)"
+        " RETURNING id, merchant_id",
+        limit, lease_s,
+    )
+    return [dict(r) for r in rows]
+
+
+async def open_attempt(conn: asyncpg.Connection, payment_id: str):
+    """The latest attempt whose outcome is still open (``started``/``unknown``), if any."""
+    return await conn.fetchrow(
+        "SELECT id, connector, connector_txn_id FROM payment_attempts WHERE payment_id = $1"
+        " AND status IN ('started', 'unknown') ORDER BY id DESC LIMIT 1", payment_id,
+    )
+
+
+async def record_check(conn: asyncpg.Connection, payment_id: str, max_checks: int, base_s: float) -> dict:
+    """Count an inconclusive check; at ``max_checks`` flag the payment for review (once).
+
+    The next check comes after ``base_s * 2**checks`` seconds (at most an hour):
+    a connector that does not know yet is asked less and less often.
+
+    Returns:
+      ``{"checks", "review_required"}`` after the update.
+    """
+    row = await conn.fetchrow(
+        "UPDATE payments SET reconcile_checks = reconcile_checks + 1,"
+        " processing_deadline = CASE WHEN reconcile_checks + 1 >= $2 THEN NULL"
+        "   ELSE now() + make_interval(secs => LEAST(3600, $3 * power(2, reconcile_checks))) END"
+        " WHERE id = $1 AND status = 'processing' RETURNING *", payment_id, max_checks, base_s,
+    )
+    if row is None:
+        return {"checks": None, "review_required": False}
+    if row["reconcile_checks"] >= max_checks and not row["review_required"]:
+        row = await conn.fetchrow(
+            "UPDATE payments SET review_required = true, updated_at = now() WHERE id = $1 RETURNING *", payment_id
+        )
+        attempts = await conn.fetch("SELECT * FROM payment_attempts WHERE payment_id = $1 ORDER BY id", payment_id)
+        await event_log.append(conn, row["merchant_id"], payment_event("review_required",
+                                                                       render.payment(row, attempts)))
+    return {"checks": row["reconcile_checks"], "review_required": row["review_required"]}
