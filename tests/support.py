@@ -111,3 +111,31 @@ def db_fetch(dsn: str, sql: str, *args) -> list[dict]:
             await conn.close()
 
     return asyncio.run(main())
+
+
+def wait_for(predicate, timeout: float = 15, interval: float = 0.05):
+    """Poll ``predicate`` until it returns a truthy value; return it (or fail)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
+
+
+UPI = lambda vpa: {"type": "upi", "upi": {"vpa": vpa}}  # noqa: E731
+
+
+def sign_stripe(body: bytes, secret: str = "whsec_dev_mockstripe", timestamp: int | None = None) -> dict:
+    from domain.signatures import stripe_header
+
+    return {"Stripe-Signature": stripe_header(secret, body, int(time.time()) if timestamp is None else timestamp),
+            "Content-Type": "application/json"}
+
+
+def sign_razorpay(body: bytes, secret: str = "dev_mockrazorpay") -> dict:
+    from domain.signatures import razorpay_header
+
+    return {"X-Razorpay-Signature": razorpay_header(secret, body), "Content-Type": "application/json"}

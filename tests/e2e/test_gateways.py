@@ -1,0 +1,193 @@
+"""Simulated gateways end to end: every outcome of API.md's simulator table,
+webhook ingestion (signatures, duplicates, unknown payments), routing and fallback."""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.support import (CARD_DECLINED, CARD_NO_FUNDS, CARD_OK, UPI, db_fetch, payment_body, sign_razorpay,
+                           sign_stripe, wait_for)
+
+
+def _status(client, pay_id, expected):
+    def check():
+        body = client.get(f"/v1/payments/{pay_id}").json()
+        return body if body["status"] == expected else None
+
+    return wait_for(check)
+
+
+@pytest.mark.parametrize("connector", ["mockstripe", "mockrazorpay"])
+def test_card_outcomes(client, connector):
+    ok = client.post("/v1/payments", json=payment_body(method=CARD_OK, connector=connector, confirm=True)).json()
+    assert ok["status"] == "succeeded" and ok["connector"] == connector
+    declined = client.post("/v1/payments", json=payment_body(method=CARD_DECLINED, connector=connector,
+                                                             confirm=True)).json()
+    assert declined["status"] == "failed" and declined["last_error"]["code"] == "card_declined"
+    broke = client.post("/v1/payments", json=payment_body(method=CARD_NO_FUNDS, connector=connector,
+                                                          confirm=True)).json()
+    assert broke["status"] == "failed" and broke["last_error"]["code"] == "insufficient_funds"
+
+
+@pytest.mark.parametrize("connector", ["mockstripe", "mockrazorpay"])
+def test_upi_success_and_failure_arrive_by_webhook(client, connector):
+    order = client.post("/v1/orders", json={"amount": 1500, "currency": "INR", "customer_id": "c1"}).json()
+    ok = client.post("/v1/payments", json=payment_body(1500, method=UPI("success@upi"), connector=connector,
+                                                       order_id=order["id"], confirm=True)).json()
+    assert ok["status"] == "processing" and ok["attempts"][0]["status"] == "started"
+    bad = client.post("/v1/payments", json=payment_body(method=UPI("failure@upi"), connector=connector,
+                                                        confirm=True)).json()
+    assert bad["status"] == "processing"
+    done = _status(client, ok["id"], "succeeded")
+    assert done["amount_received"] == 1500 and done["attempts"][0]["status"] == "succeeded"
+    assert client.get(f"/v1/orders/{order['id']}").json()["status"] == "paid"
+    failed = _status(client, bad["id"], "failed")
+    assert failed["attempts"][0]["status"] == "failed"
+    types = [e["type"] for e in client.get("/v1/events", params={"object_id": ok["id"]}).json()["data"]]
+    assert types == ["payment.succeeded", "payment.processing", "payment.created"]
+
+
+def test_pending_upi_stays_processing_without_webhook(client):
+    pay = client.post("/v1/payments", json=payment_body(method=UPI("pending@upi"), confirm=True)).json()
+    time.sleep(0.5)
+    assert client.get(f"/v1/payments/{pay['id']}").json()["status"] == "processing"
+
+
+def _stripe_event(pay, kind="payment_intent.succeeded", event_id=None):
+    txn = pay["attempts"][-1]["connector_txn_id"]
+    return json.dumps({"id": event_id or f"evt_test_{time.time_ns()}", "type": kind, "created": int(time.time()),
+                       "data": {"object": {"id": txn, "amount": pay["amount"], "currency": "inr",
+                                           "status": "succeeded", "metadata": {"payment_id": pay["id"]}}}}).encode()
+
+
+def test_forged_stale_and_unsigned_webhooks_are_400_and_not_stored(server, client, db_dsn):
+    pay = client.post("/v1/payments", json=payment_body(method=UPI("pending@upi"), confirm=True)).json()
+    body = _stripe_event(pay, event_id="evt_forged_1")
+    with server.client() as anon:
+        forged = anon.post("/webhooks/mockstripe", content=body, headers=sign_stripe(body, secret="whsec_wrong"))
+        assert forged.status_code == 400 and forged.json()["error"]["code"] == "invalid_signature"
+        stale = anon.post("/webhooks/mockstripe", content=body,
+                          headers=sign_stripe(body, timestamp=int(time.time()) - 301))
+        assert stale.status_code == 400 and stale.json()["error"]["code"] == "stale_signature"
+        unsigned = anon.post("/webhooks/mockstripe", content=body)
+        assert unsigned.status_code == 400
+        tampered = anon.post("/webhooks/mockstripe", content=body.replace(b"succeeded", b"failed!!!"),
+                             headers=sign_stripe(body))
+        assert tampered.status_code == 400
+        rzp_forged = anon.post("/webhooks/mockrazorpay", content=body, headers={"X-Razorpay-Signature": "00" * 32})
+        assert rzp_forged.status_code == 400
+        assert anon.post("/webhooks/nope", content=body, headers=sign_stripe(body)).status_code == 404
+        bad_json = b"{nope"
+        assert anon.post("/webhooks/mockstripe", content=bad_json, headers=sign_stripe(bad_json)).status_code == 400
+        missing = json.dumps({"id": "evt_missing", "type": "payment_intent.succeeded"}).encode()
+        r = anon.post("/webhooks/mockstripe", content=missing, headers=sign_stripe(missing))
+        assert r.status_code == 400 and r.json()["error"]["param"]
+        unknown_type = json.dumps({"id": "evt_u", "type": "charge.weird", "created": 1, "data": {"object": {"id": "x"}}}).encode()
+        assert anon.post("/webhooks/mockstripe", content=unknown_type,
+                         headers=sign_stripe(unknown_type)).status_code == 400
+    assert db_fetch(db_dsn, "SELECT id FROM webhook_inbox WHERE event_id IN ('evt_forged_1', 'evt_missing', 'evt_u')") == []
+    assert client.get(f"/v1/payments/{pay['id']}").json()["status"] == "processing"
+
+
+def test_same_webhook_5x_sequential_and_concurrent_applies_once(server, client, db_dsn):
+    for mode in ("sequential", "concurrent"):
+        pay = client.post("/v1/payments", json=payment_body(method=UPI("pending@upi"), confirm=True)).json()
+        body = _stripe_event(pay, event_id=f"evt_dup_{mode}_{pay['id']}")
+        headers = sign_stripe(body)
+
+        def send(_):
+            with server.client() as anon:
+                return anon.post("/webhooks/mockstripe", content=body, headers=headers)
+
+        if mode == "sequential":
+            responses = [send(i) for i in range(5)]
+        else:
+            with ThreadPoolExecutor(5) as pool:
+                responses = list(pool.map(send, range(5)))
+        assert [r.status_code for r in responses] == [200] * 5
+        assert sorted(r.json()["duplicate"] for r in responses) == [False, True, True, True, True]
+        _status(client, pay["id"], "succeeded")
+        rows = db_fetch(db_dsn, "SELECT status FROM webhook_inbox WHERE event_id = $1", f"evt_dup_{mode}_{pay['id']}")
+        assert [r["status"] for r in rows] == ["applied"]
+        events = client.get("/v1/events", params={"object_id": pay["id"], "type": "payment.succeeded"}).json()
+        assert len(events["data"]) == 1
+
+
+def test_late_webhook_never_moves_terminal_status(server, client, db_dsn):
+    pay = client.post("/v1/payments", json=payment_body(method=UPI("pending@upi"), confirm=True)).json()
+    ok = _stripe_event(pay, event_id=f"evt_ok_{pay['id']}")
+    late_fail = _stripe_event(pay, kind="payment_intent.payment_failed", event_id=f"evt_late_{pay['id']}")
+    with server.client() as anon:
+        assert anon.post("/webhooks/mockstripe", content=ok, headers=sign_stripe(ok)).status_code == 200
+        _status(client, pay["id"], "succeeded")
+        assert anon.post("/webhooks/mockstripe", content=late_fail, headers=sign_stripe(late_fail)).status_code == 200
+    wait_for(lambda: db_fetch(db_dsn, "SELECT status FROM webhook_inbox WHERE event_id = $1 AND processed_at IS NOT NULL",
+                              f"evt_late_{pay['id']}"))
+    assert db_fetch(db_dsn, "SELECT status FROM webhook_inbox WHERE event_id = $1",
+                    f"evt_late_{pay['id']}")[0]["status"] == "ignored"
+    assert client.get(f"/v1/payments/{pay['id']}").json()["status"] == "succeeded"
+
+
+def test_webhook_for_unknown_payment_is_kept_for_review(server, db_dsn):
+    body = json.dumps({"event": "payment.captured", "created_at": int(time.time()), "x_event_id": "rzp_evt_orphan",
+                       "payload": {"payment": {"entity": {"id": "pay_unknown_txn", "amount": 100, "currency": "INR",
+                                                          "status": "captured", "notes": {"payment_id": "pay_nope"}}}}}).encode()
+    with server.client() as anon:
+        r = anon.post("/webhooks/mockrazorpay", content=body, headers=sign_razorpay(body))
+        assert r.status_code == 200
+    rows = wait_for(lambda: db_fetch(db_dsn, "SELECT status, raw_body FROM webhook_inbox WHERE event_id = 'rzp_evt_orphan'"
+                                             " AND processed_at IS NOT NULL"))
+    assert rows[0]["status"] == "unmatched" and json.loads(rows[0]["raw_body"]) == json.loads(body)
+
+
+def test_routing_priority_rules_and_pinning(client):
+    assert client.get("/v1/routing").json()["strategy"] == "priority"
+    r = client.put("/v1/routing", json={"strategy": "priority", "connectors": ["mockrazorpay", "mockstripe"],
+                                        "rules": [{"payment_method_type": "upi", "connectors": ["mockstripe"]}]})
+    assert r.status_code == 200, r.text
+    assert client.get("/v1/routing").json()["connectors"] == ["mockrazorpay", "mockstripe"]
+    card = client.post("/v1/payments", json=payment_body(confirm=True)).json()
+    assert card["connector"] == "mockrazorpay"
+    upi = client.post("/v1/payments", json=payment_body(method=UPI("pending@upi"), confirm=True)).json()
+    assert upi["connector"] == "mockstripe"
+    pinned = client.post("/v1/payments", json=payment_body(connector="mockstripe", confirm=True)).json()
+    assert pinned["connector"] == "mockstripe"
+    bad = client.put("/v1/routing", json={"strategy": "random"})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "strategy"
+    bad = client.put("/v1/routing", json={"strategy": "priority", "connectors": ["nope"]})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "connectors"
+
+
+def test_volume_split_uses_both_connectors(client):
+    client.put("/v1/routing", json={"strategy": "volume_split", "connectors": ["mockstripe", "mockrazorpay"],
+                                    "weights": {"mockstripe": 50, "mockrazorpay": 50}})
+    used = {client.post("/v1/payments", json=payment_body(confirm=True)).json()["connector"] for _ in range(30)}
+    assert used == {"mockstripe", "mockrazorpay"}
+
+
+def test_flaky_falls_back_to_next_connector(client):
+    client.put("/v1/routing", json={"strategy": "priority", "connectors": ["flaky", "mockstripe"]})
+    results = [client.post("/v1/payments", json=payment_body(confirm=True)).json() for _ in range(40)]
+    fell_back = [p for p in results if len(p["attempts"]) == 2]
+    assert fell_back, "with a 30% error rate some payments must fall back"
+    for p in fell_back:
+        assert [a["connector"] for a in p["attempts"]] == ["flaky", "mockstripe"]
+        assert p["attempts"][0]["status"] == "failed" and p["attempts"][1]["status"] == "succeeded"
+        assert p["status"] == "succeeded"
+    # A timeout is not retried elsewhere (the charge may have happened): it stays processing, attempt unknown.
+    for p in results:
+        if p["status"] == "processing":
+            assert p["attempts"][-1]["status"] == "unknown"
+    connectors = {c["name"]: c for c in client.get("/v1/connectors").json()}
+    assert connectors["flaky"]["attempts"] >= 40 and connectors["flaky"]["success_rate"] < 1
+    assert set(connectors["flaky"]) == {"object", "name", "state", "success_rate", "latency_ms_p50", "attempts"}
+
+
+def test_declines_are_never_retried(client):
+    client.put("/v1/routing", json={"strategy": "priority", "connectors": ["mockstripe", "mockrazorpay"]})
+    p = client.post("/v1/payments", json=payment_body(method=CARD_DECLINED, confirm=True)).json()
+    assert p["status"] == "failed" and len(p["attempts"]) == 1
