@@ -4,6 +4,7 @@
     python run.py [serve]             start the server (embedded PostgreSQL unless PAYCAST_DATABASE_URL)
     python run.py migrate             apply database migrations and exit
     python run.py merchant create NAME  create a merchant and print its API key
+    python run.py check               verify DESIGN.md's invariants against the database (exit 1 on violations)
 """
 
 from __future__ import annotations
@@ -162,6 +163,32 @@ def cmd_merchant_create(settings, name: str) -> int:
     return 0
 
 
+def cmd_check(settings) -> int:
+    from storage import invariants
+
+    dsn, pg = resolve_database(settings)
+    found: dict = {}
+
+    async def main() -> None:
+        db = await open_database(settings, dsn)
+        try:
+            found.update(await db.run(invariants.violations))
+        finally:
+            await db.close()
+
+    try:
+        trio.run(main)
+    finally:
+        if pg is not None:
+            pg.stop()
+    for name in invariants.CHECKS:
+        rows = found.get(name, [])
+        print(f"{'FAIL' if rows else 'ok  '}  {name}" + (f" ({len(rows)} violations)" if rows else ""))
+        for row in rows[:20]:
+            print(f"        {json.dumps(row, default=str)}")
+    return 1 if found else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="run.py", description="Paycast payment backend")
     sub = parser.add_subparsers(dest="command")
@@ -171,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     merchant_sub = merchant.add_subparsers(dest="action", required=True)
     create = merchant_sub.add_parser("create", help="create a merchant and print its API key")
     create.add_argument("name")
+    sub.add_parser("check", help="verify the invariants of DESIGN.md against the database")
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
@@ -182,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_serve(settings)
     if args.command == "migrate":
         return cmd_migrate(settings)
+    if args.command == "check":
+        return cmd_check(settings)
     if args.command == "merchant":
         return cmd_merchant_create(settings, args.name)
     parser.error(f"unknown command {args.command}")

@@ -151,8 +151,10 @@ class PaymentActor:
         db, settings = self.system.db, self.system.settings
         attempt = await db.transaction(reconcile.open_attempt, payment_id)
         outcome = None
-        if attempt is not None:
-            connector = self.system.connectors.get(attempt["connector"])
+        connector = self.system.connectors.get(attempt["connector"]) if attempt is not None else None
+        if connector is None:
+            log.warning("reconcile %s: no open attempt on a configured connector", payment_id)
+        else:
             try:
                 with trio.fail_after(settings.connector_timeout_s):
                     outcome = await connector.retrieve(attempt["connector_txn_id"], payment_id)

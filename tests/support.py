@@ -139,3 +139,10 @@ def sign_razorpay(body: bytes, secret: str = "dev_mockrazorpay") -> dict:
     from domain.signatures import razorpay_header
 
     return {"X-Razorpay-Signature": razorpay_header(secret, body), "Content-Type": "application/json"}
+
+
+def run_check(dsn: str) -> subprocess.CompletedProcess:
+    """``python run.py check`` against ``dsn`` (exit 0 when every invariant holds)."""
+    env = dict(os.environ, PAYCAST_DATABASE_URL=dsn, PAYCAST_LOG_LEVEL="WARNING")
+    return subprocess.run([sys.executable, str(ROOT / "run.py"), "check"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)

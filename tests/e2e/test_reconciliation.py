@@ -1,0 +1,76 @@
+"""Reconciliation: stuck ``processing`` payments are resolved by asking the
+connector; after the max checks they are flagged for review. Settlement reports."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support import UPI, ServerProcess, payment_body, run_check, wait_for
+
+
+@pytest.fixture(scope="module")
+def fast_server(new_database):
+    proc = ServerProcess(new_database("paycast_recon"), PAYCAST_PROCESSING_DEADLINE_S="0.5",
+                         PAYCAST_RECONCILE_INTERVAL_S="0.1", PAYCAST_RECONCILE_MAX_CHECKS="2",
+                         PAYCAST_FLAKY_ERROR_RATE="1.0").start()
+    yield proc
+    proc.stop()
+
+
+def test_pending_upi_is_resolved_by_reconciliation(fast_server):
+    with fast_server.client(fast_server.create_merchant()) as c:
+        pay = c.post("/v1/payments", json=payment_body(method=UPI("pending@upi"), confirm=True)).json()
+        assert pay["status"] == "processing"
+        done = wait_for(lambda: (p := c.get(f"/v1/payments/{pay['id']}").json())["status"] == "succeeded" and p)
+        assert done["attempts"][0]["status"] == "succeeded" and done["review_required"] is False
+
+
+def test_unknown_outcome_is_reconciled_to_failed(fast_server):
+    """flaky at error rate 1.0 times out or 500s; pinned, nothing to fall back to → unknown → reconcile."""
+    with fast_server.client(fast_server.create_merchant()) as c:
+        pay = c.post("/v1/payments", json=payment_body(connector="flaky", confirm=True)).json()
+        assert pay["status"] == "processing" and pay["attempts"][0]["status"] == "unknown"
+        assert pay["last_error"]["code"] in ("connector_timeout", "connector_server_error")
+        done = wait_for(lambda: (p := c.get(f"/v1/payments/{pay['id']}").json())["status"] == "failed" and p)
+        assert done["attempts"][0]["status"] == "failed"
+        assert done["last_error"]["code"] == "payment_not_found"
+
+
+def test_inconclusive_checks_end_in_review_required(fast_server):
+    """Its connector is no longer configured, so nobody can answer: every check is
+    inconclusive and after the max checks the payment is flagged, once."""
+    from tests.support import db_fetch
+
+    with fast_server.client(fast_server.create_merchant()) as c:
+        pay = c.post("/v1/payments", json=payment_body(method=UPI("pending@upi"), confirm=True)).json()
+        db_fetch(fast_server.dsn, "UPDATE payment_attempts SET connector = 'nowhere' WHERE payment_id = $1", pay["id"])
+        flagged = wait_for(lambda: (p := c.get(f"/v1/payments/{pay['id']}").json())["review_required"] and p)
+        assert flagged["status"] == "processing"
+        types = [e["type"] for e in c.get("/v1/events", params={"object_id": pay["id"]}).json()["data"]]
+        assert types.count("payment.review_required") == 1
+    assert run_check(fast_server.dsn).returncode == 0
+
+
+def test_settlement_report(client):
+    ok = [client.post("/v1/payments", json=payment_body(1000 + i, connector="mockstripe", confirm=True)).json()
+          for i in range(3)]
+    txns = [p["attempts"][0]["connector_txn_id"] for p in ok]
+    csv = "\n".join([
+        "connector_txn_id,amount,currency,status",
+        f"{txns[0]},1000,INR,succeeded",
+        f"{txns[1]},9999,INR,succeeded",
+        "pi_not_ours,500,INR,succeeded",
+    ]) + "\n"
+    r = client.post("/v1/reconciliation/reports", params={"connector": "mockstripe"}, content=csv,
+                    headers={"Content-Type": "text/csv"})
+    assert r.status_code == 201, r.text
+    report = r.json()
+    assert report["id"].startswith("rcn_")
+    assert report["matched"] == 1
+    assert [m["connector_txn_id"] for m in report["mismatched"]] == [txns[1]]
+    assert report["mismatched"][0]["fields"] == ["amount"]
+    assert report["missing_in_paycast"] == ["pi_not_ours"]
+    assert report["missing_in_report"] == [txns[2]]
+    bad = client.post("/v1/reconciliation/reports", params={"connector": "mockstripe"}, content="a,b\n1,2\n")
+    assert bad.status_code == 400
+    assert client.post("/v1/reconciliation/reports", params={"connector": "x"}, content=csv).status_code == 400
