@@ -28,7 +28,7 @@ MAX_BATCH = 256
 # processes, or left by a crash).
 POLL_S = 1.0
 CLAIM_BATCH = 200
-LEASE_S = 30.0
+LEASE_S = 10.0
 PROCESS_CONCURRENCY = 16
 
 

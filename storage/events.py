@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import asyncpg
 
 from domain import render
 from domain.events import NewEvent
 from domain.ids import new_id
+
+
+# Called inside the appending transaction with the rendered events, so
+# projections of the log (realtime messages, outgoing webhook deliveries) are
+# committed atomically with the events themselves. Register at import time.
+Projection = Callable[[asyncpg.Connection, str, list[dict], list[NewEvent]], Awaitable[None]]
+PROJECTIONS: list[Projection] = []
+
+
+async def _project(conn: asyncpg.Connection, merchant_id: str, rendered: list[dict], events: list[NewEvent]) -> None:
+    for projection in PROJECTIONS:
+        await projection(conn, merchant_id, rendered, events)
 
 
 async def append(conn: asyncpg.Connection, merchant_id: str, event: NewEvent) -> dict:
@@ -24,7 +38,9 @@ async def append(conn: asyncpg.Connection, merchant_id: str, event: NewEvent) ->
         " VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
         new_id("evt"), merchant_id, seq, event.type, event.object_id, event.customer_id, event.snapshot,
     )
-    return render.event(row)
+    rendered = render.event(row)
+    await _project(conn, merchant_id, [rendered], [event])
+    return rendered
 
 
 async def append_all(conn: asyncpg.Connection, merchant_id: str, events: list[NewEvent]) -> list[dict]:
@@ -44,7 +60,9 @@ async def append_all(conn: asyncpg.Connection, merchant_id: str, events: list[Ne
         list(range(first, last + 1)), [e.type for e in events], [e.object_id for e in events],
         [e.customer_id for e in events], [e.snapshot for e in events],
     )
-    return [render.event(r) for r in sorted(rows, key=lambda r: r["seq"])]
+    rendered = [render.event(r) for r in sorted(rows, key=lambda r: r["seq"])]
+    await _project(conn, merchant_id, rendered, events)
+    return rendered
 
 
 async def get(conn: asyncpg.Connection, merchant_id: str, event_id: str) -> dict | None:
