@@ -79,7 +79,8 @@ class ServerProcess:
 
     def client(self, api_key: str | None = None, **kw) -> httpx.Client:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=30, **kw)
+        kw.setdefault("timeout", 30)
+        return httpx.Client(base_url=self.url, headers=headers, **kw)
 
     def create_merchant(self, name: str = "test merchant") -> str:
         with self.client(ADMIN_TOKEN) as c:
