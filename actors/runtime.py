@@ -15,6 +15,7 @@ from typing import Any, Generic, TypeVar
 
 import trio
 
+from config import logs
 from domain.errors import PaycastError, Unavailable
 
 log = logging.getLogger("paycast.actors")
@@ -164,6 +165,8 @@ class Registry(Generic[K]):
                         envelope.reply.resolve(error=ActorGone())
 
     async def _deliver(self, key: K, envelope: _Envelope) -> None:
+        if self.kind == "payment":
+            logs.payment_id.set(str(key))
         try:
             result = await self._handler(key, envelope.message)
         except PaycastError as exc:

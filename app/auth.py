@@ -5,9 +5,12 @@ from __future__ import annotations
 import functools
 import hmac
 
+import trio
 from quart import current_app, g, request
 
-from domain.errors import AuthenticationFailed
+from config import logs
+from domain.errors import AuthenticationFailed, RateLimited
+from domain.ratelimit import TokenBucket, retry_after_header
 from storage import merchants
 
 # Merchants found by key hash. Keys never change once issued, so a positive
@@ -42,7 +45,24 @@ async def authenticate_merchant() -> str:
         if len(cache) < _CACHE_LIMIT:
             cache[key_hash] = merchant_id
     g.merchant_id = merchant_id
+    logs.merchant_id.set(merchant_id)
+    _rate_limit(merchant_id)
     return merchant_id
+
+
+def _rate_limit(merchant_id: str) -> None:
+    settings = current_app.config["SYSTEM"].settings
+    if settings.rate_limit_rps <= 0:
+        return
+    buckets: dict = current_app.config.setdefault("RATE_BUCKETS", {})
+    bucket = buckets.get(merchant_id)
+    if bucket is None:
+        bucket = buckets[merchant_id] = TokenBucket(settings.rate_limit_rps, settings.rate_limit_burst)
+    wait = bucket.take(trio.current_time())
+    if wait:
+        err = RateLimited("Too many requests for this API key; slow down.")
+        err.headers = {"Retry-After": retry_after_header(wait)}
+        raise err
 
 
 def merchant_required(handler):

@@ -16,7 +16,7 @@ log = logging.getLogger("paycast.http")
 def error_response(exc: PaycastError) -> Response:
     from app.body import json_response
 
-    return json_response(exc.to_dict(), exc.status)
+    return json_response(exc.to_dict(), exc.status, getattr(exc, "headers", None))
 
 
 def register(app: Quart) -> None:

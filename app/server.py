@@ -20,6 +20,8 @@ from quart_trio import QuartTrio
 from app import errors
 from app.limits import BodyLimit
 from app.metrics import Metrics
+from config import logs
+from domain.ids import new_id
 from app.routes import admin, connectors, events, ops, orders, payments, reconciliation, webhooks
 
 log = logging.getLogger("paycast.http")
@@ -39,17 +41,30 @@ def create_app(system, admin_token: str) -> Quart:
     errors.register(app)
 
     @app.before_request
-    async def _start_timer() -> None:
+    async def _start_request() -> None:
         g.started = time.perf_counter()
+        g.request_id = _request_id(request.headers.get("X-Request-Id"))
+        logs.request_id.set(g.request_id)
+        logs.merchant_id.set(None)
+        logs.payment_id.set((request.view_args or {}).get("payment_id"))
 
     @app.after_request
     async def _observe(response):
         rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
         metrics.requests.labels(request.method, rule, str(response.status_code)).inc()
         metrics.latency.labels(request.method, rule).observe(time.perf_counter() - g.get("started", time.perf_counter()))
+        if "request_id" in g:
+            response.headers["Request-Id"] = g.request_id
         return response
 
     return app
+
+
+def _request_id(given: str | None) -> str:
+    """The client's ``X-Request-Id`` when it is short and printable, else a new one."""
+    if given and len(given) <= 100 and given.isprintable() and given.isascii():
+        return given
+    return new_id("req")
 
 
 async def serve_http(app: Quart, host: str, port: int, shutdown: trio.Event, *, graceful_timeout: float,

@@ -43,6 +43,9 @@ class Settings(BaseSettings):
 
     # HTTP edge.
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    # Per API key. Generous by default (the bench drives one key hard); 0 disables.
+    rate_limit_rps: float = Field(1000.0, ge=0)
+    rate_limit_burst: int = Field(2000, ge=1)
     graceful_timeout_s: float = Field(5.0, ge=0)
 
     # Payments and connectors.
