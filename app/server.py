@@ -29,7 +29,7 @@ log = logging.getLogger("paycast.http")
 
 def create_app(system, admin_token: str) -> Quart:
     """Build the app around a running :class:`actors.system.System`."""
-    app = QuartTrio("paycast")
+    app = QuartTrio("paycast", static_folder=None)
     app.config["SYSTEM"] = system
     app.config["ADMIN_TOKEN"] = admin_token
     app.config["METRICS"] = metrics = Metrics()

@@ -1,0 +1,60 @@
+"""Tenant isolation, generated from the route table: every merchant route that
+names an object is called by another merchant with the owner's ids, and must
+answer 404 without leaking anything. A new route with an id parameter this
+test does not know fails here until it is covered."""
+
+from __future__ import annotations
+
+import re
+import types
+
+import pytest
+
+from config import load_settings
+from tests.support import UPI, payment_body
+
+# Path parameters that are not object ids owned by a merchant, with the reason.
+NOT_OBJECT_IDS = {
+    "connector": "connector names are global (webhooks in, public)",
+    "client_id": "client ids are names in the caller's own namespace, not objects",
+}
+
+
+def _routes():
+    from app.server import create_app
+
+    app = create_app(types.SimpleNamespace(settings=load_settings()), "unused")
+    for rule in app.url_map.iter_rules():
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            yield rule.rule, method
+
+
+ROUTES = [(path, method) for path, method in _routes() if "<" in path]
+
+
+@pytest.fixture(scope="module")
+def owner_objects(server):
+    """Objects of merchant A, by path parameter name."""
+    api_key = server.create_merchant("owner")
+    with server.client(api_key) as c:
+        order = c.post("/v1/orders", json={"amount": 1000, "currency": "INR", "customer_id": "cus_owner"}).json()
+        pay = c.post("/v1/payments", json=payment_body(1000, order_id=order["id"], confirm=True)).json()
+        c.post("/v1/payments", json=payment_body(method=UPI("pending@upi"), confirm=True))
+        event = c.get("/v1/events").json()["data"][0]
+    return {"payment_id": pay["id"], "order_id": order["id"], "event_id": event["id"], "id": pay["id"]}
+
+
+@pytest.mark.parametrize("path,method", ROUTES, ids=[f"{m} {p}" for p, m in ROUTES])
+def test_other_merchant_gets_404(server, owner_objects, path, method):
+    params = re.findall(r"<(?:[^:<>]+:)?([^<>]+)>", path)
+    if any(p in NOT_OBJECT_IDS for p in params):
+        pytest.skip(NOT_OBJECT_IDS[next(p for p in params if p in NOT_OBJECT_IDS)])
+    missing = [p for p in params if p not in owner_objects]
+    assert not missing, f"route {method} {path}: add an owner object for {missing} to this test"
+    url = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", lambda m: owner_objects[m.group(1)], path)
+    with server.client(server.create_merchant("intruder")) as intruder:
+        r = intruder.request(method, url, json={} if method in ("POST", "PUT") else None)
+    assert r.status_code == 404, f"{method} {url} → {r.status_code} {r.text[:200]}"
+    assert r.json()["error"]["type"] == "not_found"
+    for value in owner_objects.values():
+        assert value not in r.text or value in url
