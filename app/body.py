@@ -45,6 +45,9 @@ def parse_json(raw: bytes) -> object:
     """
     if not raw.strip():
         return {}
+    if b"\x00" in raw or b"\\u0000" in raw:
+        # PostgreSQL text and jsonb cannot hold NUL; refuse it at the door, not as a 500.
+        raise InvalidRequest("NUL characters are not allowed in the request body.")
     # Cheap pre-check before json.loads so a "[[[[..." bomb never recurses.
     if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and not _bracket_depth_ok(raw):
         raise InvalidRequest(f"JSON is nested deeper than {MAX_DEPTH} levels.")

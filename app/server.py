@@ -21,6 +21,7 @@ from app import errors
 from app.limits import BodyLimit
 from app.metrics import Metrics
 from config import logs
+from domain.errors import InvalidRequest
 from domain.ids import new_id
 from app.routes import admin, connectors, events, ops, orders, payments, reconciliation, webhooks
 
@@ -47,6 +48,10 @@ def create_app(system, admin_token: str) -> Quart:
         logs.request_id.set(g.request_id)
         logs.merchant_id.set(None)
         logs.payment_id.set((request.view_args or {}).get("payment_id"))
+        values = [request.path, *request.args.values(), *request.args.keys(),
+                  *(v for v in (request.view_args or {}).values() if isinstance(v, str))]
+        if any("\x00" in v for v in values):
+            raise InvalidRequest("NUL characters are not allowed in the URL.")
 
     @app.after_request
     async def _observe(response):

@@ -17,6 +17,8 @@ def parse_csv(text: str) -> list[dict]:
     Raises:
       InvalidRequest: missing header columns, a bad amount, or too many rows.
     """
+    if "\x00" in text:
+        raise InvalidRequest("NUL characters are not allowed in the CSV.", param="body")
     reader = csv.DictReader(io.StringIO(text))
     if reader.fieldnames is None or any(c not in reader.fieldnames for c in COLUMNS):
         raise InvalidRequest(f"The CSV must start with a header row: {','.join(COLUMNS)}.", param="body")

@@ -82,6 +82,8 @@ def parse(connector: str, body: bytes) -> GatewayEvent:
     Raises:
       InvalidRequest: bad JSON, an unknown event type, or a missing field (``param`` names it).
     """
+    if b"\x00" in body or b"\\u0000" in body:
+        raise InvalidRequest("NUL characters are not allowed in the webhook body.")
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError):

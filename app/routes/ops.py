@@ -75,3 +75,20 @@ async def debug_tasks():
     if request.args.get("format") == "json" or "application/json" in request.headers.get("Accept", ""):
         return json_response(tree)
     return Response("\n".join(_as_text(tree)) + "\n", content_type="text/plain; charset=utf-8")
+
+
+@bp.get("/openapi.json")
+async def openapi_json():
+    from app import openapi
+
+    spec = current_app.config.get("OPENAPI")
+    if spec is None:
+        spec = current_app.config["OPENAPI"] = openapi.build(current_app.config.get("EXTRA_OPS", []))
+    return json_response(spec)
+
+
+@bp.get("/docs")
+async def docs():
+    from app.openapi import DOCS_HTML
+
+    return Response(DOCS_HTML, content_type="text/html; charset=utf-8")

@@ -108,3 +108,11 @@ def test_ops_endpoints(server, client):
         assert "actor:janitor" in text and "actors" in text
         tree = admin.get("/debug/tasks", params={"format": "json"}).json()
         assert tree["name"] and tree["children"]
+
+
+def test_nul_characters_are_400_not_500(client):
+    assert _err(client.get("/v1/payments", params={"status": "\x00x"}), 400)["type"] == "invalid_request_error"
+    assert _err(client.get("/v1/events", params={"object_id": "\x00"}), 400)["type"] == "invalid_request_error"
+    assert _err(client.get("/v1/payments/pay_%00"), 400)["type"] == "invalid_request_error"
+    body = b'{"amount": 100, "currency": "INR", "customer_id": "a\\u0000b"}'
+    assert _err(client.post("/v1/orders", content=body), 400)["type"] == "invalid_request_error"

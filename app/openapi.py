@@ -1,0 +1,311 @@
+"""OpenAPI 3.1, generated from the pydantic models and an operation table.
+
+The table is checked against the live route map by a test, so a route without
+documentation fails the suite. Response models list what API.md promises;
+extra fields are allowed (clients must tolerate additions).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+from pydantic.json_schema import models_json_schema
+
+from app import schemas
+
+T = TypeVar("T")
+
+
+class Out(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class ErrorBody(Out):
+    type: str
+    code: str
+    message: str
+    param: str | None
+
+
+class Error(Out):
+    error: ErrorBody
+
+
+class Card(Out):
+    brand: str | None
+    last4: str | None
+
+
+class PaymentMethodOut(Out):
+    type: str
+    card: Card | None = None
+
+
+class Attempt(Out):
+    id: str
+    object: Literal["payment_attempt"]
+    connector: str
+    status: Literal["started", "succeeded", "failed", "unknown", "authorized"]
+    connector_txn_id: str | None
+    error_code: str | None
+    created_at: str
+
+
+class Payment(Out):
+    id: str
+    object: Literal["payment"]
+    amount: int
+    currency: str
+    status: Literal["requires_confirmation", "processing", "requires_capture", "succeeded", "failed", "canceled"]
+    capture_method: Literal["automatic", "manual"]
+    amount_capturable: int
+    amount_received: int
+    amount_refunded: int
+    order_id: str | None
+    customer_id: str | None
+    connector: str | None
+    payment_method: PaymentMethodOut
+    last_error: dict | None
+    review_required: bool
+    metadata: dict[str, str]
+    attempts: list[Attempt]
+    created_at: str
+    updated_at: str
+
+
+class Order(Out):
+    id: str
+    object: Literal["order"]
+    amount: int
+    currency: str
+    customer_id: str | None
+    status: Literal["created", "paid", "payment_failed", "refunded"]
+    payment_ids: list[str]
+    metadata: dict[str, str]
+    created_at: str
+    updated_at: str
+
+
+class EventData(Out):
+    object: dict
+
+
+class Event(Out):
+    id: str
+    object: Literal["event"]
+    type: str
+    seq: int
+    created_at: str
+    data: EventData
+
+
+class ListOf(Out, Generic[T]):
+    object: Literal["list"]
+    data: list[T]
+    has_more: bool
+
+
+class Merchant(Out):
+    id: str
+    object: Literal["merchant"]
+    name: str
+    created_at: str
+
+
+class MerchantCreated(Out):
+    merchant: Merchant
+    api_key: str
+
+
+class Connector(Out):
+    name: str
+    state: Literal["closed", "open", "half_open"]
+    success_rate: float
+    latency_ms_p50: float | None
+    attempts: int
+
+
+class Rule(Out):
+    payment_method_type: str
+    connectors: list[str]
+
+
+class Routing(Out):
+    strategy: Literal["priority", "volume_split", "success_rate"]
+    connectors: list[str]
+    weights: dict[str, int] = {}
+    rules: list[Rule] = []
+
+
+class RoutingIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    strategy: Literal["priority", "volume_split", "success_rate"]
+    connectors: list[str] | None = None
+    weights: dict[str, int] | None = None
+    rules: list[Rule] | None = None
+
+
+class ReconciliationReport(Out):
+    id: str
+    object: Literal["reconciliation_report"]
+    connector: str
+    matched: int
+    mismatched: list[dict]
+    missing_in_paycast: list[str]
+    missing_in_report: list[str]
+    created_at: str
+
+
+class WebhookAck(Out):
+    received: bool
+    duplicate: bool
+
+
+class Status(Out):
+    status: str
+
+
+@dataclass(frozen=True)
+class Op:
+    method: str
+    path: str
+    summary: str
+    responses: dict[int, Any]
+    auth: Literal["merchant", "admin", "none", "signature"] = "merchant"
+    body: Any = None
+    query: tuple[tuple[str, dict], ...] = ()
+    body_media: str = "application/json"
+    tags: tuple[str, ...] = field(default_factory=tuple)
+
+
+_PAGE = (("limit", {"type": "integer", "minimum": 1, "maximum": 100}), ("starting_after", {"type": "string"}))
+_IDEM = True  # POSTs accept Idempotency-Key (added to every merchant POST below)
+
+OPERATIONS: list[Op] = [
+    Op("post", "/admin/merchants", "Create a merchant (admin)", {201: MerchantCreated}, "admin", schemas.CreateMerchant),
+    Op("post", "/v1/orders", "Create an order", {201: Order}, body=schemas.CreateOrder),
+    Op("get", "/v1/orders", "List orders", {200: ListOf[Order]},
+       query=_PAGE + (("status", {"type": "string"}), ("customer_id", {"type": "string"}))),
+    Op("get", "/v1/orders/{order_id}", "Retrieve an order", {200: Order}),
+    Op("post", "/v1/payments", "Create (and optionally confirm) a payment", {201: Payment}, body=schemas.CreatePayment),
+    Op("get", "/v1/payments", "List payments", {200: ListOf[Payment]},
+       query=_PAGE + (("status", {"type": "string"}), ("order_id", {"type": "string"}),
+                      ("customer_id", {"type": "string"}))),
+    Op("get", "/v1/payments/{payment_id}", "Retrieve a payment", {200: Payment}),
+    Op("post", "/v1/payments/{payment_id}/confirm", "Confirm a payment", {200: Payment}, body=schemas.Empty),
+    Op("post", "/v1/payments/{payment_id}/capture", "Capture an authorised payment", {200: Payment},
+       body=schemas.CapturePayment),
+    Op("post", "/v1/payments/{payment_id}/cancel", "Cancel a payment", {200: Payment}, body=schemas.Empty),
+    Op("get", "/v1/events", "List events", {200: ListOf[Event]},
+       query=_PAGE + (("type", {"type": "string"}), ("object_id", {"type": "string"}),
+                      ("after_seq", {"type": "integer", "minimum": 0}))),
+    Op("get", "/v1/events/{event_id}", "Retrieve an event", {200: Event}),
+    Op("get", "/v1/connectors", "Connector health (circuit breakers)", {200: list[Connector]}),
+    Op("get", "/v1/routing", "The merchant's routing policy", {200: Routing}),
+    Op("put", "/v1/routing", "Replace the routing policy", {200: Routing}, body=RoutingIn),
+    Op("post", "/v1/reconciliation/reports", "Compare a settlement CSV", {201: ReconciliationReport},
+       query=(("connector", {"type": "string"}),), body={"type": "string"}, body_media="text/csv"),
+    Op("post", "/webhooks/{connector}", "Gateway webhook in (signed)", {200: WebhookAck}, "signature",
+       body={"type": "object"}),
+    Op("get", "/healthz", "Process alive", {200: Status}, "none"),
+    Op("get", "/readyz", "Database reachable and migrations applied", {200: Status}, "none"),
+    Op("get", "/metrics", "Prometheus metrics", {200: {"type": "string"}}, "none", body_media="text/plain"),
+    Op("get", "/debug/tasks", "The live trio task tree", {200: {"type": "object"}}, "admin"),
+    Op("get", "/openapi.json", "This document", {200: {"type": "object"}}, "none"),
+    Op("get", "/docs", "Browsable API documentation", {200: {"type": "string"}}, "none", body_media="text/html"),
+]
+
+
+def _schema_ref(model: Any, refs: dict) -> dict:
+    if isinstance(model, dict):
+        return model
+    return refs[model]
+
+
+def build(extra_ops: list[Op] = ()) -> dict:
+    """The OpenAPI 3.1 document."""
+    ops = OPERATIONS + list(extra_ops)
+    models = set()
+    for op in ops:
+        for model in list(op.responses.values()) + [op.body, Error]:
+            if model is not None and not isinstance(model, dict):
+                models.add(model)
+    from pydantic import TypeAdapter
+
+    refs: dict = {}
+    plain = [m for m in models if isinstance(m, type) and issubclass(m, BaseModel)]
+    key_map, defs = models_json_schema([(m, "serialization") for m in plain],
+                                       ref_template="#/components/schemas/{model}")
+    for m in plain:
+        refs[m] = key_map[(m, "serialization")]
+    for m in models - set(plain):
+        refs[m] = TypeAdapter(m).json_schema(ref_template="#/components/schemas/{model}")
+        defs.setdefault("$defs", {}).update(refs[m].pop("$defs", {}))
+    paths: dict = {}
+    for op in ops:
+        entry: dict = {"summary": op.summary, "operationId": f"{op.method}_{op.path}".replace("/", "_").strip("_"),
+                       "responses": {}}
+        params = [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
+                  for n in _path_params(op.path)]
+        params += [{"name": n, "in": "query", "required": n == "connector", "schema": s} for n, s in op.query]
+        if op.method == "post" and op.auth == "merchant":
+            params.append({"name": "Idempotency-Key", "in": "header", "required": False,
+                           "schema": {"type": "string", "maxLength": 255}})
+        if params:
+            entry["parameters"] = params
+        if op.body is not None:
+            entry["requestBody"] = {"required": op.body_media != "application/json" or op.body is not schemas.Empty,
+                                    "content": {op.body_media if op.body_media == "text/csv" else "application/json":
+                                                {"schema": _schema_ref(op.body, refs)}}}
+        for status, model in op.responses.items():
+            media = op.body_media if op.body_media in ("text/plain", "text/html") else "application/json"
+            entry["responses"][str(status)] = {"description": "OK",
+                                               "content": {media: {"schema": _schema_ref(model, refs)}}}
+        entry["responses"]["default"] = {"description": "Error (API.md)",
+                                         "content": {"application/json": {"schema": refs[Error]}}}
+        if op.auth in ("merchant", "admin"):
+            entry["security"] = [{"bearer": []}]
+        paths.setdefault(op.path, {})[op.method] = entry
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Paycast", "version": "1",
+                 "description": "Payments, gateway webhooks, reconciliation and realtime events. See API.md."},
+        "paths": paths,
+        "components": {"schemas": defs.get("$defs", {}),
+                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+    }
+
+
+def _path_params(path: str) -> list[str]:
+    import re
+
+    return re.findall(r"{([^}]+)}", path)
+
+
+DOCS_HTML = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Paycast API</title>
+<style>
+ body{font:14px/1.5 system-ui,sans-serif;max-width:980px;margin:2em auto;padding:0 1em;color:#222}
+ h1{margin-bottom:0} .op{border:1px solid #ddd;border-radius:6px;margin:.6em 0;padding:.5em .8em}
+ .m{display:inline-block;min-width:4.5em;font-weight:600;text-transform:uppercase}
+ .get{color:#0a7} .post{color:#06c} .put{color:#a60} .delete{color:#c33}
+ code{background:#f4f4f4;padding:0 .3em;border-radius:3px} details pre{background:#f8f8f8;padding:.5em;overflow:auto}
+</style></head><body>
+<h1>Paycast API</h1><p>Generated from <a href="/openapi.json">/openapi.json</a> (OpenAPI 3.1).
+Authenticate with <code>Authorization: Bearer sk_test_…</code>.</p><div id="ops">Loading…</div>
+<script>
+fetch('/openapi.json').then(r => r.json()).then(spec => {
+  const root = document.getElementById('ops'); root.textContent = '';
+  for (const [path, ops] of Object.entries(spec.paths)) for (const [method, op] of Object.entries(ops)) {
+    const div = document.createElement('div'); div.className = 'op';
+    const body = op.requestBody ? JSON.stringify(op.requestBody.content, null, 2) : '';
+    const ok = Object.entries(op.responses).filter(([s]) => s !== 'default').map(([s]) => s).join(', ');
+    div.innerHTML = `<span class="m ${method}">${method}</span> <code>${path}</code> — ${op.summary}
+      <small>(${ok})</small>` + (body ? `<details><summary>request body</summary><pre></pre></details>` : '');
+    if (body) div.querySelector('pre').textContent = body;
+    root.appendChild(div);
+  }
+});
+</script></body></html>"""
