@@ -129,23 +129,31 @@ class InboxProcessor:
                     nursery.start_soon(self._process_group, group, limiter, name="inbox:apply")
 
     async def _process_group(self, group: list[dict], limiter: trio.Semaphore) -> None:
-        from actors.payment import ApplyWebhook
-
         try:
             for row in group:
                 try:
-                    if row["payment_id"]:
-                        status = await self._system.ask_payment(row["payment_id"], ApplyWebhook(row["id"]))
-                    else:
-                        status = await self._system.db.transaction(inbox.apply, row["id"])
-                    self.applied[status] += 1
+                    status = await self._apply(row)
                 except (Unavailable, AskTimeout) as exc:
                     await self._release(row["id"], exc)
                 except Exception as exc:  # noqa: BLE001 - keep the row for a later try
                     log.exception("applying webhook %s failed", row["id"])
                     await self._release(row["id"], exc)
+                else:
+                    if status == inbox.RETRY:
+                        await self._release(row["id"], RuntimeError("payment not found yet"))
+                    else:
+                        self.applied[status] += 1
         finally:
             limiter.release()
+
+    async def _apply(self, row: dict) -> str:
+        """Through the payment's actor when the webhook names a payment, else directly."""
+        from actors.payment import ApplyWebhook
+
+        if row["payment_id"]:
+            return await self._system.ask_payment(row["payment_id"], ApplyWebhook(row["id"]))
+        return await self._system.db.transaction(inbox.apply, row["id"],
+                                                 self._system.settings.webhook_unmatched_grace_s)
 
     async def _release(self, inbox_id: str, exc: BaseException) -> None:
         try:

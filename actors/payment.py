@@ -8,12 +8,14 @@ messages beyond what is in the database, so passivating it loses nothing.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from dataclasses import dataclass
 
 import trio
 
 from domain.errors import InvalidRequest, StateError
+from domain.ids import new_id
 from domain.payments import Outcome, OutcomeKind, validate_capture
 
 # Outcomes that settle a payment for good when reconciliation hears them.
@@ -56,6 +58,24 @@ class Reconcile:
     merchant_id: str
 
 
+def falls_back(error: ConnectorError | None, remaining) -> bool:
+    """Whether a failed attempt may be retried on the next connector.
+
+    A definite failure before processing (5xx, open circuit) is safe to retry
+    elsewhere as a new attempt; a timeout is not (the charge may have
+    happened); a decline is an answer, never an error.
+    """
+    return error is not None and error.retryable and bool(remaining) and not isinstance(error, ConnectorTimeout)
+
+
+def _request(payment: dict, attempt_id: str) -> AuthorizeRequest:
+    return AuthorizeRequest(
+        payment_id=payment["id"], attempt_id=attempt_id, merchant_id=payment["merchant_id"],
+        amount=payment["amount"], currency=payment["currency"], capture_method=payment["capture_method"],
+        payment_method=payment["payment_method"],
+    )
+
+
 class PaymentActor:
     """Handles one message for one payment (the registry serialises per payment).
 
@@ -74,7 +94,8 @@ class PaymentActor:
         if isinstance(message, Cancel):
             return await self._cancel(payment_id, message)
         if isinstance(message, ApplyWebhook):
-            return await self.system.db.transaction(inbox.apply, message.inbox_id)
+            return await self.system.db.transaction(inbox.apply, message.inbox_id,
+                                                    self.system.settings.webhook_unmatched_grace_s)
         if isinstance(message, Reconcile):
             return await self._reconcile(payment_id, message)
         raise TypeError(f"unknown payment message {message!r}")
@@ -87,10 +108,8 @@ class PaymentActor:
         )
         remaining = list(begun.candidates[1:])
         while True:
-            outcome, error = await self._authorize(begun)
-            if error is not None and error.retryable and remaining and not isinstance(error, ConnectorTimeout):
-                # A definite failure before processing: safe to try the next connector
-                # as a new attempt. A timeout is not: the charge may have happened.
+            outcome, error = await self._authorize(begun.connector, _request(begun.payment, begun.attempt_id))
+            if falls_back(error, remaining):
                 await db.transaction(store.settle, msg.merchant_id, payment_id, begun.attempt_id, outcome,
                                      final=False)
                 begun = await db.transaction(
@@ -100,15 +119,15 @@ class PaymentActor:
                 continue
             return await db.transaction(store.settle, msg.merchant_id, payment_id, begun.attempt_id, outcome)
 
-    async def _authorize(self, begun: store.Begun) -> tuple[Outcome, ConnectorError | None]:
-        connector = self.system.connectors[begun.connector]
-        row = begun.payment
-        request = AuthorizeRequest(
-            payment_id=row["id"], attempt_id=begun.attempt_id, merchant_id=row["merchant_id"],
-            amount=row["amount"], currency=row["currency"], capture_method=row["capture_method"],
-            payment_method=row["payment_method"],
-        )
-        breaker = self.system.breakers.get(begun.connector)
+    async def _authorize(self, name: str, request: AuthorizeRequest) -> tuple[Outcome, ConnectorError | None]:
+        """Call one connector, bounded by the connector timeout; feed its breaker.
+
+        Returns:
+          The outcome, and the connector error if the call itself failed (the
+          outcome is then ``unknown`` with the error's code).
+        """
+        connector = self.system.connectors[name]
+        breaker = self.system.breakers.get(name)
         started = trio.current_time()
         try:
             with trio.fail_after(self.system.settings.connector_timeout_s):
@@ -117,11 +136,43 @@ class PaymentActor:
             error = exc if isinstance(exc, ConnectorError) else ConnectorTimeout("connector timed out")
             if breaker:
                 breaker.record(False, trio.current_time() - started, trio.current_time())
-            log.warning("connector %s failed for %s: %s", begun.connector, row["id"], error)
+            log.warning("connector %s failed for %s: %s", name, request.payment_id, error)
             return Outcome(OutcomeKind.UNKNOWN, None, error.code, str(error)), error
         if breaker:
             breaker.record(True, trio.current_time() - started, trio.current_time())
         return outcome, None
+
+    async def create_and_confirm(self, merchant_id: str, spec: dict) -> dict:
+        """``POST /v1/payments`` with ``confirm: true``.
+
+        With in-process connectors the attempts run first and the payment is
+        written once, with its attempts and events, in one crossing
+        (:func:`storage.payments.insert_confirmed`); nobody else can address a
+        payment before its id is returned, so no actor is needed. Otherwise the
+        intent is written first and the payment actor confirms.
+        """
+        system = self.system
+        routing = await system.routing_config(merchant_id)
+        candidates = system.candidates(routing, spec["payment_method"]["type"], spec.get("connector"))
+        if not all(getattr(system.connectors[c], "in_process", False) for c in candidates):
+            begun = await system.db.transaction(
+                store.create_and_begin, merchant_id, spec, system.settings.processing_deadline_s,
+                system.router_for(merchant_id),
+            )
+            return await system.ask_payment(begun.payment["id"], Confirm(merchant_id, begun))
+        now = dt.datetime.now(dt.timezone.utc)
+        payment = {"id": new_id("pay"), "merchant_id": merchant_id, **spec}
+        attempts: list[store.AttemptRecord] = []
+        for i, name in enumerate(candidates):
+            attempt_id = new_id("att")
+            started = dt.datetime.now(dt.timezone.utc)
+            outcome, error = await self._authorize(name, _request(payment, attempt_id))
+            attempts.append(store.AttemptRecord(attempt_id, name, "failed", outcome.connector_txn_id,
+                                                outcome.error_code, started))
+            if not falls_back(error, candidates[i + 1:]):
+                break
+        return await system.db.transaction(store.insert_confirmed, merchant_id, spec, payment["id"], attempts,
+                                           outcome, system.settings.processing_deadline_s, now)
 
     async def _capture(self, payment_id: str, msg: Capture) -> dict:
         db = self.system.db

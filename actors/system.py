@@ -13,7 +13,7 @@ from actors.payment import PaymentActor
 from actors.reconciler import run_reconciler
 from actors.runtime import Registry, supervise
 from config import Settings
-from domain.breaker import CircuitBreaker
+from domain.breaker import BreakerPolicy, CircuitBreaker
 from domain.routing import RoutingConfig, candidates
 from gateways.simulated import build_connectors
 from gateways.simulator import WebhookSimulator
@@ -24,6 +24,13 @@ log = logging.getLogger("paycast.system")
 
 # How often old idempotency keys are purged; they are kept ≥ 24 h anyway.
 _PURGE_EVERY_S = 3600
+# How long a merchant's routing policy is cached (another process's change is
+# seen after at most this long).
+_ROUTING_TTL_S = 2.0
+
+
+async def _load_routing(conn, merchant_id: str) -> dict | None:
+    return await conn.fetchval("SELECT routing FROM merchants WHERE id = $1", merchant_id)
 
 
 class System:
@@ -46,8 +53,12 @@ class System:
         self.inbox_processor = InboxProcessor(self)
         self.inbox_writer = InboxWriter(db, self.inbox_processor.wake)
         self.reconciled = 0
+        self._routing: dict[str, tuple[float, dict | None]] = {}
         self.known_connectors = frozenset(self.connectors)
-        self.breakers = {name: CircuitBreaker(name) for name in self.connectors}
+        policy = BreakerPolicy(min_calls=settings.breaker_min_calls,
+                               failure_threshold=settings.breaker_failure_threshold,
+                               open_seconds=settings.breaker_open_s)
+        self.breakers = {name: CircuitBreaker(name, policy) for name in self.connectors}
         self.payments: Registry[str] | None = None
         self._payment_actor = PaymentActor(self)
 
@@ -93,6 +104,32 @@ class System:
                               pinned=row["pinned_connector"], unavailable=unavailable, success_rates=rates)
 
         return route
+
+    def candidates(self, routing: dict | None, method_type: str, pinned: str | None) -> list[str]:
+        """Connectors to try now for a payment, best first (see :func:`domain.routing.candidates`)."""
+        return self.router_for("")({"payment_method": {"type": method_type}, "pinned_connector": pinned}, routing)
+
+    async def routing_config(self, merchant_id: str) -> dict | None:
+        """The merchant's stored routing, cached for a few seconds.
+
+        Another process's ``PUT /v1/routing`` is seen within ``_ROUTING_TTL_S``;
+        this process's own is seen at once (:meth:`forget_routing`).
+        """
+        now = trio.current_time()
+        cached = self._routing.get(merchant_id)
+        if cached is not None and now - cached[0] < _ROUTING_TTL_S:
+            return cached[1]
+        routing = await self.db.transaction(_load_routing, merchant_id)
+        if len(self._routing) > 10_000:
+            self._routing.clear()
+        self._routing[merchant_id] = (now, routing)
+        return routing
+
+    def forget_routing(self, merchant_id: str) -> None:
+        self._routing.pop(merchant_id, None)
+
+    async def create_and_confirm(self, merchant_id: str, spec: dict) -> dict:
+        return await self._payment_actor.create_and_confirm(merchant_id, spec)
 
     async def ask_payment(self, payment_id: str, message: object) -> dict:
         assert self.payments is not None

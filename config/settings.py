@@ -54,7 +54,17 @@ class Settings(BaseSettings):
     reconcile_interval_s: float = Field(1.0, gt=0)
     connector_timeout_s: float = Field(5.0, gt=0)
     flaky_error_rate: float = Field(0.3, ge=0, le=1)
+    # Circuit breaker per connector: opens when at least this share of the
+    # recent calls (once there are min_calls of them) failed; probes after open_s.
+    breaker_failure_threshold: float = Field(0.5, gt=0, le=1)
+    breaker_min_calls: int = Field(10, ge=1)
+    breaker_open_s: float = Field(10.0, gt=0)
     connector_secrets: str = DEFAULT_CONNECTOR_SECRETS
+
+    # A gateway webhook for a payment not in the database yet is retried this
+    # long (it may have overtaken the payment's commit) before it is kept
+    # aside as unmatched for review.
+    webhook_unmatched_grace_s: float = Field(30.0, ge=0)
 
     # Outgoing webhooks.
     webhook_retry_schedule: str = DEFAULT_RETRY_SCHEDULE

@@ -24,43 +24,39 @@ async def _project(conn: asyncpg.Connection, merchant_id: str, rendered: list[di
 
 
 async def append(conn: asyncpg.Connection, merchant_id: str, event: NewEvent) -> dict:
-    """Write ``event`` with the merchant's next ``seq`` and return its API form.
+    """Write ``event`` with the merchant's next ``seq`` and return its API form."""
+    return (await append_all(conn, merchant_id, [event]))[0]
 
-    Call it last in a transaction: bumping ``merchants.event_seq`` row-locks the
-    merchant until commit, and the shorter that lock is held the more payments
-    of one merchant can commit concurrently.
-    """
-    seq = await conn.fetchval(
-        "UPDATE merchants SET event_seq = event_seq + 1 WHERE id = $1 RETURNING event_seq", merchant_id
-    )
-    row = await conn.fetchrow(
-        "INSERT INTO events (id, merchant_id, seq, type, object_id, customer_id, data)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
-        new_id("evt"), merchant_id, seq, event.type, event.object_id, event.customer_id, event.snapshot,
-    )
-    rendered = render.event(row)
-    await _project(conn, merchant_id, [rendered], [event])
-    return rendered
+
+# One round trip: bump the merchant's seq and insert the events numbered from it.
+# The bump row-locks the merchant until commit, so call this last in a
+# transaction: the shorter that lock is held, the more payments of one
+# merchant commit concurrently.
+_APPEND_SQL = """
+WITH bump AS (UPDATE merchants SET event_seq = event_seq + $2 WHERE id = $1 RETURNING event_seq)
+INSERT INTO events (id, merchant_id, seq, type, object_id, customer_id, data)
+SELECT e.id, $1, bump.event_seq - $2 + e.ord, e.type, e.object_id, e.customer_id, e.data
+FROM bump, unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::jsonb[])
+     WITH ORDINALITY AS e(id, type, object_id, customer_id, data, ord)
+RETURNING id, seq, created_at
+"""
 
 
 async def append_all(conn: asyncpg.Connection, merchant_id: str, events: list[NewEvent]) -> list[dict]:
-    """Append several events with consecutive seqs (one merchant-row bump)."""
+    """Append events with consecutive, gap-free seqs (in list order) and return their API forms."""
     if not events:
         return []
-    last = await conn.fetchval(
-        "UPDATE merchants SET event_seq = event_seq + $2 WHERE id = $1 RETURNING event_seq",
-        merchant_id, len(events),
-    )
-    first = last - len(events) + 1
+    ids = [new_id("evt") for _ in events]
     rows = await conn.fetch(
-        "INSERT INTO events (id, merchant_id, seq, type, object_id, customer_id, data)"
-        " SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::jsonb[])"
-        " RETURNING *",
-        [new_id("evt") for _ in events], [merchant_id] * len(events),
-        list(range(first, last + 1)), [e.type for e in events], [e.object_id for e in events],
+        _APPEND_SQL, merchant_id, len(events), ids, [e.type for e in events], [e.object_id for e in events],
         [e.customer_id for e in events], [e.snapshot for e in events],
     )
-    rendered = [render.event(r) for r in sorted(rows, key=lambda r: r["seq"])]
+    stored = {r["id"]: r for r in rows}
+    rendered = [
+        render.event({"id": i, "type": e.type, "seq": stored[i]["seq"], "created_at": stored[i]["created_at"],
+                      "data": e.snapshot})
+        for i, e in zip(ids, events)
+    ]
     await _project(conn, merchant_id, rendered, events)
     return rendered
 

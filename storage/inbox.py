@@ -17,6 +17,12 @@ from domain.payments import Outcome, OutcomeKind
 from domain.webhooks import GatewayEvent
 from storage import payments
 
+# A webhook can overtake the commit of the payment it is about (the gateway
+# answers fast, our transaction is still committing). Such a row is retried
+# for a grace period (setting ``webhook_unmatched_grace_s``) before it is kept
+# aside as ``unmatched`` for review.
+RETRY = "retry"
+
 INSERT_SQL = (
     "INSERT INTO webhook_inbox (id, connector, event_id, kind, connector_txn_id, payment_id, object_id, raw_body)"
     " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],"
@@ -106,17 +112,25 @@ Applier = Callable[[asyncpg.Connection, asyncpg.Record, asyncpg.Record, str | No
 APPLIERS: dict[str, Applier] = {"payment": _apply_payment_outcome}
 
 
-async def apply(conn: asyncpg.Connection, inbox_id: str) -> str:
+async def apply(conn: asyncpg.Connection, inbox_id: str, grace_s: float = 30.0) -> str:
     """Apply one stored webhook, exactly once.
 
+    Args:
+      grace_s: how long a webhook for a payment not (yet) in the database is retried.
+
     Returns:
-      The row's final status (``applied``, ``ignored``, ``unmatched``, ``unhandled``).
+      The row's final status (``applied``, ``ignored``, ``unmatched``, ``unhandled``),
+      or :data:`RETRY` when it should be tried again later.
     """
     row = await conn.fetchrow("SELECT * FROM webhook_inbox WHERE id = $1 FOR UPDATE", inbox_id)
     if row is None or row["processed_at"] is not None:
         return row["status"] if row else "missing"
     payment, attempt_id = await _match(conn, row)
     if payment is None:
+        young = await conn.fetchval("SELECT $1::timestamptz > now() - make_interval(secs => $2)",
+                                    row["received_at"], grace_s)
+        if young:
+            return RETRY  # the payment's own commit may still be on its way
         return await _mark(conn, inbox_id, "unmatched", None)
     applier = APPLIERS.get(row["kind"].split(".")[0])
     status = await applier(conn, row, payment, attempt_id) if applier else "unhandled"

@@ -4,6 +4,7 @@ the state machine expects, so two processes can never both win a transition."""
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from collections.abc import Callable, Mapping
 
 import asyncpg
@@ -49,6 +50,21 @@ async def _commit_events(conn: asyncpg.Connection, row, status_event: str | None
     return snapshot
 
 
+async def _check_order(conn: asyncpg.Connection, merchant_id: str, spec: dict, customer_id: str | None) -> str | None:
+    """Check a payment against its order; returns the customer id to use.
+
+    Raises:
+      NotFound: ``order_id`` is not one of the merchant's orders.
+      InvalidRequest: amount or currency differ from the order's.
+    """
+    order = await orders.fetch_row(conn, merchant_id, spec["order_id"])
+    if order["amount"] != spec["amount"]:
+        raise InvalidRequest("The amount must equal the order's amount.", param="amount")
+    if order["currency"] != spec["currency"]:
+        raise InvalidRequest("The currency must equal the order's currency.", param="currency")
+    return customer_id or order["customer_id"]
+
+
 async def create(conn: asyncpg.Connection, merchant_id: str, spec: dict) -> dict:
     """Insert a payment in ``requires_confirmation`` and its ``payment.created`` event.
 
@@ -62,12 +78,7 @@ async def create(conn: asyncpg.Connection, merchant_id: str, spec: dict) -> dict
     """
     customer_id = spec.get("customer_id")
     if spec.get("order_id"):
-        order = await orders.fetch_row(conn, merchant_id, spec["order_id"])
-        if order["amount"] != spec["amount"]:
-            raise InvalidRequest("The amount must equal the order's amount.", param="amount")
-        if order["currency"] != spec["currency"]:
-            raise InvalidRequest("The currency must equal the order's currency.", param="currency")
-        customer_id = customer_id or order["customer_id"]
+        customer_id = await _check_order(conn, merchant_id, spec, customer_id)
     row = await conn.fetchrow(
         "INSERT INTO payments (id, merchant_id, order_id, customer_id, amount, currency, status,"
         " capture_method, payment_method, pinned_connector, metadata)"
@@ -234,3 +245,77 @@ async def authorized_txn(conn: asyncpg.Connection, payment_id: str) -> str | Non
     return await conn.fetchval(
         "SELECT connector_txn_id FROM payment_attempts WHERE payment_id = $1 AND status = 'authorized'", payment_id
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class AttemptRecord:
+    """An attempt that already ran against an in-process connector."""
+
+    id: str
+    connector: str
+    status: str
+    connector_txn_id: str | None
+    error_code: str | None
+    created_at: dt.datetime
+
+
+async def insert_confirmed(conn: asyncpg.Connection, merchant_id: str, spec: dict, payment_id: str,
+                           attempts: list[AttemptRecord], outcome: Outcome, deadline_s: float,
+                           now: dt.datetime) -> dict:
+    """Create a payment whose attempts already ran, with all its events, in one transaction.
+
+    Used for ``confirm: true`` with in-process connectors: there is nothing
+    outside this process that could have moved money if we crash before the
+    commit, so the intent-first write of :func:`begin_attempt` buys nothing
+    and costs a crossing (DESIGN.md: one request, one crossing).
+
+    Raises:
+      NotFound, InvalidRequest: as :func:`create` (order checks).
+    """
+    customer_id = spec.get("customer_id")
+    if spec.get("order_id"):
+        customer_id = await _check_order(conn, merchant_id, spec, customer_id)
+    result = settle_outcome(spec["amount"], outcome)
+    processing = result.status is Status.PROCESSING
+    row = {
+        "id": payment_id, "merchant_id": merchant_id, "order_id": spec.get("order_id"), "customer_id": customer_id,
+        "amount": spec["amount"], "currency": spec["currency"], "status": result.status.value,
+        "capture_method": spec["capture_method"], "payment_method": spec["payment_method"],
+        "connector": attempts[-1].connector, "amount_capturable": result.amount_capturable,
+        "amount_received": result.amount_received, "amount_refunded": 0, "last_error": result.last_error,
+        "review_required": False, "metadata": spec.get("metadata") or {}, "created_at": now, "updated_at": now,
+    }
+    await conn.execute(
+        "INSERT INTO payments (id, merchant_id, order_id, customer_id, amount, currency, status, capture_method,"
+        " payment_method, connector, pinned_connector, amount_capturable, amount_received, last_error, metadata,"
+        " processing_deadline, created_at, updated_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,"
+        " CASE WHEN $16 THEN $17::timestamptz + make_interval(secs => $18) END, $17, $17)",
+        payment_id, merchant_id, row["order_id"], customer_id, row["amount"], row["currency"], row["status"],
+        row["capture_method"], row["payment_method"], row["connector"], spec.get("connector"),
+        row["amount_capturable"], row["amount_received"], row["last_error"], row["metadata"],
+        processing, now, deadline_s,
+    )
+    attempt_rows = [dataclasses.asdict(a) for a in attempts]
+    attempt_rows[-1]["status"] = result.attempt_status
+    attempt_rows[-1]["error_code"] = outcome.error_code
+    await conn.execute(
+        "INSERT INTO payment_attempts (id, payment_id, merchant_id, connector, status, connector_txn_id,"
+        " error_code, created_at, updated_at)"
+        " SELECT a.id, $1, $2, a.connector, a.status, a.txn, a.code, a.created, a.created"
+        " FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::timestamptz[])"
+        " AS a(id, connector, status, txn, code, created)",
+        payment_id, merchant_id, [a["id"] for a in attempt_rows], [a["connector"] for a in attempt_rows],
+        [a["status"] for a in attempt_rows], [a["connector_txn_id"] for a in attempt_rows],
+        [a["error_code"] for a in attempt_rows], [a["created_at"] for a in attempt_rows],
+    )
+    created = render.payment({**row, "status": "requires_confirmation", "amount_capturable": 0,
+                              "amount_received": 0, "last_error": None, "connector": None}, [])
+    snapshot = render.payment(row, attempt_rows)
+    pending = [payment_event("created", created), payment_event(result.status.value, snapshot)]
+    if row["order_id"] and result.status.value in ("succeeded", "failed"):
+        order_ev = await orders.follow_payment(conn, merchant_id, row["order_id"], result.status.value)
+        if order_ev:
+            pending.append(order_ev)
+    await event_log.append_all(conn, merchant_id, pending)
+    return snapshot

@@ -56,4 +56,5 @@ async def put_routing():
     body = config.to_dict()
     stored = {k: v for k, v in body.items() if k != "object"}
     await system.db.transaction(_store, g.merchant_id, stored)
+    system.forget_routing(g.merchant_id)
     return json_response(body)

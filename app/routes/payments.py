@@ -57,12 +57,7 @@ async def create_payment():
     if not body.confirm:
         payment = await system.db.transaction(payments.create, g.merchant_id, spec)
         return json_response(payment, 201)
-    begun = await system.db.transaction(
-        payments.create_and_begin, g.merchant_id, spec, system.settings.processing_deadline_s,
-        system.router_for(g.merchant_id),
-    )
-    payment = await system.ask_payment(begun.payment["id"], Confirm(g.merchant_id, begun))
-    return json_response(payment, 201)
+    return json_response(await system.create_and_confirm(g.merchant_id, spec), 201)
 
 
 @bp.post("/v1/payments/<payment_id>/confirm")

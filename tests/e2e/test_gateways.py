@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.support import (CARD_DECLINED, CARD_NO_FUNDS, CARD_OK, UPI, db_fetch, payment_body, sign_razorpay,
+from tests.support import (CARD_DECLINED, ServerProcess, CARD_NO_FUNDS, CARD_OK, UPI, db_fetch, payment_body, sign_razorpay,
                            sign_stripe, wait_for)
 
 
@@ -132,7 +132,16 @@ def test_late_webhook_never_moves_terminal_status(server, client, db_dsn):
     assert client.get(f"/v1/payments/{pay['id']}").json()["status"] == "succeeded"
 
 
-def test_webhook_for_unknown_payment_is_kept_for_review(server, db_dsn):
+def test_webhook_for_unknown_payment_is_kept_for_review(new_database):
+    """Retried for the grace period (it may have overtaken its payment's commit), then kept aside."""
+    server = ServerProcess(new_database("paycast_orphan"), PAYCAST_WEBHOOK_UNMATCHED_GRACE_S="0.5").start()
+    try:
+        _orphan_is_kept(server, server.dsn)
+    finally:
+        server.stop()
+
+
+def _orphan_is_kept(server, db_dsn):
     body = json.dumps({"event": "payment.captured", "created_at": int(time.time()), "x_event_id": "rzp_evt_orphan",
                        "payload": {"payment": {"entity": {"id": "pay_unknown_txn", "amount": 100, "currency": "INR",
                                                           "status": "captured", "notes": {"payment_id": "pay_nope"}}}}}).encode()
@@ -169,9 +178,38 @@ def test_volume_split_uses_both_connectors(client):
     assert used == {"mockstripe", "mockrazorpay"}
 
 
-def test_flaky_falls_back_to_next_connector(client):
+@pytest.fixture(scope="module")
+def steady_breakers(new_database):
+    """A server whose breakers never open at flaky's 30% error rate, so routing is deterministic."""
+    proc = ServerProcess(new_database("paycast_flaky"), PAYCAST_BREAKER_FAILURE_THRESHOLD="1.0").start()
+    yield proc
+    proc.stop()
+
+
+def test_flaky_falls_back_to_next_connector(steady_breakers):
+    with steady_breakers.client(steady_breakers.create_merchant()) as client:
+        _flaky_falls_back(client)
+
+
+def test_open_circuit_routes_around_the_connector(new_database):
+    server = ServerProcess(new_database("paycast_breaker"), PAYCAST_FLAKY_ERROR_RATE="1.0",
+                           PAYCAST_BREAKER_MIN_CALLS="5", PAYCAST_BREAKER_OPEN_S="60").start()
+    try:
+        with server.client(server.create_merchant()) as client:
+            client.put("/v1/routing", json={"strategy": "priority", "connectors": ["flaky", "mockstripe"]})
+            results = [client.post("/v1/payments", json=payment_body(confirm=True)).json() for _ in range(12)]
+            states = {c["name"]: c["state"] for c in client.get("/v1/connectors").json()}
+            assert states["flaky"] == "open" and states["mockstripe"] == "closed"
+            # Once open, flaky is tried last: the payment goes straight to mockstripe.
+            assert [a["connector"] for a in results[-1]["attempts"]] == ["mockstripe"]
+            assert results[-1]["status"] == "succeeded"
+    finally:
+        server.stop()
+
+
+def _flaky_falls_back(client):
     client.put("/v1/routing", json={"strategy": "priority", "connectors": ["flaky", "mockstripe"]})
-    results = [client.post("/v1/payments", json=payment_body(confirm=True)).json() for _ in range(40)]
+    results = [client.post("/v1/payments", json=payment_body(confirm=True)).json() for _ in range(60)]
     fell_back = [p for p in results if len(p["attempts"]) == 2]
     assert fell_back, "with a 30% error rate some payments must fall back"
     for p in fell_back:
@@ -183,7 +221,7 @@ def test_flaky_falls_back_to_next_connector(client):
         if p["status"] == "processing":
             assert p["attempts"][-1]["status"] == "unknown"
     connectors = {c["name"]: c for c in client.get("/v1/connectors").json()}
-    assert connectors["flaky"]["attempts"] >= 40 and connectors["flaky"]["success_rate"] < 1
+    assert connectors["flaky"]["attempts"] >= 60 and connectors["flaky"]["success_rate"] < 1
     assert set(connectors["flaky"]) == {"object", "name", "state", "success_rate", "latency_ms_p50", "attempts"}
 
 
