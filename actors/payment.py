@@ -171,8 +171,9 @@ class PaymentActor:
                                                 outcome.error_code, started))
             if not falls_back(error, candidates[i + 1:]):
                 break
-        return await system.db.transaction(store.insert_confirmed, merchant_id, spec, payment["id"], attempts,
-                                           outcome, system.settings.processing_deadline_s, now)
+        item = store.Confirmed(merchant_id, spec, payment["id"], attempts, outcome,
+                               system.settings.processing_deadline_s, now)
+        return await system.payment_writer.write(item, system.settings.ask_timeout_s)
 
     async def _capture(self, payment_id: str, msg: Capture) -> dict:
         db = self.system.db

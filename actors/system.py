@@ -10,6 +10,7 @@ import trio
 
 from actors.inbox import InboxProcessor, InboxWriter
 from actors.payment import PaymentActor
+from actors.payment_writer import PaymentWriter
 from actors.reconciler import run_reconciler
 from actors.runtime import Registry, supervise
 from config import Settings
@@ -52,6 +53,7 @@ class System:
         self.connectors = build_connectors(settings.flaky_error_rate, self.simulator)
         self.inbox_processor = InboxProcessor(self)
         self.inbox_writer = InboxWriter(db, self.inbox_processor.wake)
+        self.payment_writer = PaymentWriter(db)
         self.reconciled = 0
         self._routing: dict[str, tuple[float, dict | None]] = {}
         self.known_connectors = frozenset(self.connectors)
@@ -71,6 +73,7 @@ class System:
             )
             nursery.start_soon(supervise, "janitor", self._janitor, name="actor:janitor")
             nursery.start_soon(supervise, "inbox-writer", self.inbox_writer.run, name="actor:inbox-writer")
+            nursery.start_soon(supervise, "payment-writer", self.payment_writer.run, name="actor:payment-writers")
             nursery.start_soon(supervise, "inbox-processor", self.inbox_processor.run,
                                name="actor:inbox-processor")
             nursery.start_soon(supervise, "reconciler", lambda: run_reconciler(self), name="actor:reconciler")

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 import asyncpg
 
 from domain import render
-from domain.errors import InvalidRequest, NotFound, StateError
+from domain.errors import InvalidRequest, NotFound, PaycastError, StateError
 from domain.events import NewEvent, payment_event
 from domain.ids import new_id
 from domain.payments import Outcome, OutcomeKind, Status, Trigger, next_status, settle as settle_outcome
@@ -259,9 +259,20 @@ class AttemptRecord:
     created_at: dt.datetime
 
 
-async def insert_confirmed(conn: asyncpg.Connection, merchant_id: str, spec: dict, payment_id: str,
-                           attempts: list[AttemptRecord], outcome: Outcome, deadline_s: float,
-                           now: dt.datetime) -> dict:
+@dataclasses.dataclass(frozen=True)
+class Confirmed:
+    """A payment whose attempts already ran, ready to be written."""
+
+    merchant_id: str
+    spec: dict
+    payment_id: str
+    attempts: list[AttemptRecord]
+    outcome: Outcome
+    deadline_s: float
+    now: dt.datetime
+
+
+async def insert_confirmed(conn: asyncpg.Connection, item: Confirmed) -> dict:
     """Create a payment whose attempts already ran, with all its events, in one transaction.
 
     Used for ``confirm: true`` with in-process connectors: there is nothing
@@ -272,6 +283,45 @@ async def insert_confirmed(conn: asyncpg.Connection, merchant_id: str, spec: dic
     Raises:
       NotFound, InvalidRequest: as :func:`create` (order checks).
     """
+    snapshot, pending = await _write_confirmed(conn, item)
+    await event_log.append_all(conn, item.merchant_id, pending)
+    return snapshot
+
+
+async def insert_confirmed_batch(conn: asyncpg.Connection, items: list[Confirmed]) -> list[dict | PaycastError]:
+    """Group commit of :func:`insert_confirmed`: many payments, one transaction.
+
+    Rows are written first and the events last, one append per merchant, so a
+    merchant's seq row is locked once per batch and only for the end of it.
+    An item that fails a check (its order) is rolled back alone, through its
+    savepoint, and answered with its error.
+
+    Returns:
+      Per item, its snapshot or its :class:`PaycastError`.
+    """
+    results: list[dict | PaycastError] = []
+    by_merchant: dict[str, list[NewEvent]] = {}
+    for item in items:
+        try:
+            if item.spec.get("order_id"):
+                async with conn.transaction():  # a savepoint: an order check may fail
+                    snapshot, pending = await _write_confirmed(conn, item)
+            else:
+                snapshot, pending = await _write_confirmed(conn, item)
+        except PaycastError as exc:
+            results.append(exc)
+            continue
+        results.append(snapshot)
+        by_merchant.setdefault(item.merchant_id, []).extend(pending)
+    for merchant_id, pending in by_merchant.items():
+        await event_log.append_all(conn, merchant_id, pending)
+    return results
+
+
+async def _write_confirmed(conn: asyncpg.Connection, item: Confirmed) -> tuple[dict, list[NewEvent]]:
+    """Insert the payment and its attempts (and move its order); return the snapshot and events to append."""
+    merchant_id, spec, payment_id = item.merchant_id, item.spec, item.payment_id
+    attempts, outcome, deadline_s, now = item.attempts, item.outcome, item.deadline_s, item.now
     customer_id = spec.get("customer_id")
     if spec.get("order_id"):
         customer_id = await _check_order(conn, merchant_id, spec, customer_id)
@@ -317,5 +367,4 @@ async def insert_confirmed(conn: asyncpg.Connection, merchant_id: str, spec: dic
         order_ev = await orders.follow_payment(conn, merchant_id, row["order_id"], result.status.value)
         if order_ev:
             pending.append(order_ev)
-    await event_log.append_all(conn, merchant_id, pending)
-    return snapshot
+    return snapshot, pending
