@@ -5,6 +5,7 @@
     python run.py migrate             apply database migrations and exit
     python run.py merchant create NAME  create a merchant and print its API key
     python run.py check               verify DESIGN.md's invariants against the database (exit 1 on violations)
+    python run.py simulate [--url …]  drive realistic demo traffic against a running server
 """
 
 from __future__ import annotations
@@ -190,6 +191,11 @@ def cmd_check(settings) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["simulate"]:  # its own options; no database needed here
+        from bench.simulate import main as simulate
+
+        return simulate(argv[1:])
     parser = argparse.ArgumentParser(prog="run.py", description="Paycast payment backend")
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("serve", help="run the server (default)")
@@ -199,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     create = merchant_sub.add_parser("create", help="create a merchant and print its API key")
     create.add_argument("name")
     sub.add_parser("check", help="verify the invariants of DESIGN.md against the database")
+    sub.add_parser("simulate", help="drive demo traffic against a running server (see run.py simulate -h)")
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
