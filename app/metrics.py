@@ -20,5 +20,16 @@ class Metrics:
                                    registry=self.registry)
         self.connector_state = Gauge("paycast_connector_circuit_open", "1 when the connector's circuit is open",
                                      ["connector", "state"], registry=self.registry)
+        self.inbox_pending = Gauge("paycast_webhook_inbox_pending", "Stored gateway webhooks not yet applied",
+                                   registry=self.registry)
+        self.inbox_lag = Gauge("paycast_webhook_inbox_lag_seconds", "Age of the oldest unapplied gateway webhook",
+                               registry=self.registry)
+        self.inbox_rows = Gauge("paycast_webhook_inbox_rows", "Stored gateway webhooks by outcome", ["status"],
+                                registry=self.registry)
+        self.reconcile_backlog = Gauge("paycast_reconciliation_backlog",
+                                       "Payments processing past their deadline, awaiting a check",
+                                       registry=self.registry)
+        self.review_required = Gauge("paycast_payments_review_required", "Payments flagged for manual review",
+                                     registry=self.registry)
         self.db_up = Gauge("paycast_database_up", "1 when the last database check succeeded",
                            registry=self.registry)

@@ -28,8 +28,19 @@ async def readyz():
     return json_response({"status": "ready", "database": "ok", "migrations": "current"})
 
 
-async def _payment_counts(conn) -> list:
-    return await conn.fetch("SELECT status, count(*) AS n FROM payments GROUP BY status")
+async def _operational_counts(conn) -> dict:
+    """What an on-call engineer looks at first, in one crossing."""
+    return {
+        "payments": await conn.fetch("SELECT status, count(*) AS n FROM payments GROUP BY status"),
+        "inbox": await conn.fetch("SELECT status, count(*) AS n FROM webhook_inbox GROUP BY status"),
+        "inbox_lag": await conn.fetchval(
+            "SELECT coalesce(extract(epoch FROM now() - min(received_at)), 0)::float8"
+            " FROM webhook_inbox WHERE processed_at IS NULL"),
+        "backlog": await conn.fetchval(
+            "SELECT count(*) FROM payments WHERE status = 'processing' AND processing_deadline < now()"),
+        "review": await conn.fetchval(
+            "SELECT count(*) FROM payments WHERE status = 'processing' AND review_required"),
+    }
 
 
 @bp.get("/metrics")
@@ -37,10 +48,18 @@ async def metrics():
     system = current_app.config["SYSTEM"]
     m = current_app.config["METRICS"]
     try:
-        rows = await system.db.run(_payment_counts)
+        counts = await system.db.run(_operational_counts)
         m.db_up.set(1)
+        by_status = {r["status"]: r["n"] for r in counts["payments"]}
         for status in ("requires_confirmation", "processing", "requires_capture", "succeeded", "failed", "canceled"):
-            m.payments.labels(status).set(next((r["n"] for r in rows if r["status"] == status), 0))
+            m.payments.labels(status).set(by_status.get(status, 0))
+        inbox = {r["status"]: r["n"] for r in counts["inbox"]}
+        for status in ("pending", "applied", "ignored", "unmatched", "unhandled"):
+            m.inbox_rows.labels(status).set(inbox.get(status, 0))
+        m.inbox_pending.set(inbox.get("pending", 0))
+        m.inbox_lag.set(counts["inbox_lag"])
+        m.reconcile_backlog.set(counts["backlog"])
+        m.review_required.set(counts["review"])
     except Unavailable:
         m.db_up.set(0)
     if system.payments is not None:

@@ -102,7 +102,10 @@ def test_ops_endpoints(server, client):
     metrics = client.get("/metrics")
     assert metrics.status_code == 200
     assert 'paycast_http_requests_total{method="POST",route="/v1/payments",status="201"}' in metrics.text
-    assert 'paycast_payments{status="succeeded"}' in metrics.text
+    for name in ('paycast_payments{status="succeeded"}', "paycast_webhook_inbox_pending", "paycast_webhook_inbox_lag_seconds",
+                 "paycast_reconciliation_backlog", 'paycast_connector_circuit_open{connector="flaky",state="closed"}',
+                 "paycast_http_request_seconds_bucket", "paycast_database_up 1.0"):
+        assert name in metrics.text, name
     with server.client("adm_test_token") as admin:
         text = admin.get("/debug/tasks").text
         assert "actor:janitor" in text and "actors" in text
