@@ -46,8 +46,15 @@ def create_app(system, admin_token: str) -> Quart:
         g.started = time.perf_counter()
         g.request_id = _request_id(request.headers.get("X-Request-Id"))
         logs.request_id.set(g.request_id)
+        log.debug("start %s %s", request.method, request.path)
         logs.merchant_id.set(None)
         logs.payment_id.set((request.view_args or {}).get("payment_id"))
+        if request.method in ("POST", "PUT", "PATCH", "DELETE"):
+            # Read the whole body before any handler may answer: hypercorn's h11
+            # connection stalls when a response completes while the client is
+            # still sending the body (found by schemathesis: the next request
+            # on that keep-alive connection hung). Bounded by MAX_CONTENT_LENGTH.
+            await request.get_data(cache=True)
         values = [request.path, *request.args.values(), *request.args.keys(),
                   *(v for v in (request.view_args or {}).values() if isinstance(v, str))]
         if any("\x00" in v for v in values):
@@ -60,6 +67,8 @@ def create_app(system, admin_token: str) -> Quart:
         metrics.latency.labels(request.method, rule).observe(time.perf_counter() - g.get("started", time.perf_counter()))
         if "request_id" in g:
             response.headers["Request-Id"] = g.request_id
+        log.debug("%s %s → %s in %.1f ms", request.method, rule, response.status_code,
+                  (time.perf_counter() - g.get("started", time.perf_counter())) * 1000)
         return response
 
     return app

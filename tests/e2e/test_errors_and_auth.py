@@ -119,3 +119,26 @@ def test_nul_characters_are_400_not_500(client):
     assert _err(client.get("/v1/payments/pay_%00"), 400)["type"] == "invalid_request_error"
     body = b'{"amount": 100, "currency": "INR", "customer_id": "a\\u0000b"}'
     assert _err(client.post("/v1/orders", content=body), 400)["type"] == "invalid_request_error"
+
+
+def test_early_error_with_late_body_keeps_the_connection_usable(server):
+    """A handler may refuse a request before its body has arrived; the next
+    request on the same keep-alive connection must still be answered."""
+    import socket
+    import time
+    from urllib.parse import urlsplit
+
+    where = urlsplit(server.url)
+    with socket.create_connection((where.hostname, where.port), timeout=5) as sock:
+        body = b'{"id": "x"}'
+        sock.sendall(b"POST /webhooks/unknown HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(body))
+        time.sleep(0.1)
+        sock.sendall(body)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        received = b""
+        while received.count(b"HTTP/1.1 ") < 2 or not received.endswith(b'{"status":"ok"}'):
+            chunk = sock.recv(65536)
+            assert chunk, "connection closed"
+            received += chunk
+    assert b"HTTP/1.1 404" in received and b"HTTP/1.1 200" in received
