@@ -18,6 +18,7 @@ from domain.payments import Outcome, OutcomeKind, validate_capture
 
 # Outcomes that settle a payment for good when reconciliation hears them.
 _CONCLUSIVE = frozenset({OutcomeKind.SUCCEEDED, OutcomeKind.AUTHORIZED, OutcomeKind.DECLINED})
+from actors import disputing, refunding
 from gateways.base import AuthorizeRequest, ConnectorError, ConnectorTimeout
 from storage import inbox, reconcile
 from storage import payments as store
@@ -56,6 +57,29 @@ class Reconcile:
     merchant_id: str
 
 
+@dataclass(frozen=True)
+class Refund:
+    """Refund ``amount`` (``None``: everything left) of this payment."""
+
+    merchant_id: str
+    amount: int | None
+    reason: str | None = None
+    metadata: dict | None = None
+
+
+@dataclass(frozen=True)
+class SubmitDisputeEvidence:
+    merchant_id: str
+    dispute_id: str
+    text: str
+
+
+@dataclass(frozen=True)
+class AcceptDispute:
+    merchant_id: str
+    dispute_id: str
+
+
 class PaymentActor:
     """Handles one message for one payment (the registry serialises per payment).
 
@@ -77,6 +101,12 @@ class PaymentActor:
             return await self.system.db.transaction(inbox.apply, message.inbox_id)
         if isinstance(message, Reconcile):
             return await self._reconcile(payment_id, message)
+        if isinstance(message, Refund):
+            return await refunding.refund(self.system, payment_id, message)
+        if isinstance(message, SubmitDisputeEvidence):
+            return await disputing.submit_evidence(self.system, message)
+        if isinstance(message, AcceptDispute):
+            return await disputing.accept(self.system, message)
         raise TypeError(f"unknown payment message {message!r}")
 
     async def _confirm(self, payment_id: str, msg: Confirm) -> dict:
