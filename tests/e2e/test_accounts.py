@@ -204,7 +204,9 @@ def test_withdrawal_past_available_balance_is_409(client):
 def test_concurrent_withdrawals_across_two_processes_never_overdraw(new_database):
     """A wallet of 10,000 and 16 concurrent withdrawals of 1,500 over two processes: exactly six are accepted."""
     dsn = new_database("paycast_wallet_race")
-    a, b = ServerProcess(dsn).start(), ServerProcess(dsn).start()
+    # Payout webhooks come late, so the reservations are seen before they are paid out.
+    slow = {"PAYCAST_SIM_DELAY_MS": "2000"}
+    a, b = ServerProcess(dsn, **slow).start(), ServerProcess(dsn, **slow).start()
     try:
         api_key = a.create_merchant()
         with a.client(api_key) as c:
@@ -220,6 +222,8 @@ def test_concurrent_withdrawals_across_two_processes_never_overdraw(new_database
         assert codes == [201] * 6 + [409] * 10, [r.text for r in responses]
         assert {r.json()["error"]["code"] for r in responses if r.status_code == 409} == {"insufficient_funds"}
         with b.client(api_key) as c:
+            reserved = c.get(f"/v1/accounts/{account['id']}").json()
+            assert reserved["available_balance"] == 1000 and reserved["balance"] == 10_000
             wait_for(lambda: all(c.get(f"/v1/transactions/{r.json()['id']}").json()["status"] == "completed"
                                  for r in responses if r.status_code == 201))
             got = c.get(f"/v1/accounts/{account['id']}").json()
