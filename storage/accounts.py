@@ -164,7 +164,8 @@ async def _transition(conn: asyncpg.Connection, transaction_id: str, trigger: wa
 async def follow_payment(conn: asyncpg.Connection, payment, status: str) -> list[NewEvent]:
     """A deposit follows its payment (registered in :data:`storage.payments.FOLLOWERS`)."""
     trigger = wallets.PAYMENT_TRIGGERS.get(status)
-    if trigger is None:
+    # Deposit payments carry their transaction id; other payments skip the lookup.
+    if trigger is None or "transaction_id" not in (payment["metadata"] or {}):
         return []
     transaction_id = await conn.fetchval(
         "SELECT id FROM account_transactions WHERE payment_id = $1 AND status = 'pending'", payment["id"]

@@ -294,3 +294,12 @@ def test_ledger_invariants_after_a_mixed_random_workload(new_database):
         assert check.returncode == 0, check.stdout
     finally:
         server.stop()
+
+
+def test_account_and_dispatcher_actors_show_in_the_task_tree(server, client):
+    account = _account(client, "cus_tasks")
+    _deposit(client, account["id"], 100)
+    with server.client("adm_test_token") as admin:
+        tree = admin.get("/debug/tasks").text
+    assert f"actor:account:{account['id']}" in tree
+    assert "actor:webhook-dispatcher" in tree
