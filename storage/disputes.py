@@ -40,12 +40,11 @@ async def _event(conn: asyncpg.Connection, row, status: rules.Status) -> dict:
     return snapshot
 
 
-async def _move(conn: asyncpg.Connection, row, new_status: rules.Status, **columns) -> asyncpg.Record | None:
-    sets = ", ".join(f"{name} = ${i + 4}" for i, name in enumerate(columns))
+async def _move(conn: asyncpg.Connection, row, new_status: rules.Status) -> asyncpg.Record | None:
+    """Conditional on the status the row had: a racing change in another process wins only once."""
     return await conn.fetchrow(
-        f"UPDATE disputes SET status = $3, updated_at = now(){', ' + sets if sets else ''}"
-        " WHERE id = $1 AND status = $2 RETURNING *",
-        row["id"], row["status"], new_status.value, *columns.values(),
+        "UPDATE disputes SET status = $3, updated_at = now() WHERE id = $1 AND status = $2 RETURNING *",
+        row["id"], row["status"], new_status.value,
     )
 
 

@@ -24,8 +24,9 @@ from storage import events as event_log
 from storage import webhook_endpoints
 from storage.pagination import page_rows
 
-# Long enough for one attempt (15 s timeout) plus recording it, with margin.
-LEASE_S = 2 * rules.TIMEOUT_S
+# Long enough for a send to wait for its endpoint's slot (at most one timeout),
+# make its attempt (one timeout) and record it, with margin.
+LEASE_S = 3 * rules.TIMEOUT_S
 
 
 @dataclass
@@ -35,7 +36,8 @@ class Policy:
     schedule: list[int]
 
 
-# Process-wide, like the settings it comes from; the system sets it at start.
+# Process-wide, like the settings it comes from; the system sets it at start
+# (until then: API.md's default schedule).
 POLICY = Policy([0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400])
 
 
