@@ -153,3 +153,31 @@ def test_dispute_lists_filters_and_404s(client):
     assert r.status_code == 400 and r.json()["error"]["param"] == "text"
     r = client.post(f"/v1/disputes/{second['id']}/accept", json={"why": "x"})
     assert r.status_code == 400 and r.json()["error"]["param"] == "why"
+
+
+def test_verdict_before_its_dispute_opens_is_deferred_then_applied(client, server, db_dsn):
+    """Reordered gateway webhooks: the 'lost' verdict arrives first, waits, and
+    is applied once the dispute it decides has been opened."""
+    pay = client.post("/v1/payments", json=payment_body(1800, connector="mockstripe", confirm=True)).json()
+    dispute_ref = f"du_reordered_{pay['id']}"
+
+    def send(stripe_type, event_id, status):
+        body = json.dumps({"id": event_id, "type": stripe_type, "created": int(time.time()),
+                           "data": {"object": {"id": dispute_ref, "amount": 1800, "currency": "inr",
+                                               "status": status, "metadata": {"payment_id": pay["id"]}}}}).encode()
+        with server.client() as anon:
+            assert anon.post("/webhooks/mockstripe", content=body, headers=sign_stripe(body)).status_code == 200
+
+    send("charge.dispute.closed", f"evt_verdict_{pay['id']}", "lost")
+    wait_for(lambda: db_fetch(db_dsn, "SELECT last_error FROM webhook_inbox WHERE event_id = $1",
+                              f"evt_verdict_{pay['id']}")[0]["last_error"])
+    row = db_fetch(db_dsn, "SELECT processed_at, last_error FROM webhook_inbox WHERE event_id = $1",
+                   f"evt_verdict_{pay['id']}")[0]
+    assert row["processed_at"] is None and row["last_error"].startswith("deferred")
+    assert client.get("/v1/disputes", params={"payment_id": pay["id"]}).json()["data"] == []
+    send("charge.dispute.created", f"evt_open_{pay['id']}", "needs_response")
+    dispute = wait_for(lambda: client.get("/v1/disputes", params={"payment_id": pay["id"]}).json()["data"])[0]
+    _dispute_status(client, dispute["id"], "lost")
+    assert _types(client, dispute["id"]) == ["dispute.opened", "dispute.lost"]
+    statuses = db_fetch(db_dsn, "SELECT status FROM webhook_inbox WHERE payment_id = $1 ORDER BY event_id", pay["id"])
+    assert [r["status"] for r in statuses] == ["applied", "applied"]
