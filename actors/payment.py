@@ -13,12 +13,12 @@ from dataclasses import dataclass
 
 import trio
 
+from actors import disputing, refunding
 from domain.errors import InvalidRequest, StateError
 from domain.payments import Outcome, OutcomeKind, validate_capture
 
 # Outcomes that settle a payment for good when reconciliation hears them.
 _CONCLUSIVE = frozenset({OutcomeKind.SUCCEEDED, OutcomeKind.AUTHORIZED, OutcomeKind.DECLINED})
-from actors import disputing, refunding
 from gateways.base import AuthorizeRequest, ConnectorError, ConnectorTimeout
 from storage import inbox, reconcile
 from storage import payments as store
