@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import trio
 
+from actors import disputing, refunding
 from domain.errors import InvalidRequest, StateError
 from domain.ids import new_id
 from domain.payments import Outcome, OutcomeKind, validate_capture
@@ -76,6 +77,29 @@ def _request(payment: dict, attempt_id: str) -> AuthorizeRequest:
     )
 
 
+@dataclass(frozen=True)
+class Refund:
+    """Refund ``amount`` (``None``: everything left) of this payment."""
+
+    merchant_id: str
+    amount: int | None
+    reason: str | None = None
+    metadata: dict | None = None
+
+
+@dataclass(frozen=True)
+class SubmitDisputeEvidence:
+    merchant_id: str
+    dispute_id: str
+    text: str
+
+
+@dataclass(frozen=True)
+class AcceptDispute:
+    merchant_id: str
+    dispute_id: str
+
+
 class PaymentActor:
     """Handles one message for one payment (the registry serialises per payment).
 
@@ -98,6 +122,12 @@ class PaymentActor:
                                                     self.system.settings.webhook_unmatched_grace_s)
         if isinstance(message, Reconcile):
             return await self._reconcile(payment_id, message)
+        if isinstance(message, Refund):
+            return await refunding.refund(self.system, payment_id, message)
+        if isinstance(message, SubmitDisputeEvidence):
+            return await disputing.submit_evidence(self.system, message)
+        if isinstance(message, AcceptDispute):
+            return await disputing.accept(self.system, message)
         raise TypeError(f"unknown payment message {message!r}")
 
     async def _confirm(self, payment_id: str, msg: Confirm) -> dict:

@@ -8,17 +8,19 @@ from collections.abc import Mapping
 
 import trio
 
+from actors.account import AccountActor
 from actors.inbox import InboxProcessor, InboxWriter
 from actors.payment import PaymentActor
 from actors.payment_writer import PaymentWriter
 from actors.reconciler import run_reconciler
 from actors.runtime import Registry, supervise
+from actors.webhook_dispatcher import WebhookDispatcher
 from config import Settings
 from domain.breaker import BreakerPolicy, CircuitBreaker
 from domain.routing import RoutingConfig, candidates
 from gateways.simulated import build_connectors
 from gateways.simulator import WebhookSimulator
-from storage import idempotency
+from storage import idempotency, webhook_deliveries
 from storage.database import Database
 
 log = logging.getLogger("paycast.system")
@@ -63,6 +65,11 @@ class System:
         self.breakers = {name: CircuitBreaker(name, policy) for name in self.connectors}
         self.payments: Registry[str] | None = None
         self._payment_actor = PaymentActor(self)
+        self.accounts: Registry[str] | None = None
+        self._account_actor = AccountActor(self)
+        webhook_deliveries.configure(settings.retry_schedule)
+        self.webhook_dispatcher = WebhookDispatcher(db, allow_private_urls=settings.webhook_allow_private_urls,
+                                                    resolve=resolve_host)
 
     async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         """Run the actors until cancelled; reports readiness once they accept work."""
@@ -76,7 +83,13 @@ class System:
             nursery.start_soon(supervise, "payment-writer", self.payment_writer.run, name="actor:payment-writers")
             nursery.start_soon(supervise, "inbox-processor", self.inbox_processor.run,
                                name="actor:inbox-processor")
+            self.accounts = Registry(
+                nursery, "account", self._account_actor.handle,
+                idle_s=self.settings.actor_idle_s, inbox_size=self.settings.actor_inbox_size,
+            )
             nursery.start_soon(supervise, "reconciler", lambda: run_reconciler(self), name="actor:reconciler")
+            nursery.start_soon(supervise, "webhook-dispatcher", self.webhook_dispatcher.run,
+                               name="actor:webhook-dispatcher")
             await nursery.start(self.simulator.run, name="actor:webhook-simulator")
             task_status.started()
 
@@ -134,6 +147,36 @@ class System:
     async def create_and_confirm(self, merchant_id: str, spec: dict) -> dict:
         return await self._payment_actor.create_and_confirm(merchant_id, spec)
 
+    def payout_router(self):
+        """A pure function from a merchant's routing config to payout connectors.
+
+        Payouts follow the merchant's ``connectors`` priority (or a rule for
+        ``"payment_method_type": "payout"``), open circuits last.
+        """
+        now = trio.current_time()
+        unavailable = frozenset(n for n, b in self.breakers.items() if b.state(now) == "open")
+        known = self.known_connectors
+
+        def route(routing: dict | None) -> list[str]:
+            return candidates(RoutingConfig.from_dict(routing, known), "payout", unavailable=unavailable)
+
+        return route
+
     async def ask_payment(self, payment_id: str, message: object) -> dict:
         assert self.payments is not None
         return await self.payments.ask(payment_id, message, self.settings.ask_timeout_s)
+
+    def tell_payment(self, payment_id: str, message: object) -> bool:
+        """Hand ``message`` to the payment's actor without waiting for it."""
+        assert self.payments is not None
+        return self.payments.tell_nowait(payment_id, message)
+
+    async def ask_account(self, account_id: str, message: object) -> dict:
+        assert self.accounts is not None
+        return await self.accounts.ask(account_id, message, self.settings.ask_timeout_s)
+
+
+async def resolve_host(host: str) -> list[str]:
+    """The addresses ``host`` resolves to (for the private-URL check)."""
+    infos = await trio.socket.getaddrinfo(host, None)
+    return sorted({info[4][0] for info in infos})

@@ -124,7 +124,8 @@ def page_params(*, extra_filters: tuple[str, ...] = ()) -> tuple[int, str | None
     """
     args = request.args
     raw = args.get("limit", "10")
-    if not raw.isdigit() or not 1 <= int(raw) <= 100:
+    # isascii: "²".isdigit() is True but int("²") raises.
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 3 or not 1 <= int(raw) <= 100:
         raise InvalidRequest("limit must be an integer between 1 and 100.", param="limit")
     filters = {name: args.get(name) or None for name in extra_filters}
     return int(raw), args.get("starting_after") or None, filters

@@ -158,6 +158,78 @@ class ReconciliationReport(Out):
     created_at: str
 
 
+class Refund(Out):
+    id: str
+    object: Literal["refund"]
+    payment_id: str
+    amount: int
+    currency: str
+    status: Literal["pending", "succeeded", "failed"]
+    created_at: str
+
+
+class Dispute(Out):
+    id: str
+    object: Literal["dispute"]
+    payment_id: str
+    amount: int
+    currency: str
+    status: Literal["needs_response", "under_review", "won", "lost", "accepted"]
+    created_at: str
+
+
+class Balance(Out):
+    object: Literal["balance"]
+    data: list[dict]
+
+
+class Account(Out):
+    id: str
+    object: Literal["account"]
+    customer_id: str
+    currency: str
+    balance: int
+    available_balance: int
+    created_at: str
+
+
+class Transaction(Out):
+    id: str
+    object: Literal["transaction"]
+    account_id: str
+    type: Literal["deposit", "withdrawal"]
+    status: Literal["pending", "completed", "failed"]
+    amount: int
+    currency: str
+    payment_id: str | None = None
+    created_at: str
+
+
+class WebhookEndpoint(Out):
+    id: str
+    object: Literal["webhook_endpoint"]
+    url: str
+    enabled_events: list[str]
+    status: str
+    created_at: str
+
+
+class Deleted(Out):
+    id: str
+    object: str
+    deleted: bool
+
+
+class WebhookDelivery(Out):
+    id: str
+    object: Literal["webhook_delivery"]
+    endpoint_id: str
+    event_id: str
+    status: str
+    attempts: list[dict]
+    created_at: str
+
+
 class WebhookAck(Out):
     received: bool
     duplicate: bool
@@ -207,6 +279,36 @@ OPERATIONS: list[Op] = [
     Op("put", "/v1/routing", "Replace the routing policy", {200: Routing}, body=RoutingIn),
     Op("post", "/v1/reconciliation/reports", "Compare a settlement CSV", {201: ReconciliationReport},
        query=(("connector", {"type": "string"}),), body={"type": "string"}, body_media="text/csv"),
+    Op("post", "/v1/refunds", "Refund a payment (all or part)", {201: Refund}, body=schemas.CreateRefund),
+    Op("get", "/v1/refunds", "List refunds", {200: ListOf[Refund]},
+       query=_PAGE + (("payment_id", {"type": "string"}), ("status", {"type": "string"}))),
+    Op("get", "/v1/refunds/{refund_id}", "Retrieve a refund", {200: Refund}),
+    Op("get", "/v1/disputes", "List disputes", {200: ListOf[Dispute]},
+       query=_PAGE + (("payment_id", {"type": "string"}), ("status", {"type": "string"}))),
+    Op("get", "/v1/disputes/{dispute_id}", "Retrieve a dispute", {200: Dispute}),
+    Op("post", "/v1/disputes/{dispute_id}/evidence", "Submit evidence", {200: Dispute}, body=schemas.DisputeEvidence),
+    Op("post", "/v1/disputes/{dispute_id}/accept", "Accept (lose) a dispute", {200: Dispute}, body=schemas.Empty),
+    Op("get", "/v1/balance", "The merchant's balance view (disputed amounts held)", {200: Balance}),
+    Op("post", "/v1/accounts", "Create a wallet account", {201: Account}, body=schemas.CreateAccount),
+    Op("get", "/v1/accounts", "List wallet accounts", {200: ListOf[Account]},
+       query=_PAGE + (("customer_id", {"type": "string"}),)),
+    Op("get", "/v1/accounts/{account_id}", "Retrieve a wallet account", {200: Account}),
+    Op("post", "/v1/accounts/{account_id}/deposits", "Deposit through a payment", {201: Transaction},
+       body=schemas.CreateDeposit),
+    Op("post", "/v1/accounts/{account_id}/withdrawals", "Withdraw through a payout", {201: Transaction},
+       body=schemas.CreateWithdrawal),
+    Op("get", "/v1/accounts/{account_id}/transactions", "List an account's transactions", {200: ListOf[Transaction]},
+       query=_PAGE),
+    Op("get", "/v1/transactions/{transaction_id}", "Retrieve a transaction", {200: Transaction}),
+    Op("post", "/v1/webhook_endpoints", "Create an outgoing webhook endpoint", {201: WebhookEndpoint},
+       body=schemas.CreateWebhookEndpoint),
+    Op("get", "/v1/webhook_endpoints", "List webhook endpoints", {200: ListOf[WebhookEndpoint]}, query=_PAGE),
+    Op("get", "/v1/webhook_endpoints/{endpoint_id}", "Retrieve a webhook endpoint", {200: WebhookEndpoint}),
+    Op("delete", "/v1/webhook_endpoints/{endpoint_id}", "Delete a webhook endpoint", {200: Deleted}),
+    Op("get", "/v1/webhook_endpoints/{endpoint_id}/deliveries", "An endpoint's deliveries and their attempts",
+       {200: ListOf[WebhookDelivery]}, query=_PAGE + (("status", {"type": "string"}), ("event_id", {"type": "string"}))),
+    Op("post", "/v1/webhook_endpoints/{endpoint_id}/deliveries/{delivery_id}/retry", "Retry a delivery now",
+       {200: WebhookDelivery}, body=schemas.Empty),
     Op("post", "/webhooks/{connector}", "Gateway webhook in (signed)", {200: WebhookAck}, "signature",
        body={"type": "object"}),
     Op("get", "/healthz", "Process alive", {200: Status}, "none"),

@@ -78,3 +78,40 @@ class CapturePayment(Strict):
 
 class Empty(Strict):
     """For POSTs that take no parameters (confirm, cancel): anything given is refused."""
+
+
+class CreateRefund(Strict):
+    payment_id: StrictStr = Field(min_length=1, max_length=255)
+    amount: Amount | None = Field(None, ge=1, le=MAX_AMOUNT)
+    reason: Literal["duplicate", "fraudulent", "requested_by_customer"] | None = None
+    metadata: Metadata | None = None
+
+    _metadata = field_validator("metadata")(lambda cls, v: _metadata_ok(v))
+
+
+class DisputeEvidence(Strict):
+    text: StrictStr = Field(min_length=1, max_length=50_000)
+
+
+class CreateAccount(Strict):
+    customer_id: StrictStr = Field(min_length=1, max_length=255)
+    currency: StrictStr
+    metadata: Metadata | None = None
+
+    _currency = field_validator("currency")(lambda cls, v: validate_currency(v))
+    _metadata = field_validator("metadata")(lambda cls, v: _metadata_ok(v))
+
+
+class CreateDeposit(Strict):
+    amount: Amount = Field(ge=1, le=MAX_AMOUNT)
+    payment_method: PaymentMethod
+
+
+class CreateWithdrawal(Strict):
+    amount: Amount = Field(ge=1, le=MAX_AMOUNT)
+
+
+class CreateWebhookEndpoint(Strict):
+    url: StrictStr = Field(min_length=1, max_length=2048)
+    enabled_events: list[StrictStr] = Field(min_length=1, max_length=100)
+    description: StrictStr | None = Field(None, max_length=500)

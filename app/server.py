@@ -23,7 +23,8 @@ from app.metrics import Metrics
 from config import logs
 from domain.errors import InvalidRequest
 from domain.ids import new_id
-from app.routes import admin, connectors, events, ops, orders, payments, reconciliation, webhooks
+from app.routes import (accounts, admin, connectors, disputes, events, ops, orders, payments, reconciliation,
+                        refunds, webhook_endpoints, webhooks)
 
 log = logging.getLogger("paycast.http")
 
@@ -37,7 +38,8 @@ def create_app(system, admin_token: str) -> Quart:
     app.config["MAX_CONTENT_LENGTH"] = system.settings.max_body_bytes
     app.config["BODY_TIMEOUT"] = 30
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
-    for module in (admin, orders, payments, events, connectors, reconciliation, webhooks, ops):
+    for module in (admin, orders, payments, events, connectors, reconciliation, webhooks, ops, refunds, disputes,
+                   accounts, webhook_endpoints):
         app.register_blueprint(module.bp)
     errors.register(app)
 

@@ -200,11 +200,13 @@ def outcome_lines(rows: list[dict]) -> list[str]:
     for r in rows:
         outcomes = ", ".join(f"{k} {v:,}" for k, v in sorted(r["outcomes"].items())) or "none"
         drained = (f"{r['backlog'] / r['drain_s']:,.0f} rows/s" if r["drain_s"] and r["backlog"] else "n/a")
+        drain_cpu = (f" (server CPU {r['drain_cpu_us']:,.0f} µs per processed row while draining)"
+                     if r.get("drain_cpu_us") is not None else "")
         lines.append(
             f"- c={r['connections']}: {r['wh']['ok']:,} acknowledged, {r['stored']:,} new inbox rows "
             f"({r['wh']['matched']:,} answered as duplicates; request pool {r['pool']:,}); processed during the "
             f"run {r['stored'] - r['backlog']:,} ({(r['stored'] - r['backlog']) / r['wh']['duration_s']:,.0f}/s), "
-            f"backlog {r['backlog']:,} drained at {drained}; inbox outcomes: {outcomes}; "
+            f"backlog {r['backlog']:,} drained at {drained}{drain_cpu}; inbox outcomes: {outcomes}; "
             f"payments: {r['payments']} pending@upi")
     return lines
 
@@ -294,7 +296,9 @@ def main(argv: list[str] | None = None) -> int:
                     profile = str(pathlib.Path(args.py_spy) / f"webhooks-c{connections}.txt")
                 w = s.measure(scenario, connections, profile, warmup=False)
                 del scenario
+                s.server_cpu.start()
                 backlog, drain_s = wait_for_drain(s.dsn, args.drain_timeout)
+                drain_cpu_us = s.server_cpu.stop() / backlog * 1e6 if backlog else None
                 stored = db_value(s.dsn, "SELECT count(*) FROM webhook_inbox") - rows_before
                 outcomes = inbox_outcomes(s.dsn, tag)
                 drain_text = f"{drain_s:.1f} s" if drain_s is not None else f"more than {args.drain_timeout:g} s"
@@ -303,7 +307,8 @@ def main(argv: list[str] | None = None) -> int:
                 row = {"connections": connections, "bare": b, "wh": w,
                        "ratio": w["rps"] / b["rps"] if b["rps"] else 0.0, "stored": stored,
                        "backlog": backlog, "drain_s": drain_s, "drain_timeout": args.drain_timeout,
-                       "outcomes": outcomes, "pool": pool, "payments": len(payments)}
+                       "outcomes": outcomes, "pool": pool, "payments": len(payments),
+                       "drain_cpu_us": drain_cpu_us}
                 if args.diagnose:
                     # The same event ids, signed afresh: every one is a duplicate (200, nothing new to process).
                     sent = max(1, min(pool, w["ok"]))

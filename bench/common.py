@@ -430,6 +430,13 @@ def machine_facts() -> dict[str, str]:
             "kernel": platform.release()}
 
 
+def load_average() -> str:
+    try:
+        return " ".join(pathlib.Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
 def fmt_ms(v: float) -> str:
     return f"{v:.1f}" if v >= 10 else f"{v:.2f}"
 
@@ -478,6 +485,7 @@ def append_results(script: str, generator: str, gen_cpu: str, args, extra: list[
         f"- machine: nproc={facts['nproc']}, {facts['cpu']}, Linux {facts['kernel']}, Python {facts['python']}",
         f"- generator: {generator}: {generator_description(generator)}; {gen_cpu}",
         f"- database: {db}; duration {args.duration:g} s per cell after {args.warmup:g} s warm-up",
+        f"- load average (1/5/15 min) at the end: {load_average()} (other sessions share this box)",
         *extra,
     ]
     if getattr(args, "server_env", None):

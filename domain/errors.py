@@ -82,3 +82,39 @@ class Unavailable(PaycastError):
     status = 503
     type = "api_error"
     code = "unavailable"
+
+
+class RefundExceedsPayment(StateError):
+    """The refund would take the non-failed refunds of a payment past what it received."""
+
+    code = "refund_exceeds_payment"
+
+
+class ChargeDisputed(StateError):
+    """The payment has an open or lost dispute: refunding it would pay twice."""
+
+    code = "charge_disputed"
+
+
+class InsufficientFunds(StateError):
+    """A withdrawal larger than the wallet's available balance."""
+
+    code = "insufficient_funds"
+
+
+class DisputeStateError(StateError):
+    """An action the dispute's current status does not allow (evidence on a closed dispute)."""
+
+    code = "dispute_unexpected_state"
+
+
+class EndpointDisabled(StateError):
+    """A manual retry to a webhook endpoint that is disabled."""
+
+    code = "endpoint_disabled"
+
+
+class NotYetApplicable(Exception):
+    """A gateway webhook that cannot be applied yet (its payment has not
+    succeeded, or a verdict came before its dispute): not an API error; the
+    inbox releases the row and applies it on a later try."""

@@ -98,3 +98,114 @@ def merchant(row: Mapping) -> dict:
 def page(items: list[dict], has_more: bool) -> dict:
     """The list envelope of API.md."""
     return {"object": "list", "data": items, "has_more": has_more}
+
+
+def refund(row: Mapping) -> dict:
+    return {
+        "id": row["id"],
+        "object": "refund",
+        "payment_id": row["payment_id"],
+        "amount": row["amount"],
+        "currency": row["currency"],
+        "status": row["status"],
+        "reason": row["reason"],
+        "failure_reason": row["failure_code"],
+        "connector": row["connector"],
+        "metadata": row["metadata"],
+        "created_at": iso(row["created_at"]),
+        "updated_at": iso(row["updated_at"]),
+    }
+
+
+def dispute(row: Mapping) -> dict:
+    return {
+        "id": row["id"],
+        "object": "dispute",
+        "payment_id": row["payment_id"],
+        "amount": row["amount"],
+        "currency": row["currency"],
+        "status": row["status"],
+        "reason": row["reason"],
+        "connector": row["connector"],
+        "evidence": {"text": row["evidence"], "submitted_at": iso(row["evidence_submitted_at"])},
+        "created_at": iso(row["created_at"]),
+        "updated_at": iso(row["updated_at"]),
+    }
+
+
+def account(row: Mapping, balance: int, available_balance: int) -> dict:
+    return {
+        "id": row["id"],
+        "object": "account",
+        "customer_id": row["customer_id"],
+        "currency": row["currency"],
+        "balance": balance,
+        "available_balance": available_balance,
+        "metadata": row["metadata"],
+        "created_at": iso(row["created_at"]),
+        "updated_at": iso(row["updated_at"]),
+    }
+
+
+def account_transaction(row: Mapping, customer_id: str | None) -> dict:
+    return {
+        "id": row["id"],
+        "object": "transaction",
+        "account_id": row["account_id"],
+        "customer_id": customer_id,
+        "type": row["type"],
+        "status": row["status"],
+        "amount": row["amount"],
+        "currency": row["currency"],
+        "payment_id": row["payment_id"],
+        "connector": row["connector"],
+        "failure_code": row["failure_code"],
+        "created_at": iso(row["created_at"]),
+        "updated_at": iso(row["updated_at"]),
+    }
+
+
+def webhook_endpoint(row: Mapping, *, with_secret: bool = False) -> dict:
+    out = {
+        "id": row["id"],
+        "object": "webhook_endpoint",
+        "url": row["url"],
+        "enabled_events": list(row["enabled_events"]),
+        "description": row["description"],
+        "status": row["status"],
+        "disabled_reason": row["disabled_reason"],
+        "created_at": iso(row["created_at"]),
+        "updated_at": iso(row["updated_at"]),
+    }
+    if with_secret:
+        out["secret"] = row["secret"]
+    return out
+
+
+def webhook_attempt(row: Mapping) -> dict:
+    return {
+        "attempt": row["attempt"],
+        "status_code": row["status_code"],
+        "latency_ms": row["latency_ms"],
+        "error": row["error"],
+        "created_at": iso(row["created_at"]),
+    }
+
+
+def webhook_delivery(row: Mapping, attempts: Iterable[Mapping] = ()) -> dict:
+    return {
+        "id": row["id"],
+        "object": "webhook_delivery",
+        "endpoint_id": row["endpoint_id"],
+        "event_id": row["event_id"],
+        "event_type": row["event_type"],
+        "status": row["status"],
+        "attempt_count": row["attempt_count"],
+        "next_attempt_at": iso(row["next_attempt_at"]) if row["status"] == "pending" else None,
+        "last_status_code": row["last_status_code"],
+        "last_error": row["last_error"],
+        "delivered_at": iso(row["delivered_at"]),
+        "attempts": [webhook_attempt(a) for a in attempts],
+        "created_at": iso(row["created_at"]),
+        "updated_at": iso(row["updated_at"]),
+    }

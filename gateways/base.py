@@ -49,6 +49,38 @@ class AuthorizeRequest:
     payment_method: dict  # stored form: card {brand, first6, last4} or upi {vpa}
 
 
+@dataclass(frozen=True)
+class RefundRequest:
+    refund_id: str
+    payment_id: str
+    merchant_id: str
+    connector_txn_id: str  # the charge being refunded
+    amount: int
+    currency: str
+
+
+@dataclass(frozen=True)
+class PayoutRequest:
+    transaction_id: str
+    account_id: str
+    merchant_id: str
+    amount: int
+    currency: str
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A connector's immediate answer to a refund or payout request.
+
+    ``pending``: accepted, the outcome comes by webhook; ``succeeded`` or
+    ``failed``: decided now. ``reference`` is the connector's own id for it.
+    """
+
+    status: str
+    reference: str | None = None
+    error_code: str | None = None
+
+
 class Connector(Protocol):
     """What a gateway must do. All methods may raise :class:`ConnectorError`."""
 
@@ -66,3 +98,16 @@ class Connector(Protocol):
 
     async def retrieve(self, connector_txn_id: str | None, payment_id: str) -> Outcome:
         """Ask what became of a payment (reconciliation)."""
+
+    async def refund(self, request: RefundRequest) -> Submission:
+        """Return ``amount`` of a charge to the payer."""
+
+    async def payout(self, request: PayoutRequest) -> Submission:
+        """Send ``amount`` out of the platform to a wallet holder."""
+
+    async def submit_dispute_evidence(self, connector_dispute_id: str, text: str, *, payment_id: str,
+                                      dispute_id: str, amount: int, currency: str) -> None:
+        """Send the merchant's evidence; the verdict comes later by webhook."""
+
+    async def accept_dispute(self, connector_dispute_id: str) -> None:
+        """Concede a dispute (the payer keeps the money)."""

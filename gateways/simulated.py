@@ -9,6 +9,16 @@ after restarts, as a real gateway would from its own database. So the final
 outcome is encoded in the last character of the transaction id it hands out
 (``pi_<16 hex><code>``); the in-memory ledger only adds later changes
 (captures, voids).
+
+Refunds, payouts and dispute verdicts are asynchronous, as at real gateways:
+the call answers ``pending`` and the outcome follows as a webhook. Test
+inputs that choose an outcome (documented in README "Test inputs"):
+
+- card ``4000000000000259`` succeeds, then a dispute opens (automatic capture);
+- card ``4000000000005126`` succeeds, but its refunds fail (Stripe's test card);
+- dispute evidence containing ``winning_evidence`` wins, ``losing_evidence``
+  loses (Stripe's test strings); other evidence waits for a verdict;
+- a payout whose amount ends in ``99`` minor units fails.
 """
 
 from __future__ import annotations
@@ -19,7 +29,8 @@ import secrets
 import trio
 
 from domain.payments import Outcome, OutcomeKind
-from gateways.base import AuthorizeRequest, ConnectorServerError, ConnectorTimeout
+from gateways.base import (AuthorizeRequest, ConnectorServerError, ConnectorTimeout, PayoutRequest, RefundRequest,
+                           Submission)
 
 # (first6, last4) of the documented test cards → (outcome, error code).
 TEST_CARDS: dict[tuple[str, str], tuple[OutcomeKind, str | None]] = {
@@ -27,8 +38,16 @@ TEST_CARDS: dict[tuple[str, str], tuple[OutcomeKind, str | None]] = {
     ("400000", "0002"): (OutcomeKind.DECLINED, "card_declined"),
     ("400000", "9995"): (OutcomeKind.DECLINED, "insufficient_funds"),
     ("400000", "0259"): (OutcomeKind.SUCCEEDED, None),  # a dispute follows (see disputes)
+    ("400000", "5126"): (OutcomeKind.SUCCEEDED, None),  # its refunds fail
 }
 DISPUTE_CARD = ("400000", "0259")
+REFUND_FAILS_CARD = ("400000", "5126")
+# Special successes: the charge succeeded, and something follows. They end in
+# their own code character so a later call (refund) or any process knows.
+_FLAGS = {DISPUTE_CARD: "x", REFUND_FAILS_CARD: "r"}
+FAILING_PAYOUT_SUFFIX = 99  # amount % 100
+WINNING_EVIDENCE = "winning_evidence"
+LOSING_EVIDENCE = "losing_evidence"
 DECLINE_MESSAGES = {
     "card_declined": "Your card was declined.",
     "insufficient_funds": "Your card has insufficient funds.",
@@ -48,7 +67,8 @@ _CODE_OF = {v: k for k, v in _CODES.items()}
 
 def decode(txn_id: str) -> Outcome | None:
     """The outcome a simulated transaction id carries, or None if it is not one of ours."""
-    found = _CODES.get(txn_id[-1:]) if txn_id else None
+    last = txn_id[-1:] if txn_id else ""
+    found = _CODES["s"] if last in _FLAGS.values() else _CODES.get(last)
     if found is None:
         return None
     kind, code = found
@@ -69,14 +89,23 @@ class SimulatedConnector:
     # an attempt need not be written down before it is made.
     in_process = True
 
-    def __init__(self, name: str, txn_prefix: str, webhooks=None) -> None:
+    def __init__(self, name: str, txn_prefix: str, webhooks=None, *, refund_prefix: str = "re_sim_",
+                 dispute_prefix: str = "du_sim_", payout_prefix: str = "po_sim_") -> None:
         self.name = name
         self._txn_prefix = txn_prefix
+        self._refund_prefix = refund_prefix
+        self._dispute_prefix = dispute_prefix
+        self._payout_prefix = payout_prefix
         self.webhooks = webhooks
         self._ledger: dict[str, Outcome] = {}  # later changes: captures, voids
 
-    def _txn(self, kind: OutcomeKind, code: str | None) -> str:
-        return f"{self._txn_prefix}{secrets.token_hex(8)}{_CODE_OF[(kind, code)]}"
+    def _txn(self, kind: OutcomeKind, code: str | None, flag: str | None = None) -> str:
+        return f"{self._txn_prefix}{secrets.token_hex(8)}{flag or _CODE_OF[(kind, code)]}"
+
+    def _send(self, kind: str, ref: str, amount: int, currency: str, metadata: dict[str, str],
+              status: str | None = None) -> None:
+        if self.webhooks is not None:
+            self.webhooks.schedule(self.name, kind, ref, amount, currency, metadata, status)
 
     def _final(self, request: AuthorizeRequest) -> tuple[OutcomeKind, str | None, bool]:
         """(final kind, error code, asynchronous?) for a request."""
@@ -96,8 +125,13 @@ class SimulatedConnector:
         kind, code, asynchronous = self._final(request)
         if kind is OutcomeKind.SUCCEEDED and request.capture_method == "manual":
             kind = OutcomeKind.AUTHORIZED
-        txn = self._txn(kind, code)
+        card = request.payment_method.get("card") or {}
+        flag = _FLAGS.get((card.get("first6"), card.get("last4"))) if kind is OutcomeKind.SUCCEEDED else None
+        txn = self._txn(kind, code, flag)
         if not asynchronous:
+            if flag == _FLAGS[DISPUTE_CARD]:
+                self._send("dispute.opened", f"{self._dispute_prefix}{secrets.token_hex(8)}", request.amount,
+                           request.currency, {"payment_id": request.payment_id}, "needs_response")
             return Outcome(kind, txn, code, DECLINE_MESSAGES.get(code or ""))
         vpa = request.payment_method.get("upi", {}).get("vpa")
         if self.webhooks is not None and vpa != "pending@upi":
@@ -120,6 +154,31 @@ class SimulatedConnector:
         # Never reached us (e.g. a timeout before processing): nothing was charged.
         return Outcome(OutcomeKind.DECLINED, connector_txn_id, "payment_not_found",
                        DECLINE_MESSAGES["payment_not_found"])
+
+    async def refund(self, request: RefundRequest) -> Submission:
+        ref = f"{self._refund_prefix}{secrets.token_hex(8)}"
+        fails = request.connector_txn_id.endswith(_FLAGS[REFUND_FAILS_CARD])
+        self._send("refund.failed" if fails else "refund.succeeded", ref, request.amount, request.currency,
+                   {"payment_id": request.payment_id, "refund_id": request.refund_id})
+        return Submission("pending", ref)
+
+    async def payout(self, request: PayoutRequest) -> Submission:
+        ref = f"{self._payout_prefix}{secrets.token_hex(8)}"
+        fails = request.amount % 100 == FAILING_PAYOUT_SUFFIX
+        self._send("payout.failed" if fails else "payout.paid", ref, request.amount, request.currency,
+                   {"transaction_id": request.transaction_id})
+        return Submission("pending", ref)
+
+    async def submit_dispute_evidence(self, connector_dispute_id: str, text: str, *, payment_id: str,
+                                      dispute_id: str, amount: int, currency: str) -> None:
+        verdict = ("dispute.won" if WINNING_EVIDENCE in text else "dispute.lost" if LOSING_EVIDENCE in text
+                   else None)
+        if verdict:
+            self._send(verdict, connector_dispute_id, amount, currency,
+                       {"payment_id": payment_id, "dispute_id": dispute_id})
+
+    async def accept_dispute(self, connector_dispute_id: str) -> None:
+        return None  # the gateway closes it as lost; nothing more is sent
 
 
 class FlakyConnector(SimulatedConnector):
@@ -152,6 +211,7 @@ def build_connectors(flaky_error_rate: float, webhooks=None) -> dict[str, Simula
     """The built-in connectors by name."""
     return {
         "mockstripe": SimulatedConnector("mockstripe", "pi_", webhooks),
-        "mockrazorpay": SimulatedConnector("mockrazorpay", "pay_", webhooks),
+        "mockrazorpay": SimulatedConnector("mockrazorpay", "pay_", webhooks, refund_prefix="rfnd_",
+                                           dispute_prefix="disp_", payout_prefix="pout_"),
         "flaky": FlakyConnector(flaky_error_rate, webhooks),
     }

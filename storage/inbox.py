@@ -12,10 +12,13 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 
+from domain.errors import NotYetApplicable
 from domain.ids import new_id
 from domain.payments import Outcome, OutcomeKind
 from domain.webhooks import GatewayEvent
-from storage import payments
+from storage import accounts, disputes, payments, refunds
+
+DEFERRED = "deferred"
 
 # A webhook can overtake the commit of the payment it is about (the gateway
 # answers fast, our transaction is still committing). Such a row is retried
@@ -107,9 +110,21 @@ async def _apply_payment_outcome(conn: asyncpg.Connection, row, payment, attempt
 
 
 # kind prefix → applier(conn, inbox row, payment row, attempt id) -> status.
-# Refunds, disputes and payouts register here as they are built.
+# An applier may raise NotYetApplicable: the row stays unprocessed and is
+# tried again after a short while (apply() then answers DEFERRED).
 Applier = Callable[[asyncpg.Connection, asyncpg.Record, asyncpg.Record, str | None], Awaitable[str]]
-APPLIERS: dict[str, Applier] = {"payment": _apply_payment_outcome}
+APPLIERS: dict[str, Applier] = {
+    "payment": _apply_payment_outcome,
+    "refund": refunds.apply_webhook,
+    "dispute": disputes.apply_webhook,
+}
+# Kinds about something other than a payment (a payout of a wallet withdrawal):
+# applier(conn, inbox row) -> (status, merchant id).
+StandaloneApplier = Callable[[asyncpg.Connection, asyncpg.Record], Awaitable[tuple[str, str | None]]]
+STANDALONE_APPLIERS: dict[str, StandaloneApplier] = {"payout": accounts.apply_payout_webhook}
+# Kinds whose appliers may raise NotYetApplicable; they run in a savepoint
+# (the others skip its two extra round trips: payment outcomes are the hot path).
+DEFERRABLE = frozenset({"dispute"})
 
 
 async def apply(conn: asyncpg.Connection, inbox_id: str, grace_s: float = 30.0) -> str:
@@ -120,11 +135,16 @@ async def apply(conn: asyncpg.Connection, inbox_id: str, grace_s: float = 30.0) 
 
     Returns:
       The row's final status (``applied``, ``ignored``, ``unmatched``, ``unhandled``),
-      or :data:`RETRY` when it should be tried again later.
+      :data:`RETRY` when it should be tried again later (its payment is not in the
+      database yet), or ``deferred`` when it cannot be applied yet (it stays unprocessed).
     """
     row = await conn.fetchrow("SELECT * FROM webhook_inbox WHERE id = $1 FOR UPDATE", inbox_id)
     if row is None or row["processed_at"] is not None:
         return row["status"] if row else "missing"
+    standalone = STANDALONE_APPLIERS.get(row["kind"].split(".")[0])
+    if standalone is not None:
+        status, merchant_id = await standalone(conn, row)
+        return await _mark(conn, inbox_id, status, merchant_id)
     payment, attempt_id = await _match(conn, row)
     if payment is None:
         young = await conn.fetchval("SELECT $1::timestamptz > now() - make_interval(secs => $2)",
@@ -132,8 +152,19 @@ async def apply(conn: asyncpg.Connection, inbox_id: str, grace_s: float = 30.0) 
         if young:
             return RETRY  # the payment's own commit may still be on its way
         return await _mark(conn, inbox_id, "unmatched", None)
-    applier = APPLIERS.get(row["kind"].split(".")[0])
-    status = await applier(conn, row, payment, attempt_id) if applier else "unhandled"
+    prefix = row["kind"].split(".")[0]
+    applier = APPLIERS.get(prefix)
+    if applier is None:
+        return await _mark(conn, inbox_id, "unhandled", payment["merchant_id"])
+    if prefix not in DEFERRABLE:
+        status = await applier(conn, row, payment, attempt_id)
+        return await _mark(conn, inbox_id, status, payment["merchant_id"])
+    try:
+        async with conn.transaction():  # a savepoint: a deferred apply leaves nothing behind
+            status = await applier(conn, row, payment, attempt_id)
+    except NotYetApplicable as exc:
+        await release(conn, inbox_id, f"deferred: {exc}")
+        return DEFERRED
     return await _mark(conn, inbox_id, status, payment["merchant_id"])
 
 

@@ -44,6 +44,76 @@ CHECKS: dict[str, str] = {
     "acknowledged webhook not processed after 5 minutes": """
         SELECT id, connector, event_id FROM webhook_inbox
         WHERE processed_at IS NULL AND received_at < now() - interval '5 minutes'""",
+    # ---- refunds: amount_refunded is a cached sum, verified against its refunds.
+    "amount_refunded differs from the sum of non-failed refunds": """
+        SELECT p.id, p.amount_refunded, COALESCE(sum(r.amount), 0) AS refunds FROM payments p
+        LEFT JOIN refunds r ON r.payment_id = p.id AND r.status <> 'failed'
+        GROUP BY p.id, p.amount_refunded HAVING p.amount_refunded <> COALESCE(sum(r.amount), 0)""",
+    "refund of a payment that did not succeed": """
+        SELECT r.id, r.payment_id, p.status FROM refunds r JOIN payments p ON p.id = r.payment_id
+        WHERE p.status <> 'succeeded' OR r.merchant_id <> p.merchant_id OR r.currency <> p.currency""",
+    "order refunded but not fully refunded": """
+        SELECT o.id FROM orders o WHERE o.status = 'refunded' AND EXISTS (
+            SELECT 1 FROM payments p WHERE p.order_id = o.id AND p.status = 'succeeded'
+            AND p.amount_received > (SELECT COALESCE(sum(amount), 0) FROM refunds
+                                     WHERE payment_id = p.id AND status = 'succeeded'))""",
+    "refund or dispute status disagrees with its last event": """
+        SELECT x.id, x.status, e.type FROM (
+            SELECT id, status, 'refund' AS kind FROM refunds WHERE status <> 'pending'
+            UNION ALL SELECT id, status, 'dispute' FROM disputes WHERE status <> 'under_review') x
+        LEFT JOIN LATERAL (SELECT type FROM events WHERE object_id = x.id ORDER BY seq DESC LIMIT 1) e ON true
+        WHERE e.type IS DISTINCT FROM x.kind || '.' || CASE WHEN x.status = 'needs_response' THEN 'opened'
+                                                             ELSE x.status END""",
+    # ---- the wallet ledger: double entry, balances are sums of entries.
+    "ledger movement not a balanced pair": """
+        SELECT transaction_id, movement, count(*) AS entries, sum(amount) AS total FROM ledger_entries
+        GROUP BY transaction_id, movement HAVING count(*) <> 2 OR sum(amount) <> 0""",
+    "ledger entry on another merchant's or currency's wallet": """
+        SELECT l.id, l.transaction_id FROM ledger_entries l
+        JOIN account_transactions t ON t.id = l.transaction_id
+        WHERE l.merchant_id <> t.merchant_id OR l.currency <> t.currency
+           OR (l.account_id IS NOT NULL AND l.account_id <> t.account_id)""",
+    "wallet book below zero": """
+        SELECT account_id, book, sum(amount) AS total FROM ledger_entries WHERE account_id IS NOT NULL
+        GROUP BY account_id, book HAVING sum(amount) < 0""",
+    "wallet transaction's ledger movements disagree with its status": """
+        SELECT t.id, t.type, t.status, array_agg(DISTINCT l.movement) FILTER (WHERE l.movement IS NOT NULL) AS movements
+        FROM account_transactions t LEFT JOIN ledger_entries l ON l.transaction_id = t.id
+        GROUP BY t.id, t.type, t.status, t.amount
+        HAVING COALESCE(array_agg(DISTINCT l.movement ORDER BY l.movement)
+                        FILTER (WHERE l.movement IS NOT NULL), '{}') <> CASE
+                 WHEN t.type = 'deposit' AND t.status = 'completed' THEN ARRAY['deposit']
+                 WHEN t.type = 'deposit' THEN '{}'::text[]
+                 WHEN t.status = 'pending' THEN ARRAY['reserve']
+                 WHEN t.status = 'completed' THEN ARRAY['payout', 'reserve']
+                 ELSE ARRAY['release', 'reserve'] END
+            OR bool_or(l.account_id IS NOT NULL AND abs(l.amount) <> t.amount)""",
+    "wallet balance differs from the sum of its completed transactions": """
+        SELECT a.id, b.balance, b.reserved, t.completed, t.pending_withdrawals FROM accounts a
+        JOIN LATERAL (SELECT COALESCE(sum(amount), 0) AS balance,
+                             COALESCE(sum(amount) FILTER (WHERE book = 'reserved'), 0) AS reserved
+                      FROM ledger_entries WHERE account_id = a.id) b ON true
+        JOIN LATERAL (SELECT COALESCE(sum(CASE WHEN type = 'deposit' THEN amount ELSE -amount END)
+                                      FILTER (WHERE status = 'completed'), 0) AS completed,
+                             COALESCE(sum(amount) FILTER (WHERE type = 'withdrawal' AND status = 'pending'), 0)
+                                 AS pending_withdrawals
+                      FROM account_transactions WHERE account_id = a.id) t ON true
+        -- A reservation moves money between the wallet's books: it stays in the balance until paid out.
+        WHERE b.balance <> t.completed OR b.reserved <> t.pending_withdrawals""",
+    "deposit status disagrees with its payment": """
+        SELECT t.id, t.status, p.status AS payment_status FROM account_transactions t
+        JOIN payments p ON p.id = t.payment_id
+        WHERE (t.status = 'completed') <> (p.status = 'succeeded')
+           OR (t.status = 'failed') <> (p.status IN ('failed', 'canceled'))
+           OR t.amount <> p.amount""",
+    # ---- outgoing webhooks.
+    "webhook delivery succeeded without a 2xx attempt": """
+        SELECT d.id FROM webhook_deliveries d WHERE d.status = 'succeeded' AND NOT EXISTS (
+            SELECT 1 FROM webhook_attempts a WHERE a.delivery_id = d.id AND a.status_code BETWEEN 200 AND 299)""",
+    "webhook delivery for another merchant's event": """
+        SELECT d.id FROM webhook_deliveries d JOIN events e ON e.id = d.event_id
+        JOIN webhook_endpoints w ON w.id = d.endpoint_id
+        WHERE e.merchant_id <> d.merchant_id OR w.merchant_id <> d.merchant_id OR e.type <> d.event_type""",
 }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 import asyncpg
 
@@ -36,6 +36,14 @@ async def _render(conn: asyncpg.Connection, row) -> dict:
     return render.payment(row, await _attempts(conn, row["id"]))
 
 
+# Objects that follow a payment's status in the same transaction (a wallet
+# deposit is credited when its payment succeeds): ``await follower(conn,
+# payment row, new status)`` returns the events of what it changed. Modules
+# register at import time (they import this one, so it cannot import them).
+Follower = Callable[[asyncpg.Connection, asyncpg.Record, str], Awaitable[list[NewEvent]]]
+FOLLOWERS: list[Follower] = []
+
+
 async def _commit_events(conn: asyncpg.Connection, row, status_event: str | None) -> dict:
     """Render the payment, append its event (and its order's), return the snapshot."""
     snapshot = await _render(conn, row)
@@ -46,6 +54,8 @@ async def _commit_events(conn: asyncpg.Connection, row, status_event: str | None
             order_ev = await orders.follow_payment(conn, row["merchant_id"], row["order_id"], status_event)
             if order_ev:
                 pending.append(order_ev)
+        for follower in FOLLOWERS:
+            pending.extend(await follower(conn, row, status_event))
     await event_log.append_all(conn, row["merchant_id"], pending)
     return snapshot
 

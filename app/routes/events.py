@@ -18,7 +18,8 @@ bp = Blueprint("events", __name__)
 async def list_events():
     limit, after, filters = page_params(extra_filters=("type", "object_id"))
     raw_seq = request.args.get("after_seq")
-    if raw_seq is not None and not raw_seq.isdigit():
+    # isascii: "²".isdigit() is True but int("²") raises; the bound keeps it a bigint.
+    if raw_seq is not None and (not (raw_seq.isascii() and raw_seq.isdigit()) or int(raw_seq) >= 2**63):
         raise InvalidRequest("after_seq must be a non-negative integer.", param="after_seq")
     items, more = await current_app.config["SYSTEM"].db.transaction(
         events.list_page, g.merchant_id, limit=limit, starting_after=after, type_=filters["type"],

@@ -11,12 +11,20 @@ import types
 import pytest
 
 from config import load_settings
-from tests.support import UPI, payment_body
+from tests.support import UPI, payment_body, wait_for
 
 # Path parameters that are not object ids owned by a merchant, with the reason.
 NOT_OBJECT_IDS = {
     "connector": "connector names are global (webhooks in, public)",
     "client_id": "client ids are names in the caller's own namespace, not objects",
+}
+
+
+# Valid bodies, so that the request gets past validation to the ownership check.
+VALID_BODIES = {
+    "/evidence": {"text": "receipt attached"},
+    "/deposits": {"amount": 100, "payment_method": {"type": "card", "card": {"number": "4242424242424242"}}},
+    "/withdrawals": {"amount": 100},
 }
 
 
@@ -37,11 +45,23 @@ def owner_objects(server):
     """Objects of merchant A, by path parameter name."""
     api_key = server.create_merchant("owner")
     with server.client(api_key) as c:
+        endpoint = c.post("/v1/webhook_endpoints", json={"url": "http://127.0.0.1:9/hook",
+                                                         "enabled_events": ["*"]}).json()
         order = c.post("/v1/orders", json={"amount": 1000, "currency": "INR", "customer_id": "cus_owner"}).json()
         pay = c.post("/v1/payments", json=payment_body(1000, order_id=order["id"], confirm=True)).json()
         c.post("/v1/payments", json=payment_body(method=UPI("pending@upi"), confirm=True))
+        refund = c.post("/v1/refunds", json={"payment_id": pay["id"], "amount": 100}).json()
+        disputed = c.post("/v1/payments", json=payment_body(
+            method={"type": "card", "card": {"number": "4000000000000259"}}, confirm=True)).json()
+        dispute = wait_for(lambda: c.get("/v1/disputes", params={"payment_id": disputed["id"]}).json()["data"])[0]
+        account = c.post("/v1/accounts", json={"customer_id": "cus_owner", "currency": "INR"}).json()
+        deposit = c.post(f"/v1/accounts/{account['id']}/deposits",
+                         json={"amount": 500, "payment_method": payment_body()["payment_method"]}).json()
         event = c.get("/v1/events").json()["data"][0]
-    return {"payment_id": pay["id"], "order_id": order["id"], "event_id": event["id"], "id": pay["id"]}
+        delivery = wait_for(lambda: c.get(f"/v1/webhook_endpoints/{endpoint['id']}/deliveries").json()["data"])[0]
+    return {"payment_id": pay["id"], "order_id": order["id"], "event_id": event["id"], "refund_id": refund["id"],
+            "dispute_id": dispute["id"], "account_id": account["id"], "transaction_id": deposit["id"],
+            "endpoint_id": endpoint["id"], "delivery_id": delivery["id"]}
 
 
 @pytest.mark.parametrize("path,method", ROUTES, ids=[f"{m} {p}" for p, m in ROUTES])
@@ -53,7 +73,8 @@ def test_other_merchant_gets_404(server, owner_objects, path, method):
     assert not missing, f"route {method} {path}: add an owner object for {missing} to this test"
     url = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", lambda m: owner_objects[m.group(1)], path)
     with server.client(server.create_merchant("intruder")) as intruder:
-        r = intruder.request(method, url, json={} if method in ("POST", "PUT") else None)
+        body = next((b for suffix, b in VALID_BODIES.items() if path.endswith(suffix)), {})
+        r = intruder.request(method, url, json=body if method in ("POST", "PUT") else None)
     assert r.status_code == 404, f"{method} {url} → {r.status_code} {r.text[:200]}"
     assert r.json()["error"]["type"] == "not_found"
     for value in owner_objects.values():

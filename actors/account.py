@@ -1,0 +1,94 @@
+"""The account actor: every deposit and withdrawal of one wallet goes through
+its inbox (``actor:account:<acct_id>``).
+
+The work runs in the actor's task, not the request's, so a client that goes
+away mid-request never leaves a reserved withdrawal without its payout call.
+Across processes the database keeps balances right on its own (the account
+row is locked while a withdrawal reserves), so the actor only orders work.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import trio
+
+from actors.payment import Confirm
+from gateways.base import ConnectorError, ConnectorTimeout, PayoutRequest, Submission
+from storage import accounts
+
+log = logging.getLogger("paycast.accounts")
+
+
+@dataclass(frozen=True)
+class Deposit:
+    merchant_id: str
+    amount: int
+    payment_method: dict  # stored form
+
+
+@dataclass(frozen=True)
+class Withdraw:
+    merchant_id: str
+    amount: int
+
+
+class AccountActor:
+    """Handles one message for one account (the registry serialises per account).
+
+    Args:
+      system: the running :class:`actors.system.System`.
+    """
+
+    def __init__(self, system) -> None:
+        self.system = system
+
+    async def handle(self, account_id: str, message: object) -> dict:
+        if isinstance(message, Deposit):
+            return await self._deposit(account_id, message)
+        if isinstance(message, Withdraw):
+            return await self._withdraw(account_id, message)
+        raise TypeError(f"unknown account message {message!r}")
+
+    async def _deposit(self, account_id: str, msg: Deposit) -> dict:
+        """Create the deposit and its payment, then have the payment actor confirm it.
+
+        The confirm is told, not awaited: the deposit answers ``pending`` at
+        once and completes when its payment does (clients poll the
+        transaction or listen for its event). A confirm that never runs (the
+        process dies) leaves a ``processing`` payment that reconciliation settles.
+        """
+        system = self.system
+        transaction, begun = await system.db.transaction(
+            accounts.begin_deposit, msg.merchant_id, account_id, msg.amount, msg.payment_method,
+            system.settings.processing_deadline_s, system.router_for(msg.merchant_id),
+        )
+        if not system.tell_payment(begun.payment["id"], Confirm(msg.merchant_id, begun)):
+            log.warning("deposit %s: could not hand its payment to an actor; reconciliation will", transaction["id"])
+        return transaction
+
+    async def _withdraw(self, account_id: str, msg: Withdraw) -> dict:
+        """Reserve, ask the connector for a payout, record its answer."""
+        system = self.system
+        transaction = await system.db.transaction(accounts.begin_withdrawal, msg.merchant_id, account_id,
+                                                  msg.amount, system.payout_router())
+        request = PayoutRequest(transaction_id=transaction["id"], account_id=account_id,
+                                merchant_id=msg.merchant_id, amount=msg.amount, currency=transaction["currency"])
+        submission = await self._payout(request, transaction["connector"])
+        return await system.db.transaction(accounts.record_payout, transaction["id"], submission)
+
+    async def _payout(self, request: PayoutRequest, connector_name: str) -> Submission:
+        connector = self.system.connectors.get(connector_name)
+        if connector is None:
+            return Submission("failed", None, "connector_unavailable")
+        try:
+            with trio.fail_after(self.system.settings.connector_timeout_s):
+                return await connector.payout(request)
+        except (ConnectorTimeout, trio.TooSlowError):
+            # The payout may be under way: keep the reservation, its webhook settles it.
+            log.warning("payout %s: connector %s timed out", request.transaction_id, connector_name)
+            return Submission("pending")
+        except ConnectorError as exc:
+            log.warning("payout %s: connector %s refused: %s", request.transaction_id, connector_name, exc)
+            return Submission("failed", None, exc.code)

@@ -1,0 +1,59 @@
+"""What the payment actor does for a merchant's answer to a dispute (evidence,
+acceptance). It runs inside the payment's actor, so it is serialised with the
+connector's dispute webhooks for the same payment.
+
+The connector hears first, then the database records it: a verdict the
+connector sends in reply is applied after this (same actor), and a failed
+connector call changes nothing here.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+
+from domain import disputes as rules
+from domain.errors import Unavailable
+from gateways.base import ConnectorError
+from storage import disputes
+
+log = logging.getLogger("paycast.disputes")
+
+
+async def _call(system, row, what: str, call) -> None:
+    connector = system.connectors.get(row["connector"])
+    if connector is None:
+        raise Unavailable(f"The dispute's connector {row['connector']!r} is not configured.")
+    try:
+        with trio.fail_after(system.settings.connector_timeout_s):
+            await call(connector)
+    except (ConnectorError, trio.TooSlowError) as exc:
+        log.warning("dispute %s: %s failed at %s: %s", row["id"], what, row["connector"], exc)
+        raise Unavailable("The connector did not take the request; retry shortly.") from None
+
+
+async def submit_evidence(system, msg) -> dict:
+    """Handle :class:`actors.payment.SubmitDisputeEvidence`.
+
+    Raises:
+      NotFound, DisputeStateError (checked before the connector is called), Unavailable.
+    """
+    row = await system.db.transaction(disputes.fetch_row, msg.merchant_id, msg.dispute_id)
+    rules.next_status(row["status"], rules.Trigger.SUBMIT_EVIDENCE)
+    await _call(system, row, "evidence", lambda c: c.submit_dispute_evidence(
+        row["connector_dispute_id"], msg.text, payment_id=row["payment_id"], dispute_id=row["id"],
+        amount=row["amount"], currency=row["currency"]))
+    return await system.db.transaction(disputes.submit_evidence, msg.merchant_id, msg.dispute_id, msg.text)
+
+
+async def accept(system, msg) -> dict:
+    """Handle :class:`actors.payment.AcceptDispute`.
+
+    Raises:
+      NotFound, DisputeStateError, Unavailable.
+    """
+    row = await system.db.transaction(disputes.fetch_row, msg.merchant_id, msg.dispute_id)
+    rules.next_status(row["status"], rules.Trigger.ACCEPT)
+    await _call(system, row, "accept", lambda c: c.accept_dispute(row["connector_dispute_id"]))
+    return await system.db.transaction(disputes.accept, msg.merchant_id, msg.dispute_id)
