@@ -119,8 +119,10 @@ class InboxProcessor:
                     await self._wake.wait()
                 self._wake = trio.Event()
                 continue
+            late = await db.transaction(inbox.ignore_late, [r["id"] for r in rows])
+            self.applied["ignored"] += len(late)
             groups: dict[str, list[dict]] = defaultdict(list)
-            for row in rows:
+            for row in (r for r in rows if r["id"] not in late):
                 groups[row["payment_id"] or row["id"]].append(row)
             limiter = trio.Semaphore(PROCESS_CONCURRENCY)
             async with trio.open_nursery() as nursery:

@@ -60,6 +60,28 @@ async def claim(conn: asyncpg.Connection, limit: int, lease_s: float) -> list[di
     return sorted((dict(r) for r in rows), key=lambda r: r["id"])
 
 
+async def ignore_late(conn: asyncpg.Connection, ids: list[str]) -> set[str]:
+    """Mark claimed payment-outcome rows whose payment is no longer ``processing`` as ``ignored``, in bulk.
+
+    They are late or duplicate outcomes that :func:`apply` would ignore one by
+    one (a terminal status never moves); doing it in one statement keeps the
+    processor ahead of a gateway that repeats itself.
+
+    Returns:
+      The ids marked.
+    """
+    rows = await conn.fetch(
+        "UPDATE webhook_inbox i SET status = 'ignored', merchant_id = p.merchant_id, processed_at = now(),"
+        " claimed_until = NULL FROM payments p"
+        " WHERE i.id = ANY($1) AND i.processed_at IS NULL AND i.kind LIKE 'payment.%'"
+        " AND p.id = i.payment_id AND p.status <> 'processing'"
+        " AND NOT EXISTS (SELECT 1 FROM payment_attempts a WHERE a.connector = i.connector"
+        "                 AND a.connector_txn_id = i.connector_txn_id AND a.payment_id <> p.id)"
+        " RETURNING i.id", ids,
+    )
+    return {r["id"] for r in rows}
+
+
 async def release(conn: asyncpg.Connection, inbox_id: str, error: str) -> None:
     """Give a row back after a failed apply, so it is retried later."""
     await conn.execute(
