@@ -126,18 +126,35 @@ def cmd_serve(settings) -> int:
     return 0
 
 
-def cmd_migrate(settings) -> int:
+def with_database(settings, work):
+    """Run ``await work(db)`` against the configured database (migrated), for one-shot commands.
+
+    Starts and stops the embedded PostgreSQL when no ``PAYCAST_DATABASE_URL`` is set.
+
+    Returns:
+      What ``work`` returned.
+    """
     dsn, pg = resolve_database(settings)
 
-    async def main() -> None:
+    async def main():
         db = await open_database(settings, dsn)
-        await db.close()
+        try:
+            return await work(db)
+        finally:
+            await db.close()
 
     try:
-        trio.run(main)
+        return trio.run(main)
     finally:
         if pg is not None:
             pg.stop()
+
+
+def cmd_migrate(settings) -> int:
+    async def nothing(db) -> None:  # opening the database applies the migrations
+        return None
+
+    with_database(settings, nothing)
     print("migrations applied")
     return 0
 
@@ -145,43 +162,21 @@ def cmd_migrate(settings) -> int:
 def cmd_merchant_create(settings, name: str) -> int:
     from storage import merchants
 
-    dsn, pg = resolve_database(settings)
-    result = {}
+    async def create(db) -> dict:
+        merchant, api_key = await db.transaction(merchants.create, name)
+        return {"merchant": merchant, "api_key": api_key}
 
-    async def main() -> None:
-        db = await open_database(settings, dsn)
-        try:
-            result["merchant"], result["api_key"] = await db.transaction(merchants.create, name)
-        finally:
-            await db.close()
-
-    try:
-        trio.run(main)
-    finally:
-        if pg is not None:
-            pg.stop()
-    print(json.dumps(result, indent=2))
+    print(json.dumps(with_database(settings, create), indent=2))
     return 0
 
 
 def cmd_check(settings) -> int:
     from storage import invariants
 
-    dsn, pg = resolve_database(settings)
-    found: dict = {}
+    async def check(db) -> dict:
+        return await db.run(invariants.violations)
 
-    async def main() -> None:
-        db = await open_database(settings, dsn)
-        try:
-            found.update(await db.run(invariants.violations))
-        finally:
-            await db.close()
-
-    try:
-        trio.run(main)
-    finally:
-        if pg is not None:
-            pg.stop()
+    found = with_database(settings, check)
     for name in invariants.CHECKS:
         rows = found.get(name, [])
         print(f"{'FAIL' if rows else 'ok  '}  {name}" + (f" ({len(rows)} violations)" if rows else ""))
