@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from actors.runtime import AskTimeout
+from actors.runtime import AskTimeout, batches
 from domain.errors import Unavailable
 from domain.webhooks import GatewayEvent
 from storage import inbox
@@ -71,13 +71,7 @@ class InboxWriter:
         return pending.new
 
     async def run(self) -> None:
-        async for first in self._receive:
-            batch = [first]
-            while len(batch) < MAX_BATCH:
-                try:
-                    batch.append(self._receive.receive_nowait())
-                except trio.WouldBlock:
-                    break
+        async for batch in batches(self._receive, MAX_BATCH):
             try:
                 new_ids = await self._db.transaction(inbox.insert_many, [(p.event, p.raw) for p in batch])
             except Exception as exc:  # noqa: BLE001 - every sender hears about it

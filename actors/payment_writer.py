@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from actors.runtime import AskTimeout
+from actors.runtime import AskTimeout, batches
 from domain.errors import PaycastError, Unavailable
 from storage import payments as store
 
@@ -69,13 +69,7 @@ class PaymentWriter:
                 nursery.start_soon(self._writer, name=f"actor:payment-writer:{i}")
 
     async def _writer(self) -> None:
-        async for first in self._receive:
-            batch = [first]
-            while len(batch) < MAX_BATCH:
-                try:
-                    batch.append(self._receive.receive_nowait())
-                except trio.WouldBlock:
-                    break
+        async for batch in batches(self._receive, MAX_BATCH):
             await self._commit(batch)
 
     async def _commit(self, batch: list[_Job]) -> None:
