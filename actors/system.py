@@ -10,6 +10,7 @@ import trio
 
 from actors.inbox import InboxProcessor, InboxWriter
 from actors.payment import PaymentActor
+from actors.realtime.gateway import RealtimeGateway
 from actors.reconciler import run_reconciler
 from actors.runtime import Registry, supervise
 from config import Settings
@@ -50,6 +51,9 @@ class System:
         self.breakers = {name: CircuitBreaker(name) for name in self.connectors}
         self.payments: Registry[str] | None = None
         self._payment_actor = PaymentActor(self)
+        # Importing the gateway registers the realtime projection of the event
+        # log (storage.realtime), so events commit with their client messages.
+        self.realtime = RealtimeGateway(settings, db)
 
     async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         """Run the actors until cancelled; reports readiness once they accept work."""
@@ -64,6 +68,7 @@ class System:
                                name="actor:inbox-processor")
             nursery.start_soon(supervise, "reconciler", lambda: run_reconciler(self), name="actor:reconciler")
             await nursery.start(self.simulator.run, name="actor:webhook-simulator")
+            await nursery.start(self.realtime.run, name="actor:realtime")
             task_status.started()
 
     async def _janitor(self) -> None:

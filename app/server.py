@@ -20,7 +20,7 @@ from quart_trio import QuartTrio
 from app import errors
 from app.limits import BodyLimit
 from app.metrics import Metrics
-from app.routes import admin, connectors, events, ops, orders, payments, reconciliation, webhooks
+from app.routes import admin, connectors, dashboard, events, ops, orders, payments, realtime, reconciliation, webhooks
 
 log = logging.getLogger("paycast.http")
 
@@ -34,7 +34,7 @@ def create_app(system, admin_token: str) -> Quart:
     app.config["MAX_CONTENT_LENGTH"] = system.settings.max_body_bytes
     app.config["BODY_TIMEOUT"] = 30
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
-    for module in (admin, orders, payments, events, connectors, reconciliation, webhooks, ops):
+    for module in (admin, orders, payments, events, connectors, reconciliation, webhooks, ops, realtime, dashboard):
         app.register_blueprint(module.bp)
     errors.register(app)
 
@@ -66,5 +66,10 @@ async def serve_http(app: Quart, host: str, port: int, shutdown: trio.Event, *, 
     config.keep_alive_timeout = 30
     # Large enough for hypercorn's own framing; our body limit is enforced by quart.
     config.h11_max_incomplete_size = 64 * 1024
+    # Realtime: client frames are tiny (the app refuses > 4 KiB with an error
+    # frame); anything over this is closed by hypercorn with 1009.
+    config.websocket_max_message_size = 64 * 1024
+    # Thousands of WebSocket clients may connect at once (default 100 drops SYNs).
+    config.backlog = 2048
     asgi = BodyLimit(app, app.config["MAX_CONTENT_LENGTH"])
     await serve(asgi, config, shutdown_trigger=shutdown.wait, task_status=task_status, mode="asgi")

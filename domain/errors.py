@@ -82,3 +82,25 @@ class Unavailable(PaycastError):
     status = 503
     type = "api_error"
     code = "unavailable"
+
+
+class InvalidToken(AuthenticationFailed):
+    """A realtime token that is malformed or not signed by this deployment."""
+
+    code = "invalid_token"
+
+
+class TokenExpired(AuthenticationFailed):
+    """A realtime token past its ``expires_at``."""
+
+    code = "token_expired"
+
+
+class FrameRejected(PaycastError):
+    """A WebSocket frame from a client that cannot be acted on.
+
+    Never an HTTP answer: the connection sends it back as an ``error`` frame
+    (``code`` and ``message``) and keeps serving.
+    """
+
+    code = "invalid_frame"
