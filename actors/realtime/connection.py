@@ -37,7 +37,7 @@ MAX_INVALID_PER_MINUTE = 60
 MAX_MUTED_TOPICS = 1000
 # After asking to close, how long the close frame may take before the
 # connection is dropped without one.
-CLOSE_TIMEOUT_S = 5.0
+CLOSE_TIMEOUT_S = 10.0
 # Wait after a failed database read before trying again.
 RETRY_S = 1.0
 
