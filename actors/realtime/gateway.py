@@ -117,7 +117,7 @@ class RealtimeGateway:
 
     # ------------------------------------------------------------ connections
 
-    async def open(self, claims: Claims, ws: Socket, after_seq: int | None) -> Connection:
+    async def open(self, claims: Claims, after_seq: int | None) -> Connection:
         """Register a connection before the handshake completes.
 
         Live-only connections (no ``after_seq``) start from the client's latest
@@ -127,7 +127,7 @@ class RealtimeGateway:
         Raises:
           Unavailable: the database cannot be read (the handshake is refused).
         """
-        conn = Connection(new_id("conn"), claims, ws, self.db, self.settings,
+        conn = Connection(new_id("conn"), claims, self.db, self.settings,
                           on_slow=self.hub.slow_consumer_closed)
         self.hub.add(conn)
         if after_seq is None:
@@ -139,10 +139,10 @@ class RealtimeGateway:
         self.presence_writer.joined(conn.id, conn.merchant_id, conn.client_id, conn.device_id)
         return conn
 
-    async def serve(self, conn: Connection, after_seq: int | None) -> None:
-        """Run the connection actor until the socket closes; always unregisters."""
+    async def serve(self, conn: Connection, ws: Socket, after_seq: int | None) -> None:
+        """Run the connection actor on the accepted socket until it closes; always unregisters."""
         try:
-            await conn.run(after_seq)
+            await conn.run(ws, after_seq)
         except Exception:  # noqa: BLE001 - one connection's bug must not take the server down
             log.exception("realtime connection %s crashed", conn.id)
         finally:

@@ -18,6 +18,7 @@ from app.auth import merchant_required
 from app.body import json_response, parse
 from app.idempotency import idempotent
 from app.realtime_schemas import CreateRealtimeToken, Publish
+from app.realtime_socket import QuartSocket
 from domain import render
 from domain.errors import InvalidRequest
 
@@ -63,11 +64,10 @@ async def socket():
         raise InvalidRequest("after_seq must be a non-negative integer.", param="after_seq")
     after_seq = int(raw_after) if raw_after is not None else None
     claims = await gateway.verify(websocket.args.get("token", ""))
-    ws = websocket._get_current_object()
-    conn = await gateway.open(claims, ws, after_seq)
+    conn = await gateway.open(claims, after_seq)
     try:
-        await ws.accept()
+        await websocket.accept()
     except BaseException:
         gateway.forget(conn)
         raise
-    await gateway.serve(conn, after_seq)
+    await gateway.serve(conn, QuartSocket(websocket._get_current_object()), after_seq)

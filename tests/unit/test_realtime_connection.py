@@ -48,11 +48,11 @@ class FakeSocket:
         self.closed: tuple[int, str] | None = None
         self.incoming_send, self.incoming = trio.open_memory_channel(10)
 
-    async def send(self, data: str) -> None:
+    async def send_many(self, texts: list[str]) -> None:
         if self.send_gate is not None:
             await self.send_gate.wait()
         await trio.sleep(0)
-        self.frames.append(json.loads(data))
+        self.frames += [json.loads(t) for t in texts]
 
     async def receive(self):
         return await self.incoming.receive()
@@ -64,10 +64,10 @@ class FakeSocket:
         return [f["seq"] for f in self.frames if f["type"] == "event"]
 
 
-def _conn(log, ws, *, queue=4, slow_s=60.0, device=None) -> Connection:
+def _conn(log, *, queue=4, slow_s=60.0, device=None) -> Connection:
     settings = SimpleNamespace(realtime_queue_size=queue, realtime_slow_consumer_s=slow_s,
                                realtime_max_frame_bytes=4096)
-    return Connection("conn_test", Claims("mer_1", "c", device, 0), ws, log, settings)
+    return Connection("conn_test", Claims("mer_1", "c", device, 0), log, settings)
 
 
 async def _until(predicate, timeout: float = 5) -> None:
@@ -81,9 +81,9 @@ async def test_live_batches_during_replay_are_delivered_once_in_order():
     for _ in range(5):
         log.add()
     log.read_gate = trio.Event()
-    conn = _conn(log, ws)
+    conn = _conn(log)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(conn.run, 0)
+        nursery.start_soon(conn.run, ws, 0)
         await _until(lambda: log.reads == 1)  # the replay read is in flight
         assert [f["type"] for f in ws.frames] == ["welcome"]  # welcome first, before any replay
         live = [log.add(), log.add(2)]  # committed and notified during the replay
@@ -101,12 +101,12 @@ async def test_live_batches_during_replay_are_delivered_once_in_order():
 
 async def test_a_batch_that_skips_seqs_makes_the_connection_read_the_gap():
     log, ws = FakeLog(), FakeSocket()
-    conn = _conn(log, ws)
+    conn = _conn(log)
     conn.cursor = 3  # live only, from seq 3
     for _ in range(3):
         log.add()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(conn.run, None)
+        nursery.start_soon(conn.run, ws, None)
         log.add()  # seq 4: its notification was lost
         conn.offer(log.add())  # seq 5 arrives
         await _until(lambda: ws.seqs() == [4, 5])
@@ -116,9 +116,9 @@ async def test_a_batch_that_skips_seqs_makes_the_connection_read_the_gap():
 async def test_a_full_queue_is_recovered_from_the_database_without_loss():
     log, ws = FakeLog(), FakeSocket()
     ws.send_gate = trio.Event()  # the client is not reading for a while
-    conn = _conn(log, ws, queue=2)
+    conn = _conn(log, queue=2)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(conn.run, None)
+        nursery.start_soon(conn.run, ws, None)
         for _ in range(20):
             conn.offer(log.add())
         assert conn.lagging and conn.pressure_since is not None and conn.closing is None
@@ -133,10 +133,10 @@ async def test_a_queue_that_stays_full_closes_the_connection_with_1013():
     slow = []
     log, ws = FakeLog(), FakeSocket()
     ws.send_gate = trio.Event()
-    conn = _conn(log, ws, queue=2, slow_s=0.0)
+    conn = _conn(log, queue=2, slow_s=0.0)
     conn._on_slow = lambda: slow.append(1)  # noqa: SLF001
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(conn.run, None)
+        nursery.start_soon(conn.run, ws, None)
         for _ in range(4):
             conn.offer(log.add())
         assert conn.closing is not None and conn.closing[0] == 1013 and slow == [1]
@@ -147,10 +147,10 @@ async def test_a_queue_that_stays_full_closes_the_connection_with_1013():
 
 async def test_device_and_muted_topics_filter_but_the_cursor_moves_on():
     log, ws = FakeLog(), FakeSocket()
-    conn = _conn(log, ws, device="phone")
+    conn = _conn(log, device="phone")
     conn.muted.add("payment:p1")
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(conn.run, None)
+        nursery.start_soon(conn.run, ws, None)
         conn.offer(log.add(device="laptop"))
         conn.offer(log.add(topic="payment:p1"))
         conn.offer(log.add(device="phone"))
@@ -162,3 +162,46 @@ async def test_device_and_muted_topics_filter_but_the_cursor_moves_on():
         await _until(lambda: conn.cursor == 5)
         conn.request_close(1000, "done")
     assert ws.seqs() == [3, 4, 5]
+
+
+class DirectSocket(FakeSocket):
+    """A socket with the fast path: ``room`` frames fit in the kernel buffer;
+    the rest come back as leftover bytes for the writer."""
+
+    def __init__(self, room: int = 1000) -> None:
+        super().__init__()
+        self.room = room
+        self.direct = 0
+        self.raw: list[bytes] = []
+
+    def write_now(self, texts):
+        taken, left = texts[:self.room], texts[self.room:]
+        self.room -= len(taken)
+        self.direct += len(taken)
+        self.frames += [json.loads(t) for t in taken]
+        return "\n".join(left).encode()
+
+    async def send_raw(self, data: bytes) -> None:
+        await trio.sleep(0)
+        self.frames += [json.loads(t) for t in data.decode().split("\n")]
+
+
+async def test_an_idle_connection_is_written_directly_and_leftovers_keep_their_order():
+    log, ws = FakeLog(), DirectSocket(room=3)
+    conn = _conn(log, queue=8)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.run, ws, None)
+        await _until(lambda: conn._idle)  # noqa: SLF001 - welcome sent, waiting
+        conn.offer(log.add())  # written by the caller, no task switch
+        assert ws.seqs() == [1] and ws.direct == 1
+        conn.offer(log.add(3))  # two fit, one is left over for the writer ...
+        conn.offer(log.add())  # ... so this one is queued behind it
+        assert ws.seqs() == [1, 2, 3]
+        await _until(lambda: ws.seqs()[-1:] == [5])
+        ws.room = 10
+        await _until(lambda: conn._idle)  # noqa: SLF001
+        conn.offer(log.add(device="other"))  # not for this device: only the cursor moves
+        conn.offer(log.add())
+        assert conn.cursor == 7
+        conn.request_close(1000, "done")
+    assert ws.seqs() == [1, 2, 3, 4, 5, 7]
