@@ -16,7 +16,7 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Message, Request
 
 from tests.realtime_support import connect, events, frame, http, publish, token, welcome, ws_url
-from tests.support import ADMIN_TOKEN, CARD_DECLINED, CARD_OK, ServerProcess, db_fetch
+from tests.support import ADMIN_TOKEN, CARD_DECLINED, CARD_OK, ServerProcess, db_fetch, run_check
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +175,7 @@ async def test_resume_after_disconnect_replays_exactly_what_was_missed(server, a
             assert [f["seq"] for f in await events(ws, 2)] == [9, 10]  # live, no duplicate, no gap
 
 
-async def test_replay_and_live_delivery_race_gives_no_gap_and_no_duplicate(server, api_key):
+async def test_replay_and_live_delivery_race_gives_no_gap_and_no_duplicate(server, api_key, db_dsn):
     """Connections resume while messages keep being published: each must see
     exactly the seqs after its ``after_seq``, in order, once."""
     total, before = 400, 250
@@ -218,6 +218,10 @@ async def test_replay_and_live_delivery_race_gives_no_gap_and_no_duplicate(serve
                 nursery.start_soon(publish_rest)
         for after, seqs in received.items():
             assert seqs == list(range(after + 1, total + 1)), (after, _first_difference(seqs, after))
+    assert len(received) == 4
+    # run.py check agrees: no gap in any client's stored seqs.
+    checked = await trio.to_thread.run_sync(run_check, db_dsn)
+    assert checked.returncode == 0, checked.stdout
 
 
 def _first_difference(seqs, after):
@@ -512,3 +516,21 @@ async def test_actors_show_in_debug_tasks_and_metrics_count_connections(server, 
             match = re.search(r"^paycast_realtime_connections (\S+)$", metrics, re.M)
             assert match and float(match.group(1)) >= 1
             assert "paycast_realtime_slow_consumer_closes_total" in metrics
+
+
+async def test_a_draining_server_closes_websockets_with_1001(db_dsn, api_key):
+    proc = ServerProcess(db_dsn).start()
+    try:
+        async with http(proc, api_key) as api:
+            tok = await token(api, "cus_drain")
+        async with connect(proc, tok) as ws:
+            await welcome(ws)
+            proc.proc.send_signal(15)  # SIGTERM: drain
+            with pytest.raises(ConnectionClosed) as closed:
+                with trio.fail_after(10):
+                    while True:
+                        await ws.get_message()
+            assert closed.value.reason.code == 1001
+        assert await trio.to_thread.run_sync(proc.proc.wait, 15) == 0
+    finally:
+        proc.stop()
