@@ -24,6 +24,8 @@ import trio
 from storage.loop_thread import LoopThread
 
 log = logging.getLogger("paycast.listener")
+# Payloads are < 8000 bytes each; this bounds the buffer whatever their size.
+MAX_PENDING_BYTES = 32 * 1024 * 1024
 
 
 class Listener:
@@ -33,8 +35,9 @@ class Listener:
       loop: the database's loop thread.
       dsn: where to connect.
       channel: the notification channel.
-      max_pending: notifications kept while trio has not taken them; beyond
-        that they are dropped and :attr:`overflows` counts it.
+      max_pending: notifications kept while trio has not taken them (also at
+        most :data:`MAX_PENDING_BYTES`); beyond that they are dropped and
+        :attr:`overflows` counts it.
       timeout_s: limit on connecting and on each health check.
     """
 
@@ -45,6 +48,7 @@ class Listener:
         self._max_pending = max_pending
         self._timeout_s = timeout_s
         self._pending: collections.deque[str] = collections.deque()
+        self._pending_bytes = 0
         self._conn: asyncpg.Connection | None = None
         self._wake_scheduled = False
         self._token: trio.lowlevel.TrioToken | None = None
@@ -94,10 +98,12 @@ class Listener:
     def _notified(self, _conn, _pid, _channel, payload: str) -> None:
         # On the loop thread.
         self.received += 1
-        if len(self._pending) >= self._max_pending:
+        if len(self._pending) >= self._max_pending or self._pending_bytes > MAX_PENDING_BYTES:
             self._pending.clear()
+            self._pending_bytes = 0
             self.overflows += 1
         self._pending.append(payload)
+        self._pending_bytes += len(payload)
         if not self._wake_scheduled:
             self._wake_scheduled = True
             self._call_trio(self._on_wake)
@@ -112,8 +118,13 @@ class Listener:
         self._wake_scheduled = False
         out = []
         pending = self._pending
-        while pending:
-            out.append(pending.popleft())
+        while True:  # the loop thread may clear it meanwhile (overflow): no check-then-pop
+            try:
+                out.append(pending.popleft())
+            except IndexError:
+                break
+        # Approximate under a race with the loop thread; it only bounds memory.
+        self._pending_bytes = 0
         return out
 
     async def check(self) -> bool:

@@ -100,6 +100,8 @@ class Hub:
         self._wake.set()
 
     async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
+        # After a restart (supervise) notices may have been lost: check everyone.
+        self._resync = bool(self.connections)
         task_status.started()
         while True:
             await self._wake.wait()
@@ -145,7 +147,11 @@ class Hub:
                     continue
             batch = Batch(notice.first, notice.last, messages)
             for conn in self._by_client.get(key, ()):
-                conn.offer(batch)
+                try:
+                    conn.offer(batch)
+                except Exception:  # noqa: BLE001 - one connection's trouble must not stop routing
+                    log.exception("offering to realtime connection %s failed", conn.id)
+                    conn.catch_up()
 
     async def _do_resync(self) -> None:
         """Compare each local client's cursor with its latest seq; lagging ones re-read."""
