@@ -235,6 +235,7 @@ async def run(args, server, merchant_id: str, api_key: str, key: bytes) -> dict:
         payload = {"text": "x" * args.message_bytes}
         limiter = trio.Semaphore(args.publishers)
         cpu0 = cpu_s(pid)
+        client_cpu0 = cpu_s(os.getpid())
         started = time.perf_counter()
 
         async def put(i: int) -> None:
@@ -251,26 +252,39 @@ async def run(args, server, merchant_id: str, api_key: str, key: bytes) -> dict:
             await done.wait()
         elapsed = time.perf_counter() - started
         cpu = cpu_s(pid) - cpu0
+        client_cpu = cpu_s(os.getpid()) - client_cpu0
         results["fanout"] = {"connections": len(fan.open), "clients": args.fanout_clients,
                              "messages": args.fanout_messages, "expected": expected, "delivered": received,
                              "seconds": elapsed, "publish_s": published, "per_s": received / elapsed,
-                             "server_cpu_us_per_delivery": cpu / max(1, received) * 1e6}
+                             "server_cpu_us_per_delivery": cpu / max(1, received) * 1e6,
+                             "client_cpu_us_per_frame": client_cpu / max(1, received) * 1e6}
         print(f"[fan-out] {received}/{expected} delivered in {elapsed:.2f}s (publishing took {published:.2f}s) → "
               f"{received / elapsed:,.0f}/s; server CPU {cpu / max(1, received) * 1e6:.1f} µs/delivery", flush=True)
         await fan.close_all()
     await settle(0, timeout=60)
 
     # ---------------------------------------------------------------- 3. latency
+    results["latency"] = []
+    for round_no, rate in enumerate(args.webhook_rate):
+        results["latency"].append(await _latency_round(args, server, api, url, stripe_header, round_no, rate))
+    await api.aclose()
+    return results
+
+
+async def _latency_round(args, server, api, url, stripe_header, round_no: int, rate: float) -> dict:
+    """One latency measurement: fresh payments and connections, webhooks at ``rate``/s."""
     n = args.latency_conns
-    print(f"[latency] {n} payments left processing; {n} connections", flush=True)
+    print(f"[latency] {n} payments left processing; {n} connections; {rate:g} webhooks/s", flush=True)
     pays: list[dict] = [None] * n  # type: ignore[list-item]
     limiter = trio.Semaphore(16)
+    pid = server.proc.pid
 
     async def make(i: int) -> None:
         async with limiter:
             r = await api.post("/v1/payments", json={
-                "amount": 1000 + i, "currency": "INR", "customer_id": f"cus_lat_{i}", "connector": "mockstripe",
-                "payment_method": {"type": "upi", "upi": {"vpa": "pending@upi"}}, "confirm": True})
+                "amount": 1000 + i, "currency": "INR", "customer_id": f"cus_lat{round_no}_{i}",
+                "connector": "mockstripe", "payment_method": {"type": "upi", "upi": {"vpa": "pending@upi"}},
+                "confirm": True})
             r.raise_for_status()
             pays[i] = r.json()
 
@@ -281,18 +295,19 @@ async def run(args, server, merchant_id: str, api_key: str, key: bytes) -> dict:
     got_at: dict[int, float] = {}
     all_in = trio.Event()
     ack_ms: list[float] = []
+    webhooks = min(n, args.webhooks)
 
     def on_frame(idx: int, msg: str) -> None:
         if msg.startswith(EVENT_PREFIX) and '"payment.succeeded"' in msg:
             got_at[idx] = time.perf_counter()
-            if len(got_at) == min(n, args.webhooks):
+            if len(got_at) == webhooks:
                 all_in.set()
 
     async with trio.open_nursery() as nursery:
         lat = Clients(nursery, on_frame)
-        await lat.connect_all([url(f"cus_lat_{i}") for i in range(n)], args.handshakes)
+        await lat.connect_all([url(f"cus_lat{round_no}_{i}") for i in range(n)], args.handshakes)
         hooks = httpx.AsyncClient(base_url=server.url, timeout=60, limits=httpx.Limits(max_connections=64))
-        interval = 1 / args.webhook_rate
+        interval = 1 / rate
 
         async def hook(i: int) -> None:
             pay = pays[i]
@@ -309,10 +324,11 @@ async def run(args, server, merchant_id: str, api_key: str, key: bytes) -> dict:
             ack_ms.append((time.perf_counter() - sent_at[i]) * 1000)
             r.raise_for_status()
 
+        await trio.sleep(1)  # let the connection burst settle
         cpu0 = cpu_s(pid)
         start = trio.current_time()
         async with trio.open_nursery() as senders:
-            for i in range(min(n, args.webhooks)):
+            for i in range(webhooks):
                 await trio.sleep_until(start + i * interval)  # open loop: a fixed schedule
                 senders.start_soon(hook, i)
         with trio.move_on_after(30):
@@ -320,24 +336,27 @@ async def run(args, server, merchant_id: str, api_key: str, key: bytes) -> dict:
         cpu = cpu_s(pid) - cpu0
         await hooks.aclose()
         lat_ms = [(got_at[i] - sent_at[i]) * 1000 for i in got_at if i in sent_at]
-        results["latency"] = {"connections": len(lat.open), "webhooks": min(n, args.webhooks),
-                              "rate": args.webhook_rate, "delivered": len(lat_ms),
-                              "p50_ms": percentile(lat_ms, 0.5), "p99_ms": percentile(lat_ms, 0.99),
-                              "max_ms": max(lat_ms, default=float("nan")),
-                              "mean_ms": statistics.fmean(lat_ms) if lat_ms else float("nan"),
-                              "ack_p50_ms": percentile(ack_ms, 0.5), "ack_p99_ms": percentile(ack_ms, 0.99),
-                              "server_cpu_ms_per_webhook": cpu / max(1, len(lat_ms)) * 1000}
-        r = results["latency"]
+        r = {"connections": len(lat.open), "webhooks": webhooks, "rate": rate, "delivered": len(lat_ms),
+             "p50_ms": percentile(lat_ms, 0.5), "p99_ms": percentile(lat_ms, 0.99),
+             "max_ms": max(lat_ms, default=float("nan")),
+             "mean_ms": statistics.fmean(lat_ms) if lat_ms else float("nan"),
+             "ack_p50_ms": percentile(ack_ms, 0.5), "ack_p99_ms": percentile(ack_ms, 0.99),
+             "server_cpu_ms_per_webhook": cpu / max(1, len(lat_ms)) * 1000}
         print(f"[latency] {r['delivered']}/{r['webhooks']} delivered; webhook→client p50 {r['p50_ms']:.1f} ms, "
               f"p99 {r['p99_ms']:.1f} ms, max {r['max_ms']:.1f} ms (webhook 200 p50 {r['ack_p50_ms']:.1f} ms)",
               flush=True)
         await lat.close_all()
-    await api.aclose()
-    return results
+    return r
 
 
 def render(results: dict) -> str:
-    h, f, lat = results["hold"], results["fanout"], results["latency"]
+    h, f = results["hold"], results["fanout"]
+    latency_rows = [
+        f"| webhook → client latency p50 / p99 ({lat['connections']:,} conns, {lat['rate']:g} webhooks/s) "
+        f"| **{lat['p50_ms']:.1f} / {lat['p99_ms']:.1f} ms** (max {lat['max_ms']:.1f}; {lat['delivered']}"
+        f"/{lat['webhooks']} delivered; webhook 200 p50 / p99 {lat['ack_p50_ms']:.1f} / {lat['ack_p99_ms']:.1f} ms"
+        f"; server CPU {lat['server_cpu_ms_per_webhook']:.1f} ms/webhook) | p99 ≤ 50 ms |"
+        for lat in results["latency"]]
     return "\n".join([
         "| measure | result | goal |",
         "|---|---:|---:|",
@@ -348,14 +367,11 @@ def render(results: dict) -> str:
         f"| fan-out delivered messages/s ({f['connections']:,} conns, {f['clients']} clients, "
         f"{f['messages']} messages) | **{f['per_s']:,.0f}/s** ({f['delivered']:,}/{f['expected']:,} in "
         f"{f['seconds']:.2f} s) | ≥ 20,000/s |",
-        f"| webhook → client latency p50 / p99 ({lat['connections']:,} conns, {lat['rate']:g} webhooks/s) "
-        f"| **{lat['p50_ms']:.1f} / {lat['p99_ms']:.1f} ms** (max {lat['max_ms']:.1f}; {lat['delivered']}"
-        f"/{lat['webhooks']} delivered) | p99 ≤ 50 ms |",
+        *latency_rows,
         "",
-        f"Details: {h['opened']:,} opened in {h['connect_s']:.1f} s ({h['failed']} failed); fan-out server CPU "
-        f"{f['server_cpu_us_per_delivery']:.1f} µs per delivered frame, publishing took {f['publish_s']:.2f} s; "
-        f"webhook 200 (durably stored) p50 / p99 {lat['ack_p50_ms']:.1f} / {lat['ack_p99_ms']:.1f} ms; server CPU "
-        f"{lat['server_cpu_ms_per_webhook']:.1f} ms per webhook end to end.",
+        f"Details: {h['opened']:,} opened in {h['connect_s']:.1f} s ({h['failed']} failed). Fan-out: server CPU "
+        f"{f['server_cpu_us_per_delivery']:.1f} µs per delivered frame (publishing included), load-generator CPU "
+        f"{f['client_cpu_us_per_frame']:.1f} µs per received frame; publishing took {f['publish_s']:.2f} s.",
     ])
 
 
@@ -398,7 +414,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--message-bytes", type=int, default=100, help="payload size of each message (100)")
     parser.add_argument("--latency-conns", type=int, default=1000, help="connections during the latency run (1000)")
     parser.add_argument("--webhooks", type=int, default=1000, help="webhooks sent (1000)")
-    parser.add_argument("--webhook-rate", type=float, default=100, help="webhooks per second, open loop (100)")
+    parser.add_argument("--webhook-rate", type=float, nargs="+", default=[25, 100],
+                        help="webhooks per second, open loop; one latency round per rate (25 100)")
     parser.add_argument("--dsn", default=os.environ.get("PAYCAST_DATABASE_URL"),
                         help="use this PostgreSQL (default: $PAYCAST_DATABASE_URL, else an embedded one)")
     parser.add_argument("--server-env", action="append", default=[], metavar="PAYCAST_X=VALUE",

@@ -50,15 +50,17 @@ async def append_messages(conn: asyncpg.Connection, merchant_id: str, client_id:
     )
     first = last - len(items) + 1
     seqs = list(range(first, last + 1))
-    await conn.execute(
-        "INSERT INTO realtime_messages (merchant_id, client_id, seq, topic, device_id, payload)"
-        " SELECT $1::text, $2::text, * FROM unnest($3::bigint[], $4::text[], $5::text[], $6::jsonb[])",
-        merchant_id, client_id, seqs, [t for t, _, _ in items], [d for _, d, _ in items],
-        [p for _, _, p in items],
-    )
     messages = [Message(seq, topic, device, event_frame(seq, topic, payload))
                 for seq, (topic, device, payload) in zip(seqs, items)]
-    await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, encode_notice(merchant_id, client_id, messages))
+    # One round trip for the rows and the notification (this runs inside the
+    # event's transaction, while the merchant row is locked).
+    await conn.execute(
+        "WITH stored AS (INSERT INTO realtime_messages (merchant_id, client_id, seq, topic, device_id, payload)"
+        " SELECT $1::text, $2::text, * FROM unnest($3::bigint[], $4::text[], $5::text[], $6::jsonb[]))"
+        " SELECT pg_notify($7, $8)",
+        merchant_id, client_id, seqs, [t for t, _, _ in items], [d for _, d, _ in items],
+        [p for _, _, p in items], CHANNEL, encode_notice(merchant_id, client_id, messages),
+    )
     return messages
 
 

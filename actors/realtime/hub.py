@@ -29,6 +29,8 @@ log = logging.getLogger("paycast.realtime")
 # write (one write per message per connection is what fan-out costs most).
 # When idle the first notification is routed at once: no added latency.
 BATCH_WINDOW_S = 0.002
+# Connections the heartbeat visits between two checkpoints.
+HEARTBEAT_SLICE = 500
 
 
 class Hub:
@@ -176,5 +178,9 @@ class Hub:
         while True:
             await trio.sleep(self._tick_s)
             now = trio.current_time()
-            for conn in list(self.connections.values()):
+            for i, conn in enumerate(list(self.connections.values())):
                 conn.check(now, self._ping_s, self._idle_s)
+                if i % HEARTBEAT_SLICE == HEARTBEAT_SLICE - 1:
+                    # Tens of thousands of visits would hold the loop for tens of
+                    # milliseconds: let requests and deliveries in between slices.
+                    await trio.lowlevel.checkpoint()
