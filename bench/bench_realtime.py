@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import gc
 import json
 import os
 import pathlib
@@ -58,6 +57,7 @@ import httpx  # noqa: E402
 import trio  # noqa: E402
 from trio_websocket import ConnectionClosed, connect_websocket_url  # noqa: E402
 
+LOAD_AT_START = os.getloadavg()[0]
 PING = '{"type":"ping"}'
 PONG = '{"type":"pong"}'
 EVENT_PREFIX = '{"type":"event"'
@@ -199,7 +199,6 @@ async def run(args, server, merchant_id: str, api_key: str, key: bytes) -> dict:
         seconds = await hold.connect_all([url(f"cus_hold_{i}") for i in range(args.hold)], args.handshakes)
         held = await settle(len(hold.open))
         await trio.sleep(args.hold_s)
-        gc.collect()
         after = rss_kb(pid)
         still = await server_open_connections()
         per_conn_kb = (after - baseline) / max(1, held)
@@ -367,6 +366,9 @@ def render(results: dict) -> str:
         f"| fan-out delivered messages/s ({f['connections']:,} conns, {f['clients']} clients, "
         f"{f['messages']} messages) | **{f['per_s']:,.0f}/s** ({f['delivered']:,}/{f['expected']:,} in "
         f"{f['seconds']:.2f} s) | ≥ 20,000/s |",
+        f"| fan-out server capacity: 1 s of server CPU ÷ server CPU per delivered frame (publishing included) "
+        f"| {1e6 / max(f['server_cpu_us_per_delivery'], 1e-9):,.0f}/s per server core "
+        f"({f['server_cpu_us_per_delivery']:.1f} µs/frame) | (estimate) |",
         *latency_rows,
         "",
         f"Details: {h['opened']:,} opened in {h['connect_s']:.1f} s ({h['failed']} failed). Fan-out: server CPU "
@@ -392,6 +394,8 @@ def save(table: str, args, limits: tuple[int, int]) -> None:
         "- clients: trio-websocket in one process on the same machine (they share the 2 cores with the server "
         f"and PostgreSQL); open-files limit {limits[0]}",
         f"- database: {db}",
+        f"- machine load average (1 min) at start / end: {LOAD_AT_START:.2f} / {os.getloadavg()[0]:.2f} "
+        "(other sessions may share this machine)",
     ]
     if args.note:
         text.append(f"- note: {args.note}")

@@ -518,19 +518,35 @@ async def test_actors_show_in_debug_tasks_and_metrics_count_connections(server, 
             assert "paycast_realtime_slow_consumer_closes_total" in metrics
 
 
-async def test_a_draining_server_closes_websockets_with_1001(db_dsn, api_key):
-    proc = ServerProcess(db_dsn).start()
+async def test_heartbeat_closes_silent_clients_and_a_draining_server_closes_the_rest(db_dsn, api_key):
+    """Pings every 0.3 s, 1.5 s of silence closes (1001); a client that answers
+    pings stays; SIGTERM then closes it with 1001 too."""
+    proc = ServerProcess(db_dsn, PAYCAST_REALTIME_PING_S="0.3", PAYCAST_REALTIME_IDLE_TIMEOUT_S="1.5").start()
     try:
         async with http(proc, api_key) as api:
-            tok = await token(api, "cus_drain")
-        async with connect(proc, tok) as ws:
-            await welcome(ws)
-            proc.proc.send_signal(15)  # SIGTERM: drain
-            with pytest.raises(ConnectionClosed) as closed:
-                with trio.fail_after(10):
-                    while True:
-                        await ws.get_message()
-            assert closed.value.reason.code == 1001
+            tok = await token(api, "cus_beat")
+            async with connect(proc, tok) as silent, connect(proc, tok) as alive:
+                await welcome(silent)
+                await welcome(alive)
+                with trio.move_on_after(3):  # the live one answers every ping (frame() does)
+                    await frame(alive, timeout=10)
+                pings = 0
+                with pytest.raises(ConnectionClosed) as closed:
+                    with trio.fail_after(10):
+                        while True:
+                            assert json.loads(await silent.get_message()) == {"type": "ping"}
+                            pings += 1
+                assert closed.value.reason.code == 1001 and closed.value.reason.reason == "idle timeout"
+                assert pings >= 2
+                await publish(api, "cus_beat", "still alive")
+                assert (await events(alive, 1))[0]["event"]["data"] == "still alive"
+
+                proc.proc.send_signal(15)  # SIGTERM: drain
+                with pytest.raises(ConnectionClosed) as closed:
+                    with trio.fail_after(10):
+                        while True:
+                            await frame(alive)
+                assert closed.value.reason.code == 1001
         assert await trio.to_thread.run_sync(proc.proc.wait, 15) == 0
     finally:
         proc.stop()
