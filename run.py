@@ -78,6 +78,12 @@ async def _watch_signals(shutdown: trio.Event, root: trio.CancelScope) -> None:
                 root.cancel()
 
 
+async def _close_websockets_on(shutdown: trio.Event, system) -> None:
+    """Draining: tell WebSocket clients to go (1001) so hypercorn's graceful wait ends early."""
+    await shutdown.wait()
+    system.realtime.close_all()
+
+
 async def serve_main(settings, dsn: str, admin_token: str) -> None:
     from actors.system import System
     from app.server import create_app, serve_http
@@ -89,6 +95,7 @@ async def serve_main(settings, dsn: str, admin_token: str) -> None:
             await root.start(system.run, name="actors")
             shutdown = trio.Event()
             root.start_soon(_watch_signals, shutdown, root.cancel_scope, name="signals")
+            root.start_soon(_close_websockets_on, shutdown, system, name="realtime-drain")
             app = create_app(system, admin_token)
 
             async def http(task_status=trio.TASK_STATUS_IGNORED) -> None:

@@ -12,6 +12,7 @@ from actors.account import AccountActor
 from actors.inbox import InboxProcessor, InboxWriter
 from actors.payment import PaymentActor
 from actors.payment_writer import PaymentWriter
+from actors.realtime.gateway import RealtimeGateway
 from actors.reconciler import run_reconciler
 from actors.runtime import Registry, supervise
 from actors.webhook_dispatcher import WebhookDispatcher
@@ -70,6 +71,9 @@ class System:
         webhook_deliveries.configure(settings.retry_schedule)
         self.webhook_dispatcher = WebhookDispatcher(db, allow_private_urls=settings.webhook_allow_private_urls,
                                                     resolve=resolve_host)
+        # Importing the gateway registers the realtime projection of the event
+        # log (storage.realtime), so events commit with their client messages.
+        self.realtime = RealtimeGateway(settings, db)
 
     async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         """Run the actors until cancelled; reports readiness once they accept work."""
@@ -91,6 +95,7 @@ class System:
             nursery.start_soon(supervise, "webhook-dispatcher", self.webhook_dispatcher.run,
                                name="actor:webhook-dispatcher")
             await nursery.start(self.simulator.run, name="actor:webhook-simulator")
+            await nursery.start(self.realtime.run, name="actor:realtime")
             task_status.started()
 
     async def _janitor(self) -> None:

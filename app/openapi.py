@@ -13,7 +13,7 @@ from typing import Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict
 from pydantic.json_schema import models_json_schema
 
-from app import schemas
+from app import realtime_schemas, schemas
 
 T = TypeVar("T")
 
@@ -230,6 +230,22 @@ class WebhookDelivery(Out):
     created_at: str
 
 
+class RealtimeToken(Out):
+    token: str
+    expires_at: str
+
+
+class Published(Out):
+    seq: int
+    connections: int
+
+
+class Presence(Out):
+    client_id: str
+    devices: list[str]
+    connections: int
+
+
 class WebhookAck(Out):
     received: bool
     duplicate: bool
@@ -309,6 +325,12 @@ OPERATIONS: list[Op] = [
        {200: ListOf[WebhookDelivery]}, query=_PAGE + (("status", {"type": "string"}), ("event_id", {"type": "string"}))),
     Op("post", "/v1/webhook_endpoints/{endpoint_id}/deliveries/{delivery_id}/retry", "Retry a delivery now",
        {200: WebhookDelivery}, body=schemas.Empty),
+    Op("post", "/v1/realtime/tokens", "Issue a realtime (WebSocket) token for a client", {201: RealtimeToken},
+       body=realtime_schemas.CreateRealtimeToken),
+    Op("post", "/v1/realtime/publish", "Publish a message to a client (stored, next seq)", {202: Published},
+       body=realtime_schemas.Publish),
+    Op("get", "/v1/realtime/clients/{client_id}", "Presence of a client", {200: Presence}),
+    Op("get", "/dashboard", "Live payments page", {200: {"type": "string"}}, "none", body_media="text/html"),
     Op("post", "/webhooks/{connector}", "Gateway webhook in (signed)", {200: WebhookAck}, "signature",
        body={"type": "object"}),
     Op("get", "/healthz", "Process alive", {200: Status}, "none"),

@@ -23,8 +23,8 @@ from app.metrics import Metrics
 from config import logs
 from domain.errors import InvalidRequest
 from domain.ids import new_id
-from app.routes import (accounts, admin, connectors, disputes, events, ops, orders, payments, reconciliation,
-                        refunds, webhook_endpoints, webhooks)
+from app.routes import (accounts, admin, connectors, dashboard, disputes, events, ops, orders, payments, realtime,
+                        reconciliation, refunds, webhook_endpoints, webhooks)
 
 log = logging.getLogger("paycast.http")
 
@@ -39,7 +39,7 @@ def create_app(system, admin_token: str) -> Quart:
     app.config["BODY_TIMEOUT"] = 30
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     for module in (admin, orders, payments, events, connectors, reconciliation, webhooks, ops, refunds, disputes,
-                   accounts, webhook_endpoints):
+                   accounts, webhook_endpoints, realtime, dashboard):
         app.register_blueprint(module.bp)
     errors.register(app)
 
@@ -97,5 +97,10 @@ async def serve_http(app: Quart, host: str, port: int, shutdown: trio.Event, *, 
     config.keep_alive_timeout = 30
     # Large enough for hypercorn's own framing; our body limit is enforced by quart.
     config.h11_max_incomplete_size = 64 * 1024
+    # Realtime: client frames are tiny (the app refuses > 4 KiB with an error
+    # frame); anything over this is closed by hypercorn with 1009.
+    config.websocket_max_message_size = 64 * 1024
+    # Thousands of WebSocket clients may connect at once (default 100 drops SYNs).
+    config.backlog = 2048
     asgi = BodyLimit(app, app.config["MAX_CONTENT_LENGTH"])
     await serve(asgi, config, shutdown_trigger=shutdown.wait, task_status=task_status, mode="asgi")

@@ -75,6 +75,22 @@ class Settings(BaseSettings):
     sim_duplicate_rate: float = Field(0.0, ge=0, le=1)
     sim_reorder: bool = False
 
+    # Realtime gateway. The token key: unset → a random key stored in the
+    # database on first use, so every process sharing the database agrees.
+    realtime_secret: str | None = Field(None, min_length=16)
+    # Frames waiting to be written to one WebSocket; beyond it the connection
+    # catches up from the database, and if it stays full it is closed (1013).
+    realtime_queue_size: int = Field(256, ge=1, le=100_000)
+    realtime_slow_consumer_s: float = Field(5.0, ge=0)
+    realtime_ping_s: float = Field(20.0, gt=0)
+    realtime_idle_timeout_s: float = Field(60.0, gt=0)
+    realtime_max_frame_bytes: int = Field(4096, ge=64, le=1024 * 1024)
+    # How often the LISTEN connection is checked (loss is also noticed at once
+    # when the server closes it).
+    realtime_listener_check_s: float = Field(5.0, gt=0)
+    realtime_presence_ttl_s: float = Field(30.0, gt=0)
+    realtime_retention_s: float = Field(7 * 86400.0, gt=0)
+
     trace_tasks: bool = False
     log_level: str = "INFO"
 

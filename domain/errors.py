@@ -118,3 +118,25 @@ class NotYetApplicable(Exception):
     """A gateway webhook that cannot be applied yet (its payment has not
     succeeded, or a verdict came before its dispute): not an API error; the
     inbox releases the row and applies it on a later try."""
+
+
+class InvalidToken(AuthenticationFailed):
+    """A realtime token that is malformed or not signed by this deployment."""
+
+    code = "invalid_token"
+
+
+class TokenExpired(AuthenticationFailed):
+    """A realtime token past its ``expires_at``."""
+
+    code = "token_expired"
+
+
+class FrameRejected(PaycastError):
+    """A WebSocket frame from a client that cannot be acted on.
+
+    Never an HTTP answer: the connection sends it back as an ``error`` frame
+    (``code`` and ``message``) and keeps serving.
+    """
+
+    code = "invalid_frame"

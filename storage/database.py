@@ -67,6 +67,11 @@ class Database:
         # acquire + a few statements each bounded by statement_timeout.
         self._uow_timeout_s = connect_timeout_s * 2 + statement_timeout_ms / 1000 * 3
 
+    @property
+    def loop_thread(self) -> LoopThread:
+        """The asyncio loop thread the pool lives on (for dedicated connections, e.g. LISTEN)."""
+        return self._thread
+
     async def open(self) -> None:
         """Start the loop thread and create the (lazy) pool; no connection is made yet."""
         self._thread.start()

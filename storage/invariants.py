@@ -39,6 +39,15 @@ CHECKS: dict[str, str] = {
         FROM merchants m LEFT JOIN events e ON e.merchant_id = m.id
         GROUP BY m.id, m.event_seq
         HAVING count(e.seq) <> m.event_seq OR coalesce(max(e.seq), 0) <> m.event_seq""",
+    "gap in per-client realtime seq": """
+        SELECT c.merchant_id, c.client_id, c.last_seq, count(m.seq) AS messages,
+               min(m.seq) AS min_seq, max(m.seq) AS max_seq
+        FROM realtime_clients c
+        LEFT JOIN realtime_messages m ON m.merchant_id = c.merchant_id AND m.client_id = c.client_id
+        GROUP BY c.merchant_id, c.client_id, c.last_seq
+        -- the retention purge removes the oldest messages, never the newest or a middle one
+        HAVING coalesce(max(m.seq), c.last_seq) <> c.last_seq
+            OR (count(m.seq) > 0 AND count(m.seq) <> max(m.seq) - min(m.seq) + 1)""",
     "webhook applied more than once": """
         SELECT connector, event_id, count(*) FROM webhook_inbox GROUP BY connector, event_id HAVING count(*) > 1""",
     "acknowledged webhook not processed after 5 minutes": """

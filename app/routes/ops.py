@@ -65,6 +65,11 @@ async def metrics():
     if system.payments is not None:
         m.actors.labels("payment").set(len(system.payments))
         m.actor_crashes.labels("payment").set(system.payments.crashes)
+    hub = system.realtime.hub
+    m.ws_connections.set(len(hub))
+    if hub.slow_closes > m.ws_slow_reported:
+        m.ws_slow_consumer_closes.inc(hub.slow_closes - m.ws_slow_reported)
+        m.ws_slow_reported = hub.slow_closes
     now = trio.current_time()
     for name, breaker in system.breakers.items():
         state = breaker.state(now)

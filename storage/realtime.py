@@ -1,0 +1,231 @@
+"""The realtime message log: per-client gap-free ``seq``, presence rows, the
+shared token secret, and topic ownership.
+
+Messages are written by :func:`project`, registered in
+:data:`storage.events.PROJECTIONS` when this module is imported, so a client's
+messages commit in the same transaction as the events they carry. Each write
+also ``pg_notify``-s the channel :data:`CHANNEL` inside that transaction:
+PostgreSQL delivers it on commit only, to every process listening, which is how
+an event committed by one process reaches WebSockets held by another.
+
+This module is imported by ``actors.realtime`` (which the system starts), so
+every serving process registers the projection before it handles a request.
+"""
+
+from __future__ import annotations
+
+import secrets as _secrets
+from collections.abc import Iterable
+
+import asyncpg
+
+from domain.events import NewEvent
+from domain.realtime import Message, client_topic, encode_notice, event_frame, topic_of
+from storage import events as event_log
+
+CHANNEL = "paycast_realtime"
+_SECRET_NAME = "realtime_token_key"
+
+
+async def append_messages(conn: asyncpg.Connection, merchant_id: str, client_id: str,
+                          items: list[tuple[str, str | None, object]]) -> list[Message]:
+    """Append messages to one client's log with its next seqs and notify listeners.
+
+    Call inside a transaction: the client's row stays locked until commit, so
+    writers for one client commit in seq order, and the notification is sent on
+    commit only.
+
+    Args:
+      items: ``(topic, device_id, payload)`` in order; payload is the ``event``
+        object of the frame.
+
+    Returns:
+      The stored messages (seq, topic, device, rendered frame).
+    """
+    last = await conn.fetchval(
+        "INSERT INTO realtime_clients AS c (merchant_id, client_id, last_seq) VALUES ($1, $2, $3)"
+        " ON CONFLICT (merchant_id, client_id) DO UPDATE SET last_seq = c.last_seq + EXCLUDED.last_seq"
+        " RETURNING last_seq",
+        merchant_id, client_id, len(items),
+    )
+    first = last - len(items) + 1
+    seqs = list(range(first, last + 1))
+    messages = [Message(seq, topic, device, event_frame(seq, topic, payload))
+                for seq, (topic, device, payload) in zip(seqs, items)]
+    # One round trip for the rows and the notification (this runs inside the
+    # event's transaction, while the merchant row is locked).
+    await conn.execute(
+        "WITH stored AS (INSERT INTO realtime_messages (merchant_id, client_id, seq, topic, device_id, payload)"
+        " SELECT $1::text, $2::text, * FROM unnest($3::bigint[], $4::text[], $5::text[], $6::jsonb[]))"
+        " SELECT pg_notify($7, $8)",
+        merchant_id, client_id, seqs, [t for t, _, _ in items], [d for _, d, _ in items],
+        [p for _, _, p in items], CHANNEL, encode_notice(merchant_id, client_id, messages),
+    )
+    return messages
+
+
+async def project(conn: asyncpg.Connection, merchant_id: str, rendered: list[dict],
+                  events: list[NewEvent]) -> None:
+    """The events projection: each event of a customer's payment, order or account
+    becomes a message of the client whose id is that ``customer_id``."""
+    by_client: dict[str, list[tuple[str, str | None, object]]] = {}
+    for api_form, event in zip(rendered, events):
+        if not event.customer_id:
+            continue
+        topic = topic_of(event.type, event.object_id)
+        if topic is not None:
+            by_client.setdefault(event.customer_id, []).append((topic, None, api_form))
+    for client_id, items in by_client.items():
+        await append_messages(conn, merchant_id, client_id, items)
+
+
+if project not in event_log.PROJECTIONS:
+    event_log.PROJECTIONS.append(project)
+
+
+async def publish(conn: asyncpg.Connection, merchant_id: str, client_id: str, device_id: str | None,
+                  topic: str | None, event: dict, node_id: str, presence_ttl_s: float) -> tuple[int, int]:
+    """Store a published message as the client's next seq.
+
+    Returns:
+      ``(seq, connections held by other processes that will receive it)``.
+    """
+    (message,) = await append_messages(conn, merchant_id, client_id,
+                                       [(topic or client_topic(client_id), device_id, event)])
+    remote = await conn.fetchval(
+        "SELECT count(*) FROM realtime_presence WHERE merchant_id = $1 AND client_id = $2 AND node_id <> $3"
+        " AND seen_at > now() - make_interval(secs => $4) AND ($5::text IS NULL OR device_id = $5)",
+        merchant_id, client_id, node_id, presence_ttl_s, device_id,
+    )
+    return message.seq, remote
+
+
+def _message(row) -> Message:
+    return Message(row["seq"], row["topic"], row["device_id"], event_frame(row["seq"], row["topic"], row["payload"]))
+
+
+async def read_after(conn: asyncpg.Connection, merchant_id: str, client_id: str, after_seq: int,
+                     limit: int) -> list[Message]:
+    """Up to ``limit`` messages of a client with ``seq > after_seq``, oldest first."""
+    rows = await conn.fetch(
+        "SELECT seq, topic, device_id, payload FROM realtime_messages"
+        " WHERE merchant_id = $1 AND client_id = $2 AND seq > $3 ORDER BY seq LIMIT $4",
+        merchant_id, client_id, after_seq, limit,
+    )
+    return [_message(r) for r in rows]
+
+
+async def read_ranges(conn: asyncpg.Connection,
+                      ranges: list[tuple[str, str, int, int]]) -> dict[tuple[str, str], list[Message]]:
+    """The messages of several ``(merchant_id, client_id, first, last)`` ranges in one query."""
+    rows = await conn.fetch(
+        "SELECT m.merchant_id, m.client_id, m.seq, m.topic, m.device_id, m.payload"
+        " FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) AS r(merchant_id, client_id, f, l)"
+        " JOIN realtime_messages m ON m.merchant_id = r.merchant_id AND m.client_id = r.client_id"
+        " AND m.seq BETWEEN r.f AND r.l ORDER BY m.merchant_id, m.client_id, m.seq",
+        [r[0] for r in ranges], [r[1] for r in ranges], [r[2] for r in ranges], [r[3] for r in ranges],
+    )
+    out: dict[tuple[str, str], list[Message]] = {}
+    for row in rows:
+        out.setdefault((row["merchant_id"], row["client_id"]), []).append(_message(row))
+    return out
+
+
+async def last_seq(conn: asyncpg.Connection, merchant_id: str, client_id: str) -> int:
+    """The client's latest seq (0 before its first message)."""
+    value = await conn.fetchval(
+        "SELECT last_seq FROM realtime_clients WHERE merchant_id = $1 AND client_id = $2", merchant_id, client_id
+    )
+    return value or 0
+
+
+async def last_seqs(conn: asyncpg.Connection, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    """Latest seq of many clients at once (clients without messages are left out)."""
+    keys = list(keys)
+    rows = await conn.fetch(
+        "SELECT c.merchant_id, c.client_id, c.last_seq FROM realtime_clients c"
+        " JOIN unnest($1::text[], $2::text[]) AS k(merchant_id, client_id)"
+        " ON c.merchant_id = k.merchant_id AND c.client_id = k.client_id",
+        [k[0] for k in keys], [k[1] for k in keys],
+    )
+    return {(r["merchant_id"], r["client_id"]): r["last_seq"] for r in rows}
+
+
+async def owns_topic(conn: asyncpg.Connection, merchant_id: str, client_id: str, topic: str) -> bool:
+    """Whether ``topic`` (``payment:<id>``/``order:<id>``) is the client's own.
+
+    A payment is the client's when its customer is, or its order's customer is;
+    an order when its customer is, or one of its payments' customer is.
+    """
+    kind, _, object_id = topic.partition(":")
+    if kind == "payment":
+        sql = ("SELECT EXISTS (SELECT 1 FROM payments p LEFT JOIN orders o ON o.id = p.order_id"
+               " WHERE p.id = $1 AND p.merchant_id = $2 AND (p.customer_id = $3 OR o.customer_id = $3))")
+    elif kind == "order":
+        sql = ("SELECT EXISTS (SELECT 1 FROM orders o WHERE o.id = $1 AND o.merchant_id = $2"
+               " AND (o.customer_id = $3 OR EXISTS (SELECT 1 FROM payments p WHERE p.order_id = o.id"
+               " AND p.customer_id = $3)))")
+    else:
+        return False
+    return bool(await conn.fetchval(sql, object_id, merchant_id, client_id))
+
+
+async def token_secret(conn: asyncpg.Connection) -> str:
+    """The deployment's realtime token key, created by whichever process asks first."""
+    await conn.execute(
+        "INSERT INTO paycast_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+        _SECRET_NAME, _secrets.token_urlsafe(48),
+    )
+    return await conn.fetchval("SELECT value FROM paycast_secrets WHERE name = $1", _SECRET_NAME)
+
+
+# --------------------------------------------------------------------------- presence
+
+
+async def sync_presence(conn: asyncpg.Connection, node_id: str, joined: list[tuple[str, str, str, str | None]],
+                        left: list[str], refresh: bool, ttl_s: float) -> None:
+    """Write this process's presence changes in one transaction.
+
+    Args:
+      joined: ``(connection_id, merchant_id, client_id, device_id)`` of new connections.
+      left: connection ids that closed.
+      refresh: also mark every row of this node as seen now, and drop rows of
+        any node not seen for ``ttl_s`` (a process that died).
+    """
+    if left:
+        await conn.execute("DELETE FROM realtime_presence WHERE connection_id = ANY($1::text[])", left)
+    if joined:
+        await conn.execute(
+            "INSERT INTO realtime_presence (connection_id, node_id, merchant_id, client_id, device_id)"
+            " SELECT c, $1::text, m, cl, d FROM unnest($2::text[], $3::text[], $4::text[], $5::text[]) AS j(c, m, cl, d)"
+            " ON CONFLICT (connection_id) DO NOTHING",
+            node_id, [j[0] for j in joined], [j[1] for j in joined], [j[2] for j in joined],
+            [j[3] for j in joined],
+        )
+    if refresh:
+        await conn.execute("UPDATE realtime_presence SET seen_at = now() WHERE node_id = $1", node_id)
+        await conn.execute("DELETE FROM realtime_presence WHERE seen_at < now() - make_interval(secs => $1)", ttl_s)
+
+
+async def clear_presence(conn: asyncpg.Connection, node_id: str) -> None:
+    """Forget every connection of this process (clean shutdown)."""
+    await conn.execute("DELETE FROM realtime_presence WHERE node_id = $1", node_id)
+
+
+async def remote_presence(conn: asyncpg.Connection, merchant_id: str, client_id: str, node_id: str,
+                          ttl_s: float) -> list[str | None]:
+    """Device ids (None for device-less) of the client's connections held by other processes."""
+    rows = await conn.fetch(
+        "SELECT device_id FROM realtime_presence WHERE merchant_id = $1 AND client_id = $2 AND node_id <> $3"
+        " AND seen_at > now() - make_interval(secs => $4)",
+        merchant_id, client_id, node_id, ttl_s,
+    )
+    return [r["device_id"] for r in rows]
+
+
+async def purge_messages(conn: asyncpg.Connection, retention_s: float) -> int:
+    """Delete messages older than the retention (a resume from before it gets ``replay_truncated``)."""
+    status = await conn.execute(
+        "DELETE FROM realtime_messages WHERE created_at < now() - make_interval(secs => $1)", retention_s
+    )
+    return int(status.split()[-1])
