@@ -11,6 +11,12 @@ from __future__ import annotations
 
 import json
 
+# Request headers beyond these are refused with 431: no client of this API
+# needs more, and every header is parsed and kept for the whole request.
+MAX_HEADER_BYTES = 32 * 1024
+MAX_HEADERS = 100
+_HEADERS_BODY = json.dumps({"error": {"type": "invalid_request_error", "code": "headers_too_large",
+                                      "message": "The request headers are too large.", "param": None}}).encode()
 # Beyond this much we stop being polite and let the connection close.
 _DRAIN_CAP = 64 * 1024 * 1024
 _BODY = json.dumps({"error": {"type": "invalid_request_error", "code": "body_too_large",
@@ -27,14 +33,30 @@ def _declared_length(scope) -> int | None:
     return None
 
 
+async def _refuse(send, status: int, body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"connection", b"close"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
 class BodyLimit:
-    """Wraps an ASGI app; answers 413 for declared bodies over ``limit`` bytes."""
+    """Wraps an ASGI app; answers 431 for oversized headers and 413 for declared
+    bodies over ``limit`` bytes."""
 
     def __init__(self, app, limit: int) -> None:
         self.app = app
         self.limit = limit
 
     async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        headers = scope.get("headers", ())
+        if len(headers) > MAX_HEADERS or sum(len(k) + len(v) for k, v in headers) > MAX_HEADER_BYTES:
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})
+                return None
+            return await _refuse(send, 431, _HEADERS_BODY)
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         length = _declared_length(scope)
@@ -45,7 +67,4 @@ class BodyLimit:
                 message = await receive()
                 if message["type"] != "http.request" or not message.get("more_body"):
                     break
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"connection", b"close"),
-                                (b"content-length", str(len(_BODY)).encode())]})
-        await send({"type": "http.response.body", "body": _BODY})
+        await _refuse(send, 413, _BODY)

@@ -142,3 +142,14 @@ def test_early_error_with_late_body_keeps_the_connection_usable(server):
             assert chunk, "connection closed"
             received += chunk
     assert b"HTTP/1.1 404" in received and b"HTTP/1.1 200" in received
+
+
+def test_oversized_headers_are_refused_and_the_server_keeps_serving(server, client):
+    import httpx
+
+    try:
+        r = client.get("/v1/payments", headers={"X-Big": "x" * 100_000})
+        assert r.status_code == 431 and r.json()["error"]["code"] == "headers_too_large"
+    except httpx.HTTPError:
+        pass  # refusing by closing the connection is fine too
+    assert client.get("/healthz").status_code == 200
