@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import secrets
@@ -68,6 +69,19 @@ async def open_database(settings, dsn: str):
     return db
 
 
+def tune_gc() -> None:
+    """Move start-up objects out of the collector's sight and collect less often.
+
+    Full collections walk every tracked object; with thousands of connections
+    and actors they showed up as 70-360 ms pauses in the realtime latency run.
+    Freezing the start-up heap and a larger young-generation threshold make
+    them rarer and shorter; the memory cost is a few more young objects alive.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 20, 50)
+
+
 async def _watch_signals(shutdown: trio.Event, root: trio.CancelScope) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
@@ -104,6 +118,8 @@ async def serve_main(settings, dsn: str, admin_token: str) -> None:
                 root.cancel_scope.cancel()  # HTTP drained: stop the actors too
 
             binds = await root.start(http, name="http")
+            if settings.gc_tuning:
+                tune_gc()
             system.set_base_url(binds[0])
             print(json.dumps({"event": "listening", "url": binds[0], "admin_token_set": bool(settings.admin_token)}),
                   flush=True)

@@ -91,6 +91,10 @@ class Settings(BaseSettings):
     realtime_presence_ttl_s: float = Field(30.0, gt=0)
     realtime_retention_s: float = Field(7 * 86400.0, gt=0)
 
+    # Garbage collector: freeze what start-up allocated and collect the young
+    # generation less often, so full collections (which walk every live object,
+    # e.g. every WebSocket's state) are rarer pauses. See bench/RESULTS.md.
+    gc_tuning: bool = True
     trace_tasks: bool = False
     log_level: str = "INFO"
 
