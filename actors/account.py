@@ -62,7 +62,7 @@ class AccountActor:
         system = self.system
         transaction, begun = await system.db.transaction(
             accounts.begin_deposit, msg.merchant_id, account_id, msg.amount, msg.payment_method,
-            system.settings.processing_deadline_s, system.router_for(msg.merchant_id),
+            system.settings.processing_deadline_s, system.router(),
         )
         if not system.tell_payment(begun.payment["id"], Confirm(msg.merchant_id, begun)):
             log.warning("deposit %s: could not hand its payment to an actor; reconciliation will", transaction["id"])

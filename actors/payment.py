@@ -134,7 +134,7 @@ class PaymentActor:
         db, settings = self.system.db, self.system.settings
         begun = msg.begun or await db.transaction(
             store.begin_attempt, msg.merchant_id, payment_id, settings.processing_deadline_s,
-            route=self.system.router_for(msg.merchant_id),
+            route=self.system.router(),
         )
         remaining = list(begun.candidates[1:])
         while True:
@@ -159,18 +159,18 @@ class PaymentActor:
         connector = self.system.connectors[name]
         breaker = self.system.breakers.get(name)
         started = trio.current_time()
+        error: ConnectorError | None = None
         try:
             with trio.fail_after(self.system.settings.connector_timeout_s):
                 outcome = await connector.authorize(request)
         except (ConnectorError, trio.TooSlowError) as exc:
             error = exc if isinstance(exc, ConnectorError) else ConnectorTimeout("connector timed out")
-            if breaker:
-                breaker.record(False, trio.current_time() - started, trio.current_time())
             log.warning("connector %s failed for %s: %s", name, request.payment_id, error)
-            return Outcome(OutcomeKind.UNKNOWN, None, error.code, str(error)), error
+            outcome = Outcome(OutcomeKind.UNKNOWN, None, error.code, str(error))
         if breaker:
-            breaker.record(True, trio.current_time() - started, trio.current_time())
-        return outcome, None
+            now = trio.current_time()
+            breaker.record(error is None, now - started, now)
+        return outcome, error
 
     async def create_and_confirm(self, merchant_id: str, spec: dict) -> dict:
         """``POST /v1/payments`` with ``confirm: true``.
@@ -187,7 +187,7 @@ class PaymentActor:
         if not all(getattr(system.connectors[c], "in_process", False) for c in candidates):
             begun = await system.db.transaction(
                 store.create_and_begin, merchant_id, spec, system.settings.processing_deadline_s,
-                system.router_for(merchant_id),
+                system.router(),
             )
             return await system.ask_payment(begun.payment["id"], Confirm(merchant_id, begun))
         now = dt.datetime.now(dt.timezone.utc)

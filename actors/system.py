@@ -112,10 +112,13 @@ class System:
         """Where the simulator sends gateway webhooks (this process's own HTTP edge)."""
         self.simulator.base_url = url
 
-    def router_for(self, merchant_id: str):
-        """A pure routing function over snapshots taken now (safe to call on the DB thread)."""
+    def _open_circuits(self) -> frozenset[str]:
         now = trio.current_time()
-        unavailable = frozenset(n for n, b in self.breakers.items() if b.state(now) == "open")
+        return frozenset(n for n, b in self.breakers.items() if b.state(now) == "open")
+
+    def router(self):
+        """A pure routing function over snapshots taken now (safe to call on the DB thread)."""
+        unavailable = self._open_circuits()
         rates = {n: b.success_rate() for n, b in self.breakers.items()}
         known = self.known_connectors
 
@@ -128,7 +131,7 @@ class System:
 
     def candidates(self, routing: dict | None, method_type: str, pinned: str | None) -> list[str]:
         """Connectors to try now for a payment, best first (see :func:`domain.routing.candidates`)."""
-        return self.router_for("")({"payment_method": {"type": method_type}, "pinned_connector": pinned}, routing)
+        return self.router()({"payment_method": {"type": method_type}, "pinned_connector": pinned}, routing)
 
     async def routing_config(self, merchant_id: str) -> dict | None:
         """The merchant's stored routing, cached for a few seconds.
@@ -158,8 +161,7 @@ class System:
         Payouts follow the merchant's ``connectors`` priority (or a rule for
         ``"payment_method_type": "payout"``), open circuits last.
         """
-        now = trio.current_time()
-        unavailable = frozenset(n for n, b in self.breakers.items() if b.state(now) == "open")
+        unavailable = self._open_circuits()
         known = self.known_connectors
 
         def route(routing: dict | None) -> list[str]:
