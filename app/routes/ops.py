@@ -9,7 +9,7 @@ from quart import Blueprint, Response, current_app, request
 from app.auth import admin_required
 from app.body import json_response
 from domain.errors import Unavailable
-from storage import migrate
+from storage import inbox, migrate
 
 bp = Blueprint("ops", __name__)
 
@@ -32,7 +32,7 @@ async def _operational_counts(conn) -> dict:
     """What an on-call engineer looks at first, in one crossing."""
     return {
         "payments": await conn.fetch("SELECT status, count(*) AS n FROM payments GROUP BY status"),
-        "inbox": await conn.fetch("SELECT status, count(*) AS n FROM webhook_inbox GROUP BY status"),
+        "inbox": await inbox.counts(conn),
         "inbox_lag": await conn.fetchval(
             "SELECT coalesce(extract(epoch FROM now() - min(received_at)), 0)::float8"
             " FROM webhook_inbox WHERE processed_at IS NULL"),
@@ -53,10 +53,10 @@ async def metrics():
         by_status = {r["status"]: r["n"] for r in counts["payments"]}
         for status in ("requires_confirmation", "processing", "requires_capture", "succeeded", "failed", "canceled"):
             m.payments.labels(status).set(by_status.get(status, 0))
-        inbox = {r["status"]: r["n"] for r in counts["inbox"]}
+        inbox_rows = counts["inbox"]
         for status in ("pending", "applied", "ignored", "unmatched", "unhandled"):
-            m.inbox_rows.labels(status).set(inbox.get(status, 0))
-        m.inbox_pending.set(inbox.get("pending", 0))
+            m.inbox_rows.labels(status).set(inbox_rows.get(status, 0))
+        m.inbox_pending.set(inbox_rows.get("pending", 0))
         m.inbox_lag.set(counts["inbox_lag"])
         m.reconcile_backlog.set(counts["backlog"])
         m.review_required.set(counts["review"])
