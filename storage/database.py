@@ -9,12 +9,14 @@ unchanged; connection trouble becomes :class:`domain.errors.Unavailable`.
 from __future__ import annotations
 
 import asyncio
-import json
+import dataclasses
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import asyncpg
+import orjson
 
 from domain.errors import Unavailable
 from storage.loop_thread import LoopThread
@@ -40,9 +42,70 @@ _UNAVAILABLE = (
 )
 
 
+def _dumps(value: object) -> str:
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     for name in ("json", "jsonb"):
-        await conn.set_type_codec(name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+        await conn.set_type_codec(name, encoder=_dumps, decoder=orjson.loads, schema="pg_catalog")
+
+
+class CountingConnection(asyncpg.Connection):
+    """An asyncpg connection that counts the statements it sends (one round trip each).
+
+    asyncpg sends ``BEGIN``/``COMMIT`` through :meth:`execute` too, so a unit
+    of work's count includes its transaction control. A statement's first use
+    on a connection also costs a Parse round trip; the statement cache makes
+    that a one-off per connection, so it is not counted.
+    """
+
+    round_trips = 0
+
+    async def execute(self, *args, **kwargs):
+        self.round_trips += 1
+        return await super().execute(*args, **kwargs)
+
+    async def executemany(self, *args, **kwargs):
+        self.round_trips += 1
+        return await super().executemany(*args, **kwargs)
+
+    async def fetch(self, *args, **kwargs):
+        self.round_trips += 1
+        return await super().fetch(*args, **kwargs)
+
+    async def fetchrow(self, *args, **kwargs):
+        self.round_trips += 1
+        return await super().fetchrow(*args, **kwargs)
+
+    async def fetchval(self, *args, **kwargs):
+        self.round_trips += 1
+        return await super().fetchval(*args, **kwargs)
+
+    def get_reset_query(self) -> str:
+        """No reset statement when a connection goes back to the pool.
+
+        Units of work leave no session state behind (no LISTEN, SET or
+        advisory lock outlives the unit that took it; migrations unlock in a
+        ``finally``), and asyncpg still rolls back any open transaction. The
+        default reset would cost a round trip per checkout.
+        """
+        return ""
+
+
+@dataclasses.dataclass
+class UnitStats:
+    """What one named unit of work cost so far in this process."""
+
+    units: int = 0
+    round_trips: int = 0
+    seconds: float = 0.0
+    max_round_trips: int = 0
+
+
+def unit_name(fn: Callable) -> str:
+    """``payments.create`` for :func:`storage.payments.create`: the name metrics use."""
+    return f"{fn.__module__.rsplit('.', 1)[-1]}.{fn.__name__}"
 
 
 class Database:
@@ -66,6 +129,8 @@ class Database:
         # A whole unit of work never takes longer than this on the loop side:
         # acquire + a few statements each bounded by statement_timeout.
         self._uow_timeout_s = connect_timeout_s * 2 + statement_timeout_ms / 1000 * 3
+        # Per unit-of-work name; written on the loop thread only, read by /metrics.
+        self.stats: dict[str, UnitStats] = {}
 
     @property
     def loop_thread(self) -> LoopThread:
@@ -85,6 +150,7 @@ class Database:
                 command_timeout=self._statement_timeout_ms / 1000 + 1,
                 max_inactive_connection_lifetime=60,
                 init=_init_connection,
+                connection_class=CountingConnection,
                 server_settings={
                     "application_name": "paycast",
                     "statement_timeout": str(self._statement_timeout_ms),
@@ -112,6 +178,10 @@ class Database:
     async def transaction(self, fn: UnitOfWork[T], *args: Any, **kwargs: Any) -> T:
         """Run ``fn(conn, *args, **kwargs)`` in one transaction, in one crossing.
 
+        ``BEGIN`` and ``COMMIT`` are two round trips of their own: a unit of
+        work that is one statement should use :meth:`run` instead (a single
+        statement is atomic by itself).
+
         Returns:
           What ``fn`` returned, after commit.
 
@@ -122,7 +192,12 @@ class Database:
         return await self._cross(fn, args, kwargs, transactional=True)
 
     async def run(self, fn: UnitOfWork[T], *args: Any, **kwargs: Any) -> T:
-        """Like :meth:`transaction` but without an explicit transaction (reads, DDL, locks)."""
+        """Like :meth:`transaction` but without an explicit transaction.
+
+        For units of work that are one statement (atomic on their own), reads,
+        DDL, locks, and units that open their own transaction only when they
+        need more than one statement.
+        """
         return await self._cross(fn, args, kwargs, transactional=False)
 
     async def _cross(self, fn: UnitOfWork[T], args: tuple, kwargs: dict, transactional: bool) -> T:
@@ -132,13 +207,27 @@ class Database:
 
         async def unit() -> T:
             async with pool.acquire(timeout=self._connect_timeout_s) as conn:
-                if not transactional:
-                    return await fn(conn, *args, **kwargs)
-                async with conn.transaction():
-                    return await fn(conn, *args, **kwargs)
+                raw = getattr(conn, "_con", conn)  # the pool hands out a proxy
+                before, started = raw.round_trips, time.perf_counter()
+                try:
+                    if not transactional:
+                        return await fn(conn, *args, **kwargs)
+                    async with conn.transaction():
+                        return await fn(conn, *args, **kwargs)
+                finally:
+                    self._record(unit_name(fn), raw.round_trips - before, time.perf_counter() - started)
 
         try:
             return await self._thread.run(asyncio.wait_for(unit(), self._uow_timeout_s))
         except _UNAVAILABLE as exc:
             log.warning("database unavailable: %s: %s", type(exc).__name__, exc)
             raise Unavailable("The database is unavailable; retry shortly.") from exc
+
+    def _record(self, name: str, round_trips: int, seconds: float) -> None:
+        stats = self.stats.get(name)
+        if stats is None:
+            stats = self.stats[name] = UnitStats()
+        stats.units += 1
+        stats.round_trips += round_trips
+        stats.seconds += seconds
+        stats.max_round_trips = max(stats.max_round_trips, round_trips)
