@@ -8,7 +8,6 @@ messages beyond what is in the database, so passivating it loses nothing.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from dataclasses import dataclass
 
@@ -16,7 +15,6 @@ import trio
 
 from actors import disputing, refunding
 from domain.errors import InvalidRequest, StateError
-from domain.ids import new_id
 from domain.payments import Outcome, OutcomeKind, validate_capture
 
 # Outcomes that settle a payment for good when reconciliation hears them.
@@ -67,6 +65,13 @@ def falls_back(error: ConnectorError | None, remaining) -> bool:
     happened); a decline is an answer, never an error.
     """
     return error is not None and error.retryable and bool(remaining) and not isinstance(error, ConnectorTimeout)
+
+
+def _authorized_txn(loaded: store.Loaded) -> str:
+    txn = loaded.authorized_txn()
+    if txn is None:
+        raise InvalidRequest("The payment has no authorised attempt.")
+    return txn
 
 
 def _request(payment: dict, attempt_id: str) -> AuthorizeRequest:
@@ -147,7 +152,7 @@ class PaymentActor:
                     connector=remaining.pop(0), first=False,
                 )
                 continue
-            return await db.transaction(store.settle, msg.merchant_id, payment_id, begun.attempt_id, outcome)
+            return await db.transaction(store.settle_begun, begun, outcome)
 
     async def _authorize(self, name: str, request: AuthorizeRequest) -> tuple[Outcome, ConnectorError | None]:
         """Call one connector, bounded by the connector timeout; feed its breaker.
@@ -175,58 +180,35 @@ class PaymentActor:
     async def create_and_confirm(self, merchant_id: str, spec: dict) -> dict:
         """``POST /v1/payments`` with ``confirm: true``.
 
-        With in-process connectors the attempts run first and the payment is
-        written once, with its attempts and events, in one crossing
-        (:func:`storage.payments.insert_confirmed`); nobody else can address a
-        payment before its id is returned, so no actor is needed. Otherwise the
-        intent is written first and the payment actor confirms.
+        The same path for every connector, simulated or across the network
+        (DESIGN.md decision 8): the payment and its ``started`` attempt are
+        committed (one statement) before the connector is called, then the
+        payment's actor confirms as for ``/confirm``.
         """
         system = self.system
         routing = await system.routing_config(merchant_id)
         candidates = system.candidates(routing, spec["payment_method"]["type"], spec.get("connector"))
-        if not all(getattr(system.connectors[c], "in_process", False) for c in candidates):
-            begun = await system.db.transaction(
-                store.create_and_begin, merchant_id, spec, system.settings.processing_deadline_s,
-                system.router(),
-            )
-            return await system.ask_payment(begun.payment["id"], Confirm(merchant_id, begun))
-        now = dt.datetime.now(dt.timezone.utc)
-        payment = {"id": new_id("pay"), "merchant_id": merchant_id, **spec}
-        attempts: list[store.AttemptRecord] = []
-        for i, name in enumerate(candidates):
-            attempt_id = new_id("att")
-            started = dt.datetime.now(dt.timezone.utc)
-            outcome, error = await self._authorize(name, _request(payment, attempt_id))
-            attempts.append(store.AttemptRecord(attempt_id, name, "failed", outcome.connector_txn_id,
-                                                outcome.error_code, started))
-            if not falls_back(error, candidates[i + 1:]):
-                break
-        item = store.Confirmed(merchant_id, spec, payment["id"], attempts, outcome,
-                               system.settings.processing_deadline_s, now)
-        return await system.payment_writer.write(item, system.settings.ask_timeout_s)
+        begun = await system.db.transaction(store.create_and_begin, merchant_id, spec,
+                                            system.settings.processing_deadline_s, candidates)
+        return await system.ask_payment(begun.payment["id"], Confirm(merchant_id, begun))
 
     async def _capture(self, payment_id: str, msg: Capture) -> dict:
         db = self.system.db
-        row = await db.transaction(store.fetch_row, msg.merchant_id, payment_id)
+        loaded = await db.transaction(store.load, msg.merchant_id, payment_id)
+        row = loaded.row
         amount = validate_capture(row["status"], row["amount_capturable"], msg.amount)
-        txn = await self._authorized_txn(payment_id)
-        await self.system.connectors[row["connector"]].capture(txn, amount)
-        return await db.transaction(store.capture, msg.merchant_id, payment_id, amount)
+        await self.system.connectors[row["connector"]].capture(_authorized_txn(loaded), amount)
+        return await db.transaction(store.capture, loaded, amount)
 
     async def _cancel(self, payment_id: str, msg: Cancel) -> dict:
         db = self.system.db
-        row = await db.transaction(store.fetch_row, msg.merchant_id, payment_id)
+        loaded = await db.transaction(store.load, msg.merchant_id, payment_id)
+        row = loaded.row
         if row["status"] == "requires_capture":
-            await self.system.connectors[row["connector"]].void(await self._authorized_txn(payment_id))
+            await self.system.connectors[row["connector"]].void(_authorized_txn(loaded))
         elif row["status"] != "requires_confirmation":
             raise StateError(f"You cannot cancel this payment because it has a status of {row['status']}.")
-        return await db.transaction(store.cancel, msg.merchant_id, payment_id)
-
-    async def _authorized_txn(self, payment_id: str) -> str:
-        txn = await self.system.db.transaction(store.authorized_txn, payment_id)
-        if txn is None:
-            raise InvalidRequest("The payment has no authorised attempt.")
-        return txn
+        return await db.transaction(store.cancel, loaded)
 
     async def _reconcile(self, payment_id: str, msg: Reconcile) -> dict:
         """Ask the connector what became of a payment stuck in ``processing``."""

@@ -11,7 +11,6 @@ import trio
 from actors.account import AccountActor
 from actors.inbox import InboxProcessor, InboxWriter
 from actors.payment import PaymentActor
-from actors.payment_writer import PaymentWriter
 from actors.realtime.gateway import RealtimeGateway
 from actors.reconciler import run_reconciler
 from actors.runtime import Registry, supervise
@@ -21,7 +20,7 @@ from domain.breaker import BreakerPolicy, CircuitBreaker
 from domain.routing import RoutingConfig, candidates
 from gateways.simulated import build_connectors
 from gateways.simulator import WebhookSimulator
-from storage import idempotency, webhook_deliveries
+from storage import idempotency, merchants, webhook_deliveries
 from storage.database import Database
 
 log = logging.getLogger("paycast.system")
@@ -31,10 +30,6 @@ _PURGE_EVERY_S = 3600
 # How long a merchant's routing policy is cached (another process's change is
 # seen after at most this long).
 _ROUTING_TTL_S = 2.0
-
-
-async def _load_routing(conn, merchant_id: str) -> dict | None:
-    return await conn.fetchval("SELECT routing FROM merchants WHERE id = $1", merchant_id)
 
 
 class System:
@@ -56,7 +51,6 @@ class System:
         self.connectors = build_connectors(settings.flaky_error_rate, self.simulator)
         self.inbox_processor = InboxProcessor(self)
         self.inbox_writer = InboxWriter(db, self.inbox_processor.wake)
-        self.payment_writer = PaymentWriter(db)
         self.reconciled = 0
         self._routing: dict[str, tuple[float, dict | None]] = {}
         self.known_connectors = frozenset(self.connectors)
@@ -84,7 +78,6 @@ class System:
             )
             nursery.start_soon(supervise, "janitor", self._janitor, name="actor:janitor")
             nursery.start_soon(supervise, "inbox-writer", self.inbox_writer.run, name="actor:inbox-writer")
-            nursery.start_soon(supervise, "payment-writer", self.payment_writer.run, name="actor:payment-writers")
             nursery.start_soon(supervise, "inbox-processor", self.inbox_processor.run,
                                name="actor:inbox-processor")
             self.accounts = Registry(
@@ -143,7 +136,7 @@ class System:
         cached = self._routing.get(merchant_id)
         if cached is not None and now - cached[0] < _ROUTING_TTL_S:
             return cached[1]
-        routing = await self.db.transaction(_load_routing, merchant_id)
+        routing = await self.db.transaction(merchants.routing, merchant_id)
         if len(self._routing) > 10_000:
             self._routing.clear()
         self._routing[merchant_id] = (now, routing)

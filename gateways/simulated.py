@@ -85,10 +85,6 @@ class SimulatedConnector:
     """
 
     methods = frozenset({"card", "upi", "netbanking", "wallet"})
-    # Runs inside this process: a crash loses its memory together with ours, so
-    # an attempt need not be written down before it is made.
-    in_process = True
-
     def __init__(self, name: str, txn_prefix: str, webhooks=None, *, refund_prefix: str = "re_sim_",
                  dispute_prefix: str = "du_sim_", payout_prefix: str = "po_sim_") -> None:
         self.name = name

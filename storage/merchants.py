@@ -34,3 +34,12 @@ async def create(conn: asyncpg.Connection, name: str) -> tuple[dict, str]:
 async def by_key_hash(conn: asyncpg.Connection, key_hash: str) -> dict | None:
     row = await conn.fetchrow("SELECT id, name, created_at FROM merchants WHERE api_key_hash = $1", key_hash)
     return dict(row) if row else None
+
+
+async def routing(conn: asyncpg.Connection, merchant_id: str) -> dict | None:
+    """The merchant's stored routing policy (``PUT /v1/routing``), or ``None``."""
+    return await conn.fetchval("SELECT routing FROM merchants WHERE id = $1", merchant_id)
+
+
+async def set_routing(conn: asyncpg.Connection, merchant_id: str, routing: dict) -> None:
+    await conn.execute("UPDATE merchants SET routing = $2 WHERE id = $1", merchant_id, routing)

@@ -20,7 +20,6 @@ from domain import render
 from domain.errors import EndpointDisabled, NotFound
 from domain.events import NewEvent
 from domain.ids import new_id
-from storage import events as event_log
 from storage import webhook_endpoints
 from storage.pagination import page_rows
 
@@ -45,29 +44,30 @@ def configure(schedule: list[int]) -> None:
     POLICY.schedule = list(schedule)
 
 
-async def _project(conn: asyncpg.Connection, merchant_id: str, rendered: list[dict], events: list[NewEvent]) -> None:
-    """Projection of the event log: one pending delivery per matching enabled endpoint."""
-    endpoints = await conn.fetch(
-        "SELECT id, enabled_events FROM webhook_endpoints WHERE merchant_id = $1 AND status = 'enabled'"
-        " AND deleted_at IS NULL", merchant_id,
-    )
-    if not endpoints:
-        return
-    pairs = [(ep["id"], ev["id"], ev["type"]) for ev in rendered for ep in endpoints
-             if rules.matches(list(ep["enabled_events"]), ev["type"])]
-    if not pairs:
-        return
-    await conn.execute(
-        "INSERT INTO webhook_deliveries (id, merchant_id, endpoint_id, event_id, event_type, status, max_attempts,"
-        " next_attempt_at) SELECT d.id, $1, d.endpoint_id, d.event_id, d.event_type, 'pending', $5,"
-        " now() + make_interval(secs => $6)"
-        " FROM unnest($2::text[], $3::text[], $4::text[], $7::text[]) AS d(endpoint_id, event_id, event_type, id)",
-        merchant_id, [p[0] for p in pairs], [p[1] for p in pairs], [p[2] for p in pairs],
-        len(POLICY.schedule), POLICY.schedule[0], [new_id("wd") for _ in pairs],
+def projection_cte(events_cte: str, merchant_param: int) -> str:
+    """The event log's delivery projection, as a CTE of the appending statement.
+
+    One pending delivery per (event of ``events_cte``, enabled endpoint of the
+    merchant that wants it), so every committed event has its deliveries and a
+    rolled-back one has none. Which endpoint wants which event is
+    :func:`domain.outgoing_webhooks.matches`: the wildcard or the exact type,
+    given as parameters ``merchant_param + 1`` (the wildcard); the retry
+    schedule's length and first delay follow (``+ 2``, ``+ 3``).
+    """
+    m, wildcard, attempts, delay = (f"${merchant_param + i}" for i in range(4))
+    return (
+        "deliveries AS (INSERT INTO webhook_deliveries (id, merchant_id, endpoint_id, event_id, event_type, status,"
+        " max_attempts, next_attempt_at)"
+        f" SELECT paycast_new_id('wd'), {m}, ep.id, ev.id, ev.type, 'pending', {attempts}::int,"
+        f" now() + make_interval(secs => {delay}::float8)"
+        f" FROM {events_cte} ev JOIN webhook_endpoints ep ON ep.merchant_id = {m} AND ep.status = 'enabled'"
+        f" AND ep.deleted_at IS NULL AND ({wildcard}::text = ANY(ep.enabled_events) OR ev.type = ANY(ep.enabled_events)))"
     )
 
 
-event_log.PROJECTIONS.append(_project)
+def projection_args() -> list:
+    """The parameters of :func:`projection_cte` after the merchant id."""
+    return [rules.WILDCARD, len(POLICY.schedule), float(POLICY.schedule[0])]
 
 
 async def claim(conn: asyncpg.Connection, limit: int, per_endpoint: int, busy_endpoints: list[str]) -> list[dict]:
