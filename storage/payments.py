@@ -75,8 +75,6 @@ _LOAD_SQL = (
     " ARRAY(SELECT a FROM payment_attempts a WHERE a.payment_id = p.id ORDER BY a.id) AS attempt_rows"
     " FROM payments p JOIN merchants m ON m.id = p.merchant_id WHERE p.id = $1 AND p.merchant_id = $2"
 )
-_ATTEMPT_FIELDS = ("id", "payment_id", "merchant_id", "connector", "status", "connector_txn_id", "error_code",
-                   "created_at", "updated_at")
 
 
 @single_unit
@@ -90,7 +88,7 @@ async def load(conn: asyncpg.Connection, merchant_id: str, payment_id: str) -> L
     if row is None:
         raise NotFound(f"No such payment: '{payment_id}'", param="id")
     payment = dict(row)
-    attempts = [dict(zip(_ATTEMPT_FIELDS, a)) for a in payment.pop("attempt_rows")]
+    attempts = [dict(a) for a in payment.pop("attempt_rows")]
     return Loaded(payment, attempts, payment.pop("merchant_routing"))
 
 
@@ -347,43 +345,71 @@ async def begin_attempt(conn: asyncpg.Connection, merchant_id: str, payment_id: 
 
 _SETTLE_HEAD = (
     "att AS (UPDATE payment_attempts SET status = $3, connector_txn_id = COALESCE($4, connector_txn_id),"
-    " error_code = $5, updated_at = $6 WHERE id = $2 AND status IN ('started', 'unknown') RETURNING id),"
+    " error_code = $5, updated_at = $6 WHERE id = $2 AND status IN ('started', 'unknown'){also} RETURNING id),"
     " upd AS (UPDATE payments SET status = $7, amount_received = $8, amount_capturable = $9, last_error = $10,"
     " processing_deadline = CASE WHEN $7 = 'processing' THEN processing_deadline END, updated_at = $6"
-    " WHERE id = $1 AND status = 'processing' AND updated_at = $11 RETURNING id)"
+    " WHERE id = $1 AND status = 'processing' AND updated_at = $11{also} RETURNING id)"
 )
+
+# A CTE written with a settle and guarding it: ``(first $n it may use) -> (sql of
+# a CTE named "also", its parameters)``; the settle happens only if it returns a row.
+Also = Callable[[int], tuple[str, list]]
+
+
+async def settle_known(conn: asyncpg.Connection, row: Mapping, attempts: list, attempt_id: str,
+                       outcome: Outcome, *, also: Also | None = None) -> dict | None:
+    """Record ``outcome`` for an attempt of a payment whose row and attempts the caller
+    already read, and move the payment: one statement, no read.
+
+    Guarded by the row's status (``processing``) and ``updated_at``: if
+    anything moved the payment since it was read, nothing is written.
+
+    Args:
+      also: another CTE of the same statement that must succeed with it
+        (the inbox marks its row processed this way).
+
+    Returns:
+      The payment's API form after the change, or ``None`` if a guard failed.
+    """
+    result = settle_outcome(row["amount"], outcome)
+    now = _now()
+    txn = outcome.connector_txn_id
+    attempts = [{**a, "status": result.attempt_status, "error_code": outcome.error_code, "updated_at": now,
+                 "connector_txn_id": txn or a["connector_txn_id"]}
+                if a["id"] == attempt_id and a["status"] in ("started", "unknown") else a
+                for a in attempts]
+    after = {**row, "status": result.status.value, "amount_received": result.amount_received,
+             "amount_capturable": result.amount_capturable, "last_error": result.last_error, "updated_at": now}
+    snapshot = render.payment(after, attempts)
+    args = [row["id"], attempt_id, result.attempt_status, txn, outcome.error_code, now, result.status.value,
+            result.amount_received, result.amount_capturable, result.last_error, row["updated_at"]]
+    head = _SETTLE_HEAD.format(also="")
+    if also is not None:
+        also_sql, also_args = also(len(args) + 1)
+        head = f"{also_sql}, " + _SETTLE_HEAD.format(also=" AND EXISTS (SELECT 1 FROM also)")
+        args += also_args
+    changed = await _write(conn, head, args, after, result.status.value,
+                           [payment_event(result.status.value, snapshot)], now)
+    return snapshot if changed else None
 
 
 @single_unit
 async def settle_begun(conn: asyncpg.Connection, begun: Begun, outcome: Outcome) -> dict:
     """Record a connector ``outcome`` for the attempt ``begun`` started, and move the payment.
 
-    One statement (the attempt, the payment guarded by the state ``begun``
-    left it in, the event), rendered from what ``begun`` knows: no read. If
-    anything moved the payment since (a webhook, reconciliation), the guard
-    fails and this is :func:`settle`'s late answer: the attempt is recorded,
-    the payment left as it is, and read back.
+    One statement (:func:`settle_known` with what ``begun`` knows). If anything
+    moved the payment since (a webhook, reconciliation), this is a late
+    answer: the payment is left as it is, the attempt recorded, and the
+    payment read back.
 
     Returns:
       The payment's API form after the change.
     """
-    row, merchant_id, payment_id = begun.payment, begun.payment["merchant_id"], begun.payment["id"]
-    result = settle_outcome(row["amount"], outcome)
-    now = _now()
-    txn = outcome.connector_txn_id
-    attempts = [{**a, "status": result.attempt_status, "error_code": outcome.error_code, "updated_at": now,
-                 "connector_txn_id": txn or a["connector_txn_id"]} if a["id"] == begun.attempt_id else a
-                for a in begun.attempts]
-    after = {**row, "status": result.status.value, "amount_received": result.amount_received,
-             "amount_capturable": result.amount_capturable, "last_error": result.last_error, "updated_at": now}
-    snapshot = render.payment(after, attempts)
-    changed = await _write(conn, _SETTLE_HEAD, [
-        payment_id, begun.attempt_id, result.attempt_status, txn, outcome.error_code, now, result.status.value,
-        result.amount_received, result.amount_capturable, result.last_error, row["updated_at"],
-    ], after, result.status.value, [payment_event(result.status.value, snapshot)], now)
-    if changed:
+    snapshot = await settle_known(conn, begun.payment, begun.attempts, begun.attempt_id, outcome)
+    if snapshot is not None:
         return snapshot
-    return (await load(conn, merchant_id, payment_id)).snapshot
+    async with _transaction(conn):
+        return await settle(conn, begun.payment["merchant_id"], begun.payment["id"], begun.attempt_id, outcome)
 
 
 async def settle(conn: asyncpg.Connection, merchant_id: str, payment_id: str, attempt_id: str,

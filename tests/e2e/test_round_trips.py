@@ -12,8 +12,6 @@ import json
 import re
 import time
 
-import pytest
-
 from tests.support import UPI, payment_body, sign_stripe, wait_for
 
 _SAMPLE = re.compile(r'^(paycast_db_round_trips_total|paycast_db_units_total)\{unit="([^"]+)"\} ([0-9.e+]+)$')
@@ -81,7 +79,6 @@ def test_confirm_true_takes_the_intent_first_path_in_few_round_trips(client):
     cost.check()
 
 
-@pytest.mark.xfail(strict=True, reason="refunds not yet single-statement")
 def test_refund_takes_at_most_two_round_trips_per_unit(client):
     pay = client.post("/v1/payments", json=payment_body(2000, confirm=True)).json()
     with Cost(client, "refunds.begin", "refunds.record_submission") as cost:
@@ -90,7 +87,6 @@ def test_refund_takes_at_most_two_round_trips_per_unit(client):
     cost.check()
 
 
-@pytest.mark.xfail(strict=True, reason="inbox not yet single-statement")
 def test_webhook_ingest_and_apply_take_at_most_two_round_trips_per_unit(client, server):
     pay = client.post("/v1/payments", json=payment_body(1200, method=UPI("pending@upi"), confirm=True)).json()
     assert pay["status"] == "processing"
