@@ -514,8 +514,9 @@ def _refuse(current: Loaded, trigger: Trigger, doing: str) -> None:
     raise StateError(f"The payment changed while {doing}; retry.")
 
 
+@single_unit
 async def get(conn: asyncpg.Connection, merchant_id: str, payment_id: str) -> dict:
-    return await _render(conn, await fetch_row(conn, merchant_id, payment_id))
+    return (await load(conn, merchant_id, payment_id)).snapshot
 
 
 async def list_page(conn: asyncpg.Connection, merchant_id: str, *, limit: int, starting_after: str | None,
