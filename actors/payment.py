@@ -8,6 +8,7 @@ messages beyond what is in the database, so passivating it loses nothing.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -137,9 +138,9 @@ class PaymentActor:
 
     async def _confirm(self, payment_id: str, msg: Confirm) -> dict:
         db, settings = self.system.db, self.system.settings
-        begun = msg.begun or await db.transaction(
-            store.begin_attempt, msg.merchant_id, payment_id, settings.processing_deadline_s,
-            route=self.system.router(),
+        begun = msg.begun or await self.system.write(
+            msg.merchant_id, functools.partial(store.begin_attempt, route=self.system.router()),
+            msg.merchant_id, payment_id, settings.processing_deadline_s,
         )
         remaining = list(begun.candidates[1:])
         while True:
@@ -152,7 +153,7 @@ class PaymentActor:
                     connector=remaining.pop(0), first=False,
                 )
                 continue
-            return await db.transaction(store.settle_begun, begun, outcome)
+            return await self.system.write(msg.merchant_id, store.settle_begun, begun, outcome)
 
     async def _authorize(self, name: str, request: AuthorizeRequest) -> tuple[Outcome, ConnectorError | None]:
         """Call one connector, bounded by the connector timeout; feed its breaker.
@@ -188,8 +189,8 @@ class PaymentActor:
         system = self.system
         routing = await system.routing_config(merchant_id)
         candidates = system.candidates(routing, spec["payment_method"]["type"], spec.get("connector"))
-        begun = await system.db.transaction(store.create_and_begin, merchant_id, spec,
-                                            system.settings.processing_deadline_s, candidates)
+        begun = await system.write(merchant_id, store.create_and_begin, merchant_id, spec,
+                                   system.settings.processing_deadline_s, candidates)
         return await system.ask_payment(begun.payment["id"], Confirm(merchant_id, begun))
 
     async def _capture(self, payment_id: str, msg: Capture) -> dict:

@@ -14,6 +14,7 @@ from actors.payment import PaymentActor
 from actors.realtime.gateway import RealtimeGateway
 from actors.reconciler import run_reconciler
 from actors.runtime import Registry, supervise
+from actors.unit_writer import UnitWriter
 from actors.webhook_dispatcher import WebhookDispatcher
 from config import Settings
 from domain.breaker import BreakerPolicy, CircuitBreaker
@@ -51,6 +52,7 @@ class System:
         self.connectors = build_connectors(settings.flaky_error_rate, self.simulator)
         self.inbox_processor = InboxProcessor(self)
         self.inbox_writer = InboxWriter(db, self.inbox_processor.wake)
+        self.writer = UnitWriter(db)
         self.reconciled = 0
         self._routing: dict[str, tuple[float, dict | None]] = {}
         self.known_connectors = frozenset(self.connectors)
@@ -78,6 +80,7 @@ class System:
             )
             nursery.start_soon(supervise, "janitor", self._janitor, name="actor:janitor")
             nursery.start_soon(supervise, "inbox-writer", self.inbox_writer.run, name="actor:inbox-writer")
+            nursery.start_soon(supervise, "unit-writer", self.writer.run, name="actor:unit-writers")
             nursery.start_soon(supervise, "inbox-processor", self.inbox_processor.run,
                                name="actor:inbox-processor")
             self.accounts = Registry(
@@ -161,6 +164,10 @@ class System:
             return candidates(RoutingConfig.from_dict(routing, known), "payout", unavailable=unavailable)
 
         return route
+
+    async def write(self, merchant_id: str, fn, *args):
+        """Run a hot-path unit of work through group commit (:class:`actors.unit_writer.UnitWriter`)."""
+        return await self.writer.run_unit(merchant_id, self.settings.ask_timeout_s, fn, *args)
 
     async def ask_payment(self, payment_id: str, message: object) -> dict:
         assert self.payments is not None

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import asyncpg
 import orjson
 
-from domain.errors import Unavailable
+from domain.errors import PaycastError, Unavailable
 from storage.loop_thread import LoopThread
 
 log = logging.getLogger("paycast.storage")
@@ -117,6 +117,7 @@ def single_unit(fn: UnitOfWork[T]) -> UnitOfWork[T]:
 
 def unit_name(fn: Callable) -> str:
     """``payments.create`` for :func:`storage.payments.create`: the name metrics use."""
+    fn = getattr(fn, "func", fn)  # a functools.partial names its function
     return f"{fn.__module__.rsplit('.', 1)[-1]}.{fn.__name__}"
 
 
@@ -222,7 +223,7 @@ class Database:
                 raw = getattr(conn, "_con", conn)  # the pool hands out a proxy
                 before, started = raw.round_trips, time.perf_counter()
                 try:
-                    if not transactional or getattr(fn, "single_unit", False):
+                    if not transactional or getattr(getattr(fn, "func", fn), "single_unit", False):
                         return await fn(conn, *args, **kwargs)
                     async with conn.transaction():
                         return await fn(conn, *args, **kwargs)
@@ -234,6 +235,66 @@ class Database:
         except _UNAVAILABLE as exc:
             log.warning("database unavailable: %s: %s", type(exc).__name__, exc)
             raise Unavailable("The database is unavailable; retry shortly.") from exc
+
+    async def batch(self, calls: list[tuple[UnitOfWork, tuple]]) -> list[object]:
+        """Run several units of work in one transaction and one crossing (group commit).
+
+        Each call's domain error (:class:`PaycastError`) is its own answer and
+        leaves the others alone. A database error aborts the transaction: it
+        is rolled back and every call is run again in its own unit, so one bad
+        item fails alone, never its batch-mates. Nobody's result is returned
+        before the commit that holds it.
+
+        Returns:
+          Per call, what it returned or the exception it raised.
+
+        Raises:
+          Unavailable: the database could not be reached (for the whole batch).
+        """
+        pool = self._pool
+        if pool is None:
+            raise Unavailable("The database is not open.")
+
+        async def run_batch() -> list[object] | None:
+            async with pool.acquire(timeout=self._connect_timeout_s) as conn:
+                raw = getattr(conn, "_con", conn)
+                results: list[object] = []
+                before, item_trips, batch_started = raw.round_trips, 0, time.perf_counter()
+                try:
+                    async with conn.transaction():
+                        for fn, args in calls:
+                            started, trips = time.perf_counter(), raw.round_trips
+                            try:
+                                results.append(await fn(conn, *args))
+                            except PaycastError as exc:
+                                results.append(exc)
+                            item_trips += raw.round_trips - trips
+                            self._record(unit_name(fn), raw.round_trips - trips, time.perf_counter() - started)
+                except asyncpg.PostgresError as exc:
+                    if isinstance(exc, _UNAVAILABLE):
+                        raise
+                    log.warning("batch of %d units failed (%s); running them one by one", len(calls), exc)
+                    return None
+                finally:
+                    # The batch's own cost: BEGIN and COMMIT (or ROLLBACK), shared by its calls.
+                    self._record("database.batch", raw.round_trips - before - item_trips,
+                                 time.perf_counter() - batch_started)
+                return results
+
+        try:
+            results = await self._thread.run(asyncio.wait_for(run_batch(), self._uow_timeout_s * 2))
+        except _UNAVAILABLE as exc:
+            log.warning("database unavailable: %s: %s", type(exc).__name__, exc)
+            raise Unavailable("The database is unavailable; retry shortly.") from exc
+        if results is not None:
+            return results
+        alone: list[object] = []
+        for fn, args in calls:
+            try:
+                alone.append(await self.transaction(fn, *args))
+            except Exception as exc:  # noqa: BLE001 - each call's own error is its answer
+                alone.append(exc)
+        return alone
 
     def _record(self, name: str, round_trips: int, seconds: float) -> None:
         stats = self.stats.get(name)

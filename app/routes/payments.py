@@ -55,7 +55,7 @@ async def create_payment():
     spec = body.model_dump(exclude={"confirm", "payment_method"})
     spec["payment_method"] = stored_method(body.payment_method)
     if not body.confirm:
-        payment = await system.db.transaction(payments.create, g.merchant_id, spec)
+        payment = await system.write(g.merchant_id, payments.create, g.merchant_id, spec)
         return json_response(payment, 201)
     return json_response(await system.create_and_confirm(g.merchant_id, spec), 201)
 
