@@ -21,7 +21,7 @@ from domain.breaker import BreakerPolicy, CircuitBreaker
 from domain.routing import RoutingConfig, candidates
 from gateways.simulated import build_connectors
 from gateways.simulator import WebhookSimulator
-from storage import accounts, events, idempotency, merchants, payments, webhook_deliveries
+from storage import accounts, events, idempotency, merchants, payments
 from storage import realtime as realtime_log
 from storage.database import Database
 
@@ -65,9 +65,8 @@ class System:
         self._payment_actor = PaymentActor(self)
         self.accounts: Registry[str] | None = None
         self._account_actor = AccountActor(self)
-        webhook_deliveries.configure(settings.retry_schedule)
         self.webhook_dispatcher = WebhookDispatcher(db, allow_private_urls=settings.webhook_allow_private_urls,
-                                                    resolve=resolve_host)
+                                                    resolve=resolve_host, retry_schedule=settings.retry_schedule)
         self.realtime = RealtimeGateway(settings, db)
         register_followers_and_projections()
 
