@@ -87,6 +87,29 @@ def server(db_dsn):
 
 
 @pytest.fixture
+def start_server():
+    """Factory: ``start_server(dsn, **env)`` starts a real server; every one is stopped at teardown.
+
+    Tests that need their own processes (restarts, kill -9, two processes on one
+    database) use this instead of ``ServerProcess(...).start()`` so a failing
+    assertion or timeout never leaks a process. Stopping an already stopped or
+    killed server is a no-op.
+    """
+    started: list[ServerProcess] = []
+
+    def start(dsn: str, **env: str) -> ServerProcess:
+        proc = ServerProcess(dsn, **env)
+        started.append(proc)
+        return proc.start()
+
+    try:
+        yield start
+    finally:
+        for proc in reversed(started):
+            proc.stop(timeout=10)
+
+
+@pytest.fixture
 def api_key(server):
     return server.create_merchant()
 

@@ -37,11 +37,11 @@ def _worker(server: ServerProcess, api_key: str, account_id: str, seed: int, sto
                 time.sleep(0.05)  # the server is gone (killed): keep trying until told to stop
 
 
-def test_sigkill_under_mixed_load_then_check(new_database):
+def test_sigkill_under_mixed_load_then_check(new_database, start_server):
     dsn = new_database("paycast_kill")
     settings = {"PAYCAST_PROCESSING_DEADLINE_S": "1", "PAYCAST_RECONCILE_INTERVAL_S": "0.2",
                 "PAYCAST_SIM_DELAY_MS": "20"}
-    server = ServerProcess(dsn, **settings).start()
+    server = start_server(dsn, **settings)
     api_key = server.create_merchant("chaos")
     with server.client(api_key) as c:
         account = c.post("/v1/accounts", json={"customer_id": "cus_chaos", "currency": "INR"}).json()
@@ -59,7 +59,7 @@ def test_sigkill_under_mixed_load_then_check(new_database):
         stop.set()
         for w in workers:
             w.join(10)
-    restarted = ServerProcess(dsn, **settings).start()
+    restarted = start_server(dsn, **settings)
     try:
         def quiet():
             busy = db_fetch(dsn, "SELECT (SELECT count(*) FROM payments WHERE status = 'processing')"

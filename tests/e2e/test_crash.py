@@ -5,9 +5,9 @@ from __future__ import annotations
 from tests.support import ServerProcess, payment_body
 
 
-def test_kill9_right_after_200_keeps_payment_and_event(new_database):
+def test_kill9_right_after_200_keeps_payment_and_event(new_database, start_server):
     dsn = new_database("paycast_crash")
-    first = ServerProcess(dsn).start()
+    first = start_server(dsn)
     try:
         api_key = first.create_merchant()
         with first.client(api_key) as c:
@@ -16,7 +16,7 @@ def test_kill9_right_after_200_keeps_payment_and_event(new_database):
         first.kill9()
     finally:
         first.stop()
-    second = ServerProcess(dsn).start()
+    second = start_server(dsn)
     try:
         with second.client(api_key) as c:
             got = c.get(f"/v1/payments/{pay['id']}").json()
@@ -27,8 +27,8 @@ def test_kill9_right_after_200_keeps_payment_and_event(new_database):
         second.stop()
 
 
-def test_sigterm_drains_and_exits_cleanly(new_database):
-    server = ServerProcess(new_database("paycast_term")).start()
+def test_sigterm_drains_and_exits_cleanly(new_database, start_server):
+    server = start_server(new_database("paycast_term"))
     api_key = server.create_merchant()
     with server.client(api_key) as c:
         assert c.post("/v1/payments", json=payment_body(confirm=True)).status_code == 201

@@ -29,8 +29,8 @@ def own_postgres():
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def test_database_down_gives_503_then_recovers(own_postgres):
-    server = ServerProcess(own_postgres.dsn("paycast"), PAYCAST_DB_CONNECT_TIMEOUT_S="1").start()
+def test_database_down_gives_503_then_recovers(own_postgres, start_server):
+    server = start_server(own_postgres.dsn("paycast"), PAYCAST_DB_CONNECT_TIMEOUT_S="1")
     try:
         api_key = server.create_merchant()
         with server.client(api_key, timeout=20) as c:

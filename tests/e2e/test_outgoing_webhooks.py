@@ -179,12 +179,12 @@ def test_410_disables_the_endpoint(client):
         assert r.status_code == 409 and r.json()["error"]["code"] == "endpoint_disabled"
 
 
-def test_restart_mid_retry_still_delivers(new_database):
+def test_restart_mid_retry_still_delivers(new_database, start_server):
     """The first attempt fails, the process dies (kill -9) before the retry is due,
     and a new process on the same database makes the retry."""
     dsn = new_database("paycast_whrestart")
     schedule = {"PAYCAST_WEBHOOK_RETRY_SCHEDULE": "0,3,3"}
-    first = ServerProcess(dsn, **schedule).start()
+    first = start_server(dsn, **schedule)
     with Receiver(script=[500]) as receiver:
         try:
             api_key = first.create_merchant()
@@ -197,7 +197,7 @@ def test_restart_mid_retry_still_delivers(new_database):
         finally:
             first.stop()
         assert len(receiver.received) == 1
-        second = ServerProcess(dsn, **schedule).start()
+        second = start_server(dsn, **schedule)
         try:
             with second.client(api_key) as c:
                 done = wait_for(lambda: (d := _deliveries(c, endpoint["id"])) and d[0]["status"] == "succeeded"
@@ -227,9 +227,9 @@ def test_slow_endpoint_never_delays_payments_and_is_bounded(client):
         assert 1 <= slow.max_in_flight <= 4  # bounded concurrency per endpoint
 
 
-def test_two_processes_share_deliveries_without_duplicates(new_database):
+def test_two_processes_share_deliveries_without_duplicates(new_database, start_server):
     dsn = new_database("paycast_whtwo")
-    a, b = ServerProcess(dsn).start(), ServerProcess(dsn).start()
+    a, b = start_server(dsn), start_server(dsn)
     try:
         api_key = a.create_merchant()
         with Receiver() as receiver:
@@ -255,8 +255,8 @@ def test_two_processes_share_deliveries_without_duplicates(new_database):
         b.stop()
 
 
-def test_private_urls_refused_when_configured(new_database):
-    server = ServerProcess(new_database("paycast_whprivate"), PAYCAST_WEBHOOK_ALLOW_PRIVATE_URLS="false").start()
+def test_private_urls_refused_when_configured(new_database, start_server):
+    server = start_server(new_database("paycast_whprivate"), PAYCAST_WEBHOOK_ALLOW_PRIVATE_URLS="false")
     try:
         api_key = server.create_merchant()
         with server.client(api_key) as c:
