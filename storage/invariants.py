@@ -45,6 +45,15 @@ CHECKS: dict[str, str] = {
                       AND type <> 'payment.review_required' ORDER BY seq DESC LIMIT 1) e ON true
         WHERE e.type <> 'payment.' || p.status AND NOT (e.type = 'payment.created' AND p.status IN
               ('requires_confirmation', 'processing'))""",
+    # Every state change writes its event in the same transaction: a payment
+    # committed without its events is a unit of work split in two.
+    "payment without its events": """
+        SELECT p.id, p.status FROM payments p
+        WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.merchant_id = p.merchant_id AND e.object_id = p.id
+                          AND e.type = 'payment.created')
+           OR (p.status IN ('succeeded', 'failed', 'canceled', 'requires_capture') AND NOT EXISTS (
+               SELECT 1 FROM events e WHERE e.merchant_id = p.merchant_id AND e.object_id = p.id
+               AND e.type = 'payment.' || p.status))""",
     "gap in per-merchant event seq": """
         SELECT m.id, m.event_seq, count(e.seq) AS events, coalesce(max(e.seq), 0) AS max_seq
         FROM merchants m LEFT JOIN events e ON e.merchant_id = m.id

@@ -116,6 +116,15 @@ VIOLATIONS = {
         "payment status disagrees with its successful attempt",
         ["UPDATE payment_attempts SET status = 'started'"
          " WHERE payment_id = (SELECT id FROM payments WHERE amount = 500)"]),
+    "payment committed without its events": (
+        "payment without its events",
+        ["INSERT INTO payments (id, merchant_id, amount, currency, status, capture_method, payment_method,"
+         " amount_received)"
+         " SELECT 'pay_seeded', merchant_id, amount, currency, 'succeeded', capture_method, payment_method, amount"
+         " FROM payments WHERE amount = 500",
+         "INSERT INTO payment_attempts (id, payment_id, merchant_id, connector, status, connector_txn_id)"
+         " SELECT 'att_seeded', 'pay_seeded', merchant_id, connector, 'succeeded', 'pi_seeded' FROM payment_attempts"
+         " LIMIT 1"]),
     "webhook outcome applied twice": (
         "outcome event written more than once",
         ["UPDATE merchants SET event_seq = event_seq + 1",
