@@ -1,8 +1,11 @@
-"""Every acknowledged write survives ``kill -9`` of the server."""
+"""Every acknowledged write survives ``kill -9`` of the server.
+
+Here the kill comes between requests; kills *inside* a unit of work (before
+COMMIT, after COMMIT before the reply) are in test_crash_points.py."""
 
 from __future__ import annotations
 
-from tests.support import ServerProcess, payment_body
+from tests.support import payment_body, run_check
 
 
 def test_kill9_right_after_200_keeps_payment_and_event(new_database, start_server):
@@ -23,6 +26,8 @@ def test_kill9_right_after_200_keeps_payment_and_event(new_database, start_serve
             assert got["status"] == "succeeded" and got["amount_received"] == 777
             types = [e["type"] for e in c.get("/v1/events", params={"object_id": pay["id"]}).json()["data"]]
             assert types == ["payment.succeeded", "payment.created"]
+        check = run_check(dsn)
+        assert check.returncode == 0, check.stdout
     finally:
         second.stop()
 
