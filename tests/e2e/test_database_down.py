@@ -49,7 +49,9 @@ def test_database_down_gives_503_then_recovers(own_postgres, start_server):
             for r, elapsed in results:
                 assert r.status_code == 503, r.text
                 assert r.json()["error"]["type"] == "api_error" and r.json()["error"]["code"] == "unavailable"
-                assert elapsed < 8, f"a request took {elapsed:.1f}s with the database down"
+                # "Does not hang", not a speed test: a shared 2-core machine can be slow, so
+                # the bound is only under the client's 20 s timeout (connect timeout is 1 s).
+                assert elapsed < 15, f"a request took {elapsed:.1f}s with the database down"
             assert c.get("/healthz").status_code == 200
             assert c.get("/readyz").status_code == 503
 
