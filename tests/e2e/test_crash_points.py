@@ -21,7 +21,16 @@ from tests.support import CARD_OK, payment_body, run_check, wait_for
 SETTINGS = {"PAYCAST_SIM_DELAY_MS": "20"}
 
 
-def _workload(server, api_key: str, acked: dict) -> None:
+def _payments_only(server, api_key: str, acked: dict) -> None:
+    """``confirm: true`` payments until the server dies: the hot path (group commit)."""
+    with server.client(api_key, timeout=10) as c:
+        for i in range(200):
+            r = c.post("/v1/payments", json=payment_body(100 + i, confirm=True))
+            assert r.status_code == 201, r.text
+            acked["payments"][r.json()["id"]] = r.json()
+
+
+def _mixed(server, api_key: str, acked: dict) -> None:
     """Mixed writes until the server dies; fills ``acked`` with what was answered 2xx."""
     with server.client(api_key, timeout=10) as c:
         account = c.post("/v1/accounts", json={"customer_id": "cus_crash", "currency": "INR"})
@@ -58,14 +67,19 @@ def _workload(server, api_key: str, acked: dict) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("point", ["before_commit:7", "after_commit:7", "before_commit:19", "after_commit:23"])
-def test_kill9_inside_a_unit_of_work_keeps_acknowledged_state(new_database, start_server, point):
+@pytest.mark.parametrize(("workload", "point"), [
+    (_payments_only, "before_commit:4"), (_payments_only, "after_commit:4"),
+    (_mixed, "before_commit:7"), (_mixed, "after_commit:7"), (_mixed, "before_commit:19"),
+    (_mixed, "after_commit:23"),
+], ids=["payments-before_commit:4", "payments-after_commit:4", "mixed-before_commit:7", "mixed-after_commit:7",
+        "mixed-before_commit:19", "mixed-after_commit:23"])
+def test_kill9_inside_a_unit_of_work_keeps_acknowledged_state(new_database, start_server, workload, point):
     dsn = new_database("paycast_crashpoint")
     server = start_server(dsn, PAYCAST_TEST_CRASH_POINT=point, **SETTINGS)
     api_key = server.create_merchant("crash")
     acked: dict = {"payments": {}, "refunds": {}, "transactions": {}}
     with pytest.raises(httpx.TransportError):
-        _workload(server, api_key, acked)
+        workload(server, api_key, acked)
     # It died at the crash point, not of something else.
     assert server.wait_exit(10) == -signal.SIGKILL
     assert any("crash point" in line for line in server.stderr_lines), "".join(server.stderr_lines)
