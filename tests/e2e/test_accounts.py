@@ -10,7 +10,7 @@ import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from tests.support import (CARD_DECLINED, CARD_OK, UPI, ServerProcess, db_fetch, run_check, sign_razorpay,
+from tests.support import (CARD_DECLINED, CARD_OK, UPI, db_fetch, run_check, sign_razorpay,
                            sign_stripe, wait_for)
 
 

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.support import ServerProcess, payment_body, run_check, wait_for
+from tests.support import payment_body, run_check, wait_for
 
 
 @pytest.fixture

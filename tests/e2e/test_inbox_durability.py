@@ -8,7 +8,7 @@ import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from tests.support import (CARD_DECLINED, CARD_OK, UPI, ServerProcess, db_fetch, payment_body, run_check,
+from tests.support import (CARD_DECLINED, CARD_OK, UPI, db_fetch, payment_body, run_check,
                            sign_stripe, wait_for)
 
 

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.support import UPI, ServerProcess, db_fetch, payment_body, run_check, wait_for
+from tests.support import UPI, db_fetch, payment_body, run_check, wait_for
 
 CARD_REFUND_FAILS = {"type": "card", "card": {"number": "4000000000005126"}}
 
