@@ -19,7 +19,7 @@ import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from tests.support import ServerProcess  # noqa: E402
+from tests.support import ServerProcess, stop_all  # noqa: E402
 
 
 def _create_database(admin_dsn: str, name: str) -> None:
@@ -105,8 +105,7 @@ def start_server():
     try:
         yield start
     finally:
-        for proc in reversed(started):
-            proc.stop(timeout=10)
+        stop_all(started, timeout=10)
 
 
 @pytest.fixture

@@ -90,10 +90,15 @@ class ServerProcess:
         assert self.proc is not None
         return self.proc.wait(timeout)
 
+    def terminate(self) -> None:
+        """Ask the process to drain and exit (SIGTERM) without waiting; :meth:`stop` waits."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+
     def stop(self, timeout: float = 15) -> int | None:
         if self.proc is None or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else None
-        self.proc.send_signal(signal.SIGTERM)
+        self.terminate()
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -183,3 +188,11 @@ def skip_or_fail(reason: str) -> None:
     if os.environ.get("CI") or os.environ.get("PAYCAST_REQUIRE_CHROMIUM"):
         pytest.fail(f"required in CI: {reason}", pytrace=False)
     pytest.skip(reason)
+
+
+def stop_all(servers: "list[ServerProcess]", timeout: float = 15) -> None:
+    """Stop several servers at once: all are told first, then each is waited for (bounded)."""
+    for server in servers:
+        server.terminate()
+    for server in servers:
+        server.stop(timeout)

@@ -10,8 +10,8 @@ import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from tests.support import (CARD_DECLINED, CARD_OK, UPI, db_fetch, run_check, sign_razorpay,
-                           sign_stripe, wait_for)
+from tests.support import (CARD_DECLINED, CARD_OK, UPI, db_fetch, run_check, sign_razorpay, sign_stripe, stop_all,
+                           wait_for)
 
 
 def _account(client, customer="cus_w1", currency="INR"):
@@ -231,8 +231,7 @@ def test_concurrent_withdrawals_across_two_processes_never_overdraw(new_database
         check = run_check(dsn)
         assert check.returncode == 0, check.stdout
     finally:
-        a.stop()
-        b.stop()
+        stop_all([a, b])
 
 
 def test_ledger_invariants_after_a_mixed_random_workload(new_database, start_server):

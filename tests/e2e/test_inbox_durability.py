@@ -8,8 +8,8 @@ import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from tests.support import (CARD_DECLINED, CARD_OK, UPI, db_fetch, payment_body, run_check,
-                           sign_stripe, wait_for)
+from tests.support import (CARD_DECLINED, CARD_OK, UPI, db_fetch, payment_body, run_check, sign_stripe, stop_all,
+                           wait_for)
 
 
 def _pending_payments(client, n):
@@ -89,8 +89,7 @@ def test_two_processes_one_database_apply_each_webhook_once(new_database, start_
         assert rows == [{"status": "applied", "n": 40}]
         assert run_check(dsn).returncode == 0
     finally:
-        a.stop()
-        b.stop()
+        stop_all([a, b])
 
 
 def test_chaos_500_payments_with_duplicates_and_reordering(new_database, start_server):

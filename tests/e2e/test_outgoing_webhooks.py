@@ -16,7 +16,7 @@ import pytest
 import standardwebhooks
 
 from tests.receiver import Receiver
-from tests.support import ServerProcess, db_fetch, payment_body, run_check, wait_for
+from tests.support import ServerProcess, db_fetch, payment_body, run_check, stop_all, wait_for
 
 FAST = {"PAYCAST_WEBHOOK_RETRY_SCHEDULE": "0,1,1"}
 
@@ -257,8 +257,7 @@ def test_two_processes_share_deliveries_without_duplicates(new_database, start_s
         check = run_check(dsn)
         assert check.returncode == 0, check.stdout
     finally:
-        a.stop()
-        b.stop()
+        stop_all([a, b])
 
 
 def test_private_urls_refused_when_configured(new_database, start_server):

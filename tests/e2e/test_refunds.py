@@ -9,7 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.support import UPI, db_fetch, payment_body, run_check, wait_for
+from tests.support import UPI, db_fetch, payment_body, run_check, stop_all, wait_for
+
 
 CARD_REFUND_FAILS = {"type": "card", "card": {"number": "4000000000005126"}}
 
@@ -164,5 +165,4 @@ def test_concurrent_partial_refunds_across_two_processes_never_exceed_the_paymen
         check = run_check(dsn)
         assert check.returncode == 0, check.stdout
     finally:
-        a.stop()
-        b.stop()
+        stop_all([a, b])

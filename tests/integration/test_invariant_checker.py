@@ -71,7 +71,8 @@ def clone(pg_admin_dsn, consistent_db):
     """A fresh copy of the consistent database; returns its DSN."""
     name = f"paycast_broken_{secrets.token_hex(4)}"
     _sql(pg_admin_dsn, f'CREATE DATABASE "{name}" TEMPLATE "{consistent_db}"', transaction=False)
-    return _with_database(pg_admin_dsn, name)
+    yield _with_database(pg_admin_dsn, name)
+    _sql(pg_admin_dsn, f'DROP DATABASE "{name}" WITH (FORCE)', transaction=False)
 
 
 # (the check's name as run.py prints it, SQL that breaks exactly that invariant)
