@@ -43,7 +43,7 @@ _ARMED = _parse(os.environ.get(ENV))
 _count = 0
 
 
-async def before_commit(conn) -> bool:
+async def before_commit(conn) -> int | None:
     """Called inside a unit of work's transaction, just before COMMIT.
 
     Only units of work that wrote something count (read-only polls of the
@@ -51,27 +51,28 @@ async def before_commit(conn) -> bool:
     costs one query, and only when a crash point is armed.
 
     Returns:
-      Whether this unit of work wrote (pass it to :func:`after_commit`).
+      This unit's number among the writing ones (None: it wrote nothing, or no
+      crash point is armed); pass it to :func:`after_commit`. Units run
+      concurrently, so the number is carried, not re-read from the counter.
     """
     if _ARMED is None:
-        return False
-    wrote = await conn.fetchval("SELECT pg_current_xact_id_if_assigned() IS NOT NULL")
-    if wrote:
-        global _count
-        _count += 1
-        _maybe_die("before_commit")
-    return bool(wrote)
+        return None
+    if not await conn.fetchval("SELECT pg_current_xact_id_if_assigned() IS NOT NULL"):
+        return None
+    global _count
+    _count += 1
+    _maybe_die("before_commit", _count)
+    return _count
 
 
-def after_commit(wrote: bool) -> None:
+def after_commit(ordinal: int | None) -> None:
     """Called after COMMIT, before the caller is answered."""
-    if wrote:
-        _maybe_die("after_commit")
+    if ordinal is not None:
+        _maybe_die("after_commit", ordinal)
 
 
-def _maybe_die(point: str) -> None:
-    assert _ARMED is not None
-    if _ARMED == (point, _count):
-        sys.stderr.write(f"crash point {point} reached at write #{_count}: SIGKILL\n")
+def _maybe_die(point: str, ordinal: int) -> None:
+    if _ARMED == (point, ordinal):
+        sys.stderr.write(f"crash point {point} reached at write #{ordinal}: SIGKILL\n")
         sys.stderr.flush()
         os.kill(os.getpid(), signal.SIGKILL)

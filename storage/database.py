@@ -137,8 +137,8 @@ class Database:
                     return await fn(conn, *args, **kwargs)
                 async with conn.transaction():
                     result = await fn(conn, *args, **kwargs)
-                    wrote = await crashpoints.before_commit(conn)  # test-only hook, a no-op unless armed
-                crashpoints.after_commit(wrote)
+                    written = await crashpoints.before_commit(conn)  # test-only hook, a no-op unless armed
+                crashpoints.after_commit(written)
                 return result
 
         try:
