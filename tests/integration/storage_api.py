@@ -18,8 +18,9 @@ import hashlib
 
 from domain.payments import Outcome, OutcomeKind
 from domain.refunds import Trigger as RefundTrigger
+from domain.webhooks import GatewayEvent
 from gateways.base import Submission
-from storage import accounts, events, idempotency, merchants, payments, refunds
+from storage import accounts, events, idempotency, inbox, merchants, payments, refunds
 from storage.database import Database
 
 CARD = {"type": "card", "card": {"first6": "424242", "last4": "4242"}}
@@ -115,6 +116,22 @@ class StorageAPI:
 
     async def complete_key(self, merchant_id: str, key: str, status: int, body: str) -> None:
         await self.db.transaction(idempotency.complete, merchant_id, key, status, body)
+
+    # ---- the incoming webhook inbox
+    async def store_webhooks(self, events: list[tuple[str, str, str, str | None]]) -> set[str]:
+        """Store ``(event id, kind, connector txn id, payment id)`` webhooks of mockstripe in one
+        unit of work; returns the ids of the rows that were new (duplicates are skipped)."""
+        items = [(GatewayEvent(CONNECTOR, event_id, kind, txn, payment_id, None, None, None, 0), "{}")
+                 for event_id, kind, txn, payment_id in events]
+        return await self.db.transaction(inbox.insert_many, items)
+
+    async def claim_webhooks(self, limit: int, lease_s: float = 30.0) -> list[str]:
+        """Lease unprocessed inbox rows; their ids."""
+        return [r["id"] for r in await self.db.transaction(inbox.claim, limit, lease_s)]
+
+    async def apply_webhook(self, inbox_id: str) -> str:
+        """Apply one stored webhook; its resulting status."""
+        return await self.db.transaction(inbox.apply, inbox_id)
 
     # ---- the event log
     async def events(self, merchant_id: str, object_id: str | None = None) -> list[dict]:

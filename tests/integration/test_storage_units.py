@@ -283,6 +283,54 @@ async def test_concurrent_claims_of_one_key_give_it_to_exactly_one(store, mercha
     assert all(isinstance(r, IdempotencyKeyInUse) for r in results if r is not None)
 
 
+# ---- the incoming webhook inbox: stored once, leased to one worker, applied once
+
+
+async def _processing(store, merchant) -> tuple[dict, str]:
+    """A payment whose attempt is pending at the connector (its outcome comes by webhook)."""
+    pay = await store.create_payment(merchant)
+    attempt = await store.begin_attempt(merchant, pay["id"])
+    txn = f"pi_{pay['id']}p"
+    got = await store.settle(merchant, pay["id"], attempt, OutcomeKind.PENDING, txn)
+    assert got["status"] == "processing"
+    return got, txn
+
+
+async def test_a_webhook_is_stored_once_however_often_it_arrives(store, merchant):
+    pay, txn = await _processing(store, merchant)
+    event = (f"evt_{pay['id']}", "payment.succeeded", txn, pay["id"])
+    results = await together(6, lambda _: store.store_webhooks([event]))
+    assert sum(len(r) for r in results) == 1, results
+
+
+async def test_concurrent_workers_never_lease_the_same_webhook(store, merchant):
+    pay, txn = await _processing(store, merchant)
+    await store.store_webhooks([(f"evt_lease_{pay['id']}_{i}", "payment.succeeded", txn, pay["id"])
+                                for i in range(20)])
+    results = await together(5, lambda _: store.claim_webhooks(8))
+    leased = [i for r in results for i in r]
+    assert len(leased) == len(set(leased)) and len(leased) >= 20, results
+
+
+async def test_a_webhook_applied_concurrently_moves_the_payment_once(store, merchant):
+    pay, txn = await _processing(store, merchant)
+    (row,) = await store.store_webhooks([(f"evt_apply_{pay['id']}", "payment.succeeded", txn, pay["id"])])
+    statuses = await together(5, lambda _: store.apply_webhook(row))
+    assert statuses == ["applied"] * 5, statuses  # the first applies; the others see it applied
+    assert (await store.payment(merchant, pay["id"]))["status"] == "succeeded"
+    assert await _types(store, merchant, pay["id"]) == ["payment.created", "payment.processing",
+                                                       "payment.succeeded"]
+
+
+async def test_a_late_failure_webhook_never_moves_a_succeeded_payment(store, merchant):
+    pay, txn = await _processing(store, merchant)
+    (ok,) = await store.store_webhooks([(f"evt_ok_{pay['id']}", "payment.succeeded", txn, pay["id"])])
+    (late,) = await store.store_webhooks([(f"evt_late_{pay['id']}", "payment.failed", txn, pay["id"])])
+    assert await store.apply_webhook(ok) == "applied"
+    assert await store.apply_webhook(late) == "ignored"
+    assert (await store.payment(merchant, pay["id"]))["status"] == "succeeded"
+
+
 # ---- the event log
 
 
