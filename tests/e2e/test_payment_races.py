@@ -203,3 +203,27 @@ def test_confirm_against_the_reconciler_settles_once(reconciling_pair):
         assert len(pair.calls("authorize", payment_id=pay["id"])) == 1
         assert [t for t in pair.events(pay["id"]) if t in TERMINAL] == ["payment.succeeded"]
     pair.assert_check_passes()
+
+
+def test_one_idempotency_key_across_two_processes_reaches_the_connector_once(pair):
+    """``confirm: true`` creates with one key from both processes: one execution, one charge."""
+    before = len(pair.calls("authorize"))
+    body = payment_body(4321, confirm=True)
+    barrier = threading.Barrier(12)
+
+    def create(i: int) -> httpx.Response:
+        with (pair.a if i % 2 else pair.b).client(pair.api_key) as c:
+            assert c.get("/healthz").status_code == 200
+            barrier.wait(timeout=30)
+            return c.post("/v1/payments", json=body, headers={"Idempotency-Key": "race-key-1"})
+
+    with ThreadPoolExecutor(12) as pool:
+        responses = list(pool.map(create, range(12)))
+    ok = [r for r in responses if r.status_code == 201]
+    busy = [r for r in responses if r.status_code == 409]
+    assert len(ok) + len(busy) == 12, [r.text for r in responses]
+    assert {r.json()["error"]["code"] for r in busy} <= {"idempotency_key_in_use"}
+    assert len({r.json()["id"] for r in ok}) == 1
+    calls = pair.calls("authorize")[before:]
+    assert [c["payment_id"] for c in calls] == [ok[0].json()["id"]], calls
+    pair.assert_check_passes()
