@@ -20,7 +20,7 @@ from domain.payments import Outcome, OutcomeKind
 from domain.refunds import Trigger as RefundTrigger
 from domain.webhooks import GatewayEvent
 from gateways.base import Submission
-from storage import accounts, events, idempotency, inbox, merchants, payments, refunds
+from storage import accounts, events, idempotency, inbox, merchants, payments, reconcile, refunds
 from storage.database import Database
 
 CARD = {"type": "card", "card": {"first6": "424242", "last4": "4242"}}
@@ -58,9 +58,14 @@ class StorageAPI:
     async def payment(self, merchant_id: str, payment_id: str) -> dict:
         return await self.db.transaction(payments.get, merchant_id, payment_id)
 
-    async def begin_attempt(self, merchant_id: str, payment_id: str) -> str:
-        """requires_confirmation → processing with a ``started`` attempt; returns the attempt id."""
-        begun = await self.db.transaction(payments.begin_attempt, merchant_id, payment_id, self.deadline_s,
+    async def begin_attempt(self, merchant_id: str, payment_id: str, *, deadline_s: float | None = None) -> str:
+        """requires_confirmation → processing with a ``started`` attempt; returns the attempt id.
+
+        Args:
+          deadline_s: seconds until reconciliation may look at it (default: the API's).
+        """
+        begun = await self.db.transaction(payments.begin_attempt, merchant_id, payment_id,
+                                          self.deadline_s if deadline_s is None else deadline_s,
                                           connector=CONNECTOR)
         return begun.attempt_id
 
@@ -76,6 +81,15 @@ class StorageAPI:
 
     async def cancel(self, merchant_id: str, payment_id: str) -> dict:
         return await self.db.transaction(payments.cancel, merchant_id, payment_id)
+
+    # ---- reconciliation of payments stuck in processing
+    async def lease_overdue(self, limit: int, lease_s: float = 30.0) -> list[str]:
+        """Lease processing payments past their deadline; their ids."""
+        return [r["id"] for r in await self.db.transaction(reconcile.claim_due, limit, lease_s)]
+
+    async def record_inconclusive_check(self, payment_id: str, max_checks: int) -> dict:
+        """Count a check that learnt nothing; ``{"checks", "review_required"}``."""
+        return await self.db.transaction(reconcile.record_check, payment_id, max_checks, 0.0)
 
     # ---- refunds
     async def begin_refund(self, merchant_id: str, payment_id: str, amount: int | None) -> dict:

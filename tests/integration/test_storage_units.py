@@ -135,6 +135,33 @@ async def test_concurrent_settles_write_one_terminal_event(store, merchant):
     assert terminal == [f"payment.{got['status']}"], terminal
 
 
+# ---- reconciliation: overdue payments leased to one worker, flagged for review once
+
+
+async def test_concurrent_reconcilers_lease_each_overdue_payment_once(store, merchant):
+    mine = set()
+    for _ in range(12):
+        pay = await store.create_payment(merchant)
+        await store.begin_attempt(merchant, pay["id"], deadline_s=0.0)
+        mine.add(pay["id"])
+    results = await together(4, lambda _: store.lease_overdue(5))
+    leased = [pid for r in results for pid in r]
+    assert len(leased) == len(set(leased)), results
+    assert mine <= set(leased), results  # 4 × 5 leases cover the 12 overdue payments
+    assert mine.isdisjoint(await store.lease_overdue(50))  # leased payments are not leased again
+
+
+async def test_review_is_flagged_once_however_many_checks_race(store, merchant):
+    pay = await store.create_payment(merchant)
+    await store.begin_attempt(merchant, pay["id"])
+    await store.record_inconclusive_check(pay["id"], max_checks=2)
+    results = await together(5, lambda _: store.record_inconclusive_check(pay["id"], max_checks=2))
+    assert all(r["review_required"] for r in results), results
+    got = await store.payment(merchant, pay["id"])
+    assert got["review_required"] and got["status"] == "processing"
+    assert (await _types(store, merchant, pay["id"])).count("payment.review_required") == 1
+
+
 # ---- capture and cancel: requires_capture → succeeded | canceled
 
 
