@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from domain.errors import Unavailable
+from storage import crashpoints
 from storage.loop_thread import LoopThread
 
 log = logging.getLogger("paycast.storage")
@@ -135,7 +136,10 @@ class Database:
                 if not transactional:
                     return await fn(conn, *args, **kwargs)
                 async with conn.transaction():
-                    return await fn(conn, *args, **kwargs)
+                    result = await fn(conn, *args, **kwargs)
+                    written = await crashpoints.before_commit(conn)  # test-only hook, a no-op unless armed
+                crashpoints.after_commit(written)
+                return result
 
         try:
             return await self._thread.run(asyncio.wait_for(unit(), self._uow_timeout_s))
