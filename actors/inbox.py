@@ -8,6 +8,7 @@ rows into payment actors, and re-drives what a crash or another process left.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from actors.runtime import AskTimeout, batches
 from domain.errors import Unavailable
 from domain.webhooks import GatewayEvent
 from storage import inbox
+from telemetry import metrics, tracing
 
 log = logging.getLogger("paycast.inbox")
 # Enough to absorb a burst while one batch commits; senders wait beyond it.
@@ -37,6 +39,8 @@ class _Pending:
     event: GatewayEvent
     raw: str
     done: trio.Event = field(default_factory=trio.Event)
+    # Stored with the row: the apply (later, maybe in another process) joins the receiving request's trace.
+    traceparent: str | None = field(default_factory=tracing.current_traceparent)
     new: bool = False
     error: BaseException | None = None
 
@@ -73,7 +77,8 @@ class InboxWriter:
     async def run(self) -> None:
         async for batch in batches(self._receive, MAX_BATCH):
             try:
-                new_ids = await self._db.transaction(inbox.insert_many, [(p.event, p.raw) for p in batch])
+                new_ids = await self._db.transaction(inbox.insert_many,
+                                                     [(p.event, p.raw, p.traceparent) for p in batch])
             except Exception as exc:  # noqa: BLE001 - every sender hears about it
                 for p in batch:
                     p.error = exc if isinstance(exc, Unavailable) else Unavailable("The webhook was not stored.")
@@ -128,7 +133,7 @@ class InboxProcessor:
         try:
             for row in group:
                 try:
-                    status = await self._apply(row)
+                    status = await self._apply_observed(row)
                 except (Unavailable, AskTimeout) as exc:
                     await self._release(row["id"], exc)
                 except Exception as exc:  # noqa: BLE001 - keep the row for a later try
@@ -141,6 +146,20 @@ class InboxProcessor:
                         self.applied[status] += 1
         finally:
             limiter.release()
+
+    async def _apply_observed(self, row: dict) -> str:
+        """:meth:`_apply` in a span continuing the receiving request's trace; latency and a log line once done."""
+        with tracing.span(f"inbox apply {row['kind']}", {"paycast.inbox_id": row["id"],
+                                                          "paycast.connector": row["connector"]},
+                          parent=tracing.from_traceparent(row.get("traceparent"))) as span:
+            status = await self._apply(row)
+            span.set_attribute("paycast.inbox.status", status)
+        if status not in (inbox.RETRY, inbox.DEFERRED) and row.get("received_at") is not None:
+            latency = (dt.datetime.now(dt.timezone.utc) - row["received_at"]).total_seconds()
+            metrics.WEBHOOK_APPLY_SECONDS.labels(row["connector"], status).observe(latency)
+            log.info("webhook %s applied: %s %s for %s → %s after %.0f ms (try %s)", row["id"], row["connector"],
+                     row["kind"], row["payment_id"] or "-", status, latency * 1000, row.get("tries"))
+        return status
 
     async def _apply(self, row: dict) -> str:
         """Through the payment's actor when the webhook names a payment, else directly."""

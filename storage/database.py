@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -18,6 +19,7 @@ import asyncpg
 
 from domain.errors import Unavailable
 from storage.loop_thread import LoopThread
+from telemetry import metrics, tracing
 
 log = logging.getLogger("paycast.storage")
 T = TypeVar("T")
@@ -131,14 +133,34 @@ class Database:
             raise Unavailable("The database is not open.")
 
         async def unit() -> T:
-            async with pool.acquire(timeout=self._connect_timeout_s) as conn:
-                if not transactional:
-                    return await fn(conn, *args, **kwargs)
-                async with conn.transaction():
-                    return await fn(conn, *args, **kwargs)
+            # State changes reported by fn are counted and logged after commit only.
+            with metrics.unit_of_work():
+                async with pool.acquire(timeout=self._connect_timeout_s) as conn:
+                    if not transactional:
+                        return await fn(conn, *args, **kwargs)
+                    async with conn.transaction():
+                        return await fn(conn, *args, **kwargs)
 
-        try:
-            return await self._thread.run(asyncio.wait_for(unit(), self._uow_timeout_s))
-        except _UNAVAILABLE as exc:
-            log.warning("database unavailable: %s: %s", type(exc).__name__, exc)
-            raise Unavailable("The database is unavailable; retry shortly.") from exc
+        name = _unit_name(fn)
+        started = time.perf_counter()
+        outcome = "error"
+        # The span is current on the loop thread too (LoopThread copies the
+        # context), so what fn writes (events) can record the trace it is in.
+        with tracing.span(f"db {name}", {"db.system": "postgresql", "db.operation.name": name}):
+            try:
+                result = await self._thread.run(asyncio.wait_for(unit(), self._uow_timeout_s))
+                outcome = "ok"
+                return result
+            except _UNAVAILABLE as exc:
+                outcome = "unavailable"
+                log.warning("database unavailable: %s: %s", type(exc).__name__, exc)
+                raise Unavailable("The database is unavailable; retry shortly.") from exc
+            finally:
+                metrics.DB_UNITS.labels(name, outcome).observe(time.perf_counter() - started)
+
+
+def _unit_name(fn: Callable) -> str:
+    """``payments.settle`` for ``storage.payments.settle``: low-cardinality, readable."""
+    module = getattr(fn, "__module__", None) or ""
+    return f"{module.rpartition('.')[2]}.{getattr(fn, '__qualname__', type(fn).__name__)}" if module else \
+        getattr(fn, "__qualname__", type(fn).__name__)
