@@ -60,7 +60,7 @@ DB_UNITS = Histogram(
 REALTIME_MESSAGES = Counter(
     "paycast_realtime_messages_sent_total", "Realtime frames written to WebSocket clients", registry=REGISTRY)
 MAILBOX_HIGH_WATER = Gauge(
-    "paycast_actor_mailbox_high_water", "Deepest actor inbox seen since the previous scrape, by actor kind",
+    "paycast_actor_mailbox_high_water", "Deepest actor inbox seen since the process started, by actor kind",
     ["kind"], registry=REGISTRY)
 
 
@@ -129,15 +129,14 @@ def _record(items: list[_Transition]) -> None:
 
 
 def observe_mailbox(kind: str, depth: int) -> None:
-    """Raise the kind's mailbox high-water mark to ``depth`` if deeper (cheap: a dict lookup)."""
+    """Raise the kind's mailbox high-water mark to ``depth`` if deeper (cheap: a dict lookup).
+
+    The mark only grows (since process start): a reset at scrape would be wrong
+    as soon as two Prometheus servers scrape the same process.
+    """
     if depth > _high_water.get(kind, 0):
         _high_water[kind] = depth
+        MAILBOX_HIGH_WATER.labels(kind).set(depth)
 
 
 _high_water: dict[str, int] = {}
-
-
-def publish_high_water() -> None:
-    """At scrape: expose the marks since the previous scrape, and start over."""
-    for kind in set(_high_water) | {"payment", "account"}:
-        MAILBOX_HIGH_WATER.labels(kind).set(_high_water.pop(kind, 0))

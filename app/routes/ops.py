@@ -77,7 +77,6 @@ async def metrics():
         if registry is not None:
             m.actors.labels(kind).set(len(registry))
             m.actor_crashes.labels(kind).set(registry.crashes)
-    event_metrics.publish_high_water()
     hub = system.realtime.hub
     m.ws_connections.set(len(hub))
     if hub.slow_closes > m.ws_slow_reported:
