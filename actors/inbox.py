@@ -120,6 +120,8 @@ class InboxProcessor:
                 continue
             late = await db.transaction(inbox.ignore_late, [r["id"] for r in rows])
             self.applied["ignored"] += len(late)
+            if late:
+                _observe_ignored([r for r in rows if r["id"] in late])
             groups: dict[str, list[dict]] = defaultdict(list)
             for row in (r for r in rows if r["id"] not in late):
                 groups[row["payment_id"] or row["id"]].append(row)
@@ -155,7 +157,7 @@ class InboxProcessor:
             status = await self._apply(row)
             span.set_attribute("paycast.inbox.status", status)
         if status not in (inbox.RETRY, inbox.DEFERRED) and row.get("received_at") is not None:
-            latency = (dt.datetime.now(dt.timezone.utc) - row["received_at"]).total_seconds()
+            latency = _since_received(row)
             metrics.WEBHOOK_APPLY_SECONDS.labels(row["connector"], status).observe(latency)
             log.info("webhook %s applied: %s %s for %s → %s after %.0f ms (try %s)", row["id"], row["connector"],
                      row["kind"], row["payment_id"] or "-", status, latency * 1000, row.get("tries"))
@@ -175,3 +177,19 @@ class InboxProcessor:
             await self._system.db.transaction(inbox.release, inbox_id, f"{type(exc).__name__}: {exc}")
         except Unavailable:
             pass  # the lease runs out by itself
+
+
+def _since_received(row: dict) -> float:
+    """Seconds from the row's receipt (its ``received_at``, the database clock) to now."""
+    return (dt.datetime.now(dt.timezone.utc) - row["received_at"]).total_seconds()
+
+
+def _observe_ignored(rows: list[dict]) -> None:
+    """Late or repeated outcomes set aside in bulk: their latency, and one log line per webhook."""
+    for row in rows:
+        if row.get("received_at") is None:
+            continue
+        latency = _since_received(row)
+        metrics.WEBHOOK_APPLY_SECONDS.labels(row["connector"], "ignored").observe(latency)
+        log.info("webhook %s applied: %s %s for %s → ignored (late or repeated) after %.0f ms", row["id"],
+                 row["connector"], row["kind"], row["payment_id"] or "-", latency * 1000)

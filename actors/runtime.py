@@ -49,7 +49,7 @@ class _Envelope:
     reply: _Reply | None
     # The sender's trace context: the actor task was spawned by whoever came
     # first, so its own context says nothing about this message's trace.
-    trace: Any = field(default_factory=tracing.capture)
+    trace: tracing.Context = field(default_factory=tracing.capture)
 
 
 class Mailbox:

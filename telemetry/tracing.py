@@ -111,8 +111,18 @@ def span(name: str, attributes: Mapping[str, Any] | None = None, *, parent: Cont
       kind: the OpenTelemetry span kind.
       links: contexts this span also belongs to (a group commit links the requests of its batch).
     """
+    if _provider is None:
+        # No SDK: the API's no-op span would only re-wrap the parent's span context,
+        # so attaching the parent (if any) is the same thing, at a fraction of the cost
+        # (measured: 6.6 µs → under 1 µs per span; see bench/RESULTS.md).
+        if parent is None:
+            yield trace.get_current_span()
+        else:
+            with attached(parent):
+                yield trace.get_current_span()
+        return
     span_links = None
-    if links and _provider is not None:
+    if links:
         span_links = [trace.Link(sc) for sc in (trace.get_current_span(c).get_span_context() for c in links)
                       if sc.is_valid]
     with _tracer.start_as_current_span(name, context=parent, kind=kind, attributes=attributes,

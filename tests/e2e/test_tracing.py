@@ -189,3 +189,18 @@ async def test_gateway_webhook_apply_and_delivery_join_the_receiving_requests_tr
     # The event the apply wrote carries its trace: the outgoing delivery joins it.
     send = _one(_children(tree, unit), "webhook send")
     assert sent.headers["traceparent"] == f"00-{CALLER_TRACE}-{send.context.span_id:016x}-01"
+
+
+async def test_without_an_sdk_an_incoming_traceparent_still_reaches_the_outgoing_webhook(new_database):
+    """``PAYCAST_OTEL_EXPORTER=none``: nothing is recorded, but the caller's trace passes through
+    (OpenTelemetry's API semantics), via the event row, to the merchant's endpoint."""
+    tracing.configure("none")
+    assert not tracing.recording()
+    with Receiver() as receiver:
+        async with in_process_server(new_database()) as (url, _system):
+            async with _merchant_with_endpoint(url, receiver) as client:
+                r = await client.post("/v1/payments", json=payment_body(300, confirm=True),
+                                      headers={"traceparent": TRACEPARENT})
+                assert r.status_code == 201 and r.json()["status"] == "succeeded", r.text
+                sent = await _until(lambda: _delivered(receiver, "payment.succeeded"))
+    assert sent.headers["traceparent"] == TRACEPARENT
