@@ -143,7 +143,11 @@ def cmd_serve(settings) -> int:
         instruments.append(TaskTracer())
     from telemetry import tracing
 
-    tracing.configure(settings.otel_exporter)
+    try:
+        tracing.configure(settings.otel_exporter)
+    except tracing.TracingConfigError as exc:
+        print(f"paycast: {exc}", file=sys.stderr)
+        return 2
     try:
         trio.run(serve_main, settings, dsn, admin_token, instruments=instruments)
     finally:
