@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -18,6 +19,7 @@ import trio
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from telemetry import tracing
+from tests.realtime_support import connect, events, token, welcome
 from tests.receiver import Receiver
 from tests.support import ADMIN_TOKEN, UPI, payment_body, sign_stripe
 
@@ -158,11 +160,14 @@ async def test_confirm_and_capture_continue_the_callers_traces_down_to_the_outgo
 async def test_gateway_webhook_apply_and_delivery_join_the_receiving_requests_trace(new_database, spans):
     with Receiver() as receiver:
         async with in_process_server(new_database()) as (url, _system):
-            async with _merchant_with_endpoint(url, receiver) as client:
+            async with _merchant_with_endpoint(url, receiver) as client, \
+                    connect(SimpleNamespace(url=url), await token(client, "cus_traced")) as ws:
+                await welcome(ws)
                 # pending@upi: the simulator sends no webhook; we send the gateway's ourselves.
                 pay = (await client.post("/v1/payments", json=payment_body(
-                    900, method=UPI("pending@upi"), confirm=True))).json()
+                    900, method=UPI("pending@upi"), confirm=True, customer_id="cus_traced"))).json()
                 assert pay["status"] == "processing", pay
+                assert [f["event"]["type"] for f in await events(ws, 2)] == ["payment.created", "payment.processing"]
                 body = json.dumps({
                     "id": f"evt_trace_{time.time_ns()}", "type": "payment_intent.succeeded",
                     "created": int(time.time()),
@@ -173,6 +178,7 @@ async def test_gateway_webhook_apply_and_delivery_join_the_receiving_requests_tr
                     r = await gateway.post("/webhooks/mockstripe", content=body,
                                            headers={**sign_stripe(body), "traceparent": TRACEPARENT})
                 assert r.status_code == 200, r.text
+                assert (await events(ws, 1))[0]["event"]["type"] == "payment.succeeded"
                 sent = await _until(lambda: _delivered(receiver, "payment.succeeded"))
                 await _until(lambda: any(s.name == "webhook send" and s.context.trace_id == int(CALLER_TRACE, 16)
                                          for s in spans.get_finished_spans()))
@@ -186,8 +192,11 @@ async def test_gateway_webhook_apply_and_delivery_join_the_receiving_requests_tr
     assert apply.attributes["paycast.inbox.status"] == "applied"
     actor = _one(_children(tree, apply), "actor payment ApplyWebhook")
     unit = _one(_children(tree, actor), "db inbox.apply")
-    # The event the apply wrote carries its trace: the outgoing delivery joins it.
+    # The event the apply wrote carries its trace: the outgoing delivery and the push to the
+    # customer's WebSocket (through NOTIFY) join it.
     send = _one(_children(tree, unit), "webhook send")
+    push = _one(_children(tree, unit), "realtime push")
+    assert push.attributes["paycast.realtime.connections"] == 1
     assert sent.headers["traceparent"] == f"00-{CALLER_TRACE}-{send.context.span_id:016x}-01"
 
 
