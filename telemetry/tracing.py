@@ -11,8 +11,9 @@ each is handled where it happens:
   runs the unit of work in a copy of the caller's context;
 - sender → actor: :class:`actors.runtime.Mailbox` carries the sender's context
   in the envelope and the actor attaches it while handling the message;
-- now → later (an event's outgoing webhook, a stored gateway webhook's apply):
-  the ``traceparent`` is stored with the row and continued from there.
+- now → later (an event's outgoing webhook, a stored gateway webhook's apply,
+  the realtime push of committed messages): the ``traceparent`` is stored with
+  the row (or sent in the NOTIFY) and continued from there.
 
 With ``PAYCAST_OTEL_EXPORTER=none`` no SDK is installed: the API's no-op tracer
 records nothing but still passes an incoming ``traceparent`` through to the
