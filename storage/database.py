@@ -9,10 +9,11 @@ unchanged; connection trouble becomes :class:`domain.errors.Unavailable`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import asyncpg
@@ -121,11 +122,13 @@ class Database:
           Unavailable: the database could not be reached or timed out.
           PaycastError: raised by ``fn`` (the transaction is rolled back).
         """
-        return await self._cross(fn, args, kwargs, transactional=True)
+        with observed(fn):
+            return await self._cross(fn, args, kwargs, transactional=True)
 
     async def run(self, fn: UnitOfWork[T], *args: Any, **kwargs: Any) -> T:
         """Like :meth:`transaction` but without an explicit transaction (reads, DDL, locks)."""
-        return await self._cross(fn, args, kwargs, transactional=False)
+        with observed(fn):
+            return await self._cross(fn, args, kwargs, transactional=False)
 
     async def _cross(self, fn: UnitOfWork[T], args: tuple, kwargs: dict, transactional: bool) -> T:
         pool = self._pool
@@ -133,34 +136,47 @@ class Database:
             raise Unavailable("The database is not open.")
 
         async def unit() -> T:
-            # State changes reported by fn are counted and logged after commit only.
-            with metrics.unit_of_work():
-                async with pool.acquire(timeout=self._connect_timeout_s) as conn:
-                    if not transactional:
-                        return await fn(conn, *args, **kwargs)
-                    async with conn.transaction():
-                        return await fn(conn, *args, **kwargs)
+            async with pool.acquire(timeout=self._connect_timeout_s) as conn:
+                if not transactional:
+                    return await fn(conn, *args, **kwargs)
+                async with conn.transaction():
+                    return await fn(conn, *args, **kwargs)
 
-        name = _unit_name(fn)
-        started = time.perf_counter()
-        outcome = "error"
-        # The span is current on the loop thread too (LoopThread copies the
-        # context), so what fn writes (events) can record the trace it is in.
-        with tracing.span(f"db {name}", {"db.system": "postgresql", "db.operation.name": name}):
-            try:
-                result = await self._thread.run(asyncio.wait_for(unit(), self._uow_timeout_s))
-                outcome = "ok"
-                return result
-            except _UNAVAILABLE as exc:
-                outcome = "unavailable"
-                log.warning("database unavailable: %s: %s", type(exc).__name__, exc)
-                raise Unavailable("The database is unavailable; retry shortly.") from exc
-            finally:
-                metrics.DB_UNITS.labels(name, outcome).observe(time.perf_counter() - started)
+        try:
+            return await self._thread.run(asyncio.wait_for(unit(), self._uow_timeout_s))
+        except _UNAVAILABLE as exc:
+            log.warning("database unavailable: %s: %s", type(exc).__name__, exc)
+            raise Unavailable("The database is unavailable; retry shortly.") from exc
+
+
+@contextlib.contextmanager
+def observed(fn: Callable) -> Iterator[None]:
+    """One unit of work, observed: a span, a latency histogram by outcome, and
+    the state changes ``fn`` reports (:func:`telemetry.metrics.transition`)
+    counted and logged only if the crossing succeeded, i.e. after commit.
+
+    Used on the trio side, around the crossing: the span is current on the
+    loop thread too (the unit runs in a copy of this context, see
+    :meth:`LoopThread.submit`), so what ``fn`` writes (events) records the
+    trace it is in, and the transitions land in the list set up here.
+    """
+    name = _unit_name(fn)
+    started = time.perf_counter()
+    outcome = "error"
+    try:
+        with tracing.span(f"db {name}", {"db.system": "postgresql", "db.operation.name": name}), \
+                metrics.unit_of_work():
+            yield
+        outcome = "ok"
+    except Unavailable:
+        outcome = "unavailable"
+        raise
+    finally:
+        metrics.DB_UNITS.labels(name, outcome).observe(time.perf_counter() - started)
 
 
 def _unit_name(fn: Callable) -> str:
     """``payments.settle`` for ``storage.payments.settle``: low-cardinality, readable."""
-    module = getattr(fn, "__module__", None) or ""
-    return f"{module.rpartition('.')[2]}.{getattr(fn, '__qualname__', type(fn).__name__)}" if module else \
-        getattr(fn, "__qualname__", type(fn).__name__)
+    module = (getattr(fn, "__module__", None) or "").rpartition(".")[2]
+    qualname = getattr(fn, "__qualname__", type(fn).__name__)
+    return f"{module}.{qualname}" if module else qualname
