@@ -8,18 +8,18 @@ rows into payment actors, and re-drives what a crash or another process left.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 import trio
 
+from actors import inbox_observer as observe
 from actors.runtime import AskTimeout, batches
 from domain.errors import Unavailable
 from domain.webhooks import GatewayEvent
 from storage import inbox
-from telemetry import metrics, tracing
+from telemetry import tracing
 
 log = logging.getLogger("paycast.inbox")
 # Enough to absorb a burst while one batch commits; senders wait beyond it.
@@ -120,8 +120,7 @@ class InboxProcessor:
                 continue
             late = await db.transaction(inbox.ignore_late, [r["id"] for r in rows])
             self.applied["ignored"] += len(late)
-            if late:
-                _observe_ignored([r for r in rows if r["id"] in late])
+            observe.ignored([r for r in rows if r["id"] in late])
             groups: dict[str, list[dict]] = defaultdict(list)
             for row in (r for r in rows if r["id"] not in late):
                 groups[row["payment_id"] or row["id"]].append(row)
@@ -135,7 +134,7 @@ class InboxProcessor:
         try:
             for row in group:
                 try:
-                    status = await self._apply_observed(row)
+                    status = await self._apply(row)
                 except (Unavailable, AskTimeout) as exc:
                     await self._release(row["id"], exc)
                 except Exception as exc:  # noqa: BLE001 - keep the row for a later try
@@ -149,22 +148,14 @@ class InboxProcessor:
         finally:
             limiter.release()
 
-    async def _apply_observed(self, row: dict) -> str:
-        """:meth:`_apply` in a span continuing the receiving request's trace; latency and a log line once done."""
-        with tracing.span(f"inbox apply {row['kind']}", {"paycast.inbox_id": row["id"],
-                                                          "paycast.connector": row["connector"]},
-                          parent=tracing.from_traceparent(row.get("traceparent"))) as span:
-            status = await self._apply(row)
-            span.set_attribute("paycast.inbox.status", status)
-        if status not in (inbox.RETRY, inbox.DEFERRED) and row.get("received_at") is not None:
-            latency = _since_received(row)
-            metrics.WEBHOOK_APPLY_SECONDS.labels(row["connector"], status).observe(latency)
-            log.info("webhook %s applied: %s %s for %s → %s after %.0f ms (try %s)", row["id"], row["connector"],
-                     row["kind"], row["payment_id"] or "-", status, latency * 1000, row.get("tries"))
-        return status
-
     async def _apply(self, row: dict) -> str:
         """Through the payment's actor when the webhook names a payment, else directly."""
+        with observe.apply_span(row):
+            status = await self._apply_untraced(row)
+            observe.applied(row, status)
+        return status
+
+    async def _apply_untraced(self, row: dict) -> str:
         from actors.payment import ApplyWebhook
 
         if row["payment_id"]:
@@ -177,19 +168,3 @@ class InboxProcessor:
             await self._system.db.transaction(inbox.release, inbox_id, f"{type(exc).__name__}: {exc}")
         except Unavailable:
             pass  # the lease runs out by itself
-
-
-def _since_received(row: dict) -> float:
-    """Seconds from the row's receipt (its ``received_at``, the database clock) to now."""
-    return (dt.datetime.now(dt.timezone.utc) - row["received_at"]).total_seconds()
-
-
-def _observe_ignored(rows: list[dict]) -> None:
-    """Late or repeated outcomes set aside in bulk: their latency, and one log line per webhook."""
-    for row in rows:
-        if row.get("received_at") is None:
-            continue
-        latency = _since_received(row)
-        metrics.WEBHOOK_APPLY_SECONDS.labels(row["connector"], "ignored").observe(latency)
-        log.info("webhook %s applied: %s %s for %s → ignored (late or repeated) after %.0f ms", row["id"],
-                 row["connector"], row["kind"], row["payment_id"] or "-", latency * 1000)

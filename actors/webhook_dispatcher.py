@@ -18,10 +18,10 @@ import time
 import httpx
 import trio
 
+from actors import delivery_observer as observe
 from domain import outgoing_webhooks as rules
 from domain.errors import Unavailable
 from storage import webhook_deliveries
-from telemetry import metrics, tracing
 
 log = logging.getLogger("paycast.webhooks.out")
 # Sends in flight in this process, and per endpoint (API: bounded per endpoint).
@@ -84,37 +84,27 @@ class WebhookDispatcher:
         self._in_flight[endpoint] = self._in_flight.get(endpoint, 0) + 1
         self._total += 1
         semaphore = self._per_endpoint.setdefault(endpoint, trio.Semaphore(PER_ENDPOINT))
-        nursery.start_soon(self._deliver, client, row, semaphore, name=f"actor:webhook-delivery:{row['id']}")
+        nursery.start_soon(self._deliver_traced, client, row, semaphore, name=f"actor:webhook-delivery:{row['id']}")
+
+    async def _deliver_traced(self, client: httpx.AsyncClient, row: dict, semaphore: trio.Semaphore) -> None:
+        with observe.send_span(row):
+            await self._deliver(client, row, semaphore)
 
     async def _deliver(self, client: httpx.AsyncClient, row: dict, semaphore: trio.Semaphore) -> None:
         endpoint = row["endpoint_id"]
         try:
-            # The send joins the trace of the change that wrote the event (stored with it).
-            with tracing.span("webhook send", {"paycast.delivery_id": row["id"], "paycast.event_id": row["event"]["id"],
-                                               "paycast.endpoint_id": endpoint, "paycast.attempt": row["attempt"]},
-                              parent=tracing.from_traceparent(row.get("traceparent")),
-                              kind=tracing.SpanKind.CLIENT) as span:
-                async with self._slots, semaphore:
-                    status_code, latency_ms, error = await self._send(client, row)
-                self.sent += 1
-                metrics.DELIVERY_SECONDS.observe(latency_ms / 1000)
-                if status_code is not None:
-                    span.set_attribute("http.response.status_code", status_code)
-                try:
-                    outcome = await self._db.transaction(webhook_deliveries.record_attempt, row["id"], row["token"],
-                                                         status_code, latency_ms, error)
-                except Unavailable:
-                    # The lease runs out and the delivery is sent again: at least once.
-                    metrics.DELIVERIES.labels("unrecorded").inc()
-                    log.warning("could not record attempt of %s; it will be retried", row["id"])
-                    return
-                span.set_attribute("paycast.delivery.outcome", outcome)
-                if outcome != "succeeded":
-                    tracing.set_error(span, error or f"HTTP {status_code}")
-            metrics.DELIVERIES.labels(_outcome_label(outcome, status_code)).inc()
-            log.info("webhook %s (%s) to %s attempt %s: %s → %s in %d ms", row["id"], row["event"]["type"], endpoint,
-                     row["attempt"], status_code if status_code is not None else (error or "no answer")[:80],
-                     outcome, latency_ms)
+            async with self._slots, semaphore:
+                status_code, latency_ms, error = await self._send(client, row)
+            self.sent += 1
+            try:
+                outcome = await self._db.transaction(webhook_deliveries.record_attempt, row["id"], row["token"],
+                                                     status_code, latency_ms, error)
+            except Unavailable:
+                # The lease runs out and the delivery is sent again: at least once.
+                log.warning("could not record attempt of %s; it will be retried", row["id"])
+                observe.attempt_recorded(row, None, status_code, latency_ms, error)
+                return
+            observe.attempt_recorded(row, outcome, status_code, latency_ms, error)
             if outcome == "succeeded":
                 self.succeeded += 1
         finally:
@@ -128,10 +118,7 @@ class WebhookDispatcher:
     async def _send(self, client: httpx.AsyncClient, row: dict) -> tuple[int | None, int, str | None]:
         """One attempt. Returns ``(status code or None, latency ms, error or None)``."""
         body = json.dumps(row["event"], separators=(",", ":")).encode()
-        headers = rules.headers(row["secret"], row["event"]["id"], int(time.time()), body)
-        traceparent = tracing.current_traceparent()  # the send span (or the event's own trace, passed through)
-        if traceparent:
-            headers["traceparent"] = traceparent
+        headers = rules.headers(row["secret"], row["event"]["id"], int(time.time()), body) | observe.trace_headers()
         started = trio.current_time()
 
         def elapsed_ms() -> int:
@@ -162,16 +149,3 @@ class WebhookDispatcher:
         except OSError:
             return False  # unresolvable: the send fails on its own
         return any(rules.is_private_address(a) for a in addresses)
-
-
-def _outcome_label(outcome: str, status_code: int | None) -> str:
-    """What came of one attempt, for ``paycast_webhook_delivery_attempts_total``.
-
-    ``succeeded``; ``retry`` (the delivery stays pending for a later attempt);
-    ``failed`` (attempts exhausted or the endpoint answered 410) — a small fixed set.
-    """
-    if outcome == "succeeded":
-        return "succeeded"
-    if outcome == "pending":
-        return "retry"
-    return "disabled" if status_code == 410 else "failed"

@@ -9,18 +9,16 @@ unchanged; connection trouble becomes :class:`domain.errors.Unavailable`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import asyncpg
 
 from domain.errors import Unavailable
 from storage.loop_thread import LoopThread
-from telemetry import metrics, tracing
+from storage.observe import observed
 
 log = logging.getLogger("paycast.storage")
 T = TypeVar("T")
@@ -147,36 +145,3 @@ class Database:
         except _UNAVAILABLE as exc:
             log.warning("database unavailable: %s: %s", type(exc).__name__, exc)
             raise Unavailable("The database is unavailable; retry shortly.") from exc
-
-
-@contextlib.contextmanager
-def observed(fn: Callable) -> Iterator[None]:
-    """One unit of work, observed: a span, a latency histogram by outcome, and
-    the state changes ``fn`` reports (:func:`telemetry.metrics.transition`)
-    counted and logged only if the crossing succeeded, i.e. after commit.
-
-    Used on the trio side, around the crossing: the span is current on the
-    loop thread too (the unit runs in a copy of this context, see
-    :meth:`LoopThread.submit`), so what ``fn`` writes (events) records the
-    trace it is in, and the transitions land in the list set up here.
-    """
-    name = _unit_name(fn)
-    started = time.perf_counter()
-    outcome = "error"
-    try:
-        with tracing.span(f"db {name}", {"db.system": "postgresql", "db.operation.name": name}), \
-                metrics.unit_of_work():
-            yield
-        outcome = "ok"
-    except Unavailable:
-        outcome = "unavailable"
-        raise
-    finally:
-        metrics.DB_UNITS.labels(name, outcome).observe(time.perf_counter() - started)
-
-
-def _unit_name(fn: Callable) -> str:
-    """``payments.settle`` for ``storage.payments.settle``: low-cardinality, readable."""
-    module = (getattr(fn, "__module__", None) or "").rpartition(".")[2]
-    qualname = getattr(fn, "__qualname__", type(fn).__name__)
-    return f"{module}.{qualname}" if module else qualname

@@ -102,7 +102,7 @@ def transition(obj: str, object_id: str, from_status: str | None, to_status: str
 def unit_of_work() -> Iterator[None]:
     """Collect :func:`transition` reports of the block; record them only if it completes.
 
-    Used by :func:`storage.database.observed` around each crossing. The unit
+    Used by :func:`storage.observe.observed` around each crossing. The unit
     runs on the loop thread in a copy of the caller's context, which holds the
     same list: what it reports lands here, and is recorded once the crossing
     returned (committed); an exception records nothing.
