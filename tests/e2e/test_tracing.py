@@ -213,3 +213,32 @@ async def test_without_an_sdk_an_incoming_traceparent_still_reaches_the_outgoing
                 assert r.status_code == 201 and r.json()["status"] == "succeeded", r.text
                 sent = await _until(lambda: _delivered(receiver, "payment.succeeded"))
     assert sent.headers["traceparent"] == TRACEPARENT
+
+
+def test_otlp_exporter_sends_the_spans_to_the_configured_endpoint(new_database):
+    """``PAYCAST_OTEL_EXPORTER=otlp`` in a real server process, configured only by the standard
+    ``OTEL_EXPORTER_OTLP_*`` variables, posts OTLP/HTTP protobuf to a local receiver."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    from tests.support import ServerProcess, wait_for
+
+    def spans_received() -> list:
+        out = []
+        for request in receiver.received:
+            message = ExportTraceServiceRequest()
+            message.ParseFromString(request.body)
+            out += [span for rs in message.resource_spans for ss in rs.scope_spans for span in ss.spans]
+        return out
+
+    with Receiver() as receiver:
+        server = ServerProcess(new_database("paycast_otlp"), PAYCAST_OTEL_EXPORTER="otlp",
+                               OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=receiver.url, OTEL_BSP_SCHEDULE_DELAY="100").start()
+        try:
+            with server.client(server.create_merchant("otlp")) as c:
+                r = c.post("/v1/payments", json=payment_body(confirm=True), headers={"traceparent": TRACEPARENT})
+                assert r.status_code == 201, r.text
+            spans = wait_for(lambda: [s for s in spans_received() if s.name == "POST /v1/payments"])
+        finally:
+            server.stop()
+        assert receiver.received[0].headers["content-type"] == "application/x-protobuf"
+    assert spans[0].trace_id.hex() == CALLER_TRACE and spans[0].parent_span_id.hex() == CALLER_SPAN
