@@ -116,13 +116,6 @@ def unit_of_work() -> Iterator[None]:
     _record(collected)
 
 
-def discard_pending() -> None:
-    """Forget what the current unit reported so far (its savepoint rolled back)."""
-    pending = _pending.get()
-    if pending is not None:
-        pending.clear()
-
-
 def _record(items: list[_Transition]) -> None:
     for t in items:
         TRANSITIONS.labels(t.object, t.from_status, t.to_status).inc()
