@@ -352,16 +352,26 @@ async def begin_attempt(conn: asyncpg.Connection, merchant_id: str, payment_id: 
 
 
 _SETTLE_HEAD = (
-    "att AS (UPDATE payment_attempts SET status = $3, connector_txn_id = COALESCE($4, connector_txn_id),"
-    " error_code = $5, updated_at = $6 WHERE id = $2 AND status IN ('started', 'unknown'){also} RETURNING id),"
-    " upd AS (UPDATE payments SET status = $7, amount_received = $8, amount_capturable = $9, last_error = $10,"
+    "upd AS (UPDATE payments SET status = $7, amount_received = $8, amount_capturable = $9, last_error = $10,"
     " processing_deadline = CASE WHEN $7 = 'processing' THEN processing_deadline END, updated_at = $6"
-    " WHERE id = $1 AND status = 'processing' AND updated_at = $11{also} RETURNING id)"
+    " WHERE id = $1 AND status = 'processing' AND updated_at = $11{condition} RETURNING id),"
+    " att AS (UPDATE payment_attempts SET status = $3, connector_txn_id = COALESCE($4, connector_txn_id),"
+    " error_code = $5, updated_at = $6 WHERE id = $2 AND status IN ('started', 'unknown'){att_guard} RETURNING id)"
 )
 
-# A CTE written with a settle and guarding it: ``(first $n it may use) -> (sql of
-# a CTE named "also", its parameters)``; the settle happens only if it returns a row.
-Also = Callable[[int], tuple[str, list]]
+
+@dataclasses.dataclass(frozen=True)
+class Also:
+    """Another write that must happen with a settle, and only with it.
+
+    ``build(first $n it may use)`` returns ``(condition, cte, args)``: a boolean
+    SQL expression the payment's update also requires, and a CTE named
+    ``also`` that runs only if the payment was updated (it may read ``upd``).
+    The inbox marks its row processed this way: the row must still be
+    unprocessed for the payment to move, and is marked only if it moved.
+    """
+
+    build: Callable[[int], tuple[str, str, list]]
 
 
 async def settle_known(conn: asyncpg.Connection, row: Mapping, attempts: list, attempt_id: str,
@@ -373,8 +383,8 @@ async def settle_known(conn: asyncpg.Connection, row: Mapping, attempts: list, a
     anything moved the payment since it was read, nothing is written.
 
     Args:
-      also: another CTE of the same statement that must succeed with it
-        (the inbox marks its row processed this way).
+      also: another write of the same statement that must happen with it, and
+        only with it (:class:`Also`).
 
     Returns:
       The payment's API form after the change, or ``None`` if a guard failed.
@@ -391,10 +401,11 @@ async def settle_known(conn: asyncpg.Connection, row: Mapping, attempts: list, a
     snapshot = render.payment(after, attempts)
     args = [row["id"], attempt_id, result.attempt_status, txn, outcome.error_code, now, result.status.value,
             result.amount_received, result.amount_capturable, result.last_error, row["updated_at"]]
-    head = _SETTLE_HEAD.format(also="")
+    head = _SETTLE_HEAD.format(condition="", att_guard="")
     if also is not None:
-        also_sql, also_args = also(len(args) + 1)
-        head = f"{also_sql}, " + _SETTLE_HEAD.format(also=" AND EXISTS (SELECT 1 FROM also)")
+        condition, also_cte, also_args = also.build(len(args) + 1)
+        head = _SETTLE_HEAD.format(condition=f" AND {condition}", att_guard=" AND EXISTS (SELECT 1 FROM upd)")
+        head += f", {also_cte}"
         args += also_args
     changed = await _write(conn, head, args, after, result.status.value,
                            [payment_event(result.status.value, snapshot)], now)
