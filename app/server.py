@@ -24,7 +24,7 @@ from config import logs
 from domain.errors import InvalidRequest
 from domain.ids import new_id
 from app.routes import (accounts, admin, connectors, dashboard, disputes, events, ops, orders, payments, realtime,
-                        reconciliation, refunds, webhook_endpoints, webhooks)
+                        reconciliation, refunds, stats, webhook_endpoints, webhooks)
 
 log = logging.getLogger("paycast.http")
 
@@ -39,7 +39,7 @@ def create_app(system, admin_token: str) -> Quart:
     app.config["BODY_TIMEOUT"] = 30
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     for module in (admin, orders, payments, events, connectors, reconciliation, webhooks, ops, refunds, disputes,
-                   accounts, webhook_endpoints, realtime, dashboard):
+                   accounts, webhook_endpoints, realtime, dashboard, stats):
         app.register_blueprint(module.bp)
     errors.register(app)
 
