@@ -18,6 +18,8 @@
     realtime_connections: "Realtime connections",
   };
   const POLL_MS = 700, REFRESH_MS = 5000;
+  const PAYMENT_HEADERS = ["Payment", "Status", "Amount", { label: "Customer", cls: "hide-sm" }, "Connector",
+    { label: "Updated", cls: "hide-sm" }];
   const $ = (sel, root = document) => root.querySelector(sel);
   const main = $("#main");
   const exposed = window.paycastConsole = { charts: {}, overview: null, stats: null, inbox: {} };
@@ -66,6 +68,7 @@
   const code = (text) => text ? el("code", {}, text) : "—";
   const payLink = (id) => el("a", { href: "/dashboard/payments/" + encodeURIComponent(id) }, id);
   const time = (iso) => iso ? iso.replace("T", " ").replace(/\.\d+Z$/, "Z") : "—";
+  const preciseTime = (iso) => iso ? iso.replace("T", " ") : "—";
   const pct = (x) => x == null ? "—" : (x * 100).toFixed(1) + " %";
   const ms = (x) => x == null ? "—" : (x < 10 ? x.toFixed(2) : x.toFixed(0)) + " ms";
 
@@ -89,7 +92,8 @@
 
   /** A table inside a keyboard-scrollable region (narrow screens scroll it sideways). */
   function table(label, headers, rows, attrs) {
-    const head = el("tr", {}, headers.map((h) => el("th", { scope: "col", class: h.num ? "num" : null }, h.label || h)));
+    const head = el("tr", {}, headers.map((h) => el("th", { scope: "col",
+      class: [h.num ? "num" : "", h.cls || ""].join(" ").trim() || null }, h.label || h)));
     return el("div", { class: "scroll", role: "region", "aria-label": label, tabindex: "0" },
       el("table", attrs || {}, el("thead", {}, head), el("tbody", {}, rows)));
   }
@@ -116,28 +120,40 @@
 
   function describe(node, text) { node.setAttribute("aria-label", text); }
 
+  /** Stacked bars: series k is drawn as the sum of series 0..k, tallest first so each shows on top of the next. */
+  function stacked(outcomes, stats) {
+    const sums = [];
+    let run = stats.buckets.map(() => 0);
+    for (const s of outcomes) { run = run.map((v, i) => v + stats.payments[s][i]); sums.push(run); }
+    return sums.reverse();
+  }
+
   function renderCharts(stats) {
     exposed.stats = stats;
     const xs = stats.buckets;
     const paymentsNode = $("#chart-payments"), rateNode = $("#chart-success");
-    const outcomes = STATUSES.filter((s) => stats.payments[s]);
-    const pData = [xs, ...outcomes.map((s) => stats.payments[s])];
+    const outcomes = STATUSES.filter((s) => stats.totals[s]);
+    const drawn = outcomes.slice().reverse();  // top of the stack first
+    const pData = [xs, ...stacked(outcomes, stats)];
     const rateData = [xs, ...stats.connectors.map((c) => c.success_rate.map((r) => r == null ? null : r * 100))];
-    const totalText = outcomes.map((s) => s.replace(/_/g, " ") + " " + stats.totals[s]).join(", ");
+    const totalText = outcomes.map((s) => s.replace(/_/g, " ") + " " + stats.totals[s]).join(", ") || "none";
     describe(paymentsNode, "Payments per minute by outcome, last hour. Totals: " + totalText + ".");
     describe(rateNode, "Success rate per connector per minute, last hour: " + (stats.connectors.length
       ? stats.connectors.map((c) => c.name + " " + pct(c.success_rate_total)).join(", ") : "no attempts") + ".");
     const pChart = exposed.charts.payments, rChart = exposed.charts.successRate;
-    const sameRate = rChart && rChart.series.length - 1 === stats.connectors.length
-      && stats.connectors.every((c, i) => rChart.series[i + 1].label === c.name);
-    if (pChart && pChart.series.length - 1 === outcomes.length) pChart.setData(pData);
-    else exposed.charts.payments = makeChart(paymentsNode, "", outcomes.map((s) => ({
-      label: s.replace(/_/g, " "), stroke: STATUS_COLOURS[s], width: 2, fill: STATUS_COLOURS[s] + "22",
-      points: { show: false } })), pData, (v) => v);
-    if (sameRate) rChart.setData(rateData);
+    const same = (chart, labels) => chart && chart.series.length - 1 === labels.length
+      && labels.every((label, i) => chart.series[i + 1].label === label);
+    const bars = uPlot.paths.bars({ size: [0.8, 24] });
+    if (same(pChart, drawn.map((s) => s.replace(/_/g, " ")))) pChart.setData(pData);
+    else exposed.charts.payments = makeChart(paymentsNode, "", drawn.map((s) => ({
+      label: s.replace(/_/g, " "), stroke: STATUS_COLOURS[s], fill: STATUS_COLOURS[s], width: 0, paths: bars,
+      points: { show: false },
+      // The legend shows each outcome's own count, not the stacked height.
+      value: (u, v, si, i) => i == null ? "—" : exposed.stats.payments[s][i] })), pData, (v) => v);
+    if (same(rChart, stats.connectors.map((c) => c.name))) rChart.setData(rateData);
     else exposed.charts.successRate = makeChart(rateNode, "", stats.connectors.map((c, i) => ({
       label: c.name, stroke: CONNECTOR_COLOURS[i % CONNECTOR_COLOURS.length], width: 2, spanGaps: false,
-      points: { show: true, size: 5 }, value: (u, v) => v == null ? "—" : v.toFixed(0) + " %" })),
+      points: { show: true, size: 6 }, value: (u, v) => v == null ? "—" : v.toFixed(0) + " %" })),
       rateData, (v) => v + " %", [0, 100]);
   }
 
@@ -153,7 +169,6 @@
     card.querySelector(".value").textContent = value;
     card.classList.toggle("alert", alertWhenPositive && value !== "0" && value !== 0);
     card.classList.remove("locked");
-    card.setAttribute("aria-label", card.querySelector(".label").textContent + ": " + value);
   }
 
   function renderOverview() {
@@ -177,7 +192,7 @@
           { label: "Success rate", num: true }, { label: "p50 latency", num: true }, { label: "p99 latency", num: true }],
         [], { id: "connectors" })),
       panel("Live payments", el("div", { id: "counts" }),
-        table("Live payments", ["Payment", "Status", "Amount", "Customer", "Connector", "Updated"], [], { id: "payments" })),
+        table("Live payments", PAYMENT_HEADERS, [], { id: "payments" })),
     );
     const cards = document.querySelectorAll("[data-counter^=inbox_]");
     for (const card of cards) {
@@ -229,9 +244,9 @@
       el("td", { class: "id" }, payLink(p.id)),
       el("td", { class: "status", dataset: { status: p.status } }, badge(p.status)),
       el("td", { class: "amount" }, money(p.amount, p.currency)),
-      el("td", { class: "customer" }, p.customer_id || "—"),
+      el("td", { class: "customer hide-sm" }, p.customer_id || "—"),
       el("td", { class: "connector" }, p.connector || "—"),
-      el("td", { class: "updated" }, time(p.updated_at || p.created_at)));
+      el("td", { class: "updated hide-sm" }, time(p.updated_at || p.created_at)));
   }
 
   function upsert(p, flash) {
@@ -280,6 +295,10 @@
 
   // ----------------------------------------------------------- payment page
 
+  /** One delivery try: its HTTP status, or why there was none. */
+  const tryResult = (a) => a.status_code != null ? "HTTP " + a.status_code
+    : "no response" + (a.error ? " (" + a.error.split(":")[0] + ")" : "");
+
   function describeEntry(entry) {
     const d = entry.data;
     switch (entry.type) {
@@ -294,8 +313,8 @@
         return { what: [el("span", { class: "kind" }, "event"), d.type], detail: "seq " + d.seq + " · " + d.id };
       case "delivery":
         return { what: [el("span", { class: "kind" }, "webhook out"), d.event_type, " ", badge(d.status)],
-          detail: d.attempts.length ? "status codes " + d.attempts.map((a) => a.status_code ?? (a.error || "error")).join(", ")
-            : "not attempted yet" };
+          detail: d.attempts.length ? d.attempts.length + (d.attempts.length === 1 ? " try: " : " tries: ")
+            + d.attempts.map(tryResult).join(", ") : "not attempted yet" };
       case "refund":
         return { what: [el("span", { class: "kind" }, "refund"), money(d.amount, d.currency), " ", badge(d.status)], detail: d.id };
       case "dispute":
@@ -325,11 +344,11 @@
         fact("Created", time(p.created_at)), fact("Updated", time(p.updated_at)),
         fact("Last error", p.last_error ? p.last_error.code || p.last_error.message : "—"),
         fact("Attempts", String(attempts.length)))),
-      el("div", { class: "grid two" },
+      el("div", { class: "grid two payment-grid" },
         panel("Timeline", el("ol", { class: "timeline", id: "timeline" }, t.entries.map((entry) => {
           const { what, detail } = describeEntry(entry);
           return el("li", { class: "t-" + entry.type, dataset: { type: entry.type } },
-            el("time", { datetime: entry.at }, time(entry.at)), el("div", { class: "what" }, what),
+            el("time", { datetime: entry.at }, preciseTime(entry.at)), el("div", { class: "what" }, what),
             detail ? el("div", { class: "detail" }, detail) : null);
         }))),
         el("div", {},
@@ -343,11 +362,10 @@
               el("td", {}, time(w.received_at)))), { id: "webhooks-in" })
             : el("p", { class: "empty", id: "webhooks-in" }, "None received.")),
           panel("Outgoing webhook deliveries", deliveries.length ? table("Outgoing webhook deliveries",
-            ["Event", "Status", { label: "Tries", num: true }, "Status codes", "Last error"],
+            ["Event", "Status", { label: "Tries", num: true }, "Results"],
             deliveries.map((d) => el("tr", { dataset: { id: d.id } }, el("td", {}, d.event_type), el("td", {}, badge(d.status)),
               el("td", { class: "num" }, d.attempt_count),
-              el("td", {}, d.attempts.map((a) => a.status_code ?? "—").join(", ") || "—"),
-              el("td", {}, d.last_error || "—"))), { id: "deliveries" })
+              el("td", { title: d.last_error || null }, d.attempts.map(tryResult).join(", ") || "—"))), { id: "deliveries" })
             : el("p", { class: "empty", id: "deliveries" }, "No webhook endpoint received this payment's events.")),
           panel("Refunds and disputes", (by("refund").length + by("dispute").length) ? table("Refunds and disputes",
             ["Object", "Amount", "Status", "Created"], [...by("refund"), ...by("dispute")].map((r) => el("tr", {},
@@ -415,8 +433,7 @@
         items.map((c) => el("tr", { dataset: { id: c.id } }, el("td", {}, code(c.id)), el("td", {}, c.client_id),
           el("td", {}, c.device_id || "—"), el("td", {}, time(c.connected_at)), el("td", {}, time(c.seen_at)))), { id: "list" });
     }
-    return table(LIST_TITLES[name], ["Payment", "Status", "Amount", "Customer", "Connector", "Updated"],
-      items.map(paymentRow), { id: "list" });
+    return table(LIST_TITLES[name], PAYMENT_HEADERS, items.map(paymentRow), { id: "list" });
   }
 
   async function listView(mine, name) {
