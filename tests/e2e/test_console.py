@@ -214,7 +214,8 @@ def test_console_assets_are_served_and_confined(console_server):
         assert "default-src 'self'" in js.headers["content-security-policy"]
         assert c.get("/dashboard/static/vendor/uplot/uPlot.iife.min.js").status_code == 200
         assert "MIT" in c.get("/dashboard/static/vendor/uplot/LICENSE").text
-        for bad in ("../routes/dashboard.py", "..%2f..%2fserver.py", "dashboard.html", "nope.js"):
+        for bad in ("../routes/dashboard.py", "../../docs/console.md", "..%2f..%2fdocs%2fconsole.md",
+                    "dashboard.html", "nope.js"):
             assert c.get(f"/dashboard/static/{bad}").status_code == 404, bad
         page = c.get("/dashboard/payments/pay_whatever")
         assert page.status_code == 200 and "console.js" in page.text
