@@ -20,7 +20,8 @@ import httpx
 import pytest
 
 from tests.e2e.test_dashboard import CHROMIUM_ARGS, _chromium
-from tests.support import ADMIN_TOKEN, CARD_DECLINED, UPI, ServerProcess, payment_body, sign_stripe, wait_for
+from tests.support import (ADMIN_TOKEN, CARD_DECLINED, UPI, ServerProcess, db_fetch, payment_body, sign_stripe,
+                           wait_for)
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -38,7 +39,7 @@ def console_server(new_database):
     proc = ServerProcess(new_database("paycast_console"), PAYCAST_PROCESSING_DEADLINE_S="1",
                          PAYCAST_RECONCILE_INTERVAL_S="3600", PAYCAST_FLAKY_ERROR_RATE="0.6",
                          PAYCAST_WEBHOOK_ALLOW_PRIVATE_URLS="true", PAYCAST_WEBHOOK_RETRY_SCHEDULE="0,3600",
-                         PAYCAST_INBOX_RETRY_SCHEDULE="1,1").start()
+                         PAYCAST_INBOX_RETRY_SCHEDULE="0,1").start()
     try:
         yield proc
     finally:
@@ -361,28 +362,47 @@ def _has_admin_inbox(server) -> bool:
         return c.get("/admin/inbox", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).status_code == 200
 
 
+# Breaks exactly one payment's updates, as a bug or a bad row would: a real
+# failure inside the webhook's apply transaction (as tests/e2e/test_inbox_dead_letters.py).
+BREAK_ONE_PAYMENT = [
+    "CREATE TABLE IF NOT EXISTS console_broken (id text PRIMARY KEY)",
+    """CREATE OR REPLACE FUNCTION console_break_payment() RETURNS trigger LANGUAGE plpgsql AS $$
+       BEGIN
+         IF NEW.id IN (SELECT id FROM console_broken) THEN RAISE EXCEPTION 'injected failure for %', NEW.id; END IF;
+         RETURN NEW;
+       END $$""",
+    "DROP TRIGGER IF EXISTS console_break ON payments",
+    "CREATE TRIGGER console_break BEFORE UPDATE ON payments FOR EACH ROW EXECUTE FUNCTION console_break_payment()",
+]
+
+
 def test_dead_letter_appears_in_the_admin_view(console_server, mix, browser):
     if not _has_admin_inbox(console_server):
         pytest.skip("requires /admin/inbox (hardening branch)")
     # API.md: an apply that fails is retried on PAYCAST_INBOX_RETRY_SCHEDULE (this
-    # server: 1,1) and then the item is `dead`. A dispute opened for a payment
-    # that stays `processing` (pending@upi, never answered) cannot be applied.
+    # server: 0,1) and then the item is `dead`, listed by GET /admin/inbox?status=dead.
     stuck = mix["pending"][0]
-    body = json.dumps({"id": "evt_console_dead", "type": "charge.dispute.created", "created": int(time.time()),
-                       "data": {"object": {"id": "du_console_dead", "amount": stuck["amount"], "currency": "INR",
-                                           "status": "needs_response", "metadata": {"payment_id": stuck["id"]}}}})
+    for statement in BREAK_ONE_PAYMENT:
+        db_fetch(console_server.dsn, statement)
+    db_fetch(console_server.dsn, "INSERT INTO console_broken VALUES ($1)", stuck["id"])
+    event_id = f"evt_console_dead_{stuck['id']}"
+    body = json.dumps({"id": event_id, "type": "payment_intent.succeeded", "created": int(time.time()),
+                       "data": {"object": {"id": stuck["attempts"][-1]["connector_txn_id"], "amount": stuck["amount"],
+                                           "currency": "inr", "status": "succeeded",
+                                           "metadata": {"payment_id": stuck["id"]}}}}).encode()
     admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     with console_server.client() as c:
-        sent = c.post("/webhooks/mockstripe", content=body.encode(), headers=sign_stripe(body.encode()))
-        assert sent.status_code == 200, sent.text
+        assert c.post("/webhooks/mockstripe", content=body, headers=sign_stripe(body)).status_code == 200
         dead = wait_for(lambda: [i for i in c.get("/admin/inbox", params={"status": "dead", "limit": 100},
-                                                  headers=admin).json()["data"]
-                                 if i["event_id"] == "evt_console_dead"], timeout=30, interval=0.5)
+                                                  headers=admin).json()["data"] if i["event_id"] == event_id],
+                        timeout=30, interval=0.3)
         total = len(c.get("/admin/inbox", params={"status": "dead", "limit": 100}, headers=admin).json()["data"])
     context, page = _page(browser, console_server, mix["key"], admin=True)
     try:
         page.goto(console_server.url + "/dashboard/admin?status=dead")
-        page.wait_for_selector(f'#inbox tr[data-id="{dead[0]["id"]}"][data-status="dead"]', timeout=15_000)
+        row = page.wait_for_selector(f'#inbox tr[data-id="{dead[0]["id"]}"][data-status="dead"]', timeout=15_000)
+        assert "injected failure" in row.text_content()
+        assert row.query_selector("button") is not None  # a dead letter can be replayed from here
         page.goto(console_server.url + "/dashboard")
         page.wait_for_function("(n) => document.querySelector('[data-counter=inbox_dead] .value').textContent"
                                " === String(n)", arg=total, timeout=15_000)
