@@ -473,12 +473,14 @@
       const page = await api("/admin/inbox?limit=100" + (status ? "&status=" + encodeURIComponent(status) : ""), { admin: true });
       exposed.inbox = page;
       inboxBox.replaceChildren(page.data.length ? table("Gateway webhook inbox",
-        ["Item", "Connector", "Event", "Status", { label: "Tries", num: true }, "Payment", "Received", ""],
+        ["Received", "Event", "Status", { label: "Tries", num: true }, "Payment", { label: "Action", cls: "visually-hidden" }],
         page.data.map((item) => el("tr", { dataset: { id: item.id, status: item.status } },
-          el("td", {}, code(item.id)), el("td", {}, item.connector), el("td", {}, item.event_type, el("br"), code(item.event_id)),
+          el("td", { class: "nowrap" }, time(item.received_at)),
+          el("td", {}, item.connector + " · " + item.event_type,
+            el("div", { class: "detail" }, code(item.event_id)), el("div", { class: "detail" }, code(item.id))),
           el("td", {}, badge(item.status), item.last_error ? el("div", { class: "detail" }, item.last_error) : null),
-          el("td", { class: "num" }, item.attempts), el("td", {}, item.payment_id ? payLink(item.payment_id) : "—"),
-          el("td", {}, time(item.received_at)),
+          el("td", { class: "num" }, item.attempts),
+          el("td", {}, item.payment_id ? payLink(item.payment_id) : "—"),
           el("td", {}, item.status === "applied" ? "" : el("button", { type: "button", class: "secondary",
             "aria-label": "Replay " + item.id, onclick: async (e) => {
               e.target.disabled = true;

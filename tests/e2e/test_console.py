@@ -11,6 +11,7 @@ that refuses connections (so deliveries fail).
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import pathlib
 import socket
@@ -376,6 +377,12 @@ BREAK_ONE_PAYMENT = [
 ]
 
 
+def _db(dsn: str, sql: str, *args) -> list[dict]:
+    """:func:`db_fetch` from a thread: Playwright's sync API keeps an asyncio loop running in this one."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(db_fetch, dsn, sql, *args).result()
+
+
 def test_dead_letter_appears_in_the_admin_view(console_server, mix, browser):
     if not _has_admin_inbox(console_server):
         pytest.skip("requires /admin/inbox (hardening branch)")
@@ -383,8 +390,8 @@ def test_dead_letter_appears_in_the_admin_view(console_server, mix, browser):
     # server: 0,1) and then the item is `dead`, listed by GET /admin/inbox?status=dead.
     stuck = mix["pending"][0]
     for statement in BREAK_ONE_PAYMENT:
-        db_fetch(console_server.dsn, statement)
-    db_fetch(console_server.dsn, "INSERT INTO console_broken VALUES ($1)", stuck["id"])
+        _db(console_server.dsn, statement)
+    _db(console_server.dsn, "INSERT INTO console_broken VALUES ($1)", stuck["id"])
     event_id = f"evt_console_dead_{stuck['id']}"
     body = json.dumps({"id": event_id, "type": "payment_intent.succeeded", "created": int(time.time()),
                        "data": {"object": {"id": stuck["attempts"][-1]["connector_txn_id"], "amount": stuck["amount"],
@@ -410,37 +417,33 @@ def test_dead_letter_appears_in_the_admin_view(console_server, mix, browser):
         context.close()
 
 
+def _no_sideways_scroll(page, what: str, width: int) -> None:
+    overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, f"the {what} page scrolls sideways by {overflow}px at {width}px"
+
+
 @pytest.mark.parametrize("width", [1280, 390])
 def test_screenshots_and_accessibility(console_server, mix, browser, width):
+    """Every page at a desktop and a phone width: a screenshot under tests/artifacts/,
+    no sideways scrolling of the page itself, and no serious or critical axe-core violation."""
     context, page = _page(browser, console_server, mix["key"], width=width, admin=True)
+    pages = [
+        ("overview", "/dashboard", "#chart-success canvas"),
+        ("payment", f"/dashboard/payments/{mix['fell_back']['id']}", "#attempts tbody tr"),
+        ("search", "/dashboard/search?q=cus_console", "#results tbody tr"),
+        ("list", "/dashboard/lists/deliveries_failing", "#list tbody tr"),
+        ("admin", "/dashboard/admin", "#tasks:not(:empty)"),
+    ]
     try:
         found: dict[str, list] = {}
-        page.goto(console_server.url + "/dashboard")
-        _wait_overview(page)
-        page.wait_for_selector("#chart-success canvas")
-        page.wait_for_timeout(300)
-        _screenshot(page, f"console-overview-{width}.png")
-        found["overview"] = _axe(page)
-        overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
-        assert overflow <= 0, f"the overview scrolls sideways by {overflow}px at {width}px"
-        page.goto(console_server.url + f"/dashboard/payments/{mix['fell_back']['id']}")
-        page.wait_for_selector("#attempts tbody tr", timeout=15_000)
-        _screenshot(page, f"console-payment-{width}.png")
-        found["payment"] = _axe(page)
-        overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
-        assert overflow <= 0, f"the payment page scrolls sideways by {overflow}px at {width}px"
-        page.goto(console_server.url + "/dashboard/search?q=cus_console")
-        page.wait_for_selector("#results tbody tr", timeout=15_000)
-        _screenshot(page, f"console-search-{width}.png")
-        found["search"] = _axe(page)
-        page.goto(console_server.url + "/dashboard/admin")
-        page.wait_for_selector("#tasks:not(:empty)", timeout=15_000)
-        page.wait_for_selector("#state.live", timeout=15_000)
-        _screenshot(page, f"console-admin-{width}.png")
-        found["admin"] = _axe(page)
-        page.goto(console_server.url + "/dashboard/lists/deliveries_failing")
-        page.wait_for_selector("#list", timeout=15_000)
-        found["list"] = _axe(page)
+        for name, path, ready in pages:
+            page.goto(console_server.url + path)
+            page.wait_for_selector(ready, timeout=15_000)
+            page.wait_for_selector("#state.live", timeout=15_000)
+            page.wait_for_timeout(200)  # let charts and fonts settle before the picture
+            _screenshot(page, f"console-{name}-{width}.png")
+            _no_sideways_scroll(page, name, width)
+            found[name] = _axe(page)
         assert not any(found.values()), found
     finally:
         context.close()
