@@ -19,8 +19,10 @@ import time
 
 import httpx
 import pytest
+import trio
 
 from tests.e2e.test_dashboard import CHROMIUM_ARGS, _chromium
+from tests.realtime_support import connect, http, token, welcome
 from tests.support import (ADMIN_TOKEN, CARD_DECLINED, UPI, ServerProcess, db_fetch, payment_body, sign_stripe,
                            wait_for)
 
@@ -207,6 +209,21 @@ def test_search_by_each_kind_of_id(console_server, mix):
         assert c.get("/v1/stats/payments", params={"window": "1m"}).status_code == 400
         wide = c.get("/v1/stats/payments", params={"window": "24h"}).json()
     assert wide["bucket_s"] == 1440 and len(wide["buckets"]) == 60
+
+
+async def test_realtime_connections_counted_and_listed(console_server, mix):
+    async with http(console_server, mix["key"]) as api:
+        tok = await token(api, "cus_console", device_id="phone")
+        async with connect(console_server, tok) as ws:
+            await welcome(ws)
+            with trio.fail_after(15):
+                while (await api.get("/v1/stats/overview")).json()["realtime_connections"] != 1:
+                    await trio.sleep(0.1)
+            listed = (await api.get("/v1/stats/lists/realtime_connections")).json()["data"]
+            assert [(c["client_id"], c["device_id"]) for c in listed] == [("cus_console", "phone")]
+        with trio.fail_after(15):
+            while (await api.get("/v1/stats/overview")).json()["realtime_connections"] != 0:
+                await trio.sleep(0.1)
 
 
 def test_console_assets_are_served_and_confined(console_server):
