@@ -110,7 +110,7 @@
       title, width: chartWidth(node), height: 240,
       scales: { x: { time: true }, y: yRange ? { range: yRange } : { range: (u, min, max) => [0, Math.max(1, max)] } },
       axes: [{ stroke: "#4d5563" }, { stroke: "#4d5563", values: (u, vals) => vals.map(yFormat), size: 56 }],
-      series: [{}, ...series],
+      series: [{ label: "Minute", value: (u, v) => v == null ? "—" : new Date(v * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }) }, ...series],
       legend: { live: true },
     };
     const plot = new uPlot(opts, data, node);
@@ -305,7 +305,9 @@
       case "attempt":
         return { what: [el("span", { class: "kind" }, "attempt"), d.connector, " ", badge(d.status)],
           detail: [d.latency_ms != null ? ms(d.latency_ms) : "latency not recorded",
-            d.error_code ? " · " + d.error_code : "", d.connector_txn_id ? " · " + d.connector_txn_id : ""].join("") };
+            d.error_code ? " · " + d.error_code : "", d.connector_txn_id ? " · " + d.connector_txn_id : "",
+            // Its status is the current one: say when it last changed (e.g. settled by a webhook).
+            d.updated_at && d.updated_at !== d.created_at ? " · status since " + preciseTime(d.updated_at) : ""].join("") };
       case "webhook_in":
         return { what: [el("span", { class: "kind" }, "webhook in"), d.connector + " " + d.event_type, " ", badge(d.status)],
           detail: d.event_id + (d.last_error ? " · " + d.last_error : "") };
@@ -423,10 +425,13 @@
 
   function listRows(name, items) {
     if (name === "deliveries_failing") {
-      return table(LIST_TITLES[name], ["Delivery", "Event", "Status", { label: "Tries", num: true }, "Last status", "Last error", "Next try"],
-        items.map((d) => el("tr", { dataset: { id: d.id } }, el("td", {}, code(d.id)), el("td", {}, d.event_type, el("br"), code(d.event_id)),
-          el("td", {}, badge(d.status)), el("td", { class: "num" }, d.attempt_count), el("td", {}, d.last_status_code ?? "—"),
-          el("td", {}, d.last_error || "—"), el("td", {}, time(d.next_attempt_at)))), { id: "list" });
+      return table(LIST_TITLES[name], ["Event", "Status", { label: "Tries", num: true }, "Last result",
+        { label: "Next try", cls: "hide-sm" }],
+        items.map((d) => el("tr", { dataset: { id: d.id } },
+          el("td", {}, d.event_type, el("div", { class: "detail" }, code(d.event_id)), el("div", { class: "detail" }, code(d.id))),
+          el("td", {}, badge(d.status)), el("td", { class: "num" }, d.attempt_count),
+          el("td", { title: d.last_error || null }, d.attempts.length ? tryResult(d.attempts[d.attempts.length - 1]) : "—"),
+          el("td", { class: "hide-sm" }, time(d.next_attempt_at)))), { id: "list" });
     }
     if (name === "realtime_connections") {
       return table(LIST_TITLES[name], ["Connection", "Client", "Device", "Connected", "Seen"],

@@ -259,6 +259,8 @@ def browser():
 def _page(browser, server, key: str | None, width: int = 1280, admin: bool = False):
     context = browser.new_context(viewport={"width": width, "height": 900}, bypass_csp=True)
     page = context.new_page()
+    page.errors = []  # uncaught script errors, checked by the tests
+    page.on("pageerror", lambda exc: page.errors.append(str(exc)))
     page.goto(server.url + "/dashboard/static/console.css")  # same origin, to seed sessionStorage
     init = ""
     if key:
@@ -462,6 +464,22 @@ def test_screenshots_and_accessibility(console_server, mix, browser, width):
             _no_sideways_scroll(page, name, width)
             found[name] = _axe(page)
         assert not any(found.values()), found
+        assert page.errors == []
+    finally:
+        context.close()
+
+
+def test_overview_of_a_merchant_with_nothing_yet(console_server, browser):
+    context, page = _page(browser, console_server, console_server.create_merchant("empty"))
+    try:
+        page.goto(console_server.url + "/dashboard")
+        overview = _wait_overview(page)
+        assert overview["payments"] == {s: 0 for s in overview["payments"]}
+        for counter in ("processing_overdue", "review_required", "deliveries_failing", "realtime_connections"):
+            assert page.text_content(f'[data-counter="{counter}"] .value') == "0"
+        assert "Admin token needed" in page.text_content('[data-counter="inbox_dead"]')
+        assert page.locator("#payments tbody tr").count() == 0
+        assert page.errors == []
     finally:
         context.close()
 
