@@ -66,12 +66,12 @@ async def payment_stats():
 @merchant_required
 async def overview():
     system = _system()
-    window_s, bucket_s = parse_window(request.args.get("window"))
-    counts, series = await system.db.transaction(_overview, g.merchant_id,
-                                                 system.settings.realtime_presence_ttl_s, window_s, bucket_s)
+    window_s, _ = parse_window(request.args.get("window"))
+    counts, window = await system.db.transaction(_overview, g.merchant_id,
+                                                 system.settings.realtime_presence_ttl_s, window_s)
     now = trio.current_time()
     health = {name: breaker.snapshot(now) for name, breaker in system.breakers.items()}
-    by_name = {c["name"]: c for c in series["connectors"]}
+    by_name = {c["name"]: c for c in window}
     connectors = []
     for name in sorted(set(health) | set(by_name)):
         db_view = by_name.get(name, {})
@@ -84,9 +84,9 @@ async def overview():
     return json_response({"object": "overview", "window_s": window_s, **counts, "connectors": connectors})
 
 
-async def _overview(conn, merchant_id: str, presence_ttl_s: float, window_s: int, bucket_s: int):
+async def _overview(conn, merchant_id: str, presence_ttl_s: float, window_s: int):
     return (await stats.overview_counts(conn, merchant_id, presence_ttl_s),
-            await stats.payment_series(conn, merchant_id, window_s, bucket_s))
+            await stats.connector_window(conn, merchant_id, window_s))
 
 
 @bp.get("/v1/stats/lists/<name>")

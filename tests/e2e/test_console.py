@@ -116,6 +116,13 @@ def test_stats_match_the_payments_api(console_server, mix):
     assert overview["processing_overdue"] == by_status.get("processing", 0) >= 2
     assert overview["review_required"] == sum(p["review_required"] for p in everything) == 0
     assert overview["realtime_connections"] == 0
+    # Connector health over the window agrees with the per-minute series.
+    health = {c["name"]: c for c in overview["connectors"]}
+    for series in stats["connectors"]:
+        c = health[series["name"]]
+        assert (c["attempts"], c["success_rate"]) == (series["attempts_total"], series["success_rate_total"])
+        assert (c["latency_ms_p50"], c["latency_ms_p99"]) == (series["latency_ms_p50"], series["latency_ms_p99"])
+        assert c["state"] == "closed"
 
 
 def test_success_rate_series_per_connector_from_attempts(console_server, mix):
