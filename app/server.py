@@ -24,7 +24,8 @@ from config import logs
 from domain.errors import InvalidRequest
 from domain.ids import new_id
 from app.routes import (accounts, admin, connectors, dashboard, disputes, events, ops, orders, payments, realtime,
-                        reconciliation, refunds, stats, webhook_endpoints, webhooks)
+                        reconciliation, refunds, webhook_endpoints, webhooks)
+from app.routes import stats as console_stats
 
 log = logging.getLogger("paycast.http")
 
@@ -39,9 +40,10 @@ def create_app(system, admin_token: str) -> Quart:
     app.config["BODY_TIMEOUT"] = 30
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     for module in (admin, orders, payments, events, connectors, reconciliation, webhooks, ops, refunds, disputes,
-                   accounts, webhook_endpoints, realtime, dashboard, stats):
+                   accounts, webhook_endpoints, realtime, dashboard):
         app.register_blueprint(module.bp)
     errors.register(app)
+    app.register_blueprint(console_stats.bp)  # the console's read endpoints (docs/console.md)
 
     @app.before_request
     async def _start_request() -> None:
