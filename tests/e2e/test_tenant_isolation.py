@@ -15,13 +15,14 @@ from tests.support import UPI, payment_body, wait_for
 
 # Path parameters that are not object ids owned by a merchant, with the reason.
 NOT_OBJECT_IDS = {
+    "name": "console list and asset names are fixed names, not objects",
     "connector": "connector names are global (webhooks in, public)",
     "client_id": "client ids are names in the caller's own namespace, not objects",
-    "name": "console list and asset names are fixed names, not objects",
 }
+
+
 # Console pages are the same static HTML for anyone; their data comes from the API with the key.
 STATIC_PAGES = "/dashboard/"
-
 
 # Valid bodies, so that the request gets past validation to the ownership check.
 VALID_BODIES = {
