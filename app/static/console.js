@@ -414,6 +414,10 @@
     if (!q) { setState("Connected", "live"); return; }
     const found = await api("/v1/search?limit=100&q=" + encodeURIComponent(q));
     if (mine !== generation) return;
+    if (found.data.length === 1 && found.data[0].matched_on === "payment_id") {
+      location.replace("/dashboard/payments/" + encodeURIComponent(found.data[0].id));  // an exact payment id: go there
+      return;
+    }
     results.replaceChildren(found.data.length ? table("Search results",
       ["Payment", "Matched on", "Status", "Amount", "Customer", "Order", "Created"],
       found.data.map((p) => el("tr", { dataset: { id: p.id } }, el("td", {}, payLink(p.id)), el("td", {}, p.matched_on.replace(/_/g, " ")),

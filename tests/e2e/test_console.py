@@ -380,6 +380,10 @@ def test_search_page_finds_by_order_and_customer(console_server, mix, browser):
         page.wait_for_function("() => document.querySelectorAll('#results tbody tr').length === 4", timeout=15_000)
         page.click(f'#results tr[data-id="{mix["ok"][0]["id"]}"] a')
         page.wait_for_selector("#attempts tbody tr", timeout=15_000)
+        page.fill("#quick-q", mix["fell_back"]["id"])  # an exact payment id opens its page
+        page.keyboard.press("Enter")
+        page.wait_for_url(f"**/dashboard/payments/{mix['fell_back']['id']}", timeout=15_000)
+        page.wait_for_selector('#attempts tbody tr[data-connector="flaky"]', timeout=15_000)
     finally:
         context.close()
 
