@@ -356,7 +356,8 @@ _SETTLE_HEAD = (
     " processing_deadline = CASE WHEN $7 = 'processing' THEN processing_deadline END, updated_at = $6"
     " WHERE id = $1 AND status = 'processing' AND updated_at = $11{condition} RETURNING id),"
     " att AS (UPDATE payment_attempts SET status = $3, connector_txn_id = COALESCE($4, connector_txn_id),"
-    " error_code = $5, updated_at = $6 WHERE id = $2 AND status IN ('started', 'unknown'){att_guard} RETURNING id)"
+    " error_code = $5, latency_ms = COALESCE($12::float8, latency_ms), updated_at = $6"
+    " WHERE id = $2 AND status IN ('started', 'unknown'){att_guard} RETURNING id)"
 )
 
 
@@ -375,7 +376,8 @@ class Also:
 
 
 async def settle_known(conn: asyncpg.Connection, row: Mapping, attempts: list, attempt_id: str,
-                       outcome: Outcome, *, also: Also | None = None) -> dict | None:
+                       outcome: Outcome, *, also: Also | None = None,
+                       latency_ms: float | None = None) -> dict | None:
     """Record ``outcome`` for an attempt of a payment whose row and attempts the caller
     already read, and move the payment: one statement, no read.
 
@@ -385,6 +387,7 @@ async def settle_known(conn: asyncpg.Connection, row: Mapping, attempts: list, a
     Args:
       also: another write of the same statement that must happen with it, and
         only with it (:class:`Also`).
+      latency_ms: how long the connector call took (None: no call of ours settled it).
 
     Returns:
       The payment's API form after the change, or ``None`` if a guard failed.
@@ -400,7 +403,7 @@ async def settle_known(conn: asyncpg.Connection, row: Mapping, attempts: list, a
              "amount_capturable": result.amount_capturable, "last_error": result.last_error, "updated_at": now}
     snapshot = render.payment(after, attempts)
     args = [row["id"], attempt_id, result.attempt_status, txn, outcome.error_code, now, result.status.value,
-            result.amount_received, result.amount_capturable, result.last_error, row["updated_at"]]
+            result.amount_received, result.amount_capturable, result.last_error, row["updated_at"], latency_ms]
     head = _SETTLE_HEAD.format(condition="", att_guard="")
     if also is not None:
         condition, also_cte, also_args = also.build(len(args) + 1)
@@ -417,7 +420,8 @@ async def settle_known(conn: asyncpg.Connection, row: Mapping, attempts: list, a
 
 
 @single_unit
-async def settle_begun(conn: asyncpg.Connection, begun: Begun, outcome: Outcome) -> dict:
+async def settle_begun(conn: asyncpg.Connection, begun: Begun, outcome: Outcome,
+                       latency_ms: float | None = None) -> dict:
     """Record a connector ``outcome`` for the attempt ``begun`` started, and move the payment.
 
     One statement (:func:`settle_known` with what ``begun`` knows). If anything
@@ -428,15 +432,17 @@ async def settle_begun(conn: asyncpg.Connection, begun: Begun, outcome: Outcome)
     Returns:
       The payment's API form after the change.
     """
-    snapshot = await settle_known(conn, begun.payment, begun.attempts, begun.attempt_id, outcome)
+    snapshot = await settle_known(conn, begun.payment, begun.attempts, begun.attempt_id, outcome,
+                                  latency_ms=latency_ms)
     if snapshot is not None:
         return snapshot
     async with _transaction(conn):
-        return await settle(conn, begun.payment["merchant_id"], begun.payment["id"], begun.attempt_id, outcome)
+        return await settle(conn, begun.payment["merchant_id"], begun.payment["id"], begun.attempt_id, outcome,
+                            latency_ms=latency_ms)
 
 
 async def settle(conn: asyncpg.Connection, merchant_id: str, payment_id: str, attempt_id: str,
-                 outcome: Outcome, *, final: bool = True) -> dict:
+                 outcome: Outcome, *, final: bool = True, latency_ms: float | None = None) -> dict:
     """Record a connector ``outcome`` for an attempt and move the payment (inside a transaction).
 
     For outcomes that arrive without the attempt's :class:`Begun` (a gateway
@@ -447,6 +453,8 @@ async def settle(conn: asyncpg.Connection, merchant_id: str, payment_id: str, at
     Args:
       final: False when the confirm will fall back to another connector, so an
         ``unknown``/failed attempt must not move the payment yet.
+      latency_ms: how long the connector call took (None when no call of ours
+        settled it: a webhook, reconciliation).
 
     Returns:
       The payment's API form after the change.
@@ -455,9 +463,10 @@ async def settle(conn: asyncpg.Connection, merchant_id: str, payment_id: str, at
     result = settle_outcome(row["amount"], outcome)
     await conn.execute(
         "UPDATE payment_attempts SET status = $2, connector_txn_id = COALESCE($3, connector_txn_id),"
-        " error_code = $4, updated_at = now() WHERE id = $1 AND status IN ('started', 'unknown')",
+        " error_code = $4, latency_ms = COALESCE($5, latency_ms), updated_at = now()"
+        " WHERE id = $1 AND status IN ('started', 'unknown')",
         attempt_id, "failed" if not final and outcome.kind is OutcomeKind.UNKNOWN else result.attempt_status,
-        outcome.connector_txn_id, outcome.error_code,
+        outcome.connector_txn_id, outcome.error_code, latency_ms,
     )
     if row["status"] != Status.PROCESSING.value or not final:
         return await _render(conn, row)
