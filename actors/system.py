@@ -9,6 +9,7 @@ from collections.abc import Mapping
 import trio
 
 from actors.account import AccountActor
+from actors.connector_call import ConnectorCaller
 from actors.inbox import InboxProcessor, InboxWriter
 from actors.payment import PaymentActor
 from actors.payment_writer import PaymentWriter
@@ -64,6 +65,7 @@ class System:
                                failure_threshold=settings.breaker_failure_threshold,
                                open_seconds=settings.breaker_open_s)
         self.breakers = {name: CircuitBreaker(name, policy) for name in self.connectors}
+        self.connector_call = ConnectorCaller(self.connectors, self.breakers, settings.connector_timeout_s)
         self.payments: Registry[str] | None = None
         self._payment_actor = PaymentActor(self)
         self.accounts: Registry[str] | None = None

@@ -29,7 +29,7 @@ import secrets
 import trio
 
 from domain.payments import Outcome, OutcomeKind
-from gateways.base import (AuthorizeRequest, ConnectorServerError, ConnectorTimeout, PayoutRequest, RefundRequest,
+from gateways.base import (AuthorizeRequest, ConnectorError, ConnectorServerError, ConnectorTimeout, PayoutRequest, RefundRequest,
                            Submission)
 
 # (first6, last4) of the documented test cards → (outcome, error code).
@@ -88,6 +88,9 @@ class SimulatedConnector:
     # Runs inside this process: a crash loses its memory together with ours, so
     # an attempt need not be written down before it is made.
     in_process = True
+    # The simulators answer 500 before doing anything (API.md), so their 500s
+    # are declared safe and the fallback stays demonstrable; their timeouts are not.
+    not_processed_errors: tuple[type[ConnectorError], ...] = (ConnectorServerError,)
 
     def __init__(self, name: str, txn_prefix: str, webhooks=None, *, refund_prefix: str = "re_sim_",
                  dispute_prefix: str = "du_sim_", payout_prefix: str = "po_sim_") -> None:
