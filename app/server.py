@@ -23,6 +23,7 @@ from app.metrics import Metrics
 from config import logs
 from domain.errors import InvalidRequest
 from domain.ids import new_id
+from app.routes import admin_inbox
 from app.routes import (accounts, admin, connectors, dashboard, disputes, events, ops, orders, payments, realtime,
                         reconciliation, refunds, webhook_endpoints, webhooks)
 
@@ -39,7 +40,7 @@ def create_app(system, admin_token: str) -> Quart:
     app.config["BODY_TIMEOUT"] = 30
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     for module in (admin, orders, payments, events, connectors, reconciliation, webhooks, ops, refunds, disputes,
-                   accounts, webhook_endpoints, realtime, dashboard):
+                   accounts, webhook_endpoints, realtime, dashboard, admin_inbox):
         app.register_blueprint(module.bp)
     errors.register(app)
 

@@ -12,6 +12,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_RETRY_SCHEDULE = "0,5,300,1800,7200,18000,36000,50400,72000,86400"
+DEFAULT_INBOX_RETRY_SCHEDULE = "1,5,30,300,1800"
 DEFAULT_CONNECTOR_SECRETS = "mockstripe=whsec_dev_mockstripe,mockrazorpay=dev_mockrazorpay,flaky=whsec_dev_flaky"
 
 
@@ -65,6 +66,9 @@ class Settings(BaseSettings):
     # long (it may have overtaken the payment's commit) before it is kept
     # aside as unmatched for review.
     webhook_unmatched_grace_s: float = Field(30.0, ge=0)
+    # A stored gateway webhook whose apply fails is retried after these delays
+    # (seconds); when they are spent it is a dead letter (status `dead`).
+    inbox_retry_schedule: str = DEFAULT_INBOX_RETRY_SCHEDULE
 
     # Outgoing webhooks.
     webhook_retry_schedule: str = DEFAULT_RETRY_SCHEDULE
@@ -98,7 +102,7 @@ class Settings(BaseSettings):
     trace_tasks: bool = False
     log_level: str = "INFO"
 
-    @field_validator("webhook_retry_schedule")
+    @field_validator("webhook_retry_schedule", "inbox_retry_schedule")
     @classmethod
     def _schedule(cls, value: str) -> str:
         parts = [p.strip() for p in value.split(",") if p.strip()]
@@ -119,6 +123,11 @@ class Settings(BaseSettings):
     def retry_schedule(self) -> list[int]:
         """The outgoing-webhook retry delays in seconds."""
         return [int(p) for p in self.webhook_retry_schedule.split(",")]
+
+    @property
+    def inbox_retry_delays(self) -> list[int]:
+        """The incoming-webhook apply retry delays in seconds."""
+        return [int(p) for p in self.inbox_retry_schedule.split(",")]
 
     @property
     def secrets_by_connector(self) -> dict[str, str]:

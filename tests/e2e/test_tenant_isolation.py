@@ -17,6 +17,7 @@ from tests.support import UPI, payment_body, wait_for
 NOT_OBJECT_IDS = {
     "connector": "connector names are global (webhooks in, public)",
     "client_id": "client ids are names in the caller's own namespace, not objects",
+    "inbox_id": "the gateway webhook inbox is global and admin-only (merchant keys get 401: test_inbox_dead_letters)",
 }
 
 
