@@ -165,6 +165,7 @@ class Refund(Out):
     amount: int
     currency: str
     status: Literal["pending", "succeeded", "failed"]
+    review_required: bool
     created_at: str
 
 
@@ -202,6 +203,7 @@ class Transaction(Out):
     amount: int
     currency: str
     payment_id: str | None = None
+    review_required: bool
     created_at: str
 
 

@@ -132,6 +132,12 @@ class Connector(Protocol):
     async def payout(self, request: PayoutRequest) -> Submission:
         """Send ``amount`` out of the platform to a wallet holder."""
 
+    async def retrieve_refund(self, request: RefundRequest, reference: str | None) -> Submission:
+        """Ask what became of a refund (reconciliation); ``pending`` if not decided yet."""
+
+    async def retrieve_payout(self, request: PayoutRequest, reference: str | None) -> Submission:
+        """Ask what became of a payout (reconciliation); ``pending`` if not decided yet."""
+
     async def submit_dispute_evidence(self, connector_dispute_id: str, text: str, *, payment_id: str,
                                       dispute_id: str, amount: int, currency: str) -> None:
         """Send the merchant's evidence; the verdict comes later by webhook."""
