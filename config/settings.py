@@ -72,7 +72,10 @@ class Settings(BaseSettings):
 
     # Outgoing webhooks.
     webhook_retry_schedule: str = DEFAULT_RETRY_SCHEDULE
-    webhook_allow_private_urls: bool = True
+    # Off by default: endpoint URLs must be https and resolve to public
+    # addresses (checked at registration and at every send). Turn on for local
+    # development receivers (http://127.0.0.1:…).
+    webhook_allow_private_urls: bool = False
 
     # Simulator of gateway webhooks.
     sim_delay_ms: int = Field(50, ge=0)
