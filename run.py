@@ -128,7 +128,8 @@ async def serve_main(settings, dsn: str, admin_token: str, pg=None) -> None:
 
             async def http(task_status=trio.TASK_STATUS_IGNORED) -> None:
                 await serve_http(app, settings.host, settings.port, shutdown,
-                                 graceful_timeout=settings.graceful_timeout_s, task_status=task_status)
+                                 graceful_timeout=settings.graceful_timeout_s, certfile=settings.tls_certfile,
+                                 keyfile=settings.tls_keyfile, task_status=task_status)
                 root.cancel_scope.cancel()  # HTTP drained: stop the actors too
 
             binds = await root.start(http, name="http")

@@ -85,12 +85,18 @@ def _request_id(given: str | None) -> str:
 
 
 async def serve_http(app: Quart, host: str, port: int, shutdown: trio.Event, *, graceful_timeout: float,
+                     certfile: str | None = None, keyfile: str | None = None,
                      task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
     """Serve ``app`` until ``shutdown`` is set, then drain in-flight requests.
 
-    Reports the bound addresses through ``task_status`` (``port=0`` picks a free port).
+    Reports the bound addresses through ``task_status`` (``port=0`` picks a free
+    port); they start with ``https://`` when ``certfile``/``keyfile`` are given
+    (then the server speaks only HTTPS and WSS).
     """
     config = Config()
+    if certfile and keyfile:
+        config.certfile = str(certfile)
+        config.keyfile = str(keyfile)
     config.bind = [f"{host}:{port}"]
     config.graceful_timeout = graceful_timeout
     config.accesslog = None

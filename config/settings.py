@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pathlib
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_RETRY_SCHEDULE = "0,5,300,1800,7200,18000,36000,50400,72000,86400"
@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     rate_limit_rps: float = Field(1000.0, ge=0)
     rate_limit_burst: int = Field(2000, ge=1)
     graceful_timeout_s: float = Field(5.0, ge=0)
+    # TLS: both set → the server speaks HTTPS and WSS only (hypercorn's certfile/keyfile).
+    tls_certfile: pathlib.Path | None = None
+    tls_keyfile: pathlib.Path | None = None
 
     # Payments and connectors.
     processing_deadline_s: float = Field(60.0, gt=0)
@@ -113,6 +116,16 @@ class Settings(BaseSettings):
             raise ValueError("must be comma-separated whole seconds, e.g. 0,5,300")
         return ",".join(parts)
 
+    @model_validator(mode="after")
+    def _tls_pair(self) -> "Settings":
+        if (self.tls_certfile is None) != (self.tls_keyfile is None):
+            missing = "tls_keyfile" if self.tls_keyfile is None else "tls_certfile"
+            raise ValueError(f"PAYCAST_{missing.upper()} must be set too (TLS needs both the certificate and its key)")
+        for path in (self.tls_certfile, self.tls_keyfile):
+            if path is not None and not path.is_file():
+                raise ValueError(f"TLS file {path} does not exist")
+        return self
+
     @field_validator("connector_secrets")
     @classmethod
     def _secrets(cls, value: str) -> str:
@@ -159,7 +172,9 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         err = exc.errors()[0]
-        field = str(err["loc"][0]) if err["loc"] else "?"
+        if not err["loc"]:  # a check across fields: its message names them
+            raise SettingsError(f"invalid settings: {err['msg'].removeprefix('Value error, ')}") from None
+        field = str(err["loc"][0])
         raise SettingsError(
             f"invalid setting PAYCAST_{field.upper()}={err.get('input')!r}: {err['msg']}"
         ) from None
