@@ -6,6 +6,7 @@
     python run.py merchant create NAME  create a merchant and print its API key
     python run.py check               verify DESIGN.md's invariants against the database (exit 1 on violations)
     python run.py simulate [--url …]  drive realistic demo traffic against a running server
+    python run.py simulate --chaos --seed N  seeded chaos run (own server; faults; ends with every invariant)
 """
 
 from __future__ import annotations
@@ -228,6 +229,10 @@ def cmd_check(settings) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["simulate"]:  # its own options; no database needed here
+        if "--chaos" in argv:
+            from bench.chaos import main as chaos
+
+            return chaos(argv[1:])
         from bench.simulate import main as simulate
 
         return simulate(argv[1:])
