@@ -75,3 +75,23 @@ def test_open_circuit_is_skipped_and_half_open_lets_one_probe_through(new_databa
             assert _flaky(c)["state"] == "open"
     finally:
         server.stop()
+
+
+def test_capture_and_void_errors_are_typed_not_500(server, client):
+    """Capture and void go through the connector-call helper: a connector that
+    cannot be reached is a 503 ``unavailable`` and the payment does not move."""
+    from tests.support import db_fetch
+
+    for action in ("capture", "cancel"):
+        p = client.post("/v1/payments", json=payment_body(capture_method="manual", confirm=True)).json()
+        assert p["status"] == "requires_capture"
+        real = p["connector"]
+        db_fetch(server.dsn, "UPDATE payments SET connector = 'nowhere' WHERE id = $1", p["id"])
+        r = client.post(f"/v1/payments/{p['id']}/{action}", json={})
+        assert r.status_code == 503, (action, r.text)
+        assert r.json()["error"]["type"] == "api_error" and r.json()["error"]["code"] == "unavailable"
+        assert client.get(f"/v1/payments/{p['id']}").json()["status"] == "requires_capture"
+        db_fetch(server.dsn, "UPDATE payments SET connector = $2 WHERE id = $1", p["id"], real)
+        done = client.post(f"/v1/payments/{p['id']}/{action}", json={})
+        assert done.status_code == 200 and done.json()["status"] == ("succeeded" if action == "capture"
+                                                                     else "canceled"), done.text
