@@ -168,10 +168,10 @@ class InboxProcessor:
         Raises:
           StateError: the item was already applied.
         """
-        item = await self._system.db.transaction(inbox.reopen, inbox_id)
-        if item is None:
+        row = await self._system.db.transaction(inbox.reopen, inbox_id)
+        if row is None:
             return None
-        await self._apply_one({"id": item["id"], "payment_id": item["payment_id"]})
+        await self._apply_one(row)
         return await self._system.db.transaction(inbox.get_item, inbox_id)
 
     async def _apply(self, row: dict) -> str:

@@ -169,7 +169,7 @@ async def reopen(conn: asyncpg.Connection, inbox_id: str) -> dict | None:
     """Put an item back to ``pending``, due now, with its failures forgotten (replay).
 
     Returns:
-      The item, or None if there is no such item.
+      The row (every column, as :func:`claim` gives them), or None if there is no such item.
 
     Raises:
       StateError: the item was already ``applied`` (exactly once still holds).
@@ -184,7 +184,7 @@ async def reopen(conn: asyncpg.Connection, inbox_id: str) -> dict | None:
         "UPDATE webhook_inbox SET status = 'pending', processed_at = NULL, claimed_until = NULL, failures = 0"
         " WHERE id = $1 RETURNING *", inbox_id,
     )
-    return render_item(row)
+    return dict(row)
 
 
 async def _mark(conn: asyncpg.Connection, inbox_id: str, status: str, merchant_id: str | None) -> str:
