@@ -108,6 +108,8 @@ class PaymentActor:
                     connector=remaining.pop(0), first=False,
                 )
                 continue
+            if store.may_be_followed(begun.payment):
+                return await db.transaction(store.settle_begun, begun, outcome, latency_ms)
             return await self.system.write(msg.merchant_id, store.settle_begun, begun, outcome, latency_ms)
 
     async def _authorize(self, name: str, request: AuthorizeRequest) -> tuple[Outcome, CallResult]:

@@ -120,6 +120,16 @@ def _followed(row: Mapping, status: str | None) -> list[Follower]:
     return [f for f in FOLLOWERS if status and f.applies(row, status)]
 
 
+def may_be_followed(row: Mapping) -> bool:
+    """Whether settling this payment may move something else too (its order, a wallet).
+
+    Such a settle locks more than the payment and the merchant's seq row, so
+    it is not batched with others (a batch holds the merchant's row while its
+    later units lock theirs, which would invert the lock order).
+    """
+    return any(f.applies(row, status) for f in FOLLOWERS for status in ("succeeded", "failed"))
+
+
 async def _commit_events(conn: asyncpg.Connection, row, status_event: str | None) -> dict:
     """Render the payment, append its event (and its followers'), return the snapshot (inside a transaction)."""
     snapshot = await _render(conn, row)
@@ -141,7 +151,8 @@ async def _write(conn: asyncpg.Connection, head: str, args: list, row: Mapping, 
     One statement, atomic by itself, when nothing else must commit with it;
     otherwise (a follower applies to the payment's new status, or a Python
     projection wants the events) the statement and the rest share one
-    transaction.
+    transaction. With followers the events are appended after them, so the
+    merchant's seq row is locked last, as in every other unit of work.
 
     Args:
       row: the payment row as the statement leaves it (for the followers).
@@ -150,21 +161,28 @@ async def _write(conn: asyncpg.Connection, head: str, args: list, row: Mapping, 
     Returns:
       Whether ``upd`` matched (False: the guard failed, nothing was written).
     """
+    followers = _followed(row, status)
+    if followers:
+        # Lock order, as everywhere: the payment, then what follows it (order,
+        # wallet), then the merchant's seq row last: so the events are appended
+        # after the followers, not in the payment's statement.
+        async with _transaction(conn):
+            if not await conn.fetchval(f"WITH {head} SELECT count(*) FROM upd", *args):
+                return False
+            pending = list(events)
+            for follower in followers:
+                pending.extend(await follower.follow(conn, row, status))
+            await event_log.append_all(conn, row["merchant_id"], pending)
+        return True
     append = event_log.Append(row["merchant_id"], events, now, len(args) + 1, guard="upd")
     sql = f"WITH {head}, {append.sql} SELECT (SELECT count(*) FROM upd) AS changed, (SELECT min(seq) FROM ev) AS seq"
-    followers = _followed(row, status)
-    if not followers and not event_log.projected(events):
+    if not event_log.projected(events):
         return bool((await conn.fetchrow(sql, *args, *append.args))["changed"])
     async with _transaction(conn):
         result = await conn.fetchrow(sql, *args, *append.args)
         if not result["changed"]:
             return False
-        if result["seq"] is not None:
-            await event_log.project(conn, row["merchant_id"], append.rendered(result["seq"]), events)
-        pending: list[NewEvent] = []
-        for follower in followers:
-            pending.extend(await follower.follow(conn, row, status))
-        await event_log.append_all(conn, row["merchant_id"], pending)
+        await event_log.project(conn, row["merchant_id"], append.rendered(result["seq"]), events)
     return True
 
 
