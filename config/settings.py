@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     rate_limit_rps: float = Field(1000.0, ge=0)
     rate_limit_burst: int = Field(2000, ge=1)
     graceful_timeout_s: float = Field(5.0, ge=0)
+    # `run.py serve --workers N`: N full processes on one port (SO_REUSEPORT), supervised
+    # by a parent (app/workers.py). reuse_port binds with SO_REUSEPORT; the parent sets
+    # it for its workers, and it lets independent processes share a port too.
+    workers: int = Field(1, ge=1, le=64)
+    reuse_port: bool = False
 
     # Payments and connectors.
     processing_deadline_s: float = Field(60.0, gt=0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import trio
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from quart import Blueprint, Response, current_app, request
@@ -16,7 +18,8 @@ bp = Blueprint("ops", __name__)
 
 @bp.get("/healthz")
 async def healthz():
-    return json_response({"status": "ok"})
+    # The pid tells which process answered (`run.py serve --workers N` shares one port).
+    return json_response({"status": "ok", "pid": os.getpid()})
 
 
 @bp.get("/readyz")
