@@ -145,11 +145,17 @@ def render(row, attempts) -> dict:
 
 
 async def append_event(q: Counted, merchant_id: str, type_: str, snapshot: dict) -> None:
-    """The next gap-free ``seq`` of the merchant (row lock until commit) and the event row."""
-    seq = await q.fetchval("UPDATE merchants SET event_seq = event_seq + 1 WHERE id = $1 RETURNING event_seq",
-                           merchant_id)
-    await q.execute("INSERT INTO events (id, merchant_id, seq, type, object_id, data) VALUES ($1, $2, $3, $4, $5, $6)",
-                    new_id("evt"), merchant_id, seq, type_, snapshot["id"], json.dumps({"object": snapshot}))
+    """The event row with the merchant's next gap-free ``seq``, in one statement.
+
+    Bumping ``merchants.event_seq`` locks the merchant's row until COMMIT, so every
+    caller runs this as the last statement of its transaction: the lock is held for
+    the commit only.
+    """
+    await q.execute(
+        "WITH s AS (UPDATE merchants SET event_seq = event_seq + 1 WHERE id = $2 RETURNING event_seq)"
+        " INSERT INTO events (id, merchant_id, seq, type, object_id, data)"
+        " SELECT $1::text, $2::text, s.event_seq, $3::text, $4::text, $5::jsonb FROM s",
+        new_id("evt"), merchant_id, type_, snapshot["id"], {"object": snapshot})
 
 
 def simulated_connector(payment_method: dict) -> tuple[str, str | None, str | None]:
@@ -235,10 +241,10 @@ def create_app(dsn: str, api_key: str, webhook_secret: str, pool_size: int = 10,
                                    payment_id, new_status, received)
             attempts = await q.fetch("SELECT * FROM payment_attempts WHERE payment_id = $1 ORDER BY id", payment_id)
             snapshot = render(row, attempts)
-            await append_event(q, merchant_id, f"payment.{new_status}", snapshot)
             if idem_key is not None:
                 await q.execute("UPDATE idempotency_keys SET response_status = 200, response_body = $3"
                                 " WHERE merchant_id = $1 AND key = $2", merchant_id, idem_key, json.dumps(snapshot))
+            await append_event(q, merchant_id, f"payment.{new_status}", snapshot)  # last: see append_event
         return 200, snapshot
 
     @app.get("/ping")
