@@ -66,9 +66,6 @@ LABELS = {"create_confirm": "`POST /v1/payments` → `/confirm` (Idempotency-Key
           "bare": "bare route (`/healthz` vs `/ping`)"}
 GOALS = {"create_confirm": 0.3, "confirm_true": 0.6, "webhooks": 0.45}
 CARD = {"type": "card", "card": {"number": "4242424242424242"}}
-CREATE_BODY = json.dumps({"amount": 1000, "currency": "INR", "payment_method": CARD}, separators=(",", ":"))
-CONFIRM_TRUE_BODY = json.dumps({"amount": 1000, "currency": "INR", "payment_method": CARD, "confirm": True},
-                               separators=(",", ":"))
 WEBHOOK_SECRET = "whsec_dev_mockstripe"
 PENDING_PAYMENTS = 200
 DRAIN_TIMEOUT_S = 120
@@ -83,26 +80,46 @@ def _lua(value: str) -> str:
     return json.dumps(value)
 
 
-def create_confirm_lua(api_key: str) -> str:
+def payment_body(*, confirm: bool = False, customer: bool = False, merchant: int | None = None) -> str:
+    """A card payment that succeeds; ``merchant`` goes into metadata so the Lua script can read it back."""
+    body: dict = {"amount": 1000, "currency": "INR", "payment_method": CARD}
+    if confirm:
+        body["confirm"] = True
+    if customer:  # Paycast notifies realtime receivers of a customer's payments
+        body["customer_id"] = "cus_bench"
+    if merchant is not None:
+        body["metadata"] = {"bench_merchant": str(merchant)}
+    return json.dumps(body, separators=(",", ":"))
+
+
+def create_confirm_lua(api_keys: list[str], customer: bool) -> str:
     """Create, then confirm with an Idempotency-Key: created ids wait in a FIFO for the next request.
 
     wrk's Lua API has no per-connection state, so a create's response queues its id and
     whichever connection asks for a request next confirms it; every payment is created
-    and confirmed once, with at most ``connections`` confirms pending.
+    and confirmed once, with at most ``connections`` confirms pending. Creates go round
+    robin over the merchants; the merchant's index comes back in the payment's metadata,
+    so its confirm carries the same key.
     """
+    keys = ", ".join(_lua("Bearer " + k) for k in api_keys)
+    bodies = ", ".join(_lua(payment_body(customer=customer, merchant=i + 1)) for i in range(len(api_keys)))
     return f"""
-local base = {{["Authorization"] = {_lua("Bearer " + api_key)}, ["Content-Type"] = "application/json"}}
-local create_body = {_lua(CREATE_BODY)}
+local keys = {{{keys}}}
+local bodies = {{{bodies}}}
+local next_key = 0
 local queue, head, tail = {{}}, 1, 0
+local function headers(k)
+  return {{["Authorization"] = keys[k], ["Content-Type"] = "application/json"}}
+end
 function request()
   if head <= tail then
-    local id = queue[head]; queue[head] = nil; head = head + 1
-    local h = {{}}
-    for k, v in pairs(base) do h[k] = v end
-    h["Idempotency-Key"] = "bench_" .. id
-    return wrk.format("POST", "/v1/payments/" .. id .. "/confirm", h, "{{}}")
+    local item = queue[head]; queue[head] = nil; head = head + 1
+    local h = headers(item.k)
+    h["Idempotency-Key"] = "bench_" .. item.id
+    return wrk.format("POST", "/v1/payments/" .. item.id .. "/confirm", h, "{{}}")
   end
-  return wrk.format("POST", "/v1/payments", base, create_body)
+  next_key = next_key % #keys + 1
+  return wrk.format("POST", "/v1/payments", headers(next_key), bodies[next_key])
 end
 local function fail(status)
   bad = bad + 1
@@ -111,7 +128,8 @@ end
 function response(status, headers, body)
   if status == 201 then
     local id = string.match(body, '"id"%s*:%s*"(pay_[^"]+)"')
-    if id then tail = tail + 1; queue[tail] = id; matched = matched + 1 else fail(status) end
+    local k = tonumber(string.match(body, '"bench_merchant"%s*:%s*"(%d+)"'))
+    if id and k then tail = tail + 1; queue[tail] = {{id = id, k = k}}; matched = matched + 1 else fail(status) end
   elseif status == 200 and string.find(body, '"status"%s*:%s*"succeeded"') then
     ok = ok + 1
   else
@@ -121,17 +139,19 @@ end
 """
 
 
-def scenarios(flow: str, api_key: str, bare_path: str, webhooks: list[tuple[dict, str]] | None) -> Scenario:
-    auth = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
+def scenarios(flow: str, server: "Server", webhooks: list[tuple[dict, str]] | None, customer: bool) -> Scenario:
+    auth = {"Authorization": f"Bearer {server.api_keys[0]}", "Content-Type": "application/json"}
     if flow == "create_confirm":
-        return Scenario("create_confirm", "POST", "/v1/payments", 200, auth, CREATE_BODY,
-                        lua=create_confirm_lua(api_key))
+        return Scenario("create_confirm", "POST", "/v1/payments", 200, auth, lua=create_confirm_lua(server.api_keys,
+                                                                                                    customer))
     if flow == "confirm_true":
-        return Scenario("confirm_true", "POST", "/v1/payments", 201, auth, CONFIRM_TRUE_BODY)
+        rotate = ("Authorization", [f"Bearer {k}" for k in server.api_keys]) if len(server.api_keys) > 1 else None
+        return Scenario("confirm_true", "POST", "/v1/payments", 201, auth,
+                        payment_body(confirm=True, customer=customer), rotate=rotate)
     if flow == "webhooks":
         return Scenario("webhooks", "POST", "/webhooks/mockstripe", 200, {"Content-Type": "application/json"},
                         per_request=webhooks, count_body='"duplicate":true')
-    return Scenario("bare", "GET", bare_path, 200)
+    return Scenario("bare", "GET", server.bare_path, 200)
 
 
 # --------------------------------------------------------------------------- processes
@@ -183,7 +203,7 @@ class Server:
 
     label: str
     process: Process
-    api_key: str
+    api_keys: list[str]  # one per merchant
     bare_path: str
     round_trips: object  # () -> float | None
 
@@ -216,29 +236,33 @@ def reference_round_trips(url: str) -> float | None:
     return float(json.loads(text)["round_trips"]) if status == 200 else None
 
 
-def start_paycast(dsn: str, workers: int, server_env: dict[str, str]) -> Server:
+def start_paycast(dsn: str, workers: int, server_env: dict[str, str], merchants: int) -> Server:
     admin = "adm_bench_" + secrets.token_hex(8)
     env = dict(os.environ, PAYCAST_DATABASE_URL=dsn, PAYCAST_PORT="0", PAYCAST_ADMIN_TOKEN=admin,
                PAYCAST_LOG_LEVEL="WARNING", PAYCAST_WORKERS=str(workers), **PAYCAST_ENV)
     env.update(server_env)
     proc = Process(f"paycast ({workers} worker{'s' if workers > 1 else ''})",
                    [sys.executable, str(ROOT / "run.py"), "serve"], env).wait_listening()
-    status, text = http_json(proc.url + "/admin/merchants", "POST", {"name": "bench merchant"}, admin)
-    if status != 201:
-        proc.stop()
-        raise RuntimeError(f"creating the bench merchant: {status} {text[:300]}")
+    keys = []
+    for i in range(merchants):
+        status, text = http_json(proc.url + "/admin/merchants", "POST", {"name": f"bench merchant {i + 1}"}, admin)
+        if status != 201:
+            proc.stop()
+            raise RuntimeError(f"creating a bench merchant: {status} {text[:300]}")
+        keys.append(json.loads(text)["api_key"])
     url = proc.url
     counter = (lambda: paycast_round_trips(url)) if workers == 1 else (lambda: None)  # per-process counters
-    return Server(f"Paycast ×{workers}" if workers > 1 else "Paycast", proc, json.loads(text)["api_key"],
-                  "/healthz", counter)
+    return Server(f"Paycast ×{workers}" if workers > 1 else "Paycast", proc, keys, "/healthz", counter)
 
 
-def start_reference(dsn: str) -> Server:
-    api_key = "sk_ref_" + secrets.token_hex(12)
-    proc = Process("reference", [sys.executable, "-m", "bench.reference", "--dsn", dsn, "--api-key", api_key,
-                                 "--webhook-secret", WEBHOOK_SECRET], dict(os.environ)).wait_listening()
+def start_reference(dsn: str, merchants: int) -> Server:
+    keys = ["sk_ref_" + secrets.token_hex(12) for _ in range(merchants)]
+    argv = [sys.executable, "-m", "bench.reference", "--dsn", dsn, "--webhook-secret", WEBHOOK_SECRET]
+    for key in keys:
+        argv += ["--api-key", key]
+    proc = Process("reference", argv, dict(os.environ)).wait_listening()
     url = proc.url
-    return Server("reference", proc, api_key, "/ping", lambda: reference_round_trips(url))
+    return Server("reference", proc, keys, "/ping", lambda: reference_round_trips(url))
 
 
 # --------------------------------------------------------------------------- measuring
@@ -288,11 +312,11 @@ class Bench:
     def measure(self, server: Server, flow: str, webhooks=None, warmup_webhooks=None) -> dict:
         """Warm-up, then one measured wrk run with CPU and round-trip accounting."""
         if self.args.warmup > 0:
-            self._wrk(server, scenarios(flow, server.api_key, server.bare_path, warmup_webhooks or webhooks),
+            self._wrk(server, scenarios(flow, server, warmup_webhooks or webhooks, self.args.customer_id),
                       self.args.warmup)
             if flow == "webhooks":
                 self.wait_for_drain(server)
-        scenario = scenarios(flow, server.api_key, server.bare_path, webhooks)
+        scenario = scenarios(flow, server, webhooks, self.args.customer_id)
         server_cpu = CpuMeter([server.process.proc.pid], include_children=True)
         trips_before = server.round_trips()
         server_cpu.start()
@@ -343,7 +367,7 @@ class Bench:
         from bench.bench_webhooks import create_pending_payments, webhook_requests
 
         if server.bare_path == "/healthz":
-            payments = create_pending_payments(server.url, server.api_key, PENDING_PAYMENTS)
+            payments = create_pending_payments(server.url, server.api_keys[0], PENDING_PAYMENTS)
         else:  # the reference only stores the event: any payment id will do
             payments = [(f"pay_ref_{i}", f"pi_ref_{i}") for i in range(PENDING_PAYMENTS)]
         n = int(6000 * max(self.args.duration, self.args.warmup)) + 1000
@@ -454,6 +478,9 @@ def save(args, tables: list[str]) -> None:
         "is process CPU (psutil) ÷ units; round trips from `paycast_db_round_trips_total` (n/a: counter absent, "
         "or several workers) and the reference's own counter (statements + BEGIN/COMMIT + pool reset)",
     ]
+    if args.merchants > 1 or args.customer_id:
+        text.append(f"- payments over {args.merchants} merchant(s), round robin"
+                    + ("; every payment has a `customer_id`" if args.customer_id else "; no `customer_id`"))
     if args.note:
         text.append(f"- note: {args.note}")
     text.append("")
@@ -474,11 +501,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="Paycast process counts to measure, e.g. 1 2 (run.py serve --workers N)")
     parser.add_argument("--flows", nargs="+", choices=FLOWS, default=list(FLOWS), help="flows to run (all)")
     parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds per flow; the median is shown")
+    parser.add_argument("--merchants", type=int, default=1,
+                        help="spread the payments round robin over this many merchants on both servers (1); "
+                             "per-merchant event seq contention shows as a difference between 1 and 8")
+    parser.add_argument("--customer-id", action="store_true",
+                        help="payments carry a customer_id (Paycast then notifies realtime receivers)")
     parser.add_argument("--server-env", action="append", default=[], metavar="PAYCAST_X=VALUE",
                         help="extra setting for the Paycast processes (repeatable)")
     parser.add_argument("--no-save", action="store_true", help=f"do not append to {RESULTS.relative_to(ROOT)}")
     parser.add_argument("--note", default="", help="one line saved with the results")
     args = parser.parse_args(argv)
+    if args.merchants < 1:
+        parser.error("--merchants must be at least 1")
     if args.warmup is None:
         args.warmup = 2.0 if args.duration >= 10 else 1.0
     resolve_generator(parser)
@@ -491,10 +525,10 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(args)
     try:
         paycast_dsn, reference_dsn = bench.start_database()
-        reference = bench.add(start_reference(reference_dsn))
+        reference = bench.add(start_reference(reference_dsn, args.merchants))
         tables, by_workers = [], {}
         for workers in args.workers:
-            paycast = bench.add(start_paycast(paycast_dsn, workers, server_env))
+            paycast = bench.add(start_paycast(paycast_dsn, workers, server_env, args.merchants))
             results = run_flows(bench, paycast, reference, args.flows, args.rounds)
             bench.remove(paycast)
             by_workers[workers] = results

@@ -1,4 +1,4 @@
-"""Run the reference service: ``python -m bench.reference --dsn DSN --api-key KEY [--port 0]``.
+"""Run the reference service: ``python -m bench.reference --dsn DSN --api-key KEY [--api-key KEY2 …] [--port 0]``.
 
 One uvicorn worker (uvloop + httptools when installed, as ``uvicorn[standard]`` gives).
 Prints one JSON line ``{"event": "listening", "url": …, "pid": …}`` once the pool is
@@ -21,7 +21,8 @@ from bench.reference.app import create_app
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.reference", description=__doc__.split("\n\n")[0])
     parser.add_argument("--dsn", required=True, help="PostgreSQL DSN (its own database)")
-    parser.add_argument("--api-key", required=True, help="the one merchant's API key (Bearer)")
+    parser.add_argument("--api-key", required=True, action="append",
+                        help="a merchant's API key (Bearer); repeat for several merchants")
     parser.add_argument("--webhook-secret", default="whsec_dev_mockstripe", help="mockstripe signing secret")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")

@@ -172,9 +172,9 @@ def error(status: int, type_: str, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": {"type": type_, "code": code, "message": message, "param": None}}, status)
 
 
-def create_app(dsn: str, api_key: str, webhook_secret: str, pool_size: int = 10,
+def create_app(dsn: str, api_keys: list[str], webhook_secret: str, pool_size: int = 10,
                on_ready=lambda: None) -> FastAPI:
-    """The reference app on database ``dsn``; ``api_key`` is its one merchant's key.
+    """The reference app on database ``dsn``; ``api_keys[i]`` is merchant ``mer_reference_<i>``'s key.
 
     Args:
       on_ready: called once the pool is open and the schema applied (the launcher
@@ -190,8 +190,9 @@ def create_app(dsn: str, api_key: str, webhook_secret: str, pool_size: int = 10,
                                                                          decoder=json.loads, schema="pg_catalog"))
         async with pool.acquire() as conn:
             await conn.execute(SCHEMA.read_text())
-            await conn.execute("INSERT INTO merchants (id, api_key_hash) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                               "mer_reference", hashlib.sha256(api_key.encode()).hexdigest())
+            await conn.executemany("INSERT INTO merchants (id, api_key_hash) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                                   [(f"mer_reference_{i}", hashlib.sha256(key.encode()).hexdigest())
+                                    for i, key in enumerate(api_keys)])
         state["pool"] = pool
         on_ready()
         yield
