@@ -67,11 +67,15 @@ def reuse_port_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+try:  # resolved here, not in the forked child (no dlopen between fork and exec)
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):  # not Linux: workers then outlive a SIGKILLed parent
+    _prctl = None
+
+
 def _die_with_parent() -> None:  # runs in the child between fork and exec
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass  # not Linux: workers then outlive a SIGKILLed parent
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class _Worker:

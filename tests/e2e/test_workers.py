@@ -81,3 +81,14 @@ def test_parent_restarts_a_killed_worker_and_stops_all_on_sigterm(workers2):
     assert server.stop(timeout=30) == 0
     for pid in after:
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_workers_do_not_outlive_a_killed_parent(workers2):
+    server = workers2
+    pids = _workers(server)
+    server.kill9()  # no chance to stop anything: the kernel tells the workers (PR_SET_PDEATHSIG)
+
+    def gone() -> bool:
+        return all(not psutil.pid_exists(p) or psutil.Process(p).status() == psutil.STATUS_ZOMBIE for p in pids)
+
+    wait_for(gone, timeout=30)
