@@ -253,7 +253,6 @@ class WebhookAck(Out):
 
 class Status(Out):
     status: str
-    pid: int | None = None  # /healthz: the process that answered (several may share a port)
 
 
 @dataclass(frozen=True)

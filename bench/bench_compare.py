@@ -47,6 +47,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -205,7 +206,8 @@ class Server:
     process: Process
     api_keys: list[str]  # one per merchant
     bare_path: str
-    round_trips: object  # () -> float | None
+    round_trips: Callable[[], float | None]  # the server's counter so far; None when it has none
+    is_paycast: bool
 
     @property
     def url(self) -> str:
@@ -252,7 +254,7 @@ def start_paycast(dsn: str, workers: int, server_env: dict[str, str], merchants:
         keys.append(json.loads(text)["api_key"])
     url = proc.url
     counter = (lambda: paycast_round_trips(url)) if workers == 1 else (lambda: None)  # per-process counters
-    return Server(f"Paycast ×{workers}" if workers > 1 else "Paycast", proc, keys, "/healthz", counter)
+    return Server(f"Paycast ×{workers}" if workers > 1 else "Paycast", proc, keys, "/healthz", counter, True)
 
 
 def start_reference(dsn: str, merchants: int) -> Server:
@@ -262,7 +264,7 @@ def start_reference(dsn: str, merchants: int) -> Server:
         argv += ["--api-key", key]
     proc = Process("reference", argv, dict(os.environ)).wait_listening()
     url = proc.url
-    return Server("reference", proc, keys, "/ping", lambda: reference_round_trips(url))
+    return Server("reference", proc, keys, "/ping", lambda: reference_round_trips(url), False)
 
 
 # --------------------------------------------------------------------------- measuring
@@ -342,7 +344,8 @@ class Bench:
         return r
 
     def wait_for_drain(self, server: Server) -> None:
-        if server.bare_path != "/healthz":
+        """Until Paycast's inbox processor has nothing left (the reference has no processor)."""
+        if not server.is_paycast:
             return
         import asyncio
 
@@ -366,7 +369,7 @@ class Bench:
         """Signed webhooks for one run (signed now: the tolerance is 300 s), enough not to wrap around."""
         from bench.bench_webhooks import create_pending_payments, webhook_requests
 
-        if server.bare_path == "/healthz":
+        if server.is_paycast:
             payments = create_pending_payments(server.url, server.api_keys[0], PENDING_PAYMENTS)
         else:  # the reference only stores the event: any payment id will do
             payments = [(f"pay_ref_{i}", f"pi_ref_{i}") for i in range(PENDING_PAYMENTS)]

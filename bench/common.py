@@ -61,17 +61,6 @@ class Scenario:
         self.per_request = per_request
         self.count_body = count_body
 
-    def header_variants(self) -> list[dict[str, str]]:
-        if not self.rotate:
-            return [self.headers]
-        name, values = self.rotate
-        return [{**self.headers, name: v} for v in values]
-
-    def variants(self) -> list[tuple[dict[str, str], str]]:
-        if self.per_request is not None:
-            return [({**self.headers, **extra}, body) for extra, body in self.per_request]
-        return [(headers, self.body) for headers in self.header_variants()]
-
 
 # --------------------------------------------------------------------------- wrk
 

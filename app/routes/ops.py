@@ -18,8 +18,8 @@ bp = Blueprint("ops", __name__)
 
 @bp.get("/healthz")
 async def healthz():
-    # The pid tells which process answered (`run.py serve --workers N` shares one port).
-    return json_response({"status": "ok", "pid": os.getpid()})
+    # Which process answered: `run.py serve --workers N` serves one port from N processes.
+    return json_response({"status": "ok"}, headers={"Paycast-Pid": str(os.getpid())})
 
 
 @bp.get("/readyz")

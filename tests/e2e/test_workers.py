@@ -19,7 +19,7 @@ from tests.support import ServerProcess, payment_body, run_check, wait_for
 def _pid(url: str) -> int:
     r = httpx.get(url + "/healthz", timeout=10)  # a new connection each call
     assert r.status_code == 200
-    return r.json()["pid"]
+    return int(r.headers["Paycast-Pid"])
 
 
 def _workers(server: ServerProcess) -> set[int]:
