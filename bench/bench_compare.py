@@ -319,6 +319,7 @@ class Bench:
             if flow == "webhooks":
                 self.wait_for_drain(server)
         scenario = scenarios(flow, server, webhooks, self.args.customer_id)
+        spy = self.profile(server, flow) if self.args.py_spy and server.is_paycast else None
         server_cpu = CpuMeter([server.process.proc.pid], include_children=True)
         trips_before = server.round_trips()
         server_cpu.start()
@@ -326,6 +327,8 @@ class Bench:
         r = self._wrk(server, scenario, self.args.duration)
         server_s, pg_s = server_cpu.stop(), self.pg_cpu.stop()
         trips_after = server.round_trips()
+        if spy is not None:
+            spy.wait()
         units = r["ok"]
         r["units_per_s"] = units / r["duration_s"]
         r["server_cpu_us"] = server_s / max(1, units) * 1e6
@@ -342,6 +345,17 @@ class Bench:
         if flow == "webhooks":
             self.wait_for_drain(server)  # Paycast's processor must not bill its backlog to the next run
         return r
+
+    def profile(self, server: Server, flow: str) -> subprocess.Popen:
+        """py-spy (raw collapsed stacks, per thread, GIL holders only with --gil) of the Paycast process(es)."""
+        out = pathlib.Path(self.args.py_spy)
+        out.mkdir(parents=True, exist_ok=True)
+        target = out / f"{flow}-{server.label.replace(' ', '').replace('×', 'x')}.txt"
+        spy = shutil.which("py-spy") or str(pathlib.Path(sys.executable).parent / "py-spy")
+        return subprocess.Popen([spy, "record", "--pid", str(server.process.proc.pid), "--subprocesses",
+                                 "--duration", str(max(1, round(self.args.duration))), "--rate", "100",
+                                 "--threads", "--format", "raw", "-o", str(target)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def wait_for_drain(self, server: Server) -> None:
         """Until Paycast's inbox processor has nothing left (the reference has no processor)."""
@@ -484,6 +498,8 @@ def save(args, tables: list[str]) -> None:
     if args.merchants > 1 or args.customer_id:
         text.append(f"- payments over {args.merchants} merchant(s), round robin"
                     + ("; every payment has a `customer_id`" if args.customer_id else "; no `customer_id`"))
+    if args.py_spy:
+        text.append("- py-spy was attached to Paycast during the measured runs (profiler overhead included)")
     if args.note:
         text.append(f"- note: {args.note}")
     text.append("")
@@ -511,6 +527,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="payments carry a customer_id (Paycast then notifies realtime receivers)")
     parser.add_argument("--server-env", action="append", default=[], metavar="PAYCAST_X=VALUE",
                         help="extra setting for the Paycast processes (repeatable)")
+    parser.add_argument("--py-spy", metavar="DIR",
+                        help="record a py-spy profile of Paycast during each measured run into DIR (the profiler "
+                             "costs CPU: that run's numbers are not comparable)")
     parser.add_argument("--no-save", action="store_true", help=f"do not append to {RESULTS.relative_to(ROOT)}")
     parser.add_argument("--note", default="", help="one line saved with the results")
     args = parser.parse_args(argv)
