@@ -23,8 +23,8 @@ unmeasured warm-up:
 Per flow and server: units/s, p50/p99 per HTTP request (the create → confirm flow makes two
 requests per unit), server CPU µs per unit (psutil, the server's process tree), PostgreSQL
 CPU µs per unit (psutil over the postmaster's tree), database round trips per unit
-(Paycast: the ``paycast_db_round_trips_total`` counter of ``/metrics`` when it exists, with
-one worker; the reference: its ``/stats`` counter), errors, and the ratio Paycast ÷
+(Paycast: the ``paycast_db_round_trips_total`` counter of ``/metrics`` when it exists, summed
+over the worker processes; the reference: its ``/stats`` counter), errors, and the ratio Paycast ÷
 reference. The table goes to stdout and, with the command, to bench/RESULTS.md. Nothing is
 asserted: a benchmark is a measurement.
 """
@@ -223,14 +223,36 @@ def http_json(url: str, method: str = "GET", body: dict | None = None, token: st
     return r.status_code, r.text
 
 
-def paycast_round_trips(url: str) -> float | None:
-    """Sum of ``paycast_db_round_trips_total`` over its labels, or None when the counter does not exist."""
-    status, text = http_json(url + "/metrics")
-    if status != 200:
-        return None
+def _round_trips_counter(text: str) -> float | None:
     values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
               if line.startswith("paycast_db_round_trips_total")]
     return sum(values) if values else None
+
+
+def paycast_round_trips(url: str, parent_pid: int, workers: int) -> float | None:
+    """Sum of ``paycast_db_round_trips_total`` (all labels, all worker processes), or None without it.
+
+    Counters are per process: with several workers, ``/metrics`` is scraped on fresh
+    connections (which SO_REUSEPORT spreads) until every worker's ``Paycast-Pid`` answered.
+    """
+    import httpx
+    import psutil
+
+    if workers == 1:
+        r = httpx.get(url + "/metrics", timeout=30)
+        return _round_trips_counter(r.text) if r.status_code == 200 else None
+    pids = {c.pid for c in psutil.Process(parent_pid).children()}
+    seen: dict[int, float | None] = {}
+    for _ in range(100 * len(pids)):
+        r = httpx.get(url + "/metrics", timeout=30)  # httpx.get: a new connection each time
+        pid = int(r.headers.get("Paycast-Pid", "0"))
+        if r.status_code == 200 and pid in pids:
+            seen[pid] = _round_trips_counter(r.text)
+            if len(seen) == len(pids):
+                break
+    if len(seen) < len(pids) or any(v is None for v in seen.values()):
+        return None
+    return sum(seen.values())
 
 
 def reference_round_trips(url: str) -> float | None:
@@ -252,8 +274,8 @@ def start_paycast(dsn: str, workers: int, server_env: dict[str, str], merchants:
             proc.stop()
             raise RuntimeError(f"creating a bench merchant: {status} {text[:300]}")
         keys.append(json.loads(text)["api_key"])
-    url = proc.url
-    counter = (lambda: paycast_round_trips(url)) if workers == 1 else (lambda: None)  # per-process counters
+    url, pid = proc.url, proc.proc.pid
+    counter = lambda: paycast_round_trips(url, pid, workers)  # noqa: E731
     return Server(f"Paycast ×{workers}" if workers > 1 else "Paycast", proc, keys, "/healthz", counter, True)
 
 
@@ -492,8 +514,8 @@ def save(args, tables: list[str]) -> None:
         + " ".join(f"{k}={v}" for k, v in PAYCAST_ENV.items()) + (f" {' '.join(args.server_env)}" if args.server_env
                                                                    else ""),
         "- p50/p99 are per HTTP request (the create → confirm flow is two requests per payment); CPU per unit "
-        "is process CPU (psutil) ÷ units; round trips from `paycast_db_round_trips_total` (n/a: counter absent, "
-        "or several workers) and the reference's own counter (statements + BEGIN/COMMIT + pool reset)",
+        "is process CPU (psutil) ÷ units; round trips from `paycast_db_round_trips_total` summed over the workers (n/a: counter "
+        "absent) and the reference's own counter (statements + BEGIN/COMMIT + pool reset)",
     ]
     if args.merchants > 1 or args.customer_id:
         text.append(f"- payments over {args.merchants} merchant(s), round robin"

@@ -78,7 +78,9 @@ async def metrics():
         state = breaker.state(now)
         for s in ("closed", "open", "half_open"):
             m.connector_state.labels(name, s).set(1 if s == state else 0)
-    return Response(generate_latest(m.registry), content_type=CONTENT_TYPE_LATEST)
+    # Per-process counters: the pid lets a scraper of `--workers N` tell the processes apart.
+    return Response(generate_latest(m.registry), content_type=CONTENT_TYPE_LATEST,
+                    headers={"Paycast-Pid": str(os.getpid())})
 
 
 def _task_tree(task: trio.lowlevel.Task) -> dict:
