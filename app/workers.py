@@ -89,6 +89,9 @@ class _Worker:
             [sys.executable, str(ROOT / "run.py"), "serve"], cwd=ROOT,
             env={**env, "PAYCAST_WORKER_INDEX": str(index)},
             stdout=subprocess.PIPE, text=True, preexec_fn=_die_with_parent,
+            # Its own process group: a terminal's Ctrl-C reaches the parent only, which passes
+            # one SIGTERM on (a second signal to a worker would mean "stop now", not "drain").
+            process_group=0,
         )
         threading.Thread(target=self._read_stdout, name=f"worker-{index}-stdout", daemon=True).start()
 
