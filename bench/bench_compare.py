@@ -450,11 +450,17 @@ def best(runs: list[dict]) -> dict:
     return ordered[(len(ordered) - 1) // 2]
 
 
+def per_cpu(run: dict) -> float:
+    """Units per CPU-second of server + PostgreSQL: a capacity estimate that busy neighbours disturb less."""
+    spent = run["server_cpu_us"] + run["pg_cpu_us"]
+    return 1e6 / spent if spent else 0.0
+
+
 def render(results: dict, paycast_label: str) -> str:
     out = [f"| flow | {paycast_label} /s | reference /s | ratio (goal) | p50 / p99 ms {paycast_label} "
            f"| p50 / p99 ms ref | p99 ratio | server CPU µs/unit P / R | PG CPU µs/unit P / R "
-           f"| round trips/unit P / R | errors P / R |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+           f"| units per CPU-s (server + PG) P / R (ratio) | round trips/unit P / R | errors P / R |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for flow, sides in results.items():
         p, r = best(sides["paycast"]), best(sides["reference"])
         ratio = p["units_per_s"] / r["units_per_s"] if r["units_per_s"] else 0.0
@@ -466,6 +472,7 @@ def render(results: dict, paycast_label: str) -> str:
             f"| **{ratio:.2f}**{goal} | {fmt_ms(p['p50_ms'])} / {fmt_ms(p['p99_ms'])} "
             f"| {fmt_ms(r['p50_ms'])} / {fmt_ms(r['p99_ms'])} | {p99:.1f} (≤ 2) "
             f"| {p['server_cpu_us']:,.0f} / {r['server_cpu_us']:,.0f} | {p['pg_cpu_us']:,.0f} / {r['pg_cpu_us']:,.0f} "
+            f"| {per_cpu(p):,.0f} / {per_cpu(r):,.0f} ({per_cpu(p) / per_cpu(r) if per_cpu(r) else 0:.2f}) "
             f"| {trips(p)} / {trips(r)} | {p['errors']} / {r['errors']} |")
     return "\n".join(out)
 
@@ -514,7 +521,8 @@ def save(args, tables: list[str]) -> None:
         + " ".join(f"{k}={v}" for k, v in PAYCAST_ENV.items()) + (f" {' '.join(args.server_env)}" if args.server_env
                                                                    else ""),
         "- p50/p99 are per HTTP request (the create → confirm flow is two requests per payment); CPU per unit "
-        "is process CPU (psutil) ÷ units; round trips from `paycast_db_round_trips_total` summed over the workers (n/a: counter "
+        "is process CPU (psutil) ÷ units; units per CPU-s = 1 s ÷ (server + PostgreSQL CPU per unit), the "
+        "comparison that depends least on the neighbours' load; round trips from `paycast_db_round_trips_total` summed over the workers (n/a: counter "
         "absent) and the reference's own counter (statements + BEGIN/COMMIT + pool reset)",
     ]
     if args.merchants > 1 or args.customer_id:
