@@ -59,10 +59,13 @@ from bench.common import (  # noqa: E402
 )
 
 FLOWS = ("create_confirm", "confirm_true", "webhooks", "bare")
-UNITS = {"create_confirm": "payments", "confirm_true": "payments", "webhooks": "webhooks stored",
-         "bare": "requests"}
+# Not run by default: `--flows confirm_true confirm_true_customer` is the A/B of a customer_id.
+EXTRA_FLOWS = ("confirm_true_customer",)
+UNITS = {"create_confirm": "payments", "confirm_true": "payments", "confirm_true_customer": "payments",
+         "webhooks": "webhooks stored", "bare": "requests"}
 LABELS = {"create_confirm": "`POST /v1/payments` → `/confirm` (Idempotency-Key)",
           "confirm_true": "`POST /v1/payments` `\"confirm\": true`",
+          "confirm_true_customer": "`POST /v1/payments` `\"confirm\": true` with a `customer_id`",
           "webhooks": "signed webhooks stored (`POST /webhooks/mockstripe`)",
           "bare": "bare route (`/healthz` vs `/ping`)"}
 GOALS = {"create_confirm": 0.3, "confirm_true": 0.6, "webhooks": 0.45}
@@ -145,10 +148,11 @@ def scenarios(flow: str, server: "Server", webhooks: list[tuple[dict, str]] | No
     if flow == "create_confirm":
         return Scenario("create_confirm", "POST", "/v1/payments", 200, auth, lua=create_confirm_lua(server.api_keys,
                                                                                                     customer))
-    if flow == "confirm_true":
+    if flow in ("confirm_true", "confirm_true_customer"):
         rotate = ("Authorization", [f"Bearer {k}" for k in server.api_keys]) if len(server.api_keys) > 1 else None
-        return Scenario("confirm_true", "POST", "/v1/payments", 201, auth,
-                        payment_body(confirm=True, customer=customer), rotate=rotate)
+        return Scenario(flow, "POST", "/v1/payments", 201, auth,
+                        payment_body(confirm=True, customer=customer or flow == "confirm_true_customer"),
+                        rotate=rotate)
     if flow == "webhooks":
         return Scenario("webhooks", "POST", "/webhooks/mockstripe", 200, {"Content-Type": "application/json"},
                         per_request=webhooks, count_body='"duplicate":true')
@@ -360,7 +364,7 @@ class Bench:
                             if trips_before is not None and trips_after is not None else None)
         r["errors"] = r["bad"] + r["socket_errors"]
         trips = f"{r['round_trips']:.1f}" if r["round_trips"] is not None else "n/a"
-        print(f"  {flow:14} {server.label:12} {r['units_per_s']:8,.0f} {UNITS[flow]}/s  "
+        print(f"  {flow:21} {server.label:10} {r['units_per_s']:8,.0f} {UNITS[flow]}/s  "
               f"p50 {fmt_ms(r['p50_ms'])} p99 {fmt_ms(r['p99_ms'])} ms  server {r['server_cpu_us']:,.0f} µs/unit "
               f"({r['server_cores']:.2f} cores)  PG {r['pg_cpu_us']:,.0f} µs/unit  round trips {trips}  "
               f"errors {r['errors']} {r['bad_codes'] or ''}", flush=True)
@@ -548,7 +552,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (32)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1],
                         help="Paycast process counts to measure, e.g. 1 2 (run.py serve --workers N)")
-    parser.add_argument("--flows", nargs="+", choices=FLOWS, default=list(FLOWS), help="flows to run (all)")
+    parser.add_argument("--flows", nargs="+", choices=FLOWS + EXTRA_FLOWS, default=list(FLOWS),
+                        help=f"flows to run (default: {' '.join(FLOWS)})")
     parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds per flow; the median is shown")
     parser.add_argument("--merchants", type=int, default=1,
                         help="spread the payments round robin over this many merchants on both servers (1); "
