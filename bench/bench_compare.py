@@ -448,7 +448,7 @@ def run_flows(bench: Bench, paycast: Server, reference: Server, flows: list[str]
 # --------------------------------------------------------------------------- report
 
 
-def best(runs: list[dict]) -> dict:
+def median_run(runs: list[dict]) -> dict:
     """The run with the median throughput (of 1, 2 or 3 rounds: the middle or the lower)."""
     ordered = sorted(runs, key=lambda r: r["units_per_s"])
     return ordered[(len(ordered) - 1) // 2]
@@ -466,7 +466,7 @@ def render(results: dict, paycast_label: str) -> str:
            f"| units per CPU-s (server + PG) P / R (ratio) | round trips/unit P / R | errors P / R |",
            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for flow, sides in results.items():
-        p, r = best(sides["paycast"]), best(sides["reference"])
+        p, r = median_run(sides["paycast"]), median_run(sides["reference"])
         ratio = p["units_per_s"] / r["units_per_s"] if r["units_per_s"] else 0.0
         goal = f" (≥ {GOALS[flow]})" if flow in GOALS else ""
         p99 = p["p99_ms"] / r["p99_ms"] if r["p99_ms"] else 0.0
@@ -488,8 +488,8 @@ def render_scaling(by_workers: dict[int, dict]) -> str:
            + " / ".join(f"×{w}" for w in counts) + " |",
            "|---|" + "---:|" * (2 * len(counts) - 1) + "---:|"]
     for flow in by_workers[counts[0]]:
-        rates = [best(by_workers[w][flow]["paycast"])["units_per_s"] for w in counts]
-        cpus = [best(by_workers[w][flow]["paycast"])["server_cpu_us"] for w in counts]
+        rates = [median_run(by_workers[w][flow]["paycast"])["units_per_s"] for w in counts]
+        cpus = [median_run(by_workers[w][flow]["paycast"])["server_cpu_us"] for w in counts]
         out.append(f"| {LABELS[flow]} | " + " | ".join(f"{x:,.0f}" for x in rates) + " | "
                    + " | ".join(f"{x / rates[0]:.2f}" if rates[0] else "n/a" for x in rates[1:]) + " | "
                    + " / ".join(f"{c:,.0f}" for c in cpus) + " |")
