@@ -1,7 +1,7 @@
 """The benchmark's reference service (bench/reference/) does what it claims: the numbers
 `make bench` divides by are only meaningful if the reference really stores the same rows.
 
-Needs the `bench` extra (fastapi, uvicorn): `make bench` installs it.
+fastapi and uvicorn come with the `test` extra (and the `bench` one).
 """
 
 from __future__ import annotations
@@ -16,9 +16,6 @@ import httpx
 import pytest
 
 from tests.support import ROOT, db_fetch, payment_body, sign_stripe
-
-pytest.importorskip("fastapi")
-pytest.importorskip("uvicorn")
 
 API_KEY = "sk_ref_test"
 
