@@ -12,8 +12,9 @@ The parent does no request work. It:
 - reserves the port (a bound, non-listening ``SO_REUSEPORT`` socket, so
   ``PAYCAST_PORT=0`` gives every worker the same free port and nothing else
   can take it between restarts);
-- starts the workers with the database it resolved (the embedded PostgreSQL is
-  started once, by the parent) and one admin token;
+- starts the workers with the database it resolved and one admin token (with the
+  embedded PostgreSQL, the parent holds a lease on it, so it stays up while workers
+  restart, and each worker takes its own through the same data directory);
 - prints the usual ``{"event": "listening", …}`` line once every worker listens;
 - restarts a worker that exits on its own (at most ``_MAX_RESTARTS`` in
   ``_RESTART_WINDOW_S``; beyond that it stops everything and exits 1);
@@ -105,21 +106,27 @@ class _Worker:
             sys.stdout.flush()
 
 
-def serve_workers(settings, dsn: str, admin_token: str) -> int:
+def serve_workers(settings, dsn: str, admin_token: str, *, embedded: bool = False) -> int:
     """Run ``settings.workers`` workers on one port until SIGTERM/SIGINT.
 
     Args:
-      settings: the parent's settings (host, port, workers, graceful_timeout_s).
+      settings: the parent's settings (host, port, workers, data_dir, graceful_timeout_s).
       dsn: the database every worker uses (already resolved by the parent).
       admin_token: shared by every worker.
+      embedded: ``dsn`` is the embedded server of ``settings.data_dir``: each worker then
+        takes its own lease on it (and supervises it) through the same data directory.
 
     Returns:
       The exit status: 0 after a requested stop, 1 when a worker kept failing.
     """
     placeholder = reuse_port_socket(settings.host, settings.port)
     port = placeholder.getsockname()[1]
-    env = dict(os.environ, PAYCAST_DATABASE_URL=dsn, PAYCAST_PORT=str(port), PAYCAST_WORKERS="1",
-               PAYCAST_REUSE_PORT="true", PAYCAST_ADMIN_TOKEN=admin_token)
+    env = dict(os.environ, PAYCAST_PORT=str(port), PAYCAST_WORKERS="1", PAYCAST_REUSE_PORT="true",
+               PAYCAST_ADMIN_TOKEN=admin_token)
+    if embedded:
+        env["PAYCAST_DATA_DIR"] = str(settings.data_dir.resolve())
+    else:
+        env["PAYCAST_DATABASE_URL"] = dsn
     stop = threading.Event()
     signals_seen = []
 
