@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     # TLS: both set → the server speaks HTTPS and WSS only (hypercorn's certfile/keyfile).
     tls_certfile: pathlib.Path | None = None
     tls_keyfile: pathlib.Path | None = None
+    # `run.py serve --workers N`: N full processes on one port (SO_REUSEPORT), supervised
+    # by a parent (app/workers.py). reuse_port binds with SO_REUSEPORT; the parent sets
+    # it for its workers, and it lets independent processes share a port too.
+    workers: int = Field(1, ge=1, le=64)
+    reuse_port: bool = False
 
     # Payments and connectors.
     processing_deadline_s: float = Field(60.0, gt=0)
