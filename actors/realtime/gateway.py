@@ -132,7 +132,8 @@ class RealtimeGateway:
         self.hub.add(conn)
         if after_seq is None:
             try:
-                conn.cursor = await self.db.transaction(store.last_seq, claims.merchant_id, claims.client_id)
+                latest = await self.db.transaction(store.last_seq, claims.merchant_id, claims.client_id)
+                conn.delivery.start(None, latest)
             except BaseException:
                 self.hub.remove(conn)
                 raise

@@ -18,7 +18,8 @@ from collections.abc import Callable
 
 import trio
 
-from actors.realtime.connection import Batch, Connection
+from actors.realtime.connection import Connection
+from domain.realtime_delivery import Batch
 from domain.errors import Unavailable
 from domain.realtime import Notice, decode_notice, visible
 from storage import realtime as store
