@@ -38,5 +38,8 @@ class Metrics:
         self.ws_slow_consumer_closes = Counter("paycast_realtime_slow_consumer_closes_total",
                                                "Realtime connections closed as slow consumers (1013)",
                                                registry=self.registry)
+        self.ws_sockets = Gauge("paycast_realtime_sockets_opened",
+                                "Realtime sockets opened since start, by write path (fallback: one ASGI send per frame)",
+                                ["path"], registry=self.registry)
         # How many slow-consumer closes the counter already holds (the hub counts; we add the difference).
         self.ws_slow_reported = 0

@@ -34,7 +34,7 @@ log = logging.getLogger("paycast.realtime")
 try:  # hypercorn internals, used only when they look exactly as expected
     from hypercorn.protocol.events import Data
     from hypercorn.protocol.ws_stream import ASGIWebsocketState, WSStream
-    from wsproto.events import TextMessage
+    from wsproto.events import CloseConnection, TextMessage
     from wsproto.utilities import LocalProtocolError
 except ImportError:  # pragma: no cover - another server or version
     WSStream = None  # type: ignore[assignment,misc]
@@ -49,7 +49,7 @@ def _hypercorn_objects(ws) -> tuple[object, object] | None:
     asgi_send = send.args[0] if isinstance(send, functools.partial) and send.args else None
     stream = getattr(asgi_send, "__self__", None)  # WSStream.app_send
     if not isinstance(stream, WSStream) or not all(
-            hasattr(stream, a) for a in ("connection", "send", "stream_id", "state", "closed")):
+            hasattr(stream, a) for a in ("connection", "send", "stream_id", "state", "closed", "_send_wsproto_event")):
         return None
     protocol = getattr(stream.send, "__self__", None)  # H11Protocol.stream_send
     tcp = getattr(getattr(protocol, "send", None), "__self__", None)  # TCPServer.protocol_send
@@ -69,6 +69,27 @@ class QuartSocket:
         found = _hypercorn_objects(ws)
         self._stream, self._tcp = found if found else (None, None)
         self.fast = found is not None
+        self._on_close = None
+        if self._stream is not None:
+            self._watch_close(self._stream)
+
+    def _watch_close(self, stream) -> None:
+        """Be told when hypercorn sends a close frame on its own (a message over
+        its size limit): it does not tell the application (the disconnect comes
+        only once the peer answers, if ever), so the connection actor would
+        otherwise linger until its idle timeout."""
+        send_event = stream._send_wsproto_event
+
+        async def send_and_watch(event):
+            await send_event(event)
+            if isinstance(event, CloseConnection) and self._on_close is not None:
+                self._on_close()
+
+        stream._send_wsproto_event = send_and_watch
+
+    def on_server_close(self, callback) -> None:
+        """Call ``callback`` (synchronously) once a close frame was sent on this socket."""
+        self._on_close = callback
 
     def write_now(self, texts: list[str]) -> bytes | None:
         """Encode and write frames without awaiting (see the module docstring).

@@ -167,7 +167,10 @@ class Connection:
         self.delivery.start(after_seq)
         async with trio.open_nursery() as nursery:
             self._scope = nursery.cancel_scope
-            nursery.start_soon(self._read, nursery.cancel_scope, name=f"actor:connection:{self.id}:recv")
+            watch = getattr(ws, "on_server_close", None)
+            if watch is not None:  # the server closed the socket itself: nothing more can be sent
+                watch(self.abort)
+            nursery.start_soon(self._read, name=f"actor:connection:{self.id}:recv")
             nursery.start_soon(self._write, nursery.cancel_scope, name=f"actor:connection:{self.id}")
 
     async def _send(self, texts: list[str]) -> None:
@@ -213,32 +216,23 @@ class Connection:
         finally:
             stop.cancel()
 
-    async def _read(self, stop: trio.CancelScope) -> None:
+    async def _read(self) -> None:
         delivery = self.delivery
-        try:
-            while delivery.closing is None:
-                raw = await self._ws.receive()
-                decision = delivery.received(raw, trio.current_time())
-                if isinstance(decision, Reply):
-                    self.offer_frame(decision.frame)
-                elif isinstance(decision, CheckTopic):
-                    try:
-                        owned = await self._db.transaction(store.owns_topic, self.merchant_id, self.client_id,
-                                                           decision.topic)
-                    except Unavailable:
-                        owned = None
-                    reply = delivery.topic_checked(decision.topic, owned)
-                    if reply is not None:
-                        self.offer_frame(reply.frame)
-                elif isinstance(decision, Acked):
-                    self._on_ack(decision.seq)
-                else:
-                    self._do(decision)
-        except ConnectionClosed:
-            # The server side closed the socket on its own (e.g. a frame over
-            # hypercorn's limit): nothing more can be written, stop at once.
-            stop.cancel()
-
-
-class ConnectionClosed(Exception):
-    """Raised by a socket's ``receive`` when the server already closed the connection."""
+        while delivery.closing is None:
+            raw = await self._ws.receive()
+            decision = delivery.received(raw, trio.current_time())
+            if isinstance(decision, Reply):
+                self.offer_frame(decision.frame)
+            elif isinstance(decision, CheckTopic):
+                try:
+                    owned = await self._db.transaction(store.owns_topic, self.merchant_id, self.client_id,
+                                                       decision.topic)
+                except Unavailable:
+                    owned = None
+                reply = delivery.topic_checked(decision.topic, owned)
+                if reply is not None:
+                    self.offer_frame(reply.frame)
+            elif isinstance(decision, Acked):
+                self._on_ack(decision.seq)
+            else:
+                self._do(decision)

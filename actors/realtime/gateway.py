@@ -142,6 +142,10 @@ class RealtimeGateway:
 
     async def serve(self, conn: Connection, ws: Socket, after_seq: int | None) -> None:
         """Run the connection actor on the accepted socket until it closes; always unregisters."""
+        fast = bool(getattr(ws, "fast", False))
+        self.hub.sockets["fast" if fast else "fallback"] += 1
+        if not fast and self.hub.sockets["fallback"] == 1:
+            log.warning("realtime sockets use the slow ASGI path: hypercorn's internals are not as expected")
         try:
             await conn.run(ws, after_seq)
         except Exception:  # noqa: BLE001 - one connection's bug must not take the server down

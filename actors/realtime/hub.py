@@ -57,6 +57,9 @@ class Hub:
         self.notices = 0
         self.fetched = 0
         self.resyncs = 0
+        # Sockets opened by write path: "fast" (frames written on hypercorn's
+        # socket directly) or "fallback" (one ASGI send per frame).
+        self.sockets = {"fast": 0, "fallback": 0}
 
     def __len__(self) -> int:
         return len(self.connections)
