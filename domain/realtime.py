@@ -27,8 +27,9 @@ MAX_ID_LENGTH = 255
 MAX_TOPIC_LENGTH = 200
 # Topics a client may (un)subscribe to: its own payments and orders.
 SUBSCRIBABLE_TOPIC = re.compile(r"^(payment|order):[A-Za-z0-9_]{1,64}$")
-# Event kinds a client receives without subscribing (API.md: payments, orders, accounts).
-DELIVERED_KINDS = frozenset({"payment", "order", "account"})
+# Event kinds a client receives without subscribing: its payments, orders and
+# wallet accounts, and the refunds and disputes of its payments (API.md v1.1).
+DELIVERED_KINDS = frozenset({"payment", "order", "account", "refund", "dispute"})
 # PostgreSQL refuses NOTIFY payloads of 8000 bytes or more; stay clear of it.
 NOTIFY_LIMIT = 7900
 
@@ -204,8 +205,10 @@ PING_FRAME = _dumps({"type": "ping"})
 def topic_of(event_type: str, object_id: str) -> str | None:
     """The topic of an event a client receives unsubscribed, or None if clients never get it.
 
-    ``payment.succeeded`` of ``pay_1`` → ``payment:pay_1``; refunds and
-    disputes are not pushed to clients (API.md lists payments, orders, accounts).
+    ``payment.succeeded`` of ``pay_1`` → ``payment:pay_1``, ``refund.succeeded``
+    of ``re_1`` → ``refund:re_1``, ``account.deposit.completed`` of ``txn_1`` →
+    ``account:txn_1``. The event's ``customer_id`` (the payment's, for refunds
+    and disputes) says whose it is.
     """
     kind = event_type.split(".", 1)[0]
     return f"{kind}:{object_id}" if kind in DELIVERED_KINDS else None

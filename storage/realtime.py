@@ -66,8 +66,8 @@ async def append_messages(conn: asyncpg.Connection, merchant_id: str, client_id:
 
 async def project(conn: asyncpg.Connection, merchant_id: str, rendered: list[dict],
                   events: list[NewEvent]) -> None:
-    """The events projection: each event of a customer's payment, order or account
-    becomes a message of the client whose id is that ``customer_id``."""
+    """The events projection: each event of a customer's payment, order, account,
+    refund or dispute becomes a message of the client whose id is that ``customer_id``."""
     by_client: dict[str, list[tuple[str, str | None, object]]] = {}
     for api_form, event in zip(rendered, events):
         if not event.customer_id:

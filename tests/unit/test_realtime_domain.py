@@ -95,7 +95,9 @@ def test_any_frame_parses_or_is_rejected_with_a_code(raw):
 def test_topics_and_visibility():
     assert topic_of("payment.succeeded", "pay_1") == "payment:pay_1"
     assert topic_of("account.deposit.completed", "txn_1") == "account:txn_1"
-    assert topic_of("refund.succeeded", "re_1") is None
+    assert topic_of("refund.succeeded", "re_1") == "refund:re_1"
+    assert topic_of("dispute.opened", "dp_1") == "dispute:dp_1"
+    assert topic_of("merchant.updated", "mer_1") is None
     assert visible("phone", set(), None, "t") and visible("phone", set(), "phone", "t")
     assert not visible("phone", set(), "laptop", "t") and not visible(None, set(), "laptop", "t")
     assert not visible("phone", {"t"}, None, "t")
