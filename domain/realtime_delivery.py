@@ -421,9 +421,11 @@ class Delivery:
             self.muted.add(frame.topic)
             return None
         if isinstance(frame, Ack):
-            if frame.seq > self.acked:
-                self.acked = frame.seq
-                return Acked(frame.seq)
+            # Nobody acknowledges what was not sent: an ack beyond the cursor counts up to it.
+            seq = min(frame.seq, self.cursor)
+            if seq > self.acked:
+                self.acked = seq
+                return Acked(seq)
             return None
         assert isinstance(frame, Pong)  # last_heard is all a pong is for
         return None

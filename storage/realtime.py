@@ -20,7 +20,7 @@ from collections.abc import Iterable
 import asyncpg
 
 from domain.events import NewEvent
-from domain.realtime import Message, client_topic, encode_notice, event_frame, topic_of
+from domain.realtime import Message, client_topic, encode_notice, encode_revoke, event_frame, topic_of
 from storage import events as event_log
 
 CHANNEL = "paycast_realtime"
@@ -229,3 +229,82 @@ async def purge_messages(conn: asyncpg.Connection, retention_s: float) -> int:
         "DELETE FROM realtime_messages WHERE created_at < now() - make_interval(secs => $1)", retention_s
     )
     return int(status.split()[-1])
+
+
+# --------------------------------------------------------------------------- devices
+
+
+async def handshake(conn: asyncpg.Connection, merchant_id: str, client_id: str,
+                    device_id: str | None) -> tuple[int, int | None]:
+    """What a connecting client needs, in one round trip.
+
+    Returns:
+      ``(the client's latest seq, the device's not-before in unix ms or None)``.
+    """
+    row = await conn.fetchrow(
+        "SELECT (SELECT last_seq FROM realtime_clients WHERE merchant_id = $1 AND client_id = $2) AS last_seq,"
+        " (SELECT not_before_ms FROM realtime_devices WHERE merchant_id = $1 AND client_id = $2"
+        " AND device_id = $3) AS not_before_ms",
+        merchant_id, client_id, device_id,
+    )
+    return row["last_seq"] or 0, row["not_before_ms"]
+
+
+async def flush_devices(conn: asyncpg.Connection, rows: list[tuple[str, str, str, int, int]]) -> None:
+    """Record acks and sightings of devices in one statement.
+
+    Args:
+      rows: ``(merchant_id, client_id, device_id, acked_seq, token_issued_at_ms)``,
+        one per device. ``acked_seq`` only ever raises the stored value; a row
+        from a connection whose token predates the device's deletion is ignored
+        (its acks belong to the device that was deleted).
+    """
+    if not rows:
+        return
+    await conn.execute(
+        "INSERT INTO realtime_devices AS d (merchant_id, client_id, device_id, acked_seq, last_seen_at)"
+        " SELECT u.m, u.c, u.d, u.a, now()"
+        " FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[]) AS u(m, c, d, a, iat)"
+        " WHERE NOT EXISTS (SELECT 1 FROM realtime_devices r WHERE r.merchant_id = u.m AND r.client_id = u.c"
+        " AND r.device_id = u.d AND r.not_before_ms > u.iat)"
+        " ON CONFLICT (merchant_id, client_id, device_id) DO UPDATE"
+        " SET acked_seq = GREATEST(d.acked_seq, EXCLUDED.acked_seq), last_seen_at = now()",
+        [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows],
+        [r[4] for r in rows],
+    )
+
+
+async def revoke_device(conn: asyncpg.Connection, merchant_id: str, client_id: str, device_id: str,
+                        not_before_ms: int) -> None:
+    """Forget a device (its acks) and refuse its tokens issued before ``not_before_ms``;
+    every process is told on commit to close the device's connections."""
+    await conn.execute(
+        "INSERT INTO realtime_devices AS d (merchant_id, client_id, device_id, acked_seq, last_seen_at, not_before_ms)"
+        " VALUES ($1, $2, $3, 0, NULL, $4) ON CONFLICT (merchant_id, client_id, device_id) DO UPDATE"
+        " SET acked_seq = 0, last_seen_at = NULL, not_before_ms = GREATEST(d.not_before_ms, EXCLUDED.not_before_ms)",
+        merchant_id, client_id, device_id, not_before_ms,
+    )
+    await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, encode_revoke(merchant_id, client_id, device_id))
+
+
+async def list_devices(conn: asyncpg.Connection, merchant_id: str, client_id: str, node_id: str,
+                       ttl_s: float) -> list[dict]:
+    """The client's devices: stored ones seen since their last deletion, and any
+    connected through another process, with that process's connection counts.
+
+    Returns:
+      ``{"device_id", "acked_seq", "last_seen_at", "remote"}`` per device.
+    """
+    rows = await conn.fetch(
+        "WITH remote AS (SELECT device_id, count(*) AS n, max(seen_at) AS seen FROM realtime_presence"
+        " WHERE merchant_id = $1 AND client_id = $2 AND node_id <> $3 AND device_id IS NOT NULL"
+        " AND seen_at > now() - make_interval(secs => $4) GROUP BY device_id),"
+        " stored AS (SELECT device_id, acked_seq, last_seen_at FROM realtime_devices"
+        " WHERE merchant_id = $1 AND client_id = $2)"
+        " SELECT COALESCE(s.device_id, r.device_id) AS device_id, COALESCE(s.acked_seq, 0) AS acked_seq,"
+        " GREATEST(s.last_seen_at, r.seen) AS last_seen_at, COALESCE(r.n, 0) AS remote"
+        " FROM stored s FULL JOIN remote r ON r.device_id = s.device_id"
+        " WHERE s.last_seen_at IS NOT NULL OR r.n IS NOT NULL ORDER BY 1",
+        merchant_id, client_id, node_id, ttl_s,
+    )
+    return [dict(r) for r in rows]

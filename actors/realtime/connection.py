@@ -74,11 +74,12 @@ class Connection:
     """
 
     def __init__(self, connection_id: str, claims: Claims, db, settings, *, on_slow: Callable[[], None] = lambda: None,
-                 on_ack: Callable[[int], None] = _no_ack) -> None:
+                 on_ack: Callable[[int], None] | None = None) -> None:
         self.id = connection_id
         self.merchant_id = claims.merchant_id
         self.client_id = claims.client_id
         self.device_id = claims.device_id
+        self.issued_at_ms = claims.issued_at_ms
         self.key = (claims.merchant_id, claims.client_id)
         self.delivery = Delivery(claims.device_id, capacity=settings.realtime_queue_size,
                                  slow_s=settings.realtime_slow_consumer_s,
@@ -87,7 +88,7 @@ class Connection:
         self._ws: Socket | None = None
         self._write_now: Callable[[list[str]], bytes | None] | None = None
         self._on_slow = on_slow
-        self._on_ack = on_ack
+        self._on_ack = on_ack or _no_ack
         self._wake = trio.Event()
         self._scope: trio.CancelScope | None = None
 

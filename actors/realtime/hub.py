@@ -21,7 +21,7 @@ import trio
 from actors.realtime.connection import Connection
 from domain.realtime_delivery import Batch
 from domain.errors import Unavailable
-from domain.realtime import Notice, decode_notice, visible
+from domain.realtime import Notice, Revoke, decode_notice, visible
 from storage import realtime as store
 
 log = logging.getLogger("paycast.realtime")
@@ -49,6 +49,8 @@ class Hub:
         self._idle_s = settings.realtime_idle_timeout_s
         self._tick_s = min(1.0, settings.realtime_ping_s / 2)
         self.take = take
+        # Called with (merchant, client, device) when a device was deleted (by any process).
+        self.on_revoke: Callable[[str, str, str], None] = lambda merchant, client, device: None
         self.connections: dict[str, Connection] = {}
         self._by_client: dict[tuple[str, str], list[Connection]] = {}
         self._wake = trio.Event()
@@ -131,6 +133,9 @@ class Hub:
                 log.warning("ignoring a malformed realtime notification")
                 continue
             self.notices += 1
+            if isinstance(notice, Revoke):
+                self.on_revoke(notice.merchant_id, notice.client_id, notice.device_id)
+                continue
             if (notice.merchant_id, notice.client_id) in self._by_client:
                 notices.append(notice)
         missing = [(n.merchant_id, n.client_id, n.first, n.last) for n in notices if n.messages is None]

@@ -157,9 +157,11 @@ def test_pings_idle_timeout_and_stuck_sends():
 
 def test_acks_only_report_progress_and_invalid_frames_get_replies_then_1008():
     d = new()
+    d.start(None, latest=7)
     assert d.received('{"type": "ack", "seq": 5}', 0) == Acked(5)
     assert d.received('{"type": "ack", "seq": 3}', 0) is None  # not higher: nothing to persist
-    assert d.acked == 5
+    assert d.received('{"type": "ack", "seq": 99}', 0) == Acked(7)  # never beyond what was sent
+    assert d.acked == 7
     for _ in range(MAX_INVALID_PER_MINUTE):
         assert isinstance(d.received("nope", 1), Reply)
     d.received("nope", 1)
