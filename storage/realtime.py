@@ -3,10 +3,11 @@ shared token secret, and topic ownership.
 
 Messages are written by :func:`project`, registered in
 :data:`storage.events.PROJECTIONS` when this module is imported, so a client's
-messages commit in the same transaction as the events they carry. Each write
-also ``pg_notify``-s the channel :data:`CHANNEL` inside that transaction:
-PostgreSQL delivers it on commit only, to every process listening, which is how
-an event committed by one process reaches WebSockets held by another.
+messages commit in the same transaction as the events they carry. After
+commit, the channel :data:`CHANNEL` is notified (batched across transactions,
+:mod:`storage.after_commit`), which is how an event committed by one process
+reaches WebSockets held by another; receivers cover a lost notification by
+reading the database.
 
 This module is imported by ``actors.realtime`` (which the system starts), so
 every serving process registers the projection before it handles a request.
@@ -21,6 +22,7 @@ import asyncpg
 
 from domain.events import NewEvent
 from domain.realtime import Message, client_topic, encode_notice, encode_revoke, event_frame, topic_of
+from storage import after_commit
 from storage import events as event_log
 
 CHANNEL = "paycast_realtime"
@@ -32,8 +34,8 @@ async def append_messages(conn: asyncpg.Connection, merchant_id: str, client_id:
     """Append messages to one client's log with its next seqs and notify listeners.
 
     Call inside a transaction: the client's row stays locked until commit, so
-    writers for one client commit in seq order, and the notification is sent on
-    commit only.
+    writers for one client commit in seq order; listeners are notified after
+    commit.
 
     Args:
       items: ``(topic, device_id, payload)`` in order; payload is the ``event``
@@ -52,15 +54,15 @@ async def append_messages(conn: asyncpg.Connection, merchant_id: str, client_id:
     seqs = list(range(first, last + 1))
     messages = [Message(seq, topic, device, event_frame(seq, topic, payload))
                 for seq, (topic, device, payload) in zip(seqs, items)]
-    # One round trip for the rows and the notification (this runs inside the
-    # event's transaction, while the merchant row is locked).
     await conn.execute(
-        "WITH stored AS (INSERT INTO realtime_messages (merchant_id, client_id, seq, topic, device_id, payload)"
-        " SELECT $1::text, $2::text, * FROM unnest($3::bigint[], $4::text[], $5::text[], $6::jsonb[]))"
-        " SELECT pg_notify($7, $8)",
-        merchant_id, client_id, seqs, [t for t, _, _ in items], [d for _, d, _ in items],
-        [p for _, _, p in items], CHANNEL, encode_notice(merchant_id, client_id, messages),
+        "INSERT INTO realtime_messages (merchant_id, client_id, seq, topic, device_id, payload)"
+        " SELECT $1::text, $2::text, * FROM unnest($3::bigint[], $4::text[], $5::text[], $6::jsonb[])",
+        merchant_id, client_id, seqs, [t for t, _, _ in items], [d for _, d, _ in items], [p for _, _, p in items],
     )
+    # Sent after commit, batched with other transactions' (storage.after_commit):
+    # a NOTIFY inside this transaction would serialise its commit with every
+    # other notifying transaction in the database.
+    await after_commit.notify(conn, CHANNEL, encode_notice(merchant_id, client_id, messages))
     return messages
 
 
@@ -284,7 +286,7 @@ async def revoke_device(conn: asyncpg.Connection, merchant_id: str, client_id: s
         " SET acked_seq = 0, last_seen_at = NULL, not_before_ms = GREATEST(d.not_before_ms, EXCLUDED.not_before_ms)",
         merchant_id, client_id, device_id, not_before_ms,
     )
-    await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, encode_revoke(merchant_id, client_id, device_id))
+    await after_commit.notify(conn, CHANNEL, encode_revoke(merchant_id, client_id, device_id))
 
 
 async def list_devices(conn: asyncpg.Connection, merchant_id: str, client_id: str, node_id: str,

@@ -30,6 +30,11 @@ log = logging.getLogger("paycast.realtime")
 # write (one write per message per connection is what fan-out costs most).
 # When idle the first notification is routed at once: no added latency.
 BATCH_WINDOW_S = 0.002
+# With nothing routed for this long, the hub checks its clients' cursors
+# against the database: notifications are sent after commit, so one can be
+# lost (a crash between commit and send) and a connection would otherwise
+# wait for its client's next message to notice.
+RESYNC_IDLE_S = 5.0
 # Connections the heartbeat visits between two checkpoints.
 HEARTBEAT_SLICE = 500
 
@@ -112,7 +117,10 @@ class Hub:
         self._resync = bool(self.connections)
         task_status.started()
         while True:
-            await self._wake.wait()
+            with trio.move_on_after(RESYNC_IDLE_S) as idle:
+                await self._wake.wait()
+            if idle.cancelled_caught and self._by_client:
+                self._resync = True
             self._wake = trio.Event()
             payloads = self.take()
             if payloads:

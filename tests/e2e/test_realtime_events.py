@@ -97,3 +97,26 @@ async def _drain_rest(server, tok: str, after: int) -> list[dict]:
                 out.append(await frame(ws))
                 continue
             return out
+
+
+async def test_a_message_whose_notification_never_came_is_still_delivered(server, db_dsn, api_key):
+    """Notifications are sent after commit (not inside the transaction), so a
+    process can die between the two; a message committed with no notification
+    at all must still reach the connected client (the hub re-checks its clients)."""
+    from tests.support import db_fetch
+
+    async with http(server, api_key) as api:
+        async with connect(server, await token(api, "cus_silent")) as ws:
+            await welcome(ws)
+            await publish(api, "cus_silent", "loud")
+            assert (await frame(ws))["seq"] == 1
+            (row,) = await trio.to_thread.run_sync(
+                db_fetch, db_dsn,
+                "WITH c AS (UPDATE realtime_clients SET last_seq = last_seq + 1 WHERE client_id = 'cus_silent'"
+                " RETURNING merchant_id, client_id, last_seq)"
+                " INSERT INTO realtime_messages (merchant_id, client_id, seq, topic, device_id, payload)"
+                " SELECT merchant_id, client_id, last_seq, 'client:cus_silent', NULL,"
+                " '{\"type\": \"test.message\", \"data\": \"silent\"}'::jsonb FROM c RETURNING seq")
+            assert row["seq"] == 2
+            got = await frame(ws, timeout=15)
+            assert got["seq"] == 2 and got["event"]["data"] == "silent"
