@@ -26,6 +26,7 @@ import errno
 import functools
 import logging
 import os
+import struct
 
 import trio
 
@@ -34,10 +35,28 @@ log = logging.getLogger("paycast.realtime")
 try:  # hypercorn internals, used only when they look exactly as expected
     from hypercorn.protocol.events import Data
     from hypercorn.protocol.ws_stream import ASGIWebsocketState, WSStream
+    from wsproto.connection import ConnectionState
     from wsproto.events import CloseConnection, TextMessage
     from wsproto.utilities import LocalProtocolError
 except ImportError:  # pragma: no cover - another server or version
     WSStream = None  # type: ignore[assignment,misc]
+
+
+@functools.lru_cache(maxsize=4096)
+def text_frame(text: str) -> bytes:
+    """One unmasked, unfragmented, uncompressed WebSocket text frame (RFC 6455 §5.2).
+
+    Cached: a message fanned out to many connections is the same ``str``
+    object for all of them (rendered once), so it is encoded once, and each
+    further connection costs a dict lookup (a ``str`` caches its hash).
+    """
+    payload = text.encode()
+    n = len(payload)
+    if n <= 125:
+        return bytes((0x81, n)) + payload
+    if n <= 0xFFFF:
+        return struct.pack("!BBH", 0x81, 126, n) + payload
+    return struct.pack("!BBQ", 0x81, 127, n) + payload
 
 
 def _hypercorn_objects(ws) -> tuple[object, object] | None:
@@ -70,8 +89,14 @@ class QuartSocket:
         self._stream, self._tcp = found if found else (None, None)
         self.fast = found is not None
         self._on_close = None
+        # No extension negotiated (no permessage-deflate): frames are the same
+        # bytes on every connection, so they come from the shared cache.
+        self.shared_frames = False
         if self._stream is not None:
             self._watch_close(self._stream)
+            proto = getattr(self._stream.connection, "_proto", None)
+            self.shared_frames = (proto is not None and getattr(proto, "extensions", None) == []
+                                  and getattr(proto, "client", True) is False)
 
     def _watch_close(self, stream) -> None:
         """Be told when hypercorn sends a close frame on its own (a message over
@@ -105,9 +130,8 @@ class QuartSocket:
             return None
         if stream.closed or stream.state != ASGIWebsocketState.CONNECTED:
             return b""
-        try:
-            data = b"".join(stream.connection.send(TextMessage(data=text)) for text in texts)
-        except LocalProtocolError:
+        data = self._encode(texts)
+        if data is None:
             return b""
         try:
             written = os.write(tcp.stream.socket.fileno(), data)
@@ -136,11 +160,22 @@ class QuartSocket:
             stream = self._stream
             if stream.closed or stream.state != ASGIWebsocketState.CONNECTED:
                 return
-            try:
-                rest = b"".join(stream.connection.send(TextMessage(data=text)) for text in texts)
-            except LocalProtocolError:
+            rest = self._encode(texts)
+            if rest is None:
                 return
         await self.send_raw(rest)
+
+    def _encode(self, texts: list[str]) -> bytes | None:
+        """The frames' bytes, or None if the connection no longer sends (closing)."""
+        connection = self._stream.connection
+        if self.shared_frames:
+            if connection.state != ConnectionState.OPEN:
+                return None
+            return b"".join([text_frame(text) for text in texts])
+        try:  # an extension (permessage-deflate) keeps per-connection state: wsproto encodes
+            return b"".join([connection.send(TextMessage(data=text)) for text in texts])
+        except LocalProtocolError:
+            return None
 
     async def receive(self) -> str | bytes:
         return await self._ws.receive()
