@@ -108,9 +108,14 @@ class Connection:
 
     # ------------------------------------------------------------ called by the hub (never block)
 
-    def offer(self, batch: Batch) -> None:
-        """Deliver a live batch (written at once if the writer is idle, else queued or re-read later)."""
-        self._do(self.delivery.offer(batch, trio.current_time()))
+    def offer(self, batch: Batch, now: float | None = None) -> None:
+        """Deliver a live batch (written at once if the writer is idle, else queued or re-read later).
+
+        ``now``: the hub reads the clock once for all connections it offers a batch to.
+        """
+        decision = self.delivery.offer(batch, trio.current_time() if now is None else now)
+        if decision is not None:
+            self._do(decision)
 
     def offer_frame(self, text: str) -> None:
         """Deliver a control frame (ping, error)."""
@@ -138,7 +143,8 @@ class Connection:
         while decision is not None:
             if isinstance(decision, WriteNow):
                 rest = self._write_now(decision.frames) if self._write_now is not None else None
-                decision = self.delivery.written_now(decision, rest, trio.current_time())
+                # No clock read when everything went out (the common case): it is only for pressure.
+                decision = self.delivery.written_now(decision, rest, 0.0 if rest == b"" else trio.current_time())
             elif decision is WAKE:
                 self._wake.set()
                 return
