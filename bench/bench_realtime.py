@@ -181,10 +181,14 @@ class Gen:
 
     async def close(self) -> None:
         if self.proc.poll() is None:
-            with trio.move_on_after(30):
+            with trio.move_on_after(60):
                 await self.call({"cmd": "close"})
             self.proc.stdin.close()
-            await trio.to_thread.run_sync(self.proc.wait, 10)
+            try:
+                await trio.to_thread.run_sync(self.proc.wait, 30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                await trio.to_thread.run_sync(self.proc.wait)
 
 
 class Gens:

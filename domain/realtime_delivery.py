@@ -71,6 +71,18 @@ class Batch:
     messages: tuple[Message, ...]
 
 
+def merge_batch(batches: list[Batch], batch: Batch) -> None:
+    """Append ``batch`` to ``batches`` (one client's, in arrival order), joining it
+    to the last one when it continues it: fewer, larger writes per connection.
+    Anything else (a gap, a repeat, out of order) stays separate for the
+    connection's own gap rule to handle."""
+    if batches and batches[-1].last + 1 == batch.first:
+        last = batches[-1]
+        batches[-1] = Batch(last.first, batch.last, last.messages + batch.messages)
+    else:
+        batches.append(batch)
+
+
 @dataclass(frozen=True)
 class Raw:
     """Encoded bytes a direct write left over; they go out before anything queued later."""

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import trio
 
 from actors.realtime.connection import Connection
-from domain.realtime_delivery import Batch
+from domain.realtime_delivery import Batch, merge_batch
 from domain.errors import Unavailable
 from domain.realtime import Notice, Revoke, decode_notice, visible
 from storage import realtime as store
@@ -157,6 +157,9 @@ class Hub:
             except Unavailable:
                 # The connections notice the gap with their next batch, or on resync.
                 log.warning("could not read %d realtime batches; connections will catch up", len(missing))
+        # Consecutive batches of one client routed together become one batch:
+        # each connection then gets them in one socket write, not one per message.
+        batches: dict[tuple[str, str], list[Batch]] = {}
         for notice in notices:
             key = (notice.merchant_id, notice.client_id)
             messages = notice.messages
@@ -166,14 +169,16 @@ class Hub:
                     for conn in self._by_client.get(key, ()):
                         conn.catch_up()
                     continue
-            batch = Batch(notice.first, notice.last, messages)
-            now = trio.current_time()
-            for conn in self._by_client.get(key, ()):
-                try:
-                    conn.offer(batch, now)
-                except Exception:  # noqa: BLE001 - one connection's trouble must not stop routing
-                    log.exception("offering to realtime connection %s failed", conn.id)
-                    conn.catch_up()
+            merge_batch(batches.setdefault(key, []), Batch(notice.first, notice.last, messages))
+        now = trio.current_time()
+        for key, client_batches in batches.items():
+            for batch in client_batches:
+                for conn in self._by_client.get(key, ()):
+                    try:
+                        conn.offer(batch, now)
+                    except Exception:  # noqa: BLE001 - one connection's trouble must not stop routing
+                        log.exception("offering to realtime connection %s failed", conn.id)
+                        conn.catch_up()
 
     async def _do_resync(self) -> None:
         """Compare each local client's cursor with its latest seq; lagging ones re-read."""

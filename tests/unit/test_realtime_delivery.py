@@ -9,7 +9,7 @@ import json
 from domain.realtime import Message, event_frame
 from domain.realtime_delivery import (ABORT, CLOSE_POLICY, CLOSE_TRY_AGAIN_LATER, MAX_INVALID_PER_MINUTE, SLOW,
                                       WAKE, Acked, Batch, CheckTopic, CloseSocket, Delivery, ReadLog, Reply, Send,
-                                      Wait, WriteNow)
+                                      Wait, WriteNow, merge_batch)
 
 
 class Log:
@@ -179,3 +179,23 @@ def test_a_failed_read_is_retried_later_and_the_replay_reports_truncation():
     assert isinstance(d.next_step(1.0), ReadLog)
     out = d.replayed(log.messages[1:])  # seq 1 was purged
     assert json.loads(out[0])["code"] == "replay_truncated" and seqs(out) == [2, 3]
+
+
+def test_consecutive_batches_of_a_client_merge_into_one_write_and_gaps_stay_apart():
+    log = Log()
+    one, two, three = log.add(), log.add(2), log.add()
+    log.add()  # seq 5: its notification is not in this burst
+    six = log.add()
+    merged: list[Batch] = []
+    for batch in (one, two, three, six, one):
+        merge_batch(merged, batch)
+    assert [(b.first, b.last) for b in merged] == [(1, 4), (6, 6), (1, 1)]
+    assert [m.seq for m in merged[0].messages] == [1, 2, 3, 4]
+    d = new()
+    d.start(None, latest=0)
+    d.next_step(0)
+    direct = d.offer(merged[0], 0)
+    assert isinstance(direct, WriteNow) and seqs(direct.frames) == [1, 2, 3, 4]  # one write for four messages
+    assert d.written_now(direct, b"", 0) is None
+    assert d.offer(merged[1], 0) is WAKE  # the gap: queued, and the writer reads seq 5 from the log
+    assert seqs(drain(d, log)) == [5, 6]
