@@ -73,6 +73,9 @@ class Connection:
       on_ack: called with each higher ``seq`` the client acknowledges.
     """
 
+    __slots__ = ("id", "merchant_id", "client_id", "device_id", "issued_at_ms", "key", "delivery", "_db", "_ws",
+                 "_write_now", "_on_slow", "_on_ack", "_wake", "_scope")
+
     def __init__(self, connection_id: str, claims: Claims, db, settings, *, on_slow: Callable[[], None] = lambda: None,
                  on_ack: Callable[[int], None] | None = None) -> None:
         self.id = connection_id

@@ -203,7 +203,8 @@ class RealtimeGateway:
         finally:
             self.hub.remove(conn)
             self.presence_writer.left(conn.id)
-            if conn.device_id is not None and conn.closing != (CLOSE_DEVICE_REVOKED, "device deleted"):
+            revoked = conn.closing is not None and conn.closing[0] == CLOSE_DEVICE_REVOKED
+            if conn.device_id is not None and not revoked:  # a deleted device's sighting is not recorded
                 self.devices.seen((conn.merchant_id, conn.client_id, conn.device_id), conn.issued_at_ms)
 
     def forget(self, conn: Connection) -> None:

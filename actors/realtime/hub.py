@@ -30,11 +30,11 @@ log = logging.getLogger("paycast.realtime")
 # write (one write per message per connection is what fan-out costs most).
 # When idle the first notification is routed at once: no added latency.
 BATCH_WINDOW_S = 0.002
-# With nothing routed for this long, the hub checks its clients' cursors
-# against the database: notifications are sent after commit, so one can be
-# lost (a crash between commit and send) and a connection would otherwise
-# wait for its client's next message to notice.
-RESYNC_IDLE_S = 5.0
+# This often the hub checks its clients' cursors against the database (one
+# query): notifications are sent after commit, so one can be lost (a crash
+# between commit and send) and a connection would otherwise wait for its
+# client's next message to notice.
+RESYNC_EVERY_S = 5.0
 # Connections the heartbeat visits between two checkpoints.
 HEARTBEAT_SLICE = 500
 
@@ -60,6 +60,8 @@ class Hub:
         self._by_client: dict[tuple[str, str], list[Connection]] = {}
         self._wake = trio.Event()
         self._resync = False
+        # Latest seqs read by the previous periodic check, by client.
+        self._previous_latest: dict[tuple[str, str], int] = {}
         self.slow_closes = 0
         self.notices = 0
         self.fetched = 0
@@ -118,18 +120,22 @@ class Hub:
         # After a restart (supervise) notices may have been lost: check everyone.
         self._resync = bool(self.connections)
         task_status.started()
+        next_resync = trio.current_time() + RESYNC_EVERY_S
         while True:
-            with trio.move_on_after(RESYNC_IDLE_S) as idle:
+            with trio.move_on_at(next_resync):
                 await self._wake.wait()
-            if idle.cancelled_caught and self._by_client:
-                self._resync = True
+            periodic = trio.current_time() >= next_resync and bool(self._by_client)
+            if trio.current_time() >= next_resync:
+                next_resync = trio.current_time() + RESYNC_EVERY_S
             self._wake = trio.Event()
             payloads = self.take()
             if payloads:
                 await self.route(payloads)
             if self._resync:
                 self._resync = False
-                await self._do_resync()
+                await self._do_resync(immediate=True)
+            elif periodic:
+                await self._do_resync(immediate=False)
             if payloads:
                 await trio.sleep(BATCH_WINDOW_S)
 
@@ -180,20 +186,33 @@ class Hub:
                         log.exception("offering to realtime connection %s failed", conn.id)
                         conn.catch_up()
 
-    async def _do_resync(self) -> None:
-        """Compare each local client's cursor with its latest seq; lagging ones re-read."""
+    async def _do_resync(self, *, immediate: bool) -> None:
+        """Compare each local client's cursor with its latest seq; lagging ones re-read.
+
+        Args:
+          immediate: compare with the latest seq now (after a lost listener or
+            an overflow). Otherwise (the periodic check) only with the latest
+            seq of the previous check: a message committed a moment ago may
+            simply be on its way, one committed a whole period ago is lost.
+        """
         self.resyncs += 1
         keys = list(self._by_client)
         if not keys:
+            self._previous_latest = {}
             return
         try:
             latest = await self._db.transaction(store.last_seqs, keys)
         except Unavailable:
-            log.warning("realtime resync could not read the database; every connection catches up")
-            latest = None
+            if immediate:
+                log.warning("realtime resync could not read the database; every connection catches up")
+                for conn in list(self.connections.values()):
+                    conn.catch_up()
+            return
+        against = latest if immediate else self._previous_latest
+        self._previous_latest = latest
         for key in keys:
             for conn in self._by_client.get(key, ()):
-                if latest is None or conn.cursor < latest.get(key, 0):
+                if conn.cursor < against.get(key, 0):
                     conn.catch_up()
 
     # ------------------------------------------------------------ heartbeat

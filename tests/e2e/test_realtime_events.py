@@ -118,5 +118,5 @@ async def test_a_message_whose_notification_never_came_is_still_delivered(server
                 " SELECT merchant_id, client_id, last_seq, 'client:cus_silent', NULL,"
                 " '{\"type\": \"test.message\", \"data\": \"silent\"}'::jsonb FROM c RETURNING seq")
             assert row["seq"] == 2
-            got = await frame(ws, timeout=15)
+            got = await frame(ws, timeout=25)  # found by the hub's periodic check (two 5 s periods at most)
             assert got["seq"] == 2 and got["event"]["data"] == "silent"
