@@ -70,16 +70,37 @@ class Batch:
     messages: tuple[Message, ...]
 
 
-def merge_batch(batches: list[Batch], batch: Batch) -> None:
-    """Append ``batch`` to ``batches`` (one client's, in arrival order), joining it
-    to the last one when it continues it: fewer, larger writes per connection.
-    Anything else (a gap, a repeat, out of order) stays separate for the
-    connection's own gap rule to handle."""
-    if batches and batches[-1].last + 1 == batch.first:
-        last = batches[-1]
-        batches[-1] = Batch(last.first, batch.last, last.messages + batch.messages)
-    else:
-        batches.append(batch)
+def gaps(routed: int | None, ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Seq ranges missing between what was routed already and ``ranges`` (first, last).
+
+    A notification can arrive after a later one (they are sent after commit,
+    by whichever transaction finishes first), or not at all. Everything before
+    a notified seq is committed, so the router reads a gap once for all the
+    client's connections instead of each connection reading it.
+    """
+    if not ranges:
+        return []
+    ordered = sorted(ranges)
+    expected = routed + 1 if routed is not None else ordered[0][0]
+    out: list[tuple[int, int]] = []
+    for first, last in ordered:
+        if first > expected:
+            out.append((expected, first - 1))
+        expected = max(expected, last + 1)
+    return out
+
+
+def assemble(routed: int | None, messages: list[Message]) -> list[Batch]:
+    """One client's messages of a routing pass as batches of consecutive seqs,
+    in order, without duplicates and without what was routed before."""
+    by_seq = {m.seq: m for m in messages if routed is None or m.seq > routed}
+    runs: list[list[Message]] = []
+    for seq in sorted(by_seq):
+        if runs and runs[-1][-1].seq + 1 == seq:
+            runs[-1].append(by_seq[seq])
+        else:
+            runs.append([by_seq[seq]])
+    return [Batch(run[0].seq, run[-1].seq, tuple(run)) for run in runs]
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,9 @@ from collections.abc import Callable
 import trio
 
 from actors.realtime.connection import Connection
-from domain.realtime_delivery import Batch, merge_batch
+from domain.realtime_delivery import assemble, gaps
 from domain.errors import Unavailable
-from domain.realtime import Notice, Revoke, decode_notice, visible
+from domain.realtime import Message, Notice, Revoke, decode_notice
 from storage import realtime as store
 
 log = logging.getLogger("paycast.realtime")
@@ -60,6 +60,9 @@ class Hub:
         self._by_client: dict[tuple[str, str], list[Connection]] = {}
         self._wake = trio.Event()
         self._resync = False
+        # The last seq routed to each local client's connections (gaps before a
+        # later notification are read once here, not by every connection).
+        self._routed: dict[tuple[str, str], int] = {}
         # Latest seqs read by the previous periodic check, by client.
         self._previous_latest: dict[tuple[str, str], int] = {}
         self.slow_closes = 0
@@ -87,6 +90,7 @@ class Hub:
             peers.remove(conn)
         if not peers:
             self._by_client.pop(conn.key, None)
+            self._routed.pop(conn.key, None)
 
     def local(self, merchant_id: str, client_id: str) -> list[Connection]:
         return list(self._by_client.get((merchant_id, client_id), ()))
@@ -154,31 +158,37 @@ class Hub:
                 continue
             if (notice.merchant_id, notice.client_id) in self._by_client:
                 notices.append(notice)
-        missing = [(n.merchant_id, n.client_id, n.first, n.last) for n in notices if n.messages is None]
-        fetched: dict[tuple[str, str], list] = {}
-        if missing:
-            try:
-                fetched = await self._db.transaction(store.read_ranges, missing)
-                self.fetched += len(missing)
-            except Unavailable:
-                # The connections notice the gap with their next batch, or on resync.
-                log.warning("could not read %d realtime batches; connections will catch up", len(missing))
-        # Consecutive batches of one client routed together become one batch:
-        # each connection then gets them in one socket write, not one per message.
-        batches: dict[tuple[str, str], list[Batch]] = {}
+        # Per client: the messages that came inline, and the ranges to read
+        # (too large to travel inline, or missing before what was notified).
+        inline: dict[tuple[str, str], list[Message]] = {}
+        covered: dict[tuple[str, str], list[tuple[int, int]]] = {}
+        need: list[tuple[str, str, int, int]] = []
         for notice in notices:
             key = (notice.merchant_id, notice.client_id)
-            messages = notice.messages
-            if messages is None:
-                messages = tuple(m for m in fetched.get(key, ()) if notice.first <= m.seq <= notice.last)
-                if len(messages) != notice.last - notice.first + 1:
-                    for conn in self._by_client.get(key, ()):
-                        conn.catch_up()
-                    continue
-            merge_batch(batches.setdefault(key, []), Batch(notice.first, notice.last, messages))
+            covered.setdefault(key, []).append((notice.first, notice.last))
+            if notice.messages is None:
+                need.append((notice.merchant_id, notice.client_id, notice.first, notice.last))
+            else:
+                inline.setdefault(key, []).extend(notice.messages)
+        for key, ranges in covered.items():
+            need += [(key[0], key[1], first, last) for first, last in gaps(self._routed.get(key), ranges)]
+        fetched: dict[tuple[str, str], list[Message]] = {}
+        if need:
+            try:
+                fetched = await self._db.transaction(store.read_ranges, need)
+                self.fetched += len(need)
+            except Unavailable:
+                # The connections notice the gap themselves and catch up (or on resync).
+                log.warning("could not read %d realtime ranges; connections will catch up", len(need))
+        # In seq order, consecutive messages merged: each connection gets one
+        # socket write per routing pass, not one per message.
         now = trio.current_time()
-        for key, client_batches in batches.items():
-            for batch in client_batches:
+        for key in covered:
+            batches = assemble(self._routed.get(key), inline.get(key, []) + fetched.get(key, []))
+            if not batches:
+                continue
+            self._routed[key] = batches[-1].last
+            for batch in batches:
                 for conn in self._by_client.get(key, ()):
                     try:
                         conn.offer(batch, now)

@@ -9,7 +9,7 @@ import json
 from domain.realtime import Message, event_frame
 from domain.realtime_delivery import (ABORT, CLOSE_POLICY, CLOSE_TRY_AGAIN_LATER, MAX_INVALID_PER_MINUTE, SLOW,
                                       WAKE, Acked, Batch, CheckTopic, CloseSocket, Delivery, ReadLog, Reply, Send,
-                                      Wait, WriteNow, merge_batch)
+                                      Wait, WriteNow, assemble, gaps)
 
 
 class Log:
@@ -181,21 +181,23 @@ def test_a_failed_read_is_retried_later_and_the_replay_reports_truncation():
     assert json.loads(out[0])["code"] == "replay_truncated" and seqs(out) == [2, 3]
 
 
-def test_consecutive_batches_of_a_client_merge_into_one_write_and_gaps_stay_apart():
+def test_the_router_orders_merges_and_finds_gaps_once_for_all_connections():
     log = Log()
-    one, two, three = log.add(), log.add(2), log.add()
-    log.add()  # seq 5: its notification is not in this burst
-    six = log.add()
-    merged: list[Batch] = []
-    for batch in (one, two, three, six, one):
-        merge_batch(merged, batch)
-    assert [(b.first, b.last) for b in merged] == [(1, 4), (6, 6), (1, 1)]
-    assert [m.seq for m in merged[0].messages] == [1, 2, 3, 4]
+    for _ in range(7):
+        log.add()
+    m = log.messages
+    # Notifications of seqs 4-5 and 2 arrived (3 is late, 6 never came); 1 was routed before.
+    assert gaps(1, [(4, 5), (2, 2)]) == [(3, 3)]
+    assert gaps(1, [(4, 5), (7, 7)]) == [(2, 3), (6, 6)]
+    assert gaps(None, [(4, 5)]) == [] and gaps(5, [(3, 5)]) == []
+    # Read from the log (3) plus what came inline, out of order and with a repeat of 1.
+    batches = assemble(1, [m[3], m[4], m[1], m[2], m[0], m[6]])
+    assert [(b.first, b.last) for b in batches] == [(2, 5), (7, 7)]
     d = new()
-    d.start(None, latest=0)
+    d.start(None, latest=1)
     d.next_step(0)
-    direct = d.offer(merged[0], 0)
-    assert isinstance(direct, WriteNow) and seqs(direct.frames) == [1, 2, 3, 4]  # one write for four messages
+    direct = d.offer(batches[0], 0)
+    assert isinstance(direct, WriteNow) and seqs(direct.frames) == [2, 3, 4, 5]  # one write for four messages
     assert d.written_now(direct, b"", 0) is None
-    assert d.offer(merged[1], 0) is WAKE  # the gap: queued, and the writer reads seq 5 from the log
-    assert seqs(drain(d, log)) == [5, 6]
+    assert d.offer(batches[1], 0) is WAKE  # 6 still missing: queued, and the writer reads 6 from the log
+    assert seqs(drain(d, log)) == [6, 7]
