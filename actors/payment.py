@@ -24,6 +24,7 @@ _CONCLUSIVE = frozenset({OutcomeKind.SUCCEEDED, OutcomeKind.AUTHORIZED, OutcomeK
 from gateways.base import AuthorizeRequest, ConnectorError, ConnectorTimeout
 from storage import inbox, reconcile
 from storage import payments as store
+from telemetry import tracing
 
 log = logging.getLogger("paycast.payment")
 
@@ -202,7 +203,8 @@ class PaymentActor:
             if not falls_back(error, candidates[i + 1:]):
                 break
         item = store.Confirmed(merchant_id, spec, payment["id"], attempts, outcome,
-                               system.settings.processing_deadline_s, now)
+                               system.settings.processing_deadline_s, now,
+                               traceparent=tracing.current_traceparent())
         return await system.payment_writer.write(item, system.settings.ask_timeout_s)
 
     async def _capture(self, payment_id: str, msg: Capture) -> dict:

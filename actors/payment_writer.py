@@ -17,6 +17,7 @@ import trio
 from actors.runtime import AskTimeout, batches
 from domain.errors import PaycastError, Unavailable
 from storage import payments as store
+from telemetry import tracing
 
 log = logging.getLogger("paycast.payment_writer")
 # Queue bound: a burst waits here, beyond it senders wait (back-pressure).
@@ -32,6 +33,7 @@ WRITERS = 2
 class _Job:
     item: store.Confirmed
     done: trio.Event = field(default_factory=trio.Event)
+    trace: tracing.Context = field(default_factory=tracing.capture)  # the writing request's
     result: dict | None = None
     error: BaseException | None = None
 
@@ -50,12 +52,13 @@ class PaymentWriter:
           AskTimeout: not committed within ``timeout``.
           PaycastError: the item's own check failed (e.g. its order).
         """
-        job = _Job(item)
-        with trio.move_on_after(timeout):
-            await self._send.send(job)
-            # Once queued the write happens whatever we do; wait for its outcome.
-            with trio.CancelScope(shield=True):
-                await job.done.wait()
+        with tracing.span("payment_writer write"):
+            job = _Job(item)  # captures this span: a batch of one nests under it
+            with trio.move_on_after(timeout):
+                await self._send.send(job)
+                # Once queued the write happens whatever we do; wait for its outcome.
+                with trio.CancelScope(shield=True):
+                    await job.done.wait()
         if not job.done.is_set():
             raise AskTimeout("The payment could not be written in time; retry.")
         if job.error is not None:
@@ -73,6 +76,14 @@ class PaymentWriter:
             await self._commit(batch)
 
     async def _commit(self, batch: list[_Job]) -> None:
+        # A batch of one belongs to its request's trace; a larger one is its own
+        # trace, linked to each request's (their events still carry their own trace).
+        with tracing.attached(batch[0].trace if len(batch) == 1 else None), \
+                tracing.span("payment_writer batch", {"paycast.batch.size": len(batch)},
+                             links=[j.trace for j in batch] if len(batch) > 1 else ()):
+            await self._commit_batch(batch)
+
+    async def _commit_batch(self, batch: list[_Job]) -> None:
         try:
             results = await self._db.transaction(store.insert_confirmed_batch, [j.item for j in batch])
         except Unavailable as exc:

@@ -19,6 +19,7 @@ from actors.webhook_dispatcher import WebhookDispatcher
 from config import Settings
 from domain.breaker import BreakerPolicy, CircuitBreaker
 from domain.routing import RoutingConfig, candidates
+from gateways.instrumented import instrument
 from gateways.simulated import build_connectors
 from gateways.simulator import WebhookSimulator
 from storage import idempotency, webhook_deliveries
@@ -53,7 +54,8 @@ class System:
             settings.secrets_by_connector, delay_ms=settings.sim_delay_ms,
             duplicate_rate=settings.sim_duplicate_rate, reorder=settings.sim_reorder,
         )
-        self.connectors = build_connectors(settings.flaky_error_rate, self.simulator)
+        # Wrapped once so every connector call is traced and counted (gateways.instrumented).
+        self.connectors = instrument(build_connectors(settings.flaky_error_rate, self.simulator))
         self.inbox_processor = InboxProcessor(self)
         self.inbox_writer = InboxWriter(db, self.inbox_processor.wake)
         self.payment_writer = PaymentWriter(db)

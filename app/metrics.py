@@ -1,4 +1,8 @@
-"""Prometheus metrics. One registry per app, so several apps (tests) never clash."""
+"""Prometheus gauges read at scrape time. One registry per app, so several apps (tests) never clash.
+
+What is counted as it happens (transitions, connector calls, latencies) lives
+in the process-wide :mod:`telemetry.metrics`; ``/metrics`` renders both.
+"""
 
 from __future__ import annotations
 
@@ -41,5 +45,12 @@ class Metrics:
         self.ws_sockets = Gauge("paycast_realtime_sockets_opened",
                                 "Realtime sockets opened since start, by write path (fallback: one ASGI send per frame)",
                                 ["path"], registry=self.registry)
+        self.deliveries = Gauge("paycast_webhook_deliveries", "Outgoing webhook deliveries by status", ["status"],
+                                registry=self.registry)
+        self.outbox_lag = Gauge("paycast_webhook_outbox_lag_seconds",
+                                "How long the most overdue pending outgoing webhook has been due",
+                                registry=self.registry)
+        self.stuck_payments = Gauge("paycast_payments_stuck", "Payments processing for longer than 10 minutes",
+                                    registry=self.registry)
         # How many slow-consumer closes the counter already holds (the hub counts; we add the difference).
         self.ws_slow_reported = 0

@@ -259,6 +259,7 @@ class Notice:
     first: int
     last: int
     messages: tuple[Message, ...] | None
+    traceparent: str | None = None  # the trace of the transaction that wrote them
 
 
 @dataclass(frozen=True)
@@ -280,7 +281,7 @@ def revoked_token(claims: Claims, not_before_ms: int | None) -> bool:
     return claims.device_id is not None and not_before_ms is not None and claims.issued_at_ms < not_before_ms
 
 
-def encode_notice(merchant_id: str, client_id: str, messages: list[Message]) -> str:
+def encode_notice(merchant_id: str, client_id: str, messages: list[Message], traceparent: str | None = None) -> str:
     """The ``pg_notify`` payload for ``messages`` (consecutive seqs of one client).
 
     The header line is JSON; when everything fits under :data:`NOTIFY_LIMIT`
@@ -288,6 +289,8 @@ def encode_notice(merchant_id: str, client_id: str, messages: list[Message]) -> 
     raw newline), so receivers deliver without reading the database.
     """
     header = {"m": merchant_id, "c": client_id, "f": messages[0].seq, "l": messages[-1].seq}
+    if traceparent:
+        header["t"] = traceparent
     inline = dict(header, x=[[m.topic, m.device_id] for m in messages])
     text = "\n".join([_dumps(inline)] + [m.frame for m in messages])
     if len(text.encode()) < NOTIFY_LIMIT:
@@ -314,4 +317,6 @@ def decode_notice(payload: str) -> Notice | Revoke:
             raise ValueError("inline messages do not match the seq range")
         messages = tuple(Message(first + i, topic, device, frame)
                          for i, ((topic, device), frame) in enumerate(zip(meta, frames)))
-    return Notice(str(head["m"]), str(head["c"]), first, last, messages)
+    traceparent = head.get("t")
+    return Notice(str(head["m"]), str(head["c"]), first, last, messages,
+                  traceparent if isinstance(traceparent, str) else None)

@@ -17,8 +17,9 @@ from typing import Any, TypeVar
 import asyncpg
 
 from domain.errors import Unavailable
-from storage import after_commit
+from storage import after_commit, crashpoints
 from storage.loop_thread import LoopThread
+from storage.observe import observed
 
 log = logging.getLogger("paycast.storage")
 T = TypeVar("T")
@@ -124,11 +125,13 @@ class Database:
           Unavailable: the database could not be reached or timed out.
           PaycastError: raised by ``fn`` (the transaction is rolled back).
         """
-        return await self._cross(fn, args, kwargs, transactional=True)
+        with observed(fn):
+            return await self._cross(fn, args, kwargs, transactional=True)
 
     async def run(self, fn: UnitOfWork[T], *args: Any, **kwargs: Any) -> T:
         """Like :meth:`transaction` but without an explicit transaction (reads, DDL, locks)."""
-        return await self._cross(fn, args, kwargs, transactional=False)
+        with observed(fn):
+            return await self._cross(fn, args, kwargs, transactional=False)
 
     async def _cross(self, fn: UnitOfWork[T], args: tuple, kwargs: dict, transactional: bool) -> T:
         pool, notifier = self._pool, self._notifier
@@ -143,6 +146,8 @@ class Database:
                 with after_commit.collecting() as queued:
                     async with conn.transaction():
                         result = await fn(conn, *args, **kwargs)
+                        written = await crashpoints.before_commit(conn)  # test-only hook, a no-op unless armed
+                crashpoints.after_commit(written)
                 if queued and notifier is not None:
                     notifier.add(queued)
                 return result

@@ -9,6 +9,7 @@ import asyncpg
 from domain import render
 from domain.events import NewEvent
 from domain.ids import new_id
+from telemetry import tracing
 
 
 # Called inside the appending transaction with the rendered events, so
@@ -34,10 +35,10 @@ async def append(conn: asyncpg.Connection, merchant_id: str, event: NewEvent) ->
 # merchant commit concurrently.
 _APPEND_SQL = """
 WITH bump AS (UPDATE merchants SET event_seq = event_seq + $2 WHERE id = $1 RETURNING event_seq)
-INSERT INTO events (id, merchant_id, seq, type, object_id, customer_id, data)
-SELECT e.id, $1, bump.event_seq - $2 + e.ord, e.type, e.object_id, e.customer_id, e.data
-FROM bump, unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::jsonb[])
-     WITH ORDINALITY AS e(id, type, object_id, customer_id, data, ord)
+INSERT INTO events (id, merchant_id, seq, type, object_id, customer_id, data, traceparent)
+SELECT e.id, $1, bump.event_seq - $2 + e.ord, e.type, e.object_id, e.customer_id, e.data, e.traceparent
+FROM bump, unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::jsonb[], $8::text[])
+     WITH ORDINALITY AS e(id, type, object_id, customer_id, data, traceparent, ord)
 RETURNING id, seq, created_at
 """
 
@@ -47,9 +48,11 @@ async def append_all(conn: asyncpg.Connection, merchant_id: str, events: list[Ne
     if not events:
         return []
     ids = [new_id("evt") for _ in events]
+    # The unit of work's span is current here (the loop thread runs in the caller's context).
+    here = tracing.current_traceparent()
     rows = await conn.fetch(
         _APPEND_SQL, merchant_id, len(events), ids, [e.type for e in events], [e.object_id for e in events],
-        [e.customer_id for e in events], [e.snapshot for e in events],
+        [e.customer_id for e in events], [e.snapshot for e in events], [e.traceparent or here for e in events],
     )
     stored = {r["id"]: r for r in rows}
     rendered = [

@@ -17,6 +17,7 @@ from domain.payments import Outcome, OutcomeKind, Status, Trigger, next_status, 
 from storage import events as event_log
 from storage import orders
 from storage.pagination import page_rows
+from telemetry import metrics
 
 
 async def fetch_row(conn: asyncpg.Connection, merchant_id: str, payment_id: str, *, lock: bool = False):
@@ -98,6 +99,8 @@ async def create(conn: asyncpg.Connection, merchant_id: str, spec: dict) -> dict
     )
     snapshot = render.payment(row, [])
     await event_log.append(conn, merchant_id, payment_event("created", snapshot))
+    metrics.transition("payment", row["id"], None, "requires_confirmation", amount=row["amount"],
+                       currency=row["currency"])
     return snapshot
 
 
@@ -149,6 +152,8 @@ async def begin_attempt(conn: asyncpg.Connection, merchant_id: str, payment_id: 
         " processing_deadline = now() + make_interval(secs => $3) WHERE id = $1",
         payment_id, candidates[0], deadline_s,
     )
+    if first:
+        metrics.transition("payment", payment_id, row["status"], "processing", connector=candidates[0])
     attempt_id = new_id("att")
     await conn.execute(
         "INSERT INTO payment_attempts (id, payment_id, merchant_id, connector, status)"
@@ -195,6 +200,8 @@ async def settle(conn: asyncpg.Connection, merchant_id: str, payment_id: str, at
         " updated_at = now() WHERE id = $1 AND status = 'processing' RETURNING *",
         payment_id, result.status.value, result.amount_received, result.amount_capturable, result.last_error,
     )
+    metrics.transition("payment", payment_id, "processing", result.status.value, connector=row["connector"],
+                       outcome=outcome.kind.value, error=outcome.error_code)
     return await _commit_events(conn, row, result.status.value)
 
 
@@ -214,6 +221,7 @@ async def capture(conn: asyncpg.Connection, merchant_id: str, payment_id: str, a
         "UPDATE payment_attempts SET status = 'succeeded', updated_at = now()"
         " WHERE payment_id = $1 AND status = 'authorized'", payment_id,
     )
+    metrics.transition("payment", payment_id, "requires_capture", "succeeded", amount=amount)
     return await _commit_events(conn, row, "succeeded")
 
 
@@ -229,6 +237,7 @@ async def cancel(conn: asyncpg.Connection, merchant_id: str, payment_id: str) ->
         "UPDATE payment_attempts SET status = 'failed', error_code = 'authorization_voided', updated_at = now()"
         " WHERE payment_id = $1 AND status = 'authorized'", payment_id,
     )
+    metrics.transition("payment", payment_id, current["status"], "canceled")
     return await _commit_events(conn, row, "canceled")
 
 
@@ -280,6 +289,7 @@ class Confirmed:
     outcome: Outcome
     deadline_s: float
     now: dt.datetime
+    traceparent: str | None = None  # the trace of the request that made it
 
 
 async def insert_confirmed(conn: asyncpg.Connection, item: Confirmed) -> dict:
@@ -321,6 +331,8 @@ async def insert_confirmed_batch(conn: asyncpg.Connection, items: list[Confirmed
         except PaycastError as exc:
             results.append(exc)
             continue
+        if item.traceparent:  # each payment's events join its own request's trace
+            pending = [dataclasses.replace(e, traceparent=item.traceparent) for e in pending]
         results.append(snapshot)
         by_merchant.setdefault(item.merchant_id, []).extend(pending)
     for merchant_id, pending in by_merchant.items():
@@ -377,4 +389,6 @@ async def _write_confirmed(conn: asyncpg.Connection, item: Confirmed) -> tuple[d
         order_ev = await orders.follow_payment(conn, merchant_id, row["order_id"], result.status.value)
         if order_ev:
             pending.append(order_ev)
+    metrics.transition("payment", payment_id, "requires_confirmation", result.status.value,
+                       connector=row["connector"], outcome=outcome.kind.value, error=outcome.error_code)
     return snapshot, pending

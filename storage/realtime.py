@@ -24,6 +24,7 @@ from domain.events import NewEvent
 from domain.realtime import Message, client_topic, encode_notice, encode_revoke, event_frame, topic_of
 from storage import after_commit
 from storage import events as event_log
+from telemetry import tracing
 
 CHANNEL = "paycast_realtime"
 _SECRET_NAME = "realtime_token_key"
@@ -62,7 +63,9 @@ async def append_messages(conn: asyncpg.Connection, merchant_id: str, client_id:
     # Sent after commit, batched with other transactions' (storage.after_commit):
     # a NOTIFY inside this transaction would serialise its commit with every
     # other notifying transaction in the database.
-    await after_commit.notify(conn, CHANNEL, encode_notice(merchant_id, client_id, messages))
+    # The unit of work's trace (current here): the push to WebSockets joins it.
+    await after_commit.notify(conn, CHANNEL, encode_notice(merchant_id, client_id, messages,
+                                                           tracing.current_traceparent()))
     return messages
 
 

@@ -23,6 +23,7 @@ from gateways.base import Submission
 from storage import events as event_log
 from storage import payments
 from storage.pagination import page_rows
+from telemetry import metrics
 
 # Dispute statuses that make a refund a double payout (held or lost funds).
 _BLOCKING_DISPUTES = ["needs_response", "under_review", "lost", "accepted"]
@@ -76,6 +77,8 @@ async def begin(conn: asyncpg.Connection, merchant_id: str, payment_id: str, amo
         " VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8) RETURNING *",
         new_id("re"), merchant_id, payment_id, amount, payment["currency"], reason, charge["connector"], metadata,
     )
+    metrics.transition("refund", row["id"], None, "pending", payment=payment_id, amount=amount,
+                       connector=charge["connector"])
     return {"refund": dict(row), "connector_txn_id": charge["connector_txn_id"]}
 
 
@@ -111,6 +114,8 @@ async def settle(conn: asyncpg.Connection, refund_id: str, trigger: rules.Trigge
     snapshot = render.refund(row)
     await event_log.append(conn, row["merchant_id"],
                            NewEvent(f"refund.{new_status.value}", row["id"], snapshot, payment["customer_id"]))
+    metrics.transition("refund", refund_id, refund["status"], new_status.value, payment=payment_id,
+                       error=row["failure_code"])
     return snapshot
 
 

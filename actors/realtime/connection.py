@@ -28,6 +28,7 @@ from domain.realtime import Claims, welcome_frame
 from domain.realtime_delivery import (ABORT, CLOSE_GOING_AWAY, CLOSE_TIMEOUT_S, SLOW, WAKE, Acked, Batch,
                                       CheckTopic, CloseSocket, Delivery, ReadLog, Reply, Send, Wait, WriteNow)
 from storage import realtime as store
+from telemetry import metrics
 
 log = logging.getLogger("paycast.realtime")
 
@@ -146,6 +147,8 @@ class Connection:
         while decision is not None:
             if isinstance(decision, WriteNow):
                 rest = self._write_now(decision.frames) if self._write_now is not None else None
+                if rest is not None:
+                    metrics.REALTIME_MESSAGES.inc(len(decision.frames))
                 # No clock read when everything went out (the common case): it is only for pressure.
                 decision = self.delivery.written_now(decision, rest, 0.0 if rest == b"" else trio.current_time())
             elif decision is WAKE:
@@ -187,6 +190,7 @@ class Connection:
         self.delivery.send_began(trio.current_time())
         await self._ws.send_many(texts)
         self.delivery.send_ended(len(texts))
+        metrics.REALTIME_MESSAGES.inc(len(texts))
 
     async def _write(self, stop: trio.CancelScope) -> None:
         delivery = self.delivery

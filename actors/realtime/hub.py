@@ -23,6 +23,7 @@ from domain.realtime_delivery import assemble, gaps
 from domain.errors import Unavailable
 from domain.realtime import Message, Notice, Revoke, decode_notice
 from storage import realtime as store
+from telemetry import tracing
 
 log = logging.getLogger("paycast.realtime")
 # After routing something the hub waits this long before routing again, so
@@ -162,10 +163,13 @@ class Hub:
         # (too large to travel inline, or missing before what was notified).
         inline: dict[tuple[str, str], list[Message]] = {}
         covered: dict[tuple[str, str], list[tuple[int, int]]] = {}
+        traces: dict[tuple[str, str], str] = {}
         need: list[tuple[str, str, int, int]] = []
         for notice in notices:
             key = (notice.merchant_id, notice.client_id)
             covered.setdefault(key, []).append((notice.first, notice.last))
+            if notice.traceparent:
+                traces.setdefault(key, notice.traceparent)
             if notice.messages is None:
                 need.append((notice.merchant_id, notice.client_id, notice.first, notice.last))
             else:
@@ -188,13 +192,18 @@ class Hub:
             if not batches:
                 continue
             self._routed[key] = batches[-1].last
-            for batch in batches:
-                for conn in self._by_client.get(key, ()):
-                    try:
-                        conn.offer(batch, now)
-                    except Exception:  # noqa: BLE001 - one connection's trouble must not stop routing
-                        log.exception("offering to realtime connection %s failed", conn.id)
-                        conn.catch_up()
+            targets = self._by_client.get(key, ())
+            # The push joins the trace of (the first of) the transactions that wrote the messages.
+            with tracing.span("realtime push", {"paycast.realtime.connections": len(targets),
+                                                "paycast.realtime.messages": sum(len(b.messages) for b in batches)},
+                              parent=tracing.from_traceparent(traces.get(key))):
+                for batch in batches:
+                    for conn in targets:
+                        try:
+                            conn.offer(batch, now)
+                        except Exception:  # noqa: BLE001 - one connection's trouble must not stop routing
+                            log.exception("offering to realtime connection %s failed", conn.id)
+                            conn.catch_up()
 
     async def _do_resync(self, *, immediate: bool) -> None:
         """Compare each local client's cursor with its latest seq; lagging ones re-read.
