@@ -8,6 +8,7 @@ actor in its own nursery (``actor:hub``, ``actor:realtime-listener``,
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import secrets
 import time
@@ -129,9 +130,12 @@ class RealtimeGateway:
         by_id = {row["device_id"]: row for row in stored}
         for device_id in local.keys() - by_id.keys():  # connected here, not flushed yet
             by_id[device_id] = {"device_id": device_id, "acked_seq": 0, "last_seen_at": None, "remote": 0}
+        now = dt.datetime.now(dt.timezone.utc)
+        # A device connected to this process is seen now (its row is written in batches).
         return [{"object": "device", "device_id": device_id,
                  "connections": by_id[device_id]["remote"] + local.get(device_id, 0),
-                 "last_seen_at": by_id[device_id]["last_seen_at"], "acked_seq": by_id[device_id]["acked_seq"]}
+                 "last_seen_at": now if local.get(device_id) else by_id[device_id]["last_seen_at"],
+                 "acked_seq": by_id[device_id]["acked_seq"]}
                 for device_id in sorted(by_id)]
 
     async def delete_device(self, merchant_id: str, client_id: str, device_id: str) -> None:
