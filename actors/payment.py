@@ -139,16 +139,19 @@ class PaymentActor:
         )
         remaining = list(begun.candidates[1:])
         while True:
+            started = trio.current_time()
             outcome, error = await self._authorize(begun.connector, _request(begun.payment, begun.attempt_id))
+            latency_ms = (trio.current_time() - started) * 1000
             if falls_back(error, remaining):
                 await db.transaction(store.settle, msg.merchant_id, payment_id, begun.attempt_id, outcome,
-                                     final=False)
+                                     final=False, latency_ms=latency_ms)
                 begun = await db.transaction(
                     store.begin_attempt, msg.merchant_id, payment_id, settings.processing_deadline_s,
                     connector=remaining.pop(0), first=False,
                 )
                 continue
-            return await db.transaction(store.settle, msg.merchant_id, payment_id, begun.attempt_id, outcome)
+            return await db.transaction(store.settle, msg.merchant_id, payment_id, begun.attempt_id, outcome,
+                                        latency_ms=latency_ms)
 
     async def _authorize(self, name: str, request: AuthorizeRequest) -> tuple[Outcome, ConnectorError | None]:
         """Call one connector, bounded by the connector timeout; feed its breaker.
@@ -196,10 +199,10 @@ class PaymentActor:
         attempts: list[store.AttemptRecord] = []
         for i, name in enumerate(candidates):
             attempt_id = new_id("att")
-            started = dt.datetime.now(dt.timezone.utc)
+            started, clock = dt.datetime.now(dt.timezone.utc), trio.current_time()
             outcome, error = await self._authorize(name, _request(payment, attempt_id))
             attempts.append(store.AttemptRecord(attempt_id, name, "failed", outcome.connector_txn_id,
-                                                outcome.error_code, started))
+                                                outcome.error_code, started, (trio.current_time() - clock) * 1000))
             if not falls_back(error, candidates[i + 1:]):
                 break
         item = store.Confirmed(merchant_id, spec, payment["id"], attempts, outcome,

@@ -26,6 +26,7 @@ from domain.errors import InvalidRequest
 from domain.ids import new_id
 from app.routes import (accounts, admin, connectors, dashboard, disputes, events, ops, orders, payments, realtime,
                         reconciliation, refunds, webhook_endpoints, webhooks)
+from app.routes import stats as console_stats
 
 log = logging.getLogger("paycast.http")
 
@@ -43,6 +44,7 @@ def create_app(system, admin_token: str) -> Quart:
                    accounts, webhook_endpoints, realtime, dashboard):
         app.register_blueprint(module.bp)
     errors.register(app)
+    app.register_blueprint(console_stats.bp)  # the console's read endpoints (docs/console.md)
 
     @app.before_request
     async def _start_request() -> None:

@@ -171,7 +171,7 @@ async def create_and_begin(conn: asyncpg.Connection, merchant_id: str, spec: dic
 
 
 async def settle(conn: asyncpg.Connection, merchant_id: str, payment_id: str, attempt_id: str,
-                 outcome: Outcome, *, final: bool = True) -> dict:
+                 outcome: Outcome, *, final: bool = True, latency_ms: float | None = None) -> dict:
     """Record a connector ``outcome`` for an attempt and move the payment.
 
     A payment that is no longer ``processing`` (a late or duplicate answer) is
@@ -180,6 +180,8 @@ async def settle(conn: asyncpg.Connection, merchant_id: str, payment_id: str, at
     Args:
       final: False when the confirm will fall back to another connector, so an
         ``unknown``/failed attempt must not move the payment yet.
+      latency_ms: how long the connector call took (None when no call of ours
+        settled it: a webhook, reconciliation).
 
     Returns:
       The payment's API form after the change.
@@ -188,9 +190,10 @@ async def settle(conn: asyncpg.Connection, merchant_id: str, payment_id: str, at
     result = settle_outcome(row["amount"], outcome)
     await conn.execute(
         "UPDATE payment_attempts SET status = $2, connector_txn_id = COALESCE($3, connector_txn_id),"
-        " error_code = $4, updated_at = now() WHERE id = $1 AND status IN ('started', 'unknown')",
+        " error_code = $4, latency_ms = COALESCE($5, latency_ms), updated_at = now()"
+        " WHERE id = $1 AND status IN ('started', 'unknown')",
         attempt_id, "failed" if not final and outcome.kind is OutcomeKind.UNKNOWN else result.attempt_status,
-        outcome.connector_txn_id, outcome.error_code,
+        outcome.connector_txn_id, outcome.error_code, latency_ms,
     )
     if row["status"] != Status.PROCESSING.value or not final:
         return await _render(conn, row)
@@ -276,6 +279,7 @@ class AttemptRecord:
     connector_txn_id: str | None
     error_code: str | None
     created_at: dt.datetime
+    latency_ms: float | None = None  # the connector call's duration
 
 
 @dataclasses.dataclass(frozen=True)
@@ -373,13 +377,14 @@ async def _write_confirmed(conn: asyncpg.Connection, item: Confirmed) -> tuple[d
     attempt_rows[-1]["error_code"] = outcome.error_code
     await conn.execute(
         "INSERT INTO payment_attempts (id, payment_id, merchant_id, connector, status, connector_txn_id,"
-        " error_code, created_at, updated_at)"
-        " SELECT a.id, $1, $2, a.connector, a.status, a.txn, a.code, a.created, a.created"
-        " FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::timestamptz[])"
-        " AS a(id, connector, status, txn, code, created)",
+        " error_code, created_at, updated_at, latency_ms)"
+        " SELECT a.id, $1, $2, a.connector, a.status, a.txn, a.code, a.created, a.created, a.latency"
+        " FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::timestamptz[],"
+        " $9::float8[]) AS a(id, connector, status, txn, code, created, latency)",
         payment_id, merchant_id, [a["id"] for a in attempt_rows], [a["connector"] for a in attempt_rows],
         [a["status"] for a in attempt_rows], [a["connector_txn_id"] for a in attempt_rows],
         [a["error_code"] for a in attempt_rows], [a["created_at"] for a in attempt_rows],
+        [a["latency_ms"] for a in attempt_rows],
     )
     created = render.payment({**row, "status": "requires_confirmation", "amount_capturable": 0,
                               "amount_received": 0, "last_error": None, "connector": None}, [])

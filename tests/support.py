@@ -24,14 +24,18 @@ class ServerProcess:
     Args:
       dsn: the database (``PAYCAST_DATABASE_URL``).
       env: extra ``PAYCAST_*`` settings.
+      keep_stdout: keep what the server prints after its ``listening`` line in
+        :attr:`stdout_lines` (e.g. the console span exporter's output).
     """
 
-    def __init__(self, dsn: str, **env: str) -> None:
+    def __init__(self, dsn: str, *, keep_stdout: bool = False, **env: str) -> None:
         self.dsn = dsn
         self.extra_env = env
+        self.keep_stdout = keep_stdout
         self.proc: subprocess.Popen | None = None
         self.url: str | None = None
         self.stderr_lines: list[str] = []
+        self.stdout_lines: list[str] = []
 
     def start(self, timeout: float = 30) -> "ServerProcess":
         """Spawn the server and wait (bounded) for its ``listening`` line.
@@ -73,6 +77,8 @@ class ServerProcess:
         for line in self.proc.stdout:
             if self.url is None:
                 lines.put(line)
+            elif self.keep_stdout:
+                self.stdout_lines.append(line)
         lines.put(None)
 
     def _drain_stderr(self) -> None:

@@ -59,18 +59,6 @@ def test_secrets_never_in_logs_responses_or_database(limited):
     assert db_fetch(limited.dsn, "SELECT count(*) AS n FROM merchants WHERE api_key_hash = $1", api_key)[0]["n"] == 0
 
 
-class _CapturingServer(ServerProcess):
-    """A server whose stdout (where the console span exporter writes) is kept, not discarded."""
-
-    stdout_lines: list[str]
-
-    def _drain_stdout(self) -> None:
-        self.stdout_lines = []
-        assert self.proc and self.proc.stdout
-        for line in self.proc.stdout:
-            self.stdout_lines.append(line)
-
-
 def test_info_logs_and_spans_tell_what_happened_and_never_a_secret(new_database):
     """INFO lines for every state change and webhook (in and out), and console spans, never
     carry a card number, an API key, the admin token, an endpoint or connector secret."""
@@ -80,8 +68,8 @@ def test_info_logs_and_spans_tell_what_happened_and_never_a_secret(new_database)
     from tests.receiver import Receiver
     from tests.support import ADMIN_TOKEN, UPI, sign_stripe, wait_for
 
-    server = _CapturingServer(new_database("paycast_logs"), PAYCAST_LOG_LEVEL="INFO",
-                              PAYCAST_OTEL_EXPORTER="console", PAYCAST_WEBHOOK_ALLOW_PRIVATE_URLS="true").start()
+    server = ServerProcess(new_database("paycast_logs"), keep_stdout=True, PAYCAST_LOG_LEVEL="INFO",
+                           PAYCAST_OTEL_EXPORTER="console", PAYCAST_WEBHOOK_ALLOW_PRIVATE_URLS="true").start()
     try:
         api_key = server.create_merchant("logged")
         with Receiver() as receiver, server.client(api_key) as c:
