@@ -80,6 +80,30 @@ def _hypercorn_objects(ws) -> tuple[object, object] | None:
     return stream, tcp
 
 
+def _tell_app_when_server_closes(stream) -> None:
+    """Make hypercorn's own closes (a frame over ``websocket_max_message_size``:
+    1009) reach the app at once, as a client disconnect does.
+
+    hypercorn sends the close frame but tells the app nothing until the peer
+    answers it (and never, if the peer does not), so the connection actor
+    would live on until its idle timeout. A close sent while the ASGI state is
+    still ``CONNECTED`` is hypercorn's own (the app's ``websocket.close`` sets
+    ``CLOSED`` first); then a ``websocket.disconnect`` is queued, Quart cancels
+    the handler, and the actor ends as for any disconnect.
+    """
+    send_event = getattr(stream, "_send_wsproto_event", None)
+    if send_event is None or not hasattr(stream, "app_put"):
+        return
+
+    async def send_wsproto_event(event) -> None:
+        server_close = isinstance(event, CloseConnection) and stream.state == ASGIWebsocketState.CONNECTED
+        await send_event(event)
+        if server_close and not stream.closed and stream.app_put is not None:
+            await stream.app_put({"type": "websocket.disconnect", "code": int(event.code)})
+
+    stream._send_wsproto_event = send_wsproto_event
+
+
 class QuartSocket:
     """Adapts Quart's ``websocket`` (after ``accept``) to the actor's Socket protocol."""
 
@@ -88,33 +112,14 @@ class QuartSocket:
         found = _hypercorn_objects(ws)
         self._stream, self._tcp = found if found else (None, None)
         self.fast = found is not None
-        self._on_close = None
         # No extension negotiated (no permessage-deflate): frames are the same
         # bytes on every connection, so they come from the shared cache.
         self.shared_frames = False
-        if self._stream is not None:
-            self._watch_close(self._stream)
+        if found is not None:
+            _tell_app_when_server_closes(self._stream)
             proto = getattr(self._stream.connection, "_proto", None)
             self.shared_frames = (proto is not None and getattr(proto, "extensions", None) == []
                                   and getattr(proto, "client", True) is False)
-
-    def _watch_close(self, stream) -> None:
-        """Be told when hypercorn sends a close frame on its own (a message over
-        its size limit): it does not tell the application (the disconnect comes
-        only once the peer answers, if ever), so the connection actor would
-        otherwise linger until its idle timeout."""
-        send_event = stream._send_wsproto_event
-
-        async def send_and_watch(event):
-            await send_event(event)
-            if isinstance(event, CloseConnection) and self._on_close is not None:
-                self._on_close()
-
-        stream._send_wsproto_event = send_and_watch
-
-    def on_server_close(self, callback) -> None:
-        """Call ``callback`` (synchronously) once a close frame was sent on this socket."""
-        self._on_close = callback
 
     def write_now(self, texts: list[str]) -> bytes | None:
         """Encode and write frames without awaiting (see the module docstring).

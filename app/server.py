@@ -24,6 +24,7 @@ from app.tracing import TracingMiddleware, name_after_route
 from config import logs
 from domain.errors import InvalidRequest
 from domain.ids import new_id
+from app.routes import admin_inbox
 from app.routes import (accounts, admin, connectors, dashboard, disputes, events, ops, orders, payments, realtime,
                         reconciliation, refunds, webhook_endpoints, webhooks)
 from app.routes import stats as console_stats
@@ -41,7 +42,7 @@ def create_app(system, admin_token: str) -> Quart:
     app.config["BODY_TIMEOUT"] = 30
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     for module in (admin, orders, payments, events, connectors, reconciliation, webhooks, ops, refunds, disputes,
-                   accounts, webhook_endpoints, realtime, dashboard):
+                   accounts, webhook_endpoints, realtime, dashboard, admin_inbox):
         app.register_blueprint(module.bp)
     errors.register(app)
     app.register_blueprint(console_stats.bp)  # the console's read endpoints (docs/console.md)
@@ -88,12 +89,18 @@ def _request_id(given: str | None) -> str:
 
 
 async def serve_http(app: Quart, host: str, port: int, shutdown: trio.Event, *, graceful_timeout: float,
+                     certfile: str | None = None, keyfile: str | None = None,
                      task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
     """Serve ``app`` until ``shutdown`` is set, then drain in-flight requests.
 
-    Reports the bound addresses through ``task_status`` (``port=0`` picks a free port).
+    Reports the bound addresses through ``task_status`` (``port=0`` picks a free
+    port); they start with ``https://`` when ``certfile``/``keyfile`` are given
+    (then the server speaks only HTTPS and WSS).
     """
     config = Config()
+    if certfile and keyfile:
+        config.certfile = str(certfile)
+        config.keyfile = str(keyfile)
     config.bind = [f"{host}:{port}"]
     config.graceful_timeout = graceful_timeout
     config.accesslog = None

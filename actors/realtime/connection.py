@@ -180,9 +180,6 @@ class Connection:
         self.delivery.start(after_seq)
         async with trio.open_nursery() as nursery:
             self._scope = nursery.cancel_scope
-            watch = getattr(ws, "on_server_close", None)
-            if watch is not None:  # the server closed the socket itself: nothing more can be sent
-                watch(self.abort)
             nursery.start_soon(self._read, name=f"actor:connection:{self.id}:recv")
             nursery.start_soon(self._write, nursery.cancel_scope, name=f"actor:connection:{self.id}")
 
