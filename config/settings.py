@@ -106,6 +106,9 @@ class Settings(BaseSettings):
     realtime_listener_check_s: float = Field(5.0, gt=0)
     realtime_presence_ttl_s: float = Field(30.0, gt=0)
     realtime_retention_s: float = Field(7 * 86400.0, gt=0)
+    # Device acks are written in one batch this often (and when a device
+    # connects or leaves, and at shutdown), never once per ack.
+    realtime_ack_flush_s: float = Field(1.0, gt=0)
 
     # Garbage collector: freeze what start-up allocated and collect the young
     # generation less often, so full collections (which walk every live object,

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from domain.errors import Unavailable
-from storage import crashpoints
+from storage import after_commit, crashpoints
 from storage.loop_thread import LoopThread
 from storage.observe import observed
 
@@ -69,6 +69,7 @@ class Database:
         self._connect_timeout_s = connect_timeout_s
         self._thread = LoopThread()
         self._pool: asyncpg.Pool | None = None
+        self._notifier: after_commit.Notifier | None = None
         # A whole unit of work never takes longer than this on the loop side:
         # acquire + a few statements each bounded by statement_timeout.
         self._uow_timeout_s = connect_timeout_s * 2 + statement_timeout_ms / 1000 * 3
@@ -99,14 +100,17 @@ class Database:
             )
 
         self._pool = await self._thread.run(create())
+        self._notifier = after_commit.Notifier(self._pool)
 
     async def close(self) -> None:
         """Close the pool (bounded) and stop the thread."""
         if self._pool is not None:
-            pool = self._pool
-            self._pool = None
+            pool, notifier = self._pool, self._notifier
+            self._pool = self._notifier = None
 
             async def close_pool() -> None:
+                if notifier is not None:
+                    await notifier.close()
                 try:
                     await asyncio.wait_for(pool.close(), 5)
                 except Exception:  # noqa: BLE001 - closing is best effort
@@ -134,7 +138,7 @@ class Database:
             return await self._cross(fn, args, kwargs, transactional=False)
 
     async def _cross(self, fn: UnitOfWork[T], args: tuple, kwargs: dict, transactional: bool) -> T:
-        pool = self._pool
+        pool, notifier = self._pool, self._notifier
         if pool is None:
             raise Unavailable("The database is not open.")
 
@@ -142,10 +146,14 @@ class Database:
             async with pool.acquire(timeout=self._connect_timeout_s) as conn:
                 if not transactional:
                     return await fn(conn, *args, **kwargs)
-                async with conn.transaction():
-                    result = await fn(conn, *args, **kwargs)
-                    written = await crashpoints.before_commit(conn)  # test-only hook, a no-op unless armed
+                # Notifications queued by the unit go out after commit, batched (storage.after_commit).
+                with after_commit.collecting() as queued:
+                    async with conn.transaction():
+                        result = await fn(conn, *args, **kwargs)
+                        written = await crashpoints.before_commit(conn)  # test-only hook, a no-op unless armed
                 crashpoints.after_commit(written)
+                if queued and notifier is not None:
+                    notifier.add(queued)
                 return result
 
         try:

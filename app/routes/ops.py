@@ -84,6 +84,8 @@ async def metrics():
             m.actor_crashes.labels(kind).set(registry.crashes)
     hub = system.realtime.hub
     m.ws_connections.set(len(hub))
+    for path, n in hub.sockets.items():
+        m.ws_sockets.labels(path).set(n)
     if hub.slow_closes > m.ws_slow_reported:
         m.ws_slow_consumer_closes.inc(hub.slow_closes - m.ws_slow_reported)
         m.ws_slow_reported = hub.slow_closes
