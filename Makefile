@@ -5,7 +5,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench clean-db
+BENCH_STAMP := $(VENV)/.installed-bench
+# `make bench BENCH_SECONDS=5` is the quick mode; BENCH_ARGS passes more options
+# (e.g. BENCH_ARGS="--workers 1 2" for the 1 → 2 worker scaling).
+BENCH_SECONDS ?= 10
+BENCH_ARGS ?=
+APT := DEBIAN_FRONTEND=noninteractive apt-get -y -q -o DPkg::Lock::Timeout=300
+
+.PHONY: run test bench wrk clean-db
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,8 +26,18 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q --durations=20 $(PYTEST_ARGS)
 
-bench: $(STAMP)
-	$(BIN)/python bench/bench_payments.py
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+# wrk is the only load generator: a Debian package, installed as root when missing.
+wrk:
+	@command -v wrk >/dev/null || { \
+	  [ "$$(id -u)" = 0 ] || { echo "wrk is missing; install it as root: apt-get install wrk" >&2; exit 1; }; \
+	  $(APT) install wrk || { $(APT) update && $(APT) install wrk; }; }
+
+bench: $(BENCH_STAMP) wrk
+	$(BIN)/python bench/bench_compare.py --duration $(BENCH_SECONDS) $(BENCH_ARGS)
 
 clean-db:
 	rm -rf var

@@ -2,6 +2,7 @@
 """Paycast entry point.
 
     python run.py [serve]             start the server (embedded PostgreSQL unless PAYCAST_DATABASE_URL)
+    python run.py serve --workers N   N server processes on one port (SO_REUSEPORT), supervised
     python run.py migrate             apply database migrations and exit
     python run.py merchant create NAME  create a merchant and print its API key
     python run.py check               verify DESIGN.md's invariants against the database (exit 1 on violations)
@@ -132,8 +133,9 @@ async def serve_main(settings, dsn: str, admin_token: str, pg=None) -> None:
 
             async def http(task_status=trio.TASK_STATUS_IGNORED) -> None:
                 await serve_http(app, settings.host, settings.port, shutdown,
-                                 graceful_timeout=settings.graceful_timeout_s, certfile=settings.tls_certfile,
-                                 keyfile=settings.tls_keyfile, task_status=task_status)
+                                 graceful_timeout=settings.graceful_timeout_s, reuse_port=settings.reuse_port,
+                                 certfile=settings.tls_certfile, keyfile=settings.tls_keyfile,
+                                 task_status=task_status)
                 root.cancel_scope.cancel()  # HTTP drained: stop the actors too
 
             binds = await root.start(http, name="http")
@@ -155,6 +157,14 @@ def cmd_serve(settings) -> int:
         admin_token = "adm_" + secrets.token_urlsafe(24)
         print(f"PAYCAST_ADMIN_TOKEN is unset; admin token for this run: {admin_token}", flush=True)
     dsn, pg, lease = resolve_database(settings)
+    if settings.workers > 1:
+        from app.workers import serve_workers
+
+        try:  # the parent's lease keeps the embedded server up while workers come and go
+            return serve_workers(settings, dsn, admin_token, embedded=pg is not None)
+        finally:
+            if lease is not None:
+                lease.release()
     instruments = []
     if settings.trace_tasks:
         from actors.tracing import TaskTracer
@@ -249,7 +259,9 @@ def main(argv: list[str] | None = None) -> int:
         return simulate(argv[1:])
     parser = argparse.ArgumentParser(prog="run.py", description="Paycast payment backend")
     sub = parser.add_subparsers(dest="command")
-    sub.add_parser("serve", help="run the server (default)")
+    serve = sub.add_parser("serve", help="run the server (default)")
+    serve.add_argument("--workers", type=int, metavar="N",
+                       help="N processes on one port (SO_REUSEPORT), supervised; default PAYCAST_WORKERS (1)")
     sub.add_parser("migrate", help="apply database migrations")
     merchant = sub.add_parser("merchant", help="merchant administration")
     merchant_sub = merchant.add_subparsers(dest="action", required=True)
@@ -258,8 +270,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("check", help="verify the invariants of DESIGN.md against the database")
     sub.add_parser("simulate", help="drive demo traffic against a running server (see run.py simulate -h)")
     args = parser.parse_args(argv)
+    # The flag outranks PAYCAST_WORKERS.
+    overrides = {"workers": args.workers} if getattr(args, "workers", None) is not None else {}
     try:
-        settings = load_settings()
+        settings = load_settings(**overrides)
     except SettingsError as exc:
         print(f"paycast: {exc}", file=sys.stderr)
         return 2

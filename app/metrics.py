@@ -72,6 +72,9 @@ class Metrics:
         self.ws_slow_consumer_closes = Counter("paycast_realtime_slow_consumer_closes_total",
                                                "Realtime connections closed as slow consumers (1013)",
                                                registry=self.registry)
+        self.ws_sockets = Gauge("paycast_realtime_sockets_opened",
+                                "Realtime sockets opened since start, by write path (fallback: one ASGI send per frame)",
+                                ["path"], registry=self.registry)
         self.deliveries = Gauge("paycast_webhook_deliveries", "Outgoing webhook deliveries by status", ["status"],
                                 registry=self.registry)
         self.outbox_lag = Gauge("paycast_webhook_outbox_lag_seconds",

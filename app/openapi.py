@@ -248,6 +248,21 @@ class Presence(Out):
     connections: int
 
 
+class Device(Out):
+    object: Literal["device"]
+    device_id: str
+    connections: int
+    last_seen_at: str | None
+    acked_seq: int
+
+
+class DeletedDevice(Out):
+    object: Literal["device"]
+    client_id: str
+    device_id: str
+    deleted: bool
+
+
 class WebhookAck(Out):
     received: bool
     duplicate: bool
@@ -353,6 +368,10 @@ OPERATIONS: list[Op] = [
     Op("post", "/v1/realtime/publish", "Publish a message to a client (stored, next seq)", {202: Published},
        body=realtime_schemas.Publish),
     Op("get", "/v1/realtime/clients/{client_id}", "Presence of a client", {200: Presence}),
+    Op("get", "/v1/realtime/clients/{client_id}/devices", "A client's devices (connections, acked_seq)",
+       {200: ListOf[Device]}),
+    Op("delete", "/v1/realtime/clients/{client_id}/devices/{device_id}",
+       "Delete a device: close its connections (4001) and refuse its older tokens", {200: DeletedDevice}),
     Op("get", "/dashboard", "Live payments page", {200: {"type": "string"}}, "none", body_media="text/html"),
     Op("post", "/webhooks/{connector}", "Gateway webhook in (signed)", {200: WebhookAck}, "signature",
        body={"type": "object"}),

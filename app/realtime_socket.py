@@ -26,6 +26,7 @@ import errno
 import functools
 import logging
 import os
+import struct
 
 import trio
 
@@ -34,10 +35,28 @@ log = logging.getLogger("paycast.realtime")
 try:  # hypercorn internals, used only when they look exactly as expected
     from hypercorn.protocol.events import Data
     from hypercorn.protocol.ws_stream import ASGIWebsocketState, WSStream
+    from wsproto.connection import ConnectionState
     from wsproto.events import CloseConnection, TextMessage
     from wsproto.utilities import LocalProtocolError
 except ImportError:  # pragma: no cover - another server or version
     WSStream = None  # type: ignore[assignment,misc]
+
+
+@functools.lru_cache(maxsize=4096)
+def text_frame(text: str) -> bytes:
+    """One unmasked, unfragmented, uncompressed WebSocket text frame (RFC 6455 §5.2).
+
+    Cached: a message fanned out to many connections is the same ``str``
+    object for all of them (rendered once), so it is encoded once, and each
+    further connection costs a dict lookup (a ``str`` caches its hash).
+    """
+    payload = text.encode()
+    n = len(payload)
+    if n <= 125:
+        return bytes((0x81, n)) + payload
+    if n <= 0xFFFF:
+        return struct.pack("!BBH", 0x81, 126, n) + payload
+    return struct.pack("!BBQ", 0x81, 127, n) + payload
 
 
 def _hypercorn_objects(ws) -> tuple[object, object] | None:
@@ -49,7 +68,7 @@ def _hypercorn_objects(ws) -> tuple[object, object] | None:
     asgi_send = send.args[0] if isinstance(send, functools.partial) and send.args else None
     stream = getattr(asgi_send, "__self__", None)  # WSStream.app_send
     if not isinstance(stream, WSStream) or not all(
-            hasattr(stream, a) for a in ("connection", "send", "stream_id", "state", "closed")):
+            hasattr(stream, a) for a in ("connection", "send", "stream_id", "state", "closed", "_send_wsproto_event")):
         return None
     protocol = getattr(stream.send, "__self__", None)  # H11Protocol.stream_send
     tcp = getattr(getattr(protocol, "send", None), "__self__", None)  # TCPServer.protocol_send
@@ -93,8 +112,14 @@ class QuartSocket:
         found = _hypercorn_objects(ws)
         self._stream, self._tcp = found if found else (None, None)
         self.fast = found is not None
+        # No extension negotiated (no permessage-deflate): frames are the same
+        # bytes on every connection, so they come from the shared cache.
+        self.shared_frames = False
         if found is not None:
             _tell_app_when_server_closes(self._stream)
+            proto = getattr(self._stream.connection, "_proto", None)
+            self.shared_frames = (proto is not None and getattr(proto, "extensions", None) == []
+                                  and getattr(proto, "client", True) is False)
 
     def write_now(self, texts: list[str]) -> bytes | None:
         """Encode and write frames without awaiting (see the module docstring).
@@ -110,9 +135,8 @@ class QuartSocket:
             return None
         if stream.closed or stream.state != ASGIWebsocketState.CONNECTED:
             return b""
-        try:
-            data = b"".join(stream.connection.send(TextMessage(data=text)) for text in texts)
-        except LocalProtocolError:
+        data = self._encode(texts)
+        if data is None:
             return b""
         try:
             written = os.write(tcp.stream.socket.fileno(), data)
@@ -141,11 +165,22 @@ class QuartSocket:
             stream = self._stream
             if stream.closed or stream.state != ASGIWebsocketState.CONNECTED:
                 return
-            try:
-                rest = b"".join(stream.connection.send(TextMessage(data=text)) for text in texts)
-            except LocalProtocolError:
+            rest = self._encode(texts)
+            if rest is None:
                 return
         await self.send_raw(rest)
+
+    def _encode(self, texts: list[str]) -> bytes | None:
+        """The frames' bytes, or None if the connection no longer sends (closing)."""
+        connection = self._stream.connection
+        if self.shared_frames:
+            if connection.state != ConnectionState.OPEN:
+                return None
+            return b"".join([text_frame(text) for text in texts])
+        try:  # an extension (permessage-deflate) keeps per-connection state: wsproto encodes
+            return b"".join([connection.send(TextMessage(data=text)) for text in texts])
+        except LocalProtocolError:
+            return None
 
     async def receive(self) -> str | bytes:
         return await self._ws.receive()

@@ -89,6 +89,7 @@ def _request_id(given: str | None) -> str:
 
 
 async def serve_http(app: Quart, host: str, port: int, shutdown: trio.Event, *, graceful_timeout: float,
+                     reuse_port: bool = False,
                      certfile: str | None = None, keyfile: str | None = None,
                      task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
     """Serve ``app`` until ``shutdown`` is set, then drain in-flight requests.
@@ -96,12 +97,21 @@ async def serve_http(app: Quart, host: str, port: int, shutdown: trio.Event, *, 
     Reports the bound addresses through ``task_status`` (``port=0`` picks a free
     port); they start with ``https://`` when ``certfile``/``keyfile`` are given
     (then the server speaks only HTTPS and WSS).
+
+    Args:
+      reuse_port: bind with ``SO_REUSEPORT`` so several processes serve one port
+        (``run.py serve --workers N``); the kernel spreads connections over them.
     """
     config = Config()
     if certfile and keyfile:
         config.certfile = str(certfile)
         config.keyfile = str(keyfile)
     config.bind = [f"{host}:{port}"]
+    if reuse_port:
+        from app.workers import reuse_port_socket
+
+        # hypercorn takes the socket over by its descriptor (and listens on it).
+        config.bind = [f"fd://{reuse_port_socket(host, port).detach()}"]
     config.graceful_timeout = graceful_timeout
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")

@@ -24,9 +24,8 @@ asserts on timings: a benchmark is a measurement, not a test.
 Every request needs its own body and signature, so the requests are signed in
 advance (timestamps must be within 300 s of the server clock when sent) and
 written to a file that the generated wrk Lua script loads at ``init`` and
-cycles through in ``request()``; the built-in Python generator gets the same
-list. Database, server, load generators and clean-up are shared with
-bench_payments.py (bench/common.py).
+cycles through in ``request()``. Database, server, wrk and clean-up come from
+bench/common.py. For Paycast against the reference service, see bench_compare.py.
 """
 
 from __future__ import annotations
@@ -259,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.payments < 1:
         parser.error("--payments must be at least 1")
 
-    generator = resolve_generator(parser, args.generator)
+    generator = resolve_generator(parser)
     server_env = parse_server_env(parser, args.server_env)
     secret = mockstripe_secret(server_env)
     run_tag = uuid.uuid4().hex[:8]

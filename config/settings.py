@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     # TLS: both set → the server speaks HTTPS and WSS only (hypercorn's certfile/keyfile).
     tls_certfile: pathlib.Path | None = None
     tls_keyfile: pathlib.Path | None = None
+    # `run.py serve --workers N`: N full processes on one port (SO_REUSEPORT), supervised
+    # by a parent (app/workers.py). reuse_port binds with SO_REUSEPORT; the parent sets
+    # it for its workers, and it lets independent processes share a port too.
+    workers: int = Field(1, ge=1, le=64)
+    reuse_port: bool = False
 
     # Payments and connectors.
     processing_deadline_s: float = Field(60.0, gt=0)
@@ -101,6 +106,9 @@ class Settings(BaseSettings):
     realtime_listener_check_s: float = Field(5.0, gt=0)
     realtime_presence_ttl_s: float = Field(30.0, gt=0)
     realtime_retention_s: float = Field(7 * 86400.0, gt=0)
+    # Device acks are written in one batch this often (and when a device
+    # connects or leaves, and at shutdown), never once per ack.
+    realtime_ack_flush_s: float = Field(1.0, gt=0)
 
     # Garbage collector: freeze what start-up allocated and collect the young
     # generation less often, so full collections (which walk every live object,

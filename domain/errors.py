@@ -131,6 +131,12 @@ class TokenExpired(AuthenticationFailed):
     code = "token_expired"
 
 
+class TokenRevoked(AuthenticationFailed):
+    """A realtime token issued for a device before that device was deleted."""
+
+    code = "token_revoked"
+
+
 class FrameRejected(PaycastError):
     """A WebSocket frame from a client that cannot be acted on.
 

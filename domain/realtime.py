@@ -27,8 +27,9 @@ MAX_ID_LENGTH = 255
 MAX_TOPIC_LENGTH = 200
 # Topics a client may (un)subscribe to: its own payments and orders.
 SUBSCRIBABLE_TOPIC = re.compile(r"^(payment|order):[A-Za-z0-9_]{1,64}$")
-# Event kinds a client receives without subscribing (the contract (docs/api.md): payments, orders, accounts).
-DELIVERED_KINDS = frozenset({"payment", "order", "account"})
+# Event kinds a client receives without subscribing: its payments, orders and
+# wallet accounts, and the refunds and disputes of its payments (docs/api.md, v1.1).
+DELIVERED_KINDS = frozenset({"payment", "order", "account", "refund", "dispute"})
 # PostgreSQL refuses NOTIFY payloads of 8000 bytes or more; stay clear of it.
 NOTIFY_LIMIT = 7900
 
@@ -44,6 +45,9 @@ class Claims:
     client_id: str
     device_id: str | None
     expires_at: int  # unix seconds
+    # When it was issued (unix milliseconds): a deleted device refuses tokens
+    # issued before its deletion. 0 for tokens made before this claim existed.
+    issued_at_ms: int = 0
 
 
 def _b64(raw: bytes) -> str:
@@ -69,7 +73,7 @@ def sign_token(secret: bytes, claims: Claims) -> str:
       ``rt1.<claims>.<mac>``, URL-safe (it travels in a query string).
     """
     body = _b64(json.dumps({"m": claims.merchant_id, "c": claims.client_id, "d": claims.device_id,
-                            "exp": claims.expires_at}, separators=(",", ":")).encode())
+                            "exp": claims.expires_at, "iat": claims.issued_at_ms}, separators=(",", ":")).encode())
     signed = f"{TOKEN_VERSION}.{body}"
     return f"{signed}.{_mac(secret, signed)}"
 
@@ -100,7 +104,7 @@ def verify_token(secret: bytes, token: str, now: float) -> Claims:
     try:
         data = json.loads(_unb64(parts[1]))
         claims = Claims(str(data["m"]), str(data["c"]), data["d"] if data["d"] is None else str(data["d"]),
-                        int(data["exp"]))
+                        int(data["exp"]), int(data.get("iat", 0)))
     except (ValueError, KeyError, TypeError, binascii.Error):
         raise InvalidToken("Malformed realtime token.") from None
     if claims.expires_at <= now:
@@ -204,8 +208,10 @@ PING_FRAME = _dumps({"type": "ping"})
 def topic_of(event_type: str, object_id: str) -> str | None:
     """The topic of an event a client receives unsubscribed, or None if clients never get it.
 
-    ``payment.succeeded`` of ``pay_1`` → ``payment:pay_1``; refunds and
-    disputes are not pushed to clients (the contract (docs/api.md) lists payments, orders, accounts).
+    ``payment.succeeded`` of ``pay_1`` → ``payment:pay_1``, ``refund.succeeded``
+    of ``re_1`` → ``refund:re_1``, ``account.deposit.completed`` of ``txn_1`` →
+    ``account:txn_1``. The event's ``customer_id`` (the payment's, for refunds
+    and disputes) says whose it is.
     """
     kind = event_type.split(".", 1)[0]
     return f"{kind}:{object_id}" if kind in DELIVERED_KINDS else None
@@ -256,6 +262,25 @@ class Notice:
     traceparent: str | None = None  # the trace of the transaction that wrote them
 
 
+@dataclass(frozen=True)
+class Revoke:
+    """A device was deleted: every process closes its connections (4001)."""
+
+    merchant_id: str
+    client_id: str
+    device_id: str
+
+
+def encode_revoke(merchant_id: str, client_id: str, device_id: str) -> str:
+    """The ``pg_notify`` payload announcing a device's deletion."""
+    return _dumps({"k": "revoke", "m": merchant_id, "c": client_id, "d": device_id})
+
+
+def revoked_token(claims: Claims, not_before_ms: int | None) -> bool:
+    """Whether a device token predates its device's deletion (refused at the handshake)."""
+    return claims.device_id is not None and not_before_ms is not None and claims.issued_at_ms < not_before_ms
+
+
 def encode_notice(merchant_id: str, client_id: str, messages: list[Message], traceparent: str | None = None) -> str:
     """The ``pg_notify`` payload for ``messages`` (consecutive seqs of one client).
 
@@ -273,14 +298,16 @@ def encode_notice(merchant_id: str, client_id: str, messages: list[Message], tra
     return _dumps(header)
 
 
-def decode_notice(payload: str) -> Notice:
-    """Parse a payload made by :func:`encode_notice`.
+def decode_notice(payload: str) -> Notice | Revoke:
+    """Parse a payload made by :func:`encode_notice` or :func:`encode_revoke`.
 
     Raises:
       ValueError: not such a payload.
     """
     lines = payload.split("\n")
     head = json.loads(lines[0])
+    if head.get("k") == "revoke":
+        return Revoke(str(head["m"]), str(head["c"]), str(head["d"]))
     first, last = int(head["f"]), int(head["l"])
     meta = head.get("x")
     messages = None

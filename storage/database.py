@@ -19,7 +19,7 @@ import asyncpg
 import orjson
 
 from domain.errors import PaycastError, Unavailable
-from storage import crashpoints
+from storage import after_commit, crashpoints
 from storage.loop_thread import LoopThread
 from storage.observe import observed
 from telemetry import tracing
@@ -149,6 +149,7 @@ class Database:
         self._connect_timeout_s = connect_timeout_s
         self._thread = LoopThread()
         self._pool: asyncpg.Pool | None = None
+        self._notifier: after_commit.Notifier | None = None
         # A whole unit of work never takes longer than this on the loop side:
         # acquire + a few statements each bounded by statement_timeout.
         self._uow_timeout_s = connect_timeout_s * 2 + statement_timeout_ms / 1000 * 3
@@ -183,14 +184,17 @@ class Database:
             )
 
         self._pool = await self._thread.run(create())
+        self._notifier = after_commit.Notifier(self._pool)
 
     async def close(self) -> None:
         """Close the pool (bounded) and stop the thread."""
         if self._pool is not None:
-            pool = self._pool
-            self._pool = None
+            pool, notifier = self._pool, self._notifier
+            self._pool = self._notifier = None
 
             async def close_pool() -> None:
+                if notifier is not None:
+                    await notifier.close()
                 try:
                     await asyncio.wait_for(pool.close(), 5)
                 except Exception:  # noqa: BLE001 - closing is best effort
@@ -227,7 +231,7 @@ class Database:
             return await self._cross(fn, args, kwargs, transactional=False)
 
     async def _cross(self, fn: UnitOfWork[T], args: tuple, kwargs: dict, transactional: bool) -> T:
-        pool = self._pool
+        pool, notifier = self._pool, self._notifier
         if pool is None:
             raise Unavailable("The database is not open.")
 
@@ -240,12 +244,18 @@ class Database:
                     # crash point armed it runs in a transaction anyway, so the
                     # point can fire between its statements and the commit.
                     single = getattr(getattr(fn, "func", fn), "single_unit", False) and not crashpoints.armed()
-                    if not transactional or single:
-                        return await fn(conn, *args, **kwargs)
-                    async with conn.transaction():
-                        result = await fn(conn, *args, **kwargs)
-                        written = await crashpoints.before_commit(conn)  # test-only hook, a no-op unless armed
+                    written = None
+                    # Notifications queued by the unit go out after commit, batched (storage.after_commit).
+                    with after_commit.collecting() as queued:
+                        if not transactional or single:
+                            result = await fn(conn, *args, **kwargs)
+                        else:
+                            async with conn.transaction():
+                                result = await fn(conn, *args, **kwargs)
+                                written = await crashpoints.before_commit(conn)  # test-only, no-op unless armed
                     crashpoints.after_commit(written)
+                    if queued and notifier is not None:
+                        notifier.add(queued)
                     return result
                 finally:
                     self._record(unit_name(fn), raw.round_trips - before, time.perf_counter() - started)
@@ -288,7 +298,7 @@ class Database:
             return await self._batch(calls, contexts or [None] * len(calls))
 
     async def _batch(self, calls: list[tuple[UnitOfWork, tuple]], contexts: list) -> list[object]:
-        pool = self._pool
+        pool, notifier = self._pool, self._notifier
         if pool is None:
             raise Unavailable("The database is not open.")
 
@@ -298,18 +308,21 @@ class Database:
                 results: list[object] = []
                 before, item_trips, batch_started = raw.round_trips, 0, time.perf_counter()
                 try:
-                    async with conn.transaction():
-                        for (fn, args), context in zip(calls, contexts):
-                            started, trips = time.perf_counter(), raw.round_trips
-                            try:
-                                with tracing.attached(context):
-                                    results.append(await fn(conn, *args))
-                            except PaycastError as exc:
-                                results.append(exc)
-                            item_trips += raw.round_trips - trips
-                            self._record(unit_name(fn), raw.round_trips - trips, time.perf_counter() - started)
-                        written = await crashpoints.before_commit(conn)  # test-only hook, a no-op unless armed
+                    with after_commit.collecting() as queued:
+                        async with conn.transaction():
+                            for (fn, args), context in zip(calls, contexts):
+                                started, trips = time.perf_counter(), raw.round_trips
+                                try:
+                                    with tracing.attached(context):
+                                        results.append(await fn(conn, *args))
+                                except PaycastError as exc:
+                                    results.append(exc)
+                                item_trips += raw.round_trips - trips
+                                self._record(unit_name(fn), raw.round_trips - trips, time.perf_counter() - started)
+                            written = await crashpoints.before_commit(conn)  # test-only hook, a no-op unless armed
                     crashpoints.after_commit(written)
+                    if queued and notifier is not None:
+                        notifier.add(queued)  # the batch's notifications, after its commit
                 except asyncpg.PostgresError as exc:
                     if isinstance(exc, _UNAVAILABLE):
                         raise

@@ -3,10 +3,11 @@ shared token secret, and topic ownership.
 
 Messages are written by :func:`project`, which the running system registers
 in :data:`storage.events.PROJECTIONS` (actors/system.py), so a client's
-messages commit in the same transaction as the events they carry. Each write
-also ``pg_notify``-s the channel :data:`CHANNEL` inside that transaction:
-PostgreSQL delivers it on commit only, to every process listening, which is how
-an event committed by one process reaches WebSockets held by another.
+messages commit in the same transaction as the events they carry. After
+commit, the channel :data:`CHANNEL` is notified (batched across transactions,
+:mod:`storage.after_commit`), which is how an event committed by one process
+reaches WebSockets held by another; receivers cover a lost notification by
+reading the database.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from collections.abc import Iterable
 import asyncpg
 
 from domain.events import NewEvent
-from domain.realtime import Message, client_topic, encode_notice, event_frame, topic_of
+from domain.realtime import Message, client_topic, encode_notice, encode_revoke, event_frame, topic_of
+from storage import after_commit
 from telemetry import tracing
 
 CHANNEL = "paycast_realtime"
@@ -29,8 +31,8 @@ async def append_messages(conn: asyncpg.Connection, merchant_id: str, client_id:
     """Append messages to one client's log with its next seqs and notify listeners.
 
     Call inside a transaction: the client's row stays locked until commit, so
-    writers for one client commit in seq order, and the notification is sent on
-    commit only.
+    writers for one client commit in seq order; listeners are notified after
+    commit.
 
     Args:
       items: ``(topic, device_id, payload)`` in order; payload is the ``event``
@@ -49,24 +51,24 @@ async def append_messages(conn: asyncpg.Connection, merchant_id: str, client_id:
     seqs = list(range(first, last + 1))
     messages = [Message(seq, topic, device, event_frame(seq, topic, payload))
                 for seq, (topic, device, payload) in zip(seqs, items)]
-    # One round trip for the rows and the notification (this runs inside the
-    # event's transaction, while the merchant row is locked).
     await conn.execute(
-        "WITH stored AS (INSERT INTO realtime_messages (merchant_id, client_id, seq, topic, device_id, payload)"
-        " SELECT $1::text, $2::text, * FROM unnest($3::bigint[], $4::text[], $5::text[], $6::jsonb[]))"
-        " SELECT pg_notify($7, $8)",
-        merchant_id, client_id, seqs, [t for t, _, _ in items], [d for _, d, _ in items],
-        [p for _, _, p in items], CHANNEL,
-        # The unit of work's trace (current here): the push to WebSockets joins it.
-        encode_notice(merchant_id, client_id, messages, tracing.current_traceparent()),
+        "INSERT INTO realtime_messages (merchant_id, client_id, seq, topic, device_id, payload)"
+        " SELECT $1::text, $2::text, * FROM unnest($3::bigint[], $4::text[], $5::text[], $6::jsonb[])",
+        merchant_id, client_id, seqs, [t for t, _, _ in items], [d for _, d, _ in items], [p for _, _, p in items],
     )
+    # Sent after commit, batched with other transactions' (storage.after_commit):
+    # a NOTIFY inside this transaction would serialise its commit with every
+    # other notifying transaction in the database.
+    # The unit of work's trace (current here): the push to WebSockets joins it.
+    await after_commit.notify(conn, CHANNEL, encode_notice(merchant_id, client_id, messages,
+                                                           tracing.current_traceparent()))
     return messages
 
 
 async def project(conn: asyncpg.Connection, merchant_id: str, rendered: list[dict],
                   events: list[NewEvent]) -> None:
-    """The events projection: each event of a customer's payment, order or account
-    becomes a message of the client whose id is that ``customer_id``."""
+    """The events projection: each event of a customer's payment, order, account,
+    refund or dispute becomes a message of the client whose id is that ``customer_id``."""
     by_client: dict[str, list[tuple[str, str | None, object]]] = {}
     for api_form, event in zip(rendered, events):
         if not event.customer_id:
@@ -224,3 +226,82 @@ async def purge_messages(conn: asyncpg.Connection, retention_s: float) -> int:
         "DELETE FROM realtime_messages WHERE created_at < now() - make_interval(secs => $1)", retention_s
     )
     return int(status.split()[-1])
+
+
+# --------------------------------------------------------------------------- devices
+
+
+async def handshake(conn: asyncpg.Connection, merchant_id: str, client_id: str,
+                    device_id: str | None) -> tuple[int, int | None]:
+    """What a connecting client needs, in one round trip.
+
+    Returns:
+      ``(the client's latest seq, the device's not-before in unix ms or None)``.
+    """
+    row = await conn.fetchrow(
+        "SELECT (SELECT last_seq FROM realtime_clients WHERE merchant_id = $1 AND client_id = $2) AS last_seq,"
+        " (SELECT not_before_ms FROM realtime_devices WHERE merchant_id = $1 AND client_id = $2"
+        " AND device_id = $3) AS not_before_ms",
+        merchant_id, client_id, device_id,
+    )
+    return row["last_seq"] or 0, row["not_before_ms"]
+
+
+async def flush_devices(conn: asyncpg.Connection, rows: list[tuple[str, str, str, int, int]]) -> None:
+    """Record acks and sightings of devices in one statement.
+
+    Args:
+      rows: ``(merchant_id, client_id, device_id, acked_seq, token_issued_at_ms)``,
+        one per device. ``acked_seq`` only ever raises the stored value; a row
+        from a connection whose token predates the device's deletion is ignored
+        (its acks belong to the device that was deleted).
+    """
+    if not rows:
+        return
+    await conn.execute(
+        "INSERT INTO realtime_devices AS d (merchant_id, client_id, device_id, acked_seq, last_seen_at)"
+        " SELECT u.m, u.c, u.d, u.a, now()"
+        " FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[]) AS u(m, c, d, a, iat)"
+        " WHERE NOT EXISTS (SELECT 1 FROM realtime_devices r WHERE r.merchant_id = u.m AND r.client_id = u.c"
+        " AND r.device_id = u.d AND r.not_before_ms > u.iat)"
+        " ON CONFLICT (merchant_id, client_id, device_id) DO UPDATE"
+        " SET acked_seq = GREATEST(d.acked_seq, EXCLUDED.acked_seq), last_seen_at = now()",
+        [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows],
+        [r[4] for r in rows],
+    )
+
+
+async def revoke_device(conn: asyncpg.Connection, merchant_id: str, client_id: str, device_id: str,
+                        not_before_ms: int) -> None:
+    """Forget a device (its acks) and refuse its tokens issued before ``not_before_ms``;
+    every process is told on commit to close the device's connections."""
+    await conn.execute(
+        "INSERT INTO realtime_devices AS d (merchant_id, client_id, device_id, acked_seq, last_seen_at, not_before_ms)"
+        " VALUES ($1, $2, $3, 0, NULL, $4) ON CONFLICT (merchant_id, client_id, device_id) DO UPDATE"
+        " SET acked_seq = 0, last_seen_at = NULL, not_before_ms = GREATEST(d.not_before_ms, EXCLUDED.not_before_ms)",
+        merchant_id, client_id, device_id, not_before_ms,
+    )
+    await after_commit.notify(conn, CHANNEL, encode_revoke(merchant_id, client_id, device_id))
+
+
+async def list_devices(conn: asyncpg.Connection, merchant_id: str, client_id: str, node_id: str,
+                       ttl_s: float) -> list[dict]:
+    """The client's devices: stored ones seen since their last deletion, and any
+    connected through another process, with that process's connection counts.
+
+    Returns:
+      ``{"device_id", "acked_seq", "last_seen_at", "remote"}`` per device.
+    """
+    rows = await conn.fetch(
+        "WITH remote AS (SELECT device_id, count(*) AS n, max(seen_at) AS seen FROM realtime_presence"
+        " WHERE merchant_id = $1 AND client_id = $2 AND node_id <> $3 AND device_id IS NOT NULL"
+        " AND seen_at > now() - make_interval(secs => $4) GROUP BY device_id),"
+        " stored AS (SELECT device_id, acked_seq, last_seen_at FROM realtime_devices"
+        " WHERE merchant_id = $1 AND client_id = $2)"
+        " SELECT COALESCE(s.device_id, r.device_id) AS device_id, COALESCE(s.acked_seq, 0) AS acked_seq,"
+        " GREATEST(s.last_seen_at, r.seen) AS last_seen_at, COALESCE(r.n, 0) AS remote"
+        " FROM stored s FULL JOIN remote r ON r.device_id = s.device_id"
+        " WHERE s.last_seen_at IS NOT NULL OR r.n IS NOT NULL ORDER BY 1",
+        merchant_id, client_id, node_id, ttl_s,
+    )
+    return [dict(r) for r in rows]

@@ -3,11 +3,12 @@
 It owns the hub, the LISTEN feed, presence and a janitor, each a supervised
 actor in its own nursery (``actor:hub``, ``actor:realtime-listener``,
 ``actor:realtime-heartbeat``, ``actor:realtime-presence``,
-``actor:realtime-janitor``), and serves each WebSocket as a connection actor.
+``actor:realtime-devices``, ``actor:realtime-janitor``), and serves each WebSocket as a connection actor.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import secrets
 import time
@@ -15,13 +16,15 @@ import time
 import trio
 
 from actors.realtime.connection import CLOSE_GOING_AWAY, Connection, Socket
+from actors.realtime.devices import DeviceWriter
 from actors.realtime.feed import Feed
 from actors.realtime.hub import Hub
 from actors.realtime.presence import PresenceWriter
 from actors.runtime import supervise
-from domain.errors import Unavailable
+from domain.errors import TokenRevoked, Unavailable
 from domain.ids import new_id
-from domain.realtime import Claims, client_topic, sign_token, verify_token
+from domain.realtime import Claims, client_topic, revoked_token, sign_token, verify_token
+from domain.realtime_delivery import CLOSE_DEVICE_REVOKED
 from storage import realtime as store
 
 log = logging.getLogger("paycast.realtime")
@@ -42,6 +45,8 @@ class RealtimeGateway:
         self.feed = Feed(db, self.hub, check_s=settings.realtime_listener_check_s,
                          timeout_s=settings.db_connect_timeout_s)
         self.presence_writer = PresenceWriter(db, self.node_id, settings.realtime_presence_ttl_s)
+        self.devices = DeviceWriter(db, settings.realtime_ack_flush_s)
+        self.hub.on_revoke = self._close_device
         self._secret: bytes | None = settings.realtime_secret.encode() if settings.realtime_secret else None
 
     async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
@@ -51,6 +56,7 @@ class RealtimeGateway:
             nursery.start_soon(supervise, "realtime-heartbeat", self.hub.heartbeat, name="actor:realtime-heartbeat")
             nursery.start_soon(supervise, "realtime-presence", self.presence_writer.run,
                                name="actor:realtime-presence")
+            nursery.start_soon(supervise, "realtime-devices", self.devices.run, name="actor:realtime-devices")
             nursery.start_soon(supervise, "realtime-janitor", self._janitor, name="actor:realtime-janitor")
             await nursery.start(self.feed.run, name="actor:realtime-listener")
             task_status.started()
@@ -79,8 +85,10 @@ class RealtimeGateway:
         Returns:
           ``(token, expires_at)`` with ``expires_at`` in unix seconds.
         """
-        expires_at = int(time.time()) + ttl_s
-        return sign_token(await self._key(), Claims(merchant_id, client_id, device_id, expires_at)), expires_at
+        now = time.time()
+        expires_at = int(now) + ttl_s
+        claims = Claims(merchant_id, client_id, device_id, expires_at, int(now * 1000))
+        return sign_token(await self._key(), claims), expires_at
 
     async def verify(self, token: str) -> Claims:
         """Raises: InvalidToken, TokenExpired, Unavailable (the key could not be loaded)."""
@@ -111,6 +119,42 @@ class RealtimeGateway:
         return {"client_id": client_id, "devices": sorted(d for d in devices if d is not None),
                 "connections": len(local) + len(remote)}
 
+    async def devices_of(self, merchant_id: str, client_id: str) -> list[dict]:
+        """The client's devices (API.md ``device`` objects), connections counted in every process."""
+        stored = await self.db.transaction(store.list_devices, merchant_id, client_id, self.node_id,
+                                           self.settings.realtime_presence_ttl_s)
+        local: dict[str, int] = {}
+        for conn in self.hub.local(merchant_id, client_id):
+            if conn.device_id is not None:
+                local[conn.device_id] = local.get(conn.device_id, 0) + 1
+        by_id = {row["device_id"]: row for row in stored}
+        for device_id in local.keys() - by_id.keys():  # connected here, not flushed yet
+            by_id[device_id] = {"device_id": device_id, "acked_seq": 0, "last_seen_at": None, "remote": 0}
+        now = dt.datetime.now(dt.timezone.utc)
+        # A device connected to this process is seen now (its row is written in batches).
+        return [{"object": "device", "device_id": device_id,
+                 "connections": by_id[device_id]["remote"] + local.get(device_id, 0),
+                 "last_seen_at": now if local.get(device_id) else by_id[device_id]["last_seen_at"],
+                 "acked_seq": by_id[device_id]["acked_seq"]}
+                for device_id in sorted(by_id)]
+
+    async def delete_device(self, merchant_id: str, client_id: str, device_id: str) -> None:
+        """Revoke a device: tokens issued for it until now are refused, its acks are
+        forgotten, and its connections in every process are closed with 4001
+        (here at once, elsewhere when the committed notification arrives).
+
+        Raises:
+          Unavailable: the database could not be written (nothing changed).
+        """
+        await self.db.transaction(store.revoke_device, merchant_id, client_id, device_id, int(time.time() * 1000))
+        self._close_device(merchant_id, client_id, device_id)
+
+    def _close_device(self, merchant_id: str, client_id: str, device_id: str) -> None:
+        self.devices.forget((merchant_id, client_id, device_id))
+        for conn in self.hub.local(merchant_id, client_id):
+            if conn.device_id == device_id:
+                conn.request_close(CLOSE_DEVICE_REVOKED, "device deleted")
+
     def close_all(self, reason: str = "server shutting down") -> None:
         """Ask every connection to close (1001), e.g. when the server drains."""
         self.hub.close_all(CLOSE_GOING_AWAY, reason)
@@ -127,20 +171,35 @@ class RealtimeGateway:
         Raises:
           Unavailable: the database cannot be read (the handshake is refused).
         """
+        device = (claims.merchant_id, claims.client_id, claims.device_id) if claims.device_id else None
+        on_ack = (lambda seq: self.devices.acked(device, seq, claims.issued_at_ms)) if device else None
         conn = Connection(new_id("conn"), claims, self.db, self.settings,
-                          on_slow=self.hub.slow_consumer_closed)
+                          on_slow=self.hub.slow_consumer_closed, on_ack=on_ack)
+        # Registered before the read: a device deleted meanwhile is either seen
+        # deleted by the read, or its notification finds this connection.
         self.hub.add(conn)
-        if after_seq is None:
+        if after_seq is None or device is not None:
             try:
-                conn.cursor = await self.db.transaction(store.last_seq, claims.merchant_id, claims.client_id)
+                latest, not_before_ms = await self.db.transaction(store.handshake, claims.merchant_id,
+                                                                  claims.client_id, claims.device_id)
+                if revoked_token(claims, not_before_ms):
+                    raise TokenRevoked("This device was deleted; ask your backend for a new token.")
             except BaseException:
                 self.hub.remove(conn)
                 raise
+            if after_seq is None:
+                conn.delivery.start(None, latest)
         self.presence_writer.joined(conn.id, conn.merchant_id, conn.client_id, conn.device_id)
+        if device is not None:
+            self.devices.seen(device, claims.issued_at_ms)
         return conn
 
     async def serve(self, conn: Connection, ws: Socket, after_seq: int | None) -> None:
         """Run the connection actor on the accepted socket until it closes; always unregisters."""
+        fast = bool(getattr(ws, "fast", False))
+        self.hub.sockets["fast" if fast else "fallback"] += 1
+        if not fast and self.hub.sockets["fallback"] == 1:
+            log.warning("realtime sockets use the slow ASGI path: hypercorn's internals are not as expected")
         try:
             await conn.run(ws, after_seq)
         except Exception:  # noqa: BLE001 - one connection's bug must not take the server down
@@ -148,6 +207,9 @@ class RealtimeGateway:
         finally:
             self.hub.remove(conn)
             self.presence_writer.left(conn.id)
+            revoked = conn.closing is not None and conn.closing[0] == CLOSE_DEVICE_REVOKED
+            if conn.device_id is not None and not revoked:  # a deleted device's sighting is not recorded
+                self.devices.seen((conn.merchant_id, conn.client_id, conn.device_id), conn.issued_at_ms)
 
     def forget(self, conn: Connection) -> None:
         """Undo :meth:`open` for a connection that never ran."""

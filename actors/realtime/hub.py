@@ -18,9 +18,10 @@ from collections.abc import Callable
 
 import trio
 
-from actors.realtime.connection import Batch, Connection
+from actors.realtime.connection import Connection
+from domain.realtime_delivery import assemble, gaps
 from domain.errors import Unavailable
-from domain.realtime import Notice, decode_notice, visible
+from domain.realtime import Message, Notice, Revoke, decode_notice
 from storage import realtime as store
 from telemetry import tracing
 
@@ -30,6 +31,11 @@ log = logging.getLogger("paycast.realtime")
 # write (one write per message per connection is what fan-out costs most).
 # When idle the first notification is routed at once: no added latency.
 BATCH_WINDOW_S = 0.002
+# This often the hub checks its clients' cursors against the database (one
+# query): notifications are sent after commit, so one can be lost (a crash
+# between commit and send) and a connection would otherwise wait for its
+# client's next message to notice.
+RESYNC_EVERY_S = 5.0
 # Connections the heartbeat visits between two checkpoints.
 HEARTBEAT_SLICE = 500
 
@@ -49,14 +55,24 @@ class Hub:
         self._idle_s = settings.realtime_idle_timeout_s
         self._tick_s = min(1.0, settings.realtime_ping_s / 2)
         self.take = take
+        # Called with (merchant, client, device) when a device was deleted (by any process).
+        self.on_revoke: Callable[[str, str, str], None] = lambda merchant, client, device: None
         self.connections: dict[str, Connection] = {}
         self._by_client: dict[tuple[str, str], list[Connection]] = {}
         self._wake = trio.Event()
         self._resync = False
+        # The last seq routed to each local client's connections (gaps before a
+        # later notification are read once here, not by every connection).
+        self._routed: dict[tuple[str, str], int] = {}
+        # Latest seqs read by the previous periodic check, by client.
+        self._previous_latest: dict[tuple[str, str], int] = {}
         self.slow_closes = 0
         self.notices = 0
         self.fetched = 0
         self.resyncs = 0
+        # Sockets opened by write path: "fast" (frames written on hypercorn's
+        # socket directly) or "fallback" (one ASGI send per frame).
+        self.sockets = {"fast": 0, "fallback": 0}
 
     def __len__(self) -> int:
         return len(self.connections)
@@ -75,14 +91,17 @@ class Hub:
             peers.remove(conn)
         if not peers:
             self._by_client.pop(conn.key, None)
+            self._routed.pop(conn.key, None)
 
     def local(self, merchant_id: str, client_id: str) -> list[Connection]:
         return list(self._by_client.get((merchant_id, client_id), ()))
 
     def count_receivers(self, merchant_id: str, client_id: str, device_id: str | None, topic: str) -> int:
         """Local connections that will get a message for ``device_id``/``topic``."""
+        # Inlined ``visible`` (this runs over every connection of the client on each publish).
         return sum(1 for c in self._by_client.get((merchant_id, client_id), ())
-                   if visible(c.device_id, c.muted, device_id, topic))
+                   if (device_id is None or c.device_id == device_id)
+                   and (not c.delivery.muted or topic not in c.delivery.muted))
 
     def slow_consumer_closed(self) -> None:
         self.slow_closes += 1
@@ -106,15 +125,22 @@ class Hub:
         # After a restart (supervise) notices may have been lost: check everyone.
         self._resync = bool(self.connections)
         task_status.started()
+        next_resync = trio.current_time() + RESYNC_EVERY_S
         while True:
-            await self._wake.wait()
+            with trio.move_on_at(next_resync):
+                await self._wake.wait()
+            periodic = trio.current_time() >= next_resync and bool(self._by_client)
+            if trio.current_time() >= next_resync:
+                next_resync = trio.current_time() + RESYNC_EVERY_S
             self._wake = trio.Event()
             payloads = self.take()
             if payloads:
                 await self.route(payloads)
             if self._resync:
                 self._resync = False
-                await self._do_resync()
+                await self._do_resync(immediate=True)
+            elif periodic:
+                await self._do_resync(immediate=False)
             if payloads:
                 await trio.sleep(BATCH_WINDOW_S)
 
@@ -128,53 +154,84 @@ class Hub:
                 log.warning("ignoring a malformed realtime notification")
                 continue
             self.notices += 1
+            if isinstance(notice, Revoke):
+                self.on_revoke(notice.merchant_id, notice.client_id, notice.device_id)
+                continue
             if (notice.merchant_id, notice.client_id) in self._by_client:
                 notices.append(notice)
-        missing = [(n.merchant_id, n.client_id, n.first, n.last) for n in notices if n.messages is None]
-        fetched: dict[tuple[str, str], list] = {}
-        if missing:
-            try:
-                fetched = await self._db.transaction(store.read_ranges, missing)
-                self.fetched += len(missing)
-            except Unavailable:
-                # The connections notice the gap with their next batch, or on resync.
-                log.warning("could not read %d realtime batches; connections will catch up", len(missing))
+        # Per client: the messages that came inline, and the ranges to read
+        # (too large to travel inline, or missing before what was notified).
+        inline: dict[tuple[str, str], list[Message]] = {}
+        covered: dict[tuple[str, str], list[tuple[int, int]]] = {}
+        traces: dict[tuple[str, str], str] = {}
+        need: list[tuple[str, str, int, int]] = []
         for notice in notices:
             key = (notice.merchant_id, notice.client_id)
-            messages = notice.messages
-            if messages is None:
-                messages = tuple(m for m in fetched.get(key, ()) if notice.first <= m.seq <= notice.last)
-                if len(messages) != notice.last - notice.first + 1:
-                    for conn in self._by_client.get(key, ()):
-                        conn.catch_up()
-                    continue
-            batch = Batch(notice.first, notice.last, messages)
+            covered.setdefault(key, []).append((notice.first, notice.last))
+            if notice.traceparent:
+                traces.setdefault(key, notice.traceparent)
+            if notice.messages is None:
+                need.append((notice.merchant_id, notice.client_id, notice.first, notice.last))
+            else:
+                inline.setdefault(key, []).extend(notice.messages)
+        for key, ranges in covered.items():
+            need += [(key[0], key[1], first, last) for first, last in gaps(self._routed.get(key), ranges)]
+        fetched: dict[tuple[str, str], list[Message]] = {}
+        if need:
+            try:
+                fetched = await self._db.transaction(store.read_ranges, need)
+                self.fetched += len(need)
+            except Unavailable:
+                # The connections notice the gap themselves and catch up (or on resync).
+                log.warning("could not read %d realtime ranges; connections will catch up", len(need))
+        # In seq order, consecutive messages merged: each connection gets one
+        # socket write per routing pass, not one per message.
+        now = trio.current_time()
+        for key in covered:
+            batches = assemble(self._routed.get(key), inline.get(key, []) + fetched.get(key, []))
+            if not batches:
+                continue
+            self._routed[key] = batches[-1].last
             targets = self._by_client.get(key, ())
-            # The push joins the trace of the transaction that wrote the messages.
+            # The push joins the trace of (the first of) the transactions that wrote the messages.
             with tracing.span("realtime push", {"paycast.realtime.connections": len(targets),
-                                                "paycast.realtime.messages": len(messages)},
-                              parent=tracing.from_traceparent(notice.traceparent)):
-                for conn in targets:
-                    try:
-                        conn.offer(batch)
-                    except Exception:  # noqa: BLE001 - one connection's trouble must not stop routing
-                        log.exception("offering to realtime connection %s failed", conn.id)
-                        conn.catch_up()
+                                                "paycast.realtime.messages": sum(len(b.messages) for b in batches)},
+                              parent=tracing.from_traceparent(traces.get(key))):
+                for batch in batches:
+                    for conn in targets:
+                        try:
+                            conn.offer(batch, now)
+                        except Exception:  # noqa: BLE001 - one connection's trouble must not stop routing
+                            log.exception("offering to realtime connection %s failed", conn.id)
+                            conn.catch_up()
 
-    async def _do_resync(self) -> None:
-        """Compare each local client's cursor with its latest seq; lagging ones re-read."""
+    async def _do_resync(self, *, immediate: bool) -> None:
+        """Compare each local client's cursor with its latest seq; lagging ones re-read.
+
+        Args:
+          immediate: compare with the latest seq now (after a lost listener or
+            an overflow). Otherwise (the periodic check) only with the latest
+            seq of the previous check: a message committed a moment ago may
+            simply be on its way, one committed a whole period ago is lost.
+        """
         self.resyncs += 1
         keys = list(self._by_client)
         if not keys:
+            self._previous_latest = {}
             return
         try:
             latest = await self._db.transaction(store.last_seqs, keys)
         except Unavailable:
-            log.warning("realtime resync could not read the database; every connection catches up")
-            latest = None
+            if immediate:
+                log.warning("realtime resync could not read the database; every connection catches up")
+                for conn in list(self.connections.values()):
+                    conn.catch_up()
+            return
+        against = latest if immediate else self._previous_latest
+        self._previous_latest = latest
         for key in keys:
             for conn in self._by_client.get(key, ()):
-                if latest is None or conn.cursor < latest.get(key, 0):
+                if conn.cursor < against.get(key, 0):
                     conn.catch_up()
 
     # ------------------------------------------------------------ heartbeat

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import trio
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from quart import Blueprint, Response, current_app, request
@@ -17,7 +19,8 @@ bp = Blueprint("ops", __name__)
 
 @bp.get("/healthz")
 async def healthz():
-    return json_response({"status": "ok"})
+    # Which process answered: `run.py serve --workers N` serves one port from N processes.
+    return json_response({"status": "ok"}, headers={"Paycast-Pid": str(os.getpid())})
 
 
 @bp.get("/readyz")
@@ -60,6 +63,8 @@ async def metrics():
             m.actor_crashes.labels(kind).set(registry.crashes)
     hub = system.realtime.hub
     m.ws_connections.set(len(hub))
+    for path, n in hub.sockets.items():
+        m.ws_sockets.labels(path).set(n)
     if hub.slow_closes > m.ws_slow_reported:
         m.ws_slow_consumer_closes.inc(hub.slow_closes - m.ws_slow_reported)
         m.ws_slow_reported = hub.slow_closes
@@ -69,7 +74,8 @@ async def metrics():
         for s in ("closed", "open", "half_open"):
             m.connector_state.labels(name, s).set(1 if s == state else 0)
     body = generate_latest(m.registry) + generate_latest(event_metrics.REGISTRY)
-    return Response(body, content_type=CONTENT_TYPE_LATEST)
+    # Per-process counters: the pid lets a scraper of `--workers N` tell the processes apart.
+    return Response(body, content_type=CONTENT_TYPE_LATEST, headers={"Paycast-Pid": str(os.getpid())})
 
 
 def _task_tree(task: trio.lowlevel.Task) -> dict:

@@ -1,8 +1,9 @@
 """``/v1/realtime``: tokens, the WebSocket, publish and presence.
 
 The WebSocket handshake is refused with an HTTP answer before any frame flows
-when the token is missing, bad (401 ``invalid_token``) or expired (401
-``token_expired``), when ``after_seq`` is malformed (400) or when the database
+when the token is missing, bad (401 ``invalid_token``), expired (401
+``token_expired``) or issued for a device before it was deleted (401
+``token_revoked``), when ``after_seq`` is malformed (400) or when the database
 cannot be read (503): Quart sends the error response through the ASGI
 ``websocket.http.response`` extension, which hypercorn supports.
 """
@@ -48,6 +49,22 @@ async def publish():
     seq, connections = await _gateway().publish(g.merchant_id, body.client_id, body.device_id, body.topic,
                                                 body.event.model_dump())
     return json_response({"seq": seq, "connections": connections}, 202)
+
+
+@bp.get("/v1/realtime/clients/<path:client_id>/devices")
+@merchant_required
+async def devices(client_id: str):
+    data = await _gateway().devices_of(g.merchant_id, client_id)
+    for device in data:
+        device["last_seen_at"] = render.iso(device["last_seen_at"]) if device["last_seen_at"] else None
+    return json_response({"object": "list", "data": data, "has_more": False})
+
+
+@bp.delete("/v1/realtime/clients/<path:client_id>/devices/<device_id>")
+@merchant_required
+async def delete_device(client_id: str, device_id: str):
+    await _gateway().delete_device(g.merchant_id, client_id, device_id)
+    return json_response({"object": "device", "client_id": client_id, "device_id": device_id, "deleted": True})
 
 
 @bp.get("/v1/realtime/clients/<path:client_id>")

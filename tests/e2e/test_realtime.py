@@ -552,3 +552,38 @@ async def test_heartbeat_closes_silent_clients_and_a_draining_server_closes_the_
         assert await trio.to_thread.run_sync(proc.proc.wait, 15) == 0
     finally:
         proc.stop()
+
+
+async def test_a_socket_hypercorn_closes_itself_ends_its_connection_actor_at_once(server, api_key):
+    """A frame over hypercorn's message limit makes hypercorn send close 1009
+    itself; the connection actor must go at once (not at the idle timeout)."""
+    async with http(server, api_key) as api:
+        tok = await token(api, "cus_too_big")
+        client = RawClient(ws_url(server, tok))
+        await client.connect()
+        assert await _poll(lambda: _presence_is(api, "cus_too_big", [], 1))
+        await client.stream.send_all(client.ws.send(Message(data="x" * 200_000)))
+        assert await client.read_until_close(timeout=10) == 1009
+        # The client never answers the close frame: still the server lets go.
+        assert await _poll(lambda: _presence_is(api, "cus_too_big", [], 0), timeout=5)
+    assert not [line for line in server.stderr_lines if "Traceback" in line], "".join(server.stderr_lines[-30:])
+
+
+def _sockets(metrics_text: str, path: str) -> float:
+    match = re.search(rf'^paycast_realtime_sockets_opened{{path="{path}"}} (\S+)$', metrics_text, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+async def test_the_websocket_fast_path_is_taken_and_never_silently_falls_back(server, api_key):
+    """Every socket must use the direct write path over hypercorn's internals; a
+    hypercorn upgrade that changes them would fall back to one ASGI send per
+    frame (4-10x the CPU per frame) without any functional test noticing."""
+    async with http(server, api_key) as api:
+        tok = await token(api, "cus_fast")
+        async with connect(server, tok) as ws:
+            await welcome(ws)
+            await publish(api, "cus_fast", 1)
+            await events(ws, 1)
+        metrics = (await api.get("/metrics")).text
+        assert _sockets(metrics, "fast") >= 1
+        assert _sockets(metrics, "fallback") == 0, "realtime sockets fell back to the slow ASGI path"

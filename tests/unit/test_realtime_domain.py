@@ -95,7 +95,9 @@ def test_any_frame_parses_or_is_rejected_with_a_code(raw):
 def test_topics_and_visibility():
     assert topic_of("payment.succeeded", "pay_1") == "payment:pay_1"
     assert topic_of("account.deposit.completed", "txn_1") == "account:txn_1"
-    assert topic_of("refund.succeeded", "re_1") is None
+    assert topic_of("refund.succeeded", "re_1") == "refund:re_1"
+    assert topic_of("dispute.opened", "dp_1") == "dispute:dp_1"
+    assert topic_of("merchant.updated", "mer_1") is None
     assert visible("phone", set(), None, "t") and visible("phone", set(), "phone", "t")
     assert not visible("phone", set(), "laptop", "t") and not visible(None, set(), "laptop", "t")
     assert not visible("phone", {"t"}, None, "t")
@@ -121,3 +123,15 @@ def test_a_notice_whose_frames_do_not_match_its_range_is_refused():
     payload = encode_notice("mer_1", "cus_1", _messages(1, 2))
     with pytest.raises(ValueError):
         decode_notice(payload.rsplit("\n", 1)[0])
+
+
+def test_tokens_carry_their_issue_time_and_a_deleted_device_refuses_older_ones():
+    from domain.realtime import Revoke, decode_notice, encode_revoke, revoked_token
+    secret = b"k" * 32
+    claims = Claims("mer_1", "cus_1", "phone", 2_000_000_000, 1_700_000_000_123)
+    back = verify_token(secret, sign_token(secret, claims), 1_700_000_000)
+    assert back == claims
+    assert revoked_token(back, 1_700_000_000_124) and not revoked_token(back, 1_700_000_000_123)
+    assert not revoked_token(back, None)
+    assert not revoked_token(Claims("mer_1", "cus_1", None, 2_000_000_000, 0), 1_700_000_000_124)
+    assert decode_notice(encode_revoke("mer_1", "cus_1", "phone")) == Revoke("mer_1", "cus_1", "phone")
