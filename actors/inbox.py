@@ -182,7 +182,7 @@ class InboxProcessor:
         return status
 
     async def _apply_untraced(self, row: dict) -> str:
-        from actors.payment import ApplyWebhook
+        from actors.payment_messages import ApplyWebhook
 
         if row["payment_id"]:
             return await self._system.ask_payment(row["payment_id"], ApplyWebhook(row["id"]))

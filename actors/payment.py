@@ -8,57 +8,27 @@ messages beyond what is in the database, so passivating it loses nothing.
 
 from __future__ import annotations
 
-import datetime as dt
+import functools
 import logging
-from dataclasses import dataclass
 
 import trio
 
 from actors import disputing, refunding
-from domain.errors import InvalidRequest, StateError
-from domain.ids import new_id
-from domain.payments import Outcome, OutcomeKind, validate_capture
-
-# Outcomes that settle a payment for good when reconciliation hears them.
-_CONCLUSIVE = frozenset({OutcomeKind.SUCCEEDED, OutcomeKind.AUTHORIZED, OutcomeKind.DECLINED})
 from actors.connector_call import CallResult
+from actors.payment_messages import (AcceptDispute, ApplyWebhook, Cancel, Capture, Confirm, Reconcile, Refund,
+                                     SubmitDisputeEvidence)
+from actors.runtime import Handlers
+from domain.errors import InvalidRequest, StateError
+from domain.payments import Outcome, OutcomeKind, validate_capture
 from gateways.base import AuthorizeRequest
 from storage import inbox, reconcile
 from storage import payments as store
-from telemetry import tracing
 
 log = logging.getLogger("paycast.payment")
-
-
-@dataclass(frozen=True)
-class Confirm:
-    merchant_id: str
-    begun: store.Begun | None = None  # set when create already started the attempt
-
-
-@dataclass(frozen=True)
-class Capture:
-    merchant_id: str
-    amount: int | None
-
-
-@dataclass(frozen=True)
-class Cancel:
-    merchant_id: str
-
-
-@dataclass(frozen=True)
-class ApplyWebhook:
-    """Apply one stored gateway webhook (from the inbox) to this payment."""
-
-    inbox_id: str
-
-
-@dataclass(frozen=True)
-class Reconcile:
-    """The payment is past its processing deadline: ask the connector."""
-
-    merchant_id: str
+# Outcomes that settle a payment for good when reconciliation hears them.
+_CONCLUSIVE = frozenset({OutcomeKind.SUCCEEDED, OutcomeKind.AUTHORIZED, OutcomeKind.DECLINED})
+# Which method handles which message (filled by @handles below).
+handles = Handlers("payment")
 
 
 def falls_back(result: CallResult, remaining) -> bool:
@@ -73,35 +43,19 @@ def falls_back(result: CallResult, remaining) -> bool:
     return not result.ok and result.nothing_charged and bool(remaining)
 
 
+def _authorized_txn(loaded: store.Loaded) -> str:
+    txn = loaded.authorized_txn()
+    if txn is None:
+        raise InvalidRequest("The payment has no authorised attempt.")
+    return txn
+
+
 def _request(payment: dict, attempt_id: str) -> AuthorizeRequest:
     return AuthorizeRequest(
         payment_id=payment["id"], attempt_id=attempt_id, merchant_id=payment["merchant_id"],
         amount=payment["amount"], currency=payment["currency"], capture_method=payment["capture_method"],
         payment_method=payment["payment_method"],
     )
-
-
-@dataclass(frozen=True)
-class Refund:
-    """Refund ``amount`` (``None``: everything left) of this payment."""
-
-    merchant_id: str
-    amount: int | None
-    reason: str | None = None
-    metadata: dict | None = None
-
-
-@dataclass(frozen=True)
-class SubmitDisputeEvidence:
-    merchant_id: str
-    dispute_id: str
-    text: str
-
-
-@dataclass(frozen=True)
-class AcceptDispute:
-    merchant_id: str
-    dispute_id: str
 
 
 class PaymentActor:
@@ -115,30 +69,31 @@ class PaymentActor:
         self.system = system
 
     async def handle(self, payment_id: str, message: object) -> dict:
-        if isinstance(message, Confirm):
-            return await self._confirm(payment_id, message)
-        if isinstance(message, Capture):
-            return await self._capture(payment_id, message)
-        if isinstance(message, Cancel):
-            return await self._cancel(payment_id, message)
-        if isinstance(message, ApplyWebhook):
-            return await self.system.db.transaction(inbox.apply, message.inbox_id,
-                                                    self.system.settings.webhook_unmatched_grace_s)
-        if isinstance(message, Reconcile):
-            return await self._reconcile(payment_id, message)
-        if isinstance(message, Refund):
-            return await refunding.refund(self.system, payment_id, message)
-        if isinstance(message, SubmitDisputeEvidence):
-            return await disputing.submit_evidence(self.system, message)
-        if isinstance(message, AcceptDispute):
-            return await disputing.accept(self.system, message)
-        raise TypeError(f"unknown payment message {message!r}")
+        return await handles.dispatch(self, payment_id, message)
 
+    @handles(ApplyWebhook)
+    async def _apply_webhook(self, payment_id: str, msg: ApplyWebhook) -> dict:
+        return await self.system.db.transaction(inbox.apply, msg.inbox_id,
+                                                self.system.settings.webhook_unmatched_grace_s)
+
+    @handles(Refund)
+    async def _refund(self, payment_id: str, msg: Refund) -> dict:
+        return await refunding.refund(self.system, payment_id, msg)
+
+    @handles(SubmitDisputeEvidence)
+    async def _submit_evidence(self, payment_id: str, msg: SubmitDisputeEvidence) -> dict:
+        return await disputing.submit_evidence(self.system, msg)
+
+    @handles(AcceptDispute)
+    async def _accept_dispute(self, payment_id: str, msg: AcceptDispute) -> dict:
+        return await disputing.accept(self.system, msg)
+
+    @handles(Confirm)
     async def _confirm(self, payment_id: str, msg: Confirm) -> dict:
         db, settings = self.system.db, self.system.settings
-        begun = msg.begun or await db.transaction(
-            store.begin_attempt, msg.merchant_id, payment_id, settings.processing_deadline_s,
-            route=self.system.router(),
+        begun = msg.begun or await self.system.write(
+            msg.merchant_id, functools.partial(store.begin_attempt, route=self.system.router()),
+            msg.merchant_id, payment_id, settings.processing_deadline_s,
         )
         remaining = list(begun.candidates[1:])
         while True:
@@ -153,8 +108,9 @@ class PaymentActor:
                     connector=remaining.pop(0), first=False,
                 )
                 continue
-            return await db.transaction(store.settle, msg.merchant_id, payment_id, begun.attempt_id, outcome,
-                                        latency_ms=latency_ms)
+            if store.may_be_followed(begun.payment):
+                return await db.transaction(store.settle_begun, begun, outcome, latency_ms)
+            return await self.system.write(msg.merchant_id, store.settle_begun, begun, outcome, latency_ms)
 
     async def _authorize(self, name: str, request: AuthorizeRequest) -> tuple[Outcome, CallResult]:
         """Call one connector through :mod:`actors.connector_call` (timeout, breaker).
@@ -173,63 +129,43 @@ class PaymentActor:
     async def create_and_confirm(self, merchant_id: str, spec: dict) -> dict:
         """``POST /v1/payments`` with ``confirm: true``.
 
-        With in-process connectors the attempts run first and the payment is
-        written once, with its attempts and events, in one crossing
-        (:func:`storage.payments.insert_confirmed`); nobody else can address a
-        payment before its id is returned, so no actor is needed. Otherwise the
-        intent is written first and the payment actor confirms.
+        The same path for every connector, simulated or across the network
+        (DESIGN.md decision 8): the payment and its ``started`` attempt are
+        committed (one statement) before the connector is called, then the
+        payment's actor confirms as for ``/confirm``.
         """
         system = self.system
         routing = await system.routing_config(merchant_id)
         candidates = system.candidates(routing, spec["payment_method"]["type"], spec.get("connector"))
-        if not all(getattr(system.connectors[c], "in_process", False) for c in candidates):
-            begun = await system.db.transaction(
-                store.create_and_begin, merchant_id, spec, system.settings.processing_deadline_s,
-                system.router(),
-            )
-            return await system.ask_payment(begun.payment["id"], Confirm(merchant_id, begun))
-        now = dt.datetime.now(dt.timezone.utc)
-        payment = {"id": new_id("pay"), "merchant_id": merchant_id, **spec}
-        attempts: list[store.AttemptRecord] = []
-        for i, name in enumerate(candidates):
-            attempt_id = new_id("att")
-            started, clock = dt.datetime.now(dt.timezone.utc), trio.current_time()
-            outcome, result = await self._authorize(name, _request(payment, attempt_id))
-            attempts.append(store.AttemptRecord(attempt_id, name, "failed", outcome.connector_txn_id,
-                                                outcome.error_code, started, (trio.current_time() - clock) * 1000))
-            if not falls_back(result, candidates[i + 1:]):
-                break
-        item = store.Confirmed(merchant_id, spec, payment["id"], attempts, outcome,
-                               system.settings.processing_deadline_s, now,
-                               traceparent=tracing.current_traceparent())
-        return await system.payment_writer.write(item, system.settings.ask_timeout_s)
+        begun = await system.write(merchant_id, store.create_and_begin, merchant_id, spec,
+                                   system.settings.processing_deadline_s, candidates)
+        return await system.ask_payment(begun.payment["id"], Confirm(merchant_id, begun))
 
+    @handles(Capture)
     async def _capture(self, payment_id: str, msg: Capture) -> dict:
         db = self.system.db
-        row = await db.transaction(store.fetch_row, msg.merchant_id, payment_id)
+        loaded = await db.transaction(store.load, msg.merchant_id, payment_id)
+        row = loaded.row
         amount = validate_capture(row["status"], row["amount_capturable"], msg.amount)
-        txn = await self._authorized_txn(payment_id)
+        txn = _authorized_txn(loaded)
         (await self.system.connector_call.call(row["connector"], lambda c: c.capture(txn, amount),
                                                what=f"capture {payment_id}")).unwrap()
-        return await db.transaction(store.capture, msg.merchant_id, payment_id, amount)
+        return await db.transaction(store.capture, loaded, amount)
 
+    @handles(Cancel)
     async def _cancel(self, payment_id: str, msg: Cancel) -> dict:
         db = self.system.db
-        row = await db.transaction(store.fetch_row, msg.merchant_id, payment_id)
+        loaded = await db.transaction(store.load, msg.merchant_id, payment_id)
+        row = loaded.row
         if row["status"] == "requires_capture":
-            txn = await self._authorized_txn(payment_id)
+            txn = _authorized_txn(loaded)
             (await self.system.connector_call.call(row["connector"], lambda c: c.void(txn),
                                                    what=f"void {payment_id}")).unwrap()
         elif row["status"] != "requires_confirmation":
             raise StateError(f"You cannot cancel this payment because it has a status of {row['status']}.")
-        return await db.transaction(store.cancel, msg.merchant_id, payment_id)
+        return await db.transaction(store.cancel, loaded)
 
-    async def _authorized_txn(self, payment_id: str) -> str:
-        txn = await self.system.db.transaction(store.authorized_txn, payment_id)
-        if txn is None:
-            raise InvalidRequest("The payment has no authorised attempt.")
-        return txn
-
+    @handles(Reconcile)
     async def _reconcile(self, payment_id: str, msg: Reconcile) -> dict:
         """Ask the connector what became of a payment stuck in ``processing``."""
         db, settings = self.system.db, self.system.settings

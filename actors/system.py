@@ -12,11 +12,11 @@ from actors.account import AccountActor
 from actors.connector_call import ConnectorCaller
 from actors.inbox import InboxProcessor, InboxWriter
 from actors.payment import PaymentActor
-from actors.payment_writer import PaymentWriter
 from actors.realtime.gateway import RealtimeGateway
 from actors.pending_reconciler import run_pending_reconciler
 from actors.reconciler import run_reconciler
 from actors.runtime import Registry, supervise
+from actors.unit_writer import UnitWriter
 from actors.webhook_dispatcher import WebhookDispatcher
 from config import Settings
 from domain.breaker import BreakerPolicy, CircuitBreaker
@@ -24,7 +24,8 @@ from domain.routing import RoutingConfig, candidates
 from gateways.instrumented import instrument
 from gateways.simulated import build_connectors
 from gateways.simulator import WebhookSimulator
-from storage import idempotency, webhook_deliveries
+from storage import accounts, events, idempotency, merchants, payments
+from storage import realtime as realtime_log
 from storage.database import Database
 
 log = logging.getLogger("paycast.system")
@@ -34,10 +35,6 @@ _PURGE_EVERY_S = 3600
 # How long a merchant's routing policy is cached (another process's change is
 # seen after at most this long).
 _ROUTING_TTL_S = 2.0
-
-
-async def _load_routing(conn, merchant_id: str) -> dict | None:
-    return await conn.fetchval("SELECT routing FROM merchants WHERE id = $1", merchant_id)
 
 
 class System:
@@ -60,7 +57,7 @@ class System:
         self.connectors = instrument(build_connectors(settings.flaky_error_rate, self.simulator))
         self.inbox_processor = InboxProcessor(self)
         self.inbox_writer = InboxWriter(db, self.inbox_processor.wake)
-        self.payment_writer = PaymentWriter(db)
+        self.writer = UnitWriter(db)
         self.reconciled = 0
         self._routing: dict[str, tuple[float, dict | None]] = {}
         self.known_connectors = frozenset(self.connectors)
@@ -73,12 +70,10 @@ class System:
         self._payment_actor = PaymentActor(self)
         self.accounts: Registry[str] | None = None
         self._account_actor = AccountActor(self)
-        webhook_deliveries.configure(settings.retry_schedule)
         self.webhook_dispatcher = WebhookDispatcher(db, allow_private_urls=settings.webhook_allow_private_urls,
-                                                    resolve=resolve_host)
-        # Importing the gateway registers the realtime projection of the event
-        # log (storage.realtime), so events commit with their client messages.
+                                                    resolve=resolve_host, retry_schedule=settings.retry_schedule)
         self.realtime = RealtimeGateway(settings, db)
+        register_followers_and_projections()
 
     async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         """Run the actors until cancelled; reports readiness once they accept work."""
@@ -89,7 +84,7 @@ class System:
             )
             nursery.start_soon(supervise, "janitor", self._janitor, name="actor:janitor")
             nursery.start_soon(supervise, "inbox-writer", self.inbox_writer.run, name="actor:inbox-writer")
-            nursery.start_soon(supervise, "payment-writer", self.payment_writer.run, name="actor:payment-writers")
+            nursery.start_soon(supervise, "unit-writer", self.writer.run, name="actor:unit-writers")
             nursery.start_soon(supervise, "inbox-processor", self.inbox_processor.run,
                                name="actor:inbox-processor")
             self.accounts = Registry(
@@ -150,7 +145,7 @@ class System:
         cached = self._routing.get(merchant_id)
         if cached is not None and now - cached[0] < _ROUTING_TTL_S:
             return cached[1]
-        routing = await self.db.transaction(_load_routing, merchant_id)
+        routing = await self.db.transaction(merchants.routing, merchant_id)
         if len(self._routing) > 10_000:
             self._routing.clear()
         self._routing[merchant_id] = (now, routing)
@@ -176,6 +171,10 @@ class System:
 
         return route
 
+    async def write(self, merchant_id: str, fn, *args):
+        """Run a hot-path unit of work through group commit (:class:`actors.unit_writer.UnitWriter`)."""
+        return await self.writer.run_unit(merchant_id, self.settings.ask_timeout_s, fn, *args)
+
     async def ask_payment(self, payment_id: str, message: object) -> dict:
         assert self.payments is not None
         return await self.payments.ask(payment_id, message, self.settings.ask_timeout_s)
@@ -188,6 +187,19 @@ class System:
     async def ask_account(self, account_id: str, message: object) -> dict:
         assert self.accounts is not None
         return await self.accounts.ask(account_id, message, self.settings.ask_timeout_s)
+
+
+def register_followers_and_projections() -> None:
+    """What commits with a change, registered here and nowhere else, in this order.
+
+    - With a payment's status change: its order (paid / payment_failed), then
+      the wallet deposit it funds (credited / failed).
+    - With every appended event, after its outgoing webhook deliveries (a CTE
+      of the appending statement, storage.webhook_deliveries): the realtime
+      log of the customer it concerns (storage.realtime).
+    """
+    payments.FOLLOWERS[:] = [payments.ORDER_FOLLOWER, accounts.DEPOSIT_FOLLOWER]
+    events.PROJECTIONS[:] = [realtime_log.project]
 
 
 async def resolve_host(host: str) -> list[str]:

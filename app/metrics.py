@@ -7,11 +7,36 @@ in the process-wide :mod:`telemetry.metrics`; ``/metrics`` renders both.
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+
+class UnitsOfWork:
+    """Exports the database's per-unit-of-work statistics (:attr:`storage.database.Database.stats`).
+
+    A collector rather than counters updated per unit, so the database thread
+    does nothing but add to plain integers.
+    """
+
+    def __init__(self, db) -> None:
+        self._db = db
+
+    def collect(self):
+        trips = CounterMetricFamily("paycast_db_round_trips", "Database round trips by unit of work", labels=["unit"])
+        units = CounterMetricFamily("paycast_db_units", "Units of work run, by name", labels=["unit"])
+        most = GaugeMetricFamily("paycast_db_unit_round_trips_max", "Most round trips one unit of work took",
+                                 labels=["unit"])
+        for name, stats in sorted(dict(self._db.stats).items()):
+            trips.add_metric([name], stats.round_trips)
+            units.add_metric([name], stats.units)
+            most.add_metric([name], stats.max_round_trips)
+        yield from (trips, units, most)
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, db=None) -> None:
         self.registry = CollectorRegistry()
+        if db is not None:
+            self.registry.register(UnitsOfWork(db))
         self.requests = Counter("paycast_http_requests_total", "HTTP requests by route and status",
                                 ["method", "route", "status"], registry=self.registry)
         self.latency = Histogram("paycast_http_request_seconds", "HTTP request latency by route",

@@ -63,6 +63,12 @@ def next_status(current: Status | str, trigger: Trigger) -> Status:
         ) from None
 
 
+def sources(trigger: Trigger) -> list[str]:
+    """The statuses ``trigger`` may move a payment from: the guard a conditional
+    update checks (``WHERE status = ANY(...)``), so storage never restates the table."""
+    return [current.value for current, t in TRANSITIONS if t is trigger]
+
+
 def can(current: Status | str, trigger: Trigger) -> bool:
     """True if ``trigger`` is legal from ``current``."""
     return (Status(current), trigger) in TRANSITIONS

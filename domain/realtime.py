@@ -28,7 +28,7 @@ MAX_TOPIC_LENGTH = 200
 # Topics a client may (un)subscribe to: its own payments and orders.
 SUBSCRIBABLE_TOPIC = re.compile(r"^(payment|order):[A-Za-z0-9_]{1,64}$")
 # Event kinds a client receives without subscribing: its payments, orders and
-# wallet accounts, and the refunds and disputes of its payments (API.md v1.1).
+# wallet accounts, and the refunds and disputes of its payments (docs/api.md, v1.1).
 DELIVERED_KINDS = frozenset({"payment", "order", "account", "refund", "dispute"})
 # PostgreSQL refuses NOTIFY payloads of 8000 bytes or more; stay clear of it.
 NOTIFY_LIMIT = 7900

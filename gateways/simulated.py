@@ -89,9 +89,6 @@ class SimulatedConnector:
     """
 
     methods = frozenset({"card", "upi", "netbanking", "wallet"})
-    # Runs inside this process: a crash loses its memory together with ours, so
-    # an attempt need not be written down before it is made.
-    in_process = True
     # The simulators answer 500 before doing anything (API.md), so their 500s
     # are declared safe and the fallback stays demonstrable; their timeouts are not.
     not_processed_errors: tuple[type[ConnectorError], ...] = (ConnectorServerError,)

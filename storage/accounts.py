@@ -21,10 +21,10 @@ from domain import render, wallets
 from domain.errors import NotFound
 from domain.events import NewEvent
 from domain.ids import new_id
+from domain.submission import Submission
 from domain.ledger import Movement, check_reserve
-from gateways.base import Submission
 from storage import events as event_log
-from storage import ledger, payments
+from storage import ledger, merchants, payments
 from storage.pagination import page_rows
 from telemetry import metrics
 
@@ -104,7 +104,9 @@ async def begin_deposit(conn: asyncpg.Connection, merchant_id: str, account_id: 
     spec = {"amount": amount, "currency": account["currency"], "customer_id": account["customer_id"],
             "payment_method": payment_method, "capture_method": "automatic",
             "metadata": {"account_id": account_id, "transaction_id": transaction_id}}
-    begun = await payments.create_and_begin(conn, merchant_id, spec, deadline_s, route)
+    routing = await merchants.routing(conn, merchant_id)
+    candidates = route({"payment_method": payment_method, "pinned_connector": None}, routing)
+    begun = await payments.create_and_begin(conn, merchant_id, spec, deadline_s, candidates)
     row = await conn.fetchrow(
         "INSERT INTO account_transactions (id, merchant_id, account_id, type, status, amount, currency, payment_id,"
         " connector) VALUES ($1, $2, $3, 'deposit', 'pending', $4, $5, $6, $7) RETURNING *",
@@ -130,7 +132,7 @@ async def begin_withdrawal(conn: asyncpg.Connection, merchant_id: str, account_i
     """
     account = await fetch_row(conn, merchant_id, account_id, lock=True)
     check_reserve((await ledger.balance(conn, account_id)).available, amount)
-    routing = await conn.fetchval("SELECT routing FROM merchants WHERE id = $1", merchant_id)
+    routing = await merchants.routing(conn, merchant_id)
     connector = route(routing)[0]
     row = await conn.fetchrow(
         "INSERT INTO account_transactions (id, merchant_id, account_id, type, status, amount, currency, connector)"
@@ -167,7 +169,7 @@ async def _transition(conn: asyncpg.Connection, transaction_id: str, trigger: wa
 
 
 async def follow_payment(conn: asyncpg.Connection, payment, status: str) -> list[NewEvent]:
-    """A deposit follows its payment (registered in :data:`storage.payments.FOLLOWERS`)."""
+    """A deposit follows its payment (:data:`DEPOSIT_FOLLOWER`)."""
     trigger = wallets.PAYMENT_TRIGGERS.get(status)
     # Deposit payments carry their transaction id; other payments skip the lookup.
     if trigger is None or "transaction_id" not in (payment["metadata"] or {}):
@@ -182,7 +184,12 @@ async def follow_payment(conn: asyncpg.Connection, payment, status: str) -> list
     return [event] if event else []
 
 
-payments.FOLLOWERS.append(follow_payment)
+def _follows(payment, status: str) -> bool:
+    """Whether :func:`follow_payment` may change something (pure: no statement)."""
+    return status in wallets.PAYMENT_TRIGGERS and "transaction_id" in (payment["metadata"] or {})
+
+
+DEPOSIT_FOLLOWER = payments.Follower(_follows, follow_payment)
 
 
 async def record_payout(conn: asyncpg.Connection, transaction_id: str, submission: Submission) -> dict:

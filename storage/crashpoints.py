@@ -43,6 +43,11 @@ _ARMED = _parse(os.environ.get(ENV))
 _count = 0
 
 
+def armed() -> bool:
+    """Whether a crash point is armed (units that skip BEGIN/COMMIT then take one)."""
+    return _ARMED is not None
+
+
 async def before_commit(conn) -> int | None:
     """Called inside a unit of work's transaction, just before COMMIT.
 

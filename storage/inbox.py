@@ -18,6 +18,7 @@ from domain.ids import new_id
 from domain.payments import Outcome, OutcomeKind
 from domain.webhooks import GatewayEvent
 from storage import accounts, disputes, payments, refunds
+from storage.database import single_unit
 
 DEFERRED = "deferred"
 
@@ -35,6 +36,7 @@ INSERT_SQL = (
 )
 
 
+@single_unit
 async def insert_many(conn: asyncpg.Connection, items: list[tuple[GatewayEvent, str, str | None]]) -> set[str]:
     """Store several webhooks in one statement (group commit).
 
@@ -54,6 +56,7 @@ async def insert_many(conn: asyncpg.Connection, items: list[tuple[GatewayEvent, 
     return {r["id"] for r in rows}
 
 
+@single_unit
 async def claim(conn: asyncpg.Connection, limit: int, lease_s: float) -> list[dict]:
     """Lease up to ``limit`` unprocessed rows, oldest first."""
     rows = await conn.fetch(
@@ -66,6 +69,7 @@ async def claim(conn: asyncpg.Connection, limit: int, lease_s: float) -> list[di
     return sorted((dict(r) for r in rows), key=lambda r: r["id"])
 
 
+@single_unit
 async def ignore_late(conn: asyncpg.Connection, ids: list[str]) -> set[str]:
     """Mark claimed payment-outcome rows whose payment is no longer ``processing`` as ``ignored``, in bulk.
 
@@ -88,6 +92,7 @@ async def ignore_late(conn: asyncpg.Connection, ids: list[str]) -> set[str]:
     return {r["id"] for r in rows}
 
 
+@single_unit
 async def release(conn: asyncpg.Connection, inbox_id: str, error: str) -> None:
     """Give a row back to be tried again in a second, without counting a failure.
 
@@ -215,16 +220,20 @@ async def _match(conn: asyncpg.Connection, row) -> tuple[asyncpg.Record | None, 
     return payment, attempt["id"] if attempt else None
 
 
+def _outcome(kind: str, connector_txn_id: str, payment) -> Outcome:
+    """What a payment outcome webhook says, as a connector outcome."""
+    if kind == "payment.succeeded":
+        succeeded = OutcomeKind.AUTHORIZED if payment["capture_method"] == "manual" else OutcomeKind.SUCCEEDED
+        return Outcome(succeeded, connector_txn_id)
+    return Outcome(OutcomeKind.DECLINED, connector_txn_id, "payment_failed",
+                   "The connector reported that the payment failed.")
+
+
 async def _apply_payment_outcome(conn: asyncpg.Connection, row, payment, attempt_id: str | None) -> str:
     if payment["status"] != "processing" or attempt_id is None:
         return "ignored"  # late or duplicate outcome: a terminal status never moves
-    if row["kind"] == "payment.succeeded":
-        kind = OutcomeKind.AUTHORIZED if payment["capture_method"] == "manual" else OutcomeKind.SUCCEEDED
-        outcome = Outcome(kind, row["connector_txn_id"])
-    else:
-        outcome = Outcome(OutcomeKind.DECLINED, row["connector_txn_id"], "payment_failed",
-                          "The connector reported that the payment failed.")
-    await payments.settle(conn, payment["merchant_id"], payment["id"], attempt_id, outcome)
+    await payments.settle(conn, payment["merchant_id"], payment["id"], attempt_id,
+                          _outcome(row["kind"], row["connector_txn_id"], payment))
     return "applied"
 
 
@@ -246,8 +255,79 @@ STANDALONE_APPLIERS: dict[str, StandaloneApplier] = {"payout": accounts.apply_pa
 DEFERRABLE = frozenset({"dispute"})
 
 
+_READ_FOR_APPLY = (
+    "SELECT i.processed_at AS inbox_processed_at, i.kind AS inbox_kind, i.connector_txn_id AS inbox_txn,"
+    " i.received_at > now() - make_interval(secs => $2) AS inbox_young,"
+    " ma.id AS inbox_matched_attempt, p.*,"
+    " ARRAY(SELECT a FROM payment_attempts a WHERE a.payment_id = p.id ORDER BY a.id) AS attempts"
+    " FROM webhook_inbox i"
+    " LEFT JOIN payment_attempts ma ON ma.connector = i.connector AND ma.connector_txn_id = i.connector_txn_id"
+    " LEFT JOIN payments p ON p.id = COALESCE(ma.payment_id, i.payment_id)"
+    " WHERE i.id = $1"
+)
+
+
+def _mark_with(inbox_id: str, status: str, merchant_id: str) -> payments.Also:
+    """Mark an inbox row processed together with the settle it causes: the
+    payment moves only while the row is unprocessed, the row is marked only if
+    the payment moved."""
+    def build(first: int) -> tuple[str, str, list]:
+        row, st, merchant = f"${first}", f"${first + 1}", f"${first + 2}"
+        condition = f"EXISTS (SELECT 1 FROM webhook_inbox WHERE id = {row} AND processed_at IS NULL)"
+        cte = (f"also AS (UPDATE webhook_inbox SET status = {st}, merchant_id = {merchant}, processed_at = now(),"
+               f" claimed_until = NULL WHERE id = {row} AND processed_at IS NULL AND EXISTS (SELECT 1 FROM upd)"
+               " RETURNING id)")
+        return condition, cte, [inbox_id, status, merchant_id]
+    return payments.Also(build)
+
+
+@single_unit
 async def apply(conn: asyncpg.Connection, inbox_id: str, grace_s: float = 30.0) -> str:
     """Apply one stored webhook, exactly once.
+
+    A payment outcome for a payment still ``processing`` (the hot path) is
+    two statements and no transaction: one read of the row, its payment and
+    attempts, then one statement that marks the row processed and settles the
+    payment, each guarded by the other (the row still unprocessed, the
+    payment as read), so exactly once holds without locks. Everything else,
+    and a guard that fails, takes :func:`apply_locked` in a transaction.
+
+    Args:
+      grace_s: how long a webhook for a payment not (yet) in the database is retried.
+
+    Returns:
+      As :func:`apply_locked`.
+    """
+    seen = await conn.fetchrow(_READ_FOR_APPLY, inbox_id, grace_s)
+    if seen is not None and seen["inbox_processed_at"] is None and seen["inbox_kind"] in _OUTCOME_KINDS:
+        payment = {k: v for k, v in seen.items() if not k.startswith("inbox_") and k != "attempts"}
+        attempts = [dict(a) for a in seen["attempts"]]
+        if payment["id"] is None and seen["inbox_young"]:
+            return RETRY  # the payment's own commit may still be on its way
+        attempt_id = seen["inbox_matched_attempt"] or _open_attempt(attempts, payment)
+        if payment["status"] == "processing" and attempt_id is not None:
+            outcome = _outcome(seen["inbox_kind"], seen["inbox_txn"], payment)
+            applied = await payments.settle_known(conn, payment, attempts, attempt_id, outcome,
+                                                  also=_mark_with(inbox_id, "applied", payment["merchant_id"]))
+            if applied is not None:
+                return "applied"
+    async with conn.transaction():
+        return await apply_locked(conn, inbox_id, grace_s)
+
+
+_OUTCOME_KINDS = frozenset({"payment.succeeded", "payment.failed"})
+
+
+def _open_attempt(attempts, payment) -> str | None:
+    """The latest open attempt on the payment's connector (when the webhook names no known txn)."""
+    if payment["id"] is None:
+        return None
+    open_ = [a for a in attempts if a["connector"] == payment["connector"] and a["status"] in ("started", "unknown")]
+    return open_[-1]["id"] if open_ else None
+
+
+async def apply_locked(conn: asyncpg.Connection, inbox_id: str, grace_s: float = 30.0) -> str:
+    """Apply one stored webhook, exactly once, under row locks (inside a transaction).
 
     Args:
       grace_s: how long a webhook for a payment not (yet) in the database is retried.

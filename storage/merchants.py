@@ -9,6 +9,7 @@ import asyncpg
 
 from domain import render
 from domain.ids import new_id
+from storage.database import single_unit
 
 
 def hash_key(api_key: str) -> str:
@@ -31,6 +32,18 @@ async def create(conn: asyncpg.Connection, name: str) -> tuple[dict, str]:
     return render.merchant(row), api_key
 
 
+@single_unit
 async def by_key_hash(conn: asyncpg.Connection, key_hash: str) -> dict | None:
     row = await conn.fetchrow("SELECT id, name, created_at FROM merchants WHERE api_key_hash = $1", key_hash)
     return dict(row) if row else None
+
+
+@single_unit
+async def routing(conn: asyncpg.Connection, merchant_id: str) -> dict | None:
+    """The merchant's stored routing policy (``PUT /v1/routing``), or ``None``."""
+    return await conn.fetchval("SELECT routing FROM merchants WHERE id = $1", merchant_id)
+
+
+@single_unit
+async def set_routing(conn: asyncpg.Connection, merchant_id: str, routing: dict) -> None:
+    await conn.execute("UPDATE merchants SET routing = $2 WHERE id = $1", merchant_id, routing)

@@ -1,21 +1,34 @@
 """Payments and their attempts. Every status write is conditional on the status
-the state machine expects, so two processes can never both win a transition."""
+the state machine expects, so two processes can never both win a transition.
+
+Units of work on the hot path are one statement each (DESIGN.md decision 7):
+data-modifying CTEs write the payment, its attempt and its events (with the
+merchant's next seqs and their webhook deliveries, :class:`storage.events.Append`),
+guarded by the statuses :mod:`domain.payments` allows (``sources``) and by the
+``updated_at`` the caller saw, and the API form is rendered from what the
+caller already knows. Only when something must commit with them that needs a
+statement of its own (an order or deposit that follows the payment, a
+customer's realtime messages) do they open a transaction.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import asyncpg
 
 from domain import render
-from domain.errors import InvalidRequest, NotFound, PaycastError, StateError
+from domain.errors import InvalidRequest, NotFound, StateError
 from domain.events import NewEvent, payment_event
 from domain.ids import new_id
-from domain.payments import Outcome, OutcomeKind, Status, Trigger, next_status, settle as settle_outcome
+from domain.payments import Outcome, OutcomeKind, Status, Trigger, next_status, sources
+from domain.payments import settle as settle_outcome
 from storage import events as event_log
 from storage import orders
+from storage.database import single_unit
 from storage.pagination import page_rows
 from telemetry import metrics
 
@@ -37,28 +50,150 @@ async def _render(conn: asyncpg.Connection, row) -> dict:
     return render.payment(row, await _attempts(conn, row["id"]))
 
 
-# Objects that follow a payment's status in the same transaction (a wallet
-# deposit is credited when its payment succeeds): ``await follower(conn,
-# payment row, new status)`` returns the events of what it changed. Modules
-# register at import time (they import this one, so it cannot import them).
-Follower = Callable[[asyncpg.Connection, asyncpg.Record, str], Awaitable[list[NewEvent]]]
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+@dataclasses.dataclass(frozen=True)
+class Loaded:
+    """A payment as one statement read it: its row, its attempts, and its merchant's routing."""
+
+    row: dict
+    attempts: list[dict]
+    routing: dict | None
+
+    @property
+    def snapshot(self) -> dict:
+        return render.payment(self.row, self.attempts)
+
+    def authorized_txn(self) -> str | None:
+        """The connector transaction id of the authorised attempt."""
+        return next((a["connector_txn_id"] for a in self.attempts if a["status"] == "authorized"), None)
+
+
+_LOAD_SQL = (
+    "SELECT p.*, m.routing AS merchant_routing,"
+    " ARRAY(SELECT a FROM payment_attempts a WHERE a.payment_id = p.id ORDER BY a.id) AS attempt_rows"
+    " FROM payments p JOIN merchants m ON m.id = p.merchant_id WHERE p.id = $1 AND p.merchant_id = $2"
+)
+
+
+@single_unit
+async def load(conn: asyncpg.Connection, merchant_id: str, payment_id: str) -> Loaded:
+    """The payment, its attempts and its merchant's routing, in one statement.
+
+    Raises:
+      NotFound: no such payment (or another merchant's).
+    """
+    row = await conn.fetchrow(_LOAD_SQL, payment_id, merchant_id)
+    if row is None:
+        raise NotFound(f"No such payment: '{payment_id}'", param="id")
+    payment = dict(row)
+    attempts = [dict(a) for a in payment.pop("attempt_rows")]
+    return Loaded(payment, attempts, payment.pop("merchant_routing"))
+
+
+# Objects that follow a payment's status in the same transaction (an order is
+# paid when its payment succeeds; a wallet deposit is credited). A follower is
+# ``applies(payment row, new status) -> bool`` (pure, so a unit of work knows
+# before its statement whether it needs a transaction) and ``follow(conn,
+# payment row, new status)`` returning the events of what it changed. The
+# running system registers them, in order, in :data:`FOLLOWERS`
+# (actors/system.py); storage alone has none.
+@dataclasses.dataclass(frozen=True)
+class Follower:
+    applies: Callable[[Mapping, str], bool]
+    follow: Callable[[asyncpg.Connection, Mapping, str], Awaitable[list[NewEvent]]]
+
+
+async def _follow_order(conn: asyncpg.Connection, row: Mapping, status: str) -> list[NewEvent]:
+    event = await orders.follow_payment(conn, row["merchant_id"], row["order_id"], status)
+    return [event] if event else []
+
+
+ORDER_FOLLOWER = Follower(lambda row, status: bool(row["order_id"]) and status in ("succeeded", "failed"),
+                          _follow_order)
 FOLLOWERS: list[Follower] = []
 
 
+def _followed(row: Mapping, status: str | None) -> list[Follower]:
+    return [f for f in FOLLOWERS if status and f.applies(row, status)]
+
+
+def may_be_followed(row: Mapping) -> bool:
+    """Whether settling this payment may move something else too (its order, a wallet).
+
+    Such a settle locks more than the payment and the merchant's seq row, so
+    it is not batched with others (a batch holds the merchant's row while its
+    later units lock theirs, which would invert the lock order).
+    """
+    return any(f.applies(row, status) for f in FOLLOWERS for status in ("succeeded", "failed"))
+
+
 async def _commit_events(conn: asyncpg.Connection, row, status_event: str | None) -> dict:
-    """Render the payment, append its event (and its order's), return the snapshot."""
+    """Render the payment, append its event (and its followers'), return the snapshot (inside a transaction)."""
     snapshot = await _render(conn, row)
     pending: list[NewEvent] = []
     if status_event:
         pending.append(payment_event(status_event, snapshot))
-        if row["order_id"] and status_event in ("succeeded", "failed"):
-            order_ev = await orders.follow_payment(conn, row["merchant_id"], row["order_id"], status_event)
-            if order_ev:
-                pending.append(order_ev)
-        for follower in FOLLOWERS:
-            pending.extend(await follower(conn, row, status_event))
+        for follower in _followed(row, status_event):
+            pending.extend(await follower.follow(conn, row, status_event))
     await event_log.append_all(conn, row["merchant_id"], pending)
     return snapshot
+
+
+async def _write(conn: asyncpg.Connection, head: str, args: list, row: Mapping, status: str | None,
+                 events: list[NewEvent], now: dt.datetime) -> bool:
+    """Run a unit of work's statement: its own CTEs (``head``, one of them named
+    ``upd``: the payment row it wrote), then ``events`` appended if ``upd``
+    returned a row.
+
+    One statement, atomic by itself, when nothing else must commit with it;
+    otherwise (a follower applies to the payment's new status, or a Python
+    projection wants the events) the statement and the rest share one
+    transaction. With followers the events are appended after them, so the
+    merchant's seq row is locked last, as in every other unit of work.
+
+    Args:
+      row: the payment row as the statement leaves it (for the followers).
+      status: the payment's new status, when it changes.
+
+    Returns:
+      Whether ``upd`` matched (False: the guard failed, nothing was written).
+    """
+    followers = _followed(row, status)
+    if followers:
+        # Lock order, as everywhere: the payment, then what follows it (order,
+        # wallet), then the merchant's seq row last: so the events are appended
+        # after the followers, not in the payment's statement.
+        async with _transaction(conn):
+            if not await conn.fetchval(f"WITH {head} SELECT count(*) FROM upd", *args):
+                return False
+            pending = list(events)
+            for follower in followers:
+                pending.extend(await follower.follow(conn, row, status))
+            await event_log.append_all(conn, row["merchant_id"], pending)
+        return True
+    append = event_log.Append(row["merchant_id"], events, now, len(args) + 1, guard="upd")
+    sql = f"WITH {head}, {append.sql} SELECT (SELECT count(*) FROM upd) AS changed, (SELECT min(seq) FROM ev) AS seq"
+    if not event_log.projected(events):
+        return bool((await conn.fetchrow(sql, *args, *append.args))["changed"])
+    async with _transaction(conn):
+        result = await conn.fetchrow(sql, *args, *append.args)
+        if not result["changed"]:
+            return False
+        await event_log.project(conn, row["merchant_id"], append.rendered(result["seq"]), events)
+    return True
+
+
+@contextlib.asynccontextmanager
+async def _transaction(conn: asyncpg.Connection):
+    """A transaction, unless the caller's is already open (no savepoint round trips)."""
+    if conn.is_in_transaction():
+        yield
+        return
+    async with conn.transaction():
+        yield
 
 
 async def _check_order(conn: asyncpg.Connection, merchant_id: str, spec: dict, customer_id: str | None) -> str | None:
@@ -76,8 +211,60 @@ async def _check_order(conn: asyncpg.Connection, merchant_id: str, spec: dict, c
     return customer_id or order["customer_id"]
 
 
+_INSERT_HEAD = (
+    "upd AS (INSERT INTO payments (id, merchant_id, order_id, customer_id, amount, currency, status, capture_method,"
+    " payment_method, connector, pinned_connector, metadata, processing_deadline, created_at, updated_at)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,"
+    " CASE WHEN $13::float8 IS NOT NULL THEN $14::timestamptz + make_interval(secs => $13::float8) END, $14, $14)"
+    " RETURNING id),"
+    " att AS (INSERT INTO payment_attempts (id, payment_id, merchant_id, connector, status, created_at, updated_at)"
+    " SELECT $15, $1, $2, $10, 'started', $14, $14 WHERE $15::text IS NOT NULL)"
+)
+
+
+async def _insert(conn: asyncpg.Connection, merchant_id: str, spec: dict, candidates: Sequence[str] | None,
+                  deadline_s: float | None) -> Begun | dict:
+    """Insert a payment (``requires_confirmation``, or ``processing`` with its first
+    attempt ``started`` when ``candidates`` are given) and its ``payment.created``
+    event, in one statement unless its order must be checked first."""
+    customer_id = spec.get("customer_id")
+    if spec.get("order_id"):
+        customer_id = await _check_order(conn, merchant_id, spec, customer_id)
+    now = _now()
+    row = {
+        "id": new_id("pay"), "merchant_id": merchant_id, "order_id": spec.get("order_id"),
+        "customer_id": customer_id, "amount": spec["amount"], "currency": spec["currency"],
+        "status": Status.REQUIRES_CONFIRMATION.value, "capture_method": spec["capture_method"],
+        "payment_method": spec["payment_method"], "connector": None, "pinned_connector": spec.get("connector"),
+        "amount_capturable": 0, "amount_received": 0, "amount_refunded": 0, "last_error": None,
+        "review_required": False, "metadata": spec.get("metadata") or {}, "created_at": now, "updated_at": now,
+    }
+    created = render.payment(row, [])
+    attempt_id = None
+    if candidates is not None:
+        attempt_id = new_id("att")
+        row = {**row, "status": Status.PROCESSING.value, "connector": candidates[0]}
+    await _write(conn, _INSERT_HEAD, [
+        row["id"], merchant_id, row["order_id"], customer_id, row["amount"], row["currency"], row["status"],
+        row["capture_method"], row["payment_method"], row["connector"], row["pinned_connector"], row["metadata"],
+        deadline_s if attempt_id else None, now, attempt_id,
+    ], row, None, [payment_event("created", created)], now)
+    metrics.transition("payment", row["id"], None, "requires_confirmation", amount=row["amount"],
+                       currency=row["currency"])
+    if attempt_id is None:
+        return created
+    metrics.transition("payment", row["id"], "requires_confirmation", "processing", connector=candidates[0])
+    attempt = {"id": attempt_id, "payment_id": row["id"], "merchant_id": merchant_id, "connector": candidates[0],
+               "status": "started", "connector_txn_id": None, "error_code": None, "created_at": now,
+               "updated_at": now}
+    return Begun(attempt_id, candidates[0], tuple(candidates), row, [attempt])
+
+
+@single_unit
 async def create(conn: asyncpg.Connection, merchant_id: str, spec: dict) -> dict:
     """Insert a payment in ``requires_confirmation`` and its ``payment.created`` event.
+
+    One statement; two when the payment names an order (its amount is checked first).
 
     Args:
       spec: validated fields: amount, currency, order_id, customer_id,
@@ -87,95 +274,199 @@ async def create(conn: asyncpg.Connection, merchant_id: str, spec: dict) -> dict
       NotFound: ``order_id`` is not one of the merchant's orders.
       InvalidRequest: amount or currency differ from the order's.
     """
-    customer_id = spec.get("customer_id")
-    if spec.get("order_id"):
-        customer_id = await _check_order(conn, merchant_id, spec, customer_id)
-    row = await conn.fetchrow(
-        "INSERT INTO payments (id, merchant_id, order_id, customer_id, amount, currency, status,"
-        " capture_method, payment_method, pinned_connector, metadata)"
-        " VALUES ($1, $2, $3, $4, $5, $6, 'requires_confirmation', $7, $8, $9, $10) RETURNING *",
-        new_id("pay"), merchant_id, spec.get("order_id"), customer_id, spec["amount"], spec["currency"],
-        spec["capture_method"], spec["payment_method"], spec.get("connector"), spec.get("metadata") or {},
-    )
-    snapshot = render.payment(row, [])
-    await event_log.append(conn, merchant_id, payment_event("created", snapshot))
-    metrics.transition("payment", row["id"], None, "requires_confirmation", amount=row["amount"],
-                       currency=row["currency"])
-    return snapshot
+    return await _insert(conn, merchant_id, spec, None, None)
 
 
 @dataclasses.dataclass(frozen=True)
 class Begun:
-    """A started attempt and what the actor needs to call the connector."""
+    """A started attempt and what the actor needs to call the connector and settle it."""
 
     attempt_id: str
     connector: str
     candidates: tuple[str, ...]
-    payment: dict  # the locked row as it was when the attempt started
+    payment: dict  # the row as this attempt's statement left it
+    attempts: list  # every attempt of the payment, this one last
 
 
 # (payment row, the merchant's stored routing config) -> candidate connectors.
 Route = Callable[[Mapping, dict | None], list[str]]
 
 
+@single_unit
+async def create_and_begin(conn: asyncpg.Connection, merchant_id: str, spec: dict, deadline_s: float,
+                           candidates: Sequence[str]) -> Begun:
+    """Create a payment already ``processing`` with its first attempt ``started``
+    (``confirm: true``): one statement, committed before any connector is called.
+
+    Its ``payment.created`` event shows it as it was created
+    (``requires_confirmation``), as a create then confirm would.
+
+    Args:
+      candidates: connectors to try, best first (from the routing policy).
+
+    Raises:
+      StateError: no connector can take the payment.
+      NotFound, InvalidRequest: as :func:`create`.
+    """
+    if not candidates:
+        raise StateError("No connector can take this payment.", code="no_connector")
+    return await _insert(conn, merchant_id, spec, candidates, deadline_s)
+
+
+_BEGIN_HEAD = (
+    "upd AS (UPDATE payments SET status = 'processing', connector = $3, updated_at = $4::timestamptz,"
+    " processing_deadline = $4::timestamptz + make_interval(secs => $5::float8)"
+    " WHERE id = $1 AND merchant_id = $2 AND status = ANY($6::text[]) AND updated_at = $7 RETURNING id),"
+    " att AS (INSERT INTO payment_attempts (id, payment_id, merchant_id, connector, status, created_at, updated_at)"
+    " SELECT $8, $1, $2, $3, 'started', $4, $4 FROM upd)"
+)
+
+
+@single_unit
 async def begin_attempt(conn: asyncpg.Connection, merchant_id: str, payment_id: str, deadline_s: float,
                         *, route: Route | None = None, connector: str | None = None,
                         first: bool = True) -> Begun:
     """Start a connector attempt: the payment goes (or stays) ``processing``.
 
-    The first attempt moves ``requires_confirmation`` → ``processing``; a fallback
-    attempt (``first=False``) requires the payment still ``processing``. No event
-    is written here: ``processing`` becomes visible as an event only if the
-    confirm ends there (see :func:`settle`).
+    Two statements, no transaction: a read, then a write guarded by the status
+    the read saw and its ``updated_at`` (another writer in between makes the
+    guard fail, and the confirm is refused instead of racing). The first
+    attempt moves ``requires_confirmation`` → ``processing``; a fallback
+    attempt (``first=False``) requires the payment still ``processing``. No
+    event is written here: ``processing`` becomes visible as an event only if
+    the confirm ends there (see :func:`settle`).
 
     Args:
-      route: pure function from the payment row to candidate connectors (used
-        when ``connector`` is not given).
+      route: pure function from the payment row and its merchant's routing to
+        candidate connectors (used when ``connector`` is not given).
 
     Raises:
       NotFound, StateError.
     """
-    row = await fetch_row(conn, merchant_id, payment_id, lock=True)
+    loaded = await load(conn, merchant_id, payment_id)
+    row = loaded.row
     if first:
         next_status(row["status"], Trigger.CONFIRM)
+        allowed = sources(Trigger.CONFIRM)
     elif row["status"] != Status.PROCESSING.value:
         raise StateError(f"The payment is no longer processing (status {row['status']}).")
-    if connector:
-        candidates: tuple[str, ...] = (connector,)
     else:
-        routing = await conn.fetchval("SELECT routing FROM merchants WHERE id = $1", merchant_id)
-        candidates = tuple(route(row, routing) if route else ())
+        allowed = [Status.PROCESSING.value]
+    candidates = (connector,) if connector else tuple(route(row, loaded.routing) if route else ())
     if not candidates:
         raise StateError("No connector can take this payment.", code="no_connector")
-    await conn.execute(
-        "UPDATE payments SET status = 'processing', connector = $2, updated_at = now(),"
-        " processing_deadline = now() + make_interval(secs => $3) WHERE id = $1",
-        payment_id, candidates[0], deadline_s,
-    )
+    now, attempt_id = _now(), new_id("att")
+    written = await conn.fetchval(f"WITH {_BEGIN_HEAD} SELECT count(*) FROM upd", payment_id, merchant_id,
+                                  candidates[0], now, deadline_s, allowed, row["updated_at"], attempt_id)
+    if not written:
+        raise StateError("The payment changed while confirming; retry.")
     if first:
         metrics.transition("payment", payment_id, row["status"], "processing", connector=candidates[0])
-    attempt_id = new_id("att")
-    await conn.execute(
-        "INSERT INTO payment_attempts (id, payment_id, merchant_id, connector, status)"
-        " VALUES ($1, $2, $3, $4, 'started')",
-        attempt_id, payment_id, merchant_id, candidates[0],
-    )
-    return Begun(attempt_id, candidates[0], candidates, dict(row))
+    row = {**row, "status": Status.PROCESSING.value, "connector": candidates[0], "updated_at": now}
+    attempt = {"id": attempt_id, "payment_id": payment_id, "merchant_id": merchant_id, "connector": candidates[0],
+               "status": "started", "connector_txn_id": None, "error_code": None, "created_at": now,
+               "updated_at": now}
+    return Begun(attempt_id, candidates[0], candidates, row, [*loaded.attempts, attempt])
 
 
-async def create_and_begin(conn: asyncpg.Connection, merchant_id: str, spec: dict, deadline_s: float,
-                           route: Route) -> Begun:
-    """Create a payment and start its first attempt in one transaction (``confirm: true``)."""
-    snapshot = await create(conn, merchant_id, spec)
-    return await begin_attempt(conn, merchant_id, snapshot["id"], deadline_s, route=route)
+_SETTLE_HEAD = (
+    "upd AS (UPDATE payments SET status = $7, amount_received = $8, amount_capturable = $9, last_error = $10,"
+    " processing_deadline = CASE WHEN $7 = 'processing' THEN processing_deadline END, updated_at = $6"
+    " WHERE id = $1 AND status = 'processing' AND updated_at = $11{condition} RETURNING id),"
+    " att AS (UPDATE payment_attempts SET status = $3, connector_txn_id = COALESCE($4, connector_txn_id),"
+    " error_code = $5, latency_ms = COALESCE($12::float8, latency_ms), updated_at = $6"
+    " WHERE id = $2 AND status IN ('started', 'unknown'){att_guard} RETURNING id)"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Also:
+    """Another write that must happen with a settle, and only with it.
+
+    ``build(first $n it may use)`` returns ``(condition, cte, args)``: a boolean
+    SQL expression the payment's update also requires, and a CTE named
+    ``also`` that runs only if the payment was updated (it may read ``upd``).
+    The inbox marks its row processed this way: the row must still be
+    unprocessed for the payment to move, and is marked only if it moved.
+    """
+
+    build: Callable[[int], tuple[str, str, list]]
+
+
+async def settle_known(conn: asyncpg.Connection, row: Mapping, attempts: list, attempt_id: str,
+                       outcome: Outcome, *, also: Also | None = None,
+                       latency_ms: float | None = None) -> dict | None:
+    """Record ``outcome`` for an attempt of a payment whose row and attempts the caller
+    already read, and move the payment: one statement, no read.
+
+    Guarded by the row's status (``processing``) and ``updated_at``: if
+    anything moved the payment since it was read, nothing is written.
+
+    Args:
+      also: another write of the same statement that must happen with it, and
+        only with it (:class:`Also`).
+      latency_ms: how long the connector call took (None: no call of ours settled it).
+
+    Returns:
+      The payment's API form after the change, or ``None`` if a guard failed.
+    """
+    result = settle_outcome(row["amount"], outcome)
+    now = _now()
+    txn = outcome.connector_txn_id
+    attempts = [{**a, "status": result.attempt_status, "error_code": outcome.error_code, "updated_at": now,
+                 "connector_txn_id": txn or a["connector_txn_id"]}
+                if a["id"] == attempt_id and a["status"] in ("started", "unknown") else a
+                for a in attempts]
+    after = {**row, "status": result.status.value, "amount_received": result.amount_received,
+             "amount_capturable": result.amount_capturable, "last_error": result.last_error, "updated_at": now}
+    snapshot = render.payment(after, attempts)
+    args = [row["id"], attempt_id, result.attempt_status, txn, outcome.error_code, now, result.status.value,
+            result.amount_received, result.amount_capturable, result.last_error, row["updated_at"], latency_ms]
+    head = _SETTLE_HEAD.format(condition="", att_guard="")
+    if also is not None:
+        condition, also_cte, also_args = also.build(len(args) + 1)
+        head = _SETTLE_HEAD.format(condition=f" AND {condition}", att_guard=" AND EXISTS (SELECT 1 FROM upd)")
+        head += f", {also_cte}"
+        args += also_args
+    changed = await _write(conn, head, args, after, result.status.value,
+                           [payment_event(result.status.value, snapshot)], now)
+    if not changed:
+        return None
+    metrics.transition("payment", row["id"], "processing", result.status.value, connector=row["connector"],
+                       outcome=outcome.kind.value, error=outcome.error_code)
+    return snapshot
+
+
+@single_unit
+async def settle_begun(conn: asyncpg.Connection, begun: Begun, outcome: Outcome,
+                       latency_ms: float | None = None) -> dict:
+    """Record a connector ``outcome`` for the attempt ``begun`` started, and move the payment.
+
+    One statement (:func:`settle_known` with what ``begun`` knows). If anything
+    moved the payment since (a webhook, reconciliation), this is a late
+    answer: the payment is left as it is, the attempt recorded, and the
+    payment read back.
+
+    Returns:
+      The payment's API form after the change.
+    """
+    snapshot = await settle_known(conn, begun.payment, begun.attempts, begun.attempt_id, outcome,
+                                  latency_ms=latency_ms)
+    if snapshot is not None:
+        return snapshot
+    async with _transaction(conn):
+        return await settle(conn, begun.payment["merchant_id"], begun.payment["id"], begun.attempt_id, outcome,
+                            latency_ms=latency_ms)
 
 
 async def settle(conn: asyncpg.Connection, merchant_id: str, payment_id: str, attempt_id: str,
                  outcome: Outcome, *, final: bool = True, latency_ms: float | None = None) -> dict:
-    """Record a connector ``outcome`` for an attempt and move the payment.
+    """Record a connector ``outcome`` for an attempt and move the payment (inside a transaction).
 
-    A payment that is no longer ``processing`` (a late or duplicate answer) is
-    left as it is: a terminal status never changes.
+    For outcomes that arrive without the attempt's :class:`Begun` (a gateway
+    webhook, reconciliation, a fallback's failed attempt). A payment that is
+    no longer ``processing`` (a late or duplicate answer) is left as it is: a
+    terminal status never changes.
 
     Args:
       final: False when the confirm will fall back to another connector, so an
@@ -208,44 +499,78 @@ async def settle(conn: asyncpg.Connection, merchant_id: str, payment_id: str, at
     return await _commit_events(conn, row, result.status.value)
 
 
-async def capture(conn: asyncpg.Connection, merchant_id: str, payment_id: str, amount: int) -> dict:
-    """``requires_capture`` → ``succeeded`` for ``amount``; the rest is released."""
-    row = await conn.fetchrow(
-        "UPDATE payments SET status = 'succeeded', amount_received = $3, amount_capturable = 0,"
-        " updated_at = now() WHERE id = $1 AND merchant_id = $2 AND status = 'requires_capture'"
-        " AND amount_capturable >= $3 RETURNING *",
-        payment_id, merchant_id, amount,
-    )
-    if row is None:
-        current = await fetch_row(conn, merchant_id, payment_id)
-        next_status(current["status"], Trigger.CAPTURE)  # raises the precise StateError
-        raise StateError("The payment changed while capturing; retry.")
-    await conn.execute(
-        "UPDATE payment_attempts SET status = 'succeeded', updated_at = now()"
-        " WHERE payment_id = $1 AND status = 'authorized'", payment_id,
-    )
-    metrics.transition("payment", payment_id, "requires_capture", "succeeded", amount=amount)
-    return await _commit_events(conn, row, "succeeded")
+_CAPTURE_HEAD = (
+    "upd AS (UPDATE payments SET status = $3, amount_received = $4, amount_capturable = 0, updated_at = $5"
+    " WHERE id = $1 AND merchant_id = $2 AND status = ANY($6::text[]) AND amount_capturable >= $4"
+    " AND updated_at = $7 RETURNING id),"
+    " att AS (UPDATE payment_attempts SET status = 'succeeded', updated_at = $5"
+    " WHERE payment_id = $1 AND status = 'authorized' AND EXISTS (SELECT 1 FROM upd))"
+)
+_CANCEL_HEAD = (
+    "upd AS (UPDATE payments SET status = $3, amount_capturable = 0, updated_at = $4"
+    " WHERE id = $1 AND merchant_id = $2 AND status = ANY($5::text[]) AND updated_at = $6 RETURNING id),"
+    " att AS (UPDATE payment_attempts SET status = 'failed', error_code = 'authorization_voided', updated_at = $4"
+    " WHERE payment_id = $1 AND status = 'authorized' AND EXISTS (SELECT 1 FROM upd))"
+)
 
 
-async def cancel(conn: asyncpg.Connection, merchant_id: str, payment_id: str) -> dict:
-    """``requires_confirmation``/``requires_capture`` → ``canceled``; an authorisation is voided."""
-    current = await fetch_row(conn, merchant_id, payment_id, lock=True)
-    next_status(current["status"], Trigger.CANCEL)
-    row = await conn.fetchrow(
-        "UPDATE payments SET status = 'canceled', amount_capturable = 0, updated_at = now()"
-        " WHERE id = $1 AND status = $2 RETURNING *", payment_id, current["status"],
-    )
-    await conn.execute(
-        "UPDATE payment_attempts SET status = 'failed', error_code = 'authorization_voided', updated_at = now()"
-        " WHERE payment_id = $1 AND status = 'authorized'", payment_id,
-    )
-    metrics.transition("payment", payment_id, current["status"], "canceled")
-    return await _commit_events(conn, row, "canceled")
+@single_unit
+async def capture(conn: asyncpg.Connection, loaded: Loaded, amount: int) -> dict:
+    """``requires_capture`` → ``succeeded`` for ``amount``; the rest is released.
+
+    One statement, guarded by the state ``loaded`` saw.
+
+    Raises:
+      StateError: the payment is not (or no longer) capturable.
+    """
+    row = loaded.row
+    status = next_status(row["status"], Trigger.CAPTURE).value
+    now = _now()
+    after = {**row, "status": status, "amount_received": amount, "amount_capturable": 0, "updated_at": now}
+    attempts = [{**a, "status": "succeeded", "updated_at": now} if a["status"] == "authorized" else a
+                for a in loaded.attempts]
+    snapshot = render.payment(after, attempts)
+    if not await _write(conn, _CAPTURE_HEAD, [row["id"], row["merchant_id"], status, amount, now,
+                                              sources(Trigger.CAPTURE), row["updated_at"]],
+                        after, status, [payment_event(status, snapshot)], now):
+        _refuse(await load(conn, row["merchant_id"], row["id"]), Trigger.CAPTURE, "capturing")
+    metrics.transition("payment", row["id"], row["status"], status, amount=amount)
+    return snapshot
 
 
+@single_unit
+async def cancel(conn: asyncpg.Connection, loaded: Loaded) -> dict:
+    """``requires_confirmation``/``requires_capture`` → ``canceled``; an authorisation is voided.
+
+    One statement, guarded by the state ``loaded`` saw.
+
+    Raises:
+      StateError: the payment cannot be (or no longer be) canceled.
+    """
+    row = loaded.row
+    status = next_status(row["status"], Trigger.CANCEL).value
+    now = _now()
+    after = {**row, "status": status, "amount_capturable": 0, "updated_at": now}
+    attempts = [{**a, "status": "failed", "error_code": "authorization_voided", "updated_at": now}
+                if a["status"] == "authorized" else a for a in loaded.attempts]
+    snapshot = render.payment(after, attempts)
+    if not await _write(conn, _CANCEL_HEAD, [row["id"], row["merchant_id"], status, now, sources(Trigger.CANCEL),
+                                             row["updated_at"]],
+                        after, status, [payment_event(status, snapshot)], now):
+        _refuse(await load(conn, row["merchant_id"], row["id"]), Trigger.CANCEL, "canceling")
+    metrics.transition("payment", row["id"], row["status"], status)
+    return snapshot
+
+
+def _refuse(current: Loaded, trigger: Trigger, doing: str) -> None:
+    """Raise why a guarded write did not match: the precise transition error, or "changed, retry"."""
+    next_status(current.row["status"], trigger)
+    raise StateError(f"The payment changed while {doing}; retry.")
+
+
+@single_unit
 async def get(conn: asyncpg.Connection, merchant_id: str, payment_id: str) -> dict:
-    return await _render(conn, await fetch_row(conn, merchant_id, payment_id))
+    return (await load(conn, merchant_id, payment_id)).snapshot
 
 
 async def list_page(conn: asyncpg.Connection, merchant_id: str, *, limit: int, starting_after: str | None,
@@ -261,139 +586,3 @@ async def list_page(conn: asyncpg.Connection, merchant_id: str, *, limit: int, s
     return [render.payment(r, by_payment[r["id"]]) for r in rows], more
 
 
-
-async def authorized_txn(conn: asyncpg.Connection, payment_id: str) -> str | None:
-    """The connector transaction id of the payment's authorised attempt."""
-    return await conn.fetchval(
-        "SELECT connector_txn_id FROM payment_attempts WHERE payment_id = $1 AND status = 'authorized'", payment_id
-    )
-
-
-@dataclasses.dataclass(frozen=True)
-class AttemptRecord:
-    """An attempt that already ran against an in-process connector."""
-
-    id: str
-    connector: str
-    status: str
-    connector_txn_id: str | None
-    error_code: str | None
-    created_at: dt.datetime
-    latency_ms: float | None = None  # the connector call's duration
-
-
-@dataclasses.dataclass(frozen=True)
-class Confirmed:
-    """A payment whose attempts already ran, ready to be written."""
-
-    merchant_id: str
-    spec: dict
-    payment_id: str
-    attempts: list[AttemptRecord]
-    outcome: Outcome
-    deadline_s: float
-    now: dt.datetime
-    traceparent: str | None = None  # the trace of the request that made it
-
-
-async def insert_confirmed(conn: asyncpg.Connection, item: Confirmed) -> dict:
-    """Create a payment whose attempts already ran, with all its events, in one transaction.
-
-    Used for ``confirm: true`` with in-process connectors: there is nothing
-    outside this process that could have moved money if we crash before the
-    commit, so the intent-first write of :func:`begin_attempt` buys nothing
-    and costs a crossing (DESIGN.md: one request, one crossing).
-
-    Raises:
-      NotFound, InvalidRequest: as :func:`create` (order checks).
-    """
-    snapshot, pending = await _write_confirmed(conn, item)
-    await event_log.append_all(conn, item.merchant_id, pending)
-    return snapshot
-
-
-async def insert_confirmed_batch(conn: asyncpg.Connection, items: list[Confirmed]) -> list[dict | PaycastError]:
-    """Group commit of :func:`insert_confirmed`: many payments, one transaction.
-
-    Rows are written first and the events last, one append per merchant, so a
-    merchant's seq row is locked once per batch and only for the end of it.
-    An item that fails a check (its order) is rolled back alone, through its
-    savepoint, and answered with its error.
-
-    Returns:
-      Per item, its snapshot or its :class:`PaycastError`.
-    """
-    results: list[dict | PaycastError] = []
-    by_merchant: dict[str, list[NewEvent]] = {}
-    for item in items:
-        try:
-            if item.spec.get("order_id"):
-                async with conn.transaction():  # a savepoint: an order check may fail
-                    snapshot, pending = await _write_confirmed(conn, item)
-            else:
-                snapshot, pending = await _write_confirmed(conn, item)
-        except PaycastError as exc:
-            results.append(exc)
-            continue
-        if item.traceparent:  # each payment's events join its own request's trace
-            pending = [dataclasses.replace(e, traceparent=item.traceparent) for e in pending]
-        results.append(snapshot)
-        by_merchant.setdefault(item.merchant_id, []).extend(pending)
-    for merchant_id, pending in by_merchant.items():
-        await event_log.append_all(conn, merchant_id, pending)
-    return results
-
-
-async def _write_confirmed(conn: asyncpg.Connection, item: Confirmed) -> tuple[dict, list[NewEvent]]:
-    """Insert the payment and its attempts (and move its order); return the snapshot and events to append."""
-    merchant_id, spec, payment_id = item.merchant_id, item.spec, item.payment_id
-    attempts, outcome, deadline_s, now = item.attempts, item.outcome, item.deadline_s, item.now
-    customer_id = spec.get("customer_id")
-    if spec.get("order_id"):
-        customer_id = await _check_order(conn, merchant_id, spec, customer_id)
-    result = settle_outcome(spec["amount"], outcome)
-    processing = result.status is Status.PROCESSING
-    row = {
-        "id": payment_id, "merchant_id": merchant_id, "order_id": spec.get("order_id"), "customer_id": customer_id,
-        "amount": spec["amount"], "currency": spec["currency"], "status": result.status.value,
-        "capture_method": spec["capture_method"], "payment_method": spec["payment_method"],
-        "connector": attempts[-1].connector, "amount_capturable": result.amount_capturable,
-        "amount_received": result.amount_received, "amount_refunded": 0, "last_error": result.last_error,
-        "review_required": False, "metadata": spec.get("metadata") or {}, "created_at": now, "updated_at": now,
-    }
-    await conn.execute(
-        "INSERT INTO payments (id, merchant_id, order_id, customer_id, amount, currency, status, capture_method,"
-        " payment_method, connector, pinned_connector, amount_capturable, amount_received, last_error, metadata,"
-        " processing_deadline, created_at, updated_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,"
-        " CASE WHEN $16 THEN $17::timestamptz + make_interval(secs => $18) END, $17, $17)",
-        payment_id, merchant_id, row["order_id"], customer_id, row["amount"], row["currency"], row["status"],
-        row["capture_method"], row["payment_method"], row["connector"], spec.get("connector"),
-        row["amount_capturable"], row["amount_received"], row["last_error"], row["metadata"],
-        processing, now, deadline_s,
-    )
-    attempt_rows = [dataclasses.asdict(a) for a in attempts]
-    attempt_rows[-1]["status"] = result.attempt_status
-    attempt_rows[-1]["error_code"] = outcome.error_code
-    await conn.execute(
-        "INSERT INTO payment_attempts (id, payment_id, merchant_id, connector, status, connector_txn_id,"
-        " error_code, created_at, updated_at, latency_ms)"
-        " SELECT a.id, $1, $2, a.connector, a.status, a.txn, a.code, a.created, a.created, a.latency"
-        " FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::timestamptz[],"
-        " $9::float8[]) AS a(id, connector, status, txn, code, created, latency)",
-        payment_id, merchant_id, [a["id"] for a in attempt_rows], [a["connector"] for a in attempt_rows],
-        [a["status"] for a in attempt_rows], [a["connector_txn_id"] for a in attempt_rows],
-        [a["error_code"] for a in attempt_rows], [a["created_at"] for a in attempt_rows],
-        [a["latency_ms"] for a in attempt_rows],
-    )
-    created = render.payment({**row, "status": "requires_confirmation", "amount_capturable": 0,
-                              "amount_received": 0, "last_error": None, "connector": None}, [])
-    snapshot = render.payment(row, attempt_rows)
-    pending = [payment_event("created", created), payment_event(result.status.value, snapshot)]
-    if row["order_id"] and result.status.value in ("succeeded", "failed"):
-        order_ev = await orders.follow_payment(conn, merchant_id, row["order_id"], result.status.value)
-        if order_ev:
-            pending.append(order_ev)
-    metrics.transition("payment", payment_id, "requires_confirmation", result.status.value,
-                       connector=row["connector"], outcome=outcome.kind.value, error=outcome.error_code)
-    return snapshot, pending

@@ -1,8 +1,8 @@
 """Refunds: reserved against their payment when created, settled by the connector.
 
 "The sum of non-failed refunds never exceeds ``amount_received``" is enforced
-where it cannot be raced: :func:`begin` locks the payment row, and the
-increment of ``amount_refunded`` is itself conditional (and backed by the
+where it cannot be raced: :func:`begin` reserves with a conditional
+increment of ``amount_refunded`` (backed by the
 table's ``CHECK (amount_refunded <= amount_received)``), so concurrent
 requests in any number of processes cannot together refund too much.
 
@@ -19,9 +19,9 @@ from domain import render
 from domain.errors import ChargeDisputed, NotFound, RefundExceedsPayment, StateError
 from domain.events import NewEvent
 from domain.ids import new_id
-from gateways.base import Submission
+from domain.submission import Submission
 from storage import events as event_log
-from storage import payments
+from storage.database import single_unit
 from storage.pagination import page_rows
 from telemetry import metrics
 
@@ -37,9 +37,35 @@ async def fetch_row(conn: asyncpg.Connection, merchant_id: str, refund_id: str):
     return row
 
 
+_BEGIN_READ = (
+    "SELECT p.status, p.currency, p.amount_received, p.amount_refunded,"
+    " EXISTS (SELECT 1 FROM account_transactions t WHERE t.payment_id = p.id) AS funds_deposit,"
+    " EXISTS (SELECT 1 FROM disputes d WHERE d.payment_id = p.id AND d.status = ANY($3::text[])) AS disputed,"
+    " a.connector, a.connector_txn_id"
+    " FROM payments p LEFT JOIN payment_attempts a ON a.payment_id = p.id AND a.status = 'succeeded'"
+    " WHERE p.id = $1 AND p.merchant_id = $2"
+)
+# The reservation: a conditional increment (backed by the table's CHECK), so
+# concurrent refunds in any number of processes cannot together refund too
+# much, and the refund row only if it matched.
+_BEGIN_WRITE = (
+    "WITH upd AS (UPDATE payments SET amount_refunded = amount_refunded + $2, updated_at = now()"
+    " WHERE id = $1 AND status = 'succeeded' AND amount_refunded + $2 <= amount_received"
+    " AND NOT EXISTS (SELECT 1 FROM disputes d WHERE d.payment_id = $1 AND d.status = ANY($9::text[]))"
+    " RETURNING id)"
+    " INSERT INTO refunds (id, merchant_id, payment_id, amount, currency, reason, status, connector, metadata)"
+    " SELECT $3, $4, $1, $2, $5, $6, 'pending', $7, $8 FROM upd RETURNING *"
+)
+
+
+@single_unit
 async def begin(conn: asyncpg.Connection, merchant_id: str, payment_id: str, amount: int | None,
                 reason: str | None, metadata: dict) -> dict:
     """Accept a refund: count it against the payment and store it ``pending``.
+
+    Two statements, no transaction: a read for the checks and the amount, then
+    the guarded reservation (see :data:`_BEGIN_WRITE`); if another refund got
+    there first the guard fails and the refund is refused.
 
     Returns:
       ``{"refund": <row>, "connector_txn_id": <the charge>}`` for the connector call.
@@ -50,36 +76,25 @@ async def begin(conn: asyncpg.Connection, merchant_id: str, payment_id: str, amo
       ChargeDisputed: the payment has an open or lost dispute.
       RefundExceedsPayment: the amount is more than what is left to refund.
     """
-    payment = await payments.fetch_row(conn, merchant_id, payment_id, lock=True)
+    payment = await conn.fetchrow(_BEGIN_READ, payment_id, merchant_id, _BLOCKING_DISPUTES)
+    if payment is None:
+        raise NotFound(f"No such payment: '{payment_id}'", param="id")
     rules.refundable_payment(payment["status"])
-    if await conn.fetchval("SELECT true FROM account_transactions WHERE payment_id = $1", payment_id):
+    if payment["funds_deposit"]:
         # Refunding it would return money the wallet still holds.
         raise StateError("This payment funds a wallet deposit; withdraw from the account instead.")
-    if await conn.fetchval("SELECT true FROM disputes WHERE payment_id = $1 AND status = ANY($2::text[]) LIMIT 1",
-                           payment_id, _BLOCKING_DISPUTES):
+    if payment["disputed"]:
         raise ChargeDisputed("This payment has been disputed and cannot be refunded.")
     amount = rules.refund_amount(amount, payment["amount_received"], payment["amount_refunded"])
-    charge = await conn.fetchrow(
-        "SELECT connector, connector_txn_id FROM payment_attempts WHERE payment_id = $1 AND status = 'succeeded'",
-        payment_id,
-    )
-    if charge is None or charge["connector_txn_id"] is None:
+    if payment["connector_txn_id"] is None:
         raise StateError("The payment has no successful charge to refund.")
-    updated = await conn.fetchval(
-        "UPDATE payments SET amount_refunded = amount_refunded + $2, updated_at = now()"
-        " WHERE id = $1 AND status = 'succeeded' AND amount_refunded + $2 <= amount_received RETURNING id",
-        payment_id, amount,
-    )
-    if updated is None:  # unreachable while the row is locked; the condition is the last line of defence
+    row = await conn.fetchrow(_BEGIN_WRITE, payment_id, amount, new_id("re"), merchant_id, payment["currency"],
+                              reason, payment["connector"], metadata, _BLOCKING_DISPUTES)
+    if row is None:  # another refund (or a dispute) got there between the read and the write
         raise RefundExceedsPayment("The refund exceeds what is left to refund.", param="amount")
-    row = await conn.fetchrow(
-        "INSERT INTO refunds (id, merchant_id, payment_id, amount, currency, reason, status, connector, metadata)"
-        " VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8) RETURNING *",
-        new_id("re"), merchant_id, payment_id, amount, payment["currency"], reason, charge["connector"], metadata,
-    )
     metrics.transition("refund", row["id"], None, "pending", payment=payment_id, amount=amount,
-                       connector=charge["connector"])
-    return {"refund": dict(row), "connector_txn_id": charge["connector_txn_id"]}
+                       connector=payment["connector"])
+    return {"refund": dict(row), "connector_txn_id": payment["connector_txn_id"]}
 
 
 async def settle(conn: asyncpg.Connection, refund_id: str, trigger: rules.Trigger, *,
@@ -132,23 +147,29 @@ async def _follow_order(conn: asyncpg.Connection, order_id: str) -> None:
         )
 
 
+@single_unit
 async def record_submission(conn: asyncpg.Connection, refund_id: str, submission: Submission) -> dict:
     """Record the connector's immediate answer to a refund request.
+
+    A ``pending`` answer (the usual one: the outcome comes by webhook) is one
+    statement; a final answer settles the refund in a transaction.
 
     Returns:
       The refund's API form now.
     """
-    if submission.status == "succeeded":
-        await settle(conn, refund_id, rules.Trigger.SUCCEED, reference=submission.reference)
-    elif submission.status == "failed":
-        await settle(conn, refund_id, rules.Trigger.FAIL, reference=submission.reference,
-                     failure_code=submission.error_code or "refund_failed")
-    elif submission.reference:
-        await conn.execute(
-            "UPDATE refunds SET connector_refund_id = COALESCE(connector_refund_id, $2), updated_at = now()"
-            " WHERE id = $1", refund_id, submission.reference,
-        )
-    return render.refund(await conn.fetchrow("SELECT * FROM refunds WHERE id = $1", refund_id))
+    if submission.status in ("succeeded", "failed"):
+        async with conn.transaction():
+            if submission.status == "succeeded":
+                await settle(conn, refund_id, rules.Trigger.SUCCEED, reference=submission.reference)
+            else:
+                await settle(conn, refund_id, rules.Trigger.FAIL, reference=submission.reference,
+                             failure_code=submission.error_code or "refund_failed")
+            return render.refund(await conn.fetchrow("SELECT * FROM refunds WHERE id = $1", refund_id))
+    return render.refund(await conn.fetchrow(
+        "UPDATE refunds SET connector_refund_id = COALESCE(connector_refund_id, $2),"
+        " updated_at = CASE WHEN $2::text IS NULL THEN updated_at ELSE now() END WHERE id = $1 RETURNING *",
+        refund_id, submission.reference,
+    ))
 
 
 async def apply_webhook(conn: asyncpg.Connection, inbox_row, payment, attempt_id: str | None) -> str:

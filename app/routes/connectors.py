@@ -10,6 +10,7 @@ from app.body import json_response, parse_json, read_raw
 from app.idempotency import idempotent
 from domain.errors import InvalidRequest
 from domain.routing import STRATEGIES, RoutingConfig
+from storage import merchants
 
 bp = Blueprint("connectors", __name__)
 _ROUTING_FIELDS = frozenset({"strategy", "connectors", "weights", "rules"})
@@ -23,19 +24,11 @@ async def list_connectors():
     return json_response([breaker.snapshot(now) for breaker in system.breakers.values()])
 
 
-async def _load(conn, merchant_id: str):
-    return await conn.fetchval("SELECT routing FROM merchants WHERE id = $1", merchant_id)
-
-
-async def _store(conn, merchant_id: str, routing: dict) -> None:
-    await conn.execute("UPDATE merchants SET routing = $2 WHERE id = $1", merchant_id, routing)
-
-
 @bp.get("/v1/routing")
 @merchant_required
 async def get_routing():
     system = current_app.config["SYSTEM"]
-    stored = await system.db.transaction(_load, g.merchant_id)
+    stored = await system.db.transaction(merchants.routing, g.merchant_id)
     return json_response(RoutingConfig.from_dict(stored, system.known_connectors).to_dict())
 
 
@@ -59,6 +52,6 @@ async def put_routing():
     config = RoutingConfig.from_dict(data, system.known_connectors)
     body = config.to_dict()
     stored = {k: v for k, v in body.items() if k != "object"}
-    await system.db.transaction(_store, g.merchant_id, stored)
+    await system.db.transaction(merchants.set_routing, g.merchant_id, stored)
     system.forget_routing(g.merchant_id)
     return json_response(body)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from quart import Blueprint, current_app, g
 
-from actors.payment import Cancel, Capture, Confirm
+from actors.payment_messages import Cancel, Capture, Confirm
 from app.auth import merchant_required
 from app.body import json_response, page_params, parse
 from app.idempotency import idempotent
@@ -55,7 +55,7 @@ async def create_payment():
     spec = body.model_dump(exclude={"confirm", "payment_method"})
     spec["payment_method"] = stored_method(body.payment_method)
     if not body.confirm:
-        payment = await system.db.transaction(payments.create, g.merchant_id, spec)
+        payment = await system.write(g.merchant_id, payments.create, g.merchant_id, spec)
         return json_response(payment, 201)
     return json_response(await system.create_and_confirm(g.merchant_id, spec), 201)
 

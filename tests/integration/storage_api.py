@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import hashlib
 
+from actors.system import register_followers_and_projections
 from domain.payments import Outcome, OutcomeKind
 from domain.refunds import Trigger as RefundTrigger
+from domain.submission import Submission
 from domain.webhooks import GatewayEvent
-from gateways.base import Submission
 from storage import accounts, events, idempotency, inbox, merchants, payments, reconcile, refunds
 from storage.database import Database
 
@@ -42,6 +43,9 @@ class StorageAPI:
     def __init__(self, db: Database, deadline_s: float = 60.0) -> None:
         self.db = db
         self.deadline_s = deadline_s
+        # What commits with a change (orders and deposits following their payment, the
+        # realtime log) is registered by the running system; do as it does.
+        register_followers_and_projections()
 
     # ---- merchants
     async def create_merchant(self, name: str = "storage test") -> str:
@@ -77,10 +81,13 @@ class StorageAPI:
                                                  else None))
 
     async def capture(self, merchant_id: str, payment_id: str, amount: int) -> dict:
-        return await self.db.transaction(payments.capture, merchant_id, payment_id, amount)
+        # Read, then one guarded statement (as the payment actor does around the connector call).
+        loaded = await self.db.transaction(payments.load, merchant_id, payment_id)
+        return await self.db.transaction(payments.capture, loaded, amount)
 
     async def cancel(self, merchant_id: str, payment_id: str) -> dict:
-        return await self.db.transaction(payments.cancel, merchant_id, payment_id)
+        loaded = await self.db.transaction(payments.load, merchant_id, payment_id)
+        return await self.db.transaction(payments.cancel, loaded)
 
     # ---- reconciliation of payments stuck in processing
     async def lease_overdue(self, limit: int, lease_s: float = 30.0) -> list[str]:

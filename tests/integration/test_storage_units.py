@@ -20,7 +20,7 @@ import trio
 from domain.errors import (IdempotencyKeyInUse, IdempotencyKeyReused, InsufficientFunds, PaycastError,
                            RefundExceedsPayment, StateError)
 from domain.payments import OutcomeKind
-from storage import migrate
+from storage import migrate, webhook_deliveries  # the retry schedule reaches delivery SQL as session settings
 from storage.database import Database
 from tests.integration.storage_api import StorageAPI
 
@@ -42,7 +42,7 @@ def migrated_dsn(new_database):
 
 @pytest.fixture
 async def store(migrated_dsn):
-    db = Database(migrated_dsn, pool_size=12)
+    db = Database(migrated_dsn, pool_size=12, session_settings=webhook_deliveries.session_settings([0, 5]))
     await db.open()
     try:
         yield StorageAPI(db)
