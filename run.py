@@ -2,6 +2,7 @@
 """Paycast entry point.
 
     python run.py [serve]             start the server (embedded PostgreSQL unless PAYCAST_DATABASE_URL)
+    python run.py serve --role api    run one role: all (default) | api | realtime | worker (or PAYCAST_ROLE)
     python run.py migrate             apply database migrations and exit
     python run.py merchant create NAME  create a merchant and print its API key
     python run.py check               verify DESIGN.md's invariants against the database (exit 1 on violations)
@@ -22,6 +23,7 @@ import trio
 
 from config import SettingsError, load_settings
 from config import logs
+from config.roles import Role
 
 log = logging.getLogger("paycast")
 # How long start-up waits for a database that is not reachable yet.
@@ -121,9 +123,9 @@ async def serve_main(settings, dsn: str, admin_token: str) -> None:
             if settings.gc_tuning:
                 tune_gc()
             system.set_base_url(binds[0])
-            print(json.dumps({"event": "listening", "url": binds[0], "admin_token_set": bool(settings.admin_token)}),
-                  flush=True)
-            log.info("Paycast listening on %s", binds[0])
+            print(json.dumps({"event": "listening", "url": binds[0], "role": str(settings.role),
+                              "admin_token_set": bool(settings.admin_token)}), flush=True)
+            log.info("Paycast (role %s) listening on %s", settings.role, binds[0])
     finally:
         with trio.CancelScope(shield=True):
             await db.close()
@@ -216,7 +218,13 @@ def main(argv: list[str] | None = None) -> int:
         return simulate(argv[1:])
     parser = argparse.ArgumentParser(prog="run.py", description="Paycast payment backend")
     sub = parser.add_subparsers(dest="command")
-    sub.add_parser("serve", help="run the server (default)")
+    serve = sub.add_parser("serve", help="run the server (default)")
+    # Roles combine with several processes per role: start as many processes of
+    # each role as needed (every one is a full process on the shared database).
+    # HOOK for --workers N (SO_REUSEPORT, issue 10): each of the N processes is
+    # started with the same role.
+    serve.add_argument("--role", choices=[r.value for r in Role],
+                       help="what this process runs (default: PAYCAST_ROLE, else all); see config/roles.py")
     sub.add_parser("migrate", help="apply database migrations")
     merchant = sub.add_parser("merchant", help="merchant administration")
     merchant_sub = merchant.add_subparsers(dest="action", required=True)
@@ -225,8 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("check", help="verify the invariants of DESIGN.md against the database")
     sub.add_parser("simulate", help="drive demo traffic against a running server (see run.py simulate -h)")
     args = parser.parse_args(argv)
+    overrides = {"role": args.role} if getattr(args, "role", None) else {}
     try:
-        settings = load_settings()
+        settings = load_settings(**overrides)
     except SettingsError as exc:
         print(f"paycast: {exc}", file=sys.stderr)
         return 2

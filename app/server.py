@@ -18,6 +18,7 @@ from quart import Quart, g, request
 from quart_trio import QuartTrio
 
 from app import errors
+from config.roles import Part
 from app.limits import BodyLimit
 from app.metrics import Metrics
 from config import logs
@@ -27,6 +28,16 @@ from app.routes import (accounts, admin, connectors, dashboard, disputes, events
                         reconciliation, refunds, webhook_endpoints, webhooks)
 
 log = logging.getLogger("paycast.http")
+
+# The routes of each part of the system; a process serves those of the parts
+# its role runs (config/roles.py ROLE_PARTS), and every role has OPS.
+ROUTES = {
+    Part.OPS: (ops.bp,),
+    Part.MERCHANT_HTTP: (admin.bp, orders.bp, payments.bp, events.bp, connectors.bp, reconciliation.bp, refunds.bp,
+                         disputes.bp, accounts.bp, webhook_endpoints.bp, realtime.bp, dashboard.bp),
+    Part.WEBHOOKS_IN: (webhooks.bp,),
+    Part.REALTIME: (realtime.socket_bp,),
+}
 
 
 def create_app(system, admin_token: str) -> Quart:
@@ -38,9 +49,10 @@ def create_app(system, admin_token: str) -> Quart:
     app.config["MAX_CONTENT_LENGTH"] = system.settings.max_body_bytes
     app.config["BODY_TIMEOUT"] = 30
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
-    for module in (admin, orders, payments, events, connectors, reconciliation, webhooks, ops, refunds, disputes,
-                   accounts, webhook_endpoints, realtime, dashboard):
-        app.register_blueprint(module.bp)
+    for part, blueprints in ROUTES.items():
+        if part in system.parts:
+            for blueprint in blueprints:
+                app.register_blueprint(blueprint)
     errors.register(app)
 
     @app.before_request
