@@ -67,7 +67,7 @@ class Plan:
 
 
 def plan(existing: set[dt.datetime], period: Period, now: dt.datetime, *, ahead: int,
-         retention: dt.timedelta | None, oldest_unplaced: dt.datetime | None = None) -> Plan:
+         retention: dt.timedelta | None, unplaced: set[dt.datetime] = frozenset()) -> Plan:
     """What to do for one table.
 
     Args:
@@ -76,25 +76,19 @@ def plan(existing: set[dt.datetime], period: Period, now: dt.datetime, *, ahead:
       now: the clock.
       ahead: periods to have ready after the current one.
       retention: how long rows are kept (None: for ever).
-      oldest_unplaced: the oldest row still in the default partition (it gets
-        a partition too, unless it is past the retention).
+      unplaced: starts of the periods of rows still in the default partition
+        (each gets its partition too, unless it is past the retention).
 
     Returns:
-      The plan: a partition from the oldest row to be kept up to ``ahead``
-      periods after now; drop every partition that ends at or before
-      ``now - retention`` (a partition is dropped whole, so rows live up to
-      one period longer than the retention).
+      The plan: the current period's partition and ``ahead`` more, one for
+      each period of unplaced rows to be kept; drop every partition that ends
+      at or before ``now - retention`` (a partition is dropped whole, so rows
+      live up to one period longer than the retention).
     """
     cutoff = now - retention if retention else None
-    first = floor(min(now, oldest_unplaced) if oldest_unplaced else now, period)
-    if cutoff is not None:
-        first = max(first, floor(cutoff, period))
-    last = step(floor(now, period), period, ahead)
-    create = []
-    start = first
-    while start <= last:
-        if start not in existing:
-            create.append(start)
-        start = step(start, period)
+    current = floor(now, period)
+    wanted = {step(current, period, n) for n in range(ahead + 1)}
+    wanted |= {s for s in unplaced if cutoff is None or step(s, period) > cutoff}
+    create = sorted(wanted - existing)
     drop = sorted(s for s in existing if cutoff is not None and step(s, period) <= cutoff)
     return Plan(create, drop, cutoff)

@@ -55,8 +55,13 @@ async def existing(conn: asyncpg.Connection, table: Table) -> set[dt.datetime]:
     return {s for s in starts if s is not None}
 
 
-async def _oldest_unplaced(conn: asyncpg.Connection, table: Table) -> dt.datetime | None:
-    return await conn.fetchval(f"SELECT min({table.column}) FROM {table.name}_default")
+async def _unplaced(conn: asyncpg.Connection, table: Table) -> set[dt.datetime]:
+    """Starts of the periods of the rows in the default partition (normally none)."""
+    rows = await conn.fetch(
+        f"SELECT DISTINCT date_trunc($1, {table.column} AT TIME ZONE 'UTC') AS start FROM {table.name}_default",
+        str(table.period),
+    )
+    return {r["start"].replace(tzinfo=dt.timezone.utc) for r in rows}
 
 
 async def create(conn: asyncpg.Connection, table: Table, start: dt.datetime) -> int:
@@ -124,7 +129,7 @@ async def maintain(conn: asyncpg.Connection, now: dt.datetime, retention: dict[s
         for table in TABLES:
             keep = retention.get(table.name)
             plan = rules.plan(await existing(conn, table), table.period, now, ahead=ahead, retention=keep,
-                              oldest_unplaced=await _oldest_unplaced(conn, table))
+                              unplaced=await _unplaced(conn, table))
             done: dict = {"created": [], "dropped": [], "moved": 0, "purged": 0}
             if plan.cutoff is not None:
                 done["purged"] = await purge_unplaced(conn, table, plan.cutoff)
