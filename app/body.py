@@ -7,7 +7,7 @@ limit, and validated by a pydantic model whose errors name the offending
 
 from __future__ import annotations
 
-import json
+import orjson
 from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -20,7 +20,7 @@ MAX_DEPTH = 32  # API.md: JSON nested deeper than 32 levels gets 400
 
 
 def json_response(body: object, status: int = 200, headers: dict | None = None) -> Response:
-    return Response(json.dumps(body, separators=(",", ":")), status=status, headers=headers,
+    return Response(orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS), status=status, headers=headers,
                     content_type="application/json")
 
 
@@ -48,11 +48,11 @@ def parse_json(raw: bytes) -> object:
     if b"\x00" in raw or b"\\u0000" in raw:
         # PostgreSQL text and jsonb cannot hold NUL; refuse it at the door, not as a 500.
         raise InvalidRequest("NUL characters are not allowed in the request body.")
-    # Cheap pre-check before json.loads so a "[[[[..." bomb never recurses.
+    # Cheap pre-check before parsing so a "[[[[..." bomb never recurses.
     if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and not _bracket_depth_ok(raw):
         raise InvalidRequest(f"JSON is nested deeper than {MAX_DEPTH} levels.")
     try:
-        value = json.loads(raw)
+        value = orjson.loads(raw)  # integers beyond 64 bits are refused as invalid JSON
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise InvalidRequest("Invalid JSON in the request body.") from None
     if not _depth(value, MAX_DEPTH):

@@ -8,15 +8,40 @@ import logging
 from quart import Quart, Response
 from werkzeug.exceptions import HTTPException
 
-from domain.errors import BodyTooLarge, InvalidRequest, NotFound, PaycastError
+from domain.errors import (AuthenticationFailed, BodyTooLarge, IdempotencyKeyInUse, IdempotencyKeyReused,
+                           InternalError, InvalidRequest, NotFound, PaycastError, RateLimited, StateError,
+                           Unavailable)
 
 log = logging.getLogger("paycast.http")
+
+# The HTTP status of each domain error (the most specific class wins); the
+# one place where the core's errors meet HTTP.
+STATUS: dict[type[PaycastError], int] = {
+    PaycastError: 400,
+    AuthenticationFailed: 401,
+    NotFound: 404,
+    StateError: 409,
+    IdempotencyKeyInUse: 409,
+    IdempotencyKeyReused: 422,
+    BodyTooLarge: 413,
+    RateLimited: 429,
+    InternalError: 500,
+    Unavailable: 503,
+}
+
+
+def status_of(exc: PaycastError) -> int:
+    """The HTTP status for ``exc``: an explicit ``status`` set at the edge, else :data:`STATUS`."""
+    explicit = getattr(exc, "status", None)
+    if explicit is not None:
+        return explicit
+    return next(STATUS[cls] for cls in type(exc).__mro__ if cls in STATUS)
 
 
 def error_response(exc: PaycastError) -> Response:
     from app.body import json_response
 
-    return json_response(exc.to_dict(), exc.status, getattr(exc, "headers", None))
+    return json_response(exc.to_dict(), status_of(exc), getattr(exc, "headers", None))
 
 
 def register(app: Quart) -> None:
@@ -48,7 +73,4 @@ def register(app: Quart) -> None:
 
 
 def _internal() -> Response:
-    err = PaycastError("Something went wrong on our side; it has been logged.", code="internal_error")
-    err.status = 500
-    err.type = "api_error"
-    return error_response(err)
+    return error_response(InternalError("Something went wrong on our side; it has been logged."))

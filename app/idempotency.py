@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
+import orjson
 
 import trio
 from quart import Response, current_app, g, request
@@ -24,8 +24,8 @@ MAX_KEY_LENGTH = 255
 
 def _request_hash(raw: bytes) -> str:
     try:  # canonical JSON, so re-serialising the same parameters is "the same request"
-        canonical = json.dumps(json.loads(raw), sort_keys=True, separators=(",", ":")).encode()
-    except ValueError:
+        canonical = orjson.dumps(orjson.loads(raw), option=orjson.OPT_SORT_KEYS)
+    except (ValueError, TypeError):
         canonical = raw
     return hashlib.sha256(request.method.encode() + b" " + request.path.encode() + b"\n" + canonical).hexdigest()
 

@@ -45,7 +45,7 @@ def create_app(system, admin_token: str) -> Quart:
     app = QuartTrio("paycast", static_folder=None)
     app.config["SYSTEM"] = system
     app.config["ADMIN_TOKEN"] = admin_token
-    app.config["METRICS"] = metrics = Metrics(system.db)
+    app.config["METRICS"] = metrics = Metrics(getattr(system, "db", None))  # route listings build an app without one
     app.config["MAX_CONTENT_LENGTH"] = system.settings.max_body_bytes
     app.config["BODY_TIMEOUT"] = 30
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False

@@ -1,16 +1,16 @@
 """Domain errors: one class per failure a caller can act on.
 
-The edge maps each to the HTTP status and error ``type``/``code`` of API.md, so
-the mapping lives in one place and the core never mentions HTTP.
+Each carries its meaning: the error ``type`` and ``code`` of the contract
+(docs/api.md) and the ``param`` at fault. Which HTTP status that is, is the
+edge's business (:data:`app.errors.STATUS`): the core never mentions HTTP.
 """
 
 from __future__ import annotations
 
 
 class PaycastError(Exception):
-    """Base class. ``status``, ``type`` and ``code`` are what API.md promises."""
+    """Base class. ``type``, ``code`` and ``param`` are what the contract promises."""
 
-    status = 400
     type = "invalid_request_error"
     code = "invalid_request"
 
@@ -22,8 +22,15 @@ class PaycastError(Exception):
             self.code = code
 
     def to_dict(self) -> dict:
-        """The ``{"error": {...}}`` body of API.md."""
+        """The ``{"error": {...}}`` object of the contract."""
         return {"error": {"type": self.type, "code": self.code, "message": self.message, "param": self.param}}
+
+
+class InternalError(PaycastError):
+    """Something failed that the caller cannot act on (logged with its traceback)."""
+
+    type = "api_error"
+    code = "internal_error"
 
 
 class InvalidRequest(PaycastError):
@@ -31,7 +38,6 @@ class InvalidRequest(PaycastError):
 
 
 class AuthenticationFailed(PaycastError):
-    status = 401
     type = "authentication_error"
     code = "invalid_api_key"
 
@@ -39,7 +45,6 @@ class AuthenticationFailed(PaycastError):
 class NotFound(PaycastError):
     """A missing object, or one of another merchant (indistinguishable on purpose)."""
 
-    status = 404
     type = "not_found"
     code = "not_found"
 
@@ -47,31 +52,26 @@ class NotFound(PaycastError):
 class StateError(PaycastError):
     """A transition the object's current state does not allow."""
 
-    status = 409
     type = "state_error"
     code = "payment_unexpected_state"
 
 
 class IdempotencyKeyInUse(PaycastError):
-    status = 409
     type = "idempotency_error"
     code = "idempotency_key_in_use"
 
 
 class IdempotencyKeyReused(PaycastError):
-    status = 422
     type = "idempotency_error"
     code = "idempotency_key_reused"
 
 
 class BodyTooLarge(PaycastError):
-    status = 413
     type = "invalid_request_error"
     code = "body_too_large"
 
 
 class RateLimited(PaycastError):
-    status = 429
     type = "rate_limit_error"
     code = "rate_limited"
 
@@ -79,7 +79,6 @@ class RateLimited(PaycastError):
 class Unavailable(PaycastError):
     """The database (or an actor behind it) cannot answer now; retry later."""
 
-    status = 503
     type = "api_error"
     code = "unavailable"
 

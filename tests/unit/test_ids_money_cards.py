@@ -15,6 +15,7 @@ from domain.cards import luhn_ok, truncate
 from domain.errors import InvalidRequest
 from domain.ids import PREFIXES, has_prefix, new_id
 from domain.money import CURRENCIES, MAX_AMOUNT, validate_amount, validate_currency
+from app.errors import status_of  # the HTTP status is the edge's mapping
 
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
@@ -118,7 +119,7 @@ def test_validate_amount_rejects(value):
     assert err.param == "amount"
     assert err.type == "invalid_request_error"
     assert err.code == "invalid_request"
-    assert err.status == 400
+    assert status_of(err) == 400
 
 
 def test_validate_amount_names_the_given_param():
@@ -156,7 +157,7 @@ def test_validate_currency_rejects(value):
         validate_currency(value)
     assert info.value.param == "currency"
     assert info.value.type == "invalid_request_error"
-    assert info.value.status == 400
+    assert status_of(info.value) == 400
 
 
 def test_validate_currency_names_the_given_param():

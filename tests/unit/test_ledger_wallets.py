@@ -10,6 +10,7 @@ from hypothesis import given, strategies as st
 from domain import ledger, wallets
 from domain.errors import InsufficientFunds
 from domain.ledger import Book, Movement
+from app.errors import status_of  # the HTTP status is the edge's mapping
 
 
 @pytest.mark.parametrize("movement", list(Movement))
@@ -38,7 +39,7 @@ def test_reserve_only_what_is_available():
     ledger.check_reserve(100, 100)
     with pytest.raises(InsufficientFunds) as err:
         ledger.check_reserve(100, 101)
-    assert err.value.code == "insufficient_funds" and err.value.status == 409 and err.value.type == "state_error"
+    assert err.value.code == "insufficient_funds" and status_of(err.value) == 409 and err.value.type == "state_error"
 
 
 def test_transaction_table():
