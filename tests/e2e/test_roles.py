@@ -143,6 +143,17 @@ async def test_api_realtime_worker_processes_share_the_work(roles):
                             if obj["id"] in seen:
                                 seen[obj["id"]].add(f["event"]["type"])
 
+                # A message published through the api reaches the socket held by the realtime process.
+                r = await api.post("/v1/realtime/publish", json={"client_id": "cus_42",
+                                                                 "event": {"type": "note", "data": {"n": 1}}})
+                assert r.status_code == 202, r.text
+                with trio.fail_after(15):
+                    while True:
+                        f = await frame(ws)
+                        if f["type"] == "event" and f["event"].get("type") == "note":
+                            assert f["seq"] == r.json()["seq"]
+                            break
+
         # Outgoing webhooks are sent by the worker (the only process with a dispatcher).
         def delivered() -> set[tuple[str, str]]:
             bodies = [json.loads(r.body) for r in list(receiver.received)]
