@@ -10,28 +10,18 @@ row is locked while a withdrawal reserves), so the actor only orders work.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import trio
 
-from actors.payment import Confirm
+from actors.account_messages import Deposit, Withdraw
+from actors.payment_messages import Confirm
+from actors.runtime import Handlers
 from gateways.base import ConnectorError, ConnectorTimeout, PayoutRequest, Submission
 from storage import accounts
 
 log = logging.getLogger("paycast.accounts")
-
-
-@dataclass(frozen=True)
-class Deposit:
-    merchant_id: str
-    amount: int
-    payment_method: dict  # stored form
-
-
-@dataclass(frozen=True)
-class Withdraw:
-    merchant_id: str
-    amount: int
+# Which method handles which message (filled by @handles below).
+handles = Handlers("account")
 
 
 class AccountActor:
@@ -45,12 +35,9 @@ class AccountActor:
         self.system = system
 
     async def handle(self, account_id: str, message: object) -> dict:
-        if isinstance(message, Deposit):
-            return await self._deposit(account_id, message)
-        if isinstance(message, Withdraw):
-            return await self._withdraw(account_id, message)
-        raise TypeError(f"unknown account message {message!r}")
+        return await handles.dispatch(self, account_id, message)
 
+    @handles(Deposit)
     async def _deposit(self, account_id: str, msg: Deposit) -> dict:
         """Create the deposit and its payment, then have the payment actor confirm it.
 
@@ -68,6 +55,7 @@ class AccountActor:
             log.warning("deposit %s: could not hand its payment to an actor; reconciliation will", transaction["id"])
         return transaction
 
+    @handles(Withdraw)
     async def _withdraw(self, account_id: str, msg: Withdraw) -> dict:
         """Reserve, ask the connector for a payout, record its answer."""
         system = self.system

@@ -34,7 +34,7 @@ async def _call(system, row, what: str, call) -> None:
 
 
 async def submit_evidence(system, msg) -> dict:
-    """Handle :class:`actors.payment.SubmitDisputeEvidence`.
+    """Handle :class:`actors.payment_messages.SubmitDisputeEvidence`.
 
     Raises:
       NotFound, DisputeStateError (checked before the connector is called), Unavailable.
@@ -48,7 +48,7 @@ async def submit_evidence(system, msg) -> dict:
 
 
 async def accept(system, msg) -> dict:
-    """Handle :class:`actors.payment.AcceptDispute`.
+    """Handle :class:`actors.payment_messages.AcceptDispute`.
 
     Raises:
       NotFound, DisputeStateError, Unavailable.

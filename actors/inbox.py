@@ -144,7 +144,7 @@ class InboxProcessor:
 
     async def _apply(self, row: dict) -> str:
         """Through the payment's actor when the webhook names a payment, else directly."""
-        from actors.payment import ApplyWebhook
+        from actors.payment_messages import ApplyWebhook
 
         if row["payment_id"]:
             return await self._system.ask_payment(row["payment_id"], ApplyWebhook(row["id"]))

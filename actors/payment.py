@@ -10,52 +10,24 @@ from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import dataclass
 
 import trio
 
 from actors import disputing, refunding
+from actors.payment_messages import (AcceptDispute, ApplyWebhook, Cancel, Capture, Confirm, Reconcile, Refund,
+                                     SubmitDisputeEvidence)
+from actors.runtime import Handlers
 from domain.errors import InvalidRequest, StateError
 from domain.payments import Outcome, OutcomeKind, validate_capture
-
-# Outcomes that settle a payment for good when reconciliation hears them.
-_CONCLUSIVE = frozenset({OutcomeKind.SUCCEEDED, OutcomeKind.AUTHORIZED, OutcomeKind.DECLINED})
 from gateways.base import AuthorizeRequest, ConnectorError, ConnectorTimeout
 from storage import inbox, reconcile
 from storage import payments as store
 
 log = logging.getLogger("paycast.payment")
-
-
-@dataclass(frozen=True)
-class Confirm:
-    merchant_id: str
-    begun: store.Begun | None = None  # set when create already started the attempt
-
-
-@dataclass(frozen=True)
-class Capture:
-    merchant_id: str
-    amount: int | None
-
-
-@dataclass(frozen=True)
-class Cancel:
-    merchant_id: str
-
-
-@dataclass(frozen=True)
-class ApplyWebhook:
-    """Apply one stored gateway webhook (from the inbox) to this payment."""
-
-    inbox_id: str
-
-
-@dataclass(frozen=True)
-class Reconcile:
-    """The payment is past its processing deadline: ask the connector."""
-
-    merchant_id: str
+# Outcomes that settle a payment for good when reconciliation hears them.
+_CONCLUSIVE = frozenset({OutcomeKind.SUCCEEDED, OutcomeKind.AUTHORIZED, OutcomeKind.DECLINED})
+# Which method handles which message (filled by @handles below).
+handles = Handlers("payment")
 
 
 def falls_back(error: ConnectorError | None, remaining) -> bool:
@@ -83,29 +55,6 @@ def _request(payment: dict, attempt_id: str) -> AuthorizeRequest:
     )
 
 
-@dataclass(frozen=True)
-class Refund:
-    """Refund ``amount`` (``None``: everything left) of this payment."""
-
-    merchant_id: str
-    amount: int | None
-    reason: str | None = None
-    metadata: dict | None = None
-
-
-@dataclass(frozen=True)
-class SubmitDisputeEvidence:
-    merchant_id: str
-    dispute_id: str
-    text: str
-
-
-@dataclass(frozen=True)
-class AcceptDispute:
-    merchant_id: str
-    dispute_id: str
-
-
 class PaymentActor:
     """Handles one message for one payment (the registry serialises per payment).
 
@@ -117,25 +66,26 @@ class PaymentActor:
         self.system = system
 
     async def handle(self, payment_id: str, message: object) -> dict:
-        if isinstance(message, Confirm):
-            return await self._confirm(payment_id, message)
-        if isinstance(message, Capture):
-            return await self._capture(payment_id, message)
-        if isinstance(message, Cancel):
-            return await self._cancel(payment_id, message)
-        if isinstance(message, ApplyWebhook):
-            return await self.system.db.transaction(inbox.apply, message.inbox_id,
-                                                    self.system.settings.webhook_unmatched_grace_s)
-        if isinstance(message, Reconcile):
-            return await self._reconcile(payment_id, message)
-        if isinstance(message, Refund):
-            return await refunding.refund(self.system, payment_id, message)
-        if isinstance(message, SubmitDisputeEvidence):
-            return await disputing.submit_evidence(self.system, message)
-        if isinstance(message, AcceptDispute):
-            return await disputing.accept(self.system, message)
-        raise TypeError(f"unknown payment message {message!r}")
+        return await handles.dispatch(self, payment_id, message)
 
+    @handles(ApplyWebhook)
+    async def _apply_webhook(self, payment_id: str, msg: ApplyWebhook) -> dict:
+        return await self.system.db.transaction(inbox.apply, msg.inbox_id,
+                                                self.system.settings.webhook_unmatched_grace_s)
+
+    @handles(Refund)
+    async def _refund(self, payment_id: str, msg: Refund) -> dict:
+        return await refunding.refund(self.system, payment_id, msg)
+
+    @handles(SubmitDisputeEvidence)
+    async def _submit_evidence(self, payment_id: str, msg: SubmitDisputeEvidence) -> dict:
+        return await disputing.submit_evidence(self.system, msg)
+
+    @handles(AcceptDispute)
+    async def _accept_dispute(self, payment_id: str, msg: AcceptDispute) -> dict:
+        return await disputing.accept(self.system, msg)
+
+    @handles(Confirm)
     async def _confirm(self, payment_id: str, msg: Confirm) -> dict:
         db, settings = self.system.db, self.system.settings
         begun = msg.begun or await self.system.write(
@@ -193,6 +143,7 @@ class PaymentActor:
                                    system.settings.processing_deadline_s, candidates)
         return await system.ask_payment(begun.payment["id"], Confirm(merchant_id, begun))
 
+    @handles(Capture)
     async def _capture(self, payment_id: str, msg: Capture) -> dict:
         db = self.system.db
         loaded = await db.transaction(store.load, msg.merchant_id, payment_id)
@@ -201,6 +152,7 @@ class PaymentActor:
         await self.system.connectors[row["connector"]].capture(_authorized_txn(loaded), amount)
         return await db.transaction(store.capture, loaded, amount)
 
+    @handles(Cancel)
     async def _cancel(self, payment_id: str, msg: Cancel) -> dict:
         db = self.system.db
         loaded = await db.transaction(store.load, msg.merchant_id, payment_id)
@@ -211,6 +163,7 @@ class PaymentActor:
             raise StateError(f"You cannot cancel this payment because it has a status of {row['status']}.")
         return await db.transaction(store.cancel, loaded)
 
+    @handles(Reconcile)
     async def _reconcile(self, payment_id: str, msg: Reconcile) -> dict:
         """Ask the connector what became of a payment stuck in ``processing``."""
         db, settings = self.system.db, self.system.settings

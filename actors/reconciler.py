@@ -11,7 +11,7 @@ import logging
 
 import trio
 
-from actors.payment import Reconcile
+from actors.payment_messages import Reconcile
 from domain.errors import PaycastError
 
 log = logging.getLogger("paycast.reconciler")

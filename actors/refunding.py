@@ -20,7 +20,7 @@ log = logging.getLogger("paycast.refunds")
 
 
 async def refund(system, payment_id: str, msg) -> dict:
-    """Handle :class:`actors.payment.Refund`.
+    """Handle :class:`actors.payment_messages.Refund`.
 
     Returns:
       The refund's API form (usually ``pending``).

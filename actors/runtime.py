@@ -182,6 +182,38 @@ class Registry(Generic[K]):
                 envelope.reply.resolve(result)
 
 
+class Handlers:
+    """An actor's dispatch table: ``@handles(Confirm)`` on a method registers it
+    for that message type; :meth:`dispatch` finds it by the message's type.
+
+    Args:
+      kind: the actor kind (for the error on an unknown message).
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.table: dict[type, Callable[..., Awaitable]] = {}
+
+    def __call__(self, message_type: type):
+        def register(method):
+            if message_type in self.table:
+                raise TypeError(f"{self.kind}: two handlers for {message_type.__name__}")
+            self.table[message_type] = method
+            return method
+        return register
+
+    async def dispatch(self, actor: object, key: str, message: object):
+        """``await handler(actor, key, message)`` for the message's type.
+
+        Raises:
+          TypeError: no handler for this message type.
+        """
+        handler = self.table.get(type(message))
+        if handler is None:
+            raise TypeError(f"unknown {self.kind} message {message!r}")
+        return await handler(actor, key, message)
+
+
 async def batches(receive: trio.MemoryReceiveChannel, max_batch: int):
     """Yield lists of what has queued up: wait for one item, then take what else is
     already there, up to ``max_batch``. The batching of group commit: under load

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from domain.submission import Submission  # noqa: F401 - part of the connector protocol
 from domain.payments import Outcome
 
 
@@ -66,19 +67,6 @@ class PayoutRequest:
     merchant_id: str
     amount: int
     currency: str
-
-
-@dataclass(frozen=True)
-class Submission:
-    """A connector's immediate answer to a refund or payout request.
-
-    ``pending``: accepted, the outcome comes by webhook; ``succeeded`` or
-    ``failed``: decided now. ``reference`` is the connector's own id for it.
-    """
-
-    status: str
-    reference: str | None = None
-    error_code: str | None = None
 
 
 class Connector(Protocol):

@@ -21,8 +21,8 @@ from domain import render, wallets
 from domain.errors import NotFound
 from domain.events import NewEvent
 from domain.ids import new_id
+from domain.submission import Submission
 from domain.ledger import Movement, check_reserve
-from gateways.base import Submission
 from storage import events as event_log
 from storage import ledger, merchants, payments
 from storage.pagination import page_rows

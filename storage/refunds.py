@@ -19,7 +19,7 @@ from domain import render
 from domain.errors import ChargeDisputed, NotFound, RefundExceedsPayment, StateError
 from domain.events import NewEvent
 from domain.ids import new_id
-from gateways.base import Submission
+from domain.submission import Submission
 from storage import events as event_log
 from storage.database import single_unit
 from storage.pagination import page_rows

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from quart import Blueprint, current_app, g
 
-from actors.payment import Cancel, Capture, Confirm
+from actors.payment_messages import Cancel, Capture, Confirm
 from app.auth import merchant_required
 from app.body import json_response, page_params, parse
 from app.idempotency import idempotent
