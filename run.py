@@ -15,6 +15,7 @@ import argparse
 import gc
 import json
 import logging
+import os
 import secrets
 import signal
 import sys
@@ -219,10 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="run.py", description="Paycast payment backend")
     sub = parser.add_subparsers(dest="command")
     serve = sub.add_parser("serve", help="run the server (default)")
-    # Roles combine with several processes per role: start as many processes of
-    # each role as needed (every one is a full process on the shared database).
-    # HOOK for --workers N (SO_REUSEPORT, issue 10): each of the N processes is
-    # started with the same role.
+    # Roles combine with several processes per role: each is a full process on
+    # the shared database. --workers N (SO_REUSEPORT, issue 10, another branch)
+    # starts N processes from this one's environment, hence PAYCAST_ROLE below.
     serve.add_argument("--role", choices=[r.value for r in Role],
                        help="what this process runs (default: PAYCAST_ROLE, else all); see config/roles.py")
     sub.add_parser("migrate", help="apply database migrations")
@@ -234,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("simulate", help="drive demo traffic against a running server (see run.py simulate -h)")
     args = parser.parse_args(argv)
     overrides = {"role": args.role} if getattr(args, "role", None) else {}
+    if overrides:
+        # Exported too, so processes this one starts (``--workers N``) take the same role.
+        os.environ["PAYCAST_ROLE"] = args.role
     try:
         settings = load_settings(**overrides)
     except SettingsError as exc:

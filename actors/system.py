@@ -10,6 +10,7 @@ import trio
 
 from actors.account import AccountActor
 from actors.inbox import InboxProcessor, InboxWriter
+from actors.maintenance import PartitionMaintainer
 from actors.payment import PaymentActor
 from actors.realtime.gateway import RealtimeGateway
 from actors.reconciler import run_reconciler
@@ -17,7 +18,6 @@ from actors.runtime import Registry, supervise
 from actors.unit_writer import UnitWriter
 from actors.wakeups import Topic, Wakeups
 from actors.webhook_dispatcher import WebhookDispatcher
-from actors.maintenance import PartitionMaintainer
 from config import Settings
 from config.roles import Part, parts_of
 from domain.breaker import BreakerPolicy, CircuitBreaker

@@ -18,7 +18,7 @@ from quart import Quart, g, request
 from quart_trio import QuartTrio
 
 from app import errors
-from config.roles import Part
+from config.roles import Part, parts_of
 from app.limits import BodyLimit
 from app.metrics import Metrics
 from config import logs
@@ -49,8 +49,9 @@ def create_app(system, admin_token: str) -> Quart:
     app.config["MAX_CONTENT_LENGTH"] = system.settings.max_body_bytes
     app.config["BODY_TIMEOUT"] = 30
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
+    parts = parts_of(system.settings.role)
     for part, blueprints in ROUTES.items():
-        if part in system.parts:
+        if part in parts:
             for blueprint in blueprints:
                 app.register_blueprint(blueprint)
     errors.register(app)

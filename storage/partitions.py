@@ -26,7 +26,7 @@ log = logging.getLogger("paycast.partitions")
 # Names "paycast partition maintenance" among advisory locks.
 _LOCK_KEY = 7_412_960_601
 # How long DDL waits for a table lock before giving up until the next round.
-LOCK_TIMEOUT = "2s"
+LOCK_TIMEOUT = "500ms"
 
 
 @dataclasses.dataclass(frozen=True)
