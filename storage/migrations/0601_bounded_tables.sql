@@ -21,27 +21,28 @@
 --     table webhook_inbox_keys with primary key (connector, event_id); the
 --     inbox insert goes through it, and its rows are deleted after the
 --     inbox's retention, which is therefore the dedup window.
+--
+-- The new tables are made LIKE the old ones (every column, default, NOT NULL
+-- and CHECK, including columns other migrations added before this one);
+-- keys, indexes and foreign keys are made again below. CASCADE on dropping
+-- the old events table removes the foreign key of webhook_deliveries.event_id
+-- (whatever its name): a delivery outlives its event's partition only when
+-- PAYCAST_RETENTION_EVENTS_DAYS is set, and is then canceled.
+
+-- Copying a large table takes longer than the server's statement timeout.
+SET LOCAL statement_timeout = 0;
 
 -- ---------------------------------------------------------------- events
-ALTER TABLE webhook_deliveries DROP CONSTRAINT IF EXISTS webhook_deliveries_event_id_fkey;
 ALTER TABLE events RENAME TO events_unpartitioned;
-CREATE TABLE events (
-    id           text NOT NULL,
-    merchant_id  text NOT NULL REFERENCES merchants(id),
-    seq          bigint NOT NULL,
-    type         text NOT NULL,
-    object_id    text NOT NULL,
-    customer_id  text,
-    data         jsonb NOT NULL,
-    created_at   timestamptz NOT NULL DEFAULT now()
-) PARTITION BY RANGE (created_at);
+CREATE TABLE events (LIKE events_unpartitioned INCLUDING DEFAULTS INCLUDING CONSTRAINTS)
+    PARTITION BY RANGE (created_at);
 CREATE TABLE events_default PARTITION OF events DEFAULT;
-INSERT INTO events (id, merchant_id, seq, type, object_id, customer_id, data, created_at)
-    SELECT id, merchant_id, seq, type, object_id, customer_id, data, created_at FROM events_unpartitioned;
-DROP TABLE events_unpartitioned;
+INSERT INTO events SELECT * FROM events_unpartitioned;
+DROP TABLE events_unpartitioned CASCADE;
 ALTER TABLE events ADD PRIMARY KEY (id, created_at);
 ALTER TABLE events ADD CONSTRAINT events_merchant_seq UNIQUE (merchant_id, seq, created_at);
--- Lookups by id and by (merchant, seq) use these two indexes' leading columns.
+ALTER TABLE events ADD FOREIGN KEY (merchant_id) REFERENCES merchants(id);
+-- Lookups by id and by (merchant, seq) use the two indexes above (leading columns).
 CREATE INDEX events_by_object ON events (merchant_id, object_id, seq);
 CREATE INDEX events_by_type ON events (merchant_id, type, seq);
 
@@ -58,67 +59,37 @@ INSERT INTO webhook_inbox_keys (connector, event_id, inbox_id, received_at)
     SELECT connector, event_id, id, received_at FROM webhook_inbox;
 
 ALTER TABLE webhook_inbox RENAME TO webhook_inbox_unpartitioned;
-CREATE TABLE webhook_inbox (
-    id                text NOT NULL,
-    connector         text NOT NULL,
-    event_id          text NOT NULL,
-    kind              text NOT NULL,
-    connector_txn_id  text NOT NULL,
-    payment_id        text,
-    object_id         text,
-    merchant_id       text REFERENCES merchants(id),
-    raw_body          text NOT NULL,
-    received_at       timestamptz NOT NULL DEFAULT now(),
-    status            text NOT NULL DEFAULT 'pending'
-                      CHECK (status IN ('pending', 'applied', 'ignored', 'unmatched', 'unhandled')),
-    processed_at      timestamptz,
-    claimed_until     timestamptz,
-    tries             integer NOT NULL DEFAULT 0,
-    last_error        text
-) PARTITION BY RANGE (received_at);
+CREATE TABLE webhook_inbox (LIKE webhook_inbox_unpartitioned INCLUDING DEFAULTS INCLUDING CONSTRAINTS)
+    PARTITION BY RANGE (received_at);
 CREATE TABLE webhook_inbox_default PARTITION OF webhook_inbox DEFAULT;
-INSERT INTO webhook_inbox SELECT id, connector, event_id, kind, connector_txn_id, payment_id, object_id, merchant_id,
-    raw_body, received_at, status, processed_at, claimed_until, tries, last_error FROM webhook_inbox_unpartitioned;
+INSERT INTO webhook_inbox SELECT * FROM webhook_inbox_unpartitioned;
 DROP TABLE webhook_inbox_unpartitioned;
 ALTER TABLE webhook_inbox ADD PRIMARY KEY (id, received_at);
+ALTER TABLE webhook_inbox ADD FOREIGN KEY (merchant_id) REFERENCES merchants(id);
 CREATE INDEX webhook_inbox_pending ON webhook_inbox (id) WHERE processed_at IS NULL;
 
 -- ---------------------------------------------------------------- realtime messages
 ALTER TABLE realtime_messages RENAME TO realtime_messages_unpartitioned;
-CREATE TABLE realtime_messages (
-    merchant_id  text NOT NULL,
-    client_id    text NOT NULL,
-    seq          bigint NOT NULL,
-    topic        text NOT NULL,
-    device_id    text,
-    payload      jsonb NOT NULL,
-    created_at   timestamptz NOT NULL DEFAULT now()
-) PARTITION BY RANGE (created_at);
+CREATE TABLE realtime_messages (LIKE realtime_messages_unpartitioned INCLUDING DEFAULTS INCLUDING CONSTRAINTS)
+    PARTITION BY RANGE (created_at);
 CREATE TABLE realtime_messages_default PARTITION OF realtime_messages DEFAULT;
-INSERT INTO realtime_messages SELECT merchant_id, client_id, seq, topic, device_id, payload, created_at
-    FROM realtime_messages_unpartitioned;
+INSERT INTO realtime_messages SELECT * FROM realtime_messages_unpartitioned;
 DROP TABLE realtime_messages_unpartitioned;
 ALTER TABLE realtime_messages ADD PRIMARY KEY (merchant_id, client_id, seq, created_at);
 
 -- ---------------------------------------------------------------- delivery attempts
--- A plain sequence rather than an identity column: PostgreSQL < 17 has no
--- identity columns on partitioned tables.
+-- The id from a plain sequence rather than an identity column: PostgreSQL < 17
+-- has no identity columns on partitioned tables.
 ALTER TABLE webhook_attempts RENAME TO webhook_attempts_unpartitioned;
 CREATE SEQUENCE webhook_attempt_ids;
 SELECT setval('webhook_attempt_ids', coalesce((SELECT max(id) FROM webhook_attempts_unpartitioned), 0) + 1, false);
-CREATE TABLE webhook_attempts (
-    id           bigint NOT NULL DEFAULT nextval('webhook_attempt_ids'),
-    delivery_id  text NOT NULL REFERENCES webhook_deliveries(id),
-    attempt      integer NOT NULL,
-    status_code  integer,
-    latency_ms   integer NOT NULL,
-    error        text,
-    created_at   timestamptz NOT NULL DEFAULT now()
-) PARTITION BY RANGE (created_at);
+CREATE TABLE webhook_attempts (LIKE webhook_attempts_unpartitioned INCLUDING DEFAULTS INCLUDING CONSTRAINTS)
+    PARTITION BY RANGE (created_at);
+ALTER TABLE webhook_attempts ALTER COLUMN id SET DEFAULT nextval('webhook_attempt_ids');
 ALTER SEQUENCE webhook_attempt_ids OWNED BY webhook_attempts.id;
 CREATE TABLE webhook_attempts_default PARTITION OF webhook_attempts DEFAULT;
-INSERT INTO webhook_attempts SELECT id, delivery_id, attempt, status_code, latency_ms, error, created_at
-    FROM webhook_attempts_unpartitioned;
+INSERT INTO webhook_attempts SELECT * FROM webhook_attempts_unpartitioned;
 DROP TABLE webhook_attempts_unpartitioned;
 ALTER TABLE webhook_attempts ADD PRIMARY KEY (id, created_at);
+ALTER TABLE webhook_attempts ADD FOREIGN KEY (delivery_id) REFERENCES webhook_deliveries(id);
 CREATE INDEX webhook_attempts_by_delivery ON webhook_attempts (delivery_id, id);
