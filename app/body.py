@@ -16,7 +16,7 @@ from quart import Response, request
 from domain.errors import InvalidRequest
 
 M = TypeVar("M", bound=BaseModel)
-MAX_DEPTH = 32  # API.md: JSON nested deeper than 32 levels gets 400
+MAX_DEPTH = 32  # the contract (docs/api.md): JSON nested deeper than 32 levels gets 400
 
 
 def json_response(body: object, status: int = 200, headers: dict | None = None) -> Response:

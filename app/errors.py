@@ -1,4 +1,4 @@
-"""Error rendering: every failure leaves as ``{"error": {...}}`` of API.md,
+"""Error rendering: every failure leaves as ``{"error": {...}}`` of the contract (docs/api.md),
 never a traceback."""
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def register(app: Quart) -> None:
         if code == 413:
             return error_response(BodyTooLarge("The request body is larger than 1 MiB."))
         if code == 404:
-            return error_response(NotFound("Unrecognized request URL. See API.md for valid routes."))
+            return error_response(NotFound("Unrecognized request URL. See /openapi.json for valid routes."))
         if code == 405:
             err = InvalidRequest("This method is not allowed on this URL.", code="method_not_allowed")
             err.status = 405

@@ -4,7 +4,7 @@ Quart refuses a body over ``MAX_CONTENT_LENGTH`` before reading it, and an
 HTTP/1.1 client that is still uploading (httpx, most SDKs) never reads the
 early 413: both sides wait until a timeout. So a declared oversized body is
 drained here first (up to a cap, then the connection is dropped) and answered
-413 with the API.md error body.
+413 with the contract's (docs/api.md) error body.
 """
 
 from __future__ import annotations

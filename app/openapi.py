@@ -1,7 +1,7 @@
 """OpenAPI 3.1, generated from the pydantic models and an operation table.
 
 The table is checked against the live route map by a test, so a route without
-documentation fails the suite. Response models list what API.md promises;
+documentation fails the suite. Response models list what the contract (docs/api.md) promises;
 extra fields are allowed (clients must tolerate additions).
 """
 
@@ -387,7 +387,7 @@ def build(extra_ops: list[Op] = ()) -> dict:
             media = op.body_media if op.body_media in ("text/plain", "text/html") else "application/json"
             entry["responses"][str(status)] = {"description": "OK",
                                                "content": {media: {"schema": _schema_ref(model, refs)}}}
-        entry["responses"]["default"] = {"description": "Error (API.md)",
+        entry["responses"]["default"] = {"description": "Error (the contract (docs/api.md))",
                                          "content": {"application/json": {"schema": refs[Error]}}}
         if op.auth in ("merchant", "admin"):
             entry["security"] = [{"bearer": []}]
@@ -395,7 +395,7 @@ def build(extra_ops: list[Op] = ()) -> dict:
     return {
         "openapi": "3.1.0",
         "info": {"title": "Paycast", "version": "1",
-                 "description": "Payments, gateway webhooks, reconciliation and realtime events. See API.md."},
+                 "description": "Payments, gateway webhooks, reconciliation and realtime events. See the contract (docs/api.md)."},
         "paths": paths,
         "components": {"schemas": defs.get("$defs", {}),
                        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},

@@ -16,7 +16,7 @@ from domain.errors import InvalidRequest
 from domain.events import EVENT_TYPES
 from domain.signatures import standard_signature
 
-# API.md: 2xx within this many seconds is a success.
+# the contract (docs/api.md): 2xx within this many seconds is a success.
 TIMEOUT_S = 15.0
 MAX_URL_LENGTH = 2048
 # Standard Webhooks: the secret is 24 to 64 random bytes; 32 is what its libraries make.

@@ -27,7 +27,7 @@ MAX_ID_LENGTH = 255
 MAX_TOPIC_LENGTH = 200
 # Topics a client may (un)subscribe to: its own payments and orders.
 SUBSCRIBABLE_TOPIC = re.compile(r"^(payment|order):[A-Za-z0-9_]{1,64}$")
-# Event kinds a client receives without subscribing (API.md: payments, orders, accounts).
+# Event kinds a client receives without subscribing (the contract (docs/api.md): payments, orders, accounts).
 DELIVERED_KINDS = frozenset({"payment", "order", "account"})
 # PostgreSQL refuses NOTIFY payloads of 8000 bytes or more; stay clear of it.
 NOTIFY_LIMIT = 7900
@@ -205,7 +205,7 @@ def topic_of(event_type: str, object_id: str) -> str | None:
     """The topic of an event a client receives unsubscribed, or None if clients never get it.
 
     ``payment.succeeded`` of ``pay_1`` → ``payment:pay_1``; refunds and
-    disputes are not pushed to clients (API.md lists payments, orders, accounts).
+    disputes are not pushed to clients (the contract (docs/api.md) lists payments, orders, accounts).
     """
     kind = event_type.split(".", 1)[0]
     return f"{kind}:{object_id}" if kind in DELIVERED_KINDS else None

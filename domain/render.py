@@ -96,7 +96,7 @@ def merchant(row: Mapping) -> dict:
 
 
 def page(items: list[dict], has_more: bool) -> dict:
-    """The list envelope of API.md."""
+    """The list envelope of the contract (docs/api.md)."""
     return {"object": "list", "data": items, "has_more": has_more}
 
 

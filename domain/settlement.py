@@ -12,7 +12,7 @@ MAX_ROWS = 100_000
 
 
 def parse_csv(text: str) -> list[dict]:
-    """Rows of a settlement CSV (header row first, API.md).
+    """Rows of a settlement CSV (header row first, the contract (docs/api.md)).
 
     Raises:
       InvalidRequest: missing header columns, a bad amount, or too many rows.

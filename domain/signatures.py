@@ -14,7 +14,7 @@ import base64
 import hashlib
 import hmac
 
-# API.md: a Stripe-style signature older (or newer) than this is refused.
+# the contract (docs/api.md): a Stripe-style signature older (or newer) than this is refused.
 TOLERANCE_S = 300
 
 

@@ -251,6 +251,14 @@ class Database:
         Raises:
           Unavailable: the database could not be reached (for the whole batch).
         """
+        if len(calls) == 1:  # idle: a batch of one is the unit alone (no BEGIN/COMMIT of its own)
+            fn, args = calls[0]
+            try:
+                return [await self.transaction(fn, *args)]
+            except Unavailable:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the unit's own error is its answer
+                return [exc]
         pool = self._pool
         if pool is None:
             raise Unavailable("The database is not open.")

@@ -2,7 +2,7 @@
 
 A key is claimed with an insert; the claim carries ``locked_until`` so that a
 process that dies mid-request does not leave the key answering 409 forever.
-Stored responses are kept for at least 24 h (API.md); :func:`purge` removes
+Stored responses are kept for at least 24 h (the contract (docs/api.md)); :func:`purge` removes
 older ones.
 """
 

@@ -36,7 +36,7 @@ class Policy:
 
 
 # Process-wide, like the settings it comes from; the system sets it at start
-# (until then: API.md's default schedule).
+# (until then: the contract (docs/api.md)'s default schedule).
 POLICY = Policy([0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400])
 
 

@@ -9,7 +9,7 @@ from quart import Blueprint, Response, current_app, request
 from app.auth import admin_required
 from app.body import json_response
 from domain.errors import Unavailable
-from storage import inbox, migrate
+from storage import migrate, operations
 
 bp = Blueprint("ops", __name__)
 
@@ -28,27 +28,12 @@ async def readyz():
     return json_response({"status": "ready", "database": "ok", "migrations": "current"})
 
 
-async def _operational_counts(conn) -> dict:
-    """What an on-call engineer looks at first, in one crossing."""
-    return {
-        "payments": await conn.fetch("SELECT status, count(*) AS n FROM payments GROUP BY status"),
-        "inbox": await inbox.counts(conn),
-        "inbox_lag": await conn.fetchval(
-            "SELECT coalesce(extract(epoch FROM now() - min(received_at)), 0)::float8"
-            " FROM webhook_inbox WHERE processed_at IS NULL"),
-        "backlog": await conn.fetchval(
-            "SELECT count(*) FROM payments WHERE status = 'processing' AND processing_deadline < now()"),
-        "review": await conn.fetchval(
-            "SELECT count(*) FROM payments WHERE status = 'processing' AND review_required"),
-    }
-
-
 @bp.get("/metrics")
 async def metrics():
     system = current_app.config["SYSTEM"]
     m = current_app.config["METRICS"]
     try:
-        counts = await system.db.run(_operational_counts)
+        counts = await system.db.run(operations.counts)
         m.db_up.set(1)
         by_status = {r["status"]: r["n"] for r in counts["payments"]}
         for status in ("requires_confirmation", "processing", "requires_capture", "succeeded", "failed", "canceled"):
