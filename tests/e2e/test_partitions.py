@@ -128,9 +128,12 @@ async def test_reads_cross_the_partition_boundary_and_retention_keeps_the_contra
             moved = await _fetch(dsn, f"UPDATE webhook_inbox SET received_at = received_at - interval '{AGE}'"
                                       " WHERE payment_id = $1 RETURNING id", old_pays[1])
             assert len(moved) == 1, moved
-            await _fetch(dsn, f"UPDATE webhook_attempts SET created_at = created_at - interval '{AGE}'"
-                              " WHERE delivery_id IN (SELECT d.id FROM webhook_deliveries d JOIN events e"
-                              " ON e.id = d.event_id WHERE e.seq <= $1)", cut_seq)
+            for table, column in (("webhook_attempts", "created_at"), ("webhook_deliveries", "delivered_at")):
+                # (a delivery's delivered_at is its successful attempt's time)
+                key = "delivery_id" if table == "webhook_attempts" else "id"
+                await _fetch(dsn, f"UPDATE {table} SET {column} = {column} - interval '{AGE}'"
+                                  f" WHERE {key} IN (SELECT d.id FROM webhook_deliveries d JOIN events e"
+                                  " ON e.id = d.event_id WHERE e.seq <= $1)", cut_seq)
             assert set((await _where(dsn, "events", "seq")).values()) >= {"events_default"}
 
             # ... then the maintenance makes their period's partition and moves them there.
