@@ -53,8 +53,11 @@ async def open_database(settings, dsn: str):
     from storage.database import Database
     from domain.errors import Unavailable
 
+    from storage import webhook_deliveries
+
     db = Database(dsn, pool_size=settings.db_pool_size, statement_timeout_ms=settings.db_statement_timeout_ms,
-                  connect_timeout_s=settings.db_connect_timeout_s)
+                  connect_timeout_s=settings.db_connect_timeout_s,
+                  session_settings=webhook_deliveries.session_settings(settings.retry_schedule))
     await db.open()
     deadline = trio.current_time() + _DB_WAIT_S
     while True:

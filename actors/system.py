@@ -24,7 +24,8 @@ from domain.breaker import BreakerPolicy, CircuitBreaker
 from domain.routing import RoutingConfig, candidates
 from gateways.simulated import build_connectors
 from gateways.simulator import WebhookSimulator
-from storage import idempotency, merchants, webhook_deliveries
+from storage import accounts, events, idempotency, merchants, payments
+from storage import realtime as realtime_log
 from storage.database import Database
 
 log = logging.getLogger("paycast.system")
@@ -69,18 +70,16 @@ class System:
         self._payment_actor = PaymentActor(self)
         self.accounts: Registry[str] | None = None
         self._account_actor = AccountActor(self)
-        webhook_deliveries.configure(settings.retry_schedule)
         self.webhook_dispatcher = WebhookDispatcher(db, allow_private_urls=settings.webhook_allow_private_urls,
-                                                    resolve=resolve_host)
+                                                    resolve=resolve_host, retry_schedule=settings.retry_schedule)
         # Work stored here for an actor another process runs wakes it through NOTIFY.
         local = {Topic.INBOX: self.inbox_processor.wake} if Part.INBOX in self.parts else {}
         if Part.WEBHOOKS_OUT in self.parts:
             local[Topic.DELIVERIES] = self.webhook_dispatcher.wake
         self.wakeups = Wakeups(db, local, timeout_s=settings.db_connect_timeout_s)
         self.maintainer = PartitionMaintainer(db, settings)
-        # Importing the gateway registers the realtime projection of the event
-        # log (storage.realtime), so events commit with their client messages.
         self.realtime = RealtimeGateway(settings, db)
+        register_followers_and_projections()
 
     async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         """Run this role's actors until cancelled; reports readiness once they accept work.
@@ -213,6 +212,19 @@ class System:
     async def ask_account(self, account_id: str, message: object) -> dict:
         assert self.accounts is not None
         return await self.accounts.ask(account_id, message, self.settings.ask_timeout_s)
+
+
+def register_followers_and_projections() -> None:
+    """What commits with a change, registered here and nowhere else, in this order.
+
+    - With a payment's status change: its order (paid / payment_failed), then
+      the wallet deposit it funds (credited / failed).
+    - With every appended event, after its outgoing webhook deliveries (a CTE
+      of the appending statement, storage.webhook_deliveries): the realtime
+      log of the customer it concerns (storage.realtime).
+    """
+    payments.FOLLOWERS[:] = [payments.ORDER_FOLLOWER, accounts.DEPOSIT_FOLLOWER]
+    events.PROJECTIONS[:] = [realtime_log.project]
 
 
 async def resolve_host(host: str) -> list[str]:

@@ -41,8 +41,9 @@ class WebhookDispatcher:
       resolve: async ``host -> [addresses]`` (to check private addresses at send time).
     """
 
-    def __init__(self, db, *, allow_private_urls: bool, resolve) -> None:
+    def __init__(self, db, *, allow_private_urls: bool, resolve, retry_schedule: list[int]) -> None:
         self._db = db
+        self._schedule = list(retry_schedule)
         self._allow_private = allow_private_urls
         self._resolve = resolve
         self._wake = trio.Event()
@@ -93,7 +94,7 @@ class WebhookDispatcher:
             self.sent += 1
             try:
                 outcome = await self._db.transaction(webhook_deliveries.record_attempt, row["id"], row["token"],
-                                                     status_code, latency_ms, error)
+                                                     status_code, latency_ms, error, self._schedule)
             except Unavailable:
                 # The lease runs out and the delivery is sent again: at least once.
                 log.warning("could not record attempt of %s; it will be retried", row["id"])

@@ -164,7 +164,7 @@ async def _transition(conn: asyncpg.Connection, transaction_id: str, trigger: wa
 
 
 async def follow_payment(conn: asyncpg.Connection, payment, status: str) -> list[NewEvent]:
-    """A deposit follows its payment (registered in :data:`storage.payments.FOLLOWERS`)."""
+    """A deposit follows its payment (:data:`DEPOSIT_FOLLOWER`)."""
     trigger = wallets.PAYMENT_TRIGGERS.get(status)
     # Deposit payments carry their transaction id; other payments skip the lookup.
     if trigger is None or "transaction_id" not in (payment["metadata"] or {}):
@@ -184,7 +184,7 @@ def _follows(payment, status: str) -> bool:
     return status in wallets.PAYMENT_TRIGGERS and "transaction_id" in (payment["metadata"] or {})
 
 
-payments.FOLLOWERS.append(payments.Follower(_follows, follow_payment))
+DEPOSIT_FOLLOWER = payments.Follower(_follows, follow_payment)
 
 
 async def record_payout(conn: asyncpg.Connection, transaction_id: str, submission: Submission) -> dict:

@@ -129,11 +129,14 @@ class Database:
       pool_size: most connections held open.
       statement_timeout_ms: server-side limit on every statement.
       connect_timeout_s: limit on opening a connection and on waiting for one.
+      session_settings: settings every session starts with (custom ``paycast.*``
+        ones carry configuration to SQL, e.g. the webhook retry schedule).
     """
 
     def __init__(self, dsn: str, *, pool_size: int = 10, statement_timeout_ms: int = 5000,
-                 connect_timeout_s: float = 2.0) -> None:
+                 connect_timeout_s: float = 2.0, session_settings: dict[str, str] | None = None) -> None:
         self.dsn = dsn
+        self._session_settings = dict(session_settings or {})
         self._pool_size = pool_size
         self._statement_timeout_ms = statement_timeout_ms
         self._connect_timeout_s = connect_timeout_s
@@ -168,6 +171,7 @@ class Database:
                     "application_name": "paycast",
                     "statement_timeout": str(self._statement_timeout_ms),
                     "idle_in_transaction_session_timeout": str(self._statement_timeout_ms * 2),
+                    **self._session_settings,
                 },
             )
 

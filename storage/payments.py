@@ -96,7 +96,9 @@ async def load(conn: asyncpg.Connection, merchant_id: str, payment_id: str) -> L
 # paid when its payment succeeds; a wallet deposit is credited). A follower is
 # ``applies(payment row, new status) -> bool`` (pure, so a unit of work knows
 # before its statement whether it needs a transaction) and ``follow(conn,
-# payment row, new status)`` returning the events of what it changed.
+# payment row, new status)`` returning the events of what it changed. The
+# running system registers them, in order, in :data:`FOLLOWERS`
+# (actors/system.py); storage alone has none.
 @dataclasses.dataclass(frozen=True)
 class Follower:
     applies: Callable[[Mapping, str], bool]
@@ -108,9 +110,9 @@ async def _follow_order(conn: asyncpg.Connection, row: Mapping, status: str) -> 
     return [event] if event else []
 
 
-FOLLOWERS: list[Follower] = [
-    Follower(lambda row, status: bool(row["order_id"]) and status in ("succeeded", "failed"), _follow_order),
-]
+ORDER_FOLLOWER = Follower(lambda row, status: bool(row["order_id"]) and status in ("succeeded", "failed"),
+                          _follow_order)
+FOLLOWERS: list[Follower] = []
 
 
 def _followed(row: Mapping, status: str | None) -> list[Follower]:

@@ -1,15 +1,12 @@
 """The realtime message log: per-client gap-free ``seq``, presence rows, the
 shared token secret, and topic ownership.
 
-Messages are written by :func:`project`, registered in
-:data:`storage.events.PROJECTIONS` when this module is imported, so a client's
+Messages are written by :func:`project`, which the running system registers
+in :data:`storage.events.PROJECTIONS` (actors/system.py), so a client's
 messages commit in the same transaction as the events they carry. Each write
 also ``pg_notify``-s the channel :data:`CHANNEL` inside that transaction:
 PostgreSQL delivers it on commit only, to every process listening, which is how
 an event committed by one process reaches WebSockets held by another.
-
-This module is imported by ``actors.realtime`` (which the system starts), so
-every serving process registers the projection before it handles a request.
 """
 
 from __future__ import annotations
@@ -21,7 +18,6 @@ import asyncpg
 
 from domain.events import NewEvent
 from domain.realtime import Message, client_topic, encode_notice, event_frame, topic_of
-from storage import events as event_log
 
 CHANNEL = "paycast_realtime"
 _SECRET_NAME = "realtime_token_key"
@@ -77,10 +73,6 @@ async def project(conn: asyncpg.Connection, merchant_id: str, rendered: list[dic
             by_client.setdefault(event.customer_id, []).append((topic, None, api_form))
     for client_id, items in by_client.items():
         await append_messages(conn, merchant_id, client_id, items)
-
-
-if project not in event_log.PROJECTIONS:
-    event_log.PROJECTIONS.append(project)
 
 
 async def publish(conn: asyncpg.Connection, merchant_id: str, client_id: str, device_id: str | None,

@@ -11,7 +11,6 @@ rows that are taken over when their lease ends (at-least-once delivery).
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
 
 import asyncpg
 
@@ -28,20 +27,18 @@ from storage.pagination import page_rows
 LEASE_S = 3 * rules.TIMEOUT_S
 
 
-@dataclass
-class Policy:
-    """The retry schedule (``PAYCAST_WEBHOOK_RETRY_SCHEDULE``): seconds before each attempt."""
-
-    schedule: list[int]
-
-
-# Process-wide, like the settings it comes from; the system sets it at start
-# (until then: the contract (docs/api.md)'s default schedule).
-POLICY = Policy([0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400])
+# The retry schedule (``PAYCAST_WEBHOOK_RETRY_SCHEDULE``: seconds before each
+# attempt) reaches the SQL that writes deliveries as two settings of the
+# database session, set by :class:`storage.database.Database` from
+# :func:`session_settings`: the appending statement runs in every unit of
+# work that writes events, and the session is what they all share.
+MAX_ATTEMPTS_SETTING = "paycast.webhook_max_attempts"
+FIRST_DELAY_SETTING = "paycast.webhook_first_delay_s"
 
 
-def configure(schedule: list[int]) -> None:
-    POLICY.schedule = list(schedule)
+def session_settings(schedule: list[int]) -> dict[str, str]:
+    """The session settings that carry ``schedule`` to :func:`projection_cte`."""
+    return {MAX_ATTEMPTS_SETTING: str(len(schedule)), FIRST_DELAY_SETTING: str(schedule[0])}
 
 
 def projection_cte(events_cte: str, merchant_param: int) -> str:
@@ -51,15 +48,18 @@ def projection_cte(events_cte: str, merchant_param: int) -> str:
     merchant that wants it), so every committed event has its deliveries and a
     rolled-back one has none. Which endpoint wants which event is
     :func:`domain.outgoing_webhooks.matches`: the wildcard or the exact type,
-    given as parameters ``merchant_param + 1`` (the wildcard); the retry
-    schedule's length and first delay follow (``+ 2``, ``+ 3``).
+    given as parameter ``merchant_param + 1``. How many attempts a delivery
+    gets and when its first is due come from the session
+    (:func:`session_settings`).
     """
-    m, wildcard, attempts, delay = (f"${merchant_param + i}" for i in range(4))
+    m, wildcard = f"${merchant_param}", f"${merchant_param + 1}"
+    attempts = f"current_setting('{MAX_ATTEMPTS_SETTING}')::int"
+    delay = f"current_setting('{FIRST_DELAY_SETTING}')::float8"
     return (
         "deliveries AS (INSERT INTO webhook_deliveries (id, merchant_id, endpoint_id, event_id, event_type, status,"
         " max_attempts, next_attempt_at)"
-        f" SELECT paycast_new_id('wd'), {m}, ep.id, ev.id, ev.type, 'pending', {attempts}::int,"
-        f" now() + make_interval(secs => {delay}::float8)"
+        f" SELECT paycast_new_id('wd'), {m}, ep.id, ev.id, ev.type, 'pending', {attempts},"
+        f" now() + make_interval(secs => {delay})"
         f" FROM {events_cte} ev JOIN webhook_endpoints ep ON ep.merchant_id = {m} AND ep.status = 'enabled'"
         f" AND ep.deleted_at IS NULL AND ({wildcard}::text = ANY(ep.enabled_events) OR ev.type = ANY(ep.enabled_events)))"
     )
@@ -67,7 +67,7 @@ def projection_cte(events_cte: str, merchant_param: int) -> str:
 
 def projection_args() -> list:
     """The parameters of :func:`projection_cte` after the merchant id."""
-    return [rules.WILDCARD, len(POLICY.schedule), float(POLICY.schedule[0])]
+    return [rules.WILDCARD]
 
 
 async def claim(conn: asyncpg.Connection, limit: int, per_endpoint: int, busy_endpoints: list[str]) -> list[dict]:
@@ -119,9 +119,12 @@ async def claim(conn: asyncpg.Connection, limit: int, per_endpoint: int, busy_en
 
 
 async def record_attempt(conn: asyncpg.Connection, delivery_id: str, token: str, status_code: int | None,
-                         latency_ms: int, error: str | None) -> str:
+                         latency_ms: int, error: str | None, schedule: list[int]) -> str:
     """Log one attempt and decide what comes next (done, retry later, give up,
     disable the endpoint on 410).
+
+    Args:
+      schedule: the retry schedule (seconds before each attempt).
 
     The attempt is always logged; the delivery moves only if this process
     still holds its claim (otherwise another process owns it now).
@@ -147,7 +150,7 @@ async def record_attempt(conn: asyncpg.Connection, delivery_id: str, token: str,
         await _finish(conn, delivery_id, attempt, "failed", None, **last)
         await webhook_endpoints.disable(conn, row["endpoint_id"], "the endpoint answered 410 Gone")
         return "failed"
-    step = rules.after_failure(attempt, row["max_attempts"], POLICY.schedule)
+    step = rules.after_failure(attempt, row["max_attempts"], schedule)
     if step.delay_s is None:
         await _finish(conn, delivery_id, attempt, "failed", None, **last)
         return "failed"

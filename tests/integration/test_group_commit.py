@@ -7,7 +7,7 @@ from __future__ import annotations
 import trio
 
 from domain.errors import NotFound
-from storage import merchants, migrate
+from storage import merchants, migrate, webhook_deliveries
 from storage import payments
 from storage.database import Database
 from tests.support import db_fetch
@@ -23,7 +23,7 @@ async def _duplicate_merchant(conn, merchant_id: str) -> None:
 
 async def test_one_bad_unit_fails_alone_and_the_others_commit(new_database):
     dsn = new_database("paycast_group_commit")
-    db = Database(dsn)
+    db = Database(dsn, session_settings=webhook_deliveries.session_settings([0, 5]))
     await db.open()
     try:
         await db.run(migrate.apply)
@@ -49,7 +49,7 @@ async def test_one_bad_unit_fails_alone_and_the_others_commit(new_database):
 
 async def test_a_batch_of_good_units_is_one_transaction(new_database):
     dsn = new_database("paycast_group_commit")
-    db = Database(dsn)
+    db = Database(dsn, session_settings=webhook_deliveries.session_settings([0, 5]))
     await db.open()
     try:
         await db.run(migrate.apply)

@@ -1,4 +1,4 @@
--- Gateway webhooks in (a durable inbox), reconciliation reports.
+-- Gateway webhooks in: a durable inbox, stored before the 200 and applied exactly once.
 
 CREATE TABLE webhook_inbox (
     id                text PRIMARY KEY,
@@ -23,14 +23,3 @@ CREATE TABLE webhook_inbox (
     UNIQUE (connector, event_id)
 );
 CREATE INDEX webhook_inbox_pending ON webhook_inbox (id) WHERE processed_at IS NULL;
-
-CREATE TABLE reconciliation_reports (
-    id                  text PRIMARY KEY,
-    merchant_id         text NOT NULL REFERENCES merchants(id),
-    connector           text NOT NULL,
-    matched             integer NOT NULL,
-    mismatched          jsonb NOT NULL,
-    missing_in_paycast  jsonb NOT NULL,
-    missing_in_report   jsonb NOT NULL,
-    created_at          timestamptz NOT NULL DEFAULT now()
-);

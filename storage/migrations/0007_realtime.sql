@@ -1,8 +1,5 @@
 -- Realtime gateway: per-client message log with gap-free seq, presence of live
--- WebSocket connections across processes, and process-wide secrets.
---
--- Numbered 0010 (not 0003) so it can never collide with a migration another
--- branch adds meanwhile: versions are tracked as a set, not as a maximum.
+-- WebSocket connections across processes.
 
 -- One row per (merchant, client): the last seq handed out. Bumped in the
 -- transaction that writes the messages, so seqs are gap-free per client and
@@ -43,11 +40,3 @@ CREATE TABLE realtime_presence (
 );
 CREATE INDEX realtime_presence_by_client ON realtime_presence (merchant_id, client_id);
 CREATE INDEX realtime_presence_by_node ON realtime_presence (node_id);
-
--- Secrets every process on this database must agree on (the realtime token
--- key when PAYCAST_REALTIME_SECRET is unset). Created on first use.
-CREATE TABLE paycast_secrets (
-    name        text PRIMARY KEY,
-    value       text NOT NULL,
-    created_at  timestamptz NOT NULL DEFAULT now()
-);
