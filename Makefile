@@ -17,7 +17,7 @@ run: $(STAMP)
 	$(BIN)/python run.py
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q --durations=20 $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_payments.py

@@ -147,9 +147,17 @@ def cmd_serve(settings) -> int:
         from actors.tracing import TaskTracer
 
         instruments.append(TaskTracer())
+    from telemetry import tracing
+
+    try:
+        tracing.configure(settings.otel_exporter)
+    except tracing.TracingConfigError as exc:
+        print(f"paycast: {exc}", file=sys.stderr)
+        return 2
     try:
         trio.run(serve_main, settings, dsn, admin_token, instruments=instruments)
     finally:
+        tracing.shutdown()  # flush spans still queued for the exporter
         if pg is not None:
             pg.stop()
     return 0

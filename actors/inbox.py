@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 
 import trio
 
+from actors import inbox_observer as observe
 from actors.runtime import AskTimeout, batches
 from domain.errors import Unavailable
 from domain.webhooks import GatewayEvent
 from storage import inbox
+from telemetry import tracing
 
 log = logging.getLogger("paycast.inbox")
 # Enough to absorb a burst while one batch commits; senders wait beyond it.
@@ -37,6 +39,8 @@ class _Pending:
     event: GatewayEvent
     raw: str
     done: trio.Event = field(default_factory=trio.Event)
+    # Stored with the row: the apply (later, maybe in another process) joins the receiving request's trace.
+    traceparent: str | None = field(default_factory=tracing.current_traceparent)
     new: bool = False
     error: BaseException | None = None
 
@@ -73,7 +77,8 @@ class InboxWriter:
     async def run(self) -> None:
         async for batch in batches(self._receive, MAX_BATCH):
             try:
-                new_ids = await self._db.transaction(inbox.insert_many, [(p.event, p.raw) for p in batch])
+                new_ids = await self._db.transaction(inbox.insert_many,
+                                                     [(p.event, p.raw, p.traceparent) for p in batch])
             except Exception as exc:  # noqa: BLE001 - every sender hears about it
                 for p in batch:
                     p.error = exc if isinstance(exc, Unavailable) else Unavailable("The webhook was not stored.")
@@ -115,6 +120,7 @@ class InboxProcessor:
                 continue
             late = await db.transaction(inbox.ignore_late, [r["id"] for r in rows])
             self.applied["ignored"] += len(late)
+            observe.ignored([r for r in rows if r["id"] in late])
             groups: dict[str, list[dict]] = defaultdict(list)
             for row in (r for r in rows if r["id"] not in late):
                 groups[row["payment_id"] or row["id"]].append(row)
@@ -144,6 +150,12 @@ class InboxProcessor:
 
     async def _apply(self, row: dict) -> str:
         """Through the payment's actor when the webhook names a payment, else directly."""
+        with observe.apply_span(row):
+            status = await self._apply_untraced(row)
+            observe.applied(row, status)
+        return status
+
+    async def _apply_untraced(self, row: dict) -> str:
         from actors.payment_messages import ApplyWebhook
 
         if row["payment_id"]:

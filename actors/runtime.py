@@ -17,6 +17,7 @@ import trio
 
 from config import logs
 from domain.errors import PaycastError, Unavailable
+from telemetry import metrics, tracing
 
 log = logging.getLogger("paycast.actors")
 K = TypeVar("K", bound=Hashable)
@@ -46,6 +47,9 @@ class _Reply:
 class _Envelope:
     message: Any
     reply: _Reply | None
+    # The sender's trace context: the actor task was spawned by whoever came
+    # first, so its own context says nothing about this message's trace.
+    trace: tracing.Context = field(default_factory=tracing.capture)
 
 
 class Mailbox:
@@ -55,8 +59,12 @@ class Mailbox:
     actor is behind, instead of queueing without limit.
     """
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, kind: str = "actor") -> None:
         self._send, self.receive = trio.open_memory_channel[_Envelope](size)
+        self._kind = kind
+
+    def _observe_depth(self) -> None:
+        metrics.observe_mailbox(self._kind, self._send.statistics().current_buffer_used)
 
     async def ask(self, message: Any, timeout: float) -> Any:
         """Send ``message`` and wait for the actor's answer.
@@ -72,6 +80,7 @@ class Mailbox:
                 await self._send.send(_Envelope(message, reply))
             except (trio.ClosedResourceError, trio.BrokenResourceError):
                 raise ActorGone() from None
+            self._observe_depth()
             await reply.done.wait()
         if scope.cancelled_caught:
             raise AskTimeout("The request timed out waiting for its turn; retry shortly.")
@@ -83,6 +92,7 @@ class Mailbox:
         """Deliver without waiting; False when the inbox is full or closed."""
         try:
             self._send.send_nowait(_Envelope(message, None))
+            self._observe_depth()
             return True
         except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
             return False
@@ -135,7 +145,7 @@ class Registry(Generic[K]):
     def _mailbox(self, key: K) -> Mailbox:
         box = self._live.get(key)
         if box is None:
-            box = Mailbox(self._inbox_size)
+            box = Mailbox(self._inbox_size, self.kind)
             self._live[key] = box
             self.started += 1
             self._nursery.start_soon(self._run, key, box, name=f"actor:{self.kind}:{key}")
@@ -168,7 +178,10 @@ class Registry(Generic[K]):
         if self.kind == "payment":
             logs.payment_id.set(str(key))
         try:
-            result = await self._handler(key, envelope.message)
+            with tracing.attached(envelope.trace), \
+                    tracing.span(f"actor {self.kind} {type(envelope.message).__name__}",
+                                 {"paycast.actor.kind": self.kind, "paycast.actor.key": str(key)}):
+                result = await self._handler(key, envelope.message)
         except PaycastError as exc:
             if envelope.reply:
                 envelope.reply.resolve(error=exc)

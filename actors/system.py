@@ -22,6 +22,7 @@ from config import Settings
 from config.roles import Part, parts_of
 from domain.breaker import BreakerPolicy, CircuitBreaker
 from domain.routing import RoutingConfig, candidates
+from gateways.instrumented import instrument
 from gateways.simulated import build_connectors
 from gateways.simulator import WebhookSimulator
 from storage import accounts, events, idempotency, merchants, payments
@@ -55,7 +56,8 @@ class System:
             settings.secrets_by_connector, delay_ms=settings.sim_delay_ms,
             duplicate_rate=settings.sim_duplicate_rate, reorder=settings.sim_reorder,
         )
-        self.connectors = build_connectors(settings.flaky_error_rate, self.simulator)
+        # Wrapped once so every connector call is traced and counted (gateways.instrumented).
+        self.connectors = instrument(build_connectors(settings.flaky_error_rate, self.simulator))
         self.inbox_processor = InboxProcessor(self)
         self.inbox_writer = InboxWriter(db, lambda: self.wakeups.wake(Topic.INBOX))
         self.writer = UnitWriter(db)

@@ -22,6 +22,7 @@ import trio
 from actors.runtime import AskTimeout, batches
 from domain.errors import Unavailable
 from storage.database import Database, UnitOfWork
+from telemetry import tracing
 
 log = logging.getLogger("paycast.unit_writer")
 # Queue bound: a burst waits here, beyond it senders wait (back-pressure).
@@ -38,6 +39,7 @@ class _Job:
     fn: UnitOfWork
     args: tuple
     done: trio.Event = field(default_factory=trio.Event)
+    trace: tracing.Context = field(default_factory=tracing.capture)  # the writing request's
     result: object = None
 
 
@@ -65,12 +67,13 @@ class UnitWriter:
           AskTimeout: not committed within ``timeout``.
           Exception: what ``fn`` raised (a domain error, :class:`Unavailable`).
         """
-        job = _Job(merchant_id, fn, args)
-        with trio.move_on_after(timeout):
-            await self._send.send(job)
-            # Once queued the unit runs whatever we do; wait for its outcome.
-            with trio.CancelScope(shield=True):
-                await job.done.wait()
+        with tracing.span("unit_writer write"):
+            job = _Job(merchant_id, fn, args)  # captures this span: the unit nests under it
+            with trio.move_on_after(timeout):
+                await self._send.send(job)
+                # Once queued the unit runs whatever we do; wait for its outcome.
+                with trio.CancelScope(shield=True):
+                    await job.done.wait()
         if not job.done.is_set():
             raise AskTimeout("The write could not be committed in time; retry.")
         if isinstance(job.result, BaseException):
@@ -86,7 +89,14 @@ class UnitWriter:
         async for batch in batches(self._receive, MAX_BATCH):
             batch.sort(key=lambda job: job.order)
             try:
-                results = await self._db.batch([(job.fn, job.args) for job in batch])
+                # A batch of one belongs to its request's trace; a larger one is
+                # its own, linked to each request's (each unit still runs, and
+                # writes its events, in its own request's context).
+                with tracing.attached(batch[0].trace if len(batch) == 1 else None), \
+                        tracing.span("unit_writer batch", {"paycast.batch.size": len(batch)},
+                                     links=[j.trace for j in batch] if len(batch) > 1 else ()):
+                    results = await self._db.batch([(job.fn, job.args) for job in batch],
+                                                   contexts=[job.trace for job in batch])
             except Unavailable as exc:
                 results = [exc] * len(batch)
             except Exception as exc:  # noqa: BLE001 - answer everyone, keep the writer alive

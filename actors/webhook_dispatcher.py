@@ -18,6 +18,7 @@ import time
 import httpx
 import trio
 
+from actors import delivery_observer as observe
 from domain import outgoing_webhooks as rules
 from domain.errors import Unavailable
 from storage import webhook_deliveries
@@ -84,7 +85,11 @@ class WebhookDispatcher:
         self._in_flight[endpoint] = self._in_flight.get(endpoint, 0) + 1
         self._total += 1
         semaphore = self._per_endpoint.setdefault(endpoint, trio.Semaphore(PER_ENDPOINT))
-        nursery.start_soon(self._deliver, client, row, semaphore, name=f"actor:webhook-delivery:{row['id']}")
+        nursery.start_soon(self._deliver_traced, client, row, semaphore, name=f"actor:webhook-delivery:{row['id']}")
+
+    async def _deliver_traced(self, client: httpx.AsyncClient, row: dict, semaphore: trio.Semaphore) -> None:
+        with observe.send_span(row):
+            await self._deliver(client, row, semaphore)
 
     async def _deliver(self, client: httpx.AsyncClient, row: dict, semaphore: trio.Semaphore) -> None:
         endpoint = row["endpoint_id"]
@@ -98,7 +103,9 @@ class WebhookDispatcher:
             except Unavailable:
                 # The lease runs out and the delivery is sent again: at least once.
                 log.warning("could not record attempt of %s; it will be retried", row["id"])
+                observe.attempt_recorded(row, None, status_code, latency_ms, error)
                 return
+            observe.attempt_recorded(row, outcome, status_code, latency_ms, error)
             if outcome == "succeeded":
                 self.succeeded += 1
         finally:
@@ -112,7 +119,7 @@ class WebhookDispatcher:
     async def _send(self, client: httpx.AsyncClient, row: dict) -> tuple[int | None, int, str | None]:
         """One attempt. Returns ``(status code or None, latency ms, error or None)``."""
         body = json.dumps(row["event"], separators=(",", ":")).encode()
-        headers = rules.headers(row["secret"], row["event"]["id"], int(time.time()), body)
+        headers = rules.headers(row["secret"], row["event"]["id"], int(time.time()), body) | observe.trace_headers()
         started = trio.current_time()
 
         def elapsed_ms() -> int:

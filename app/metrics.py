@@ -1,4 +1,8 @@
-"""Prometheus metrics. One registry per app, so several apps (tests) never clash."""
+"""Prometheus gauges read at scrape time. One registry per app, so several apps (tests) never clash.
+
+What is counted as it happens (transitions, connector calls, latencies) lives
+in the process-wide :mod:`telemetry.metrics`; ``/metrics`` renders both.
+"""
 
 from __future__ import annotations
 
@@ -19,16 +23,13 @@ class UnitsOfWork:
     def collect(self):
         trips = CounterMetricFamily("paycast_db_round_trips", "Database round trips by unit of work", labels=["unit"])
         units = CounterMetricFamily("paycast_db_units", "Units of work run, by name", labels=["unit"])
-        seconds = CounterMetricFamily("paycast_db_unit_seconds", "Time spent in units of work (acquire to release)",
-                                      labels=["unit"])
         most = GaugeMetricFamily("paycast_db_unit_round_trips_max", "Most round trips one unit of work took",
                                  labels=["unit"])
         for name, stats in sorted(dict(self._db.stats).items()):
             trips.add_metric([name], stats.round_trips)
             units.add_metric([name], stats.units)
-            seconds.add_metric([name], stats.seconds)
             most.add_metric([name], stats.max_round_trips)
-        yield from (trips, units, seconds, most)
+        yield from (trips, units, most)
 
 
 class Metrics:
@@ -70,5 +71,12 @@ class Metrics:
         self.ws_slow_consumer_closes = Counter("paycast_realtime_slow_consumer_closes_total",
                                                "Realtime connections closed as slow consumers (1013)",
                                                registry=self.registry)
+        self.deliveries = Gauge("paycast_webhook_deliveries", "Outgoing webhook deliveries by status", ["status"],
+                                registry=self.registry)
+        self.outbox_lag = Gauge("paycast_webhook_outbox_lag_seconds",
+                                "How long the most overdue pending outgoing webhook has been due",
+                                registry=self.registry)
+        self.stuck_payments = Gauge("paycast_payments_stuck", "Payments processing for longer than 10 minutes",
+                                    registry=self.registry)
         # How many slow-consumer closes the counter already holds (the hub counts; we add the difference).
         self.ws_slow_reported = 0

@@ -21,6 +21,7 @@ from app import errors
 from config.roles import Part, parts_of
 from app.limits import BodyLimit
 from app.metrics import Metrics
+from app.tracing import TracingMiddleware, name_after_route
 from config import logs
 from domain.errors import InvalidRequest
 from domain.ids import new_id
@@ -78,6 +79,7 @@ def create_app(system, admin_token: str) -> Quart:
     @app.after_request
     async def _observe(response):
         rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        name_after_route(request.method, rule)
         metrics.requests.labels(request.method, rule, str(response.status_code)).inc()
         metrics.latency.labels(request.method, rule).observe(time.perf_counter() - g.get("started", time.perf_counter()))
         if "request_id" in g:
@@ -115,5 +117,5 @@ async def serve_http(app: Quart, host: str, port: int, shutdown: trio.Event, *, 
     config.websocket_max_message_size = 64 * 1024
     # Thousands of WebSocket clients may connect at once (default 100 drops SYNs).
     config.backlog = 2048
-    asgi = BodyLimit(app, app.config["MAX_CONTENT_LENGTH"])
+    asgi = TracingMiddleware(BodyLimit(app, app.config["MAX_CONTENT_LENGTH"]))
     await serve(asgi, config, shutdown_trigger=shutdown.wait, task_status=task_status, mode="asgi")

@@ -7,6 +7,7 @@ person reading it is usually deploying at a bad hour.
 from __future__ import annotations
 
 import pathlib
+from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -114,6 +115,9 @@ class Settings(BaseSettings):
     # e.g. every WebSocket's state) are rarer pauses. See bench/RESULTS.md.
     gc_tuning: bool = True
     trace_tasks: bool = False
+    # OpenTelemetry: none (no SDK; an incoming traceparent still passes through),
+    # console (spans as JSON on stdout) or otlp (OTEL_EXPORTER_OTLP_* variables).
+    otel_exporter: Literal["none", "console", "otlp"] = "none"
     log_level: str = "INFO"
 
     @field_validator("webhook_retry_schedule")

@@ -25,6 +25,9 @@ class NewEvent:
     object_id: str
     snapshot: dict
     customer_id: str | None = None
+    # The W3C trace context of the change, when it is not the writer's own
+    # (a group commit writes several requests' changes in one transaction).
+    traceparent: str | None = None
 
     def __post_init__(self) -> None:
         if self.type not in EVENT_TYPES:

@@ -253,9 +253,10 @@ class Notice:
     first: int
     last: int
     messages: tuple[Message, ...] | None
+    traceparent: str | None = None  # the trace of the transaction that wrote them
 
 
-def encode_notice(merchant_id: str, client_id: str, messages: list[Message]) -> str:
+def encode_notice(merchant_id: str, client_id: str, messages: list[Message], traceparent: str | None = None) -> str:
     """The ``pg_notify`` payload for ``messages`` (consecutive seqs of one client).
 
     The header line is JSON; when everything fits under :data:`NOTIFY_LIMIT`
@@ -263,6 +264,8 @@ def encode_notice(merchant_id: str, client_id: str, messages: list[Message]) -> 
     raw newline), so receivers deliver without reading the database.
     """
     header = {"m": merchant_id, "c": client_id, "f": messages[0].seq, "l": messages[-1].seq}
+    if traceparent:
+        header["t"] = traceparent
     inline = dict(header, x=[[m.topic, m.device_id] for m in messages])
     text = "\n".join([_dumps(inline)] + [m.frame for m in messages])
     if len(text.encode()) < NOTIFY_LIMIT:
@@ -287,4 +290,6 @@ def decode_notice(payload: str) -> Notice:
             raise ValueError("inline messages do not match the seq range")
         messages = tuple(Message(first + i, topic, device, frame)
                          for i, ((topic, device), frame) in enumerate(zip(meta, frames)))
-    return Notice(str(head["m"]), str(head["c"]), first, last, messages)
+    traceparent = head.get("t")
+    return Notice(str(head["m"]), str(head["c"]), first, last, messages,
+                  traceparent if isinstance(traceparent, str) else None)

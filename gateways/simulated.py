@@ -29,6 +29,7 @@ import secrets
 import trio
 
 from domain.payments import Outcome, OutcomeKind
+from gateways import call_journal
 from gateways.base import (AuthorizeRequest, ConnectorServerError, ConnectorTimeout, PayoutRequest, RefundRequest,
                            Submission)
 
@@ -118,6 +119,7 @@ class SimulatedConnector:
         return kind, code, False
 
     async def authorize(self, request: AuthorizeRequest) -> Outcome:
+        call_journal.record(self.name, "authorize", payment_id=request.payment_id)
         kind, code, asynchronous = self._final(request)
         if kind is OutcomeKind.SUCCEEDED and request.capture_method == "manual":
             kind = OutcomeKind.AUTHORIZED
@@ -137,12 +139,15 @@ class SimulatedConnector:
         return Outcome(OutcomeKind.PENDING, txn)
 
     async def capture(self, connector_txn_id: str, amount: int) -> None:
+        call_journal.record(self.name, "capture", ref=connector_txn_id)
         self._ledger[connector_txn_id] = Outcome(OutcomeKind.SUCCEEDED, connector_txn_id)
 
     async def void(self, connector_txn_id: str) -> None:
+        call_journal.record(self.name, "void", ref=connector_txn_id)
         self._ledger[connector_txn_id] = Outcome(OutcomeKind.DECLINED, connector_txn_id, "voided")
 
     async def retrieve(self, connector_txn_id: str | None, payment_id: str) -> Outcome:
+        call_journal.record(self.name, "retrieve", ref=connector_txn_id, payment_id=payment_id)
         if connector_txn_id:
             known = self._ledger.get(connector_txn_id) or decode(connector_txn_id)
             if known is not None:
@@ -152,6 +157,7 @@ class SimulatedConnector:
                        DECLINE_MESSAGES["payment_not_found"])
 
     async def refund(self, request: RefundRequest) -> Submission:
+        call_journal.record(self.name, "refund", ref=request.refund_id, payment_id=request.payment_id)
         ref = f"{self._refund_prefix}{secrets.token_hex(8)}"
         fails = request.connector_txn_id.endswith(_FLAGS[REFUND_FAILS_CARD])
         self._send("refund.failed" if fails else "refund.succeeded", ref, request.amount, request.currency,
@@ -159,6 +165,7 @@ class SimulatedConnector:
         return Submission("pending", ref)
 
     async def payout(self, request: PayoutRequest) -> Submission:
+        call_journal.record(self.name, "payout", ref=request.transaction_id)
         ref = f"{self._payout_prefix}{secrets.token_hex(8)}"
         fails = request.amount % 100 == FAILING_PAYOUT_SUFFIX
         self._send("payout.failed" if fails else "payout.paid", ref, request.amount, request.currency,

@@ -26,6 +26,7 @@ from domain.ledger import Movement, check_reserve
 from storage import events as event_log
 from storage import ledger, merchants, payments
 from storage.pagination import page_rows
+from telemetry import metrics
 
 
 async def fetch_row(conn: asyncpg.Connection, merchant_id: str, account_id: str, *, lock: bool = False):
@@ -111,6 +112,7 @@ async def begin_deposit(conn: asyncpg.Connection, merchant_id: str, account_id: 
         " connector) VALUES ($1, $2, $3, 'deposit', 'pending', $4, $5, $6, $7) RETURNING *",
         transaction_id, merchant_id, account_id, amount, account["currency"], begun.payment["id"], begun.connector,
     )
+    metrics.transition("transaction", transaction_id, None, "pending", type="deposit", payment=begun.payment["id"])
     return render.account_transaction(row, account["customer_id"]), begun
 
 
@@ -139,6 +141,7 @@ async def begin_withdrawal(conn: asyncpg.Connection, merchant_id: str, account_i
     )
     await ledger.write_movement(conn, merchant_id, row["id"], row["currency"], Movement.RESERVE, account_id, amount)
     await conn.execute("UPDATE accounts SET updated_at = now() WHERE id = $1", account_id)
+    metrics.transition("transaction", row["id"], None, "pending", type="withdrawal", connector=connector)
     return render.account_transaction(row, account["customer_id"])
 
 
@@ -160,6 +163,8 @@ async def _transition(conn: asyncpg.Connection, transaction_id: str, trigger: wa
                                     row["account_id"], row["amount"])
         await conn.execute("UPDATE accounts SET updated_at = now() WHERE id = $1", row["account_id"])
     snapshot = await _txn_render(conn, row)
+    metrics.transition("transaction", row["id"], "pending", step.status.value, type=row["type"],
+                       error=row["failure_code"])
     return NewEvent(step.event, row["id"], snapshot, snapshot["customer_id"])
 
 

@@ -19,7 +19,10 @@ import asyncpg
 import orjson
 
 from domain.errors import PaycastError, Unavailable
+from storage import crashpoints
 from storage.loop_thread import LoopThread
+from storage.observe import observed
+from telemetry import tracing
 
 log = logging.getLogger("paycast.storage")
 T = TypeVar("T")
@@ -206,7 +209,8 @@ class Database:
           Unavailable: the database could not be reached or timed out.
           PaycastError: raised by ``fn`` (the transaction is rolled back).
         """
-        return await self._cross(fn, args, kwargs, transactional=True)
+        with observed(fn):
+            return await self._cross(fn, args, kwargs, transactional=True)
 
     async def run(self, fn: UnitOfWork[T], *args: Any, **kwargs: Any) -> T:
         """Like :meth:`transaction` but without an explicit transaction.
@@ -215,7 +219,8 @@ class Database:
         DDL, locks, and units that open their own transaction only when they
         need more than one statement.
         """
-        return await self._cross(fn, args, kwargs, transactional=False)
+        with observed(fn):
+            return await self._cross(fn, args, kwargs, transactional=False)
 
     async def _cross(self, fn: UnitOfWork[T], args: tuple, kwargs: dict, transactional: bool) -> T:
         pool = self._pool
@@ -227,10 +232,17 @@ class Database:
                 raw = getattr(conn, "_con", conn)  # the pool hands out a proxy
                 before, started = raw.round_trips, time.perf_counter()
                 try:
-                    if not transactional or getattr(getattr(fn, "func", fn), "single_unit", False):
+                    # A unit atomic by itself needs no BEGIN/COMMIT; with a test
+                    # crash point armed it runs in a transaction anyway, so the
+                    # point can fire between its statements and the commit.
+                    single = getattr(getattr(fn, "func", fn), "single_unit", False) and not crashpoints.armed()
+                    if not transactional or single:
                         return await fn(conn, *args, **kwargs)
                     async with conn.transaction():
-                        return await fn(conn, *args, **kwargs)
+                        result = await fn(conn, *args, **kwargs)
+                        written = await crashpoints.before_commit(conn)  # test-only hook, a no-op unless armed
+                    crashpoints.after_commit(written)
+                    return result
                 finally:
                     self._record(unit_name(fn), raw.round_trips - before, time.perf_counter() - started)
 
@@ -240,8 +252,13 @@ class Database:
             log.warning("database unavailable: %s: %s", type(exc).__name__, exc)
             raise Unavailable("The database is unavailable; retry shortly.") from exc
 
-    async def batch(self, calls: list[tuple[UnitOfWork, tuple]]) -> list[object]:
+    async def batch(self, calls: list[tuple[UnitOfWork, tuple]], *,
+                    contexts: list[tracing.Context] | None = None) -> list[object]:
         """Run several units of work in one transaction and one crossing (group commit).
+
+        Args:
+          contexts: per call, the trace context it runs in (its request's), so
+            the events it writes join that trace.
 
         Each call's domain error (:class:`PaycastError`) is its own answer and
         leaves the others alone. A database error aborts the transaction: it
@@ -255,6 +272,10 @@ class Database:
         Raises:
           Unavailable: the database could not be reached (for the whole batch).
         """
+        with observed(self.batch):
+            return await self._batch(calls, contexts or [None] * len(calls))
+
+    async def _batch(self, calls: list[tuple[UnitOfWork, tuple]], contexts: list) -> list[object]:
         if len(calls) == 1:  # idle: a batch of one is the unit alone (no BEGIN/COMMIT of its own)
             fn, args = calls[0]
             try:
@@ -274,14 +295,17 @@ class Database:
                 before, item_trips, batch_started = raw.round_trips, 0, time.perf_counter()
                 try:
                     async with conn.transaction():
-                        for fn, args in calls:
+                        for (fn, args), context in zip(calls, contexts):
                             started, trips = time.perf_counter(), raw.round_trips
                             try:
-                                results.append(await fn(conn, *args))
+                                with tracing.attached(context):
+                                    results.append(await fn(conn, *args))
                             except PaycastError as exc:
                                 results.append(exc)
                             item_trips += raw.round_trips - trips
                             self._record(unit_name(fn), raw.round_trips - trips, time.perf_counter() - started)
+                        written = await crashpoints.before_commit(conn)  # test-only hook, a no-op unless armed
+                    crashpoints.after_commit(written)
                 except asyncpg.PostgresError as exc:
                     if isinstance(exc, _UNAVAILABLE):
                         raise

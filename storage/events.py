@@ -11,6 +11,7 @@ from domain import render
 from domain.events import NewEvent
 from domain.ids import new_id
 from storage import webhook_deliveries
+from telemetry import tracing
 
 
 # Called inside the appending transaction with the rendered events, so
@@ -60,22 +61,26 @@ class Append:
                  guard: str | None = None) -> None:
         self.merchant_id, self.events, self.now = merchant_id, events, now
         self.ids = [new_id("evt") for _ in events]
-        p = [f"${first_param + i}" for i in range(8)]
-        m, n, ids, types, objects, customers, data, created = p
+        p = [f"${first_param + i}" for i in range(9)]
+        m, n, ids, types, objects, customers, data, created, traces = p
         where = f" AND EXISTS (SELECT 1 FROM {guard})" if guard else ""
         self.sql = (
             f"bump AS (UPDATE merchants SET event_seq = event_seq + {n}::int WHERE id = {m}::text{where}"
             " RETURNING event_seq),"
-            f" ev AS (INSERT INTO events (id, merchant_id, seq, type, object_id, customer_id, data, created_at)"
+            f" ev AS (INSERT INTO events (id, merchant_id, seq, type, object_id, customer_id, data, created_at,"
+            f" traceparent)"
             f" SELECT e.id, {m}::text, bump.event_seq - {n}::int + e.ord, e.type, e.object_id, e.customer_id, e.data,"
-            f" {created}::timestamptz FROM bump, unnest({ids}::text[], {types}::text[], {objects}::text[],"
-            f" {customers}::text[], {data}::jsonb[]) WITH ORDINALITY AS e(id, type, object_id, customer_id, data, ord)"
+            f" {created}::timestamptz, e.traceparent FROM bump, unnest({ids}::text[], {types}::text[],"
+            f" {objects}::text[], {customers}::text[], {data}::jsonb[], {traces}::text[])"
+            " WITH ORDINALITY AS e(id, type, object_id, customer_id, data, traceparent, ord)"
             " RETURNING id, seq, type), "
-            + webhook_deliveries.projection_cte("ev", first_param + 8)
+            + webhook_deliveries.projection_cte("ev", first_param + 9)
         )
+        # The unit of work's span is current here (the loop thread runs in the caller's context).
+        here = tracing.current_traceparent()
         self.args = [merchant_id, len(events), self.ids, [e.type for e in events], [e.object_id for e in events],
                      [e.customer_id for e in events], [e.snapshot for e in events], now,
-                     merchant_id, *webhook_deliveries.projection_args()]
+                     [e.traceparent or here for e in events], merchant_id, *webhook_deliveries.projection_args()]
 
     def rendered(self, first_seq: int) -> list[dict]:
         """The events' API forms, once the statement returned the first seq."""

@@ -33,26 +33,32 @@ RETRY = "retry"
 # new are stored. One statement.
 INSERT_SQL = (
     "WITH incoming AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],"
-    " $7::text[], $8::text[]) AS u(id, connector, event_id, kind, connector_txn_id, payment_id, object_id, raw_body)),"
+    " $7::text[], $8::text[], $9::text[])"
+    " AS u(id, connector, event_id, kind, connector_txn_id, payment_id, object_id, raw_body, traceparent)),"
     " fresh AS (INSERT INTO webhook_inbox_keys (connector, event_id, inbox_id)"
     " SELECT connector, event_id, id FROM incoming ON CONFLICT (connector, event_id) DO NOTHING RETURNING inbox_id)"
-    " INSERT INTO webhook_inbox (id, connector, event_id, kind, connector_txn_id, payment_id, object_id, raw_body)"
+    " INSERT INTO webhook_inbox (id, connector, event_id, kind, connector_txn_id, payment_id, object_id, raw_body,"
+    " traceparent)"
     " SELECT i.* FROM incoming i JOIN fresh f ON f.inbox_id = i.id RETURNING id"
 )
 
 
 @single_unit
-async def insert_many(conn: asyncpg.Connection, items: list[tuple[GatewayEvent, str]]) -> set[str]:
+async def insert_many(conn: asyncpg.Connection, items: list[tuple[GatewayEvent, str, str | None]]) -> set[str]:
     """Store several webhooks in one statement (group commit).
+
+    Args:
+      items: ``(event, raw body, traceparent of the receiving request or None)``.
 
     Returns:
       The ids of the rows that were new; duplicates (same connector + event id) are skipped.
     """
     ids = [new_id("ibx") for _ in items]
     rows = await conn.fetch(
-        INSERT_SQL, ids, [e.connector for e, _ in items], [e.event_id for e, _ in items],
-        [e.kind for e, _ in items], [e.connector_txn_id for e, _ in items], [e.payment_id for e, _ in items],
-        [e.object_id for e, _ in items], [raw for _, raw in items],
+        INSERT_SQL, ids, [e.connector for e, *_ in items], [e.event_id for e, *_ in items],
+        [e.kind for e, *_ in items], [e.connector_txn_id for e, *_ in items], [e.payment_id for e, *_ in items],
+        [e.object_id for e, *_ in items], [raw for _, raw, *_ in items],
+        [item[2] if len(item) > 2 else None for item in items],
     )
     return {r["id"] for r in rows}
 
@@ -64,7 +70,7 @@ async def claim(conn: asyncpg.Connection, limit: int, lease_s: float) -> list[di
         "UPDATE webhook_inbox SET claimed_until = now() + make_interval(secs => $2), tries = tries + 1"
         " WHERE id IN (SELECT id FROM webhook_inbox WHERE processed_at IS NULL"
         "   AND (claimed_until IS NULL OR claimed_until < now()) ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)"
-        " RETURNING id, connector, kind, connector_txn_id, payment_id, tries",
+        " RETURNING id, connector, kind, connector_txn_id, payment_id, tries, received_at, traceparent",
         limit, lease_s,
     )
     return sorted((dict(r) for r in rows), key=lambda r: r["id"])

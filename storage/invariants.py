@@ -11,16 +11,27 @@ import asyncpg
 TERMINAL = ("payment.succeeded", "payment.failed", "payment.canceled")
 
 CHECKS: dict[str, str] = {
-    "more than one successful charge per payment": """
-        SELECT payment_id, count(*) AS successes FROM payment_attempts
-        WHERE status IN ('succeeded', 'authorized') GROUP BY payment_id HAVING count(*) > 1""",
+    # "At most one successful attempt" is a unique index (attempts_one_success);
+    # what the schema cannot see is a payment and its attempts disagreeing.
+    "payment status disagrees with its successful attempt": """
+        SELECT p.id, p.status, count(a.id) FILTER (WHERE a.status IN ('succeeded', 'authorized')) AS successes
+        FROM payments p LEFT JOIN payment_attempts a ON a.payment_id = p.id
+        GROUP BY p.id, p.status
+        HAVING (p.status IN ('succeeded', 'requires_capture')
+                AND count(a.id) FILTER (WHERE a.status IN ('succeeded', 'authorized')) = 0)
+            OR (p.status IN ('requires_confirmation', 'failed')
+                AND count(a.id) FILTER (WHERE a.status IN ('succeeded', 'authorized')) > 0)""",
     "captured more than authorized / received more than amount": """
         SELECT id, amount, amount_received, amount_capturable FROM payments
         WHERE amount_received > amount OR amount_capturable > amount
            OR (status = 'succeeded' AND amount_received = 0)
            OR (status IN ('failed', 'canceled', 'requires_confirmation') AND amount_received <> 0)""",
-    "refunded more than received": """
-        SELECT id, amount_received, amount_refunded FROM payments WHERE amount_refunded > amount_received""",
+    # payments.amount_refunded <= amount_received is a CHECK; the refunds
+    # themselves are not bound by it, so their sum is checked here.
+    "refunds exceed the amount received": """
+        SELECT p.id, p.amount_received, sum(r.amount) AS refunds FROM payments p
+        JOIN refunds r ON r.payment_id = p.id AND r.status <> 'failed'
+        GROUP BY p.id, p.amount_received HAVING sum(r.amount) > p.amount_received""",
     "a terminal status changed": """
         SELECT object_id, array_agg(type ORDER BY seq) AS types FROM events
         WHERE type LIKE 'payment.%' AND type NOT IN ('payment.created', 'payment.review_required')
@@ -34,6 +45,15 @@ CHECKS: dict[str, str] = {
                       AND type <> 'payment.review_required' ORDER BY seq DESC LIMIT 1) e ON true
         WHERE e.type <> 'payment.' || p.status AND NOT (e.type = 'payment.created' AND p.status IN
               ('requires_confirmation', 'processing'))""",
+    # Every state change writes its event in the same transaction: a payment
+    # committed without its events is a unit of work split in two.
+    "payment without its events": """
+        SELECT p.id, p.status FROM payments p
+        WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.merchant_id = p.merchant_id AND e.object_id = p.id
+                          AND e.type = 'payment.created')
+           OR (p.status IN ('succeeded', 'failed', 'canceled', 'requires_capture') AND NOT EXISTS (
+               SELECT 1 FROM events e WHERE e.merchant_id = p.merchant_id AND e.object_id = p.id
+               AND e.type = 'payment.' || p.status))""",
     "gap in per-merchant event seq": """
         SELECT m.id, m.event_seq, count(e.seq) AS events, coalesce(max(e.seq), 0) AS max_seq
         FROM merchants m LEFT JOIN events e ON e.merchant_id = m.id
@@ -51,8 +71,15 @@ CHECKS: dict[str, str] = {
         -- the retention purge removes the oldest messages, never the newest or a middle one
         HAVING coalesce(max(m.seq), c.last_seq) <> c.last_seq
             OR (count(m.seq) > 0 AND count(m.seq) <> max(m.seq) - min(m.seq) + 1)""",
-    "webhook applied more than once": """
-        SELECT connector, event_id, count(*) FROM webhook_inbox GROUP BY connector, event_id HAVING count(*) > 1""",
+    # The inbox is unique on (connector, event_id); a webhook applied twice shows
+    # as its outcome written twice: one object, the same final event twice.
+    "outcome event written more than once": """
+        SELECT merchant_id, object_id, type, count(*) AS times FROM events
+        WHERE type IN ('refund.succeeded', 'refund.failed', 'dispute.opened', 'dispute.won', 'dispute.lost',
+                       'dispute.accepted', 'account.deposit.completed', 'account.deposit.failed',
+                       'account.withdrawal.completed', 'account.withdrawal.failed',
+                       'payment.created', 'payment.requires_capture')
+        GROUP BY merchant_id, object_id, type HAVING count(*) > 1""",
     "acknowledged webhook not processed after 5 minutes": """
         SELECT id, connector, event_id FROM webhook_inbox
         WHERE processed_at IS NULL AND received_at < now() - interval '5 minutes'""",

@@ -54,7 +54,15 @@ class LoopThread:
         ready.wait()
 
     def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
-        """Schedule ``coro`` on the loop from any thread."""
+        """Schedule ``coro`` on the loop from any thread, in a copy of the caller's context.
+
+        The caller's context variables (the current trace span, the log
+        correlation ids) reach the coroutine: ``call_soon_threadsafe``, which
+        ``run_coroutine_threadsafe`` uses, copies the *calling* thread's
+        context into the handle, and the task created inside that callback
+        copies it again (asyncio and uvloop alike). tests/e2e/test_tracing.py
+        relies on it: units of work nest under the caller's span.
+        """
         assert self._loop is not None, "LoopThread not started"
         return asyncio.run_coroutine_threadsafe(coro, self._loop)
 

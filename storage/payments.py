@@ -30,6 +30,7 @@ from storage import events as event_log
 from storage import orders
 from storage.database import single_unit
 from storage.pagination import page_rows
+from telemetry import metrics
 
 
 async def fetch_row(conn: asyncpg.Connection, merchant_id: str, payment_id: str, *, lock: bool = False):
@@ -230,8 +231,11 @@ async def _insert(conn: asyncpg.Connection, merchant_id: str, spec: dict, candid
         row["capture_method"], row["payment_method"], row["connector"], row["pinned_connector"], row["metadata"],
         deadline_s if attempt_id else None, now, attempt_id,
     ], row, None, [payment_event("created", created)], now)
+    metrics.transition("payment", row["id"], None, "requires_confirmation", amount=row["amount"],
+                       currency=row["currency"])
     if attempt_id is None:
         return created
+    metrics.transition("payment", row["id"], "requires_confirmation", "processing", connector=candidates[0])
     attempt = {"id": attempt_id, "payment_id": row["id"], "merchant_id": merchant_id, "connector": candidates[0],
                "status": "started", "connector_txn_id": None, "error_code": None, "created_at": now,
                "updated_at": now}
@@ -338,6 +342,8 @@ async def begin_attempt(conn: asyncpg.Connection, merchant_id: str, payment_id: 
                                   candidates[0], now, deadline_s, allowed, row["updated_at"], attempt_id)
     if not written:
         raise StateError("The payment changed while confirming; retry.")
+    if first:
+        metrics.transition("payment", payment_id, row["status"], "processing", connector=candidates[0])
     row = {**row, "status": Status.PROCESSING.value, "connector": candidates[0], "updated_at": now}
     attempt = {"id": attempt_id, "payment_id": payment_id, "merchant_id": merchant_id, "connector": candidates[0],
                "status": "started", "connector_txn_id": None, "error_code": None, "created_at": now,
@@ -392,7 +398,11 @@ async def settle_known(conn: asyncpg.Connection, row: Mapping, attempts: list, a
         args += also_args
     changed = await _write(conn, head, args, after, result.status.value,
                            [payment_event(result.status.value, snapshot)], now)
-    return snapshot if changed else None
+    if not changed:
+        return None
+    metrics.transition("payment", row["id"], "processing", result.status.value, connector=row["connector"],
+                       outcome=outcome.kind.value, error=outcome.error_code)
+    return snapshot
 
 
 @single_unit
@@ -446,6 +456,8 @@ async def settle(conn: asyncpg.Connection, merchant_id: str, payment_id: str, at
         " updated_at = now() WHERE id = $1 AND status = 'processing' RETURNING *",
         payment_id, result.status.value, result.amount_received, result.amount_capturable, result.last_error,
     )
+    metrics.transition("payment", payment_id, "processing", result.status.value, connector=row["connector"],
+                       outcome=outcome.kind.value, error=outcome.error_code)
     return await _commit_events(conn, row, result.status.value)
 
 
@@ -484,6 +496,7 @@ async def capture(conn: asyncpg.Connection, loaded: Loaded, amount: int) -> dict
                                               sources(Trigger.CAPTURE), row["updated_at"]],
                         after, status, [payment_event(status, snapshot)], now):
         _refuse(await load(conn, row["merchant_id"], row["id"]), Trigger.CAPTURE, "capturing")
+    metrics.transition("payment", row["id"], row["status"], status, amount=amount)
     return snapshot
 
 
@@ -507,6 +520,7 @@ async def cancel(conn: asyncpg.Connection, loaded: Loaded) -> dict:
                                              row["updated_at"]],
                         after, status, [payment_event(status, snapshot)], now):
         _refuse(await load(conn, row["merchant_id"], row["id"]), Trigger.CANCEL, "canceling")
+    metrics.transition("payment", row["id"], row["status"], status)
     return snapshot
 
 

@@ -18,6 +18,7 @@ import asyncpg
 
 from domain.events import NewEvent
 from domain.realtime import Message, client_topic, encode_notice, event_frame, topic_of
+from telemetry import tracing
 
 CHANNEL = "paycast_realtime"
 _SECRET_NAME = "realtime_token_key"
@@ -55,7 +56,9 @@ async def append_messages(conn: asyncpg.Connection, merchant_id: str, client_id:
         " SELECT $1::text, $2::text, * FROM unnest($3::bigint[], $4::text[], $5::text[], $6::jsonb[]))"
         " SELECT pg_notify($7, $8)",
         merchant_id, client_id, seqs, [t for t, _, _ in items], [d for _, d, _ in items],
-        [p for _, _, p in items], CHANNEL, encode_notice(merchant_id, client_id, messages),
+        [p for _, _, p in items], CHANNEL,
+        # The unit of work's trace (current here): the push to WebSockets joins it.
+        encode_notice(merchant_id, client_id, messages, tracing.current_traceparent()),
     )
     return messages
 

@@ -23,6 +23,7 @@ from domain.submission import Submission
 from storage import events as event_log
 from storage.database import single_unit
 from storage.pagination import page_rows
+from telemetry import metrics
 
 # Dispute statuses that make a refund a double payout (held or lost funds).
 _BLOCKING_DISPUTES = ["needs_response", "under_review", "lost", "accepted"]
@@ -91,6 +92,8 @@ async def begin(conn: asyncpg.Connection, merchant_id: str, payment_id: str, amo
                               reason, payment["connector"], metadata, _BLOCKING_DISPUTES)
     if row is None:  # another refund (or a dispute) got there between the read and the write
         raise RefundExceedsPayment("The refund exceeds what is left to refund.", param="amount")
+    metrics.transition("refund", row["id"], None, "pending", payment=payment_id, amount=amount,
+                       connector=payment["connector"])
     return {"refund": dict(row), "connector_txn_id": payment["connector_txn_id"]}
 
 
@@ -126,6 +129,8 @@ async def settle(conn: asyncpg.Connection, refund_id: str, trigger: rules.Trigge
     snapshot = render.refund(row)
     await event_log.append(conn, row["merchant_id"],
                            NewEvent(f"refund.{new_status.value}", row["id"], snapshot, payment["customer_id"]))
+    metrics.transition("refund", refund_id, refund["status"], new_status.value, payment=payment_id,
+                       error=row["failure_code"])
     return snapshot
 
 

@@ -115,7 +115,8 @@ async def claim(conn: asyncpg.Connection, limit: int, per_endpoint: int, busy_en
         rows = [r for r in rows if r["event_id"] in events]
     return [{"id": r["id"], "endpoint_id": r["endpoint_id"], "url": endpoints[r["endpoint_id"]]["url"],
              "secret": endpoints[r["endpoint_id"]]["secret"], "attempt": r["attempt_count"] + 1,
-             "event": render.event(events[r["event_id"]]), "token": token} for r in rows]
+             "event": render.event(events[r["event_id"]]), "token": token,
+             "traceparent": events[r["event_id"]].get("traceparent")} for r in rows]
 
 
 async def record_attempt(conn: asyncpg.Connection, delivery_id: str, token: str, status_code: int | None,

@@ -19,7 +19,7 @@ import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from tests.support import ServerProcess  # noqa: E402
+from tests.support import ServerProcess, stop_all  # noqa: E402
 
 
 def _create_database(admin_dsn: str, name: str) -> None:
@@ -84,6 +84,28 @@ def server(db_dsn):
         yield proc
     finally:
         proc.stop()
+
+
+@pytest.fixture
+def start_server():
+    """Factory: ``start_server(dsn, **env)`` starts a real server; every one is stopped at teardown.
+
+    Tests that need their own processes (restarts, kill -9, two processes on one
+    database) use this instead of ``ServerProcess(...).start()`` so a failing
+    assertion or timeout never leaks a process. Stopping an already stopped or
+    killed server is a no-op.
+    """
+    started: list[ServerProcess] = []
+
+    def start(dsn: str, **env: str) -> ServerProcess:
+        proc = ServerProcess(dsn, **env)
+        started.append(proc)
+        return proc.start()
+
+    try:
+        yield start
+    finally:
+        stop_all(started, timeout=10)
 
 
 @pytest.fixture

@@ -24,12 +24,16 @@ class Receiver:
       script: status codes for the first requests.
       default: status code once the script is used up.
       delay_s: how long each answer takes (a slow endpoint).
+      gate: when given, every answer waits until it is set (an endpoint that
+        hangs until the test lets it go; bounded by 30 s so nothing leaks).
     """
 
-    def __init__(self, script: list[int] | None = None, default: int = 200, delay_s: float = 0.0) -> None:
+    def __init__(self, script: list[int] | None = None, default: int = 200, delay_s: float = 0.0,
+                 gate: threading.Event | None = None) -> None:
         self.script = list(script or [])
         self.default = default
         self.delay_s = delay_s
+        self.gate = gate
         self.received: list[Received] = []
         self.in_flight = 0
         self.max_in_flight = 0
@@ -46,6 +50,8 @@ class Receiver:
                     receiver.received.append(Received({k.lower(): v for k, v in self.headers.items()}, body,
                                                       time.time()))
                 try:
+                    if receiver.gate is not None:
+                        receiver.gate.wait(30)
                     if receiver.delay_s:
                         time.sleep(receiver.delay_s)
                     self.send_response(status)
@@ -73,6 +79,8 @@ class Receiver:
         return self
 
     def __exit__(self, *exc) -> None:
+        if self.gate is not None:
+            self.gate.set()  # never leave a handler thread hanging
         self._server.shutdown()
         self._server.server_close()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import queue
 import signal
 import subprocess
 import sys
@@ -23,39 +24,62 @@ class ServerProcess:
     Args:
       dsn: the database (``PAYCAST_DATABASE_URL``).
       env: extra ``PAYCAST_*`` settings.
+      keep_stdout: keep what the server prints after its ``listening`` line in
+        :attr:`stdout_lines` (e.g. the console span exporter's output).
     """
 
-    def __init__(self, dsn: str, **env: str) -> None:
+    def __init__(self, dsn: str, *, keep_stdout: bool = False, **env: str) -> None:
         self.dsn = dsn
         self.extra_env = env
+        self.keep_stdout = keep_stdout
         self.proc: subprocess.Popen | None = None
         self.url: str | None = None
         self.stderr_lines: list[str] = []
+        self.stdout_lines: list[str] = []
 
     def start(self, timeout: float = 30) -> "ServerProcess":
+        """Spawn the server and wait (bounded) for its ``listening`` line.
+
+        stdout and stderr are read by daemon threads; the wait here is on a
+        queue with a deadline, so a server that hangs silently fails the test
+        after ``timeout`` seconds instead of blocking ``readline`` forever.
+
+        Raises:
+          RuntimeError: the server exited or did not listen in time (it is killed).
+        """
         env = dict(os.environ)
         env.update({"PAYCAST_DATABASE_URL": self.dsn, "PAYCAST_PORT": "0", "PAYCAST_ADMIN_TOKEN": ADMIN_TOKEN,
                     "PAYCAST_LOG_LEVEL": "WARNING"})
         env.update(self.extra_env)
         self.proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "serve"], cwd=ROOT, env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        lines: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._drain_stderr, daemon=True).start()
+        threading.Thread(target=self._drain_stdout, args=(lines,), daemon=True).start()
         deadline = time.monotonic() + timeout
-        assert self.proc.stdout is not None
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                raise RuntimeError(f"server exited early: {''.join(self.stderr_lines[-20:])}")
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = lines.get(timeout=left)
+            except queue.Empty:
+                break
+            if line is None:
+                self.proc.wait(5)
+                raise RuntimeError(f"server exited early ({self.proc.returncode}): "
+                                   f"{''.join(self.stderr_lines[-20:])}")
             if line.startswith("{") and '"listening"' in line:
                 self.url = json.loads(line)["url"]
-                threading.Thread(target=self._drain_stdout, daemon=True).start()
                 return self
-        raise RuntimeError("server did not start in time")
+        self.stop(timeout=5)
+        raise RuntimeError(f"server did not start within {timeout}s: {''.join(self.stderr_lines[-20:])}")
 
-    def _drain_stdout(self) -> None:
+    def _drain_stdout(self, lines: "queue.Queue[str | None]") -> None:
         assert self.proc and self.proc.stdout
-        for _ in self.proc.stdout:
-            pass
+        for line in self.proc.stdout:
+            if self.url is None:
+                lines.put(line)
+            elif self.keep_stdout:
+                self.stdout_lines.append(line)
+        lines.put(None)
 
     def _drain_stderr(self) -> None:
         assert self.proc and self.proc.stderr
@@ -67,10 +91,20 @@ class ServerProcess:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
 
+    def wait_exit(self, timeout: float) -> int:
+        """Wait (bounded) for the process to exit by itself; its return code."""
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def terminate(self) -> None:
+        """Ask the process to drain and exit (SIGTERM) without waiting; :meth:`stop` waits."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+
     def stop(self, timeout: float = 15) -> int | None:
         if self.proc is None or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else None
-        self.proc.send_signal(signal.SIGTERM)
+        self.terminate()
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -147,3 +181,24 @@ def run_check(dsn: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PAYCAST_DATABASE_URL=dsn, PAYCAST_LOG_LEVEL="WARNING")
     return subprocess.run([sys.executable, str(ROOT / "run.py"), "check"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=60)
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skip on a developer machine; fail in CI, where a skipped real part would hide a gap.
+
+    CI is recognised by ``CI`` (set by most CI systems) or ``PAYCAST_REQUIRE_CHROMIUM``
+    (set by ``.ci/run``).
+    """
+    import pytest
+
+    if os.environ.get("CI") or os.environ.get("PAYCAST_REQUIRE_CHROMIUM"):
+        pytest.fail(f"required in CI: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def stop_all(servers: "list[ServerProcess]", timeout: float = 15) -> None:
+    """Stop several servers at once: all are told first, then each is waited for (bounded)."""
+    for server in servers:
+        server.terminate()
+    for server in servers:
+        server.stop(timeout)

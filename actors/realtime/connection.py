@@ -34,6 +34,7 @@ from domain.errors import FrameRejected, Unavailable
 from domain.realtime import (PING_FRAME, Ack, Claims, Message, Pong, Subscribe, Unsubscribe, error_frame,
                              parse_client_frame, visible, welcome_frame)
 from storage import realtime as store
+from telemetry import metrics
 
 log = logging.getLogger("paycast.realtime")
 
@@ -186,6 +187,7 @@ class Connection:
         if rest is None:
             return False
         self.sent += len(frames)
+        metrics.REALTIME_MESSAGES.inc(len(frames))
         self.direct_writes += 1
         if rest:  # the kernel buffer filled up: the writer finishes it, before anything later
             self._enqueue(Raw(rest), lag=False)
@@ -284,6 +286,7 @@ class Connection:
         await self._ws.send_many(texts)
         self.send_started = None
         self.sent += len(texts)
+        metrics.REALTIME_MESSAGES.inc(len(texts))
 
     async def _send_bytes(self, data: bytes) -> None:
         self.send_started = trio.current_time()

@@ -22,6 +22,7 @@ from actors.realtime.connection import Batch, Connection
 from domain.errors import Unavailable
 from domain.realtime import Notice, decode_notice, visible
 from storage import realtime as store
+from telemetry import tracing
 
 log = logging.getLogger("paycast.realtime")
 # After routing something the hub waits this long before routing again, so
@@ -148,12 +149,17 @@ class Hub:
                         conn.catch_up()
                     continue
             batch = Batch(notice.first, notice.last, messages)
-            for conn in self._by_client.get(key, ()):
-                try:
-                    conn.offer(batch)
-                except Exception:  # noqa: BLE001 - one connection's trouble must not stop routing
-                    log.exception("offering to realtime connection %s failed", conn.id)
-                    conn.catch_up()
+            targets = self._by_client.get(key, ())
+            # The push joins the trace of the transaction that wrote the messages.
+            with tracing.span("realtime push", {"paycast.realtime.connections": len(targets),
+                                                "paycast.realtime.messages": len(messages)},
+                              parent=tracing.from_traceparent(notice.traceparent)):
+                for conn in targets:
+                    try:
+                        conn.offer(batch)
+                    except Exception:  # noqa: BLE001 - one connection's trouble must not stop routing
+                        log.exception("offering to realtime connection %s failed", conn.id)
+                        conn.catch_up()
 
     async def _do_resync(self) -> None:
         """Compare each local client's cursor with its latest seq; lagging ones re-read."""

@@ -10,6 +10,7 @@ from app.auth import admin_required
 from app.body import json_response
 from domain.errors import Unavailable
 from storage import migrate, operations
+from telemetry import metrics as event_metrics
 
 bp = Blueprint("ops", __name__)
 
@@ -39,17 +40,22 @@ async def metrics():
         for status in ("requires_confirmation", "processing", "requires_capture", "succeeded", "failed", "canceled"):
             m.payments.labels(status).set(by_status.get(status, 0))
         inbox_rows = counts["inbox"]
-        for status in ("pending", "applied", "ignored", "unmatched", "unhandled"):
+        for status in ("pending", "applied", "ignored", "unmatched", "unhandled", "dead"):
             m.inbox_rows.labels(status).set(inbox_rows.get(status, 0))
         m.inbox_pending.set(inbox_rows.get("pending", 0))
         m.inbox_lag.set(counts["inbox_lag"])
         m.reconcile_backlog.set(counts["backlog"])
         m.review_required.set(counts["review"])
+        m.stuck_payments.set(counts["stuck"])
+        for status in ("pending", "succeeded", "failed"):
+            m.deliveries.labels(status).set(counts["deliveries"].get(status, 0))
+        m.outbox_lag.set(counts["outbox_lag"])
     except Unavailable:
         m.db_up.set(0)
-    if system.payments is not None:
-        m.actors.labels("payment").set(len(system.payments))
-        m.actor_crashes.labels("payment").set(system.payments.crashes)
+    for kind, registry in (("payment", system.payments), ("account", system.accounts)):
+        if registry is not None:
+            m.actors.labels(kind).set(len(registry))
+            m.actor_crashes.labels(kind).set(registry.crashes)
     hub = system.realtime.hub
     m.ws_connections.set(len(hub))
     if hub.slow_closes > m.ws_slow_reported:
@@ -63,7 +69,8 @@ async def metrics():
         state = breaker.state(now)
         for s in ("closed", "open", "half_open"):
             m.connector_state.labels(name, s).set(1 if s == state else 0)
-    return Response(generate_latest(m.registry), content_type=CONTENT_TYPE_LATEST)
+    body = generate_latest(m.registry) + generate_latest(event_metrics.REGISTRY)
+    return Response(body, content_type=CONTENT_TYPE_LATEST)
 
 
 def _task_tree(task: trio.lowlevel.Task) -> dict:

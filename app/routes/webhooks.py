@@ -6,6 +6,7 @@ then store durably through the group-commit writer; 200 only after commit.
 
 from __future__ import annotations
 
+import logging
 import time
 
 from quart import Blueprint, current_app, request
@@ -13,6 +14,9 @@ from quart import Blueprint, current_app, request
 from app.body import json_response, read_raw
 from domain import signatures, webhooks
 from domain.errors import InvalidRequest, NotFound
+from telemetry import metrics
+
+log = logging.getLogger("paycast.webhooks.in")
 
 bp = Blueprint("webhooks", __name__)
 
@@ -24,6 +28,8 @@ def _verify(connector: str, secret: str, raw: bytes, now: int) -> None:
         else:
             signatures.verify_razorpay(secret, raw, request.headers.get("X-Razorpay-Signature"))
     except signatures.SignatureError as exc:
+        metrics.SIGNATURE_FAILURES.labels(connector, exc.code).inc()
+        log.warning("webhook refused: %s signature %s", connector, exc.code)
         raise InvalidRequest(str(exc), code=exc.code) from None
 
 
@@ -38,6 +44,12 @@ async def receive_webhook(connector: str):
     event = webhooks.parse(connector, raw)
     if webhooks.FORMATS[connector] == "razorpay" and abs(now - event.created) > signatures.TOLERANCE_S:
         # Razorpay signs only the body; its created_at is what bounds a replay.
+        metrics.SIGNATURE_FAILURES.labels(connector, "stale_signature").inc()
         raise InvalidRequest("The webhook is older than the tolerance.", code="stale_signature")
+    started = time.perf_counter()
     new = await system.inbox_writer.store(event, raw.decode("utf-8", "replace"), system.settings.ask_timeout_s)
+    metrics.WEBHOOKS_RECEIVED.labels(connector, "new" if new else "duplicate").inc()
+    log.info("webhook received: %s %s %s for %s (%s, stored in %.1f ms)", connector, event.event_id, event.kind,
+             event.payment_id or event.connector_txn_id or "-", "new" if new else "duplicate",
+             (time.perf_counter() - started) * 1000)
     return json_response({"received": True, "duplicate": not new})

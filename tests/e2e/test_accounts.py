@@ -10,8 +10,8 @@ import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from tests.support import (CARD_DECLINED, CARD_OK, UPI, ServerProcess, db_fetch, run_check, sign_razorpay,
-                           sign_stripe, wait_for)
+from tests.support import (CARD_DECLINED, CARD_OK, UPI, db_fetch, run_check, sign_razorpay, sign_stripe, stop_all,
+                           wait_for)
 
 
 def _account(client, customer="cus_w1", currency="INR"):
@@ -201,12 +201,12 @@ def test_withdrawal_past_available_balance_is_409(client):
     assert bad_card.status_code == 400 and bad_card.json()["error"]["param"] == "payment_method.card.number"
 
 
-def test_concurrent_withdrawals_across_two_processes_never_overdraw(new_database):
+def test_concurrent_withdrawals_across_two_processes_never_overdraw(new_database, start_server):
     """A wallet of 10,000 and 16 concurrent withdrawals of 1,500 over two processes: exactly six are accepted."""
     dsn = new_database("paycast_wallet_race")
     # Payout webhooks come late, so the reservations are seen before they are paid out.
     slow = {"PAYCAST_SIM_DELAY_MS": "2000"}
-    a, b = ServerProcess(dsn, **slow).start(), ServerProcess(dsn, **slow).start()
+    a, b = start_server(dsn, **slow), start_server(dsn, **slow)
     try:
         api_key = a.create_merchant()
         with a.client(api_key) as c:
@@ -231,16 +231,15 @@ def test_concurrent_withdrawals_across_two_processes_never_overdraw(new_database
         check = run_check(dsn)
         assert check.returncode == 0, check.stdout
     finally:
-        a.stop()
-        b.stop()
+        stop_all([a, b])
 
 
-def test_ledger_invariants_after_a_mixed_random_workload(new_database):
+def test_ledger_invariants_after_a_mixed_random_workload(new_database, start_server):
     """Deposits (cards, UPI, declines), withdrawals (paid, failed, refused) on a few
     wallets in random order and concurrently; afterwards every balance is the sum of
     its entries and of its completed transactions, and `run.py check` passes."""
     dsn = new_database("paycast_ledger_mix")
-    server = ServerProcess(dsn, PAYCAST_SIM_DUPLICATE_RATE="0.2", PAYCAST_SIM_REORDER="true").start()
+    server = start_server(dsn, PAYCAST_SIM_DUPLICATE_RATE="0.2", PAYCAST_SIM_REORDER="true")
     try:
         api_key = server.create_merchant()
         rng = random.Random(5)

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.support import ServerProcess, payment_body, run_check, wait_for
+from tests.support import payment_body, run_check, wait_for
 
 
 @pytest.fixture
@@ -29,8 +29,8 @@ def own_postgres():
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def test_database_down_gives_503_then_recovers(own_postgres):
-    server = ServerProcess(own_postgres.dsn("paycast"), PAYCAST_DB_CONNECT_TIMEOUT_S="1").start()
+def test_database_down_gives_503_then_recovers(own_postgres, start_server):
+    server = start_server(own_postgres.dsn("paycast"), PAYCAST_DB_CONNECT_TIMEOUT_S="1")
     try:
         api_key = server.create_merchant()
         with server.client(api_key, timeout=20) as c:
@@ -49,7 +49,9 @@ def test_database_down_gives_503_then_recovers(own_postgres):
             for r, elapsed in results:
                 assert r.status_code == 503, r.text
                 assert r.json()["error"]["type"] == "api_error" and r.json()["error"]["code"] == "unavailable"
-                assert elapsed < 8, f"a request took {elapsed:.1f}s with the database down"
+                # "Does not hang", not a speed test: a shared 2-core machine can be slow, so
+                # the bound is only under the client's 20 s timeout (connect timeout is 1 s).
+                assert elapsed < 15, f"a request took {elapsed:.1f}s with the database down"
             assert c.get("/healthz").status_code == 200
             assert c.get("/readyz").status_code == 503
 

@@ -132,9 +132,9 @@ def test_late_webhook_never_moves_terminal_status(server, client, db_dsn):
     assert client.get(f"/v1/payments/{pay['id']}").json()["status"] == "succeeded"
 
 
-def test_webhook_for_unknown_payment_is_kept_for_review(new_database):
+def test_webhook_for_unknown_payment_is_kept_for_review(new_database, start_server):
     """Retried for the grace period (it may have overtaken its payment's commit), then kept aside."""
-    server = ServerProcess(new_database("paycast_orphan"), PAYCAST_WEBHOOK_UNMATCHED_GRACE_S="0.5").start()
+    server = start_server(new_database("paycast_orphan"), PAYCAST_WEBHOOK_UNMATCHED_GRACE_S="0.5")
     try:
         _orphan_is_kept(server, server.dsn)
     finally:
@@ -182,8 +182,10 @@ def test_volume_split_uses_both_connectors(client):
 def steady_breakers(new_database):
     """A server whose breakers never open at flaky's 30% error rate, so routing is deterministic."""
     proc = ServerProcess(new_database("paycast_flaky"), PAYCAST_BREAKER_FAILURE_THRESHOLD="1.0").start()
-    yield proc
-    proc.stop()
+    try:
+        yield proc
+    finally:
+        proc.stop()
 
 
 def test_flaky_falls_back_to_next_connector(steady_breakers):
@@ -191,9 +193,9 @@ def test_flaky_falls_back_to_next_connector(steady_breakers):
         _flaky_falls_back(client)
 
 
-def test_open_circuit_routes_around_the_connector(new_database):
-    server = ServerProcess(new_database("paycast_breaker"), PAYCAST_FLAKY_ERROR_RATE="1.0",
-                           PAYCAST_BREAKER_MIN_CALLS="5", PAYCAST_BREAKER_OPEN_S="60").start()
+def test_open_circuit_routes_around_the_connector(new_database, start_server):
+    server = start_server(new_database("paycast_breaker"), PAYCAST_FLAKY_ERROR_RATE="1.0",
+                           PAYCAST_BREAKER_MIN_CALLS="5", PAYCAST_BREAKER_OPEN_S="60")
     try:
         with server.client(server.create_merchant()) as client:
             client.put("/v1/routing", json={"strategy": "priority", "connectors": ["flaky", "mockstripe"]})

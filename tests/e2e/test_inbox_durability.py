@@ -8,8 +8,8 @@ import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from tests.support import (CARD_DECLINED, CARD_OK, UPI, ServerProcess, db_fetch, payment_body, run_check,
-                           sign_stripe, wait_for)
+from tests.support import (CARD_DECLINED, CARD_OK, UPI, db_fetch, payment_body, run_check, sign_stripe, stop_all,
+                           wait_for)
 
 
 def _pending_payments(client, n):
@@ -25,9 +25,9 @@ def _success_webhook(pay, event_id):
     return body, sign_stripe(body)
 
 
-def test_kill9_with_unprocessed_inbox_rows_processes_them_after_restart(new_database):
+def test_kill9_with_unprocessed_inbox_rows_processes_them_after_restart(new_database, start_server):
     dsn = new_database("paycast_inbox_crash")
-    server = ServerProcess(dsn).start()
+    server = start_server(dsn)
     api_key = server.create_merchant()
     with server.client(api_key) as c:
         pays = _pending_payments(c, 30)
@@ -48,7 +48,7 @@ def test_kill9_with_unprocessed_inbox_rows_processes_them_after_restart(new_data
                  f"ibx_ORPHAN{i:02d}", f"evt_orphan_{i}", pay["attempts"][0]["connector_txn_id"], pay["id"],
                  body.decode(), i == 0)
         acked.append(pay["id"])
-    restarted = ServerProcess(dsn).start()
+    restarted = start_server(dsn)
     try:
         with restarted.client(api_key) as c:
             wait_for(lambda: all(c.get(f"/v1/payments/{p}").json()["status"] == "succeeded" for p in acked),
@@ -60,9 +60,9 @@ def test_kill9_with_unprocessed_inbox_rows_processes_them_after_restart(new_data
         restarted.stop()
 
 
-def test_two_processes_one_database_apply_each_webhook_once(new_database):
+def test_two_processes_one_database_apply_each_webhook_once(new_database, start_server):
     dsn = new_database("paycast_two")
-    a, b = ServerProcess(dsn).start(), ServerProcess(dsn).start()
+    a, b = start_server(dsn), start_server(dsn)
     try:
         api_key = a.create_merchant()
         with a.client(api_key) as c:
@@ -89,15 +89,14 @@ def test_two_processes_one_database_apply_each_webhook_once(new_database):
         assert rows == [{"status": "applied", "n": 40}]
         assert run_check(dsn).returncode == 0
     finally:
-        a.stop()
-        b.stop()
+        stop_all([a, b])
 
 
-def test_chaos_500_payments_with_duplicates_and_reordering(new_database):
+def test_chaos_500_payments_with_duplicates_and_reordering(new_database, start_server):
     dsn = new_database("paycast_chaos")
-    server = ServerProcess(dsn, PAYCAST_SIM_DUPLICATE_RATE="0.2", PAYCAST_SIM_REORDER="true",
+    server = start_server(dsn, PAYCAST_SIM_DUPLICATE_RATE="0.2", PAYCAST_SIM_REORDER="true",
                            PAYCAST_SIM_DELAY_MS="20", PAYCAST_PROCESSING_DEADLINE_S="1",
-                           PAYCAST_RECONCILE_INTERVAL_S="0.2").start()
+                           PAYCAST_RECONCILE_INTERVAL_S="0.2")
     try:
         api_key = server.create_merchant()
         rng = random.Random(42)

@@ -13,8 +13,10 @@ def fast_server(new_database):
     proc = ServerProcess(new_database("paycast_recon"), PAYCAST_PROCESSING_DEADLINE_S="0.5",
                          PAYCAST_RECONCILE_INTERVAL_S="0.1", PAYCAST_RECONCILE_MAX_CHECKS="2",
                          PAYCAST_FLAKY_ERROR_RATE="1.0").start()
-    yield proc
-    proc.stop()
+    try:
+        yield proc
+    finally:
+        proc.stop()
 
 
 def test_pending_upi_is_resolved_by_reconciliation(fast_server):

@@ -9,7 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.support import UPI, ServerProcess, db_fetch, payment_body, run_check, wait_for
+from tests.support import UPI, db_fetch, payment_body, run_check, stop_all, wait_for
+
 
 CARD_REFUND_FAILS = {"type": "card", "card": {"number": "4000000000005126"}}
 
@@ -131,10 +132,10 @@ def test_refund_is_idempotent(client):
     assert client.get(f"/v1/payments/{pay['id']}").json()["amount_refunded"] == 400
 
 
-def test_concurrent_partial_refunds_across_two_processes_never_exceed_the_payment(new_database):
+def test_concurrent_partial_refunds_across_two_processes_never_exceed_the_payment(new_database, start_server):
     """Ten refunds of 300 against 1000 received, split over two processes: exactly three succeed."""
     dsn = new_database("paycast_refund_race")
-    a, b = ServerProcess(dsn).start(), ServerProcess(dsn).start()
+    a, b = start_server(dsn), start_server(dsn)
     try:
         api_key = a.create_merchant()
         with a.client(api_key) as c:
@@ -164,5 +165,4 @@ def test_concurrent_partial_refunds_across_two_processes_never_exceed_the_paymen
         check = run_check(dsn)
         assert check.returncode == 0, check.stdout
     finally:
-        a.stop()
-        b.stop()
+        stop_all([a, b])

@@ -1,0 +1,162 @@
+"""The ONE place where tests call storage units of work directly.
+
+tests/integration/test_storage_units.py speaks to storage only through
+:class:`StorageAPI`, in domain terms (create a payment, start an attempt,
+capture, refund, reserve …). When a storage function is rewritten (new
+signature, several statements folded into one), only the matching method here
+changes; the guard tests stay as they are. Each method is one unit of work run
+by the real runner (:class:`storage.database.Database`, its loop thread and
+pool) against the real PostgreSQL, exactly as the actors run it.
+
+Errors are the domain's (:mod:`domain.errors`); results are the API forms
+(dicts) the storage functions return.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from actors.system import register_followers_and_projections
+from domain.payments import Outcome, OutcomeKind
+from domain.refunds import Trigger as RefundTrigger
+from domain.submission import Submission
+from domain.webhooks import GatewayEvent
+from storage import accounts, events, idempotency, inbox, merchants, payments, reconcile, refunds
+from storage.database import Database
+
+CARD = {"type": "card", "card": {"first6": "424242", "last4": "4242"}}
+CONNECTOR = "mockstripe"
+
+
+def _route(*_args) -> list[str]:
+    return [CONNECTOR]
+
+
+class StorageAPI:
+    """Storage units of work over one open :class:`Database`.
+
+    Args:
+      db: an opened database whose schema is migrated.
+      deadline_s: processing deadline given to attempts.
+    """
+
+    def __init__(self, db: Database, deadline_s: float = 60.0) -> None:
+        self.db = db
+        self.deadline_s = deadline_s
+        # What commits with a change (orders and deposits following their payment, the
+        # realtime log) is registered by the running system; do as it does.
+        register_followers_and_projections()
+
+    # ---- merchants
+    async def create_merchant(self, name: str = "storage test") -> str:
+        merchant, _api_key = await self.db.transaction(merchants.create, name)
+        return merchant["id"]
+
+    # ---- payments
+    async def create_payment(self, merchant_id: str, amount: int = 1000, *, capture_method: str = "automatic",
+                             customer_id: str | None = None) -> dict:
+        spec = {"amount": amount, "currency": "INR", "payment_method": CARD, "capture_method": capture_method,
+                "customer_id": customer_id, "metadata": {}}
+        return await self.db.transaction(payments.create, merchant_id, spec)
+
+    async def payment(self, merchant_id: str, payment_id: str) -> dict:
+        return await self.db.transaction(payments.get, merchant_id, payment_id)
+
+    async def begin_attempt(self, merchant_id: str, payment_id: str, *, deadline_s: float | None = None) -> str:
+        """requires_confirmation → processing with a ``started`` attempt; returns the attempt id.
+
+        Args:
+          deadline_s: seconds until reconciliation may look at it (default: the API's).
+        """
+        begun = await self.db.transaction(payments.begin_attempt, merchant_id, payment_id,
+                                          self.deadline_s if deadline_s is None else deadline_s,
+                                          connector=CONNECTOR)
+        return begun.attempt_id
+
+    async def settle(self, merchant_id: str, payment_id: str, attempt_id: str, kind: OutcomeKind,
+                     txn: str | None = None) -> dict:
+        """Record the connector's answer for an attempt; returns the payment."""
+        return await self.db.transaction(payments.settle, merchant_id, payment_id, attempt_id,
+                                         Outcome(kind, txn, "card_declined" if kind is OutcomeKind.DECLINED
+                                                 else None))
+
+    async def capture(self, merchant_id: str, payment_id: str, amount: int) -> dict:
+        # Read, then one guarded statement (as the payment actor does around the connector call).
+        loaded = await self.db.transaction(payments.load, merchant_id, payment_id)
+        return await self.db.transaction(payments.capture, loaded, amount)
+
+    async def cancel(self, merchant_id: str, payment_id: str) -> dict:
+        loaded = await self.db.transaction(payments.load, merchant_id, payment_id)
+        return await self.db.transaction(payments.cancel, loaded)
+
+    # ---- reconciliation of payments stuck in processing
+    async def lease_overdue(self, limit: int, lease_s: float = 30.0) -> list[str]:
+        """Lease processing payments past their deadline; their ids."""
+        return [r["id"] for r in await self.db.transaction(reconcile.claim_due, limit, lease_s)]
+
+    async def record_inconclusive_check(self, payment_id: str, max_checks: int) -> dict:
+        """Count a check that learnt nothing; ``{"checks", "review_required"}``."""
+        return await self.db.transaction(reconcile.record_check, payment_id, max_checks, 0.0)
+
+    # ---- refunds
+    async def begin_refund(self, merchant_id: str, payment_id: str, amount: int | None) -> dict:
+        """Accept a refund (counted against the payment, ``pending``); returns the refund row."""
+        begun = await self.db.transaction(refunds.begin, merchant_id, payment_id, amount, None, {})
+        return begun["refund"]
+
+    async def settle_refund(self, refund_id: str, succeeded: bool) -> dict | None:
+        trigger = RefundTrigger.SUCCEED if succeeded else RefundTrigger.FAIL
+        return await self.db.transaction(refunds.settle, refund_id, trigger, reference=f"re_sim_{refund_id}")
+
+    # ---- wallets
+    async def create_account(self, merchant_id: str, customer_id: str = "cus_storage") -> str:
+        account = await self.db.transaction(accounts.create, merchant_id, customer_id, "INR", {})
+        return account["id"]
+
+    async def deposit(self, merchant_id: str, account_id: str, amount: int, *, succeed: bool = True) -> dict:
+        """A deposit through its payment, settled by the connector's answer; returns the transaction."""
+        txn, begun = await self.db.transaction(accounts.begin_deposit, merchant_id, account_id, amount, CARD,
+                                               self.deadline_s, _route)
+        kind = OutcomeKind.SUCCEEDED if succeed else OutcomeKind.DECLINED
+        await self.settle(merchant_id, begun.payment["id"], begun.attempt_id, kind, f"pi_{txn['id']}s")
+        return await self.db.transaction(accounts.get_transaction, merchant_id, txn["id"])
+
+    async def begin_withdrawal(self, merchant_id: str, account_id: str, amount: int) -> dict:
+        return await self.db.transaction(accounts.begin_withdrawal, merchant_id, account_id, amount, _route)
+
+    async def record_payout(self, transaction_id: str, status: str) -> dict:
+        return await self.db.transaction(accounts.record_payout, transaction_id,
+                                         Submission(status, f"po_sim_{transaction_id}"))
+
+    async def account(self, merchant_id: str, account_id: str) -> dict:
+        return await self.db.transaction(accounts.get, merchant_id, account_id)
+
+    # ---- idempotency
+    async def claim_key(self, merchant_id: str, key: str, body: str) -> idempotency.Stored | None:
+        return await self.db.transaction(idempotency.claim, merchant_id, key, hashlib.sha256(body.encode()).hexdigest())
+
+    async def complete_key(self, merchant_id: str, key: str, status: int, body: str) -> None:
+        await self.db.transaction(idempotency.complete, merchant_id, key, status, body)
+
+    # ---- the incoming webhook inbox
+    async def store_webhooks(self, events: list[tuple[str, str, str, str | None]]) -> set[str]:
+        """Store ``(event id, kind, connector txn id, payment id)`` webhooks of mockstripe in one
+        unit of work; returns the ids of the rows that were new (duplicates are skipped)."""
+        items = [(GatewayEvent(CONNECTOR, event_id, kind, txn, payment_id, None, None, None, 0), "{}")
+                 for event_id, kind, txn, payment_id in events]
+        return await self.db.transaction(inbox.insert_many, items)
+
+    async def claim_webhooks(self, limit: int, lease_s: float = 30.0) -> list[str]:
+        """Lease unprocessed inbox rows; their ids."""
+        return [r["id"] for r in await self.db.transaction(inbox.claim, limit, lease_s)]
+
+    async def apply_webhook(self, inbox_id: str) -> str:
+        """Apply one stored webhook; its resulting status."""
+        return await self.db.transaction(inbox.apply, inbox_id)
+
+    # ---- the event log
+    async def events(self, merchant_id: str, object_id: str | None = None) -> list[dict]:
+        """The merchant's events, oldest first."""
+        rows, _ = await self.db.transaction(events.list_page, merchant_id, limit=100, starting_after=None,
+                                            type_=None, object_id=object_id, after_seq=0)
+        return rows

@@ -1,0 +1,372 @@
+"""Each storage unit of work against the real PostgreSQL, with its guard:
+the right state (it moves), a wrong state (the typed error, nothing written),
+and concurrent callers (exactly one wins; the losers get the typed error).
+
+Storage is called only through tests/integration/storage_api.py, so a rewrite
+of a storage function (issue 10: single-statement units of work) adapts that
+one file and keeps these tests as its safety net, function by function.
+Concurrency is real: each caller is its own crossing to the loop thread, on
+its own pooled connection, started together in one trio nursery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+import trio
+
+from domain.errors import (IdempotencyKeyInUse, IdempotencyKeyReused, InsufficientFunds, PaycastError,
+                           RefundExceedsPayment, StateError)
+from domain.payments import OutcomeKind
+from storage import migrate, webhook_deliveries  # the retry schedule reaches delivery SQL as session settings
+from storage.database import Database
+from tests.integration.storage_api import StorageAPI
+
+
+@pytest.fixture(scope="module")
+def migrated_dsn(new_database):
+    dsn = new_database("paycast_storage_units")
+
+    async def run() -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await migrate.apply(conn)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+    return dsn
+
+
+@pytest.fixture
+async def store(migrated_dsn):
+    db = Database(migrated_dsn, pool_size=12, session_settings=webhook_deliveries.session_settings([0, 5]))
+    await db.open()
+    try:
+        yield StorageAPI(db)
+    finally:
+        await db.close()
+
+
+@pytest.fixture
+async def merchant(store):
+    return await store.create_merchant()
+
+
+async def together(n: int, fn) -> list[object]:
+    """Run ``fn(i)`` for i in range(n) concurrently; each result or the PaycastError it raised."""
+    results: list[object] = [None] * n
+
+    async def one(i: int) -> None:
+        try:
+            results[i] = await fn(i)
+        except PaycastError as exc:
+            results[i] = exc
+
+    async with trio.open_nursery() as nursery:
+        for i in range(n):
+            nursery.start_soon(one, i)
+    return results
+
+
+def _wins(results: list[object]) -> list[object]:
+    return [r for r in results if not isinstance(r, PaycastError)]
+
+
+async def _types(store, merchant, object_id) -> list[str]:
+    return [e["type"] for e in await store.events(merchant, object_id)]
+
+
+# ---- begin_attempt: requires_confirmation → processing
+
+
+async def test_begin_attempt_moves_a_new_payment_to_processing(store, merchant):
+    pay = await store.create_payment(merchant)
+    await store.begin_attempt(merchant, pay["id"])
+    got = await store.payment(merchant, pay["id"])
+    assert got["status"] == "processing" and [a["status"] for a in got["attempts"]] == ["started"]
+
+
+async def test_begin_attempt_refuses_a_payment_already_processing(store, merchant):
+    pay = await store.create_payment(merchant)
+    await store.begin_attempt(merchant, pay["id"])
+    with pytest.raises(StateError):
+        await store.begin_attempt(merchant, pay["id"])
+    assert len((await store.payment(merchant, pay["id"]))["attempts"]) == 1
+
+
+async def test_concurrent_begin_attempts_start_exactly_one(store, merchant):
+    pay = await store.create_payment(merchant)
+    results = await together(8, lambda _: store.begin_attempt(merchant, pay["id"]))
+    assert len(_wins(results)) == 1, results
+    assert all(isinstance(r, StateError) for r in results if r not in _wins(results))
+    assert len((await store.payment(merchant, pay["id"]))["attempts"]) == 1
+
+
+# ---- settle: processing → terminal, once
+
+
+async def test_settle_moves_processing_to_succeeded_with_one_event(store, merchant):
+    pay = await store.create_payment(merchant)
+    attempt = await store.begin_attempt(merchant, pay["id"])
+    got = await store.settle(merchant, pay["id"], attempt, OutcomeKind.SUCCEEDED, "pi_unit1s")
+    assert got["status"] == "succeeded" and got["amount_received"] == 1000
+    assert await _types(store, merchant, pay["id"]) == ["payment.created", "payment.succeeded"]
+
+
+async def test_a_late_settle_never_moves_a_terminal_payment(store, merchant):
+    pay = await store.create_payment(merchant)
+    attempt = await store.begin_attempt(merchant, pay["id"])
+    await store.settle(merchant, pay["id"], attempt, OutcomeKind.DECLINED, "pi_unit2d")
+    got = await store.settle(merchant, pay["id"], attempt, OutcomeKind.SUCCEEDED, "pi_unit2s")
+    assert got["status"] == "failed" and got["amount_received"] == 0
+    assert await _types(store, merchant, pay["id"]) == ["payment.created", "payment.failed"]
+
+
+async def test_concurrent_settles_write_one_terminal_event(store, merchant):
+    pay = await store.create_payment(merchant)
+    attempt = await store.begin_attempt(merchant, pay["id"])
+    kinds = [OutcomeKind.SUCCEEDED, OutcomeKind.DECLINED] * 4
+    await together(8, lambda i: store.settle(merchant, pay["id"], attempt, kinds[i], f"pi_unit3{i}s"))
+    got = await store.payment(merchant, pay["id"])
+    terminal = [t for t in await _types(store, merchant, pay["id"]) if t != "payment.created"]
+    assert terminal == [f"payment.{got['status']}"], terminal
+
+
+# ---- reconciliation: overdue payments leased to one worker, flagged for review once
+
+
+async def test_concurrent_reconcilers_lease_each_overdue_payment_once(store, merchant):
+    mine = set()
+    for _ in range(12):
+        pay = await store.create_payment(merchant)
+        await store.begin_attempt(merchant, pay["id"], deadline_s=0.0)
+        mine.add(pay["id"])
+    results = await together(4, lambda _: store.lease_overdue(5))
+    leased = [pid for r in results for pid in r]
+    assert len(leased) == len(set(leased)), results
+    assert mine <= set(leased), results  # 4 × 5 leases cover the 12 overdue payments
+    assert mine.isdisjoint(await store.lease_overdue(50))  # leased payments are not leased again
+
+
+async def test_review_is_flagged_once_however_many_checks_race(store, merchant):
+    pay = await store.create_payment(merchant)
+    await store.begin_attempt(merchant, pay["id"])
+    await store.record_inconclusive_check(pay["id"], max_checks=2)
+    results = await together(5, lambda _: store.record_inconclusive_check(pay["id"], max_checks=2))
+    assert all(r["review_required"] for r in results), results
+    got = await store.payment(merchant, pay["id"])
+    assert got["review_required"] and got["status"] == "processing"
+    assert (await _types(store, merchant, pay["id"])).count("payment.review_required") == 1
+
+
+# ---- capture and cancel: requires_capture → succeeded | canceled
+
+
+async def _authorized(store, merchant, amount: int = 1000) -> dict:
+    pay = await store.create_payment(merchant, amount, capture_method="manual")
+    attempt = await store.begin_attempt(merchant, pay["id"])
+    got = await store.settle(merchant, pay["id"], attempt, OutcomeKind.AUTHORIZED, f"pi_{pay['id']}a")
+    assert got["status"] == "requires_capture" and got["amount_capturable"] == amount
+    return got
+
+
+async def test_capture_of_an_authorisation_succeeds_and_releases_the_rest(store, merchant):
+    pay = await _authorized(store, merchant)
+    got = await store.capture(merchant, pay["id"], 600)
+    assert (got["status"], got["amount_received"], got["amount_capturable"]) == ("succeeded", 600, 0)
+
+
+async def test_capture_refuses_a_payment_that_is_not_authorised(store, merchant):
+    pay = await store.create_payment(merchant)
+    with pytest.raises(StateError):
+        await store.capture(merchant, pay["id"], 500)
+    assert (await store.payment(merchant, pay["id"]))["status"] == "requires_confirmation"
+
+
+async def test_concurrent_captures_and_cancels_one_wins(store, merchant):
+    pay = await _authorized(store, merchant)
+    results = await together(10, lambda i: store.capture(merchant, pay["id"], 500 + i) if i % 2
+                             else store.cancel(merchant, pay["id"]))
+    wins = _wins(results)
+    assert len(wins) == 1, results
+    assert all(isinstance(r, StateError) for r in results if r is not wins[0])
+    final = await store.payment(merchant, pay["id"])
+    assert final["status"] == wins[0]["status"]
+    terminal = [t for t in await _types(store, merchant, pay["id"]) if t in ("payment.succeeded", "payment.canceled")]
+    assert terminal == [f"payment.{final['status']}"]
+
+
+async def test_cancel_refuses_a_succeeded_payment(store, merchant):
+    pay = await _authorized(store, merchant)
+    await store.capture(merchant, pay["id"], 1000)
+    with pytest.raises(StateError):
+        await store.cancel(merchant, pay["id"])
+    assert (await store.payment(merchant, pay["id"]))["status"] == "succeeded"
+
+
+# ---- refunds: counted against the payment under its lock
+
+
+async def _succeeded(store, merchant, amount: int = 1000) -> dict:
+    pay = await store.create_payment(merchant, amount)
+    attempt = await store.begin_attempt(merchant, pay["id"])
+    return await store.settle(merchant, pay["id"], attempt, OutcomeKind.SUCCEEDED, f"pi_{pay['id']}s")
+
+
+async def test_refund_of_a_succeeded_payment_is_counted_at_once(store, merchant):
+    pay = await _succeeded(store, merchant)
+    refund = await store.begin_refund(merchant, pay["id"], 300)
+    assert refund["status"] == "pending"
+    assert (await store.payment(merchant, pay["id"]))["amount_refunded"] == 300
+
+
+async def test_refund_refuses_an_unfinished_payment_and_an_excess(store, merchant):
+    pending = await store.create_payment(merchant)
+    with pytest.raises(StateError):
+        await store.begin_refund(merchant, pending["id"], 100)
+    pay = await _succeeded(store, merchant)
+    with pytest.raises(RefundExceedsPayment):
+        await store.begin_refund(merchant, pay["id"], 1001)
+    assert (await store.payment(merchant, pay["id"]))["amount_refunded"] == 0
+
+
+async def test_concurrent_refunds_never_exceed_the_payment(store, merchant):
+    pay = await _succeeded(store, merchant)
+    results = await together(10, lambda _: store.begin_refund(merchant, pay["id"], 300))
+    assert len(_wins(results)) == 3, results
+    assert all(isinstance(r, RefundExceedsPayment) for r in results if r not in _wins(results))
+    assert (await store.payment(merchant, pay["id"]))["amount_refunded"] == 900
+
+
+async def test_a_failed_refund_gives_its_amount_back_once(store, merchant):
+    pay = await _succeeded(store, merchant)
+    refund = await store.begin_refund(merchant, pay["id"], 400)
+    results = await together(6, lambda _: store.settle_refund(refund["id"], succeeded=False))
+    assert sum(r is not None for r in results) == 1, results  # the others saw it already ended
+    assert (await store.payment(merchant, pay["id"]))["amount_refunded"] == 0
+    assert await _types(store, merchant, refund["id"]) == ["refund.failed"]
+
+
+# ---- wallets: reservations under the account lock
+
+
+async def test_withdrawal_reserves_and_refuses_more_than_available(store, merchant):
+    account = await store.create_account(merchant)
+    deposit = await store.deposit(merchant, account, 1000)
+    assert deposit["status"] == "completed"
+    await store.begin_withdrawal(merchant, account, 700)
+    with pytest.raises(InsufficientFunds):
+        await store.begin_withdrawal(merchant, account, 301)
+    got = await store.account(merchant, account)
+    assert (got["balance"], got["available_balance"]) == (1000, 300)
+
+
+async def test_a_failed_deposit_credits_nothing(store, merchant):
+    account = await store.create_account(merchant)
+    deposit = await store.deposit(merchant, account, 1000, succeed=False)
+    assert deposit["status"] == "failed"
+    assert (await store.account(merchant, account))["balance"] == 0
+
+
+async def test_concurrent_withdrawals_never_overdraw(store, merchant):
+    account = await store.create_account(merchant)
+    await store.deposit(merchant, account, 1000)
+    results = await together(10, lambda _: store.begin_withdrawal(merchant, account, 300))
+    assert len(_wins(results)) == 3, results
+    assert all(isinstance(r, InsufficientFunds) for r in results if r not in _wins(results))
+    assert (await store.account(merchant, account))["available_balance"] == 100
+
+
+async def test_a_payout_answer_settles_a_withdrawal_once(store, merchant):
+    account = await store.create_account(merchant)
+    await store.deposit(merchant, account, 1000)
+    txn = await store.begin_withdrawal(merchant, account, 400)
+    await together(4, lambda _: store.record_payout(txn["id"], "succeeded"))
+    got = await store.account(merchant, account)
+    assert (got["balance"], got["available_balance"]) == (600, 600)
+    assert await _types(store, merchant, txn["id"]) == ["account.withdrawal.completed"]
+
+
+# ---- idempotency keys
+
+
+async def test_idempotency_claim_then_replay_then_reuse(store, merchant):
+    assert await store.claim_key(merchant, "k1", "body") is None
+    with pytest.raises(IdempotencyKeyInUse):
+        await store.claim_key(merchant, "k1", "body")
+    await store.complete_key(merchant, "k1", 201, '{"id": 1}')
+    stored = await store.claim_key(merchant, "k1", "body")
+    assert (stored.status, stored.body) == (201, '{"id": 1}')
+    with pytest.raises(IdempotencyKeyReused):
+        await store.claim_key(merchant, "k1", "another body")
+
+
+async def test_concurrent_claims_of_one_key_give_it_to_exactly_one(store, merchant):
+    results = await together(10, lambda _: store.claim_key(merchant, "k-race", "body"))
+    assert results.count(None) == 1, results
+    assert all(isinstance(r, IdempotencyKeyInUse) for r in results if r is not None)
+
+
+# ---- the incoming webhook inbox: stored once, leased to one worker, applied once
+
+
+async def _processing(store, merchant) -> tuple[dict, str]:
+    """A payment whose attempt is pending at the connector (its outcome comes by webhook)."""
+    pay = await store.create_payment(merchant)
+    attempt = await store.begin_attempt(merchant, pay["id"])
+    txn = f"pi_{pay['id']}p"
+    got = await store.settle(merchant, pay["id"], attempt, OutcomeKind.PENDING, txn)
+    assert got["status"] == "processing"
+    return got, txn
+
+
+async def test_a_webhook_is_stored_once_however_often_it_arrives(store, merchant):
+    pay, txn = await _processing(store, merchant)
+    event = (f"evt_{pay['id']}", "payment.succeeded", txn, pay["id"])
+    results = await together(6, lambda _: store.store_webhooks([event]))
+    assert sum(len(r) for r in results) == 1, results
+
+
+async def test_concurrent_workers_never_lease_the_same_webhook(store, merchant):
+    pay, txn = await _processing(store, merchant)
+    await store.store_webhooks([(f"evt_lease_{pay['id']}_{i}", "payment.succeeded", txn, pay["id"])
+                                for i in range(20)])
+    results = await together(5, lambda _: store.claim_webhooks(8))
+    leased = [i for r in results for i in r]
+    assert len(leased) == len(set(leased)) and len(leased) >= 20, results
+
+
+async def test_a_webhook_applied_concurrently_moves_the_payment_once(store, merchant):
+    pay, txn = await _processing(store, merchant)
+    (row,) = await store.store_webhooks([(f"evt_apply_{pay['id']}", "payment.succeeded", txn, pay["id"])])
+    statuses = await together(5, lambda _: store.apply_webhook(row))
+    assert statuses == ["applied"] * 5, statuses  # the first applies; the others see it applied
+    assert (await store.payment(merchant, pay["id"]))["status"] == "succeeded"
+    assert await _types(store, merchant, pay["id"]) == ["payment.created", "payment.processing",
+                                                       "payment.succeeded"]
+
+
+async def test_a_late_failure_webhook_never_moves_a_succeeded_payment(store, merchant):
+    pay, txn = await _processing(store, merchant)
+    (ok,) = await store.store_webhooks([(f"evt_ok_{pay['id']}", "payment.succeeded", txn, pay["id"])])
+    (late,) = await store.store_webhooks([(f"evt_late_{pay['id']}", "payment.failed", txn, pay["id"])])
+    assert await store.apply_webhook(ok) == "applied"
+    assert await store.apply_webhook(late) == "ignored"
+    assert (await store.payment(merchant, pay["id"]))["status"] == "succeeded"
+
+
+# ---- the event log
+
+
+async def test_concurrent_units_of_work_number_events_without_gaps(store, merchant):
+    async def one(i: int) -> dict:
+        pay = await store.create_payment(merchant, 100 + i)
+        attempt = await store.begin_attempt(merchant, pay["id"])
+        return await store.settle(merchant, pay["id"], attempt, OutcomeKind.SUCCEEDED, f"pi_seq{i}s")
+
+    await together(12, one)
+    seqs = [e["seq"] for e in await store.events(merchant)]
+    assert seqs == list(range(1, 25)), seqs
