@@ -47,11 +47,14 @@ CHECKS: dict[str, str] = {
               ('requires_confirmation', 'processing'))""",
     # Every state change writes its event in the same transaction: a payment
     # committed without its events is a unit of work split in two.
+    # (Events older than the oldest kept one went with their partition, retention.)
     "payment without its events": """
         SELECT p.id, p.status FROM payments p
-        WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.merchant_id = p.merchant_id AND e.object_id = p.id
-                          AND e.type = 'payment.created')
-           OR (p.status IN ('succeeded', 'failed', 'canceled', 'requires_capture') AND NOT EXISTS (
+        WHERE (p.created_at >= (SELECT coalesce(min(created_at), '-infinity') FROM events) AND NOT EXISTS (
+               SELECT 1 FROM events e WHERE e.merchant_id = p.merchant_id AND e.object_id = p.id
+               AND e.type = 'payment.created'))
+           OR (p.status IN ('succeeded', 'failed', 'canceled', 'requires_capture')
+               AND p.updated_at >= (SELECT coalesce(min(created_at), '-infinity') FROM events) AND NOT EXISTS (
                SELECT 1 FROM events e WHERE e.merchant_id = p.merchant_id AND e.object_id = p.id
                AND e.type = 'payment.' || p.status))""",
     "gap in per-merchant event seq": """

@@ -113,6 +113,8 @@ async def test_reads_cross_the_partition_boundary_and_retention_keeps_the_contra
             old_pays = pays[:2]
             await _fetch(dsn, f"UPDATE events SET created_at = created_at - interval '{AGE}'"
                               " WHERE object_id = ANY($1::text[])", old_pays)
+            await _fetch(dsn, f"UPDATE payments SET created_at = created_at - interval '{AGE}',"
+                              f" updated_at = updated_at - interval '{AGE}' WHERE id = ANY($1::text[])", old_pays)
             old_seqs = sorted(r["seq"] for r in await _fetch(dsn, "SELECT seq FROM events WHERE object_id = ANY($1)",
                                                                  old_pays))
             cut_seq = max(old_seqs)
