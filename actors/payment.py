@@ -94,16 +94,18 @@ class PaymentActor:
         )
         remaining = list(begun.candidates[1:])
         while True:
+            started = trio.current_time()
             outcome, error = await self._authorize(begun.connector, _request(begun.payment, begun.attempt_id))
+            latency_ms = (trio.current_time() - started) * 1000
             if falls_back(error, remaining):
                 await db.transaction(store.settle, msg.merchant_id, payment_id, begun.attempt_id, outcome,
-                                     final=False)
+                                     final=False, latency_ms=latency_ms)
                 begun = await db.transaction(
                     store.begin_attempt, msg.merchant_id, payment_id, settings.processing_deadline_s,
                     connector=remaining.pop(0), first=False,
                 )
                 continue
-            return await self.system.write(msg.merchant_id, store.settle_begun, begun, outcome)
+            return await self.system.write(msg.merchant_id, store.settle_begun, begun, outcome, latency_ms)
 
     async def _authorize(self, name: str, request: AuthorizeRequest) -> tuple[Outcome, ConnectorError | None]:
         """Call one connector, bounded by the connector timeout; feed its breaker.

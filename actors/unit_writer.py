@@ -67,13 +67,12 @@ class UnitWriter:
           AskTimeout: not committed within ``timeout``.
           Exception: what ``fn`` raised (a domain error, :class:`Unavailable`).
         """
-        with tracing.span("unit_writer write"):
-            job = _Job(merchant_id, fn, args)  # captures this span: the unit nests under it
-            with trio.move_on_after(timeout):
-                await self._send.send(job)
-                # Once queued the unit runs whatever we do; wait for its outcome.
-                with trio.CancelScope(shield=True):
-                    await job.done.wait()
+        job = _Job(merchant_id, fn, args)  # captures the caller's span: the unit nests under it
+        with trio.move_on_after(timeout):
+            await self._send.send(job)
+            # Once queued the unit runs whatever we do; wait for its outcome.
+            with trio.CancelScope(shield=True):
+                await job.done.wait()
         if not job.done.is_set():
             raise AskTimeout("The write could not be committed in time; retry.")
         if isinstance(job.result, BaseException):
@@ -89,12 +88,15 @@ class UnitWriter:
         async for batch in batches(self._receive, MAX_BATCH):
             batch.sort(key=lambda job: job.order)
             try:
-                # A batch of one belongs to its request's trace; a larger one is
-                # its own, linked to each request's (each unit still runs, and
-                # writes its events, in its own request's context).
-                with tracing.attached(batch[0].trace if len(batch) == 1 else None), \
-                        tracing.span("unit_writer batch", {"paycast.batch.size": len(batch)},
-                                     links=[j.trace for j in batch] if len(batch) > 1 else ()):
+                # A batch of one runs in its request's trace, as if the request ran
+                # it; a larger one is a trace of its own, linked to each request's
+                # (each unit still runs, and writes its events, in its request's context).
+                if len(batch) == 1:
+                    scope = tracing.attached(batch[0].trace)
+                else:
+                    scope = tracing.span("unit_writer batch", {"paycast.batch.size": len(batch)},
+                                         links=[j.trace for j in batch])
+                with scope:
                     results = await self._db.batch([(job.fn, job.args) for job in batch],
                                                    contexts=[job.trace for job in batch])
             except Unavailable as exc:

@@ -342,6 +342,11 @@ OPERATIONS: list[Op] = [
 ]
 
 
+from app import console_openapi  # noqa: E402  (it imports Op and the models above)
+
+OPERATIONS += console_openapi.OPERATIONS
+
+
 def _schema_ref(model: Any, refs: dict) -> dict:
     if isinstance(model, dict):
         return model

@@ -27,6 +27,7 @@ from domain.errors import InvalidRequest
 from domain.ids import new_id
 from app.routes import (accounts, admin, connectors, dashboard, disputes, events, ops, orders, payments, realtime,
                         reconciliation, refunds, webhook_endpoints, webhooks)
+from app.routes import stats as console_stats
 
 log = logging.getLogger("paycast.http")
 
@@ -56,6 +57,7 @@ def create_app(system, admin_token: str) -> Quart:
             for blueprint in blueprints:
                 app.register_blueprint(blueprint)
     errors.register(app)
+    app.register_blueprint(console_stats.bp)  # the console's read endpoints (docs/console.md)
 
     @app.before_request
     async def _start_request() -> None:

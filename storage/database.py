@@ -272,10 +272,6 @@ class Database:
         Raises:
           Unavailable: the database could not be reached (for the whole batch).
         """
-        with observed(self.batch):
-            return await self._batch(calls, contexts or [None] * len(calls))
-
-    async def _batch(self, calls: list[tuple[UnitOfWork, tuple]], contexts: list) -> list[object]:
         if len(calls) == 1:  # idle: a batch of one is the unit alone (no BEGIN/COMMIT of its own)
             fn, args = calls[0]
             try:
@@ -284,6 +280,10 @@ class Database:
                 raise
             except Exception as exc:  # noqa: BLE001 - the unit's own error is its answer
                 return [exc]
+        with observed(self.batch):
+            return await self._batch(calls, contexts or [None] * len(calls))
+
+    async def _batch(self, calls: list[tuple[UnitOfWork, tuple]], contexts: list) -> list[object]:
         pool = self._pool
         if pool is None:
             raise Unavailable("The database is not open.")

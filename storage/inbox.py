@@ -183,13 +183,18 @@ _READ_FOR_APPLY = (
 )
 
 
-def _mark_cte(inbox_id: str, status: str, merchant_id: str):
-    """The CTE that marks an inbox row processed, guarding the statement it is part of."""
-    def build(first: int) -> tuple[str, list]:
-        return (f"also AS (UPDATE webhook_inbox SET status = ${first + 1}, merchant_id = ${first + 2},"
-                f" processed_at = now(), claimed_until = NULL WHERE id = ${first} AND processed_at IS NULL"
-                " RETURNING id)", [inbox_id, status, merchant_id])
-    return build
+def _mark_with(inbox_id: str, status: str, merchant_id: str) -> payments.Also:
+    """Mark an inbox row processed together with the settle it causes: the
+    payment moves only while the row is unprocessed, the row is marked only if
+    the payment moved."""
+    def build(first: int) -> tuple[str, str, list]:
+        row, st, merchant = f"${first}", f"${first + 1}", f"${first + 2}"
+        condition = f"EXISTS (SELECT 1 FROM webhook_inbox WHERE id = {row} AND processed_at IS NULL)"
+        cte = (f"also AS (UPDATE webhook_inbox SET status = {st}, merchant_id = {merchant}, processed_at = now(),"
+               f" claimed_until = NULL WHERE id = {row} AND processed_at IS NULL AND EXISTS (SELECT 1 FROM upd)"
+               " RETURNING id)")
+        return condition, cte, [inbox_id, status, merchant_id]
+    return payments.Also(build)
 
 
 @single_unit
@@ -219,7 +224,7 @@ async def apply(conn: asyncpg.Connection, inbox_id: str, grace_s: float = 30.0) 
         if payment["status"] == "processing" and attempt_id is not None:
             outcome = _outcome(seen["inbox_kind"], seen["inbox_txn"], payment)
             applied = await payments.settle_known(conn, payment, attempts, attempt_id, outcome,
-                                                  also=_mark_cte(inbox_id, "applied", payment["merchant_id"]))
+                                                  also=_mark_with(inbox_id, "applied", payment["merchant_id"]))
             if applied is not None:
                 return "applied"
     async with conn.transaction():

@@ -44,6 +44,7 @@ def observed(fn: Callable) -> Iterator[None]:
 
 def _unit_name(fn: Callable) -> str:
     """``payments.settle`` for ``storage.payments.settle``: low-cardinality, readable."""
+    fn = getattr(fn, "func", fn)  # a functools.partial names its function
     module = (getattr(fn, "__module__", None) or "").rpartition(".")[2]
     qualname = getattr(fn, "__qualname__", type(fn).__name__)
     return f"{module}.{qualname}" if module else qualname

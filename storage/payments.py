@@ -352,20 +352,32 @@ async def begin_attempt(conn: asyncpg.Connection, merchant_id: str, payment_id: 
 
 
 _SETTLE_HEAD = (
-    "att AS (UPDATE payment_attempts SET status = $3, connector_txn_id = COALESCE($4, connector_txn_id),"
-    " error_code = $5, updated_at = $6 WHERE id = $2 AND status IN ('started', 'unknown'){also} RETURNING id),"
-    " upd AS (UPDATE payments SET status = $7, amount_received = $8, amount_capturable = $9, last_error = $10,"
+    "upd AS (UPDATE payments SET status = $7, amount_received = $8, amount_capturable = $9, last_error = $10,"
     " processing_deadline = CASE WHEN $7 = 'processing' THEN processing_deadline END, updated_at = $6"
-    " WHERE id = $1 AND status = 'processing' AND updated_at = $11{also} RETURNING id)"
+    " WHERE id = $1 AND status = 'processing' AND updated_at = $11{condition} RETURNING id),"
+    " att AS (UPDATE payment_attempts SET status = $3, connector_txn_id = COALESCE($4, connector_txn_id),"
+    " error_code = $5, latency_ms = COALESCE($12::float8, latency_ms), updated_at = $6"
+    " WHERE id = $2 AND status IN ('started', 'unknown'){att_guard} RETURNING id)"
 )
 
-# A CTE written with a settle and guarding it: ``(first $n it may use) -> (sql of
-# a CTE named "also", its parameters)``; the settle happens only if it returns a row.
-Also = Callable[[int], tuple[str, list]]
+
+@dataclasses.dataclass(frozen=True)
+class Also:
+    """Another write that must happen with a settle, and only with it.
+
+    ``build(first $n it may use)`` returns ``(condition, cte, args)``: a boolean
+    SQL expression the payment's update also requires, and a CTE named
+    ``also`` that runs only if the payment was updated (it may read ``upd``).
+    The inbox marks its row processed this way: the row must still be
+    unprocessed for the payment to move, and is marked only if it moved.
+    """
+
+    build: Callable[[int], tuple[str, str, list]]
 
 
 async def settle_known(conn: asyncpg.Connection, row: Mapping, attempts: list, attempt_id: str,
-                       outcome: Outcome, *, also: Also | None = None) -> dict | None:
+                       outcome: Outcome, *, also: Also | None = None,
+                       latency_ms: float | None = None) -> dict | None:
     """Record ``outcome`` for an attempt of a payment whose row and attempts the caller
     already read, and move the payment: one statement, no read.
 
@@ -373,8 +385,9 @@ async def settle_known(conn: asyncpg.Connection, row: Mapping, attempts: list, a
     anything moved the payment since it was read, nothing is written.
 
     Args:
-      also: another CTE of the same statement that must succeed with it
-        (the inbox marks its row processed this way).
+      also: another write of the same statement that must happen with it, and
+        only with it (:class:`Also`).
+      latency_ms: how long the connector call took (None: no call of ours settled it).
 
     Returns:
       The payment's API form after the change, or ``None`` if a guard failed.
@@ -390,11 +403,12 @@ async def settle_known(conn: asyncpg.Connection, row: Mapping, attempts: list, a
              "amount_capturable": result.amount_capturable, "last_error": result.last_error, "updated_at": now}
     snapshot = render.payment(after, attempts)
     args = [row["id"], attempt_id, result.attempt_status, txn, outcome.error_code, now, result.status.value,
-            result.amount_received, result.amount_capturable, result.last_error, row["updated_at"]]
-    head = _SETTLE_HEAD.format(also="")
+            result.amount_received, result.amount_capturable, result.last_error, row["updated_at"], latency_ms]
+    head = _SETTLE_HEAD.format(condition="", att_guard="")
     if also is not None:
-        also_sql, also_args = also(len(args) + 1)
-        head = f"{also_sql}, " + _SETTLE_HEAD.format(also=" AND EXISTS (SELECT 1 FROM also)")
+        condition, also_cte, also_args = also.build(len(args) + 1)
+        head = _SETTLE_HEAD.format(condition=f" AND {condition}", att_guard=" AND EXISTS (SELECT 1 FROM upd)")
+        head += f", {also_cte}"
         args += also_args
     changed = await _write(conn, head, args, after, result.status.value,
                            [payment_event(result.status.value, snapshot)], now)
@@ -406,7 +420,8 @@ async def settle_known(conn: asyncpg.Connection, row: Mapping, attempts: list, a
 
 
 @single_unit
-async def settle_begun(conn: asyncpg.Connection, begun: Begun, outcome: Outcome) -> dict:
+async def settle_begun(conn: asyncpg.Connection, begun: Begun, outcome: Outcome,
+                       latency_ms: float | None = None) -> dict:
     """Record a connector ``outcome`` for the attempt ``begun`` started, and move the payment.
 
     One statement (:func:`settle_known` with what ``begun`` knows). If anything
@@ -417,15 +432,17 @@ async def settle_begun(conn: asyncpg.Connection, begun: Begun, outcome: Outcome)
     Returns:
       The payment's API form after the change.
     """
-    snapshot = await settle_known(conn, begun.payment, begun.attempts, begun.attempt_id, outcome)
+    snapshot = await settle_known(conn, begun.payment, begun.attempts, begun.attempt_id, outcome,
+                                  latency_ms=latency_ms)
     if snapshot is not None:
         return snapshot
     async with _transaction(conn):
-        return await settle(conn, begun.payment["merchant_id"], begun.payment["id"], begun.attempt_id, outcome)
+        return await settle(conn, begun.payment["merchant_id"], begun.payment["id"], begun.attempt_id, outcome,
+                            latency_ms=latency_ms)
 
 
 async def settle(conn: asyncpg.Connection, merchant_id: str, payment_id: str, attempt_id: str,
-                 outcome: Outcome, *, final: bool = True) -> dict:
+                 outcome: Outcome, *, final: bool = True, latency_ms: float | None = None) -> dict:
     """Record a connector ``outcome`` for an attempt and move the payment (inside a transaction).
 
     For outcomes that arrive without the attempt's :class:`Begun` (a gateway
@@ -436,6 +453,8 @@ async def settle(conn: asyncpg.Connection, merchant_id: str, payment_id: str, at
     Args:
       final: False when the confirm will fall back to another connector, so an
         ``unknown``/failed attempt must not move the payment yet.
+      latency_ms: how long the connector call took (None when no call of ours
+        settled it: a webhook, reconciliation).
 
     Returns:
       The payment's API form after the change.
@@ -444,9 +463,10 @@ async def settle(conn: asyncpg.Connection, merchant_id: str, payment_id: str, at
     result = settle_outcome(row["amount"], outcome)
     await conn.execute(
         "UPDATE payment_attempts SET status = $2, connector_txn_id = COALESCE($3, connector_txn_id),"
-        " error_code = $4, updated_at = now() WHERE id = $1 AND status IN ('started', 'unknown')",
+        " error_code = $4, latency_ms = COALESCE($5, latency_ms), updated_at = now()"
+        " WHERE id = $1 AND status IN ('started', 'unknown')",
         attempt_id, "failed" if not final and outcome.kind is OutcomeKind.UNKNOWN else result.attempt_status,
-        outcome.connector_txn_id, outcome.error_code,
+        outcome.connector_txn_id, outcome.error_code, latency_ms,
     )
     if row["status"] != Status.PROCESSING.value or not final:
         return await _render(conn, row)

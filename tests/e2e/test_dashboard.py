@@ -77,10 +77,10 @@ def test_dashboard_shows_payments_and_their_status_changes_live(server, api_key,
     badge = _badge(page, held["id"], "succeeded")
 
     colour = badge.evaluate("el => getComputedStyle(el).backgroundColor")
-    assert colour == "rgb(47, 158, 68)"  # succeeded is green
+    assert colour == "rgb(47, 125, 58)"  # succeeded is green (#2f7d3a, AA contrast with white)
     failed_colour = page.eval_on_selector(f'tr[data-id="{declined["id"]}"] .badge',
                                           "el => getComputedStyle(el).backgroundColor")
-    assert failed_colour == "rgb(224, 49, 49)"  # failed is red
+    assert failed_colour == "rgb(201, 42, 42)"  # failed is red (#c92a2a)
     page.wait_for_function(
         "() => document.querySelector('#counts [data-status=succeeded] .n').textContent === '2'"
         " && document.querySelector('#counts [data-status=failed] .n').textContent === '1'"

@@ -93,9 +93,10 @@ async def test_every_family_moves_after_a_mixed_run(metrics_server):
     # State changes, from → to, by object.
     assert value(m, "paycast_transitions_total", object="payment", from_status="new",
                  to_status="requires_confirmation") >= 1
+    # Every confirm passes through processing (the intent is committed before any connector call).
     assert value(m, "paycast_transitions_total", object="payment", from_status="requires_confirmation",
-                 to_status="succeeded") >= 1
-    assert value(m, "paycast_transitions_total", object="payment", from_status="requires_confirmation",
+                 to_status="processing") >= 1
+    assert value(m, "paycast_transitions_total", object="payment", from_status="processing",
                  to_status="failed") >= 1
     assert value(m, "paycast_transitions_total", object="payment", from_status="processing",
                  to_status="succeeded") >= 1
@@ -124,7 +125,7 @@ async def test_every_family_moves_after_a_mixed_run(metrics_server):
     assert value(m, "paycast_realtime_messages_sent_total") >= 3  # welcome + 2 events
     assert "paycast_realtime_connections" in m and "paycast_realtime_slow_consumer_closes_total" in m
     # Database units of work with latency, by unit and outcome.
-    assert value(m, "paycast_db_unit_seconds_count", unit="payments.insert_confirmed_batch", outcome="ok") >= 1
+    assert value(m, "paycast_db_unit_seconds_count", unit="payments.create_and_begin", outcome="ok") >= 1
     assert value(m, "paycast_db_unit_seconds_count", unit="inbox.apply", outcome="ok") >= 1
     assert value(m, "paycast_database_up") == 1
     # Actors: the deepest mailbox seen (the run sent messages to payment actors).

@@ -94,7 +94,7 @@ def test_info_logs_and_spans_tell_what_happened_and_never_a_secret(new_database)
     infos = [json.loads(line)["msg"] for line in server.stderr_lines
              if line.startswith("{") and json.loads(line)["level"] == "info"]
     # What happened, one line each: state changes (from → to), webhooks received, applied, sent.
-    assert any(m.startswith(f"payment {card['id']}: requires_confirmation → failed") for m in infos), infos
+    assert any(m.startswith(f"payment {card['id']}: processing → failed") for m in infos), infos
     assert any(m.startswith(f"payment {upi['id']}: processing → succeeded") for m in infos), infos
     assert any(m.startswith("webhook received: mockstripe evt_logged_1") for m in infos), infos
     assert any(" applied: mockstripe payment.succeeded for " + upi["id"] in m for m in infos), infos

@@ -1,0 +1,119 @@
+"""Read endpoints behind the operator console (issue 15), merchant-scoped:
+
+- ``GET /v1/stats/payments?window=1h``: per-minute payments by status and
+  attempts / success rate / latency per connector;
+- ``GET /v1/stats/overview``: the counters an on-call engineer looks at first,
+  and connector health (breaker state from this process, latency from the
+  database);
+- ``GET /v1/stats/lists/{name}``: the objects behind one counter;
+- ``GET /v1/payments/{id}/timeline``: one payment and everything about it, in time order;
+- ``GET /v1/search?q=``: payments by payment, order, customer, connector transaction,
+  refund or dispute id.
+
+Documented in docs/console.md and in /openapi.json (app/console_openapi.py).
+"""
+
+from __future__ import annotations
+
+import re
+
+import trio
+from quart import Blueprint, current_app, g, request
+
+from app.auth import merchant_required
+from app.body import json_response, page_params
+from domain import render
+from domain.errors import InvalidRequest, NotFound
+from storage import stats, timeline
+
+bp = Blueprint("stats", __name__)
+
+_WINDOW = re.compile(r"^([1-9][0-9]{0,3})([mh])$")
+MIN_WINDOW_S, MAX_WINDOW_S = 5 * 60, 24 * 3600
+_BUCKETS = 60  # points per series, whatever the window
+
+
+def parse_window(raw: str | None) -> tuple[int, int]:
+    """``window`` (``15m``, ``1h``, ``24h``…; default ``1h``) as ``(window_s, bucket_s)``.
+
+    Buckets are one minute up to a one-hour window, then widened (in whole
+    minutes) so a series never has more than 60 points.
+
+    Raises:
+      InvalidRequest: not ``<n>m``/``<n>h`` between 5 minutes and 24 hours.
+    """
+    match = _WINDOW.match(raw or "1h")
+    seconds = int(match.group(1)) * (60 if match.group(2) == "m" else 3600) if match else 0
+    if not MIN_WINDOW_S <= seconds <= MAX_WINDOW_S:
+        raise InvalidRequest("window must look like 15m or 1h, between 5m and 24h.", param="window")
+    bucket_s = max(60, -(-seconds // _BUCKETS // 60) * 60)
+    return seconds - seconds % bucket_s, bucket_s
+
+
+def _system():
+    return current_app.config["SYSTEM"]
+
+
+@bp.get("/v1/stats/payments")
+@merchant_required
+async def payment_stats():
+    window_s, bucket_s = parse_window(request.args.get("window"))
+    series = await _system().db.run(stats.payment_series, g.merchant_id, window_s, bucket_s)
+    return json_response({"object": "payment_stats", "window_s": window_s, "bucket_s": bucket_s, **series})
+
+
+@bp.get("/v1/stats/overview")
+@merchant_required
+async def overview():
+    system = _system()
+    window_s, _ = parse_window(request.args.get("window"))
+    counts, window = await system.db.transaction(_overview, g.merchant_id,
+                                                 system.settings.realtime_presence_ttl_s, window_s)
+    now = trio.current_time()
+    health = {name: breaker.snapshot(now) for name, breaker in system.breakers.items()}
+    by_name = {c["name"]: c for c in window}
+    connectors = []
+    for name in sorted(set(health) | set(by_name)):
+        db_view = by_name.get(name, {})
+        breaker = health.get(name, {})
+        connectors.append({
+            "object": "connector_health", "name": name, "state": breaker.get("state"),
+            "attempts": db_view.get("attempts_total", 0), "success_rate": db_view.get("success_rate_total"),
+            "latency_ms_p50": db_view.get("latency_ms_p50"), "latency_ms_p99": db_view.get("latency_ms_p99"),
+        })
+    return json_response({"object": "overview", "window_s": window_s, **counts, "connectors": connectors})
+
+
+async def _overview(conn, merchant_id: str, presence_ttl_s: float, window_s: int):
+    return (await stats.overview_counts(conn, merchant_id, presence_ttl_s),
+            await stats.connector_window(conn, merchant_id, window_s))
+
+
+@bp.get("/v1/stats/lists/<name>")
+@merchant_required
+async def list_behind(name: str):
+    if name not in stats.LISTS:
+        raise NotFound(f"No such list: '{name}' (one of {', '.join(stats.LISTS)})", param="name")
+    limit, after, _ = page_params()
+    system = _system()
+    items, more = await system.db.run(stats.list_behind, g.merchant_id, name, limit=limit, starting_after=after,
+                                      presence_ttl_s=system.settings.realtime_presence_ttl_s)
+    return json_response(render.page(items, more))
+
+
+@bp.get("/v1/payments/<payment_id>/timeline")
+@merchant_required
+async def payment_timeline(payment_id: str):
+    return json_response(await _system().db.transaction(timeline.timeline, g.merchant_id, payment_id))
+
+
+@bp.get("/v1/search")
+@merchant_required
+async def search():
+    term = (request.args.get("q") or "").strip()
+    if not term or len(term) > 255:
+        raise InvalidRequest("q must be 1 to 255 characters: a payment, order, customer, connector transaction,"
+                             " refund or dispute id.", param="q")
+    limit, _, _ = page_params()
+    found = await _system().db.run(timeline.search, g.merchant_id, term, limit + 1)
+    return json_response({**render.page(found[:limit], len(found) > limit), "query": term})
