@@ -18,11 +18,11 @@ from quart import Quart, g, request
 from quart_trio import QuartTrio
 
 from app import errors
-from config.roles import Part, parts_of
 from app.limits import BodyLimit
 from app.metrics import Metrics
 from app.tracing import TracingMiddleware, name_after_route
 from config import logs
+from config.roles import Part, parts_of
 from domain.errors import InvalidRequest
 from domain.ids import new_id
 from app.routes import (accounts, admin, connectors, dashboard, disputes, events, ops, orders, payments, realtime,
@@ -36,7 +36,8 @@ log = logging.getLogger("paycast.http")
 ROUTES = {
     Part.OPS: (ops.bp,),
     Part.MERCHANT_HTTP: (admin.bp, orders.bp, payments.bp, events.bp, connectors.bp, reconciliation.bp, refunds.bp,
-                         disputes.bp, accounts.bp, webhook_endpoints.bp, realtime.bp, dashboard.bp),
+                         disputes.bp, accounts.bp, webhook_endpoints.bp, realtime.bp, dashboard.bp,
+                         console_stats.bp),  # the console's read endpoints (docs/console.md)
     Part.WEBHOOKS_IN: (webhooks.bp,),
     Part.REALTIME: (realtime.socket_bp,),
 }
@@ -57,7 +58,6 @@ def create_app(system, admin_token: str) -> Quart:
             for blueprint in blueprints:
                 app.register_blueprint(blueprint)
     errors.register(app)
-    app.register_blueprint(console_stats.bp)  # the console's read endpoints (docs/console.md)
 
     @app.before_request
     async def _start_request() -> None:
