@@ -32,19 +32,31 @@
 -- Copying a large table takes longer than the server's statement timeout.
 SET LOCAL statement_timeout = 0;
 
+-- The old table's non-unique indexes (whoever made them) are made again on the
+-- new one; unique ones cannot be (they lack the partition key) and are
+-- replaced below.
+CREATE FUNCTION pg_temp.copy_indexes(old_table text, new_table text) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE r record;
+BEGIN
+    FOR r IN SELECT schemaname, indexname, indexdef FROM pg_indexes
+             WHERE tablename = old_table AND indexdef NOT LIKE 'CREATE UNIQUE INDEX%' LOOP
+        EXECUTE format('ALTER INDEX %I.%I RENAME TO %I', r.schemaname, r.indexname, left(r.indexname, 50) || '_old');
+        EXECUTE replace(r.indexdef, format(' ON %s.%s ', r.schemaname, old_table), format(' ON %s ', new_table));
+    END LOOP;
+END $$;
+
 -- ---------------------------------------------------------------- events
 ALTER TABLE events RENAME TO events_unpartitioned;
 CREATE TABLE events (LIKE events_unpartitioned INCLUDING DEFAULTS INCLUDING CONSTRAINTS)
     PARTITION BY RANGE (created_at);
 CREATE TABLE events_default PARTITION OF events DEFAULT;
 INSERT INTO events SELECT * FROM events_unpartitioned;
+SELECT pg_temp.copy_indexes('events_unpartitioned', 'events');
 DROP TABLE events_unpartitioned CASCADE;
 ALTER TABLE events ADD PRIMARY KEY (id, created_at);
 ALTER TABLE events ADD CONSTRAINT events_merchant_seq UNIQUE (merchant_id, seq, created_at);
 ALTER TABLE events ADD FOREIGN KEY (merchant_id) REFERENCES merchants(id);
 -- Lookups by id and by (merchant, seq) use the two indexes above (leading columns).
-CREATE INDEX events_by_object ON events (merchant_id, object_id, seq);
-CREATE INDEX events_by_type ON events (merchant_id, type, seq);
 
 -- ---------------------------------------------------------------- webhook inbox
 CREATE TABLE webhook_inbox_keys (
@@ -63,10 +75,10 @@ CREATE TABLE webhook_inbox (LIKE webhook_inbox_unpartitioned INCLUDING DEFAULTS 
     PARTITION BY RANGE (received_at);
 CREATE TABLE webhook_inbox_default PARTITION OF webhook_inbox DEFAULT;
 INSERT INTO webhook_inbox SELECT * FROM webhook_inbox_unpartitioned;
+SELECT pg_temp.copy_indexes('webhook_inbox_unpartitioned', 'webhook_inbox');
 DROP TABLE webhook_inbox_unpartitioned;
 ALTER TABLE webhook_inbox ADD PRIMARY KEY (id, received_at);
 ALTER TABLE webhook_inbox ADD FOREIGN KEY (merchant_id) REFERENCES merchants(id);
-CREATE INDEX webhook_inbox_pending ON webhook_inbox (id) WHERE processed_at IS NULL;
 
 -- ---------------------------------------------------------------- realtime messages
 ALTER TABLE realtime_messages RENAME TO realtime_messages_unpartitioned;
@@ -74,7 +86,10 @@ CREATE TABLE realtime_messages (LIKE realtime_messages_unpartitioned INCLUDING D
     PARTITION BY RANGE (created_at);
 CREATE TABLE realtime_messages_default PARTITION OF realtime_messages DEFAULT;
 INSERT INTO realtime_messages SELECT * FROM realtime_messages_unpartitioned;
+SELECT pg_temp.copy_indexes('realtime_messages_unpartitioned', 'realtime_messages');
 DROP TABLE realtime_messages_unpartitioned;
+-- It served the DELETE of old messages; partitions are dropped instead.
+DROP INDEX IF EXISTS realtime_messages_age;
 ALTER TABLE realtime_messages ADD PRIMARY KEY (merchant_id, client_id, seq, created_at);
 
 -- ---------------------------------------------------------------- delivery attempts
@@ -89,7 +104,7 @@ ALTER TABLE webhook_attempts ALTER COLUMN id SET DEFAULT nextval('webhook_attemp
 ALTER SEQUENCE webhook_attempt_ids OWNED BY webhook_attempts.id;
 CREATE TABLE webhook_attempts_default PARTITION OF webhook_attempts DEFAULT;
 INSERT INTO webhook_attempts SELECT * FROM webhook_attempts_unpartitioned;
+SELECT pg_temp.copy_indexes('webhook_attempts_unpartitioned', 'webhook_attempts');
 DROP TABLE webhook_attempts_unpartitioned;
 ALTER TABLE webhook_attempts ADD PRIMARY KEY (id, created_at);
 ALTER TABLE webhook_attempts ADD FOREIGN KEY (delivery_id) REFERENCES webhook_deliveries(id);
-CREATE INDEX webhook_attempts_by_delivery ON webhook_attempts (delivery_id, id);

@@ -85,3 +85,23 @@ async def test_0601_keeps_every_row_and_the_maintenance_places_them(new_database
                                         "webhook_attempts": 3, "webhook_inbox_keys": 2}
     finally:
         await db.close()
+
+
+async def test_0601_keeps_the_old_tables_non_unique_indexes(new_database):
+    db = Database(new_database("paycast_partition_indexes"))
+    await db.open()
+    try:
+        async def indexes(conn) -> set[str]:
+            rows = await conn.fetch("SELECT indexname FROM pg_indexes WHERE tablename = ANY($1::text[])",
+                                    ["events", "webhook_inbox", "webhook_attempts", "realtime_messages"])
+            return {r["indexname"] for r in rows}
+
+        await db.run(_migrate_before)
+        before = await db.run(indexes)
+        await db.run(migrate.apply)
+        after = await db.run(indexes)
+    finally:
+        await db.close()
+    kept = {"events_by_object", "events_by_type", "webhook_inbox_pending", "webhook_attempts_by_delivery"}
+    assert kept <= before and kept <= after, (before, after)
+    assert "realtime_messages_age" in before and "realtime_messages_age" not in after
