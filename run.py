@@ -7,6 +7,7 @@
     python run.py merchant create NAME  create a merchant and print its API key
     python run.py check               verify DESIGN.md's invariants against the database (exit 1 on violations)
     python run.py simulate [--url …]  drive realistic demo traffic against a running server
+    python run.py simulate --chaos --seed N  seeded chaos run (own server; faults; ends with every invariant)
 """
 
 from __future__ import annotations
@@ -32,19 +33,29 @@ _DB_WAIT_S = 30
 
 
 def resolve_database(settings):
-    """The DSN to use and, for the embedded server, its handle (to stop at exit)."""
+    """The DSN to use and, for the embedded server, its handle and this process's lease on it.
+
+    Every process using the embedded server holds a lease on it (it dies with
+    the process, even on kill -9); releasing the last lease stops the server,
+    so a one-shot command run beside a live server leaves it running.
+    """
     if settings.database_url:
-        return settings.database_url, None
+        return settings.database_url, None, None
     from storage.embedded import EmbeddedPostgres, EmbeddedPostgresError
 
     pg = EmbeddedPostgres(settings.data_dir.resolve())
     try:
-        pg.start()
-        pg.ensure_database("paycast")
+        lease = pg.acquire()
     except EmbeddedPostgresError as exc:
         print(f"paycast: cannot start the embedded PostgreSQL: {exc}", file=sys.stderr)
         sys.exit(1)
-    return pg.dsn("paycast"), pg
+    try:
+        pg.ensure_database("paycast")
+    except EmbeddedPostgresError as exc:
+        lease.release()
+        print(f"paycast: cannot create the paycast database: {exc}", file=sys.stderr)
+        sys.exit(1)
+    return pg.dsn("paycast"), pg, lease
 
 
 async def open_database(settings, dsn: str):
@@ -104,7 +115,7 @@ async def _close_websockets_on(shutdown: trio.Event, system) -> None:
     system.realtime.close_all()
 
 
-async def serve_main(settings, dsn: str, admin_token: str) -> None:
+async def serve_main(settings, dsn: str, admin_token: str, pg=None) -> None:
     from actors.system import System
     from app.server import create_app, serve_http
 
@@ -116,11 +127,16 @@ async def serve_main(settings, dsn: str, admin_token: str) -> None:
             shutdown = trio.Event()
             root.start_soon(_watch_signals, shutdown, root.cancel_scope, name="signals")
             root.start_soon(_close_websockets_on, shutdown, system, name="realtime-drain")
+            if pg is not None:
+                from storage.pg_supervisor import supervise
+
+                root.start_soon(supervise, pg, name="embedded-pg-supervisor")
             app = create_app(system, admin_token)
 
             async def http(task_status=trio.TASK_STATUS_IGNORED) -> None:
                 await serve_http(app, settings.host, settings.port, shutdown,
-                                 graceful_timeout=settings.graceful_timeout_s, task_status=task_status)
+                                 graceful_timeout=settings.graceful_timeout_s, certfile=settings.tls_certfile,
+                                 keyfile=settings.tls_keyfile, task_status=task_status)
                 root.cancel_scope.cancel()  # HTTP drained: stop the actors too
 
             binds = await root.start(http, name="http")
@@ -141,7 +157,7 @@ def cmd_serve(settings) -> int:
     if not admin_token:
         admin_token = "adm_" + secrets.token_urlsafe(24)
         print(f"PAYCAST_ADMIN_TOKEN is unset; admin token for this run: {admin_token}", flush=True)
-    dsn, pg = resolve_database(settings)
+    dsn, pg, lease = resolve_database(settings)
     instruments = []
     if settings.trace_tasks:
         from actors.tracing import TaskTracer
@@ -155,23 +171,25 @@ def cmd_serve(settings) -> int:
         print(f"paycast: {exc}", file=sys.stderr)
         return 2
     try:
-        trio.run(serve_main, settings, dsn, admin_token, instruments=instruments)
+        trio.run(serve_main, settings, dsn, admin_token, pg, instruments=instruments)
     finally:
         tracing.shutdown()  # flush spans still queued for the exporter
-        if pg is not None:
-            pg.stop()
+        if lease is not None:
+            lease.release()
     return 0
 
 
 def with_database(settings, work):
     """Run ``await work(db)`` against the configured database (migrated), for one-shot commands.
 
-    Starts and stops the embedded PostgreSQL when no ``PAYCAST_DATABASE_URL`` is set.
+    Uses the embedded PostgreSQL when no ``PAYCAST_DATABASE_URL`` is set: starts
+    it if nobody runs it, and stops it at the end only if no other process
+    (e.g. a live server) still uses it.
 
     Returns:
       What ``work`` returned.
     """
-    dsn, pg = resolve_database(settings)
+    dsn, _pg, lease = resolve_database(settings)
 
     async def main():
         db = await open_database(settings, dsn)
@@ -183,8 +201,8 @@ def with_database(settings, work):
     try:
         return trio.run(main)
     finally:
-        if pg is not None:
-            pg.stop()
+        if lease is not None:
+            lease.release()
 
 
 def cmd_migrate(settings) -> int:
@@ -225,6 +243,10 @@ def cmd_check(settings) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["simulate"]:  # its own options; no database needed here
+        if "--chaos" in argv:
+            from bench.chaos import main as chaos
+
+            return chaos(argv[1:])
         from bench.simulate import main as simulate
 
         return simulate(argv[1:])

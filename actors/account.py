@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import logging
 
-import trio
-
 from actors.account_messages import Deposit, Withdraw
+from actors.connector_call import submission_of
 from actors.payment_messages import Confirm
 from actors.runtime import Handlers
-from gateways.base import ConnectorError, ConnectorTimeout, PayoutRequest, Submission
+from gateways.base import PayoutRequest, Submission
 from storage import accounts
 
 log = logging.getLogger("paycast.accounts")
@@ -67,16 +66,6 @@ class AccountActor:
         return await system.db.transaction(accounts.record_payout, transaction["id"], submission)
 
     async def _payout(self, request: PayoutRequest, connector_name: str) -> Submission:
-        connector = self.system.connectors.get(connector_name)
-        if connector is None:
-            return Submission("failed", None, "connector_unavailable")
-        try:
-            with trio.fail_after(self.system.settings.connector_timeout_s):
-                return await connector.payout(request)
-        except (ConnectorTimeout, trio.TooSlowError):
-            # The payout may be under way: keep the reservation, its webhook settles it.
-            log.warning("payout %s: connector %s timed out", request.transaction_id, connector_name)
-            return Submission("pending")
-        except ConnectorError as exc:
-            log.warning("payout %s: connector %s refused: %s", request.transaction_id, connector_name, exc)
-            return Submission("failed", None, exc.code)
+        result = await self.system.connector_call.call(connector_name, lambda c: c.payout(request),
+                                                       what=f"payout {request.transaction_id}", gate=True)
+        return submission_of(result, f"payout {request.transaction_id}")

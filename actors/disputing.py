@@ -11,26 +11,14 @@ from __future__ import annotations
 
 import logging
 
-import trio
-
 from domain import disputes as rules
-from domain.errors import Unavailable
-from gateways.base import ConnectorError
 from storage import disputes
 
 log = logging.getLogger("paycast.disputes")
 
 
 async def _call(system, row, what: str, call) -> None:
-    connector = system.connectors.get(row["connector"])
-    if connector is None:
-        raise Unavailable(f"The dispute's connector {row['connector']!r} is not configured.")
-    try:
-        with trio.fail_after(system.settings.connector_timeout_s):
-            await call(connector)
-    except (ConnectorError, trio.TooSlowError) as exc:
-        log.warning("dispute %s: %s failed at %s: %s", row["id"], what, row["connector"], exc)
-        raise Unavailable("The connector did not take the request; retry shortly.") from None
+    (await system.connector_call.call(row["connector"], call, what=f"dispute {what} {row['id']}")).unwrap()
 
 
 async def submit_evidence(system, msg) -> dict:

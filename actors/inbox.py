@@ -133,20 +133,46 @@ class InboxProcessor:
     async def _process_group(self, group: list[dict], limiter: trio.Semaphore) -> None:
         try:
             for row in group:
-                try:
-                    status = await self._apply(row)
-                except (Unavailable, AskTimeout) as exc:
-                    await self._release(row["id"], exc)
-                except Exception as exc:  # noqa: BLE001 - keep the row for a later try
-                    log.exception("applying webhook %s failed", row["id"])
-                    await self._release(row["id"], exc)
-                else:
-                    if status == inbox.RETRY:
-                        await self._release(row["id"], RuntimeError("payment not found yet"))
-                    else:
-                        self.applied[status] += 1
+                await self._apply_one(row)
         finally:
             limiter.release()
+
+    async def _apply_one(self, row: dict) -> str:
+        """Apply one claimed row; a failure is recorded with backoff (dead letter at the end).
+
+        Returns:
+          The row's status after this try (``pending`` when it will be retried).
+        """
+        try:
+            status = await self._apply(row)
+        except (Unavailable, AskTimeout) as exc:
+            return await self._fail(row["id"], exc)
+        except Exception as exc:  # noqa: BLE001 - keep the row for a later try
+            log.exception("applying webhook %s failed", row["id"])
+            return await self._fail(row["id"], exc)
+        if status == inbox.RETRY:
+            await self._release(row["id"], RuntimeError("payment not found yet"))
+            return "pending"
+        if status == inbox.DEFERRED:
+            return "pending"
+        self.applied[status] += 1
+        return status
+
+    async def replay(self, inbox_id: str) -> dict | None:
+        """``POST /admin/inbox/{id}/replay``: back to ``pending``, then applied now.
+
+        Returns:
+          The item after this try (``applied`` when the cause was fixed, else
+          ``pending`` with its new ``last_error``), or None if there is no such item.
+
+        Raises:
+          StateError: the item was already applied.
+        """
+        row = await self._system.db.transaction(inbox.reopen, inbox_id)
+        if row is None:
+            return None
+        await self._apply_one(row)
+        return await self._system.db.transaction(inbox.get_item, inbox_id)
 
     async def _apply(self, row: dict) -> str:
         """Through the payment's actor when the webhook names a payment, else directly."""
@@ -162,6 +188,16 @@ class InboxProcessor:
             return await self._system.ask_payment(row["payment_id"], ApplyWebhook(row["id"]))
         return await self._system.db.transaction(inbox.apply, row["id"],
                                                  self._system.settings.webhook_unmatched_grace_s)
+
+    async def _fail(self, inbox_id: str, exc: BaseException) -> str:
+        try:
+            status = await self._system.db.transaction(inbox.fail, inbox_id, f"{type(exc).__name__}: {exc}",
+                                                       self._system.settings.inbox_retry_delays)
+        except Unavailable:
+            return "pending"  # the lease runs out by itself
+        if status == "dead":
+            log.error("webhook %s is a dead letter after its last retry: %s", inbox_id, exc)
+        return status
 
     async def _release(self, inbox_id: str, exc: BaseException) -> None:
         try:

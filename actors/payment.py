@@ -14,12 +14,13 @@ import logging
 import trio
 
 from actors import disputing, refunding
+from actors.connector_call import CallResult
 from actors.payment_messages import (AcceptDispute, ApplyWebhook, Cancel, Capture, Confirm, Reconcile, Refund,
                                      SubmitDisputeEvidence)
 from actors.runtime import Handlers
 from domain.errors import InvalidRequest, StateError
 from domain.payments import Outcome, OutcomeKind, validate_capture
-from gateways.base import AuthorizeRequest, ConnectorError, ConnectorTimeout
+from gateways.base import AuthorizeRequest
 from storage import inbox, reconcile
 from storage import payments as store
 
@@ -30,14 +31,16 @@ _CONCLUSIVE = frozenset({OutcomeKind.SUCCEEDED, OutcomeKind.AUTHORIZED, OutcomeK
 handles = Handlers("payment")
 
 
-def falls_back(error: ConnectorError | None, remaining) -> bool:
+def falls_back(result: CallResult, remaining) -> bool:
     """Whether a failed attempt may be retried on the next connector.
 
-    A definite failure before processing (5xx, open circuit) is safe to retry
-    elsewhere as a new attempt; a timeout is not (the charge may have
-    happened); a decline is an answer, never an error.
+    Only when the connector guarantees nothing was charged (an open circuit,
+    or an error it declares "not processed"): anything else (a timeout, an
+    undeclared 5xx) may hide a charge, so the attempt stays ``unknown`` and
+    the payment ``processing`` for reconciliation. A decline is an answer,
+    never an error.
     """
-    return error is not None and error.retryable and bool(remaining) and not isinstance(error, ConnectorTimeout)
+    return not result.ok and result.nothing_charged and bool(remaining)
 
 
 def _authorized_txn(loaded: store.Loaded) -> str:
@@ -95,9 +98,9 @@ class PaymentActor:
         remaining = list(begun.candidates[1:])
         while True:
             started = trio.current_time()
-            outcome, error = await self._authorize(begun.connector, _request(begun.payment, begun.attempt_id))
+            outcome, result = await self._authorize(begun.connector, _request(begun.payment, begun.attempt_id))
             latency_ms = (trio.current_time() - started) * 1000
-            if falls_back(error, remaining):
+            if falls_back(result, remaining):
                 await db.transaction(store.settle, msg.merchant_id, payment_id, begun.attempt_id, outcome,
                                      final=False, latency_ms=latency_ms)
                 begun = await db.transaction(
@@ -107,28 +110,19 @@ class PaymentActor:
                 continue
             return await self.system.write(msg.merchant_id, store.settle_begun, begun, outcome, latency_ms)
 
-    async def _authorize(self, name: str, request: AuthorizeRequest) -> tuple[Outcome, ConnectorError | None]:
-        """Call one connector, bounded by the connector timeout; feed its breaker.
+    async def _authorize(self, name: str, request: AuthorizeRequest) -> tuple[Outcome, CallResult]:
+        """Call one connector through :mod:`actors.connector_call` (timeout, breaker).
 
         Returns:
-          The outcome, and the connector error if the call itself failed (the
-          outcome is then ``unknown`` with the error's code).
+          The outcome, and the call's result. A failed call's outcome is
+          ``unknown`` with the error's code: the confirm falls back when the
+          error is declared safe, otherwise reconciliation learns the truth.
         """
-        connector = self.system.connectors[name]
-        breaker = self.system.breakers.get(name)
-        started = trio.current_time()
-        error: ConnectorError | None = None
-        try:
-            with trio.fail_after(self.system.settings.connector_timeout_s):
-                outcome = await connector.authorize(request)
-        except (ConnectorError, trio.TooSlowError) as exc:
-            error = exc if isinstance(exc, ConnectorError) else ConnectorTimeout("connector timed out")
-            log.warning("connector %s failed for %s: %s", name, request.payment_id, error)
-            outcome = Outcome(OutcomeKind.UNKNOWN, None, error.code, str(error))
-        if breaker:
-            now = trio.current_time()
-            breaker.record(error is None, now - started, now)
-        return outcome, error
+        result = await self.system.connector_call.call(name, lambda c: c.authorize(request),
+                                                       what=f"authorize {request.payment_id}", gate=True)
+        if result.ok:
+            return result.value, result
+        return Outcome(OutcomeKind.UNKNOWN, None, result.error.code, str(result.error)), result
 
     async def create_and_confirm(self, merchant_id: str, spec: dict) -> dict:
         """``POST /v1/payments`` with ``confirm: true``.
@@ -151,7 +145,9 @@ class PaymentActor:
         loaded = await db.transaction(store.load, msg.merchant_id, payment_id)
         row = loaded.row
         amount = validate_capture(row["status"], row["amount_capturable"], msg.amount)
-        await self.system.connectors[row["connector"]].capture(_authorized_txn(loaded), amount)
+        txn = _authorized_txn(loaded)
+        (await self.system.connector_call.call(row["connector"], lambda c: c.capture(txn, amount),
+                                               what=f"capture {payment_id}")).unwrap()
         return await db.transaction(store.capture, loaded, amount)
 
     @handles(Cancel)
@@ -160,7 +156,9 @@ class PaymentActor:
         loaded = await db.transaction(store.load, msg.merchant_id, payment_id)
         row = loaded.row
         if row["status"] == "requires_capture":
-            await self.system.connectors[row["connector"]].void(_authorized_txn(loaded))
+            txn = _authorized_txn(loaded)
+            (await self.system.connector_call.call(row["connector"], lambda c: c.void(txn),
+                                                   what=f"void {payment_id}")).unwrap()
         elif row["status"] != "requires_confirmation":
             raise StateError(f"You cannot cancel this payment because it has a status of {row['status']}.")
         return await db.transaction(store.cancel, loaded)
@@ -171,15 +169,13 @@ class PaymentActor:
         db, settings = self.system.db, self.system.settings
         attempt = await db.transaction(reconcile.open_attempt, payment_id)
         outcome = None
-        connector = self.system.connectors.get(attempt["connector"]) if attempt is not None else None
-        if connector is None:
-            log.warning("reconcile %s: no open attempt on a configured connector", payment_id)
+        if attempt is None:
+            log.warning("reconcile %s: no open attempt", payment_id)
         else:
-            try:
-                with trio.fail_after(settings.connector_timeout_s):
-                    outcome = await connector.retrieve(attempt["connector_txn_id"], payment_id)
-            except (ConnectorError, trio.TooSlowError) as exc:
-                log.warning("reconcile %s: connector %s did not answer: %s", payment_id, attempt["connector"], exc)
+            result = await self.system.connector_call.call(
+                attempt["connector"], lambda c: c.retrieve(attempt["connector_txn_id"], payment_id),
+                what=f"retrieve {payment_id}")
+            outcome = result.value
         if outcome is not None and outcome.kind in _CONCLUSIVE:
             self.system.reconciled += 1
             return await db.transaction(store.settle, msg.merchant_id, payment_id, attempt["id"], outcome)

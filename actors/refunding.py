@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import logging
 
-import trio
-
-from gateways.base import ConnectorError, ConnectorTimeout, RefundRequest, Submission
+from actors.connector_call import submission_of
+from gateways.base import RefundRequest, Submission
 from storage import refunds
 
 log = logging.getLogger("paycast.refunds")
@@ -40,17 +39,6 @@ async def refund(system, payment_id: str, msg) -> dict:
 
 
 async def _submit(system, request: RefundRequest, connector_name: str) -> Submission:
-    connector = system.connectors.get(connector_name)
-    if connector is None:
-        return Submission("failed", None, "connector_unavailable")
-    try:
-        with trio.fail_after(system.settings.connector_timeout_s):
-            return await connector.refund(request)
-    except (ConnectorTimeout, trio.TooSlowError):
-        # The connector may have taken it: keep it pending, its webhook settles it.
-        log.warning("refund %s: connector %s timed out; waiting for its webhook", request.refund_id, connector_name)
-        return Submission("pending")
-    except ConnectorError as exc:
-        # A definite "not processed": the refund failed and its amount is released.
-        log.warning("refund %s: connector %s refused: %s", request.refund_id, connector_name, exc)
-        return Submission("failed", None, exc.code)
+    result = await system.connector_call.call(connector_name, lambda c: c.refund(request),
+                                              what=f"refund {request.refund_id}", gate=True)
+    return submission_of(result, f"refund {request.refund_id}")

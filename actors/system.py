@@ -9,10 +9,12 @@ from collections.abc import Mapping
 import trio
 
 from actors.account import AccountActor
+from actors.connector_call import ConnectorCaller
 from actors.inbox import InboxProcessor, InboxWriter
 from actors.maintenance import PartitionMaintainer
 from actors.payment import PaymentActor
 from actors.realtime.gateway import RealtimeGateway
+from actors.pending_reconciler import run_pending_reconciler
 from actors.reconciler import run_reconciler
 from actors.runtime import Registry, supervise
 from actors.unit_writer import UnitWriter
@@ -68,6 +70,7 @@ class System:
                                failure_threshold=settings.breaker_failure_threshold,
                                open_seconds=settings.breaker_open_s)
         self.breakers = {name: CircuitBreaker(name, policy) for name in self.connectors}
+        self.connector_call = ConnectorCaller(self.connectors, self.breakers, settings.connector_timeout_s)
         self.payments: Registry[str] | None = None
         self._payment_actor = PaymentActor(self)
         self.accounts: Registry[str] | None = None
@@ -108,6 +111,8 @@ class System:
                                    name="actor:inbox-processor")
             if Part.RECONCILER in parts:
                 nursery.start_soon(supervise, "reconciler", lambda: run_reconciler(self), name="actor:reconciler")
+                nursery.start_soon(supervise, "pending-reconciler", lambda: run_pending_reconciler(self),
+                                   name="actor:pending-reconciler")
             if Part.WEBHOOKS_OUT in parts:
                 nursery.start_soon(supervise, "webhook-dispatcher", self.webhook_dispatcher.run,
                                    name="actor:webhook-dispatcher")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import urllib.parse
 
 import httpx
 import trio
@@ -125,28 +126,69 @@ class WebhookDispatcher:
         def elapsed_ms() -> int:
             return int((trio.current_time() - started) * 1000)
 
-        if not self._allow_private and await self._private(row["url"]):
-            return None, elapsed_ms(), "refused: the URL resolves to a private address"
+        target = (row["url"], {}, {})
+        if not self._allow_private:
+            try:
+                target = await self._pinned(row["url"])
+            except _Refused as exc:
+                return None, elapsed_ms(), f"refused: {exc}"
+        url, extra_headers, extensions = target
         try:
             with trio.fail_after(rules.TIMEOUT_S):
                 # Streamed so the endpoint's response body is never read.
-                async with client.stream("POST", row["url"], content=body, headers=headers) as response:
+                async with client.stream("POST", url, content=body, headers={**headers, **extra_headers},
+                                         extensions=extensions) as response:
                     return response.status_code, elapsed_ms(), None
         except trio.TooSlowError:
             return None, elapsed_ms(), f"timeout after {rules.TIMEOUT_S:.0f}s"
         except httpx.HTTPError as exc:
             return None, elapsed_ms(), f"{type(exc).__name__}: {exc}"[:300]
 
-    async def _private(self, url: str) -> bool:
+    async def _pinned(self, url: str) -> tuple[str, dict[str, str], dict]:
+        """The URL to connect to, resolved once and checked: no DNS rebinding.
+
+        The name is resolved here, every address checked, and the request then
+        goes to that checked address (the ``Host`` header and, for https, the
+        TLS server name and certificate check keep the original name), so a
+        second resolution cannot swap in a private address between check and
+        connect.
+
+        Returns:
+          ``(url with the address as host, extra headers, httpx extensions)``.
+
+        Raises:
+          _Refused: not https, or the host is or resolves to a non-public address, or does not resolve.
+        """
         try:
             _, host = rules.validate_url(url)
         except Exception:  # noqa: BLE001 - stored URLs were validated; be safe anyway
-            return True
+            raise _Refused("the URL is not valid") from None
+        parts = urllib.parse.urlsplit(url)
         kind = rules.classify_host(host)
-        if kind is not rules.HostKind.NAME:
-            return kind is rules.HostKind.PRIVATE
-        try:
-            addresses = await self._resolve(host)
-        except OSError:
-            return False  # unresolvable: the send fails on its own
-        return any(rules.is_private_address(a) for a in addresses)
+        if kind is rules.HostKind.PRIVATE:
+            raise _Refused("the URL points at a private address")
+        addresses = [host.strip("[]")]
+        if kind is rules.HostKind.NAME:
+            try:
+                addresses = await self._resolve(host)
+            except OSError as exc:
+                raise _Refused(f"{host} does not resolve: {exc}") from None
+            if not addresses:
+                raise _Refused(f"{host} does not resolve")
+            if any(rules.is_private_address(a) for a in addresses):
+                raise _Refused(f"{host} resolves to a private address")
+        if parts.scheme != "https":
+            raise _Refused("only https URLs are sent to when private URLs are not allowed")
+        if kind is rules.HostKind.PUBLIC:
+            return url, {}, {}  # an IP literal: nothing to resolve
+        address = addresses[0]
+        netloc = f"[{address}]" if ":" in address else address
+        if parts.port is not None:
+            netloc += f":{parts.port}"
+        pinned = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
+        host_header = parts.netloc.rpartition("@")[2]
+        return pinned, {"host": host_header}, {"sni_hostname": host}
+
+
+class _Refused(Exception):
+    """An outgoing webhook URL that must not be contacted now."""

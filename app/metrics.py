@@ -53,6 +53,11 @@ class Metrics:
                                    registry=self.registry)
         self.inbox_lag = Gauge("paycast_webhook_inbox_lag_seconds", "Age of the oldest unapplied gateway webhook",
                                registry=self.registry)
+        self.inbox_dead = Gauge("paycast_webhook_inbox_dead", "Gateway webhooks whose retries are spent (dead letters)",
+                                registry=self.registry)
+        self.inbox_unmatched = Gauge("paycast_webhook_inbox_unmatched",
+                                     "Gateway webhooks for a payment still unknown after the grace period",
+                                     registry=self.registry)
         self.inbox_rows = Gauge("paycast_webhook_inbox_rows", "Stored gateway webhooks by outcome", ["status"],
                                 registry=self.registry)
         self.reconcile_backlog = Gauge("paycast_reconciliation_backlog",

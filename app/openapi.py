@@ -165,6 +165,7 @@ class Refund(Out):
     amount: int
     currency: str
     status: Literal["pending", "succeeded", "failed"]
+    review_required: bool
     created_at: str
 
 
@@ -202,6 +203,7 @@ class Transaction(Out):
     amount: int
     currency: str
     payment_id: str | None = None
+    review_required: bool
     created_at: str
 
 
@@ -255,6 +257,20 @@ class Status(Out):
     status: str
 
 
+class InboxItem(Out):
+    id: str
+    object: Literal["inbox_item"]
+    connector: str
+    event_id: str
+    event_type: str
+    status: Literal["pending", "applied", "ignored", "unmatched", "unhandled", "dead"]
+    attempts: int
+    last_error: str | None = None
+    payment_id: str | None = None
+    received_at: str
+    processed_at: str | None = None
+
+
 @dataclass(frozen=True)
 class Op:
     method: str
@@ -273,6 +289,13 @@ _IDEM = True  # POSTs accept Idempotency-Key (added to every merchant POST below
 
 OPERATIONS: list[Op] = [
     Op("post", "/admin/merchants", "Create a merchant (admin)", {201: MerchantCreated}, "admin", schemas.CreateMerchant),
+    Op("get", "/admin/inbox", "List stored gateway webhooks, newest first (admin)", {200: ListOf[InboxItem]}, "admin",
+       query=_PAGE + (("status", {"type": "string", "enum": ["pending", "applied", "ignored", "unmatched",
+                                                                  "unhandled", "dead"]}),
+                      ("connector", {"type": "string"}))),
+    Op("get", "/admin/inbox/{inbox_id}", "Retrieve a stored gateway webhook (admin)", {200: InboxItem}, "admin"),
+    Op("post", "/admin/inbox/{inbox_id}/replay", "Replay a stored gateway webhook: back to pending, applied again "
+       "(409 if already applied) (admin)", {200: InboxItem}, "admin"),
     Op("post", "/v1/orders", "Create an order", {201: Order}, body=schemas.CreateOrder),
     Op("get", "/v1/orders", "List orders", {200: ListOf[Order]},
        query=_PAGE + (("status", {"type": "string"}), ("customer_id", {"type": "string"}))),

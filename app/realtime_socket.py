@@ -34,7 +34,7 @@ log = logging.getLogger("paycast.realtime")
 try:  # hypercorn internals, used only when they look exactly as expected
     from hypercorn.protocol.events import Data
     from hypercorn.protocol.ws_stream import ASGIWebsocketState, WSStream
-    from wsproto.events import TextMessage
+    from wsproto.events import CloseConnection, TextMessage
     from wsproto.utilities import LocalProtocolError
 except ImportError:  # pragma: no cover - another server or version
     WSStream = None  # type: ignore[assignment,misc]
@@ -61,6 +61,30 @@ def _hypercorn_objects(ws) -> tuple[object, object] | None:
     return stream, tcp
 
 
+def _tell_app_when_server_closes(stream) -> None:
+    """Make hypercorn's own closes (a frame over ``websocket_max_message_size``:
+    1009) reach the app at once, as a client disconnect does.
+
+    hypercorn sends the close frame but tells the app nothing until the peer
+    answers it (and never, if the peer does not), so the connection actor
+    would live on until its idle timeout. A close sent while the ASGI state is
+    still ``CONNECTED`` is hypercorn's own (the app's ``websocket.close`` sets
+    ``CLOSED`` first); then a ``websocket.disconnect`` is queued, Quart cancels
+    the handler, and the actor ends as for any disconnect.
+    """
+    send_event = getattr(stream, "_send_wsproto_event", None)
+    if send_event is None or not hasattr(stream, "app_put"):
+        return
+
+    async def send_wsproto_event(event) -> None:
+        server_close = isinstance(event, CloseConnection) and stream.state == ASGIWebsocketState.CONNECTED
+        await send_event(event)
+        if server_close and not stream.closed and stream.app_put is not None:
+            await stream.app_put({"type": "websocket.disconnect", "code": int(event.code)})
+
+    stream._send_wsproto_event = send_wsproto_event
+
+
 class QuartSocket:
     """Adapts Quart's ``websocket`` (after ``accept``) to the actor's Socket protocol."""
 
@@ -69,6 +93,8 @@ class QuartSocket:
         found = _hypercorn_objects(ws)
         self._stream, self._tcp = found if found else (None, None)
         self.fast = found is not None
+        if found is not None:
+            _tell_app_when_server_closes(self._stream)
 
     def write_now(self, texts: list[str]) -> bytes | None:
         """Encode and write frames without awaiting (see the module docstring).

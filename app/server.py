@@ -25,6 +25,7 @@ from config import logs
 from config.roles import Part, parts_of
 from domain.errors import InvalidRequest
 from domain.ids import new_id
+from app.routes import admin_inbox
 from app.routes import (accounts, admin, connectors, dashboard, disputes, events, ops, orders, payments, realtime,
                         reconciliation, refunds, webhook_endpoints, webhooks)
 from app.routes import stats as console_stats
@@ -35,9 +36,9 @@ log = logging.getLogger("paycast.http")
 # its role runs (config/roles.py ROLE_PARTS), and every role has OPS.
 ROUTES = {
     Part.OPS: (ops.bp,),
-    Part.MERCHANT_HTTP: (admin.bp, orders.bp, payments.bp, events.bp, connectors.bp, reconciliation.bp, refunds.bp,
-                         disputes.bp, accounts.bp, webhook_endpoints.bp, realtime.bp, dashboard.bp,
-                         console_stats.bp),  # the console's read endpoints (docs/console.md)
+    Part.MERCHANT_HTTP: (admin.bp, admin_inbox.bp, orders.bp, payments.bp, events.bp, connectors.bp,
+                         reconciliation.bp, refunds.bp, disputes.bp, accounts.bp, webhook_endpoints.bp, realtime.bp,
+                         dashboard.bp, console_stats.bp),  # console_stats: the console's read endpoints (docs/console.md)
     Part.WEBHOOKS_IN: (webhooks.bp,),
     Part.REALTIME: (realtime.socket_bp,),
 }
@@ -101,12 +102,18 @@ def _request_id(given: str | None) -> str:
 
 
 async def serve_http(app: Quart, host: str, port: int, shutdown: trio.Event, *, graceful_timeout: float,
+                     certfile: str | None = None, keyfile: str | None = None,
                      task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
     """Serve ``app`` until ``shutdown`` is set, then drain in-flight requests.
 
-    Reports the bound addresses through ``task_status`` (``port=0`` picks a free port).
+    Reports the bound addresses through ``task_status`` (``port=0`` picks a free
+    port); they start with ``https://`` when ``certfile``/``keyfile`` are given
+    (then the server speaks only HTTPS and WSS).
     """
     config = Config()
+    if certfile and keyfile:
+        config.certfile = str(certfile)
+        config.keyfile = str(keyfile)
     config.bind = [f"{host}:{port}"]
     config.graceful_timeout = graceful_timeout
     config.accesslog = None

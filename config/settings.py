@@ -9,12 +9,13 @@ from __future__ import annotations
 import pathlib
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from config.roles import Role
 
 DEFAULT_RETRY_SCHEDULE = "0,5,300,1800,7200,18000,36000,50400,72000,86400"
+DEFAULT_INBOX_RETRY_SCHEDULE = "1,5,30,300,1800"
 DEFAULT_CONNECTOR_SECRETS = "mockstripe=whsec_dev_mockstripe,mockrazorpay=dev_mockrazorpay,flaky=whsec_dev_flaky"
 
 
@@ -52,6 +53,9 @@ class Settings(BaseSettings):
     rate_limit_rps: float = Field(1000.0, ge=0)
     rate_limit_burst: int = Field(2000, ge=1)
     graceful_timeout_s: float = Field(5.0, ge=0)
+    # TLS: both set → the server speaks HTTPS and WSS only (hypercorn's certfile/keyfile).
+    tls_certfile: pathlib.Path | None = None
+    tls_keyfile: pathlib.Path | None = None
 
     # Payments and connectors.
     processing_deadline_s: float = Field(60.0, gt=0)
@@ -70,10 +74,16 @@ class Settings(BaseSettings):
     # long (it may have overtaken the payment's commit) before it is kept
     # aside as unmatched for review.
     webhook_unmatched_grace_s: float = Field(30.0, ge=0)
+    # A stored gateway webhook whose apply fails is retried after these delays
+    # (seconds); when they are spent it is a dead letter (status `dead`).
+    inbox_retry_schedule: str = DEFAULT_INBOX_RETRY_SCHEDULE
 
     # Outgoing webhooks.
     webhook_retry_schedule: str = DEFAULT_RETRY_SCHEDULE
-    webhook_allow_private_urls: bool = True
+    # Off by default: endpoint URLs must be https and resolve to public
+    # addresses (checked at registration and at every send). Turn on for local
+    # development receivers (http://127.0.0.1:…).
+    webhook_allow_private_urls: bool = False
 
     # Simulator of gateway webhooks.
     sim_delay_ms: int = Field(50, ge=0)
@@ -120,13 +130,23 @@ class Settings(BaseSettings):
     otel_exporter: Literal["none", "console", "otlp"] = "none"
     log_level: str = "INFO"
 
-    @field_validator("webhook_retry_schedule")
+    @field_validator("webhook_retry_schedule", "inbox_retry_schedule")
     @classmethod
     def _schedule(cls, value: str) -> str:
         parts = [p.strip() for p in value.split(",") if p.strip()]
         if not parts or any(not p.isdigit() for p in parts):
             raise ValueError("must be comma-separated whole seconds, e.g. 0,5,300")
         return ",".join(parts)
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> "Settings":
+        if (self.tls_certfile is None) != (self.tls_keyfile is None):
+            missing = "tls_keyfile" if self.tls_keyfile is None else "tls_certfile"
+            raise ValueError(f"PAYCAST_{missing.upper()} must be set too (TLS needs both the certificate and its key)")
+        for path in (self.tls_certfile, self.tls_keyfile):
+            if path is not None and not path.is_file():
+                raise ValueError(f"TLS file {path} does not exist")
+        return self
 
     @field_validator("connector_secrets")
     @classmethod
@@ -141,6 +161,11 @@ class Settings(BaseSettings):
     def retry_schedule(self) -> list[int]:
         """The outgoing-webhook retry delays in seconds."""
         return [int(p) for p in self.webhook_retry_schedule.split(",")]
+
+    @property
+    def inbox_retry_delays(self) -> list[int]:
+        """The incoming-webhook apply retry delays in seconds."""
+        return [int(p) for p in self.inbox_retry_schedule.split(",")]
 
     @property
     def secrets_by_connector(self) -> dict[str, str]:
@@ -169,7 +194,9 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         err = exc.errors()[0]
-        field = str(err["loc"][0]) if err["loc"] else "?"
+        if not err["loc"]:  # a check across fields: its message names them
+            raise SettingsError(f"invalid settings: {err['msg'].removeprefix('Value error, ')}") from None
+        field = str(err["loc"][0])
         raise SettingsError(
             f"invalid setting PAYCAST_{field.upper()}={err.get('input')!r}: {err['msg']}"
         ) from None

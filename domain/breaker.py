@@ -41,18 +41,39 @@ class CircuitBreaker:
 
     def allow(self, now: float) -> bool:
         """True if a call may be made now (in half_open, one probe at a time)."""
+        return self.admit(now) is not None
+
+    def admit(self, now: float) -> str | None:
+        """Let a call through, saying how: ``"call"`` (closed), ``"probe"`` (the one
+        half-open probe), or ``None`` (refused: open, or a probe is already out).
+
+        Whoever is admitted as ``"probe"`` must report with ``record(..., probe=True)``
+        (also when the call was cancelled), or the circuit stays half-open with
+        its probe slot taken.
+        """
         state = self.state(now)
         if state == "closed":
-            return True
+            return "call"
         if state == "half_open" and not self._probing:
             self._probing = True
-            return True
-        return False
+            return "probe"
+        return None
 
-    def record(self, ok: bool, latency_s: float, now: float) -> None:
+    def record(self, ok: bool, latency_s: float, now: float, *, probe: bool | None = None) -> None:
+        """Feed one call's outcome back.
+
+        Args:
+          probe: True for the half-open probe admitted by :meth:`admit`, False for
+            an ordinary call (whose result, if it lands while the circuit is open,
+            only counts in the statistics: it cannot close or re-open the circuit,
+            nor free the probe slot). ``None``: legacy callers of :meth:`allow`,
+            any result while open is taken as the probe's.
+        """
         self.attempts += 1
         self._calls.append((ok, latency_s))
         if self._opened_at is not None:
+            if probe is False:
+                return
             self._probing = False
             if ok and self.state(now) == "half_open":
                 self._opened_at = None

@@ -9,10 +9,10 @@ EVENT_TYPES = frozenset(
         "payment.created", "payment.processing", "payment.succeeded", "payment.failed",
         "payment.requires_capture", "payment.canceled", "payment.review_required",
         "order.paid", "order.payment_failed",
-        "refund.succeeded", "refund.failed",
+        "refund.succeeded", "refund.failed", "refund.review_required",
         "dispute.opened", "dispute.won", "dispute.lost", "dispute.accepted",
         "account.deposit.completed", "account.deposit.failed",
-        "account.withdrawal.completed", "account.withdrawal.failed",
+        "account.withdrawal.completed", "account.withdrawal.failed", "account.withdrawal.review_required",
     }
 )
 

@@ -13,7 +13,7 @@ import threading
 import time
 
 PREFIXES = frozenset(
-    {"mer", "ord", "pay", "att", "re", "dp", "evt", "we", "wd", "acct", "txn", "rcn", "ibx", "conn", "req"}
+    {"mer", "ord", "pay", "att", "re", "dp", "evt", "we", "wd", "acct", "txn", "rcn", "ibx", "whi", "conn", "req"}
 )
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _RANDOM_BITS = 80

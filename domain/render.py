@@ -108,6 +108,7 @@ def refund(row: Mapping) -> dict:
         "amount": row["amount"],
         "currency": row["currency"],
         "status": row["status"],
+        "review_required": row.get("review_required", False),
         "reason": row["reason"],
         "failure_reason": row["failure_code"],
         "connector": row["connector"],
@@ -160,6 +161,7 @@ def account_transaction(row: Mapping, customer_id: str | None) -> dict:
         "payment_id": row["payment_id"],
         "connector": row["connector"],
         "failure_code": row["failure_code"],
+        "review_required": row.get("review_required", False),
         "created_at": iso(row["created_at"]),
         "updated_at": iso(row["updated_at"]),
     }

@@ -85,8 +85,10 @@ def candidates(config: RoutingConfig, method_type: str, *, pinned: str | None = 
 
     Args:
       pinned: the payment's own ``connector``; then it is the only candidate.
-      unavailable: connectors whose circuit is open; tried last, not dropped,
-        so a payment still has somewhere to go when every circuit is open.
+      unavailable: connectors whose circuit is open; skipped. When every
+        candidate is open they are all returned, and the connector call
+        refuses them without sending anything (the payment fails with
+        ``connector_unavailable``, nothing charged).
       success_rates: recent success rate per connector (``success_rate`` strategy).
 
     Returns:
@@ -101,7 +103,7 @@ def candidates(config: RoutingConfig, method_type: str, *, pinned: str | None = 
     elif config.strategy == "success_rate" and success_rates:
         order.sort(key=lambda name: -success_rates.get(name, 1.0))
     healthy = [c for c in order if c not in unavailable]
-    return healthy + [c for c in order if c in unavailable]
+    return healthy or order
 
 
 def _weighted_order(names: list[str], weights: dict[str, int], rng) -> list[str]:

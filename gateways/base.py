@@ -15,9 +15,13 @@ from domain.payments import Outcome
 
 
 class ConnectorError(Exception):
-    """The connector call failed. ``retryable`` errors may fall back to another connector."""
+    """The connector call failed.
 
-    retryable = True
+    Whether money may have moved is the connector's to say: only the errors a
+    connector lists in its ``not_processed_errors`` (and an open circuit, when
+    nothing was sent) are known to have charged nothing; see :func:`nothing_charged`.
+    """
+
     code = "connector_error"
 
 
@@ -37,6 +41,26 @@ class ConnectorUnavailable(ConnectorError):
     """Refused locally (open circuit breaker) or unreachable."""
 
     code = "connector_unavailable"
+
+
+class CircuitOpen(ConnectorUnavailable):
+    """Refused locally by the circuit breaker: the request was never sent."""
+
+    code = "connector_unavailable"
+
+
+def nothing_charged(connector: object, error: BaseException | None) -> bool:
+    """Whether ``error`` guarantees the connector processed nothing.
+
+    True for a request never sent (:class:`CircuitOpen`) and for the errors
+    the connector itself declares in ``not_processed_errors``; a timeout or
+    any undeclared error may hide a charge, so it is False for them.
+    """
+    if error is None:
+        return False
+    if isinstance(error, CircuitOpen):
+        return True
+    return isinstance(error, tuple(getattr(connector, "not_processed_errors", ())))
 
 
 @dataclass(frozen=True)
@@ -74,6 +98,9 @@ class Connector(Protocol):
 
     name: str
     methods: frozenset[str]
+    #: Errors this gateway guarantees it raises before processing anything
+    #: (so a payment may fall back to another connector as a new attempt).
+    not_processed_errors: tuple[type[ConnectorError], ...]
 
     async def authorize(self, request: AuthorizeRequest) -> Outcome:
         """Charge (automatic capture) or authorise (manual) a payment."""
@@ -92,6 +119,12 @@ class Connector(Protocol):
 
     async def payout(self, request: PayoutRequest) -> Submission:
         """Send ``amount`` out of the platform to a wallet holder."""
+
+    async def retrieve_refund(self, request: RefundRequest, reference: str | None) -> Submission:
+        """Ask what became of a refund (reconciliation); ``pending`` if not decided yet."""
+
+    async def retrieve_payout(self, request: PayoutRequest, reference: str | None) -> Submission:
+        """Ask what became of a payout (reconciliation); ``pending`` if not decided yet."""
 
     async def submit_dispute_evidence(self, connector_dispute_id: str, text: str, *, payment_id: str,
                                       dispute_id: str, amount: int, currency: str) -> None:

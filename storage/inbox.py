@@ -8,11 +8,12 @@ same transaction that moves the payment. Claims (leases taken with
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 
 import asyncpg
 
-from domain.errors import NotYetApplicable
+from domain.errors import NotYetApplicable, StateError
 from domain.ids import new_id
 from domain.payments import Outcome, OutcomeKind
 from domain.webhooks import GatewayEvent
@@ -53,7 +54,7 @@ async def insert_many(conn: asyncpg.Connection, items: list[tuple[GatewayEvent, 
     Returns:
       The ids of the rows that were new; duplicates (same connector + event id) are skipped.
     """
-    ids = [new_id("ibx") for _ in items]
+    ids = [new_id("whi") for _ in items]
     rows = await conn.fetch(
         INSERT_SQL, ids, [e.connector for e, *_ in items], [e.event_id for e, *_ in items],
         [e.kind for e, *_ in items], [e.connector_txn_id for e, *_ in items], [e.payment_id for e, *_ in items],
@@ -101,11 +102,102 @@ async def ignore_late(conn: asyncpg.Connection, ids: list[str]) -> set[str]:
 
 @single_unit
 async def release(conn: asyncpg.Connection, inbox_id: str, error: str) -> None:
-    """Give a row back after a failed apply, so it is retried later."""
+    """Give a row back to be tried again in a second, without counting a failure.
+
+    For rows that could not be applied *yet* (their payment's commit may still
+    be on its way, a dispute not open yet): not a failure of the apply.
+    """
     await conn.execute(
         "UPDATE webhook_inbox SET claimed_until = now() + interval '1 second', last_error = $2"
         " WHERE id = $1 AND processed_at IS NULL", inbox_id, error[:1000],
     )
+
+
+async def fail(conn: asyncpg.Connection, inbox_id: str, error: str, schedule: list[int]) -> str:
+    """Record a failed apply: retry after the next delay of ``schedule``, or, once it
+    is spent, make the row a dead letter (``dead``, kept for an operator's replay).
+
+    Args:
+      schedule: delays in seconds (``PAYCAST_INBOX_RETRY_SCHEDULE``); failure
+        ``n`` (1-based) waits ``schedule[n-1]``; failure ``len(schedule) + 1`` is final.
+
+    Returns:
+      ``pending`` (will be retried) or ``dead``.
+    """
+    row = await conn.fetchrow(
+        "UPDATE webhook_inbox SET failures = failures + 1, last_error = $2,"
+        " status = CASE WHEN failures + 1 > cardinality($3::int[]) THEN 'dead' ELSE status END,"
+        " processed_at = CASE WHEN failures + 1 > cardinality($3::int[]) THEN now() END,"
+        " claimed_until = CASE WHEN failures + 1 > cardinality($3::int[]) THEN NULL"
+        "   ELSE now() + make_interval(secs => ($3::int[])[failures + 1]) END"
+        " WHERE id = $1 AND processed_at IS NULL RETURNING status",
+        inbox_id, error[:1000], schedule,
+    )
+    return row["status"] if row else "missing"
+
+
+def render_item(row) -> dict:
+    """An inbox row in its API form (API.md "Incoming webhook inbox")."""
+    try:
+        raw = json.loads(row["raw_body"])
+    except (TypeError, ValueError):
+        raw = {}
+    event_type = (raw.get("type") or raw.get("event")) if isinstance(raw, dict) else None
+    return {
+        "id": row["id"], "object": "inbox_item", "connector": row["connector"], "event_id": row["event_id"],
+        "event_type": event_type if isinstance(event_type, str) else row["kind"],
+        "kind": row["kind"], "status": row["status"], "attempts": row["tries"], "failures": row["failures"],
+        "last_error": row["last_error"], "payment_id": row["payment_id"],
+        "received_at": _iso(row["received_at"]), "processed_at": _iso(row["processed_at"]),
+        "next_attempt_at": _iso(row["claimed_until"]) if row["processed_at"] is None else None,
+    }
+
+
+def _iso(value) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+async def get_item(conn: asyncpg.Connection, inbox_id: str) -> dict | None:
+    row = await conn.fetchrow("SELECT * FROM webhook_inbox WHERE id = $1", inbox_id)
+    return render_item(row) if row else None
+
+
+async def list_items(conn: asyncpg.Connection, *, limit: int, starting_after: str | None,
+                     status: str | None, connector: str | None) -> tuple[list[dict], bool]:
+    """A page of inbox items, newest first (received_at, then id).
+
+    Returns:
+      The items and whether more follow.
+    """
+    rows = await conn.fetch(
+        "SELECT * FROM webhook_inbox WHERE ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR connector = $3)"
+        " AND ($4::text IS NULL OR (received_at, id) < (SELECT received_at, id FROM webhook_inbox WHERE id = $4))"
+        " ORDER BY received_at DESC, id DESC LIMIT $1",
+        limit + 1, status, connector, starting_after,
+    )
+    return [render_item(r) for r in rows[:limit]], len(rows) > limit
+
+
+async def reopen(conn: asyncpg.Connection, inbox_id: str) -> dict | None:
+    """Put an item back to ``pending``, due now, with its failures forgotten (replay).
+
+    Returns:
+      The row (every column, as :func:`claim` gives them), or None if there is no such item.
+
+    Raises:
+      StateError: the item was already ``applied`` (exactly once still holds).
+    """
+    row = await conn.fetchrow("SELECT * FROM webhook_inbox WHERE id = $1 FOR UPDATE", inbox_id)
+    if row is None:
+        return None
+    if row["status"] == "applied":
+        raise StateError("This inbox item was already applied; it cannot be applied twice.",
+                         code="inbox_item_already_applied")
+    row = await conn.fetchrow(
+        "UPDATE webhook_inbox SET status = 'pending', processed_at = NULL, claimed_until = NULL, failures = 0"
+        " WHERE id = $1 RETURNING *", inbox_id,
+    )
+    return dict(row)
 
 
 async def _mark(conn: asyncpg.Connection, inbox_id: str, status: str, merchant_id: str | None) -> str:

@@ -79,7 +79,8 @@ def db_dsn(new_database):
 @pytest.fixture(scope="session")
 def server(db_dsn):
     """One real Paycast server for the session."""
-    proc = ServerProcess(db_dsn).start()
+    # Tests register local receivers (http://127.0.0.1:…): the development switch.
+    proc = ServerProcess(db_dsn, PAYCAST_WEBHOOK_ALLOW_PRIVATE_URLS="true").start()
     try:
         yield proc
     finally:

@@ -9,7 +9,7 @@ from app.auth import merchant_required
 from app.body import json_response, parse_json, read_raw
 from app.idempotency import idempotent
 from domain.errors import InvalidRequest
-from domain.routing import RoutingConfig
+from domain.routing import STRATEGIES, RoutingConfig
 from storage import merchants
 
 bp = Blueprint("connectors", __name__)
@@ -43,8 +43,12 @@ async def put_routing():
     unknown = sorted(set(data) - _ROUTING_FIELDS)
     if unknown:
         raise InvalidRequest(f"Received unknown parameter: {unknown[0]}", param=unknown[0], code="parameter_unknown")
-    if "strategy" not in data:
-        raise InvalidRequest("Missing required param: strategy.", param="strategy", code="parameter_missing")
+    # PUT replaces the whole configuration: nothing is filled in silently.
+    for required in ("strategy", "connectors"):
+        if data.get(required) in (None, "", []):
+            raise InvalidRequest(f"Missing required param: {required}.", param=required, code="parameter_missing")
+        if required == "strategy" and data["strategy"] not in STRATEGIES:
+            raise InvalidRequest(f"strategy must be one of {', '.join(STRATEGIES)}.", param="strategy")
     config = RoutingConfig.from_dict(data, system.known_connectors)
     body = config.to_dict()
     stored = {k: v for k, v in body.items() if k != "object"}

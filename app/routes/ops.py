@@ -43,6 +43,8 @@ async def metrics():
         for status in ("pending", "applied", "ignored", "unmatched", "unhandled", "dead"):
             m.inbox_rows.labels(status).set(inbox_rows.get(status, 0))
         m.inbox_pending.set(inbox_rows.get("pending", 0))
+        m.inbox_dead.set(inbox_rows.get("dead", 0))
+        m.inbox_unmatched.set(inbox_rows.get("unmatched", 0))
         m.inbox_lag.set(counts["inbox_lag"])
         m.reconcile_backlog.set(counts["backlog"])
         m.review_required.set(counts["review"])

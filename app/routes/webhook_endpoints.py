@@ -57,6 +57,10 @@ async def create_endpoint():
     events = rules.validate_enabled_events(body.enabled_events)
     if not _system().settings.webhook_allow_private_urls:
         await _refuse_private(host)
+        if not url.lower().startswith("https://"):
+            raise InvalidRequest("url must be an https:// URL (http is allowed only with "
+                                 "PAYCAST_WEBHOOK_ALLOW_PRIVATE_URLS=true, for development).", param="url",
+                                 code="url_not_https")
     endpoint = await _system().db.transaction(webhook_endpoints.create, g.merchant_id, url, events, body.description)
     return json_response(endpoint, 201)
 

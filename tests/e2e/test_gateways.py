@@ -231,3 +231,15 @@ def test_declines_are_never_retried(client):
     client.put("/v1/routing", json={"strategy": "priority", "connectors": ["mockstripe", "mockrazorpay"]})
     p = client.post("/v1/payments", json=payment_body(method=CARD_DECLINED, confirm=True)).json()
     assert p["status"] == "failed" and len(p["attempts"]) == 1
+
+
+def test_routing_put_requires_strategy_and_connectors(client):
+    """PUT replaces the whole configuration: nothing is filled in silently (API.md v1.1)."""
+    before = client.get("/v1/routing").json()
+    for body, param in [({"strategy": "priority"}, "connectors"), ({"strategy": "priority", "connectors": []},
+                                                                   "connectors"),
+                        ({"connectors": ["mockstripe"]}, "strategy"), ({}, "strategy")]:
+        r = client.put("/v1/routing", json=body)
+        assert r.status_code == 400, (body, r.text)
+        assert r.json()["error"]["type"] == "invalid_request_error" and r.json()["error"]["param"] == param, body
+    assert client.get("/v1/routing").json() == before

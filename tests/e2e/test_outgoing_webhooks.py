@@ -18,7 +18,9 @@ import standardwebhooks
 from tests.receiver import Receiver
 from tests.support import ServerProcess, db_fetch, payment_body, run_check, stop_all, wait_for
 
-FAST = {"PAYCAST_WEBHOOK_RETRY_SCHEDULE": "0,1,1"}
+# Receivers listen on 127.0.0.1: every server here needs the development switch.
+LOCAL = {"PAYCAST_WEBHOOK_ALLOW_PRIVATE_URLS": "true"}
+FAST = {"PAYCAST_WEBHOOK_RETRY_SCHEDULE": "0,1,1", **LOCAL}
 
 
 def _endpoint(client, url, events=("*",)):
@@ -188,7 +190,7 @@ def test_restart_mid_retry_still_delivers(new_database, start_server):
     """The first attempt fails, the process dies (kill -9) before the retry is due,
     and a new process on the same database makes the retry."""
     dsn = new_database("paycast_whrestart")
-    schedule = {"PAYCAST_WEBHOOK_RETRY_SCHEDULE": "0,3,3"}
+    schedule = {"PAYCAST_WEBHOOK_RETRY_SCHEDULE": "0,3,3", **LOCAL}
     first = start_server(dsn, **schedule)
     with Receiver(script=[500]) as receiver:
         try:
@@ -235,7 +237,7 @@ def test_slow_endpoint_never_delays_payments_and_is_bounded(client):
 
 def test_two_processes_share_deliveries_without_duplicates(new_database, start_server):
     dsn = new_database("paycast_whtwo")
-    a, b = start_server(dsn), start_server(dsn)
+    a, b = start_server(dsn, **LOCAL), start_server(dsn, **LOCAL)
     try:
         api_key = a.create_merchant()
         with Receiver() as receiver:
@@ -260,8 +262,8 @@ def test_two_processes_share_deliveries_without_duplicates(new_database, start_s
         stop_all([a, b])
 
 
-def test_private_urls_refused_when_configured(new_database, start_server):
-    server = start_server(new_database("paycast_whprivate"), PAYCAST_WEBHOOK_ALLOW_PRIVATE_URLS="false")
+def test_private_urls_refused_by_default(new_database, start_server):
+    server = start_server(new_database("paycast_whprivate"))
     try:
         api_key = server.create_merchant()
         with server.client(api_key) as c:
@@ -279,3 +281,47 @@ def test_private_urls_refused_when_configured(new_database, start_server):
             assert c.delete(f"/v1/webhook_endpoints/{ok.json()['id']}").status_code == 200
     finally:
         server.stop()
+
+
+def test_plain_http_refused_unless_private_urls_allowed(new_database, start_server):
+    server = start_server(new_database("paycast_whhttps"))
+    try:
+        with server.client(server.create_merchant()) as c:
+            r = c.post("/v1/webhook_endpoints", json={"url": "http://93.184.216.34/hooks", "enabled_events": ["*"]})
+            assert r.status_code == 400 and r.json()["error"]["param"] == "url", r.text
+            assert r.json()["error"]["type"] == "invalid_request_error"
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("host", ["127.1", "2130706433", "localhost"])
+def test_names_resolving_to_loopback_are_refused_at_send_time(new_database, start_server, host):
+    """Registered while private URLs were allowed (or before its DNS changed), a URL
+    whose host resolves to 127.0.0.1 is not contacted by a server that refuses them.
+    ``127.1`` and ``2130706433`` are names to the URL parser that the system
+    resolver turns into 127.0.0.1 without any hosts file or DNS server."""
+    dsn = new_database("paycast_whrebind")
+    with Receiver() as receiver:
+        url = receiver.url.replace("127.0.0.1", host)
+        dev = start_server(dsn, **LOCAL)
+        try:
+            api_key = dev.create_merchant()
+            with dev.client(api_key) as c:
+                endpoint = c.post("/v1/webhook_endpoints", json={"url": url, "enabled_events": ["payment.succeeded"]})
+                assert endpoint.status_code == 201, endpoint.text
+        finally:
+            dev.stop()
+        strict = start_server(dsn, PAYCAST_WEBHOOK_RETRY_SCHEDULE="0")
+        try:
+            with strict.client(api_key) as c:
+                # Registration refuses it too …
+                again = c.post("/v1/webhook_endpoints", json={"url": url, "enabled_events": ["*"]})
+                assert again.status_code == 400 and again.json()["error"]["param"] == "url"
+                # … and so does the send, after resolving the name.
+                assert c.post("/v1/payments", json=payment_body(confirm=True)).status_code == 201
+                done = wait_for(lambda: (d := _deliveries(c, endpoint.json()["id"])) and d[0]["status"] == "failed"
+                                and d[0], timeout=20)
+                assert all("private" in (a["error"] or "") for a in done["attempts"]), done
+            assert receiver.received == []
+        finally:
+            strict.stop()

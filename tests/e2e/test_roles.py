@@ -22,12 +22,13 @@ from tests.support import ADMIN_TOKEN, CARD_OK, UPI, ServerProcess, run_check
 # Actors each role must run, and some it must not (the task tree's names).
 EXPECTED = {
     "api": ({"actor:unit-writers", "actor:inbox-writer", "actor:webhook-simulator", "actor:wake-sender"},
-            {"actor:inbox-processor", "actor:webhook-dispatcher", "actor:reconciler", "actor:realtime",
-             "actor:partitions", "actor:wake-listener"}),
+            {"actor:inbox-processor", "actor:webhook-dispatcher", "actor:reconciler", "actor:pending-reconciler",
+             "actor:realtime", "actor:partitions", "actor:wake-listener"}),
     "realtime": ({"actor:realtime", "actor:hub", "actor:realtime-listener"},
                  {"actor:unit-writers", "actor:inbox-writer", "actor:inbox-processor", "actor:webhook-dispatcher",
                   "actor:partitions"}),
-    "worker": ({"actor:inbox-processor", "actor:webhook-dispatcher", "actor:reconciler", "actor:partitions",
+    "worker": ({"actor:inbox-processor", "actor:webhook-dispatcher", "actor:reconciler", "actor:pending-reconciler",
+                "actor:partitions",
                 "actor:janitor", "actor:wake-listener", "actor:unit-writers"},
                {"actor:inbox-writer", "actor:realtime", "actor:wake-sender"}),
 }

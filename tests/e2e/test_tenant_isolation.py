@@ -18,6 +18,7 @@ NOT_OBJECT_IDS = {
     "name": "console list and asset names are fixed names, not objects",
     "connector": "connector names are global (webhooks in, public)",
     "client_id": "client ids are names in the caller's own namespace, not objects",
+    "inbox_id": "the gateway webhook inbox is global and admin-only (merchant keys get 401: test_inbox_dead_letters)",
 }
 
 

@@ -155,3 +155,35 @@ def test_recovers_from_killed_postmaster_and_concurrent_starts() -> None:
     finally:
         pg.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def test_leases_last_one_out_stops_and_dead_holders_do_not_count() -> None:
+    data_dir = _mkdtemp()
+    first, second = EmbeddedPostgres(data_dir), EmbeddedPostgres(data_dir)
+    try:
+        lease_a = first.acquire()
+        lease_b = second.acquire()
+        pid = _postmaster_pid(first)
+        assert first.live_users() == 2
+        assert lease_a.release() is False  # the other user still needs it
+        assert first.is_running() and _postmaster_pid(first) == pid
+        # A user that dies without releasing (kill -9) does not keep it alive.
+        child = subprocess.Popen(
+            [sys.executable, "-c",
+             "import sys, time; sys.path.insert(0, sys.argv[2]);"
+             "from storage.embedded import EmbeddedPostgres;"
+             "EmbeddedPostgres(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(600)",
+             str(data_dir), str(REPO_ROOT)],
+            stdout=subprocess.PIPE, text=True)
+        assert child.stdout.readline().strip() == "held"
+        assert first.live_users() == 2
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+        assert first.live_users() == 1  # and its stale lease file is gone
+        assert len(list((data_dir / "pg.users").glob("*.lease"))) == 1
+        assert lease_b.release() is True  # the last one out stops it
+        assert not first.is_running()
+        assert lease_b.release() is False  # idempotent
+    finally:
+        first.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)

@@ -66,10 +66,10 @@ def test_order_transitions_have_matching_event_types():
 API_EVENT_TYPES = {
     "payment.created", "payment.processing", "payment.succeeded", "payment.failed",
     "payment.requires_capture", "payment.canceled", "payment.review_required",
-    "order.paid", "order.payment_failed", "refund.succeeded", "refund.failed",
+    "order.paid", "order.payment_failed", "refund.succeeded", "refund.failed", "refund.review_required",
     "dispute.opened", "dispute.won", "dispute.lost", "dispute.accepted",
     "account.deposit.completed", "account.deposit.failed",
-    "account.withdrawal.completed", "account.withdrawal.failed",
+    "account.withdrawal.completed", "account.withdrawal.failed", "account.withdrawal.review_required",
 }
 
 
