@@ -38,7 +38,7 @@ class Part(enum.StrEnum):
     WEBHOOKS_IN = "webhooks_in"    # /webhooks/<connector> and the inbox's group-commit writer
     REALTIME = "realtime"          # /v1/realtime WebSocket, hub, LISTEN feed, presence
     INBOX = "inbox"                # the inbox processor (applies stored gateway webhooks)
-    RECONCILER = "reconciler"      # payments past their processing deadline
+    RECONCILER = "reconciler"      # payments past their deadline; pending refunds and payouts
     WEBHOOKS_OUT = "webhooks_out"  # the outgoing webhook dispatcher
     MAINTENANCE = "maintenance"    # partitions ahead / retention, idempotency key purge
 
