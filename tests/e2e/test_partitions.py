@@ -32,7 +32,7 @@ DROP_OLD = {t.name: RETENTION for t in partitions.TABLES}
 def server_and_dsn(new_database):
     dsn = new_database("paycast_partitions")
     # Maintenance at start only: the test runs the later rounds itself.
-    proc = ServerProcess(dsn, PAYCAST_PARTITION_MAINTENANCE_S="100000").start()
+    proc = ServerProcess(dsn, PAYCAST_PARTITION_MAINTENANCE_S="100000", PAYCAST_WEBHOOK_ALLOW_PRIVATE_URLS="true").start()
     try:
         yield proc, dsn
     finally:

@@ -39,12 +39,13 @@ def roles(new_database):
     """Three processes, one per role, on a fresh database."""
     dsn = new_database("paycast_roles")
     started: dict[str, ServerProcess] = {}
+    local = {"PAYCAST_WEBHOOK_ALLOW_PRIVATE_URLS": "true"}  # the test's receiver is on loopback
     try:
-        started["api"] = ServerProcess(dsn, PAYCAST_ROLE="api").start()
-        started["realtime"] = ServerProcess(dsn, PAYCAST_ROLE="realtime").start()
+        started["api"] = ServerProcess(dsn, PAYCAST_ROLE="api", **local).start()
+        started["realtime"] = ServerProcess(dsn, PAYCAST_ROLE="realtime", **local).start()
         # The worker's simulated connectors would send their webhooks to an api process.
         started["worker"] = ServerProcess(dsn, PAYCAST_ROLE="worker", PAYCAST_SIM_WEBHOOK_URL=started["api"].url,
-                                          PAYCAST_RECONCILE_INTERVAL_S="0.2").start()
+                                          PAYCAST_RECONCILE_INTERVAL_S="0.2", **local).start()
         yield dsn, started
     finally:
         for proc in started.values():
