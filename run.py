@@ -3,6 +3,7 @@
 
     python run.py [serve]             start the server (embedded PostgreSQL unless PAYCAST_DATABASE_URL)
     python run.py serve --workers N   N server processes on one port (SO_REUSEPORT), supervised
+    python run.py serve --role api    run one role: all (default) | api | realtime | worker (or PAYCAST_ROLE)
     python run.py migrate             apply database migrations and exit
     python run.py merchant create NAME  create a merchant and print its API key
     python run.py check               verify DESIGN.md's invariants against the database (exit 1 on violations)
@@ -16,6 +17,7 @@ import argparse
 import gc
 import json
 import logging
+import os
 import secrets
 import signal
 import sys
@@ -24,6 +26,7 @@ import trio
 
 from config import SettingsError, load_settings
 from config import logs
+from config.roles import Role
 
 log = logging.getLogger("paycast")
 # How long start-up waits for a database that is not reachable yet.
@@ -142,9 +145,9 @@ async def serve_main(settings, dsn: str, admin_token: str, pg=None) -> None:
             if settings.gc_tuning:
                 tune_gc()
             system.set_base_url(binds[0])
-            print(json.dumps({"event": "listening", "url": binds[0], "admin_token_set": bool(settings.admin_token)}),
-                  flush=True)
-            log.info("Paycast listening on %s", binds[0])
+            print(json.dumps({"event": "listening", "url": binds[0], "role": str(settings.role),
+                              "admin_token_set": bool(settings.admin_token)}), flush=True)
+            log.info("Paycast (role %s) listening on %s", settings.role, binds[0])
     finally:
         with trio.CancelScope(shield=True):
             await db.close()
@@ -262,6 +265,11 @@ def main(argv: list[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="run the server (default)")
     serve.add_argument("--workers", type=int, metavar="N",
                        help="N processes on one port (SO_REUSEPORT), supervised; default PAYCAST_WORKERS (1)")
+    # Roles combine with several processes per role: each is a full process on
+    # the shared database. --workers N (SO_REUSEPORT, issue 10, another branch)
+    # starts N processes from this one's environment, hence PAYCAST_ROLE below.
+    serve.add_argument("--role", choices=[r.value for r in Role],
+                       help="what this process runs (default: PAYCAST_ROLE, else all); see config/roles.py")
     sub.add_parser("migrate", help="apply database migrations")
     merchant = sub.add_parser("merchant", help="merchant administration")
     merchant_sub = merchant.add_subparsers(dest="action", required=True)
@@ -270,8 +278,12 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("check", help="verify the invariants of DESIGN.md against the database")
     sub.add_parser("simulate", help="drive demo traffic against a running server (see run.py simulate -h)")
     args = parser.parse_args(argv)
-    # The flag outranks PAYCAST_WORKERS.
+    # The flags outrank PAYCAST_WORKERS / PAYCAST_ROLE.
     overrides = {"workers": args.workers} if getattr(args, "workers", None) is not None else {}
+    if getattr(args, "role", None):
+        overrides["role"] = args.role
+        # Exported too, so processes this one starts (``--workers N``) take the same role.
+        os.environ["PAYCAST_ROLE"] = args.role
     try:
         settings = load_settings(**overrides)
     except SettingsError as exc:

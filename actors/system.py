@@ -11,14 +11,17 @@ import trio
 from actors.account import AccountActor
 from actors.connector_call import ConnectorCaller
 from actors.inbox import InboxProcessor, InboxWriter
+from actors.maintenance import PartitionMaintainer
 from actors.payment import PaymentActor
 from actors.realtime.gateway import RealtimeGateway
 from actors.pending_reconciler import run_pending_reconciler
 from actors.reconciler import run_reconciler
 from actors.runtime import Registry, supervise
 from actors.unit_writer import UnitWriter
+from actors.wakeups import Topic, Wakeups
 from actors.webhook_dispatcher import WebhookDispatcher
 from config import Settings
+from config.roles import Part, parts_of
 from domain.breaker import BreakerPolicy, CircuitBreaker
 from domain.routing import RoutingConfig, candidates
 from gateways.instrumented import instrument
@@ -49,6 +52,8 @@ class System:
     def __init__(self, settings: Settings, db: Database) -> None:
         self.settings = settings
         self.db = db
+        # What this process runs (config/roles.py); run() starts only those actors.
+        self.parts = parts_of(settings.role)
         self.simulator = WebhookSimulator(
             settings.secrets_by_connector, delay_ms=settings.sim_delay_ms,
             duplicate_rate=settings.sim_duplicate_rate, reorder=settings.sim_reorder,
@@ -56,7 +61,7 @@ class System:
         # Wrapped once so every connector call is traced and counted (gateways.instrumented).
         self.connectors = instrument(build_connectors(settings.flaky_error_rate, self.simulator))
         self.inbox_processor = InboxProcessor(self)
-        self.inbox_writer = InboxWriter(db, self.inbox_processor.wake)
+        self.inbox_writer = InboxWriter(db, lambda: self.wakeups.wake(Topic.INBOX))
         self.writer = UnitWriter(db)
         self.reconciled = 0
         self._routing: dict[str, tuple[float, dict | None]] = {}
@@ -72,32 +77,54 @@ class System:
         self._account_actor = AccountActor(self)
         self.webhook_dispatcher = WebhookDispatcher(db, allow_private_urls=settings.webhook_allow_private_urls,
                                                     resolve=resolve_host, retry_schedule=settings.retry_schedule)
+        # Work stored here for an actor another process runs wakes it through NOTIFY.
+        local = {Topic.INBOX: self.inbox_processor.wake} if Part.INBOX in self.parts else {}
+        if Part.WEBHOOKS_OUT in self.parts:
+            local[Topic.DELIVERIES] = self.webhook_dispatcher.wake
+        self.wakeups = Wakeups(db, local, timeout_s=settings.db_connect_timeout_s)
+        self.maintainer = PartitionMaintainer(db, settings)
         self.realtime = RealtimeGateway(settings, db)
         register_followers_and_projections()
 
     async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
-        """Run the actors until cancelled; reports readiness once they accept work."""
+        """Run this role's actors until cancelled; reports readiness once they accept work.
+
+        Which actors run is :data:`config.roles.ROLE_PARTS` for the process's role.
+        """
+        parts = self.parts
         async with trio.open_nursery() as nursery:
-            self.payments = Registry(
-                nursery, "payment", self._payment_actor.handle,
-                idle_s=self.settings.actor_idle_s, inbox_size=self.settings.actor_inbox_size,
-            )
-            nursery.start_soon(supervise, "janitor", self._janitor, name="actor:janitor")
-            nursery.start_soon(supervise, "inbox-writer", self.inbox_writer.run, name="actor:inbox-writer")
-            nursery.start_soon(supervise, "unit-writer", self.writer.run, name="actor:unit-writers")
-            nursery.start_soon(supervise, "inbox-processor", self.inbox_processor.run,
-                               name="actor:inbox-processor")
-            self.accounts = Registry(
-                nursery, "account", self._account_actor.handle,
-                idle_s=self.settings.actor_idle_s, inbox_size=self.settings.actor_inbox_size,
-            )
-            nursery.start_soon(supervise, "reconciler", lambda: run_reconciler(self), name="actor:reconciler")
-            nursery.start_soon(supervise, "pending-reconciler", lambda: run_pending_reconciler(self),
-                               name="actor:pending-reconciler")
-            nursery.start_soon(supervise, "webhook-dispatcher", self.webhook_dispatcher.run,
-                               name="actor:webhook-dispatcher")
-            await nursery.start(self.simulator.run, name="actor:webhook-simulator")
-            await nursery.start(self.realtime.run, name="actor:realtime")
+            if Part.PAYMENTS in parts:
+                self.payments = Registry(
+                    nursery, "payment", self._payment_actor.handle,
+                    idle_s=self.settings.actor_idle_s, inbox_size=self.settings.actor_inbox_size,
+                )
+                self.accounts = Registry(
+                    nursery, "account", self._account_actor.handle,
+                    idle_s=self.settings.actor_idle_s, inbox_size=self.settings.actor_inbox_size,
+                )
+                nursery.start_soon(supervise, "unit-writer", self.writer.run, name="actor:unit-writers")
+                await nursery.start(self.simulator.run, name="actor:webhook-simulator")
+            if Part.WEBHOOKS_IN in parts:
+                nursery.start_soon(supervise, "inbox-writer", self.inbox_writer.run, name="actor:inbox-writer")
+            if Part.INBOX in parts:
+                nursery.start_soon(supervise, "inbox-processor", self.inbox_processor.run,
+                                   name="actor:inbox-processor")
+            if Part.RECONCILER in parts:
+                nursery.start_soon(supervise, "reconciler", lambda: run_reconciler(self), name="actor:reconciler")
+                nursery.start_soon(supervise, "pending-reconciler", lambda: run_pending_reconciler(self),
+                                   name="actor:pending-reconciler")
+            if Part.WEBHOOKS_OUT in parts:
+                nursery.start_soon(supervise, "webhook-dispatcher", self.webhook_dispatcher.run,
+                                   name="actor:webhook-dispatcher")
+            if Part.MAINTENANCE in parts:
+                nursery.start_soon(supervise, "janitor", self._janitor, name="actor:janitor")
+                nursery.start_soon(supervise, "partitions", self.maintainer.run, name="actor:partitions")
+            if Part.REALTIME in parts:
+                await nursery.start(self.realtime.run, name="actor:realtime")
+            if self.wakeups.sends:
+                nursery.start_soon(supervise, "wake-sender", self.wakeups.run_sender, name="actor:wake-sender")
+            if self.wakeups.listens:
+                await nursery.start(self.wakeups.run_listener, name="actor:wake-listener")
             task_status.started()
 
     async def _janitor(self) -> None:
@@ -111,8 +138,13 @@ class System:
             await trio.sleep(_PURGE_EVERY_S)
 
     def set_base_url(self, url: str) -> None:
-        """Where the simulator sends gateway webhooks (this process's own HTTP edge)."""
-        self.simulator.base_url = url
+        """Where the simulator sends gateway webhooks: ``PAYCAST_SIM_WEBHOOK_URL``, else
+        this process's own HTTP edge."""
+        self.simulator.base_url = (self.settings.sim_webhook_url or url).rstrip("/")
+        if self.settings.sim_webhook_url is None and Part.PAYMENTS in self.parts \
+                and Part.WEBHOOKS_IN not in self.parts:
+            log.warning("role %s does not serve /webhooks: set PAYCAST_SIM_WEBHOOK_URL to an api process's URL "
+                        "so simulated gateway webhooks reach an inbox", self.settings.role)
 
     def _open_circuits(self) -> frozenset[str]:
         now = trio.current_time()

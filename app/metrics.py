@@ -67,6 +67,10 @@ class Metrics:
                                      registry=self.registry)
         self.db_up = Gauge("paycast_database_up", "1 when the last database check succeeded",
                            registry=self.registry)
+        self.role = Gauge("paycast_process_role", "1 for this process's role (config/roles.py)", ["role"],
+                          registry=self.registry)
+        self.wakeups = Gauge("paycast_wakeups", "Cross-process wake-ups (NOTIFY) sent and received since start",
+                             ["direction"], registry=self.registry)
         self.ws_connections = Gauge("paycast_realtime_connections", "Open realtime WebSocket connections",
                                     registry=self.registry)
         self.ws_slow_consumer_closes = Counter("paycast_realtime_slow_consumer_closes_total",

@@ -22,6 +22,7 @@ from app.limits import BodyLimit
 from app.metrics import Metrics
 from app.tracing import TracingMiddleware, name_after_route
 from config import logs
+from config.roles import Part, parts_of
 from domain.errors import InvalidRequest
 from domain.ids import new_id
 from app.routes import admin_inbox
@@ -30,6 +31,17 @@ from app.routes import (accounts, admin, connectors, dashboard, disputes, events
 from app.routes import stats as console_stats
 
 log = logging.getLogger("paycast.http")
+
+# The routes of each part of the system; a process serves those of the parts
+# its role runs (config/roles.py ROLE_PARTS), and every role has OPS.
+ROUTES = {
+    Part.OPS: (ops.bp,),
+    Part.MERCHANT_HTTP: (admin.bp, admin_inbox.bp, orders.bp, payments.bp, events.bp, connectors.bp,
+                         reconciliation.bp, refunds.bp, disputes.bp, accounts.bp, webhook_endpoints.bp, realtime.bp,
+                         dashboard.bp, console_stats.bp),  # console_stats: the console's read endpoints (docs/console.md)
+    Part.WEBHOOKS_IN: (webhooks.bp,),
+    Part.REALTIME: (realtime.socket_bp,),
+}
 
 
 def create_app(system, admin_token: str) -> Quart:
@@ -41,11 +53,12 @@ def create_app(system, admin_token: str) -> Quart:
     app.config["MAX_CONTENT_LENGTH"] = system.settings.max_body_bytes
     app.config["BODY_TIMEOUT"] = 30
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
-    for module in (admin, orders, payments, events, connectors, reconciliation, webhooks, ops, refunds, disputes,
-                   accounts, webhook_endpoints, realtime, dashboard, admin_inbox):
-        app.register_blueprint(module.bp)
+    parts = parts_of(system.settings.role)
+    for part, blueprints in ROUTES.items():
+        if part in parts:
+            for blueprint in blueprints:
+                app.register_blueprint(blueprint)
     errors.register(app)
-    app.register_blueprint(console_stats.bp)  # the console's read endpoints (docs/console.md)
 
     @app.before_request
     async def _start_request() -> None:

@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from config.roles import Role
+
 DEFAULT_RETRY_SCHEDULE = "0,5,300,1800,7200,18000,36000,50400,72000,86400"
 DEFAULT_INBOX_RETRY_SCHEDULE = "1,5,30,300,1800"
 DEFAULT_CONNECTOR_SECRETS = "mockstripe=whsec_dev_mockstripe,mockrazorpay=dev_mockrazorpay,flaky=whsec_dev_flaky"
@@ -31,6 +33,8 @@ class Settings(BaseSettings):
     data_dir: pathlib.Path = pathlib.Path("./var")
     database_url: str | None = None
     admin_token: str | None = None
+    # Process role (config/roles.py): all | api | realtime | worker.
+    role: Role = Role.ALL
 
     # Database: a statement never runs longer than this, so a unit of work (which
     # is never cancelled half way) is bounded too.
@@ -90,6 +94,9 @@ class Settings(BaseSettings):
     sim_delay_ms: int = Field(50, ge=0)
     sim_duplicate_rate: float = Field(0.0, ge=0, le=1)
     sim_reorder: bool = False
+    # Where the simulators send their webhooks (an ``api`` process's base URL).
+    # Unset: this process's own URL, right for roles that serve /webhooks.
+    sim_webhook_url: str | None = None
 
     # Realtime gateway. The token key: unset → a random key stored in the
     # database on first use, so every process sharing the database agrees.
@@ -109,6 +116,17 @@ class Settings(BaseSettings):
     # Device acks are written in one batch this often (and when a device
     # connects or leaves, and at shutdown), never once per ack.
     realtime_ack_flush_s: float = Field(1.0, gt=0)
+
+    # Bounded tables (storage/partitions.py): how long rows are kept, in days;
+    # 0 keeps them for ever. The inbox's retention is also its dedup window
+    # (a gateway's repeat of an event older than that is stored again). Realtime
+    # messages are kept for ``realtime_retention_s``.
+    retention_events_days: int = Field(0, ge=0)
+    retention_inbox_days: int = Field(30, ge=0)
+    retention_webhook_attempts_days: int = Field(30, ge=0)
+    # Partitions made ahead of time, in periods of each table.
+    partitions_ahead: int = Field(3, ge=1, le=60)
+    partition_maintenance_s: float = Field(3600.0, gt=0)
 
     # Garbage collector: freeze what start-up allocated and collect the young
     # generation less often, so full collections (which walk every live object,

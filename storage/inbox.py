@@ -28,11 +28,19 @@ DEFERRED = "deferred"
 # aside as ``unmatched`` for review.
 RETRY = "retry"
 
+# New rows only: the connector's event id goes through the dedup key table
+# first (webhook_inbox is partitioned by time, so it cannot hold a unique index
+# on (connector, event_id); see migration 0015), and only rows whose key was
+# new are stored. One statement.
 INSERT_SQL = (
-    "INSERT INTO webhook_inbox (id, connector, event_id, kind, connector_txn_id, payment_id, object_id, raw_body,"
+    "WITH incoming AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],"
+    " $7::text[], $8::text[], $9::text[])"
+    " AS u(id, connector, event_id, kind, connector_txn_id, payment_id, object_id, raw_body, traceparent)),"
+    " fresh AS (INSERT INTO webhook_inbox_keys (connector, event_id, inbox_id)"
+    " SELECT connector, event_id, id FROM incoming ON CONFLICT (connector, event_id) DO NOTHING RETURNING inbox_id)"
+    " INSERT INTO webhook_inbox (id, connector, event_id, kind, connector_txn_id, payment_id, object_id, raw_body,"
     " traceparent)"
-    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],"
-    " $8::text[], $9::text[]) ON CONFLICT (connector, event_id) DO NOTHING RETURNING id"
+    " SELECT i.* FROM incoming i JOIN fresh f ON f.inbox_id = i.id RETURNING id"
 )
 
 

@@ -47,18 +47,24 @@ CHECKS: dict[str, str] = {
               ('requires_confirmation', 'processing'))""",
     # Every state change writes its event in the same transaction: a payment
     # committed without its events is a unit of work split in two.
+    # (Events older than the oldest kept one went with their partition, retention.)
     "payment without its events": """
         SELECT p.id, p.status FROM payments p
-        WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.merchant_id = p.merchant_id AND e.object_id = p.id
-                          AND e.type = 'payment.created')
-           OR (p.status IN ('succeeded', 'failed', 'canceled', 'requires_capture') AND NOT EXISTS (
+        WHERE (p.created_at >= (SELECT coalesce(min(created_at), '-infinity') FROM events) AND NOT EXISTS (
+               SELECT 1 FROM events e WHERE e.merchant_id = p.merchant_id AND e.object_id = p.id
+               AND e.type = 'payment.created'))
+           OR (p.status IN ('succeeded', 'failed', 'canceled', 'requires_capture')
+               AND p.updated_at >= (SELECT coalesce(min(created_at), '-infinity') FROM events) AND NOT EXISTS (
                SELECT 1 FROM events e WHERE e.merchant_id = p.merchant_id AND e.object_id = p.id
                AND e.type = 'payment.' || p.status))""",
     "gap in per-merchant event seq": """
         SELECT m.id, m.event_seq, count(e.seq) AS events, coalesce(max(e.seq), 0) AS max_seq
         FROM merchants m LEFT JOIN events e ON e.merchant_id = m.id
         GROUP BY m.id, m.event_seq
-        HAVING count(e.seq) <> m.event_seq OR coalesce(max(e.seq), 0) <> m.event_seq""",
+        -- the retention (PAYCAST_RETENTION_EVENTS_DAYS) drops the oldest events, never the newest or a middle one
+        HAVING coalesce(max(e.seq), m.event_seq) <> m.event_seq
+            OR (count(e.seq) > 0 AND count(e.seq) <> max(e.seq) - min(e.seq) + 1)
+            OR count(e.seq) <> count(DISTINCT e.seq)""",
     "gap in per-client realtime seq": """
         SELECT c.merchant_id, c.client_id, c.last_seq, count(m.seq) AS messages,
                min(m.seq) AS min_seq, max(m.seq) AS max_seq
@@ -145,7 +151,9 @@ CHECKS: dict[str, str] = {
     # ---- outgoing webhooks.
     "webhook delivery succeeded without a 2xx attempt": """
         SELECT d.id FROM webhook_deliveries d WHERE d.status = 'succeeded' AND NOT EXISTS (
-            SELECT 1 FROM webhook_attempts a WHERE a.delivery_id = d.id AND a.status_code BETWEEN 200 AND 299)""",
+            SELECT 1 FROM webhook_attempts a WHERE a.delivery_id = d.id AND a.status_code BETWEEN 200 AND 299)
+        -- attempts older than their retention are gone with their partition
+        AND d.delivered_at >= (SELECT min(created_at) FROM webhook_attempts)""",
     "webhook delivery for another merchant's event": """
         SELECT d.id FROM webhook_deliveries d JOIN events e ON e.id = d.event_id
         JOIN webhook_endpoints w ON w.id = d.endpoint_id

@@ -220,13 +220,6 @@ async def remote_presence(conn: asyncpg.Connection, merchant_id: str, client_id:
     return [r["device_id"] for r in rows]
 
 
-async def purge_messages(conn: asyncpg.Connection, retention_s: float) -> int:
-    """Delete messages older than the retention (a resume from before it gets ``replay_truncated``)."""
-    status = await conn.execute(
-        "DELETE FROM realtime_messages WHERE created_at < now() - make_interval(secs => $1)", retention_s
-    )
-    return int(status.split()[-1])
-
 
 # --------------------------------------------------------------------------- devices
 

@@ -105,6 +105,14 @@ async def claim(conn: asyncpg.Connection, limit: int, per_endpoint: int, busy_en
     endpoints = {d["endpoint_id"]: d for d in details}
     events = {e["id"]: e for e in await conn.fetch("SELECT * FROM events WHERE id = ANY($1::text[])",
                                                     list({r["event_id"] for r in rows}))}
+    gone = [r["id"] for r in rows if r["event_id"] not in events]
+    if gone:
+        # The event's partition was dropped (PAYCAST_RETENTION_EVENTS_DAYS): nothing left to send.
+        await conn.execute(
+            "UPDATE webhook_deliveries SET status = 'canceled', claimed_until = NULL, claim_token = NULL,"
+            " last_error = 'the event is past its retention', updated_at = now() WHERE id = ANY($1::text[])", gone,
+        )
+        rows = [r for r in rows if r["event_id"] in events]
     return [{"id": r["id"], "endpoint_id": r["endpoint_id"], "url": endpoints[r["endpoint_id"]]["url"],
              "secret": endpoints[r["endpoint_id"]]["secret"], "attempt": r["attempt_count"] + 1,
              "event": render.event(events[r["event_id"]]), "token": token,

@@ -3,7 +3,7 @@
 It owns the hub, the LISTEN feed, presence and a janitor, each a supervised
 actor in its own nursery (``actor:hub``, ``actor:realtime-listener``,
 ``actor:realtime-heartbeat``, ``actor:realtime-presence``,
-``actor:realtime-devices``, ``actor:realtime-janitor``), and serves each WebSocket as a connection actor.
+``actor:realtime-devices``), and serves each WebSocket as a connection actor.
 """
 
 from __future__ import annotations
@@ -21,14 +21,13 @@ from actors.realtime.feed import Feed
 from actors.realtime.hub import Hub
 from actors.realtime.presence import PresenceWriter
 from actors.runtime import supervise
-from domain.errors import TokenRevoked, Unavailable
+from domain.errors import TokenRevoked
 from domain.ids import new_id
 from domain.realtime import Claims, client_topic, revoked_token, sign_token, verify_token
 from domain.realtime_delivery import CLOSE_DEVICE_REVOKED
 from storage import realtime as store
 
 log = logging.getLogger("paycast.realtime")
-_PURGE_EVERY_S = 3600
 
 
 class RealtimeGateway:
@@ -57,19 +56,8 @@ class RealtimeGateway:
             nursery.start_soon(supervise, "realtime-presence", self.presence_writer.run,
                                name="actor:realtime-presence")
             nursery.start_soon(supervise, "realtime-devices", self.devices.run, name="actor:realtime-devices")
-            nursery.start_soon(supervise, "realtime-janitor", self._janitor, name="actor:realtime-janitor")
             await nursery.start(self.feed.run, name="actor:realtime-listener")
             task_status.started()
-
-    async def _janitor(self) -> None:
-        while True:
-            try:
-                purged = await self.db.transaction(store.purge_messages, self.settings.realtime_retention_s)
-                if purged:
-                    log.info("purged %d old realtime messages", purged)
-            except Unavailable as exc:
-                log.warning("realtime purge skipped: %s", exc)
-            await trio.sleep(_PURGE_EVERY_S)
 
     # ------------------------------------------------------------ tokens
 

@@ -68,6 +68,9 @@ async def metrics():
     if hub.slow_closes > m.ws_slow_reported:
         m.ws_slow_consumer_closes.inc(hub.slow_closes - m.ws_slow_reported)
         m.ws_slow_reported = hub.slow_closes
+    m.role.labels(str(system.settings.role)).set(1)
+    m.wakeups.labels("sent").set(system.wakeups.sent)
+    m.wakeups.labels("received").set(system.wakeups.received)
     now = trio.current_time()
     for name, breaker in system.breakers.items():
         state = breaker.state(now)

@@ -24,6 +24,9 @@ from domain import render
 from domain.errors import InvalidRequest
 
 bp = Blueprint("realtime", __name__)
+# The WebSocket on its own blueprint: the realtime role serves it, the api role
+# the HTTP routes above (config/roles.py).
+socket_bp = Blueprint("realtime_socket", __name__)
 _SEQ = re.compile(r"^[0-9]{1,18}$")
 
 
@@ -73,7 +76,7 @@ async def presence(client_id: str):
     return json_response(await _gateway().presence(g.merchant_id, client_id))
 
 
-@bp.websocket("/v1/realtime")
+@socket_bp.websocket("/v1/realtime")
 async def socket():
     gateway = _gateway()
     raw_after = websocket.args.get("after_seq")

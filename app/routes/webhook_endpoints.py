@@ -9,6 +9,7 @@ from actors.system import resolve_host
 from app.auth import merchant_required
 from app.body import json_response, page_params, parse
 from app.idempotency import idempotent
+from actors.wakeups import Topic
 from app.schemas import CreateWebhookEndpoint, Empty
 from domain import outgoing_webhooks as rules
 from domain import render
@@ -101,5 +102,5 @@ async def retry_delivery(endpoint_id: str, delivery_id: str):
     await parse(Empty)
     system = _system()
     delivery = await system.db.transaction(webhook_deliveries.retry, g.merchant_id, endpoint_id, delivery_id)
-    system.webhook_dispatcher.wake()
+    system.wakeups.wake(Topic.DELIVERIES)  # the dispatcher may run in a worker process
     return json_response(delivery)
