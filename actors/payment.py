@@ -19,7 +19,7 @@ from actors.payment_messages import (AcceptDispute, ApplyWebhook, Cancel, Captur
                                      SubmitDisputeEvidence)
 from actors.runtime import Handlers
 from domain.errors import InvalidRequest, StateError
-from domain.payments import Outcome, OutcomeKind, validate_capture
+from domain.payments import Outcome, OutcomeKind, Trigger, validate_capture
 from gateways.base import AuthorizeRequest
 from storage import inbox, reconcile
 from storage import payments as store
@@ -148,8 +148,7 @@ class PaymentActor:
         row = loaded.row
         amount = validate_capture(row["status"], row["amount_capturable"], msg.amount)
         txn = _authorized_txn(loaded)
-        (await self.system.connector_call.call(row["connector"], lambda c: c.capture(txn, amount),
-                                               what=f"capture {payment_id}")).unwrap()
+        await self._claimed_call(loaded, Trigger.CAPTURE, lambda c: c.capture(txn, amount))
         return await db.transaction(store.capture, loaded, amount)
 
     @handles(Cancel)
@@ -159,11 +158,32 @@ class PaymentActor:
         row = loaded.row
         if row["status"] == "requires_capture":
             txn = _authorized_txn(loaded)
-            (await self.system.connector_call.call(row["connector"], lambda c: c.void(txn),
-                                                   what=f"void {payment_id}")).unwrap()
+            await self._claimed_call(loaded, Trigger.CANCEL, lambda c: c.void(txn))
         elif row["status"] != "requires_confirmation":
             raise StateError(f"You cannot cancel this payment because it has a status of {row['status']}.")
         return await db.transaction(store.cancel, loaded)
+
+    async def _claimed_call(self, loaded: store.Loaded, trigger: Trigger, call) -> None:
+        """Call the connector for ``trigger`` on an authorised payment, holding
+        the payment's claim in the database for the call (several processes
+        may race on one payment; only the claimant reaches the gateway).
+
+        Raises:
+          StateError: another request holds the payment, or it moved on.
+          Unavailable: the connector failed; the claim is given back and the
+            payment is unchanged.
+        """
+        db = self.system.db
+        # Longer than any connector call may take (the call is bounded by the
+        # connector timeout), so a live claimant never loses its claim mid-call.
+        hold_s = 2 * self.system.settings.connector_timeout_s + 5
+        await db.transaction(store.claim_operation, loaded, trigger, hold_s)
+        row = loaded.row
+        result = await self.system.connector_call.call(row["connector"], call,
+                                                       what=f"{trigger.value} {row['id']}")
+        if not result.ok:
+            await db.transaction(store.release_operation, loaded, trigger)
+        result.unwrap()
 
     @handles(Reconcile)
     async def _reconcile(self, payment_id: str, msg: Reconcile) -> dict:

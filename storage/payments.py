@@ -500,14 +500,16 @@ async def settle(conn: asyncpg.Connection, merchant_id: str, payment_id: str, at
 
 
 _CAPTURE_HEAD = (
-    "upd AS (UPDATE payments SET status = $3, amount_received = $4, amount_capturable = 0, updated_at = $5"
+    "upd AS (UPDATE payments SET status = $3, amount_received = $4, amount_capturable = 0, updated_at = $5,"
+    " operation = NULL, operation_until = NULL"
     " WHERE id = $1 AND merchant_id = $2 AND status = ANY($6::text[]) AND amount_capturable >= $4"
     " AND updated_at = $7 RETURNING id),"
     " att AS (UPDATE payment_attempts SET status = 'succeeded', updated_at = $5"
     " WHERE payment_id = $1 AND status = 'authorized' AND EXISTS (SELECT 1 FROM upd))"
 )
 _CANCEL_HEAD = (
-    "upd AS (UPDATE payments SET status = $3, amount_capturable = 0, updated_at = $4"
+    "upd AS (UPDATE payments SET status = $3, amount_capturable = 0, updated_at = $4,"
+    " operation = NULL, operation_until = NULL"
     " WHERE id = $1 AND merchant_id = $2 AND status = ANY($5::text[]) AND updated_at = $6 RETURNING id),"
     " att AS (UPDATE payment_attempts SET status = 'failed', error_code = 'authorization_voided', updated_at = $4"
     " WHERE payment_id = $1 AND status = 'authorized' AND EXISTS (SELECT 1 FROM upd))"
@@ -560,6 +562,41 @@ async def cancel(conn: asyncpg.Connection, loaded: Loaded) -> dict:
         _refuse(await load(conn, row["merchant_id"], row["id"]), Trigger.CANCEL, "canceling")
     metrics.transition("payment", row["id"], row["status"], status)
     return snapshot
+
+
+@single_unit
+async def claim_operation(conn: asyncpg.Connection, loaded: Loaded, trigger: Trigger, hold_s: float) -> None:
+    """Reserve the payment for one connector operation (capture or void) before
+    the connector is called, so that of several processes racing on one payment
+    exactly one reaches the gateway.
+
+    One statement, guarded by the state ``loaded`` saw. The claim lapses after
+    ``hold_s`` (longer than the connector timeout): a process killed during the
+    call does not hold the payment for ever. :func:`capture` and :func:`cancel`
+    clear it; :func:`release_operation` gives it back when the call failed.
+
+    Raises:
+      StateError: the payment cannot take ``trigger`` any more, or another
+        request holds the payment for its own operation.
+    """
+    row = loaded.row
+    claimed = await conn.fetchval(
+        "UPDATE payments SET operation = $3, operation_until = now() + make_interval(secs => $4)"
+        " WHERE id = $1 AND merchant_id = $2 AND status = ANY($5::text[]) AND updated_at = $6"
+        " AND (operation IS NULL OR operation_until < now()) RETURNING true",
+        row["id"], row["merchant_id"], trigger.value, hold_s, sources(trigger), row["updated_at"],
+    )
+    if not claimed:
+        current = await load(conn, row["merchant_id"], row["id"])
+        _refuse(current, trigger, f"another request held it for a {trigger.value}")
+
+
+@single_unit
+async def release_operation(conn: asyncpg.Connection, loaded: Loaded, trigger: Trigger) -> None:
+    """Give back a claim whose connector call failed (the payment did not move)."""
+    await conn.execute("UPDATE payments SET operation = NULL, operation_until = NULL"
+                       " WHERE id = $1 AND merchant_id = $2 AND operation = $3",
+                       loaded.row["id"], loaded.row["merchant_id"], trigger.value)
 
 
 def _refuse(current: Loaded, trigger: Trigger, doing: str) -> None:

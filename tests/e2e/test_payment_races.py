@@ -109,11 +109,6 @@ def _authorized(pair, amount: int = 1000) -> tuple[dict, str]:
 # the gateway (two captures of one authorisation, or a capture and a void). The
 # claim must be committed before the connector call (DESIGN decision 8); that is
 # the payment-path rewrite's (issue 10/11). Not strict: a race may not reproduce.
-KNOWN_DOUBLE_CALL = pytest.mark.xfail(
-    reason="capture/cancel call the connector before claiming the transition in the database", strict=False)
-
-
-@KNOWN_DOUBLE_CALL
 def test_many_captures_reach_the_connector_once(pair):
     pay, txn = _authorized(pair)
     responses = pair.race([("POST", f"/v1/payments/{pay['id']}/capture", {"amount": 600 + i}) for i in range(12)])
@@ -123,7 +118,6 @@ def test_many_captures_reach_the_connector_once(pair):
     pair.assert_check_passes()
 
 
-@KNOWN_DOUBLE_CALL
 def test_cancel_against_capture_one_wins_and_one_call_reaches_the_connector(pair):
     pay, txn = _authorized(pair)
     requests = [("POST", f"/v1/payments/{pay['id']}/capture", None), ("POST", f"/v1/payments/{pay['id']}/cancel", None)]
