@@ -189,10 +189,14 @@ class PaymentActor:
     async def _reconcile(self, payment_id: str, msg: Reconcile) -> dict:
         """Ask the connector what became of a payment stuck in ``processing``."""
         db, settings = self.system.db, self.system.settings
-        attempt = await db.transaction(reconcile.open_attempt, payment_id)
+        attempt = await db.transaction(reconcile.open_attempt, payment_id, settings.connector_timeout_s + 5)
         outcome = None
         if attempt is None:
             log.warning("reconcile %s: no open attempt", payment_id)
+        elif attempt["in_flight"]:
+            # Its confirm is still calling the connector (here or in another
+            # process): ask again when the reconciler's lease lapses.
+            return {"in_flight": True}
         else:
             result = await self.system.connector_call.call(
                 attempt["connector"], lambda c: c.retrieve(attempt["connector_txn_id"], payment_id),

@@ -21,11 +21,21 @@ async def claim_due(conn: asyncpg.Connection, limit: int, lease_s: float) -> lis
     return [dict(r) for r in rows]
 
 
-async def open_attempt(conn: asyncpg.Connection, payment_id: str):
-    """The latest attempt whose outcome is still open (``started``/``unknown``), if any."""
+async def open_attempt(conn: asyncpg.Connection, payment_id: str, in_flight_s: float):
+    """The latest attempt whose outcome is still open (``started``/``unknown``), if any.
+
+    Args:
+      in_flight_s: how long a connector call may still be running (the
+        connector timeout and a margin). A ``started`` attempt younger than this
+        with no connector transaction id yet is marked ``in_flight``: its call
+        may not have reached the connector yet, so "not found" would prove nothing.
+    """
     return await conn.fetchrow(
-        "SELECT id, connector, connector_txn_id FROM payment_attempts WHERE payment_id = $1"
-        " AND status IN ('started', 'unknown') ORDER BY id DESC LIMIT 1", payment_id,
+        "SELECT id, connector, connector_txn_id,"
+        " (status = 'started' AND connector_txn_id IS NULL"
+        "  AND created_at > now() - make_interval(secs => $2)) AS in_flight"
+        " FROM payment_attempts WHERE payment_id = $1"
+        " AND status IN ('started', 'unknown') ORDER BY id DESC LIMIT 1", payment_id, in_flight_s,
     )
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 
 from actors.system import register_followers_and_projections
-from domain.payments import Outcome, OutcomeKind
+from domain.payments import Outcome, OutcomeKind, Trigger
 from domain.refunds import Trigger as RefundTrigger
 from domain.submission import Submission
 from domain.webhooks import GatewayEvent
@@ -89,10 +89,24 @@ class StorageAPI:
         loaded = await self.db.transaction(payments.load, merchant_id, payment_id)
         return await self.db.transaction(payments.cancel, loaded)
 
+    async def claim_operation(self, merchant_id: str, payment_id: str, trigger: str, hold_s: float = 30.0) -> None:
+        """Reserve an authorised payment for a capture or void before the connector call."""
+        loaded = await self.db.transaction(payments.load, merchant_id, payment_id)
+        await self.db.transaction(payments.claim_operation, loaded, Trigger(trigger), hold_s)
+
+    async def release_operation(self, merchant_id: str, payment_id: str, trigger: str) -> None:
+        loaded = await self.db.transaction(payments.load, merchant_id, payment_id)
+        await self.db.transaction(payments.release_operation, loaded, Trigger(trigger))
+
     # ---- reconciliation of payments stuck in processing
     async def lease_overdue(self, limit: int, lease_s: float = 30.0) -> list[str]:
         """Lease processing payments past their deadline; their ids."""
         return [r["id"] for r in await self.db.transaction(reconcile.claim_due, limit, lease_s)]
+
+    async def open_attempt(self, payment_id: str, in_flight_s: float) -> dict | None:
+        """The attempt reconciliation would ask about, with its ``in_flight`` flag."""
+        row = await self.db.transaction(reconcile.open_attempt, payment_id, in_flight_s)
+        return dict(row) if row else None
 
     async def record_inconclusive_check(self, payment_id: str, max_checks: int) -> dict:
         """Count a check that learnt nothing; ``{"checks", "review_required"}``."""

@@ -151,6 +151,15 @@ async def test_concurrent_reconcilers_lease_each_overdue_payment_once(store, mer
     assert mine.isdisjoint(await store.lease_overdue(50))  # leased payments are not leased again
 
 
+async def test_a_started_attempt_without_an_answer_is_in_flight_until_its_call_must_have_ended(store, merchant):
+    """Reconciliation must not ask the connector about a confirm still calling it:
+    "not found" would then fail a payment about to be charged."""
+    pay = await store.create_payment(merchant)
+    await store.begin_attempt(merchant, pay["id"])
+    assert (await store.open_attempt(pay["id"], in_flight_s=60))["in_flight"] is True
+    assert (await store.open_attempt(pay["id"], in_flight_s=0))["in_flight"] is False
+
+
 async def test_review_is_flagged_once_however_many_checks_race(store, merchant):
     pay = await store.create_payment(merchant)
     await store.begin_attempt(merchant, pay["id"])
@@ -197,6 +206,31 @@ async def test_concurrent_captures_and_cancels_one_wins(store, merchant):
     assert final["status"] == wins[0]["status"]
     terminal = [t for t in await _types(store, merchant, pay["id"]) if t in ("payment.succeeded", "payment.canceled")]
     assert terminal == [f"payment.{final['status']}"]
+
+
+async def test_concurrent_operation_claims_give_the_payment_to_exactly_one(store, merchant):
+    """Capture and void claim the payment before the connector call: one claimant only."""
+    pay = await _authorized(store, merchant)
+    results = await together(8, lambda i: store.claim_operation(merchant, pay["id"], "capture" if i % 2 else "cancel"))
+    assert len(_wins(results)) == 1, results
+    assert all(isinstance(r, StateError) for r in results if r is not None)
+
+
+async def test_a_released_or_lapsed_claim_can_be_taken_again_and_capture_clears_it(store, merchant):
+    pay = await _authorized(store, merchant)
+    await store.claim_operation(merchant, pay["id"], "capture")
+    await store.release_operation(merchant, pay["id"], "capture")
+    await store.claim_operation(merchant, pay["id"], "cancel", hold_s=0.0)  # lapses at once
+    await store.claim_operation(merchant, pay["id"], "capture")
+    await store.capture(merchant, pay["id"], 1000)
+    with pytest.raises(StateError):
+        await store.claim_operation(merchant, pay["id"], "cancel")
+
+
+async def test_an_operation_claim_needs_an_authorised_payment(store, merchant):
+    pay = await store.create_payment(merchant)
+    with pytest.raises(StateError):
+        await store.claim_operation(merchant, pay["id"], "capture")
 
 
 async def test_cancel_refuses_a_succeeded_payment(store, merchant):
