@@ -83,9 +83,13 @@ CHECKS: dict[str, str] = {
                        'account.withdrawal.completed', 'account.withdrawal.failed',
                        'payment.created', 'payment.requires_capture')
         GROUP BY merchant_id, object_id, type HAVING count(*) > 1""",
-    "acknowledged webhook not processed after 5 minutes": """
+    # A webhook waiting out its retry schedule (failures > 0, next try leased
+    # ahead) is being handled, and visible in /admin/inbox; one that nobody
+    # has tried or scheduled for 5 minutes was lost by the processors.
+    "acknowledged webhook neither applied nor scheduled after 5 minutes": """
         SELECT id, connector, event_id FROM webhook_inbox
-        WHERE processed_at IS NULL AND received_at < now() - interval '5 minutes'""",
+        WHERE processed_at IS NULL AND received_at < now() - interval '5 minutes'
+          AND failures = 0 AND (claimed_until IS NULL OR claimed_until < now())""",
     # ---- refunds: amount_refunded is a cached sum, verified against its refunds.
     "amount_refunded differs from the sum of non-failed refunds": """
         SELECT p.id, p.amount_refunded, COALESCE(sum(r.amount), 0) AS refunds FROM payments p
