@@ -151,7 +151,7 @@ async def test_confirm_and_capture_continue_the_callers_traces_down_to_the_outgo
     capture_request = _one(list(second.values()), "POST /v1/payments/<payment_id>/capture")
     capture = _one(_children(second, capture_request), "actor payment Capture")
     assert [s.name for s in _children(second, capture)] == [
-        "db payments.load", "connector mockstripe capture", "db payments.capture"]
+        "db payments.load", "db payments.claim_operation", "connector mockstripe capture", "db payments.capture"]
     unit = _children(second, capture)[-1]
     send = _one(_children(second, unit), "webhook send")
     assert captured.headers["traceparent"] == f"00-{second_trace}-{send.context.span_id:016x}-01"
