@@ -12,9 +12,10 @@ import hashlib
 import orjson
 
 import trio
-from quart import Response, current_app, g, request
+from quart import Response, g, request
 
 from app.body import read_raw
+from app.context import components
 from app.errors import error_response
 from domain.errors import InvalidRequest, PaycastError
 from storage import idempotency
@@ -41,7 +42,7 @@ def idempotent(handler):
         if not key.strip() or len(key) > MAX_KEY_LENGTH:
             raise InvalidRequest(f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters.",
                                  param="Idempotency-Key")
-        system = current_app.config["SYSTEM"]
+        system = components()
         merchant_id = g.merchant_id
         stored = await system.db.transaction(idempotency.claim, merchant_id, key, _request_hash(await read_raw()))
         if stored is not None:

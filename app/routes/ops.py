@@ -10,6 +10,7 @@ from quart import Blueprint, Response, current_app, request
 
 from app.auth import admin_required
 from app.body import json_response
+from app.context import components
 from domain.errors import Unavailable
 from storage import migrate, operations
 from telemetry import metrics as event_metrics
@@ -25,7 +26,7 @@ async def healthz():
 
 @bp.get("/readyz")
 async def readyz():
-    system = current_app.config["SYSTEM"]
+    system = components()
     current = await system.db.run(migrate.is_current)
     if not current:
         raise Unavailable("Migrations are not applied yet.")
@@ -34,7 +35,7 @@ async def readyz():
 
 @bp.get("/metrics")
 async def metrics():
-    system = current_app.config["SYSTEM"]
+    system = components()
     m = current_app.config["METRICS"]
     try:
         counts = await system.db.run(operations.counts)
@@ -57,7 +58,7 @@ async def metrics():
         m.outbox_lag.set(counts["outbox_lag"])
     except Unavailable:
         m.db_up.set(0)
-    for kind, registry in (("payment", system.payments), ("account", system.accounts)):
+    for kind, registry in (("payment", system.payments.registry), ("account", system.accounts.registry)):
         if registry is not None:
             m.actors.labels(kind).set(len(registry))
             m.actor_crashes.labels(kind).set(registry.crashes)
@@ -72,7 +73,7 @@ async def metrics():
     m.wakeups.labels("sent").set(system.wakeups.sent)
     m.wakeups.labels("received").set(system.wakeups.received)
     now = trio.current_time()
-    for name, breaker in system.breakers.items():
+    for name, breaker in system.routing.breakers.items():
         state = breaker.state(now)
         for s in ("closed", "open", "half_open"):
             m.connector_state.labels(name, s).set(1 if s == state else 0)

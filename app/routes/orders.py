@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from quart import Blueprint, current_app, g
+from quart import Blueprint, g
 
 from app.auth import merchant_required
 from app.body import json_response, page_params, parse
+from app.context import components
 from app.idempotency import idempotent
 from app.schemas import CreateOrder
 from domain import render
@@ -15,7 +16,7 @@ bp = Blueprint("orders", __name__)
 
 
 def _db():
-    return current_app.config["SYSTEM"].db
+    return components().db
 
 
 @bp.post("/v1/orders")
