@@ -36,6 +36,8 @@ from components.maintenance import Maintenance
 from components.merchants import Merchants
 from components.payments import Payments
 from components.routing import Routing
+from components.operations import IdempotencyKeys, Operations
+from components.reads import Console, Events, Orders, ReconciliationReports
 from components.webhooks_out import WebhooksOut
 from config import Settings
 from config.roles import Part, parts_of
@@ -78,10 +80,16 @@ class Components:
     merchants: Merchants
     payments: Payments
     accounts: Accounts
+    orders: Orders
+    events: Events
+    console: Console
+    reconciliation_reports: ReconciliationReports
     inbox: Inbox
     webhooks_out: WebhooksOut
     realtime: RealtimeGateway
     maintenance: Maintenance
+    operations: Operations
+    idempotency_keys: IdempotencyKeys
     wakeups: Wakeups
 
     async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
@@ -158,8 +166,11 @@ def build_components(settings: Settings, db: Database, connectors: Connectors | 
     return Components(
         settings=settings, db=db, parts=parts, connectors=connectors, routing=routing,
         merchants=Merchants(db), payments=payments_, accounts=Accounts(settings, db, payments_),
+        orders=Orders(db), events=Events(db), console=Console(db, settings.realtime_presence_ttl_s),
+        reconciliation_reports=ReconciliationReports(db),
         inbox=inbox, webhooks_out=webhooks_out, realtime=RealtimeGateway(settings, db),
-        maintenance=Maintenance(settings, db), wakeups=wakeups,
+        maintenance=Maintenance(settings, db), operations=Operations(db), idempotency_keys=IdempotencyKeys(db),
+        wakeups=wakeups,
     )
 
 

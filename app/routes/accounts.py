@@ -24,7 +24,7 @@ bp = Blueprint("accounts", __name__)
 async def create_account():
     body = await parse(CreateAccount)
     account = await components().accounts.create(g.merchant_id, body.customer_id, body.currency,
-                                             body.metadata or {})
+                                                 body.metadata or {})
     return json_response(account, 201)
 
 
@@ -39,7 +39,7 @@ async def get_account(account_id: str):
 async def list_accounts():
     limit, after, filters = page_params(extra_filters=("customer_id",))
     items, more = await components().accounts.list_page(g.merchant_id, limit=limit,
-                                                 starting_after=after, customer_id=filters["customer_id"])
+                                                        starting_after=after, customer_id=filters["customer_id"])
     return json_response(render.page(items, more))
 
 
@@ -70,7 +70,7 @@ async def create_withdrawal(account_id: str):
 async def list_transactions(account_id: str):
     limit, after, filters = page_params(extra_filters=("type", "status"))
     items, more = await components().accounts.list_transactions(g.merchant_id, account_id,
-                                                 limit=limit, starting_after=after, filters=filters)
+                                                                limit=limit, starting_after=after, filters=filters)
     return json_response(render.page(items, more))
 
 

@@ -22,7 +22,7 @@ bp = Blueprint("disputes", __name__)
 async def list_disputes():
     limit, after, filters = page_params(extra_filters=("payment_id", "status"))
     items, more = await components().payments.list_disputes(g.merchant_id, limit=limit,
-                                                 starting_after=after, filters=filters)
+                                                            starting_after=after, filters=filters)
     return json_response(render.page(items, more))
 
 

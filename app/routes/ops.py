@@ -12,7 +12,6 @@ from app.auth import admin_required
 from app.body import json_response
 from app.context import components
 from domain.errors import Unavailable
-from storage import migrate, operations
 from telemetry import metrics as event_metrics
 
 bp = Blueprint("ops", __name__)
@@ -27,7 +26,7 @@ async def healthz():
 @bp.get("/readyz")
 async def readyz():
     system = components()
-    current = await system.db.run(migrate.is_current)
+    current = await system.operations.migrations_current()
     if not current:
         raise Unavailable("Migrations are not applied yet.")
     return json_response({"status": "ready", "database": "ok", "migrations": "current"})
@@ -38,7 +37,7 @@ async def metrics():
     system = components()
     m = current_app.config["METRICS"]
     try:
-        counts = await system.db.run(operations.counts)
+        counts = await system.operations.counts()
         m.db_up.set(1)
         by_status = {r["status"]: r["n"] for r in counts["payments"]}
         for status in ("requires_confirmation", "processing", "requires_capture", "succeeded", "failed", "canceled"):

@@ -93,5 +93,5 @@ async def get_payment(payment_id: str):
 async def list_payments():
     limit, after, filters = page_params(extra_filters=("status", "order_id", "customer_id"))
     items, more = await components().payments.list_page(g.merchant_id, limit=limit,
-                                                 starting_after=after, filters=filters)
+                                                        starting_after=after, filters=filters)
     return json_response(render.page(items, more))

@@ -10,7 +10,6 @@ from app.context import components
 from app.idempotency import idempotent
 from domain import settlement
 from domain.errors import InvalidRequest
-from storage import reconciliation_reports
 
 bp = Blueprint("reconciliation", __name__)
 
@@ -28,4 +27,4 @@ async def create_report():
     except UnicodeDecodeError:
         raise InvalidRequest("The CSV must be UTF-8.", param="body") from None
     rows = settlement.parse_csv(text)
-    return json_response(await system.db.transaction(reconciliation_reports.create, g.merchant_id, connector, rows), 201)
+    return json_response(await system.reconciliation_reports.create(g.merchant_id, connector, rows), 201)

@@ -39,5 +39,5 @@ async def get_refund(refund_id: str):
 async def list_refunds():
     limit, after, filters = page_params(extra_filters=("payment_id",))
     items, more = await components().payments.list_refunds(g.merchant_id, limit=limit,
-                                                 starting_after=after, payment_id=filters["payment_id"])
+                                                           starting_after=after, payment_id=filters["payment_id"])
     return json_response(render.page(items, more))

@@ -67,7 +67,7 @@ async def create_endpoint():
 async def list_endpoints():
     limit, after, _ = page_params()
     items, more = await components().webhooks_out.list_endpoints(g.merchant_id, limit=limit,
-                                                 starting_after=after)
+                                                                 starting_after=after)
     return json_response(render.page(items, more))
 
 
@@ -88,7 +88,7 @@ async def delete_endpoint(endpoint_id: str):
 async def list_deliveries(endpoint_id: str):
     limit, after, filters = page_params(extra_filters=("status", "event_id"))
     items, more = await components().webhooks_out.list_deliveries(g.merchant_id, endpoint_id,
-                                                 limit=limit, starting_after=after, filters=filters)
+                                                                  limit=limit, starting_after=after, filters=filters)
     return json_response(render.page(items, more))
 
 
