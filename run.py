@@ -110,29 +110,29 @@ async def _watch_signals(shutdown: trio.Event, root: trio.CancelScope) -> None:
                 root.cancel()
 
 
-async def _close_websockets_on(shutdown: trio.Event, system) -> None:
+async def _close_websockets_on(shutdown: trio.Event, components) -> None:
     """Draining: tell WebSocket clients to go (1001) so hypercorn's graceful wait ends early."""
     await shutdown.wait()
-    system.realtime.close_all()
+    components.realtime.close_all()
 
 
 async def serve_main(settings, dsn: str, admin_token: str, pg=None) -> None:
-    from actors.system import System
+    from components import build_components
     from app.server import create_app, serve_http
 
     db = await open_database(settings, dsn)
     try:
-        system = System(settings, db)
+        components = build_components(settings, db)
         async with trio.open_nursery() as root:
-            await root.start(system.run, name="actors")
+            await root.start(components.run, name="actors")
             shutdown = trio.Event()
             root.start_soon(_watch_signals, shutdown, root.cancel_scope, name="signals")
-            root.start_soon(_close_websockets_on, shutdown, system, name="realtime-drain")
+            root.start_soon(_close_websockets_on, shutdown, components, name="realtime-drain")
             if pg is not None:
                 from storage.pg_supervisor import supervise
 
                 root.start_soon(supervise, pg, name="embedded-pg-supervisor")
-            app = create_app(system, admin_token)
+            app = create_app(components, admin_token)
 
             async def http(task_status=trio.TASK_STATUS_IGNORED) -> None:
                 await serve_http(app, settings.host, settings.port, shutdown,
@@ -144,7 +144,7 @@ async def serve_main(settings, dsn: str, admin_token: str, pg=None) -> None:
             binds = await root.start(http, name="http")
             if settings.gc_tuning:
                 tune_gc()
-            system.set_base_url(binds[0])
+            components.set_base_url(binds[0])
             print(json.dumps({"event": "listening", "url": binds[0], "role": str(settings.role),
                               "admin_token_set": bool(settings.admin_token)}), flush=True)
             log.info("Paycast (role %s) listening on %s", settings.role, binds[0])

@@ -27,11 +27,11 @@ class AccountActor:
     """Handles one message for one account (the registry serialises per account).
 
     Args:
-      system: the running :class:`actors.system.System`.
+      payments: the running :class:`components.payments.Payments`.
     """
 
-    def __init__(self, system) -> None:
-        self.system = system
+    def __init__(self, payments) -> None:
+        self.payments = payments
 
     async def handle(self, account_id: str, message: object) -> dict:
         return await handles.dispatch(self, account_id, message)
@@ -45,27 +45,27 @@ class AccountActor:
         transaction or listen for its event). A confirm that never runs (the
         process dies) leaves a ``processing`` payment that reconciliation settles.
         """
-        system = self.system
-        transaction, begun = await system.db.transaction(
+        payments = self.payments
+        transaction, begun = await payments.db.transaction(
             accounts.begin_deposit, msg.merchant_id, account_id, msg.amount, msg.payment_method,
-            system.settings.processing_deadline_s, system.router(),
+            payments.settings.processing_deadline_s, payments.router(),
         )
-        if not system.tell_payment(begun.payment["id"], Confirm(msg.merchant_id, begun)):
+        if not payments.tell_payment(begun.payment["id"], Confirm(msg.merchant_id, begun)):
             log.warning("deposit %s: could not hand its payment to an actor; reconciliation will", transaction["id"])
         return transaction
 
     @handles(Withdraw)
     async def _withdraw(self, account_id: str, msg: Withdraw) -> dict:
         """Reserve, ask the connector for a payout, record its answer."""
-        system = self.system
-        transaction = await system.db.transaction(accounts.begin_withdrawal, msg.merchant_id, account_id,
-                                                  msg.amount, system.payout_router())
+        payments = self.payments
+        transaction = await payments.db.transaction(accounts.begin_withdrawal, msg.merchant_id, account_id,
+                                                  msg.amount, payments.payout_router())
         request = PayoutRequest(transaction_id=transaction["id"], account_id=account_id,
                                 merchant_id=msg.merchant_id, amount=msg.amount, currency=transaction["currency"])
         submission = await self._payout(request, transaction["connector"])
-        return await system.db.transaction(accounts.record_payout, transaction["id"], submission)
+        return await payments.db.transaction(accounts.record_payout, transaction["id"], submission)
 
     async def _payout(self, request: PayoutRequest, connector_name: str) -> Submission:
-        result = await self.system.connector_call.call(connector_name, lambda c: c.payout(request),
+        result = await self.payments.connector_call.call(connector_name, lambda c: c.payout(request),
                                                        what=f"payout {request.transaction_id}", gate=True)
         return submission_of(result, f"payout {request.transaction_id}")

@@ -17,31 +17,31 @@ from storage import disputes
 log = logging.getLogger("paycast.disputes")
 
 
-async def _call(system, row, what: str, call) -> None:
-    (await system.connector_call.call(row["connector"], call, what=f"dispute {what} {row['id']}")).unwrap()
+async def _call(payments, row, what: str, call) -> None:
+    (await payments.connector_call.call(row["connector"], call, what=f"dispute {what} {row['id']}")).unwrap()
 
 
-async def submit_evidence(system, msg) -> dict:
+async def submit_evidence(payments, msg) -> dict:
     """Handle :class:`actors.payment_messages.SubmitDisputeEvidence`.
 
     Raises:
       NotFound, DisputeStateError (checked before the connector is called), Unavailable.
     """
-    row = await system.db.transaction(disputes.fetch_row, msg.merchant_id, msg.dispute_id)
+    row = await payments.db.transaction(disputes.fetch_row, msg.merchant_id, msg.dispute_id)
     rules.next_status(row["status"], rules.Trigger.SUBMIT_EVIDENCE)
-    await _call(system, row, "evidence", lambda c: c.submit_dispute_evidence(
+    await _call(payments, row, "evidence", lambda c: c.submit_dispute_evidence(
         row["connector_dispute_id"], msg.text, payment_id=row["payment_id"], dispute_id=row["id"],
         amount=row["amount"], currency=row["currency"]))
-    return await system.db.transaction(disputes.submit_evidence, msg.merchant_id, msg.dispute_id, msg.text)
+    return await payments.db.transaction(disputes.submit_evidence, msg.merchant_id, msg.dispute_id, msg.text)
 
 
-async def accept(system, msg) -> dict:
+async def accept(payments, msg) -> dict:
     """Handle :class:`actors.payment_messages.AcceptDispute`.
 
     Raises:
       NotFound, DisputeStateError, Unavailable.
     """
-    row = await system.db.transaction(disputes.fetch_row, msg.merchant_id, msg.dispute_id)
+    row = await payments.db.transaction(disputes.fetch_row, msg.merchant_id, msg.dispute_id)
     rules.next_status(row["status"], rules.Trigger.ACCEPT)
-    await _call(system, row, "accept", lambda c: c.accept_dispute(row["connector_dispute_id"]))
-    return await system.db.transaction(disputes.accept, msg.merchant_id, msg.dispute_id)
+    await _call(payments, row, "accept", lambda c: c.accept_dispute(row["connector_dispute_id"]))
+    return await payments.db.transaction(disputes.accept, msg.merchant_id, msg.dispute_id)

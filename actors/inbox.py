@@ -101,8 +101,8 @@ class InboxWriter:
 class InboxProcessor:
     """Applies stored webhooks through the payment actors, oldest first per payment."""
 
-    def __init__(self, system) -> None:
-        self._system = system
+    def __init__(self, payments) -> None:
+        self._payments = payments
         self._wake = trio.Event()
         self.applied: dict[str, int] = defaultdict(int)
 
@@ -110,7 +110,7 @@ class InboxProcessor:
         self._wake.set()
 
     async def run(self) -> None:
-        db = self._system.db
+        db = self._payments.db
         while True:
             rows = await db.transaction(inbox.claim, CLAIM_BATCH, LEASE_S)
             if not rows:
@@ -168,11 +168,11 @@ class InboxProcessor:
         Raises:
           StateError: the item was already applied.
         """
-        row = await self._system.db.transaction(inbox.reopen, inbox_id)
+        row = await self._payments.db.transaction(inbox.reopen, inbox_id)
         if row is None:
             return None
         await self._apply_one(row)
-        return await self._system.db.transaction(inbox.get_item, inbox_id)
+        return await self._payments.db.transaction(inbox.get_item, inbox_id)
 
     async def _apply(self, row: dict) -> str:
         """Through the payment's actor when the webhook names a payment, else directly."""
@@ -185,14 +185,14 @@ class InboxProcessor:
         from actors.payment_messages import ApplyWebhook
 
         if row["payment_id"]:
-            return await self._system.ask_payment(row["payment_id"], ApplyWebhook(row["id"]))
-        return await self._system.db.transaction(inbox.apply, row["id"],
-                                                 self._system.settings.webhook_unmatched_grace_s)
+            return await self._payments.ask_payment(row["payment_id"], ApplyWebhook(row["id"]))
+        return await self._payments.db.transaction(inbox.apply, row["id"],
+                                                 self._payments.settings.webhook_unmatched_grace_s)
 
     async def _fail(self, inbox_id: str, exc: BaseException) -> str:
         try:
-            status = await self._system.db.transaction(inbox.fail, inbox_id, f"{type(exc).__name__}: {exc}",
-                                                       self._system.settings.inbox_retry_delays)
+            status = await self._payments.db.transaction(inbox.fail, inbox_id, f"{type(exc).__name__}: {exc}",
+                                                       self._payments.settings.inbox_retry_delays)
         except Unavailable:
             return "pending"  # the lease runs out by itself
         if status == "dead":
@@ -201,6 +201,6 @@ class InboxProcessor:
 
     async def _release(self, inbox_id: str, exc: BaseException) -> None:
         try:
-            await self._system.db.transaction(inbox.release, inbox_id, f"{type(exc).__name__}: {exc}")
+            await self._payments.db.transaction(inbox.release, inbox_id, f"{type(exc).__name__}: {exc}")
         except Unavailable:
             pass  # the lease runs out by itself

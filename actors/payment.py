@@ -62,37 +62,37 @@ class PaymentActor:
     """Handles one message for one payment (the registry serialises per payment).
 
     Args:
-      system: the running :class:`actors.system.System` (database, connectors, routing).
+      payments: the running :class:`components.payments.Payments` (database, connectors, routing).
     """
 
-    def __init__(self, system) -> None:
-        self.system = system
+    def __init__(self, payments) -> None:
+        self.payments = payments
 
     async def handle(self, payment_id: str, message: object) -> dict:
         return await handles.dispatch(self, payment_id, message)
 
     @handles(ApplyWebhook)
     async def _apply_webhook(self, payment_id: str, msg: ApplyWebhook) -> dict:
-        return await self.system.db.transaction(inbox.apply, msg.inbox_id,
-                                                self.system.settings.webhook_unmatched_grace_s)
+        return await self.payments.db.transaction(inbox.apply, msg.inbox_id,
+                                                self.payments.settings.webhook_unmatched_grace_s)
 
     @handles(Refund)
     async def _refund(self, payment_id: str, msg: Refund) -> dict:
-        return await refunding.refund(self.system, payment_id, msg)
+        return await refunding.refund(self.payments, payment_id, msg)
 
     @handles(SubmitDisputeEvidence)
     async def _submit_evidence(self, payment_id: str, msg: SubmitDisputeEvidence) -> dict:
-        return await disputing.submit_evidence(self.system, msg)
+        return await disputing.submit_evidence(self.payments, msg)
 
     @handles(AcceptDispute)
     async def _accept_dispute(self, payment_id: str, msg: AcceptDispute) -> dict:
-        return await disputing.accept(self.system, msg)
+        return await disputing.accept(self.payments, msg)
 
     @handles(Confirm)
     async def _confirm(self, payment_id: str, msg: Confirm) -> dict:
-        db, settings = self.system.db, self.system.settings
-        begun = msg.begun or await self.system.write(
-            msg.merchant_id, functools.partial(store.begin_attempt, route=self.system.router()),
+        db, settings = self.payments.db, self.payments.settings
+        begun = msg.begun or await self.payments.write(
+            msg.merchant_id, functools.partial(store.begin_attempt, route=self.payments.router()),
             msg.merchant_id, payment_id, settings.processing_deadline_s,
         )
         remaining = list(begun.candidates[1:])
@@ -110,7 +110,7 @@ class PaymentActor:
                 continue
             if store.may_be_followed(begun.payment):
                 return await db.transaction(store.settle_begun, begun, outcome, latency_ms)
-            return await self.system.write(msg.merchant_id, store.settle_begun, begun, outcome, latency_ms)
+            return await self.payments.write(msg.merchant_id, store.settle_begun, begun, outcome, latency_ms)
 
     async def _authorize(self, name: str, request: AuthorizeRequest) -> tuple[Outcome, CallResult]:
         """Call one connector through :mod:`actors.connector_call` (timeout, breaker).
@@ -120,7 +120,7 @@ class PaymentActor:
           ``unknown`` with the error's code: the confirm falls back when the
           error is declared safe, otherwise reconciliation learns the truth.
         """
-        result = await self.system.connector_call.call(name, lambda c: c.authorize(request),
+        result = await self.payments.connector_call.call(name, lambda c: c.authorize(request),
                                                        what=f"authorize {request.payment_id}", gate=True)
         if result.ok:
             return result.value, result
@@ -134,16 +134,16 @@ class PaymentActor:
         committed (one statement) before the connector is called, then the
         payment's actor confirms as for ``/confirm``.
         """
-        system = self.system
-        routing = await system.routing_config(merchant_id)
-        candidates = system.candidates(routing, spec["payment_method"]["type"], spec.get("connector"))
-        begun = await system.write(merchant_id, store.create_and_begin, merchant_id, spec,
-                                   system.settings.processing_deadline_s, candidates)
-        return await system.ask_payment(begun.payment["id"], Confirm(merchant_id, begun))
+        payments = self.payments
+        routing = await payments.routing_config(merchant_id)
+        candidates = payments.candidates(routing, spec["payment_method"]["type"], spec.get("connector"))
+        begun = await payments.write(merchant_id, store.create_and_begin, merchant_id, spec,
+                                   payments.settings.processing_deadline_s, candidates)
+        return await payments.ask_payment(begun.payment["id"], Confirm(merchant_id, begun))
 
     @handles(Capture)
     async def _capture(self, payment_id: str, msg: Capture) -> dict:
-        db = self.system.db
+        db = self.payments.db
         loaded = await db.transaction(store.load, msg.merchant_id, payment_id)
         row = loaded.row
         amount = validate_capture(row["status"], row["amount_capturable"], msg.amount)
@@ -153,7 +153,7 @@ class PaymentActor:
 
     @handles(Cancel)
     async def _cancel(self, payment_id: str, msg: Cancel) -> dict:
-        db = self.system.db
+        db = self.payments.db
         loaded = await db.transaction(store.load, msg.merchant_id, payment_id)
         row = loaded.row
         if row["status"] == "requires_capture":
@@ -173,13 +173,13 @@ class PaymentActor:
           Unavailable: the connector failed; the claim is given back and the
             payment is unchanged.
         """
-        db = self.system.db
+        db = self.payments.db
         # Longer than any connector call may take (the call is bounded by the
         # connector timeout), so a live claimant never loses its claim mid-call.
-        hold_s = 2 * self.system.settings.connector_timeout_s + 5
+        hold_s = 2 * self.payments.settings.connector_timeout_s + 5
         await db.transaction(store.claim_operation, loaded, trigger, hold_s)
         row = loaded.row
-        result = await self.system.connector_call.call(row["connector"], call,
+        result = await self.payments.connector_call.call(row["connector"], call,
                                                        what=f"{trigger.value} {row['id']}")
         if not result.ok:
             await db.transaction(store.release_operation, loaded, trigger)
@@ -188,7 +188,7 @@ class PaymentActor:
     @handles(Reconcile)
     async def _reconcile(self, payment_id: str, msg: Reconcile) -> dict:
         """Ask the connector what became of a payment stuck in ``processing``."""
-        db, settings = self.system.db, self.system.settings
+        db, settings = self.payments.db, self.payments.settings
         attempt = await db.transaction(reconcile.open_attempt, payment_id, settings.connector_timeout_s + 5)
         outcome = None
         if attempt is None:
@@ -198,12 +198,12 @@ class PaymentActor:
             # process): ask again when the reconciler's lease lapses.
             return {"in_flight": True}
         else:
-            result = await self.system.connector_call.call(
+            result = await self.payments.connector_call.call(
                 attempt["connector"], lambda c: c.retrieve(attempt["connector_txn_id"], payment_id),
                 what=f"retrieve {payment_id}")
             outcome = result.value
         if outcome is not None and outcome.kind in _CONCLUSIVE:
-            self.system.reconciled += 1
+            self.payments.reconciled += 1
             return await db.transaction(store.settle, msg.merchant_id, payment_id, attempt["id"], outcome)
         return await db.transaction(reconcile.record_check, payment_id, settings.reconcile_max_checks,
                                     settings.processing_deadline_s)

@@ -26,27 +26,27 @@ LEASE_S = 30.0
 CONCURRENCY = 8
 
 
-async def run_pending_reconciler(system) -> None:
+async def run_pending_reconciler(payments) -> None:
     """Run for ever: claim due refunds and withdrawals, ask, record."""
-    settings = system.settings
+    settings = payments.settings
     while True:
         worked = 0
         for kind in ("refund", "withdrawal"):
-            rows = await system.db.transaction(pending_reconcile.claim_due, kind, BATCH,
+            rows = await payments.db.transaction(pending_reconcile.claim_due, kind, BATCH,
                                                settings.processing_deadline_s, LEASE_S)
             worked += len(rows)
             limiter = trio.Semaphore(CONCURRENCY)
             async with trio.open_nursery() as nursery:
                 for row in rows:
                     await limiter.acquire()
-                    nursery.start_soon(_check, system, kind, row, limiter, name=f"reconciler:{kind}")
+                    nursery.start_soon(_check, payments, kind, row, limiter, name=f"reconciler:{kind}")
         if not worked:
             await trio.sleep(settings.reconcile_interval_s)
 
 
-async def _check(system, kind: str, row: dict, limiter: trio.Semaphore) -> None:
+async def _check(payments, kind: str, row: dict, limiter: trio.Semaphore) -> None:
     try:
-        await check_one(system, kind, row)
+        await check_one(payments, kind, row)
     except Unavailable as exc:
         log.warning("reconcile %s %s skipped: %s", kind, row["id"], exc)  # its lease expires; retried
     except Exception:  # noqa: BLE001 - its lease expires and it is retried
@@ -55,25 +55,25 @@ async def _check(system, kind: str, row: dict, limiter: trio.Semaphore) -> None:
         limiter.release()
 
 
-async def check_one(system, kind: str, row: dict) -> dict:
+async def check_one(payments, kind: str, row: dict) -> dict:
     """Ask the connector about one pending refund or withdrawal and record what it says.
 
     Returns:
       What was recorded: the row's API form after a definite answer, or the
       check count ``{"checks", "review_required"}``.
     """
-    db, settings = system.db, system.settings
+    db, settings = payments.db, payments.settings
     if kind == "refund":
         request = RefundRequest(refund_id=row["id"], payment_id=row["payment_id"], merchant_id=row["merchant_id"],
                                 connector_txn_id=row["connector_txn_id"], amount=row["amount"],
                                 currency=row["currency"])
-        result: CallResult[Submission] = await system.connector_call.call(
+        result: CallResult[Submission] = await payments.connector_call.call(
             row["connector"], lambda c: c.retrieve_refund(request, row["connector_refund_id"]),
             what=f"retrieve refund {row['id']}")
     else:
         request = PayoutRequest(transaction_id=row["id"], account_id=row["account_id"],
                                 merchant_id=row["merchant_id"], amount=row["amount"], currency=row["currency"])
-        result = await system.connector_call.call(
+        result = await payments.connector_call.call(
             row["connector"], lambda c: c.retrieve_payout(request, row["connector_payout_id"]),
             what=f"retrieve payout {row['id']}")
     answer = result.value if result.ok else None

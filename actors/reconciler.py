@@ -20,24 +20,24 @@ LEASE_S = 30.0
 CONCURRENCY = 8
 
 
-async def run_reconciler(system) -> None:
+async def run_reconciler(payments) -> None:
     from storage import reconcile
 
     while True:
-        rows = await system.db.transaction(reconcile.claim_due, BATCH, LEASE_S)
+        rows = await payments.db.transaction(reconcile.claim_due, BATCH, LEASE_S)
         if not rows:
-            await trio.sleep(system.settings.reconcile_interval_s)
+            await trio.sleep(payments.settings.reconcile_interval_s)
             continue
         limiter = trio.Semaphore(CONCURRENCY)
         async with trio.open_nursery() as nursery:
             for row in rows:
                 await limiter.acquire()
-                nursery.start_soon(_one, system, row, limiter, name="reconciler:check")
+                nursery.start_soon(_one, payments, row, limiter, name="reconciler:check")
 
 
-async def _one(system, row: dict, limiter: trio.Semaphore) -> None:
+async def _one(payments, row: dict, limiter: trio.Semaphore) -> None:
     try:
-        await system.ask_payment(row["id"], Reconcile(row["merchant_id"]))
+        await payments.ask_payment(row["id"], Reconcile(row["merchant_id"]))
     except PaycastError as exc:
         log.warning("reconcile %s skipped: %s", row["id"], exc.message)
     except Exception:  # noqa: BLE001 - the lease expires and it is retried

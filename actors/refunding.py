@@ -18,7 +18,7 @@ from storage import refunds
 log = logging.getLogger("paycast.refunds")
 
 
-async def refund(system, payment_id: str, msg) -> dict:
+async def refund(payments, payment_id: str, msg) -> dict:
     """Handle :class:`actors.payment_messages.Refund`.
 
     Returns:
@@ -27,18 +27,18 @@ async def refund(system, payment_id: str, msg) -> dict:
     Raises:
       NotFound, StateError, ChargeDisputed, RefundExceedsPayment: from :func:`storage.refunds.begin`.
     """
-    db = system.db
+    db = payments.db
     begun = await db.transaction(refunds.begin, msg.merchant_id, payment_id, msg.amount, msg.reason,
                                  msg.metadata or {})
     row = begun["refund"]
-    submission = await _submit(system, RefundRequest(
+    submission = await _submit(payments, RefundRequest(
         refund_id=row["id"], payment_id=payment_id, merchant_id=msg.merchant_id,
         connector_txn_id=begun["connector_txn_id"], amount=row["amount"], currency=row["currency"],
     ), row["connector"])
     return await db.transaction(refunds.record_submission, row["id"], submission)
 
 
-async def _submit(system, request: RefundRequest, connector_name: str) -> Submission:
-    result = await system.connector_call.call(connector_name, lambda c: c.refund(request),
+async def _submit(payments, request: RefundRequest, connector_name: str) -> Submission:
+    result = await payments.connector_call.call(connector_name, lambda c: c.refund(request),
                                               what=f"refund {request.refund_id}", gate=True)
     return submission_of(result, f"refund {request.refund_id}")

@@ -8,6 +8,7 @@ import hmac
 import trio
 from quart import current_app, g, request
 
+from app.context import components
 from config import logs
 from domain.errors import AuthenticationFailed, RateLimited
 from domain.ratelimit import TokenBucket, retry_after_header
@@ -33,12 +34,11 @@ async def authenticate_merchant() -> str:
     Raises:
       AuthenticationFailed: missing or unknown key.
     """
-    system = current_app.config["SYSTEM"]
     key_hash = merchants.hash_key(_bearer())
     cache: dict = current_app.config.setdefault("KEY_CACHE", {})
     merchant_id = cache.get(key_hash)
     if merchant_id is None:
-        row = await system.db.transaction(merchants.by_key_hash, key_hash)
+        row = await components().merchants.by_key_hash(key_hash)
         if row is None:
             raise AuthenticationFailed("Invalid API key provided.")
         merchant_id = row["id"]
@@ -51,7 +51,7 @@ async def authenticate_merchant() -> str:
 
 
 def _rate_limit(merchant_id: str) -> None:
-    settings = current_app.config["SYSTEM"].settings
+    settings = components().settings
     if settings.rate_limit_rps <= 0:
         return
     buckets: dict = current_app.config.setdefault("RATE_BUCKETS", {})

@@ -12,12 +12,12 @@ import hashlib
 import orjson
 
 import trio
-from quart import Response, current_app, g, request
+from quart import Response, g, request
 
 from app.body import read_raw
+from app.context import components
 from app.errors import error_response
 from domain.errors import InvalidRequest, PaycastError
-from storage import idempotency
 
 MAX_KEY_LENGTH = 255
 
@@ -41,9 +41,9 @@ def idempotent(handler):
         if not key.strip() or len(key) > MAX_KEY_LENGTH:
             raise InvalidRequest(f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters.",
                                  param="Idempotency-Key")
-        system = current_app.config["SYSTEM"]
+        keys = components().idempotency_keys
         merchant_id = g.merchant_id
-        stored = await system.db.transaction(idempotency.claim, merchant_id, key, _request_hash(await read_raw()))
+        stored = await keys.claim(merchant_id, key, _request_hash(await read_raw()))
         if stored is not None:
             return Response(stored.body, status=stored.status, content_type="application/json",
                             headers={"Idempotent-Replayed": "true"})
@@ -55,13 +55,13 @@ def idempotent(handler):
             except PaycastError as exc:
                 response = error_response(exc)
             except BaseException:
-                await system.db.transaction(idempotency.release, merchant_id, key)
+                await keys.release(merchant_id, key)
                 raise
             if response.status_code == 400 or response.status_code >= 500:
-                await system.db.transaction(idempotency.release, merchant_id, key)
+                await keys.release(merchant_id, key)
             else:
                 body = await response.get_data(as_text=True)
-                await system.db.transaction(idempotency.complete, merchant_id, key, response.status_code, body)
+                await keys.complete(merchant_id, key, response.status_code, body)
         return response
 
     return wrapper

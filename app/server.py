@@ -15,10 +15,10 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 from quart import Quart, g, request
-from quart_trio import QuartTrio
 
 from app import errors
 from app.limits import BodyLimit
+from app.context import PaycastApp
 from app.metrics import Metrics
 from app.tracing import TracingMiddleware, name_after_route
 from config import logs
@@ -44,16 +44,25 @@ ROUTES = {
 }
 
 
-def create_app(system, admin_token: str) -> Quart:
-    """Build the app around a running :class:`actors.system.System`."""
-    app = QuartTrio("paycast", static_folder=None)
-    app.config["SYSTEM"] = system
+def create_app(components, admin_token: str) -> PaycastApp:
+    """Build the app around the process's components.
+
+    Args:
+      components: a :class:`components.Components` (route listings pass an
+        object with only ``settings``).
+      admin_token: the bearer token of ``/admin`` and ``/debug``.
+
+    Returns:
+      The app; handlers reach the components through :func:`app.context.components`.
+    """
+    app = PaycastApp("paycast", static_folder=None)
+    app.components = components
     app.config["ADMIN_TOKEN"] = admin_token
-    app.config["METRICS"] = metrics = Metrics(getattr(system, "db", None))  # route listings build an app without one
-    app.config["MAX_CONTENT_LENGTH"] = system.settings.max_body_bytes
+    app.config["METRICS"] = metrics = Metrics(getattr(components, "db", None))  # route listings build an app without one
+    app.config["MAX_CONTENT_LENGTH"] = components.settings.max_body_bytes
     app.config["BODY_TIMEOUT"] = 30
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
-    parts = parts_of(system.settings.role)
+    parts = parts_of(components.settings.role)
     for part, blueprints in ROUTES.items():
         if part in parts:
             for blueprint in blueprints:

@@ -99,7 +99,7 @@ async def load(conn: asyncpg.Connection, merchant_id: str, payment_id: str) -> L
 # before its statement whether it needs a transaction) and ``follow(conn,
 # payment row, new status)`` returning the events of what it changed. The
 # running system registers them, in order, in :data:`FOLLOWERS`
-# (actors/system.py); storage alone has none.
+# (components/__init__.py, register_followers_and_projections); storage alone has none.
 @dataclasses.dataclass(frozen=True)
 class Follower:
     applies: Callable[[Mapping, str], bool]

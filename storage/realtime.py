@@ -2,7 +2,7 @@
 shared token secret, and topic ownership.
 
 Messages are written by :func:`project`, which the running system registers
-in :data:`storage.events.PROJECTIONS` (actors/system.py), so a client's
+in :data:`storage.events.PROJECTIONS` (components/__init__.py, register_followers_and_projections), so a client's
 messages commit in the same transaction as the events they carry. After
 commit, the channel :data:`CHANNEL` is notified (batched across transactions,
 :mod:`storage.after_commit`), which is how an event committed by one process

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from quart import Blueprint, current_app
+from quart import Blueprint
 
 from app.auth import admin_required
 from app.body import json_response, parse
+from app.context import components
 from app.schemas import CreateMerchant
-from storage import merchants
 
 bp = Blueprint("admin", __name__)
 
@@ -16,5 +16,5 @@ bp = Blueprint("admin", __name__)
 @admin_required
 async def create_merchant():
     body = await parse(CreateMerchant)
-    merchant, api_key = await current_app.config["SYSTEM"].db.transaction(merchants.create, body.name)
+    merchant, api_key = await components().merchants.create(body.name)
     return json_response({"merchant": merchant, "api_key": api_key}, 201)

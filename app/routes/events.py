@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from quart import Blueprint, current_app, g, request
+from quart import Blueprint, g, request
 
 from app.auth import merchant_required
 from app.body import json_response, page_params
+from app.context import components
 from domain import render
 from domain.errors import InvalidRequest, NotFound
-from storage import events
 
 bp = Blueprint("events", __name__)
 
@@ -21,8 +21,8 @@ async def list_events():
     # isascii: "²".isdigit() is True but int("²") raises; the bound keeps it a bigint.
     if raw_seq is not None and (not (raw_seq.isascii() and raw_seq.isdigit()) or int(raw_seq) >= 2**63):
         raise InvalidRequest("after_seq must be a non-negative integer.", param="after_seq")
-    items, more = await current_app.config["SYSTEM"].db.transaction(
-        events.list_page, g.merchant_id, limit=limit, starting_after=after, type_=filters["type"],
+    items, more = await components().events.list_page(
+        g.merchant_id, limit=limit, starting_after=after, type_=filters["type"],
         object_id=filters["object_id"], after_seq=int(raw_seq) if raw_seq is not None else None,
     )
     return json_response(render.page(items, more))
@@ -31,7 +31,7 @@ async def list_events():
 @bp.get("/v1/events/<event_id>")
 @merchant_required
 async def get_event(event_id: str):
-    event = await current_app.config["SYSTEM"].db.transaction(events.get, g.merchant_id, event_id)
+    event = await components().events.get(g.merchant_id, event_id)
     if event is None:
         raise NotFound(f"No such event: '{event_id}'", param="id")
     return json_response(event)

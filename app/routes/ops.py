@@ -10,8 +10,8 @@ from quart import Blueprint, Response, current_app, request
 
 from app.auth import admin_required
 from app.body import json_response
+from app.context import components
 from domain.errors import Unavailable
-from storage import migrate, operations
 from telemetry import metrics as event_metrics
 
 bp = Blueprint("ops", __name__)
@@ -25,8 +25,8 @@ async def healthz():
 
 @bp.get("/readyz")
 async def readyz():
-    system = current_app.config["SYSTEM"]
-    current = await system.db.run(migrate.is_current)
+    system = components()
+    current = await system.operations.migrations_current()
     if not current:
         raise Unavailable("Migrations are not applied yet.")
     return json_response({"status": "ready", "database": "ok", "migrations": "current"})
@@ -34,10 +34,10 @@ async def readyz():
 
 @bp.get("/metrics")
 async def metrics():
-    system = current_app.config["SYSTEM"]
+    system = components()
     m = current_app.config["METRICS"]
     try:
-        counts = await system.db.run(operations.counts)
+        counts = await system.operations.counts()
         m.db_up.set(1)
         by_status = {r["status"]: r["n"] for r in counts["payments"]}
         for status in ("requires_confirmation", "processing", "requires_capture", "succeeded", "failed", "canceled"):
@@ -57,7 +57,7 @@ async def metrics():
         m.outbox_lag.set(counts["outbox_lag"])
     except Unavailable:
         m.db_up.set(0)
-    for kind, registry in (("payment", system.payments), ("account", system.accounts)):
+    for kind, registry in (("payment", system.payments.registry), ("account", system.accounts.registry)):
         if registry is not None:
             m.actors.labels(kind).set(len(registry))
             m.actor_crashes.labels(kind).set(registry.crashes)
@@ -72,7 +72,7 @@ async def metrics():
     m.wakeups.labels("sent").set(system.wakeups.sent)
     m.wakeups.labels("received").set(system.wakeups.received)
     now = trio.current_time()
-    for name, breaker in system.breakers.items():
+    for name, breaker in system.routing.breakers.items():
         state = breaker.state(now)
         for s in ("closed", "open", "half_open"):
             m.connector_state.labels(name, s).set(1 if s == state else 0)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from quart import Blueprint, current_app, g
+from quart import Blueprint, g
 
 from actors.payment_messages import Cancel, Capture, Confirm
 from app.auth import merchant_required
 from app.body import json_response, page_params, parse
+from app.context import components
 from app.idempotency import idempotent
 from app.schemas import CapturePayment, CreatePayment, Empty, PaymentMethod
 from domain import cards, render
@@ -15,9 +16,6 @@ from storage import payments
 
 bp = Blueprint("payments", __name__)
 
-
-def _system():
-    return current_app.config["SYSTEM"]
 
 
 def stored_method(method: PaymentMethod) -> dict:
@@ -49,15 +47,15 @@ def stored_method(method: PaymentMethod) -> dict:
 @idempotent
 async def create_payment():
     body = await parse(CreatePayment)
-    system = _system()
-    if body.connector is not None and body.connector not in system.known_connectors:
+    payments_ = components().payments
+    if body.connector is not None and body.connector not in payments_.routing.known_connectors:
         raise InvalidRequest(f"Unknown connector {body.connector!r}.", param="connector")
     spec = body.model_dump(exclude={"confirm", "payment_method"})
     spec["payment_method"] = stored_method(body.payment_method)
     if not body.confirm:
-        payment = await system.write(g.merchant_id, payments.create, g.merchant_id, spec)
+        payment = await payments_.create(g.merchant_id, spec)
         return json_response(payment, 201)
-    return json_response(await system.create_and_confirm(g.merchant_id, spec), 201)
+    return json_response(await payments_.create_and_confirm(g.merchant_id, spec), 201)
 
 
 @bp.post("/v1/payments/<payment_id>/confirm")
@@ -65,7 +63,7 @@ async def create_payment():
 @idempotent
 async def confirm_payment(payment_id: str):
     await parse(Empty)
-    return json_response(await _system().ask_payment(payment_id, Confirm(g.merchant_id)))
+    return json_response(await components().payments.ask_payment(payment_id, Confirm(g.merchant_id)))
 
 
 @bp.post("/v1/payments/<payment_id>/capture")
@@ -73,7 +71,7 @@ async def confirm_payment(payment_id: str):
 @idempotent
 async def capture_payment(payment_id: str):
     body = await parse(CapturePayment)
-    return json_response(await _system().ask_payment(payment_id, Capture(g.merchant_id, body.amount)))
+    return json_response(await components().payments.ask_payment(payment_id, Capture(g.merchant_id, body.amount)))
 
 
 @bp.post("/v1/payments/<payment_id>/cancel")
@@ -81,19 +79,19 @@ async def capture_payment(payment_id: str):
 @idempotent
 async def cancel_payment(payment_id: str):
     await parse(Empty)
-    return json_response(await _system().ask_payment(payment_id, Cancel(g.merchant_id)))
+    return json_response(await components().payments.ask_payment(payment_id, Cancel(g.merchant_id)))
 
 
 @bp.get("/v1/payments/<payment_id>")
 @merchant_required
 async def get_payment(payment_id: str):
-    return json_response(await _system().db.transaction(payments.get, g.merchant_id, payment_id))
+    return json_response(await components().payments.get(g.merchant_id, payment_id))
 
 
 @bp.get("/v1/payments")
 @merchant_required
 async def list_payments():
     limit, after, filters = page_params(extra_filters=("status", "order_id", "customer_id"))
-    items, more = await _system().db.transaction(payments.list_page, g.merchant_id, limit=limit,
-                                                 starting_after=after, filters=filters)
+    items, more = await components().payments.list_page(g.merchant_id, limit=limit,
+                                                        starting_after=after, filters=filters)
     return json_response(render.page(items, more))

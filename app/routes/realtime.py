@@ -13,10 +13,11 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-from quart import Blueprint, current_app, g, websocket
+from quart import Blueprint, g, websocket
 
 from app.auth import merchant_required
 from app.body import json_response, parse
+from app.context import components
 from app.idempotency import idempotent
 from app.realtime_schemas import CreateRealtimeToken, Publish
 from app.realtime_socket import QuartSocket
@@ -31,7 +32,7 @@ _SEQ = re.compile(r"^[0-9]{1,18}$")
 
 
 def _gateway():
-    return current_app.config["SYSTEM"].realtime
+    return components().realtime
 
 
 @bp.post("/v1/realtime/tokens")

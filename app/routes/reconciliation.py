@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from quart import Blueprint, current_app, g, request
+from quart import Blueprint, g, request
 
 from app.auth import merchant_required
 from app.body import json_response, read_raw
+from app.context import components
 from app.idempotency import idempotent
 from domain import settlement
 from domain.errors import InvalidRequest
-from storage import reconciliation_reports
 
 bp = Blueprint("reconciliation", __name__)
 
@@ -18,13 +18,13 @@ bp = Blueprint("reconciliation", __name__)
 @merchant_required
 @idempotent
 async def create_report():
-    system = current_app.config["SYSTEM"]
+    system = components()
     connector = request.args.get("connector")
-    if not connector or connector not in system.known_connectors:
+    if not connector or connector not in system.routing.known_connectors:
         raise InvalidRequest("connector must name a known connector.", param="connector")
     try:
         text = (await read_raw()).decode("utf-8-sig")
     except UnicodeDecodeError:
         raise InvalidRequest("The CSV must be UTF-8.", param="body") from None
     rows = settlement.parse_csv(text)
-    return json_response(await system.db.transaction(reconciliation_reports.create, g.merchant_id, connector, rows), 201)
+    return json_response(await system.reconciliation_reports.create(g.merchant_id, connector, rows), 201)

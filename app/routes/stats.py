@@ -18,13 +18,14 @@ from __future__ import annotations
 import re
 
 import trio
-from quart import Blueprint, current_app, g, request
+from quart import Blueprint, g, request
 
 from app.auth import merchant_required
 from app.body import json_response, page_params
+from app.context import components
 from domain import render
 from domain.errors import InvalidRequest, NotFound
-from storage import stats, timeline
+from storage import stats
 
 bp = Blueprint("stats", __name__)
 
@@ -50,27 +51,23 @@ def parse_window(raw: str | None) -> tuple[int, int]:
     return seconds - seconds % bucket_s, bucket_s
 
 
-def _system():
-    return current_app.config["SYSTEM"]
-
 
 @bp.get("/v1/stats/payments")
 @merchant_required
 async def payment_stats():
     window_s, bucket_s = parse_window(request.args.get("window"))
-    series = await _system().db.run(stats.payment_series, g.merchant_id, window_s, bucket_s)
+    series = await components().console.payment_series(g.merchant_id, window_s, bucket_s)
     return json_response({"object": "payment_stats", "window_s": window_s, "bucket_s": bucket_s, **series})
 
 
 @bp.get("/v1/stats/overview")
 @merchant_required
 async def overview():
-    system = _system()
+    system = components()
     window_s, _ = parse_window(request.args.get("window"))
-    counts, window = await system.db.transaction(_overview, g.merchant_id,
-                                                 system.settings.realtime_presence_ttl_s, window_s)
+    counts, window = await system.console.overview(g.merchant_id, window_s)
     now = trio.current_time()
-    health = {name: breaker.snapshot(now) for name, breaker in system.breakers.items()}
+    health = system.routing.health(now)
     by_name = {c["name"]: c for c in window}
     connectors = []
     for name in sorted(set(health) | set(by_name)):
@@ -84,27 +81,20 @@ async def overview():
     return json_response({"object": "overview", "window_s": window_s, **counts, "connectors": connectors})
 
 
-async def _overview(conn, merchant_id: str, presence_ttl_s: float, window_s: int):
-    return (await stats.overview_counts(conn, merchant_id, presence_ttl_s),
-            await stats.connector_window(conn, merchant_id, window_s))
-
-
 @bp.get("/v1/stats/lists/<name>")
 @merchant_required
 async def list_behind(name: str):
     if name not in stats.LISTS:
         raise NotFound(f"No such list: '{name}' (one of {', '.join(stats.LISTS)})", param="name")
     limit, after, _ = page_params()
-    system = _system()
-    items, more = await system.db.run(stats.list_behind, g.merchant_id, name, limit=limit, starting_after=after,
-                                      presence_ttl_s=system.settings.realtime_presence_ttl_s)
+    items, more = await components().console.list_behind(g.merchant_id, name, limit=limit, starting_after=after)
     return json_response(render.page(items, more))
 
 
 @bp.get("/v1/payments/<payment_id>/timeline")
 @merchant_required
 async def payment_timeline(payment_id: str):
-    return json_response(await _system().db.transaction(timeline.timeline, g.merchant_id, payment_id))
+    return json_response(await components().console.timeline(g.merchant_id, payment_id))
 
 
 @bp.get("/v1/search")
@@ -115,5 +105,5 @@ async def search():
         raise InvalidRequest("q must be 1 to 255 characters: a payment, order, customer, connector transaction,"
                              " refund or dispute id.", param="q")
     limit, _, _ = page_params()
-    found = await _system().db.run(timeline.search, g.merchant_id, term, limit + 1)
+    found = await components().console.search(g.merchant_id, term, limit + 1)
     return json_response({**render.page(found[:limit], len(found) > limit), "query": term})

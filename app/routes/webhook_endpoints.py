@@ -3,26 +3,23 @@
 from __future__ import annotations
 
 import trio
-from quart import Blueprint, current_app, g
+from quart import Blueprint, g
 
-from actors.system import resolve_host
+from components.webhooks_out import resolve_host
 from app.auth import merchant_required
 from app.body import json_response, page_params, parse
+from app.context import components
 from app.idempotency import idempotent
-from actors.wakeups import Topic
 from app.schemas import CreateWebhookEndpoint, Empty
 from domain import outgoing_webhooks as rules
 from domain import render
 from domain.errors import InvalidRequest
-from storage import webhook_deliveries, webhook_endpoints
+from storage import webhook_endpoints
 
 bp = Blueprint("webhook_endpoints", __name__)
 # How long creating an endpoint may wait for DNS when private URLs are refused.
 _RESOLVE_TIMEOUT_S = 2.0
 
-
-def _system():
-    return current_app.config["SYSTEM"]
 
 
 async def _refuse_private(host: str) -> None:
@@ -55,13 +52,13 @@ async def create_endpoint():
     body = await parse(CreateWebhookEndpoint)
     url, host = rules.validate_url(body.url)
     events = rules.validate_enabled_events(body.enabled_events)
-    if not _system().settings.webhook_allow_private_urls:
+    if not components().webhooks_out.allow_private_urls:
         await _refuse_private(host)
         if not url.lower().startswith("https://"):
             raise InvalidRequest("url must be an https:// URL (http is allowed only with "
                                  "PAYCAST_WEBHOOK_ALLOW_PRIVATE_URLS=true, for development).", param="url",
                                  code="url_not_https")
-    endpoint = await _system().db.transaction(webhook_endpoints.create, g.merchant_id, url, events, body.description)
+    endpoint = await components().webhooks_out.create_endpoint(g.merchant_id, url, events, body.description)
     return json_response(endpoint, 201)
 
 
@@ -69,29 +66,29 @@ async def create_endpoint():
 @merchant_required
 async def list_endpoints():
     limit, after, _ = page_params()
-    items, more = await _system().db.transaction(webhook_endpoints.list_page, g.merchant_id, limit=limit,
-                                                 starting_after=after)
+    items, more = await components().webhooks_out.list_endpoints(g.merchant_id, limit=limit,
+                                                                 starting_after=after)
     return json_response(render.page(items, more))
 
 
 @bp.get("/v1/webhook_endpoints/<endpoint_id>")
 @merchant_required
 async def get_endpoint(endpoint_id: str):
-    return json_response(await _system().db.transaction(webhook_endpoints.get, g.merchant_id, endpoint_id))
+    return json_response(await components().webhooks_out.get_endpoint(g.merchant_id, endpoint_id))
 
 
 @bp.delete("/v1/webhook_endpoints/<endpoint_id>")
 @merchant_required
 async def delete_endpoint(endpoint_id: str):
-    return json_response(await _system().db.transaction(webhook_endpoints.delete, g.merchant_id, endpoint_id))
+    return json_response(await components().webhooks_out.delete_endpoint(g.merchant_id, endpoint_id))
 
 
 @bp.get("/v1/webhook_endpoints/<endpoint_id>/deliveries")
 @merchant_required
 async def list_deliveries(endpoint_id: str):
     limit, after, filters = page_params(extra_filters=("status", "event_id"))
-    items, more = await _system().db.transaction(webhook_deliveries.list_page, g.merchant_id, endpoint_id,
-                                                 limit=limit, starting_after=after, filters=filters)
+    items, more = await components().webhooks_out.list_deliveries(g.merchant_id, endpoint_id,
+                                                                  limit=limit, starting_after=after, filters=filters)
     return json_response(render.page(items, more))
 
 
@@ -100,7 +97,5 @@ async def list_deliveries(endpoint_id: str):
 @idempotent
 async def retry_delivery(endpoint_id: str, delivery_id: str):
     await parse(Empty)
-    system = _system()
-    delivery = await system.db.transaction(webhook_deliveries.retry, g.merchant_id, endpoint_id, delivery_id)
-    system.wakeups.wake(Topic.DELIVERIES)  # the dispatcher may run in a worker process
+    delivery = await components().webhooks_out.retry(g.merchant_id, endpoint_id, delivery_id)
     return json_response(delivery)

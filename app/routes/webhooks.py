@@ -9,9 +9,10 @@ from __future__ import annotations
 import logging
 import time
 
-from quart import Blueprint, current_app, request
+from quart import Blueprint, request
 
 from app.body import json_response, read_raw
+from app.context import components
 from domain import signatures, webhooks
 from domain.errors import InvalidRequest, NotFound
 from telemetry import metrics
@@ -37,7 +38,7 @@ def _verify(connector: str, secret: str, raw: bytes, now: int) -> None:
 async def receive_webhook(connector: str):
     if connector not in webhooks.FORMATS:
         raise NotFound(f"Unknown connector {connector!r}.", param="connector")
-    system = current_app.config["SYSTEM"]
+    system = components()
     raw = await read_raw()
     now = int(time.time())
     _verify(connector, system.settings.secrets_by_connector[connector], raw, now)
@@ -47,7 +48,7 @@ async def receive_webhook(connector: str):
         metrics.SIGNATURE_FAILURES.labels(connector, "stale_signature").inc()
         raise InvalidRequest("The webhook is older than the tolerance.", code="stale_signature")
     started = time.perf_counter()
-    new = await system.inbox_writer.store(event, raw.decode("utf-8", "replace"), system.settings.ask_timeout_s)
+    new = await system.inbox.writer.store(event, raw.decode("utf-8", "replace"), system.settings.ask_timeout_s)
     metrics.WEBHOOKS_RECEIVED.labels(connector, "new" if new else "duplicate").inc()
     log.info("webhook received: %s %s %s for %s (%s, stored in %.1f ms)", connector, event.event_id, event.kind,
              event.payment_id or event.connector_txn_id or "-", "new" if new else "duplicate",

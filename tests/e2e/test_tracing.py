@@ -1,6 +1,6 @@
 """OpenTelemetry span trees of real flows, recorded with the SDK's in-memory exporter.
 
-The server runs in this test's own process (the same System, app and hypercorn
+The server runs in this test's own process (the same components, app and hypercorn
 server as ``run.py serve``, on a real port and the real PostgreSQL) so the
 spans can be read from an ``InMemorySpanExporter``; requests go over real
 HTTP, outgoing webhooks reach a real local endpoint.
@@ -32,7 +32,7 @@ TRACEPARENT = f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"
 async def in_process_server(dsn: str, **settings):
     """``run.py serve`` inside this process: yields ``(base url, system)``."""
     import run
-    from actors.system import System
+    from components import build_components
     from app.server import create_app, serve_http
     from config import load_settings
 
@@ -41,7 +41,7 @@ async def in_process_server(dsn: str, **settings):
     db = await run.open_database(config, dsn)
     try:
         async with trio.open_nursery() as nursery:
-            system = System(config, db)
+            system = build_components(config, db)
             await nursery.start(system.run)
             shutdown = trio.Event()
             app = create_app(system, ADMIN_TOKEN)

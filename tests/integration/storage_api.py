@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 
-from actors.system import register_followers_and_projections
+from components import register_followers_and_projections
 from domain.payments import Outcome, OutcomeKind, Trigger
 from domain.refunds import Trigger as RefundTrigger
 from domain.submission import Submission

@@ -1,0 +1,26 @@
+"""How request handlers reach the components: a typed app attribute.
+
+Every blueprint calls :func:`components` (never ``current_app.config``); the
+app is a :class:`PaycastApp`, built by :func:`app.server.create_app` around the
+process's :class:`components.Components`.
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+from quart import current_app
+from quart_trio import QuartTrio
+
+from components import Components
+
+
+class PaycastApp(QuartTrio):
+    """The quart-trio app, carrying the process's components."""
+
+    components: Components
+
+
+def components() -> Components:
+    """The components of the app serving the current request (or app context)."""
+    return cast(PaycastApp, current_app).components
