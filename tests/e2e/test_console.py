@@ -21,7 +21,7 @@ import httpx
 import pytest
 import trio
 
-from tests.e2e.test_dashboard import CHROMIUM_ARGS, _chromium
+from tests.e2e.test_dashboard import browser  # noqa: F401 - the module-scoped Chromium fixture
 from tests.realtime_support import connect, http, token, welcome
 from tests.support import (ADMIN_TOKEN, CARD_DECLINED, UPI, ServerProcess, db_fetch, payment_body, sign_stripe,
                            wait_for)
@@ -248,19 +248,6 @@ def test_console_assets_are_served_and_confined(console_server):
 
 
 # ----------------------------------------------------------------------- browser
-
-
-@pytest.fixture(scope="module")
-def browser():
-    executable = _chromium()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def _page(browser, server, key: str | None, width: int = 1280, admin: bool = False):
