@@ -388,6 +388,20 @@ def _fan_row(m: dict, server_cpu: float, pg_cpu: float) -> dict:
             "gen_cpu_share": m["gen_cpu_s"] / m["span_s"]}
 
 
+def _webhook_request(base_url: str, pay: dict, i: int, stripe_header) -> bytes:
+    """The raw, signed ``payment_intent.succeeded`` request for one pending payment."""
+    body = json.dumps({"id": f"evt_bench_{i}_{pay['id']}", "type": "payment_intent.succeeded",
+                       "created": int(time.time()),
+                       "data": {"object": {"id": pay["attempts"][0]["connector_txn_id"],
+                                           "amount": pay["amount"], "currency": "inr", "status": "succeeded",
+                                           "metadata": {"payment_id": pay["id"]}}}}).encode()
+    host = base_url.rsplit("//", 1)[1]
+    head = (f"POST /webhooks/mockstripe HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"Stripe-Signature: {stripe_header('whsec_dev_mockstripe', body, int(time.time()))}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: keep-alive\r\n\r\n")
+    return head.encode("latin-1") + body
+
+
 async def _latency_round(args, server, api, url, stripe_header, round_no: int, rate: float) -> dict:
     """One latency measurement: fresh payments and connections, webhooks at ``rate``/s."""
     n = args.latency_conns
@@ -408,39 +422,33 @@ async def _latency_round(args, server, api, url, stripe_header, round_no: int, r
     async with trio.open_nursery() as makers:
         for i in range(n):
             makers.start_soon(make, i)
-    sent_at: dict[int, float] = {}
-    ack_ms: list[float] = []
     webhooks = min(n, args.webhooks)
     lat = Gens(args.gen_procs)
     opened = await lat.connect([url(f"cus_lat{round_no}_{i}") for i in range(n)], args.handshakes)
     await lat.watch('"payment.succeeded"')
-    hooks = httpx.AsyncClient(base_url=server.url, timeout=60, limits=httpx.Limits(max_connections=64))
-    interval = 1 / rate
-
-    async def hook(i: int) -> None:
-        pay = pays[i]
-        body = json.dumps({"id": f"evt_bench_{i}_{pay['id']}", "type": "payment_intent.succeeded",
-                           "created": int(time.time()),
-                           "data": {"object": {"id": pay["attempts"][0]["connector_txn_id"],
-                                               "amount": pay["amount"], "currency": "inr",
-                                               "status": "succeeded",
-                                               "metadata": {"payment_id": pay["id"]}}}}).encode()
-        headers = {"Stripe-Signature": stripe_header("whsec_dev_mockstripe", body, int(time.time())),
-                   "Content-Type": "application/json"}
-        sent_at[i] = time.time()
-        r = await hooks.post("/webhooks/mockstripe", content=body, headers=headers)
-        ack_ms.append((time.time() - sent_at[i]) * 1000)
-        r.raise_for_status()
+    requests_file = pathlib.Path(tempfile.mkstemp(prefix="paycast-webhooks-", suffix=".jsonl")[1])
+    with requests_file.open("w") as f:
+        for i in range(webhooks):
+            f.write(json.dumps(_webhook_request(server.url, pays[i], i, stripe_header).decode("latin-1")) + "\n")
+    host, port = server.url.rsplit("//", 1)[1].split(":")
 
     await trio.sleep(1)  # let the connection burst settle
+    idle0 = cpu_s(pid)
+    await trio.sleep(args.idle_s)  # what the server spends with nothing to do (pings, timers, reconcilers)
+    idle_share = (cpu_s(pid) - idle0) / args.idle_s
     gc.collect()
     gc.disable()
     cpu0 = cpu_s(pid)
-    start = trio.current_time()
-    async with trio.open_nursery() as senders:
-        for i in range(webhooks):
-            await trio.sleep_until(start + i * interval)  # open loop: a fixed schedule
-            senders.start_soon(hook, i)
+    print(f"[latency] idle server CPU {idle_share:.0%} of a core", flush=True)
+    print(f"[latency] sending {webhooks} webhooks", flush=True)  # a marker for profilers
+    sender = await trio.run_process(
+        [sys.executable, str(ROOT / "bench" / "http_load.py"), host, port, str(requests_file),
+         "--rate", str(rate), "--connections", str(args.webhook_connections)],
+        capture_stdout=True)
+    requests_file.unlink()
+    sent = json.loads(sender.stdout)
+    sent_at = {int(i): t for i, t in sent["sent"].items()}
+    ack_ms = list(sent["ack_ms"].values())
     got_at: dict[int, float] = {}
     with trio.move_on_after(30):
         while len(got_at) < webhooks:
@@ -449,19 +457,27 @@ async def _latency_round(args, server, api, url, stripe_header, round_no: int, r
                 await trio.sleep(0.5)
     cpu = cpu_s(pid) - cpu0
     gc.enable()
-    await hooks.aclose()
     lat_ms = [(got_at[i] - sent_at[i]) * 1000 for i in got_at if i in sent_at]
     r = {"connections": opened["open"], "webhooks": webhooks, "rate": rate, "delivered": len(lat_ms),
          "p50_ms": percentile(lat_ms, 0.5), "p99_ms": percentile(lat_ms, 0.99),
          "max_ms": max(lat_ms, default=float("nan")),
          "mean_ms": statistics.fmean(lat_ms) if lat_ms else float("nan"),
          "ack_p50_ms": percentile(ack_ms, 0.5), "ack_p99_ms": percentile(ack_ms, 0.99),
-         "server_cpu_ms_per_webhook": cpu / max(1, len(lat_ms)) * 1000}
+         "server_cpu_ms_per_webhook": cpu / max(1, len(lat_ms)) * 1000,
+         "statuses": sent["statuses"], "idle_share": idle_share, "sender_late_ms": sent["late_ms"],
+         "sender_cpu_us": sent["cpu_s"] / max(1, webhooks) * 1e6}
     print(f"[latency] {r['delivered']}/{r['webhooks']} delivered; webhook→client p50 {r['p50_ms']:.1f} ms, "
-          f"p99 {r['p99_ms']:.1f} ms, max {r['max_ms']:.1f} ms (webhook 200 p50 {r['ack_p50_ms']:.1f} ms)",
+          f"p99 {r['p99_ms']:.1f} ms, max {r['max_ms']:.1f} ms (webhook 200 p50 {r['ack_p50_ms']:.1f} ms; "
+          f"HTTP statuses {r['statuses']}; sender p99 lag {r['sender_late_ms']:.1f} ms, "
+          f"{r['sender_cpu_us']:.0f} µs CPU per webhook)",
           flush=True)
     await lat.close()
     return r
+
+
+def _ratio(a: float, b: float) -> str:
+    """``a / b`` to two places, or n/a when ``b`` was too small to measure (a token round)."""
+    return f"{a / b:.2f}" if b else "n/a"
 
 
 def render(results: dict) -> str:
@@ -471,9 +487,9 @@ def render(results: dict) -> str:
     rows = ["| measure | Paycast | `websockets` reference | ratio | goal |", "|---|---:|---:|---:|---:|",
             f"| server CPU per delivered frame (median of {len(f['rounds']['paycast'])} interleaved rounds; "
             f"Paycast: publishing over HTTP included) | **{p['server_us']:.1f} µs** (+ PostgreSQL "
-            f"{p['pg_us']:.1f} µs) | {r['server_us']:.1f} µs | **{p['server_us'] / r['server_us']:.2f} ×** | ≤ 1.5 × |",
+            f"{p['pg_us']:.1f} µs) | {r['server_us']:.1f} µs | **{_ratio(p['server_us'], r['server_us'])} ×** | ≤ 1.5 × |",
             f"| frames/s delivered ({f['connections']:,} conns, {f['clients']} clients, {f['messages']} messages "
-            f"a round) | **{p['per_s']:,.0f}/s** | {r['per_s']:,.0f}/s | {p['per_s'] / r['per_s']:.2f} | "
+            f"a round) | **{p['per_s']:,.0f}/s** | {r['per_s']:,.0f}/s | {_ratio(p['per_s'], r['per_s'])} | "
             f"≥ 30,000/s |",
             f"| load generator CPU per frame (and its busy share of one core) | {p['gen_us']:.1f} µs "
             f"({p['gen_cpu_share']:.0%}) | {r['gen_us']:.1f} µs ({r['gen_cpu_share']:.0%}) | | spare CPU |"]
@@ -486,7 +502,9 @@ def render(results: dict) -> str:
         rows.append(f"| webhook → client p50 / p99 ({lat['connections']:,} conns, {lat['rate']:g} webhooks/s) | "
                     f"**{lat['p50_ms']:.1f} / {lat['p99_ms']:.1f} ms** (max {lat['max_ms']:.1f}; "
                     f"{lat['delivered']}/{lat['webhooks']} delivered; webhook 200 p50 {lat['ack_p50_ms']:.1f} ms; "
-                    f"server {lat['server_cpu_ms_per_webhook']:.1f} ms CPU/webhook) | | | p99 ≤ 25 ms |")
+                    f"server {lat['server_cpu_ms_per_webhook']:.2f} ms CPU/webhook, idle {lat['idle_share']:.0%} of a core; "
+                    f"sender p99 lag "
+                    f"{lat['sender_late_ms']:.1f} ms, {lat['sender_cpu_us']:.0f} µs CPU/webhook) | | | p99 ≤ 25 ms |")
     per_round = "; ".join(f"{a['server_us']:.1f} vs {b['server_us']:.1f}"
                           for a, b in zip(f["rounds"]["paycast"], f["rounds"]["reference"]))
     rows += ["", f"Per round, server µs/frame Paycast vs reference: {per_round}."]
@@ -539,6 +557,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--webhooks", type=int, default=3000, help="webhooks sent per latency round (3000)")
     parser.add_argument("--webhook-rate", type=float, nargs="+", default=[300],
                         help="webhooks per second, open loop; one latency round per rate (300)")
+    parser.add_argument("--idle-s", type=float, default=3,
+                        help="seconds the server's idle CPU is measured before the webhooks (3)")
+    parser.add_argument("--webhook-connections", type=int, default=64,
+                        help="keep-alive connections the webhook sender uses (64)")
     parser.add_argument("--dsn", default=os.environ.get("PAYCAST_DATABASE_URL"),
                         help="use this PostgreSQL (default: $PAYCAST_DATABASE_URL, else an embedded one)")
     parser.add_argument("--server-env", action="append", default=[], metavar="PAYCAST_X=VALUE",
@@ -603,6 +625,8 @@ def main(argv: list[str] | None = None) -> int:
             reference.stop()
         if server is not None:
             server.stop()
+            if os.environ.get("BENCH_SERVER_LOG"):
+                pathlib.Path(os.environ["BENCH_SERVER_LOG"]).write_text("".join(server.stderr_lines))
         if pg is not None:
             try:
                 pg.stop()

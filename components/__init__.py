@@ -181,7 +181,8 @@ def register_followers_and_projections() -> None:
       the wallet deposit it funds (credited / failed).
     - With every appended event, after its outgoing webhook deliveries (a CTE
       of the appending statement, storage.webhook_deliveries): the realtime
-      log of the customer it concerns (storage.realtime).
+      log of the customer it concerns (storage.realtime, CTEs of the same
+      statement).
     """
     payments.FOLLOWERS[:] = [payments.ORDER_FOLLOWER, accounts.DEPOSIT_FOLLOWER]
-    events.PROJECTIONS[:] = [realtime_log.project]
+    events.PROJECTIONS[:] = [realtime_log.EVENTS_PROJECTION]

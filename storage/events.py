@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Protocol
 
 import asyncpg
 
@@ -14,27 +16,47 @@ from storage import webhook_deliveries
 from telemetry import tracing
 
 
-# Called inside the appending transaction with the rendered events, so
-# projections of the log that need Python (realtime messages) are committed
-# atomically with the events themselves. Outgoing webhook deliveries are not
-# here: they are a CTE of the appending statement
-# (:func:`storage.webhook_deliveries.projection_cte`).
-Projection = Callable[[asyncpg.Connection, str, list[dict], list[NewEvent]], Awaitable[None]]
-PROJECTIONS: list[Projection] = []
+class Projection(Protocol):
+    """A projection of the event log written by the appending statement itself.
 
-
-async def project(conn: asyncpg.Connection, merchant_id: str, rendered: list[dict], events: list[NewEvent]) -> None:
-    for projection in PROJECTIONS:
-        await projection(conn, merchant_id, rendered, events)
-
-
-def projected(events: list[NewEvent]) -> bool:
-    """Whether appending ``events`` needs a statement of a Python projection after it.
-
-    Only events of a customer's objects reach a projection today (the realtime
-    log); an append of other events is complete in its one statement.
+    Outgoing webhook deliveries are one (:func:`storage.webhook_deliveries.projection_cte`,
+    always there); the others are registered in :data:`PROJECTIONS` by the
+    running system (components/__init__.py, register_followers_and_projections):
+    today the customers' realtime log. Folding them into the statement keeps a
+    unit of work at one round trip and holds the merchant's seq row for one
+    statement only, whatever the events concern.
     """
-    return bool(PROJECTIONS) and any(e.customer_id for e in events)
+
+    def plan(self, append: "Append", first_param: int) -> "Planned | None":
+        """The CTEs this projection adds for ``append``'s events, or None when none concerns it.
+
+        Args:
+          append: the events being appended; its CTE ``ev`` returns ``id, seq,
+            type, data`` of each inserted event (nothing when its guard failed).
+          first_param: the number of the first ``$n`` the CTEs may use.
+        """
+
+
+@dataclasses.dataclass
+class Planned:
+    """What a projection adds to one appending statement.
+
+    Attributes:
+      sql: CTEs (comma-separated, no leading or trailing comma) that read ``ev``.
+      args: their parameters, numbered from the ``first_param`` it was given.
+      output: one SQL expression the statement returns; its value goes to
+        :attr:`committed` (e.g. the seqs the CTEs handed out).
+      committed: called in the unit of work after the statement ran and wrote
+        the events, with ``output``'s value and the events' API forms.
+    """
+
+    sql: str
+    args: list
+    output: str
+    committed: Callable[[asyncpg.Connection, object, list[dict]], Awaitable[None]]
+
+
+PROJECTIONS: list[Projection] = []
 
 
 class Append:
@@ -42,10 +64,13 @@ class Append:
 
     Bumps the merchant's ``event_seq`` by the number of events and inserts them
     numbered from it (gap-free: a rolled-back bump is rolled back with them),
-    plus their outgoing webhook deliveries; all as CTEs named ``bump``, ``ev``
-    and ``deliveries`` that the caller puts into its own ``WITH``. The bump
-    row-locks the merchant until commit, for the duration of one statement
-    when the unit is one statement.
+    plus their outgoing webhook deliveries and every registered projection
+    (:data:`PROJECTIONS`); all as CTEs named ``bump``, ``ev``, ``deliveries``
+    and the projections' own, that the caller puts into its own ``WITH``. The
+    bump row-locks the merchant until commit, for the duration of one statement
+    when the unit is one statement; every projection's CTEs read ``ev``, so
+    they run (and lock what they write) after the bump, the lock order of
+    every unit of work.
 
     Args:
       merchant_id: whose log.
@@ -64,7 +89,7 @@ class Append:
         p = [f"${first_param + i}" for i in range(9)]
         m, n, ids, types, objects, customers, data, created, traces = p
         where = f" AND EXISTS (SELECT 1 FROM {guard})" if guard else ""
-        self.sql = (
+        sql = (
             f"bump AS (UPDATE merchants SET event_seq = event_seq + {n}::int WHERE id = {m}::text{where}"
             " RETURNING event_seq),"
             f" ev AS (INSERT INTO events (id, merchant_id, seq, type, object_id, customer_id, data, created_at,"
@@ -73,7 +98,7 @@ class Append:
             f" {created}::timestamptz, e.traceparent FROM bump, unnest({ids}::text[], {types}::text[],"
             f" {objects}::text[], {customers}::text[], {data}::jsonb[], {traces}::text[])"
             " WITH ORDINALITY AS e(id, type, object_id, customer_id, data, traceparent, ord)"
-            " RETURNING id, seq, type), "
+            " RETURNING id, seq, type, data), "
             + webhook_deliveries.projection_cte("ev", first_param + 9)
         )
         # The unit of work's span is current here (the loop thread runs in the caller's context).
@@ -81,12 +106,37 @@ class Append:
         self.args = [merchant_id, len(events), self.ids, [e.type for e in events], [e.object_id for e in events],
                      [e.customer_id for e in events], [e.snapshot for e in events], now,
                      [e.traceparent or here for e in events], merchant_id, *webhook_deliveries.projection_args()]
+        self.planned: list[Planned] = []
+        for projection in PROJECTIONS:
+            planned = projection.plan(self, first_param + len(self.args))
+            if planned is not None:
+                sql += ", " + planned.sql
+                self.args.extend(planned.args)
+                self.planned.append(planned)
+        self.sql = sql
+        # Appended to the caller's final SELECT list: the projections' outputs, in order.
+        self.outputs = "".join(f", {planned.output} AS projected_{k}" for k, planned in enumerate(self.planned))
 
     def rendered(self, first_seq: int) -> list[dict]:
         """The events' API forms, once the statement returned the first seq."""
         return [render.event({"id": i, "type": e.type, "seq": first_seq + k, "created_at": self.now,
                               "data": e.snapshot})
                 for k, (i, e) in enumerate(zip(self.ids, self.events))]
+
+    async def committed(self, conn: asyncpg.Connection, row: Mapping, first_seq: int) -> list[dict]:
+        """After the statement wrote the events: give each projection its output.
+
+        Args:
+          row: the statement's result row (with the ``projected_<k>`` columns of :attr:`outputs`).
+          first_seq: the first event's seq.
+
+        Returns:
+          The events' API forms.
+        """
+        rendered = self.rendered(first_seq)
+        for k, planned in enumerate(self.planned):
+            await planned.committed(conn, row[f"projected_{k}"], rendered)
+        return rendered
 
 
 async def append(conn: asyncpg.Connection, merchant_id: str, event: NewEvent) -> dict:
@@ -97,16 +147,14 @@ async def append(conn: asyncpg.Connection, merchant_id: str, event: NewEvent) ->
 async def append_all(conn: asyncpg.Connection, merchant_id: str, events: list[NewEvent]) -> list[dict]:
     """Append events with consecutive, gap-free seqs (in list order) and return their API forms.
 
-    One statement (the :class:`Append` CTEs), then the Python projections if
-    any applies; call inside the unit's transaction.
+    One statement (the :class:`Append` CTEs, projections included).
     """
     if not events:
         return []
     append = Append(merchant_id, events, dt.datetime.now(dt.timezone.utc), 1)
-    first_seq = await conn.fetchval(f"WITH {append.sql} SELECT min(seq) FROM ev", *append.args)
-    rendered = append.rendered(first_seq)
-    await project(conn, merchant_id, rendered, events)
-    return rendered
+    row = await conn.fetchrow(f"WITH {append.sql} SELECT (SELECT min(seq) FROM ev) AS seq{append.outputs}",
+                              *append.args)
+    return await append.committed(conn, row, row["seq"])
 
 
 async def get(conn: asyncpg.Connection, merchant_id: str, event_id: str) -> dict | None:

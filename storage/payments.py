@@ -3,12 +3,13 @@ the state machine expects, so two processes can never both win a transition.
 
 Units of work on the hot path are one statement each (DESIGN.md decision 7):
 data-modifying CTEs write the payment, its attempt and its events (with the
-merchant's next seqs and their webhook deliveries, :class:`storage.events.Append`),
+merchant's next seqs, their webhook deliveries and their customers' realtime
+messages, :class:`storage.events.Append`),
 guarded by the statuses :mod:`domain.payments` allows (``sources``) and by the
 ``updated_at`` the caller saw, and the API form is rendered from what the
 caller already knows. Only when something must commit with them that needs a
-statement of its own (an order or deposit that follows the payment, a
-customer's realtime messages) do they open a transaction.
+statement of its own (an order or deposit that follows the payment) do they
+open a transaction.
 """
 
 from __future__ import annotations
@@ -148,11 +149,11 @@ async def _write(conn: asyncpg.Connection, head: str, args: list, row: Mapping, 
     ``upd``: the payment row it wrote), then ``events`` appended if ``upd``
     returned a row.
 
-    One statement, atomic by itself, when nothing else must commit with it;
-    otherwise (a follower applies to the payment's new status, or a Python
-    projection wants the events) the statement and the rest share one
-    transaction. With followers the events are appended after them, so the
-    merchant's seq row is locked last, as in every other unit of work.
+    One statement, atomic by itself (the events' projections are CTEs of it),
+    unless a follower applies to the payment's new status: then the statement
+    and the followers' share one transaction. With followers the events are
+    appended after them, so the merchant's seq row is locked last, as in every
+    other unit of work.
 
     Args:
       row: the payment row as the statement leaves it (for the followers).
@@ -175,14 +176,11 @@ async def _write(conn: asyncpg.Connection, head: str, args: list, row: Mapping, 
             await event_log.append_all(conn, row["merchant_id"], pending)
         return True
     append = event_log.Append(row["merchant_id"], events, now, len(args) + 1, guard="upd")
-    sql = f"WITH {head}, {append.sql} SELECT (SELECT count(*) FROM upd) AS changed, (SELECT min(seq) FROM ev) AS seq"
-    if not event_log.projected(events):
-        return bool((await conn.fetchrow(sql, *args, *append.args))["changed"])
-    async with _transaction(conn):
-        result = await conn.fetchrow(sql, *args, *append.args)
-        if not result["changed"]:
-            return False
-        await event_log.project(conn, row["merchant_id"], append.rendered(result["seq"]), events)
+    result = await conn.fetchrow(f"WITH {head}, {append.sql} SELECT (SELECT count(*) FROM upd) AS changed,"
+                                 f" (SELECT min(seq) FROM ev) AS seq{append.outputs}", *args, *append.args)
+    if not result["changed"]:
+        return False
+    await append.committed(conn, result, result["seq"])
     return True
 
 

@@ -1,9 +1,10 @@
 """The realtime message log: per-client gap-free ``seq``, presence rows, the
 shared token secret, and topic ownership.
 
-Messages are written by :func:`project`, which the running system registers
-in :data:`storage.events.PROJECTIONS` (components/__init__.py, register_followers_and_projections), so a client's
-messages commit in the same transaction as the events they carry. After
+Messages of events are written by :data:`EVENTS_PROJECTION`, which the
+running system registers in :data:`storage.events.PROJECTIONS`
+(components/__init__.py, register_followers_and_projections): CTEs of the very
+statement that appends the events they carry. After
 commit, the channel :data:`CHANNEL` is notified (batched across transactions,
 :mod:`storage.after_commit`), which is how an event committed by one process
 reaches WebSockets held by another; receivers cover a lost notification by
@@ -17,9 +18,10 @@ from collections.abc import Iterable
 
 import asyncpg
 
-from domain.events import NewEvent
 from domain.realtime import Message, client_topic, encode_notice, encode_revoke, event_frame, topic_of
+from domain.render import iso
 from storage import after_commit
+from storage import events as event_log
 from telemetry import tracing
 
 CHANNEL = "paycast_realtime"
@@ -56,28 +58,86 @@ async def append_messages(conn: asyncpg.Connection, merchant_id: str, client_id:
         " SELECT $1::text, $2::text, * FROM unnest($3::bigint[], $4::text[], $5::text[], $6::jsonb[])",
         merchant_id, client_id, seqs, [t for t, _, _ in items], [d for _, d, _ in items], [p for _, _, p in items],
     )
-    # Sent after commit, batched with other transactions' (storage.after_commit):
-    # a NOTIFY inside this transaction would serialise its commit with every
-    # other notifying transaction in the database.
     # The unit of work's trace (current here): the push to WebSockets joins it.
-    await after_commit.notify(conn, CHANNEL, encode_notice(merchant_id, client_id, messages,
-                                                           tracing.current_traceparent()))
+    await _notify(conn, merchant_id, client_id, messages, tracing.current_traceparent())
     return messages
 
 
-async def project(conn: asyncpg.Connection, merchant_id: str, rendered: list[dict],
-                  events: list[NewEvent]) -> None:
-    """The events projection: each event of a customer's payment, order, account,
-    refund or dispute becomes a message of the client whose id is that ``customer_id``."""
-    by_client: dict[str, list[tuple[str, str | None, object]]] = {}
-    for api_form, event in zip(rendered, events):
-        if not event.customer_id:
-            continue
-        topic = topic_of(event.type, event.object_id)
-        if topic is not None:
-            by_client.setdefault(event.customer_id, []).append((topic, None, api_form))
-    for client_id, items in by_client.items():
-        await append_messages(conn, merchant_id, client_id, items)
+class EventsProjection:
+    """Each event of a customer's payment, order, account, refund or dispute
+    becomes a message of the client whose id is that ``customer_id``: CTEs of
+    the statement that appends the events (:class:`storage.events.Append`).
+
+    ``rt_clients`` bumps each concerned client's ``last_seq`` by its number of
+    messages (row-locking it until commit, so one client's writers commit in
+    seq order) and ``rt_messages`` inserts the messages numbered from it; the
+    payload is the event's API form, built from what ``ev`` returned. Both
+    read ``ev``, so nothing is written when the append's guard failed, and the
+    client rows are locked after the merchant's seq row, as everywhere.
+    """
+
+    def plan(self, append: event_log.Append, first_param: int) -> event_log.Planned | None:
+        # Per message: its client, its position among that client's messages
+        # counted from the last (seq = the client's new last_seq - back), its
+        # event and its topic.
+        by_client: dict[str, list[tuple[str, str]]] = {}
+        for event_id, event in zip(append.ids, append.events):
+            topic = topic_of(event.type, event.object_id) if event.customer_id else None
+            if topic is not None:
+                by_client.setdefault(event.customer_id, []).append((event_id, topic))
+        if not by_client:
+            return None
+        clients, counts, m_clients, m_back, m_events, m_topics = [], [], [], [], [], []
+        for client_id, items in by_client.items():
+            clients.append(client_id)
+            counts.append(len(items))
+            for k, (event_id, topic) in enumerate(items):
+                m_clients.append(client_id)
+                m_back.append(len(items) - 1 - k)
+                m_events.append(event_id)
+                m_topics.append(topic)
+        m, c, n, mc, mb, me, mt, created = (f"${first_param + i}" for i in range(8))
+        sql = (
+            "rt_clients AS (INSERT INTO realtime_clients AS c (merchant_id, client_id, last_seq)"
+            f" SELECT {m}::text, u.client_id, u.n FROM unnest({c}::text[], {n}::int[]) AS u(client_id, n)"
+            " WHERE EXISTS (SELECT 1 FROM ev)"
+            " ON CONFLICT (merchant_id, client_id) DO UPDATE SET last_seq = c.last_seq + EXCLUDED.last_seq"
+            " RETURNING client_id, last_seq),"
+            " rt_messages AS (INSERT INTO realtime_messages (merchant_id, client_id, seq, topic, payload)"
+            f" SELECT {m}::text, x.client_id, rt_clients.last_seq - x.back, x.topic,"
+            " jsonb_build_object('id', ev.id, 'object', 'event', 'type', ev.type, 'seq', ev.seq,"
+            f" 'created_at', {created}::text, 'data', jsonb_build_object('object', ev.data))"
+            f" FROM unnest({mc}::text[], {mb}::int[], {me}::text[], {mt}::text[]) AS x(client_id, back, event_id, topic)"
+            " JOIN rt_clients ON rt_clients.client_id = x.client_id JOIN ev ON ev.id = x.event_id)"
+        )
+        args = [append.merchant_id, clients, counts, m_clients, m_back, m_events, m_topics, iso(append.now)]
+        # The unit of work's trace (current here): the push to WebSockets joins it.
+        traceparent = tracing.current_traceparent()
+
+        async def committed(conn: asyncpg.Connection, last_seqs: dict | None, rendered: list[dict]) -> None:
+            if not last_seqs:
+                return
+            forms = dict(zip(append.ids, rendered))
+            for client_id, items in by_client.items():
+                last = last_seqs[client_id]
+                messages = [Message(last - len(items) + 1 + k, topic, None,
+                                    event_frame(last - len(items) + 1 + k, topic, forms[event_id]))
+                            for k, (event_id, topic) in enumerate(items)]
+                await _notify(conn, append.merchant_id, client_id, messages, traceparent)
+
+        return event_log.Planned(sql, args, "(SELECT jsonb_object_agg(client_id, last_seq) FROM rt_clients)",
+                                 committed)
+
+
+async def _notify(conn: asyncpg.Connection, merchant_id: str, client_id: str, messages: list[Message],
+                  traceparent: str | None) -> None:
+    # Sent after commit, batched with other transactions' (storage.after_commit):
+    # a NOTIFY inside this transaction would serialise its commit with every
+    # other notifying transaction in the database.
+    await after_commit.notify(conn, CHANNEL, encode_notice(merchant_id, client_id, messages, traceparent))
+
+
+EVENTS_PROJECTION = EventsProjection()
 
 
 async def publish(conn: asyncpg.Connection, merchant_id: str, client_id: str, device_id: str | None,

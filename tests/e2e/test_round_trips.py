@@ -12,7 +12,7 @@ import json
 import re
 import time
 
-from tests.support import UPI, payment_body, sign_stripe, wait_for
+from tests.support import UPI, db_fetch, payment_body, sign_stripe, wait_for
 
 _SAMPLE = re.compile(r'^(paycast_db_round_trips_total|paycast_db_units_total)\{unit="([^"]+)"\} ([0-9.e+]+)$')
 MAX_ROUND_TRIPS = 2
@@ -99,3 +99,18 @@ def test_webhook_ingest_and_apply_take_at_most_two_round_trips_per_unit(client, 
             assert anon.post("/webhooks/mockstripe", content=body, headers=sign_stripe(body)).status_code == 200
         wait_for(lambda: client.get(f"/v1/payments/{pay['id']}").json()["status"] == "succeeded")
     cost.check()
+
+
+def test_a_customers_realtime_messages_ride_the_statement_that_appends_the_events(client, db_dsn):
+    """With ``customer_id`` the realtime log is written too, in the same one statement."""
+    with Cost(client, "payments.create_and_begin", "payments.settle_begun") as cost:
+        pay = client.post("/v1/payments", json=payment_body(950, confirm=True, customer_id="cus_rt_trips")).json()
+    assert pay["status"] == "succeeded", pay
+    cost.check()
+    assert cost.per_unit == {"payments.create_and_begin": 1, "payments.settle_begun": 1}, cost.per_unit
+    stored = db_fetch(db_dsn, "SELECT seq, topic, payload FROM realtime_messages WHERE client_id = 'cus_rt_trips'"
+                              " ORDER BY seq")
+    events = client.get("/v1/events", params={"object_id": pay["id"], "after_seq": 0}).json()["data"]
+    assert [m["seq"] for m in stored] == list(range(1, len(events) + 1))
+    assert [json.loads(m["payload"]) for m in stored] == events  # the events' API forms, merchant seqs included
+    assert {m["topic"] for m in stored} == {f"payment:{pay['id']}"}
