@@ -1,9 +1,14 @@
 """Webhook inbox actors: a group-commit writer and a processor.
 
-The writer batches concurrent inserts into one transaction (DESIGN.md decision
+The writer batches concurrent inserts into one statement (DESIGN.md decision
 5): under load one commit carries many webhooks, and each sender is answered
-only after the commit that holds its row. The processor drains unprocessed
-rows into payment actors, and re-drives what a crash or another process left.
+only after the commit that holds its row. When this process also runs the
+processor, the insert claims the new rows too and the writer hands them over
+in memory: a stored webhook reaches its payment's actor without another round
+trip (no claim, no poll). The processor applies rows as they come, many
+payments at once and each payment's rows in order, and polls for rows nobody
+holds: stored by a process without a processor, left by a crash (their lease
+lapsed), or handed over while it was full.
 """
 
 from __future__ import annotations
@@ -30,8 +35,19 @@ MAX_BATCH = 256
 # processes, or left by a crash).
 POLL_S = 1.0
 CLAIM_BATCH = 200
+# A claim's lease: long enough for a row to wait its turn behind a full
+# processor and be applied; a process that dies holding rows delays them by at
+# most this much.
 LEASE_S = 10.0
 PROCESS_CONCURRENCY = 16
+# Rows taken by the processor and not applied yet, above which the writer
+# stores rows unclaimed (left to the poll, which takes them as room appears)
+# and the poll claims no more: a claimed row waits here at most about
+# BACKLOG / (apply rate) seconds, well inside its lease.
+BACKLOG = 400
+# The queue of taken batches: the admission above bounds it (a batch has at
+# least one row), so a hand-off never finds it full.
+HANDOFF_BATCHES = BACKLOG + MAX_BATCH + CLAIM_BATCH
 
 
 @dataclass
@@ -46,11 +62,20 @@ class _Pending:
 
 
 class InboxWriter:
-    """Group commit of webhook inserts."""
+    """Group commit of webhook inserts.
 
-    def __init__(self, db, on_commit) -> None:
+    Args:
+      db: the open database.
+      on_commit: called after a batch with new rows that were not handed over
+        (wakes a processor, here or in another process).
+      hand_off: this process's processor, if it runs one: new rows are claimed
+        by the insert and given to it.
+    """
+
+    def __init__(self, db, on_commit, hand_off: "InboxProcessor | None" = None) -> None:
         self._db = db
         self._on_commit = on_commit
+        self._hand_off = hand_off
         self._send, self._receive = trio.open_memory_channel[_Pending](WRITER_QUEUE)
         self.batches = 0
         self.rows = 0
@@ -76,9 +101,11 @@ class InboxWriter:
 
     async def run(self) -> None:
         async for batch in batches(self._receive, MAX_BATCH):
+            hand_off = self._hand_off is not None and self._hand_off.has_room()
+            lease_s = LEASE_S if hand_off else None
             try:
-                new_ids = await self._db.transaction(inbox.insert_many,
-                                                     [(p.event, p.raw, p.traceparent) for p in batch])
+                new_rows = await self._db.transaction(inbox.insert_many,
+                                                      [(p.event, p.raw, p.traceparent) for p in batch], lease_s)
             except Exception as exc:  # noqa: BLE001 - every sender hears about it
                 for p in batch:
                     p.error = exc if isinstance(exc, Unavailable) else Unavailable("The webhook was not stored.")
@@ -87,32 +114,97 @@ class InboxWriter:
             self.batches += 1
             self.rows += len(batch)
             # Rows come back by id; match them to senders by (connector, event id) order.
-            new_count = len(new_ids)
+            new_count = len(new_rows)
             seen: set[tuple[str, str]] = set()
             for p in batch:
                 key = (p.event.connector, p.event.event_id)
                 p.new = new_count > 0 and key not in seen
                 seen.add(key)
                 p.done.set()
-            if new_ids:
+            if new_rows and not (hand_off and self._hand_off.hand_off(new_rows)):
                 self._on_commit()
 
 
 class InboxProcessor:
-    """Applies stored webhooks through the payment actors, oldest first per payment."""
+    """Applies stored webhooks through the payment actors, each payment's rows oldest first.
+
+    Rows arrive in batches (:meth:`hand_off` from the writer, or claimed by
+    the poll); up to :data:`PROCESS_CONCURRENCY` payments are applied at
+    once, and a row whose payment already has one in flight waits behind it.
+    """
 
     def __init__(self, payments) -> None:
         self._payments = payments
         self._wake = trio.Event()
+        self._send, self._receive = trio.open_memory_channel[list[dict]](HANDOFF_BATCHES)
+        # Per payment (or row, when it names none) with a row in flight: the rows waiting behind it.
+        self._waiting: dict[str, list[dict]] = {}
+        # Rows taken and not applied yet; the poll claims no more while it is BACKLOG or over
+        # (a claim's lease could lapse while its rows wait) and is woken when it goes back under.
+        self._backlog = 0
+        self._poll_wants_room = False
         self.applied: dict[str, int] = defaultdict(int)
 
     def wake(self) -> None:
         self._wake.set()
 
+    def has_room(self) -> bool:
+        """Whether rows claimed now would be taken and applied well within their lease."""
+        return self._backlog < BACKLOG
+
+    def hand_off(self, rows: list[dict]) -> bool:
+        """Take claimed rows to apply (from the writer, which must not wait).
+
+        Returns:
+          False if the queue was full (not expected after :meth:`has_room`):
+          the rows stay claimed until their lease lapses, then the poll takes them.
+        """
+        try:
+            self._send.send_nowait(rows)
+        except trio.WouldBlock:
+            return False
+        self._backlog += len(rows)
+        return True
+
     async def run(self) -> None:
+        limiter = trio.Semaphore(PROCESS_CONCURRENCY)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._poll, name="inbox:poll")
+            async for rows in self._receive:
+                for row in rows:
+                    key = row["payment_id"] or row["id"]
+                    if key in self._waiting:
+                        self._waiting[key].append(row)
+                        continue
+                    self._waiting[key] = []
+                    await limiter.acquire()
+                    nursery.start_soon(self._process_key, key, row, limiter, name="inbox:apply")
+
+    async def _process_key(self, key: str, row: dict, limiter: trio.Semaphore) -> None:
+        try:
+            while row is not None:
+                try:
+                    await self._apply_one(row)
+                finally:
+                    self._done_one()
+                waiting = self._waiting[key]
+                row = waiting.pop(0) if waiting else None
+        finally:
+            self._backlog -= len(self._waiting.pop(key))  # left unapplied (cancelled): their leases lapse
+            limiter.release()
+
+    def _done_one(self) -> None:
+        self._backlog -= 1
+        if self._poll_wants_room and self._backlog < BACKLOG:
+            self._poll_wants_room = False
+            self._wake.set()
+
+    async def _poll(self) -> None:
+        """Claim rows nobody holds; right away while there is a backlog, else when woken or every POLL_S."""
         db = self._payments.db
         while True:
-            rows = await db.transaction(inbox.claim, CLAIM_BATCH, LEASE_S)
+            self._poll_wants_room = not self.has_room()
+            rows = [] if self._poll_wants_room else await db.transaction(inbox.claim, CLAIM_BATCH, LEASE_S)
             if not rows:
                 with trio.move_on_after(POLL_S):
                     await self._wake.wait()
@@ -121,21 +213,10 @@ class InboxProcessor:
             late = await db.transaction(inbox.ignore_late, [r["id"] for r in rows])
             self.applied["ignored"] += len(late)
             observe.ignored([r for r in rows if r["id"] in late])
-            groups: dict[str, list[dict]] = defaultdict(list)
-            for row in (r for r in rows if r["id"] not in late):
-                groups[row["payment_id"] or row["id"]].append(row)
-            limiter = trio.Semaphore(PROCESS_CONCURRENCY)
-            async with trio.open_nursery() as nursery:
-                for group in groups.values():
-                    await limiter.acquire()
-                    nursery.start_soon(self._process_group, group, limiter, name="inbox:apply")
-
-    async def _process_group(self, group: list[dict], limiter: trio.Semaphore) -> None:
-        try:
-            for row in group:
-                await self._apply_one(row)
-        finally:
-            limiter.release()
+            rest = [r for r in rows if r["id"] not in late]
+            if rest:
+                self._backlog += len(rest)
+                await self._send.send(rest)
 
     async def _apply_one(self, row: dict) -> str:
         """Apply one claimed row; a failure is recorded with backoff (dead letter at the end).

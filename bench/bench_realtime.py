@@ -433,13 +433,14 @@ async def _latency_round(args, server, api, url, stripe_header, round_no: int, r
     host, port = server.url.rsplit("//", 1)[1].split(":")
 
     await trio.sleep(1)  # let the connection burst settle
-    idle0 = cpu_s(pid)
+    idle0, pg_idle0 = cpu_s(pid), pg_cpu_s(args.pg_pids)
     await trio.sleep(args.idle_s)  # what the server spends with nothing to do (pings, timers, reconcilers)
     idle_share = (cpu_s(pid) - idle0) / args.idle_s
+    pg_idle_share = (pg_cpu_s(args.pg_pids) - pg_idle0) / args.idle_s
     gc.collect()
     gc.disable()
     cpu0 = cpu_s(pid)
-    print(f"[latency] idle server CPU {idle_share:.0%} of a core", flush=True)
+    print(f"[latency] idle server CPU {idle_share:.0%} of a core, PostgreSQL {pg_idle_share:.0%}", flush=True)
     print(f"[latency] sending {webhooks} webhooks", flush=True)  # a marker for profilers
     sender = await trio.run_process(
         [sys.executable, str(ROOT / "bench" / "http_load.py"), host, port, str(requests_file),
@@ -464,7 +465,7 @@ async def _latency_round(args, server, api, url, stripe_header, round_no: int, r
          "mean_ms": statistics.fmean(lat_ms) if lat_ms else float("nan"),
          "ack_p50_ms": percentile(ack_ms, 0.5), "ack_p99_ms": percentile(ack_ms, 0.99),
          "server_cpu_ms_per_webhook": cpu / max(1, len(lat_ms)) * 1000,
-         "statuses": sent["statuses"], "idle_share": idle_share, "sender_late_ms": sent["late_ms"],
+         "statuses": sent["statuses"], "idle_share": idle_share, "pg_idle_share": pg_idle_share, "sender_late_ms": sent["late_ms"],
          "sender_cpu_us": sent["cpu_s"] / max(1, webhooks) * 1e6}
     print(f"[latency] {r['delivered']}/{r['webhooks']} delivered; webhook→client p50 {r['p50_ms']:.1f} ms, "
           f"p99 {r['p99_ms']:.1f} ms, max {r['max_ms']:.1f} ms (webhook 200 p50 {r['ack_p50_ms']:.1f} ms; "
@@ -502,7 +503,8 @@ def render(results: dict) -> str:
         rows.append(f"| webhook → client p50 / p99 ({lat['connections']:,} conns, {lat['rate']:g} webhooks/s) | "
                     f"**{lat['p50_ms']:.1f} / {lat['p99_ms']:.1f} ms** (max {lat['max_ms']:.1f}; "
                     f"{lat['delivered']}/{lat['webhooks']} delivered; webhook 200 p50 {lat['ack_p50_ms']:.1f} ms; "
-                    f"server {lat['server_cpu_ms_per_webhook']:.2f} ms CPU/webhook, idle {lat['idle_share']:.0%} of a core; "
+                    f"server {lat['server_cpu_ms_per_webhook']:.2f} ms CPU/webhook, idle {lat['idle_share']:.0%} of a core "
+                    f"(PostgreSQL {lat['pg_idle_share']:.0%}); "
                     f"sender p99 lag "
                     f"{lat['sender_late_ms']:.1f} ms, {lat['sender_cpu_us']:.0f} µs CPU/webhook) | | | p99 ≤ 25 ms |")
     per_round = "; ".join(f"{a['server_us']:.1f} vs {b['server_us']:.1f}"

@@ -155,7 +155,7 @@ def build_components(settings: Settings, db: Database, connectors: Connectors | 
     payments_ = Payments(settings, db, routing, caller)
     # Stored work for an actor another process runs wakes it through NOTIFY;
     # `wakeups` is bound below, before anything can store work.
-    inbox = Inbox(db, payments_, on_stored=lambda: wakeups.wake(Topic.INBOX))
+    inbox = Inbox(db, payments_, on_stored=lambda: wakeups.wake(Topic.INBOX), applies_here=Part.INBOX in parts)
     webhooks_out = WebhooksOut(settings, db, wake_dispatcher=lambda: wakeups.wake(Topic.DELIVERIES))
     local = {}
     if Part.INBOX in parts:

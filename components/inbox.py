@@ -16,14 +16,17 @@ class Inbox:
     Args:
       db: the open database.
       payments: applying a matched webhook is a message to the payment's actor.
-      on_stored: called after each committed batch (wakes the processor,
-        here or in another process).
+      on_stored: called after a committed batch the processor of this process
+        did not take (wakes a processor, here or in another process).
+      applies_here: this process runs the processor: the writer claims what it
+        stores and hands it over in memory.
     """
 
-    def __init__(self, db: Database, payments: Payments, on_stored: Callable[[], None]) -> None:
+    def __init__(self, db: Database, payments: Payments, on_stored: Callable[[], None], *,
+                 applies_here: bool) -> None:
         self._db = db
-        self.writer = InboxWriter(db, on_stored)
         self.processor = InboxProcessor(payments)
+        self.writer = InboxWriter(db, on_stored, hand_off=self.processor if applies_here else None)
 
     async def list_items(self, **page) -> tuple[list[dict], bool]:
         return await self._db.transaction(inbox.list_items, **page)

@@ -31,7 +31,7 @@ RETRY = "retry"
 # New rows only: the connector's event id goes through the dedup key table
 # first (webhook_inbox is partitioned by time, so it cannot hold a unique index
 # on (connector, event_id); see migration 0015), and only rows whose key was
-# new are stored. One statement.
+# new are stored, claimed for $10 seconds when $10 is not NULL. One statement.
 INSERT_SQL = (
     "WITH incoming AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],"
     " $7::text[], $8::text[], $9::text[])"
@@ -39,29 +39,35 @@ INSERT_SQL = (
     " fresh AS (INSERT INTO webhook_inbox_keys (connector, event_id, inbox_id)"
     " SELECT connector, event_id, id FROM incoming ON CONFLICT (connector, event_id) DO NOTHING RETURNING inbox_id)"
     " INSERT INTO webhook_inbox (id, connector, event_id, kind, connector_txn_id, payment_id, object_id, raw_body,"
-    " traceparent)"
-    " SELECT i.* FROM incoming i JOIN fresh f ON f.inbox_id = i.id RETURNING id"
+    " traceparent, claimed_until, tries)"
+    " SELECT i.*, now() + make_interval(secs => $10::float8), CASE WHEN $10::float8 IS NULL THEN 0 ELSE 1 END"
+    " FROM incoming i JOIN fresh f ON f.inbox_id = i.id"
+    " RETURNING id, connector, kind, connector_txn_id, payment_id, tries, received_at, traceparent"
 )
 
 
 @single_unit
-async def insert_many(conn: asyncpg.Connection, items: list[tuple[GatewayEvent, str, str | None]]) -> set[str]:
+async def insert_many(conn: asyncpg.Connection, items: list[tuple[GatewayEvent, str, str | None]],
+                      lease_s: float | None = None) -> list[dict]:
     """Store several webhooks in one statement (group commit).
 
     Args:
       items: ``(event, raw body, traceparent of the receiving request or None)``.
+      lease_s: claim the new rows for this long, for the caller to apply them
+        itself (as :func:`claim` would have); None leaves them to any processor.
 
     Returns:
-      The ids of the rows that were new; duplicates (same connector + event id) are skipped.
+      The rows that were new, in the form :func:`claim` returns; duplicates
+      (same connector + event id) are skipped.
     """
     ids = [new_id("whi") for _ in items]
     rows = await conn.fetch(
         INSERT_SQL, ids, [e.connector for e, *_ in items], [e.event_id for e, *_ in items],
         [e.kind for e, *_ in items], [e.connector_txn_id for e, *_ in items], [e.payment_id for e, *_ in items],
         [e.object_id for e, *_ in items], [raw for _, raw, *_ in items],
-        [item[2] if len(item) > 2 else None for item in items],
+        [item[2] if len(item) > 2 else None for item in items], lease_s,
     )
-    return {r["id"] for r in rows}
+    return sorted((dict(r) for r in rows), key=lambda r: r["id"])
 
 
 @single_unit

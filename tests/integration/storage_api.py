@@ -158,7 +158,7 @@ class StorageAPI:
         unit of work; returns the ids of the rows that were new (duplicates are skipped)."""
         items = [(GatewayEvent(CONNECTOR, event_id, kind, txn, payment_id, None, None, None, 0), "{}")
                  for event_id, kind, txn, payment_id in events]
-        return await self.db.transaction(inbox.insert_many, items)
+        return {r["id"] for r in await self.db.transaction(inbox.insert_many, items)}
 
     async def claim_webhooks(self, limit: int, lease_s: float = 30.0) -> list[str]:
         """Lease unprocessed inbox rows; their ids."""
