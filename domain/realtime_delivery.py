@@ -196,6 +196,9 @@ class Delivery:
       slow_s: how long the queue may stay full before closing with 1013.
       max_frame: the largest client frame accepted.
       now: the current monotonic time.
+      ping_head_start: how much earlier than a full interval after ``now``
+        the first ping is due (the caller spreads it, e.g. at random over half
+        the interval).
     """
 
     # One per connection, tens of thousands per process: no per-instance dict.
@@ -204,7 +207,7 @@ class Delivery:
                  "send_started", "acked", "_invalid", "_invalid_window", "waiting", "sent", "direct_writes")
 
     def __init__(self, device_id: str | None, *, capacity: int, slow_s: float, max_frame: int,
-                 now: float) -> None:
+                 now: float, ping_head_start: float = 0.0) -> None:
         self.device_id = device_id
         self.capacity = capacity
         self.slow_s = slow_s
@@ -222,7 +225,11 @@ class Delivery:
         self.closing: tuple[int, str] | None = None
         self.closing_since: float | None = None
         self.last_heard = now
-        self.last_ping = now
+        # The first ping comes ``ping_head_start`` early: connections opened in
+        # one burst (a restart, a reconnect storm) would otherwise be pinged,
+        # and answer, in one burst every interval, which stalls everything
+        # else the process does for that moment.
+        self.last_ping = now - ping_head_start
         self.send_started: float | None = None
         self.acked = 0
         self._invalid = 0

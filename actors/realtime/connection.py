@@ -18,6 +18,7 @@ kernel does not take is queued as raw bytes, ahead of anything later.
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Callable
 from typing import Protocol
 
@@ -87,7 +88,8 @@ class Connection:
         self.key = (claims.merchant_id, claims.client_id)
         self.delivery = Delivery(claims.device_id, capacity=settings.realtime_queue_size,
                                  slow_s=settings.realtime_slow_consumer_s,
-                                 max_frame=settings.realtime_max_frame_bytes, now=trio.current_time())
+                                 max_frame=settings.realtime_max_frame_bytes, now=trio.current_time(),
+                                 ping_head_start=random.uniform(0, settings.realtime_ping_s / 2))
         self._db = db
         self._ws: Socket | None = None
         self._write_now: Callable[[list[str]], bytes | None] | None = None

@@ -155,6 +155,18 @@ def test_pings_idle_timeout_and_stuck_sends():
     assert stuck.tick(61.0, 1000, 60.0) is ABORT
 
 
+def test_a_head_start_brings_only_the_first_ping_forward():
+    d = Delivery(None, capacity=8, slow_s=5.0, max_frame=4096, now=0.0, ping_head_start=4.0)
+    d.start(None, latest=0)
+    d.next_step(0)
+    assert d.tick(5.9, 10.0, 60.0) is None
+    first = d.tick(6.0, 10.0, 60.0)
+    assert isinstance(first, WriteNow) and first.frames == ['{"type":"ping"}']
+    d.written_now(first, b"", 6.0)
+    assert d.tick(15.9, 10.0, 60.0) is None  # then a full interval, in its new phase
+    assert isinstance(d.tick(16.0, 10.0, 60.0), WriteNow)
+
+
 def test_acks_only_report_progress_and_invalid_frames_get_replies_then_1008():
     d = new()
     d.start(None, latest=7)
