@@ -2,7 +2,7 @@
 
 It owns the hub, the LISTEN feed, presence and a janitor, each a supervised
 actor in its own nursery (``actor:hub``, ``actor:realtime-listener``,
-``actor:realtime-heartbeat``, ``actor:realtime-presence``,
+``actor:realtime-heartbeat``, ``actor:realtime-resync``, ``actor:realtime-presence``,
 ``actor:realtime-devices``), and serves each WebSocket as a connection actor.
 """
 
@@ -53,6 +53,7 @@ class RealtimeGateway:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(supervise, "hub", self.hub.run, name="actor:hub")
             nursery.start_soon(supervise, "realtime-heartbeat", self.hub.heartbeat, name="actor:realtime-heartbeat")
+            nursery.start_soon(supervise, "realtime-resync", self.hub.check_cursors, name="actor:realtime-resync")
             nursery.start_soon(supervise, "realtime-presence", self.presence_writer.run,
                                name="actor:realtime-presence")
             nursery.start_soon(supervise, "realtime-devices", self.devices.run, name="actor:realtime-devices")

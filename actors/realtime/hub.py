@@ -36,6 +36,9 @@ BATCH_WINDOW_S = 0.002
 # between commit and send) and a connection would otherwise wait for its
 # client's next message to notice.
 RESYNC_EVERY_S = 5.0
+# Clients per query of that check. It runs in its own task, so routing never
+# waits for it; chunks keep each query and each pass over the answer short.
+RESYNC_CHUNK = 1000
 # Connections the heartbeat visits between two checkpoints.
 HEARTBEAT_SLICE = 500
 # The heartbeat's tick is cut into this many steps, each visiting every
@@ -97,6 +100,7 @@ class Hub:
         if not peers:
             self._by_client.pop(conn.key, None)
             self._routed.pop(conn.key, None)
+            self._previous_latest.pop(conn.key, None)
 
     def local(self, merchant_id: str, client_id: str) -> list[Connection]:
         return list(self._by_client.get((merchant_id, client_id), ()))
@@ -130,24 +134,28 @@ class Hub:
         # After a restart (supervise) notices may have been lost: check everyone.
         self._resync = bool(self.connections)
         task_status.started()
-        next_resync = trio.current_time() + RESYNC_EVERY_S
         while True:
-            with trio.move_on_at(next_resync):
-                await self._wake.wait()
-            periodic = trio.current_time() >= next_resync and bool(self._by_client)
-            if trio.current_time() >= next_resync:
-                next_resync = trio.current_time() + RESYNC_EVERY_S
+            await self._wake.wait()
             self._wake = trio.Event()
             payloads = self.take()
             if payloads:
                 await self.route(payloads)
             if self._resync:
                 self._resync = False
-                await self._do_resync(immediate=True)
-            elif periodic:
-                await self._do_resync(immediate=False)
+                await self._do_resync(list(self._by_client), immediate=True)
             if payloads:
                 await trio.sleep(BATCH_WINDOW_S)
+
+    async def check_cursors(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
+        """``actor:realtime-resync``: every RESYNC_EVERY_S, every local client's
+        cursor against the database, RESYNC_CHUNK clients per query."""
+        task_status.started()
+        while True:
+            await trio.sleep(RESYNC_EVERY_S)
+            keys = list(self._by_client)
+            self.resyncs += 1
+            for start in range(0, len(keys), RESYNC_CHUNK):
+                await self._do_resync(keys[start:start + RESYNC_CHUNK], immediate=False)
 
     async def route(self, payloads: list[str]) -> None:
         """Offer the messages of ``payloads`` to the local connections of their clients."""
@@ -210,8 +218,8 @@ class Hub:
                             log.exception("offering to realtime connection %s failed", conn.id)
                             conn.catch_up()
 
-    async def _do_resync(self, *, immediate: bool) -> None:
-        """Compare each local client's cursor with its latest seq; lagging ones re-read.
+    async def _do_resync(self, keys: list[tuple[str, str]], *, immediate: bool) -> None:
+        """Compare the cursors of ``keys``' connections with their latest seq; lagging ones re-read.
 
         Args:
           immediate: compare with the latest seq now (after a lost listener or
@@ -219,10 +227,7 @@ class Hub:
             seq of the previous check: a message committed a moment ago may
             simply be on its way, one committed a whole period ago is lost.
         """
-        self.resyncs += 1
-        keys = list(self._by_client)
         if not keys:
-            self._previous_latest = {}
             return
         try:
             latest = await self._db.transaction(store.last_seqs, keys)
@@ -232,11 +237,13 @@ class Hub:
                 for conn in list(self.connections.values()):
                     conn.catch_up()
             return
-        against = latest if immediate else self._previous_latest
-        self._previous_latest = latest
+        previous = self._previous_latest
         for key in keys:
+            seq = latest.get(key, 0)
+            against = seq if immediate else previous.get(key, 0)
+            previous[key] = seq
             for conn in self._by_client.get(key, ()):
-                if conn.cursor < against.get(key, 0):
+                if conn.cursor < against:
                     conn.catch_up()
 
     # ------------------------------------------------------------ heartbeat

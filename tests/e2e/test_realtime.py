@@ -512,7 +512,7 @@ async def test_actors_show_in_debug_tasks_and_metrics_count_connections(server, 
             conn_id = (await welcome(ws))["connection_id"]
             tree = (await admin.get("/debug/tasks")).text
             for name in ("actor:hub", "actor:realtime-listener", "actor:realtime-heartbeat",
-                         "actor:realtime-presence", f"actor:connection:{conn_id}"):
+                         "actor:realtime-resync", "actor:realtime-presence", f"actor:connection:{conn_id}"):
                 assert name in tree, name
             metrics = (await api.get("/metrics")).text
             match = re.search(r"^paycast_realtime_connections (\S+)$", metrics, re.M)
