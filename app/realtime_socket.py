@@ -1,5 +1,5 @@
-"""The WebSocket as the connection actor sees it, over Quart and hypercorn,
-with a fast write path.
+"""The WebSocket as the connection actor sees it: hypercorn's ASGI
+WebSocket, with a fast write path.
 
 Why: fan-out to thousands of connections is mostly frame writing, and through
 ASGI every ``websocket.send`` is one trip down hypercorn's stack (app_send →
@@ -30,6 +30,8 @@ import struct
 
 import trio
 
+from actors.realtime.connection import SocketClosed
+
 log = logging.getLogger("paycast.realtime")
 
 try:  # hypercorn internals, used only when they look exactly as expected
@@ -59,14 +61,12 @@ def text_frame(text: str) -> bytes:
     return struct.pack("!BBQ", 0x81, 127, n) + payload
 
 
-def _hypercorn_objects(ws) -> tuple[object, object] | None:
-    """hypercorn's ``WSStream`` and ``TCPServer`` behind Quart's websocket, if
+def _hypercorn_objects(send) -> tuple[object, object] | None:
+    """hypercorn's ``WSStream`` and ``TCPServer`` behind an ASGI ``send``, if
     this is hypercorn as we know it (0.17-0.18); else None."""
     if WSStream is None:
         return None
-    send = getattr(ws, "_send", None)
-    asgi_send = send.args[0] if isinstance(send, functools.partial) and send.args else None
-    stream = getattr(asgi_send, "__self__", None)  # WSStream.app_send
+    stream = getattr(send, "__self__", None)  # WSStream.app_send
     if not isinstance(stream, WSStream) or not all(
             hasattr(stream, a) for a in ("connection", "send", "stream_id", "state", "closed", "_send_wsproto_event")):
         return None
@@ -104,12 +104,17 @@ def _tell_app_when_server_closes(stream) -> None:
     stream._send_wsproto_event = send_wsproto_event
 
 
-class QuartSocket:
-    """Adapts Quart's ``websocket`` (after ``accept``) to the actor's Socket protocol."""
+class AsgiSocket:
+    """An accepted ASGI WebSocket as the actor's Socket protocol.
 
-    def __init__(self, ws) -> None:
-        self._ws = ws
-        found = _hypercorn_objects(ws)
+    Args:
+      receive, send: the ASGI callables of the connection.
+    """
+
+    def __init__(self, receive, send) -> None:
+        self._receive = receive
+        self._asgi_send = send
+        found = _hypercorn_objects(send)
         self._stream, self._tcp = found if found else (None, None)
         self.fast = found is not None
         # No extension negotiated (no permessage-deflate): frames are the same
@@ -158,7 +163,7 @@ class QuartSocket:
         """Send text frames in order, in as few socket writes as possible."""
         if self._stream is None:
             for text in texts:
-                await self._ws.send(text)
+                await self._asgi_send({"type": "websocket.send", "text": text})
             return
         rest = self.write_now(texts)
         if rest is None:  # hypercorn holds its send lock: encode now, write behind it
@@ -183,7 +188,19 @@ class QuartSocket:
             return None
 
     async def receive(self) -> str | bytes:
-        return await self._ws.receive()
+        """The next frame from the client.
+
+        Raises:
+          SocketClosed: the client (or hypercorn) closed the connection.
+        """
+        while True:
+            message = await self._receive()
+            kind = message["type"]
+            if kind == "websocket.receive":
+                text = message.get("text")
+                return text if text is not None else message.get("bytes") or b""
+            if kind == "websocket.disconnect":
+                raise SocketClosed(message.get("code", 1005))
 
     async def close(self, code: int, reason: str = "") -> None:
-        await self._ws.close(code, reason)
+        await self._asgi_send({"type": "websocket.close", "code": code, "reason": reason})

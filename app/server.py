@@ -20,6 +20,7 @@ from app import errors
 from app.limits import BodyLimit
 from app.context import PaycastApp
 from app.metrics import Metrics
+from app.realtime_endpoint import RealtimeEndpoint
 from app.tracing import TracingMiddleware, name_after_route
 from config import logs
 from config.roles import Part, parts_of
@@ -40,7 +41,7 @@ ROUTES = {
                          reconciliation.bp, refunds.bp, disputes.bp, accounts.bp, webhook_endpoints.bp, realtime.bp,
                          dashboard.bp, console_stats.bp),  # console_stats: the console's read endpoints (docs/console.md)
     Part.WEBHOOKS_IN: (webhooks.bp,),
-    Part.REALTIME: (realtime.socket_bp,),
+    # Part.REALTIME's WebSocket is served in front of Quart (app/realtime_endpoint.py, asgi_edge).
 }
 
 
@@ -103,6 +104,16 @@ def create_app(components, admin_token: str) -> PaycastApp:
     return app
 
 
+def asgi_edge(app: PaycastApp):
+    """What hypercorn serves: tracing, header and body limits, the realtime
+    WebSocket when the role serves it (:class:`app.realtime_endpoint.RealtimeEndpoint`),
+    then the Quart app."""
+    inner = app
+    if Part.REALTIME in parts_of(app.components.settings.role):
+        inner = RealtimeEndpoint(app, app.components.realtime)
+    return TracingMiddleware(BodyLimit(inner, app.config["MAX_CONTENT_LENGTH"]))
+
+
 def _request_id(given: str | None) -> str:
     """The client's ``X-Request-Id`` when it is short and printable, else a new one."""
     if given and len(given) <= 100 and given.isprintable() and given.isascii():
@@ -145,5 +156,4 @@ async def serve_http(app: Quart, host: str, port: int, shutdown: trio.Event, *, 
     config.websocket_max_message_size = 64 * 1024
     # Thousands of WebSocket clients may connect at once (default 100 drops SYNs).
     config.backlog = 2048
-    asgi = TracingMiddleware(BodyLimit(app, app.config["MAX_CONTENT_LENGTH"]))
-    await serve(asgi, config, shutdown_trigger=shutdown.wait, task_status=task_status, mode="asgi")
+    await serve(asgi_edge(app), config, shutdown_trigger=shutdown.wait, task_status=task_status, mode="asgi")

@@ -36,8 +36,16 @@ log = logging.getLogger("paycast.realtime")
 __all__ = ["Batch", "Connection", "Socket", "CLOSE_GOING_AWAY"]
 
 
+class SocketClosed(Exception):
+    """The client (or the server under it) closed the WebSocket: raised by :meth:`Socket.receive`."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(f"WebSocket closed ({code})")
+        self.code = code
+
+
 class Socket(Protocol):
-    """What the actor needs of a WebSocket (``app.realtime_socket.QuartSocket``)."""
+    """What the actor needs of a WebSocket (``app.realtime_socket.AsgiSocket``)."""
 
     async def send_many(self, texts: list[str]) -> None:
         """Send text frames in order (in one write when the server allows it)."""
@@ -54,7 +62,8 @@ class Socket(Protocol):
     async def send_raw(self, data: bytes) -> None:
         """Send bytes from :meth:`write_now` that the kernel did not take."""
 
-    async def receive(self) -> str | bytes: ...
+    async def receive(self) -> str | bytes:
+        """The next frame; raises :class:`SocketClosed` once the peer is gone."""
 
     async def close(self, code: int, reason: str = "") -> None: ...
 
@@ -180,10 +189,13 @@ class Connection:
         self._ws = ws
         self._write_now = getattr(ws, "write_now", None)
         self.delivery.start(after_seq)
+        # The writer is this task itself (renamed for /debug/tasks), the reader
+        # its one child: a task less per connection than a writer child would be.
+        trio.lowlevel.current_task().name = f"actor:connection:{self.id}"
         async with trio.open_nursery() as nursery:
             self._scope = nursery.cancel_scope
             nursery.start_soon(self._read, name=f"actor:connection:{self.id}:recv")
-            nursery.start_soon(self._write, nursery.cancel_scope, name=f"actor:connection:{self.id}")
+            await self._write(nursery.cancel_scope)
 
     async def _send(self, texts: list[str]) -> None:
         self.delivery.send_began(trio.current_time())
@@ -232,7 +244,11 @@ class Connection:
     async def _read(self) -> None:
         delivery = self.delivery
         while delivery.closing is None:
-            raw = await self._ws.receive()
+            try:
+                raw = await self._ws.receive()
+            except SocketClosed:
+                self.abort()  # the peer is gone: nothing more to write either
+                return
             decision = delivery.received(raw, trio.current_time())
             if isinstance(decision, Reply):
                 self.offer_frame(decision.frame)
