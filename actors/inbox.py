@@ -256,17 +256,15 @@ class InboxProcessor:
         return await self._payments.db.transaction(inbox.get_item, inbox_id)
 
     async def _apply(self, row: dict) -> str:
-        """Through the payment's actor when the webhook names a payment, else directly."""
+        """Through the payment's component when the webhook names a payment, else directly."""
         with observe.apply_span(row):
             status = await self._apply_untraced(row)
             observe.applied(row, status)
         return status
 
     async def _apply_untraced(self, row: dict) -> str:
-        from actors.payment_messages import ApplyWebhook
-
         if row["payment_id"]:
-            return await self._payments.ask_payment(row["payment_id"], ApplyWebhook(row["id"]))
+            return await self._payments.apply_webhook(row["payment_id"], row["id"])
         return await self._payments.db.transaction(inbox.apply, row["id"],
                                                  self._payments.settings.webhook_unmatched_grace_s)
 

@@ -142,6 +142,10 @@ class Registry(Generic[K]):
     def tell_nowait(self, key: K, message: Any) -> bool:
         return self._mailbox(key).tell_nowait(message)
 
+    def is_live(self, key: K) -> bool:
+        """Whether the actor for ``key`` is running now (it may stop at its next idle timeout)."""
+        return key in self._live
+
     def _mailbox(self, key: K) -> Mailbox:
         box = self._live.get(key)
         if box is None:

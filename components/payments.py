@@ -11,11 +11,12 @@ import trio
 
 from actors.connector_call import ConnectorCaller
 from actors.payment import PaymentActor
+from actors.payment_messages import ApplyWebhook
 from actors.runtime import Registry, supervise
 from actors.unit_writer import UnitWriter
 from components.routing import Routing
 from config import Settings
-from storage import disputes, payments, refunds
+from storage import disputes, inbox, payments, refunds
 from storage.database import Database
 
 
@@ -76,6 +77,25 @@ class Payments:
         """Ask the payment's actor and wait for its answer (bounded by ``ask_timeout_s``)."""
         assert self.registry is not None
         return await self.registry.ask(payment_id, message, self.settings.ask_timeout_s)
+
+    async def apply_webhook(self, payment_id: str, inbox_id: str) -> str:
+        """Apply a stored gateway webhook about ``payment_id`` (:func:`storage.inbox.apply`).
+
+        Through the payment's actor when one is running here (it may be in
+        the middle of a confirm or capture of that payment); otherwise
+        directly, without starting one: an actor started for one webhook would
+        only idle for ``actor_idle_s``, thousands of them at a high webhook
+        rate, all of it for the garbage collector to walk. Either way is exactly
+        once: the apply's statements are guarded, as they must be against
+        other processes.
+
+        Returns:
+          The inbox row's status after the apply (see :func:`storage.inbox.apply`).
+        """
+        assert self.registry is not None
+        if self.registry.is_live(payment_id):
+            return await self.ask_payment(payment_id, ApplyWebhook(inbox_id))
+        return await self.db.transaction(inbox.apply, inbox_id, self.settings.webhook_unmatched_grace_s)
 
     def tell_payment(self, payment_id: str, message: object) -> bool:
         """Hand ``message`` to the payment's actor without waiting for it."""

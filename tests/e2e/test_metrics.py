@@ -73,6 +73,10 @@ async def test_every_family_moves_after_a_mixed_run(metrics_server):
                 with trio.fail_after(15):
                     while (await api.get(f"/v1/payments/{upi['id']}")).json()["status"] != "succeeded":
                         await trio.sleep(0.05)
+                # The merchant's endpoint must still be listening while its deliveries go out.
+                with trio.fail_after(15):
+                    while value(scrape(server), "paycast_webhook_deliveries", status="succeeded") < 6:
+                        await trio.sleep(0.1)
 
     # A forged webhook and one for a payment nobody knows (kept as unmatched).
     with server.client() as anon:
