@@ -13,6 +13,7 @@ reading the database.
 
 from __future__ import annotations
 
+import functools
 import secrets as _secrets
 from collections.abc import Iterable
 
@@ -112,21 +113,27 @@ class EventsProjection:
         )
         args = [append.merchant_id, clients, counts, m_clients, m_back, m_events, m_topics, iso(append.now)]
         # The unit of work's trace (current here): the push to WebSockets joins it.
-        traceparent = tracing.current_traceparent()
-
-        async def committed(conn: asyncpg.Connection, last_seqs: dict | None, rendered: list[dict]) -> None:
-            if not last_seqs:
-                return
-            forms = dict(zip(append.ids, rendered))
-            for client_id, items in by_client.items():
-                last = last_seqs[client_id]
-                messages = [Message(last - len(items) + 1 + k, topic, None,
-                                    event_frame(last - len(items) + 1 + k, topic, forms[event_id]))
-                            for k, (event_id, topic) in enumerate(items)]
-                await _notify(conn, append.merchant_id, client_id, messages, traceparent)
-
+        # A partial of plain data, not a closure over ``append``: that would make
+        # append → planned → closure → append a reference cycle, garbage for
+        # the cycle collector on every event-appending statement.
+        committed = functools.partial(_notify_committed, append.merchant_id, append.ids, by_client,
+                                      tracing.current_traceparent())
         return event_log.Planned(sql, args, "(SELECT jsonb_object_agg(client_id, last_seq) FROM rt_clients)",
                                  committed)
+
+
+async def _notify_committed(merchant_id: str, event_ids: list[str], by_client: dict[str, list[tuple[str, str]]],
+                            traceparent: str | None, conn: asyncpg.Connection, last_seqs: dict | None,
+                            rendered: list[dict]) -> None:
+    """After the statement: each client's new messages, rendered, to its listeners (after commit)."""
+    if not last_seqs:
+        return
+    forms = dict(zip(event_ids, rendered))
+    for client_id, items in by_client.items():
+        first = last_seqs[client_id] - len(items) + 1
+        messages = [Message(first + k, topic, None, event_frame(first + k, topic, forms[event_id]))
+                    for k, (event_id, topic) in enumerate(items)]
+        await _notify(conn, merchant_id, client_id, messages, traceparent)
 
 
 async def _notify(conn: asyncpg.Connection, merchant_id: str, client_id: str, messages: list[Message],
