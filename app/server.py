@@ -21,11 +21,12 @@ from app.limits import BodyLimit
 from app.context import PaycastApp
 from app.metrics import Metrics
 from app.realtime_endpoint import RealtimeEndpoint
+from app.webhooks_endpoint import WebhooksEndpoint
 from app.tracing import TracingMiddleware, name_after_route
 from config import logs
 from config.roles import Part, parts_of
 from domain.errors import InvalidRequest
-from domain.ids import new_id
+from domain.ids import request_id
 from app.routes import admin_inbox
 from app.routes import (accounts, admin, connectors, dashboard, disputes, events, ops, orders, payments, realtime,
                         reconciliation, refunds, webhook_endpoints, webhooks)
@@ -73,7 +74,7 @@ def create_app(components, admin_token: str) -> PaycastApp:
     @app.before_request
     async def _start_request() -> None:
         g.started = time.perf_counter()
-        g.request_id = _request_id(request.headers.get("X-Request-Id"))
+        g.request_id = request_id(request.headers.get("X-Request-Id"))
         logs.request_id.set(g.request_id)
         log.debug("start %s %s", request.method, request.path)
         logs.merchant_id.set(None)
@@ -105,20 +106,17 @@ def create_app(components, admin_token: str) -> PaycastApp:
 
 
 def asgi_edge(app: PaycastApp):
-    """What hypercorn serves: tracing, header and body limits, the realtime
-    WebSocket when the role serves it (:class:`app.realtime_endpoint.RealtimeEndpoint`),
-    then the Quart app."""
+    """What hypercorn serves: tracing, header and body limits, then the
+    busiest machine-facing surfaces of the role at the ASGI level (the realtime
+    WebSocket, :class:`app.realtime_endpoint.RealtimeEndpoint`; gateway
+    webhooks, :class:`app.webhooks_endpoint.WebhooksEndpoint`), then Quart."""
     inner = app
-    if Part.REALTIME in parts_of(app.components.settings.role):
-        inner = RealtimeEndpoint(app, app.components.realtime)
+    parts = parts_of(app.components.settings.role)
+    if Part.WEBHOOKS_IN in parts:
+        inner = WebhooksEndpoint(inner, app.components, app.config["METRICS"], app.config["MAX_CONTENT_LENGTH"])
+    if Part.REALTIME in parts:
+        inner = RealtimeEndpoint(inner, app.components.realtime)
     return TracingMiddleware(BodyLimit(inner, app.config["MAX_CONTENT_LENGTH"]))
-
-
-def _request_id(given: str | None) -> str:
-    """The client's ``X-Request-Id`` when it is short and printable, else a new one."""
-    if given and len(given) <= 100 and given.isprintable() and given.isascii():
-        return given
-    return new_id("req")
 
 
 async def serve_http(app: Quart, host: str, port: int, shutdown: trio.Event, *, graceful_timeout: float,

@@ -65,3 +65,10 @@ def new_id(prefix: str) -> str:
 def has_prefix(value: str, prefix: str) -> bool:
     """True if ``value`` looks like an id with ``prefix`` (cheap shape check)."""
     return value.startswith(prefix + "_") and 0 < len(value) - len(prefix) - 1 <= 64
+
+
+def request_id(given: str | None) -> str:
+    """A request's id: the client's ``X-Request-Id`` when it is short and printable, else a new one."""
+    if given and len(given) <= 100 and given.isprintable() and given.isascii():
+        return given
+    return new_id("req")
