@@ -46,6 +46,8 @@ class RealtimeEndpoint:
         self.gateway = gateway
 
     async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["path"] == PATH:
+            return await _not_a_websocket(send)
         if scope["type"] != "websocket" or scope["path"] != PATH:
             return await self.app(scope, receive, send)
         if (await receive())["type"] != "websocket.connect":
@@ -69,6 +71,15 @@ class RealtimeEndpoint:
             self.gateway.forget(conn)
             raise
         await self.gateway.serve(conn, AsgiSocket(receive, send), after_seq)
+
+
+async def _not_a_websocket(send) -> None:
+    """A plain HTTP request to the WebSocket's URL: 400, as werkzeug's WebSocket-only rule answered."""
+    body = orjson.dumps(InvalidRequest("This URL is a WebSocket: connect with an Upgrade: websocket "
+                                       "request (GET /v1/realtime?token=...).").to_dict())
+    await send({"type": "http.response.start", "status": 400,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _refuse(scope, send, exc: PaycastError) -> None:

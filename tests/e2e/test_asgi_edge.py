@@ -1,5 +1,6 @@
-"""``POST /webhooks/{connector}`` at the HTTP edge (app/webhooks_endpoint.py, served in
-front of Quart): the same request contract as every other route."""
+"""The surfaces served at the ASGI level in front of Quart (app/server.py ``asgi_edge``):
+``POST /webhooks/{connector}`` (app/webhooks_endpoint.py) keeps the request contract of
+every other route; ``/v1/realtime`` (app/realtime_endpoint.py) answers plain HTTP with a 400."""
 
 from __future__ import annotations
 
@@ -62,3 +63,9 @@ def test_nul_in_the_url_is_a_400(server):
     with server.client() as anon:
         r = anon.post("/webhooks/mockstripe?x=%00", content=b"{}")
         assert r.status_code == 400 and "NUL" in r.json()["error"]["message"]
+
+
+def test_a_plain_http_request_to_the_websocket_url_is_a_400(server):
+    with server.client() as anon:
+        r = anon.get("/v1/realtime", params={"token": "x"})
+        assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error", r.text
