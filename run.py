@@ -119,6 +119,7 @@ async def _close_websockets_on(shutdown: trio.Event, components) -> None:
 async def serve_main(settings, dsn: str, admin_token: str, pg=None) -> None:
     from components import build_components
     from app.server import create_app, serve_http
+    from telemetry import metrics
 
     db = await open_database(settings, dsn)
     try:
@@ -142,6 +143,7 @@ async def serve_main(settings, dsn: str, admin_token: str, pg=None) -> None:
                 root.cancel_scope.cancel()  # HTTP drained: stop the actors too
 
             binds = await root.start(http, name="http")
+            metrics.observe_gc_pauses()  # first: the start-up collection below is the first one timed
             if settings.gc_tuning:
                 tune_gc()
             components.set_base_url(binds[0])

@@ -59,9 +59,34 @@ DB_UNITS = Histogram(
     ["unit", "outcome"], registry=REGISTRY, buckets=_FAST)
 REALTIME_MESSAGES = Counter(
     "paycast_realtime_messages_sent_total", "Realtime frames written to WebSocket clients", registry=REGISTRY)
+GC_PAUSES = Histogram(
+    "paycast_gc_pause_seconds", "Cycle-collector pauses of this process by generation (the loop stops meanwhile)",
+    ["generation"], registry=REGISTRY, buckets=_FAST)
 MAILBOX_HIGH_WATER = Gauge(
     "paycast_actor_mailbox_high_water", "Deepest actor inbox seen since the process started, by actor kind",
     ["kind"], registry=REGISTRY)
+
+
+def observe_gc_pauses() -> None:
+    """Time every cycle collection into :data:`GC_PAUSES` (once per process).
+
+    Collector pauses stop every task and thread of the process at once; under
+    load they set the realtime latency's tail (bench/RESULTS.md), so an
+    operator sees them next to the latencies they explain.
+    """
+    import gc
+    import time
+
+    started: list[float] = []
+
+    def callback(phase: str, info: dict) -> None:
+        if phase == "start":
+            started[:] = [time.perf_counter()]
+        elif started:
+            GC_PAUSES.labels(str(info["generation"])).observe(time.perf_counter() - started[0])
+
+    if not any(getattr(cb, "__qualname__", "") == callback.__qualname__ for cb in gc.callbacks):
+        gc.callbacks.append(callback)
 
 
 @dataclass(frozen=True)

@@ -132,6 +132,8 @@ async def test_every_family_moves_after_a_mixed_run(metrics_server):
     assert value(m, "paycast_db_unit_seconds_count", unit="payments.create_and_begin", outcome="ok") >= 1
     assert value(m, "paycast_db_unit_seconds_count", unit="inbox.apply", outcome="ok") >= 1
     assert value(m, "paycast_database_up") == 1
+    # Collector pauses are timed (at least the full collection at start-up).
+    assert value(m, "paycast_gc_pause_seconds_count") >= 1
     # Actors: the deepest mailbox seen (the run sent messages to payment actors).
     assert value(m, "paycast_actor_mailbox_high_water", kind="payment") >= 1
     # Breakers and stuck payments are exposed.
