@@ -114,8 +114,9 @@ class Append:
                 self.args.extend(planned.args)
                 self.planned.append(planned)
         self.sql = sql
-        # Appended to the caller's final SELECT list: the projections' outputs, in order.
-        self.outputs = "".join(f", {planned.output} AS projected_{k}" for k, planned in enumerate(self.planned))
+        # For the caller's final SELECT list: the first event's seq, then the projections' outputs.
+        self.columns = "(SELECT min(seq) FROM ev) AS first_seq" + "".join(
+            f", {planned.output} AS projected_{k}" for k, planned in enumerate(self.planned))
 
     def rendered(self, first_seq: int) -> list[dict]:
         """The events' API forms, once the statement returned the first seq."""
@@ -123,17 +124,16 @@ class Append:
                               "data": e.snapshot})
                 for k, (i, e) in enumerate(zip(self.ids, self.events))]
 
-    async def committed(self, conn: asyncpg.Connection, row: Mapping, first_seq: int) -> list[dict]:
+    async def committed(self, conn: asyncpg.Connection, row: Mapping) -> list[dict]:
         """After the statement wrote the events: give each projection its output.
 
         Args:
-          row: the statement's result row (with the ``projected_<k>`` columns of :attr:`outputs`).
-          first_seq: the first event's seq.
+          row: the statement's result row (with the columns of :attr:`columns`).
 
         Returns:
           The events' API forms.
         """
-        rendered = self.rendered(first_seq)
+        rendered = self.rendered(row["first_seq"])
         for k, planned in enumerate(self.planned):
             await planned.committed(conn, row[f"projected_{k}"], rendered)
         return rendered
@@ -152,9 +152,8 @@ async def append_all(conn: asyncpg.Connection, merchant_id: str, events: list[Ne
     if not events:
         return []
     append = Append(merchant_id, events, dt.datetime.now(dt.timezone.utc), 1)
-    row = await conn.fetchrow(f"WITH {append.sql} SELECT (SELECT min(seq) FROM ev) AS seq{append.outputs}",
-                              *append.args)
-    return await append.committed(conn, row, row["seq"])
+    row = await conn.fetchrow(f"WITH {append.sql} SELECT {append.columns}", *append.args)
+    return await append.committed(conn, row)
 
 
 async def get(conn: asyncpg.Connection, merchant_id: str, event_id: str) -> dict | None:

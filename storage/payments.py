@@ -177,10 +177,10 @@ async def _write(conn: asyncpg.Connection, head: str, args: list, row: Mapping, 
         return True
     append = event_log.Append(row["merchant_id"], events, now, len(args) + 1, guard="upd")
     result = await conn.fetchrow(f"WITH {head}, {append.sql} SELECT (SELECT count(*) FROM upd) AS changed,"
-                                 f" (SELECT min(seq) FROM ev) AS seq{append.outputs}", *args, *append.args)
+                                 f" {append.columns}", *args, *append.args)
     if not result["changed"]:
         return False
-    await append.committed(conn, result, result["seq"])
+    await append.committed(conn, result)
     return True
 
 
