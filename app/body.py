@@ -24,6 +24,22 @@ def json_response(body: object, status: int = 200, headers: dict | None = None) 
                     content_type="application/json")
 
 
+async def send_json(send, status: int, body: bytes, headers: tuple[tuple[bytes, bytes], ...] | list = (), *,
+                    kind: str = "http") -> None:
+    """A whole JSON response through an ASGI ``send``, for the edges served in front of Quart.
+
+    Args:
+      body: the encoded JSON.
+      headers: more headers, after ``content-type`` and ``content-length``.
+      kind: ``http``, or ``websocket.http`` to answer a WebSocket handshake
+        (the ``websocket.http.response`` extension).
+    """
+    await send({"type": f"{kind}.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *headers]})
+    await send({"type": f"{kind}.response.body", "body": body})
+
+
 def _depth(value: object, limit: int) -> bool:
     """True if ``value`` nests no deeper than ``limit`` (iterative: no recursion to blow)."""
     stack = [(value, 1)]

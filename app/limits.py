@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 
+from app.body import send_json
+
 # Request headers beyond these are refused with 431: no client of this API
 # needs more, and every header is parsed and kept for the whole request.
 MAX_HEADER_BYTES = 32 * 1024
@@ -34,10 +36,7 @@ def _declared_length(scope) -> int | None:
 
 
 async def _refuse(send, status: int, body: bytes) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"connection", b"close"),
-                            (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
+    await send_json(send, status, body, [(b"connection", b"close")])
 
 
 class BodyLimit:

@@ -24,6 +24,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
+from app.body import send_json
 from app.errors import status_of
 from app.realtime_socket import AsgiSocket
 from domain.errors import InternalError, InvalidRequest, PaycastError
@@ -77,9 +78,7 @@ async def _not_a_websocket(send) -> None:
     """A plain HTTP request to the WebSocket's URL: 400, as werkzeug's WebSocket-only rule answered."""
     body = orjson.dumps(InvalidRequest("This URL is a WebSocket: connect with an Upgrade: websocket "
                                        "request (GET /v1/realtime?token=...).").to_dict())
-    await send({"type": "http.response.start", "status": 400,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
+    await send_json(send, 400, body)
 
 
 async def _refuse(scope, send, exc: PaycastError) -> None:
@@ -87,7 +86,4 @@ async def _refuse(scope, send, exc: PaycastError) -> None:
     if "websocket.http.response" not in scope.get("extensions", {}):
         await send({"type": "websocket.close", "code": 1008})
         return
-    body = orjson.dumps(exc.to_dict())
-    await send({"type": "websocket.http.response.start", "status": status_of(exc),
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-    await send({"type": "websocket.http.response.body", "body": body})
+    await send_json(send, status_of(exc), orjson.dumps(exc.to_dict()), kind="websocket.http")

@@ -21,6 +21,7 @@ from urllib.parse import unquote_to_bytes
 import orjson
 import trio
 
+from app.body import send_json
 from app.errors import status_of
 from app.routes.webhooks import ingest
 from app.tracing import name_after_route
@@ -90,12 +91,7 @@ class WebhooksEndpoint:
             log.exception("unhandled error")
             exc = InternalError("Something went wrong on our side; it has been logged.")
             status, body = status_of(exc), exc.to_dict()
-        payload = orjson.dumps(body)
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(payload)).encode()),
-                                (b"request-id", request_id.encode())]})
-        await send({"type": "http.response.body", "body": payload})
+        await send_json(send, status, orjson.dumps(body), [(b"request-id", request_id.encode())])
         self.metrics.requests.labels("POST", ROUTE, str(status)).inc()
         self.metrics.latency.labels("POST", ROUTE).observe(time.perf_counter() - started)
 
