@@ -142,7 +142,7 @@ class Hub:
                 await self.route(payloads)
             if self._resync:
                 self._resync = False
-                await self._do_resync(list(self._by_client), immediate=True)
+                await self._resync_all(immediate=True)
             if payloads:
                 await trio.sleep(BATCH_WINDOW_S)
 
@@ -152,10 +152,15 @@ class Hub:
         task_status.started()
         while True:
             await trio.sleep(RESYNC_EVERY_S)
-            keys = list(self._by_client)
-            self.resyncs += 1
-            for start in range(0, len(keys), RESYNC_CHUNK):
-                await self._do_resync(keys[start:start + RESYNC_CHUNK], immediate=False)
+            await self._resync_all(immediate=False)
+
+    async def _resync_all(self, *, immediate: bool) -> None:
+        """Every local client through :meth:`_do_resync`, RESYNC_CHUNK clients per query."""
+        keys = list(self._by_client)
+        self.resyncs += 1
+        for start in range(0, len(keys), RESYNC_CHUNK):
+            if not await self._do_resync(keys[start:start + RESYNC_CHUNK], immediate=immediate):
+                return  # the database is unreachable: the next pass tries again
 
     async def route(self, payloads: list[str]) -> None:
         """Offer the messages of ``payloads`` to the local connections of their clients."""
@@ -218,7 +223,7 @@ class Hub:
                             log.exception("offering to realtime connection %s failed", conn.id)
                             conn.catch_up()
 
-    async def _do_resync(self, keys: list[tuple[str, str]], *, immediate: bool) -> None:
+    async def _do_resync(self, keys: list[tuple[str, str]], *, immediate: bool) -> bool:
         """Compare the cursors of ``keys``' connections with their latest seq; lagging ones re-read.
 
         Args:
@@ -226,9 +231,13 @@ class Hub:
             an overflow). Otherwise (the periodic check) only with the latest
             seq of the previous check: a message committed a moment ago may
             simply be on its way, one committed a whole period ago is lost.
+
+        Returns:
+          False if the database could not be read (when ``immediate``, every
+          connection was told to catch up instead).
         """
         if not keys:
-            return
+            return True
         try:
             latest = await self._db.transaction(store.last_seqs, keys)
         except Unavailable:
@@ -236,7 +245,7 @@ class Hub:
                 log.warning("realtime resync could not read the database; every connection catches up")
                 for conn in list(self.connections.values()):
                     conn.catch_up()
-            return
+            return False
         previous = self._previous_latest
         for key in keys:
             seq = latest.get(key, 0)
@@ -245,6 +254,7 @@ class Hub:
             for conn in self._by_client.get(key, ()):
                 if conn.cursor < against:
                     conn.catch_up()
+        return True
 
     # ------------------------------------------------------------ heartbeat
 
