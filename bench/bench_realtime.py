@@ -574,17 +574,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--note", default="", help="one line saved with the results")
     args = parser.parse_args(argv)
 
+    from bench.common import parse_server_env
     from tests.support import ADMIN_TOKEN, ServerProcess, db_fetch
 
     # The latency run leaves its payments processing until their webhook comes;
     # a payment reconciler waking up for them mid-run (their 60 s deadline)
     # would be measured instead of the webhook path (as in bench_compare.py).
-    server_env = {"PAYCAST_LOG_LEVEL": "WARNING", "PAYCAST_PROCESSING_DEADLINE_S": "3600"}
-    for item in args.server_env:
-        name, sep, value = item.partition("=")
-        if not sep or not name.startswith("PAYCAST_"):
-            parser.error(f"--server-env wants PAYCAST_X=VALUE, got {item!r}")
-        server_env[name] = value
+    server_env = {"PAYCAST_LOG_LEVEL": "WARNING", "PAYCAST_PROCESSING_DEADLINE_S": "3600",
+                  **parse_server_env(parser, args.server_env)}
     limits = raise_nofile()
     needed = args.hold + 200
     if limits[0] < needed:
