@@ -32,7 +32,8 @@ class Projection(Protocol):
 
         Args:
           append: the events being appended; its CTE ``ev`` returns ``id, seq,
-            type, data`` of each inserted event (nothing when its guard failed).
+            type`` of each inserted event (nothing when its guard failed), and
+            ``data`` too once a projection has planned CTEs.
           first_param: the number of the first ``$n`` the CTEs may use.
         """
 
@@ -86,21 +87,6 @@ class Append:
                  guard: str | None = None) -> None:
         self.merchant_id, self.events, self.now = merchant_id, events, now
         self.ids = [new_id("evt") for _ in events]
-        p = [f"${first_param + i}" for i in range(9)]
-        m, n, ids, types, objects, customers, data, created, traces = p
-        where = f" AND EXISTS (SELECT 1 FROM {guard})" if guard else ""
-        sql = (
-            f"bump AS (UPDATE merchants SET event_seq = event_seq + {n}::int WHERE id = {m}::text{where}"
-            " RETURNING event_seq),"
-            f" ev AS (INSERT INTO events (id, merchant_id, seq, type, object_id, customer_id, data, created_at,"
-            f" traceparent)"
-            f" SELECT e.id, {m}::text, bump.event_seq - {n}::int + e.ord, e.type, e.object_id, e.customer_id, e.data,"
-            f" {created}::timestamptz, e.traceparent FROM bump, unnest({ids}::text[], {types}::text[],"
-            f" {objects}::text[], {customers}::text[], {data}::jsonb[], {traces}::text[])"
-            " WITH ORDINALITY AS e(id, type, object_id, customer_id, data, traceparent, ord)"
-            " RETURNING id, seq, type, data), "
-            + webhook_deliveries.projection_cte("ev", first_param + 9)
-        )
         # The unit of work's span is current here (the loop thread runs in the caller's context).
         here = tracing.current_traceparent()
         self.args = [merchant_id, len(events), self.ids, [e.type for e in events], [e.object_id for e in events],
@@ -110,10 +96,26 @@ class Append:
         for projection in PROJECTIONS:
             planned = projection.plan(self, first_param + len(self.args))
             if planned is not None:
-                sql += ", " + planned.sql
                 self.args.extend(planned.args)
                 self.planned.append(planned)
-        self.sql = sql
+        p = [f"${first_param + i}" for i in range(9)]
+        m, n, ids, types, objects, customers, data, created, traces = p
+        where = f" AND EXISTS (SELECT 1 FROM {guard})" if guard else ""
+        # The events' data goes back into the statement only for a projection that reads it.
+        returning = "id, seq, type, data" if self.planned else "id, seq, type"
+        self.sql = (
+            f"bump AS (UPDATE merchants SET event_seq = event_seq + {n}::int WHERE id = {m}::text{where}"
+            " RETURNING event_seq),"
+            f" ev AS (INSERT INTO events (id, merchant_id, seq, type, object_id, customer_id, data, created_at,"
+            f" traceparent)"
+            f" SELECT e.id, {m}::text, bump.event_seq - {n}::int + e.ord, e.type, e.object_id, e.customer_id, e.data,"
+            f" {created}::timestamptz, e.traceparent FROM bump, unnest({ids}::text[], {types}::text[],"
+            f" {objects}::text[], {customers}::text[], {data}::jsonb[], {traces}::text[])"
+            " WITH ORDINALITY AS e(id, type, object_id, customer_id, data, traceparent, ord)"
+            f" RETURNING {returning}), "
+            + webhook_deliveries.projection_cte("ev", first_param + 9)
+            + "".join(", " + planned.sql for planned in self.planned)
+        )
         # For the caller's final SELECT list: the first event's seq, then the projections' outputs.
         self.columns = "(SELECT min(seq) FROM ev) AS first_seq" + "".join(
             f", {planned.output} AS projected_{k}" for k, planned in enumerate(self.planned))
