@@ -72,5 +72,10 @@ def register(app: Quart) -> None:
         return _internal()
 
 
+def internal_error() -> InternalError:
+    """The 500 every edge answers for a bug (its traceback goes to the log, never to the client)."""
+    return InternalError("Something went wrong on our side; it has been logged.")
+
+
 def _internal() -> Response:
-    return error_response(InternalError("Something went wrong on our side; it has been logged."))
+    return error_response(internal_error())

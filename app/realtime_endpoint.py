@@ -25,9 +25,9 @@ from urllib.parse import parse_qs
 import orjson
 
 from app.body import send_json
-from app.errors import status_of
+from app.errors import internal_error, status_of
 from app.realtime_socket import AsgiSocket
-from domain.errors import InternalError, InvalidRequest, PaycastError
+from domain.errors import InvalidRequest, PaycastError
 
 log = logging.getLogger("paycast.realtime")
 PATH = "/v1/realtime"
@@ -65,7 +65,7 @@ class RealtimeEndpoint:
             return await _refuse(scope, send, exc)
         except Exception:  # noqa: BLE001 - a bug refuses this handshake, not the server
             log.exception("realtime handshake failed")
-            return await _refuse(scope, send, InternalError("Something went wrong on our side; it has been logged."))
+            return await _refuse(scope, send, internal_error())
         try:
             await send({"type": "websocket.accept"})
         except BaseException:

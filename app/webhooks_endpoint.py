@@ -22,11 +22,11 @@ import orjson
 import trio
 
 from app.body import send_json
-from app.errors import status_of
+from app.errors import internal_error, status_of
 from app.routes.webhooks import ingest
 from app.tracing import name_after_route
 from config import logs
-from domain.errors import BodyTooLarge, InternalError, InvalidRequest, PaycastError
+from domain.errors import BodyTooLarge, InvalidRequest, PaycastError
 from domain.ids import request_id as new_request_id
 
 log = logging.getLogger("paycast.http")
@@ -89,7 +89,7 @@ class WebhooksEndpoint:
             status, body = status_of(exc), exc.to_dict()
         except Exception:  # noqa: BLE001 - one request's bug is a 500, never a dropped connection
             log.exception("unhandled error")
-            exc = InternalError("Something went wrong on our side; it has been logged.")
+            exc = internal_error()
             status, body = status_of(exc), exc.to_dict()
         await send_json(send, status, orjson.dumps(body), [(b"request-id", request_id.encode())])
         self.metrics.requests.labels("POST", ROUTE, str(status)).inc()
