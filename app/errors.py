@@ -53,7 +53,7 @@ def register(app: Quart) -> None:
     async def _http(exc: HTTPException) -> Response:
         code = exc.code or 500
         if code == 413:
-            return error_response(BodyTooLarge("The request body is larger than 1 MiB."))
+            return error_response(body_too_large())
         if code == 404:
             return error_response(NotFound("Unrecognized request URL. See /openapi.json for valid routes."))
         if code == 405:
@@ -70,6 +70,11 @@ def register(app: Quart) -> None:
     async def _any(exc: Exception) -> Response:
         log.exception("unhandled error")
         return _internal()
+
+
+def body_too_large() -> BodyTooLarge:
+    """The 413 of a body over ``PAYCAST_MAX_BODY_BYTES``, wherever it is found too large."""
+    return BodyTooLarge("The request body is larger than 1 MiB.")
 
 
 def internal_error() -> InternalError:

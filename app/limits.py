@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 
 from app.body import send_json
+from app.errors import body_too_large
 
 # Request headers beyond these are refused with 431: no client of this API
 # needs more, and every header is parsed and kept for the whole request.
@@ -21,8 +22,7 @@ _HEADERS_BODY = json.dumps({"error": {"type": "invalid_request_error", "code": "
                                       "message": "The request headers are too large.", "param": None}}).encode()
 # Beyond this much we stop being polite and let the connection close.
 _DRAIN_CAP = 64 * 1024 * 1024
-_BODY = json.dumps({"error": {"type": "invalid_request_error", "code": "body_too_large",
-                              "message": "The request body is larger than 1 MiB.", "param": None}}).encode()
+_BODY = json.dumps(body_too_large().to_dict()).encode()
 
 
 def _declared_length(scope) -> int | None:

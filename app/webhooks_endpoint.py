@@ -22,11 +22,11 @@ import orjson
 import trio
 
 from app.body import send_json
-from app.errors import internal_error, status_of
+from app.errors import body_too_large, internal_error, status_of
 from app.routes.webhooks import ingest
 from app.tracing import name_after_route
 from config import logs
-from domain.errors import BodyTooLarge, InvalidRequest, PaycastError
+from domain.errors import InvalidRequest, PaycastError
 from domain.ids import request_id as new_request_id
 
 log = logging.getLogger("paycast.http")
@@ -112,7 +112,7 @@ class WebhooksEndpoint:
                 chunk = message.get("body", b"")
                 size += len(chunk)
                 if size > self.max_body:
-                    raise BodyTooLarge("The request body is larger than 1 MiB.")
+                    raise body_too_large()
                 chunks.append(chunk)
                 if not message.get("more_body", False):
                     break
