@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import logging
 import os
@@ -87,19 +86,6 @@ async def open_database(settings, dsn: str):
     return db
 
 
-def tune_gc() -> None:
-    """Move start-up objects out of the collector's sight and collect less often.
-
-    Full collections walk every tracked object; with thousands of connections
-    and actors they showed up as 70-360 ms pauses in the realtime latency run.
-    Freezing the start-up heap and a larger young-generation threshold make
-    them rarer and shorter; the memory cost is a few more young objects alive.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(10_000, 20, 50)
-
-
 async def _watch_signals(shutdown: trio.Event, root: trio.CancelScope) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
@@ -117,6 +103,7 @@ async def _close_websockets_on(shutdown: trio.Event, components) -> None:
 
 
 async def serve_main(settings, dsn: str, admin_token: str, pg=None) -> None:
+    from actors import collector
     from components import build_components
     from app.server import create_app, serve_http
     from telemetry import metrics
@@ -145,7 +132,8 @@ async def serve_main(settings, dsn: str, admin_token: str, pg=None) -> None:
             binds = await root.start(http, name="http")
             metrics.observe_gc_pauses()  # first: the start-up collection below is the first one timed
             if settings.gc_tuning:
-                tune_gc()
+                collector.tune()
+                await root.start(collector.collect_young, name="actor:gc-young")
             components.set_base_url(binds[0])
             print(json.dumps({"event": "listening", "url": binds[0], "role": str(settings.role),
                               "admin_token_set": bool(settings.admin_token)}), flush=True)

@@ -263,8 +263,10 @@ class InboxProcessor:
         return status
 
     async def _apply_untraced(self, row: dict) -> str:
+        # What the insert read comes with the row once: a later try of the row reads afresh.
+        seen = row.pop("seen", None)
         if row["payment_id"]:
-            return await self._payments.apply_webhook(row["payment_id"], row["id"])
+            return await self._payments.apply_webhook(row["payment_id"], row["id"], seen)
         return await self._payments.db.transaction(inbox.apply, row["id"],
                                                  self._payments.settings.webhook_unmatched_grace_s)
 

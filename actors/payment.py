@@ -74,7 +74,7 @@ class PaymentActor:
     @handles(ApplyWebhook)
     async def _apply_webhook(self, payment_id: str, msg: ApplyWebhook) -> dict:
         return await self.payments.db.transaction(inbox.apply, msg.inbox_id,
-                                                self.payments.settings.webhook_unmatched_grace_s)
+                                                self.payments.settings.webhook_unmatched_grace_s, msg.seen)
 
     @handles(Refund)
     async def _refund(self, payment_id: str, msg: Refund) -> dict:

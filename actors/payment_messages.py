@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from storage.inbox import Seen
 from storage.payments import Begun
 
 
@@ -30,6 +31,7 @@ class ApplyWebhook:
     """Apply one stored gateway webhook (from the inbox) to this payment."""
 
     inbox_id: str
+    seen: Seen | None = None  # what the insert read for the apply, if it did
 
 
 @dataclass(frozen=True)

@@ -78,7 +78,7 @@ class Payments:
         assert self.registry is not None
         return await self.registry.ask(payment_id, message, self.settings.ask_timeout_s)
 
-    async def apply_webhook(self, payment_id: str, inbox_id: str) -> str:
+    async def apply_webhook(self, payment_id: str, inbox_id: str, seen: inbox.Seen | None = None) -> str:
         """Apply a stored gateway webhook about ``payment_id`` (:func:`storage.inbox.apply`).
 
         Through the payment's actor when one is running here (it may be in
@@ -89,13 +89,16 @@ class Payments:
         once: the apply's statements are guarded, as they must be against
         other processes.
 
+        Args:
+          seen: what the insert that stored the row read for its apply, if it did.
+
         Returns:
           The inbox row's status after the apply (see :func:`storage.inbox.apply`).
         """
         assert self.registry is not None
         if self.registry.is_live(payment_id):
-            return await self.ask_payment(payment_id, ApplyWebhook(inbox_id))
-        return await self.db.transaction(inbox.apply, inbox_id, self.settings.webhook_unmatched_grace_s)
+            return await self.ask_payment(payment_id, ApplyWebhook(inbox_id, seen))
+        return await self.db.transaction(inbox.apply, inbox_id, self.settings.webhook_unmatched_grace_s, seen)
 
     def tell_payment(self, payment_id: str, message: object) -> bool:
         """Hand ``message`` to the payment's actor without waiting for it."""

@@ -128,9 +128,9 @@ class Settings(BaseSettings):
     partitions_ahead: int = Field(3, ge=1, le=60)
     partition_maintenance_s: float = Field(3600.0, gt=0)
 
-    # Garbage collector: freeze what start-up allocated and collect the young
-    # generation less often, so full collections (which walk every live object,
-    # e.g. every WebSocket's state) are rarer pauses. See bench/RESULTS.md.
+    # Garbage collector: freeze what start-up allocated, collect by count less
+    # often, and collect the young generation every 100 ms (actors/collector.py),
+    # so no collection is a long pause. See bench/RESULTS.md.
     gc_tuning: bool = True
     trace_tasks: bool = False
     # OpenTelemetry: none (no SDK; an incoming traceparent still passes through),

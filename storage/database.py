@@ -236,7 +236,7 @@ class Database:
             raise Unavailable("The database is not open.")
 
         async def unit() -> T:
-            async with pool.acquire(timeout=self._connect_timeout_s) as conn:
+            async with asyncio.timeout(self._uow_timeout_s), pool.acquire(timeout=self._connect_timeout_s) as conn:
                 raw = getattr(conn, "_con", conn)  # the pool hands out a proxy
                 before, started = raw.round_trips, time.perf_counter()
                 try:
@@ -261,7 +261,7 @@ class Database:
                     self._record(unit_name(fn), raw.round_trips - before, time.perf_counter() - started)
 
         try:
-            return await self._thread.run(asyncio.wait_for(unit(), self._uow_timeout_s))
+            return await self._thread.run(unit())
         except _UNAVAILABLE as exc:
             log.warning("database unavailable: %s: %s", type(exc).__name__, exc)
             raise Unavailable("The database is unavailable; retry shortly.") from exc
@@ -303,7 +303,7 @@ class Database:
             raise Unavailable("The database is not open.")
 
         async def run_batch() -> list[object] | None:
-            async with pool.acquire(timeout=self._connect_timeout_s) as conn:
+            async with asyncio.timeout(self._uow_timeout_s * 2), pool.acquire(timeout=self._connect_timeout_s) as conn:
                 raw = getattr(conn, "_con", conn)
                 results: list[object] = []
                 before, item_trips, batch_started = raw.round_trips, 0, time.perf_counter()
@@ -335,7 +335,7 @@ class Database:
                 return results
 
         try:
-            results = await self._thread.run(asyncio.wait_for(run_batch(), self._uow_timeout_s * 2))
+            results = await self._thread.run(run_batch())
         except _UNAVAILABLE as exc:
             log.warning("database unavailable: %s: %s", type(exc).__name__, exc)
             raise Unavailable("The database is unavailable; retry shortly.") from exc

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import asyncpg
 
@@ -37,12 +38,24 @@ INSERT_SQL = (
     " $7::text[], $8::text[], $9::text[])"
     " AS u(id, connector, event_id, kind, connector_txn_id, payment_id, object_id, raw_body, traceparent)),"
     " fresh AS (INSERT INTO webhook_inbox_keys (connector, event_id, inbox_id)"
-    " SELECT connector, event_id, id FROM incoming ON CONFLICT (connector, event_id) DO NOTHING RETURNING inbox_id)"
-    " INSERT INTO webhook_inbox (id, connector, event_id, kind, connector_txn_id, payment_id, object_id, raw_body,"
-    " traceparent, claimed_until, tries)"
+    " SELECT connector, event_id, id FROM incoming ON CONFLICT (connector, event_id) DO NOTHING RETURNING inbox_id),"
+    " stored AS (INSERT INTO webhook_inbox (id, connector, event_id, kind, connector_txn_id, payment_id, object_id,"
+    " raw_body, traceparent, claimed_until, tries)"
     " SELECT i.*, now() + make_interval(secs => $10::float8), CASE WHEN $10::float8 IS NULL THEN 0 ELSE 1 END"
     " FROM incoming i JOIN fresh f ON f.inbox_id = i.id"
-    " RETURNING id, connector, kind, connector_txn_id, payment_id, tries, received_at, traceparent"
+    " RETURNING id, connector, kind, connector_txn_id, payment_id, tries, received_at, traceparent)"
+    # Claimed payment outcomes come back with what apply() reads first (as _READ_FOR_APPLY does);
+    # the row's own columns are prefixed, as the payment's are not.
+    " SELECT s.id AS inbox_id, s.connector AS inbox_connector, s.kind AS inbox_kind,"
+    " s.connector_txn_id AS inbox_connector_txn_id, s.payment_id AS inbox_payment_id, s.tries AS inbox_tries,"
+    " s.received_at AS inbox_received_at, s.traceparent AS inbox_traceparent,"
+    " ma.id AS seen_matched_attempt, p.*,"
+    " ARRAY(SELECT a FROM payment_attempts a WHERE a.payment_id = p.id ORDER BY a.id) AS seen_attempts"
+    " FROM stored s"
+    " LEFT JOIN payment_attempts ma ON $10::float8 IS NOT NULL AND s.kind IN ('payment.succeeded', 'payment.failed')"
+    "   AND ma.connector = s.connector AND ma.connector_txn_id = s.connector_txn_id"
+    " LEFT JOIN payments p ON $10::float8 IS NOT NULL AND s.kind IN ('payment.succeeded', 'payment.failed')"
+    "   AND p.id = COALESCE(ma.payment_id, s.payment_id)"
 )
 
 
@@ -58,7 +71,9 @@ async def insert_many(conn: asyncpg.Connection, items: list[tuple[GatewayEvent, 
 
     Returns:
       The rows that were new, in the form :func:`claim` returns; duplicates
-      (same connector + event id) are skipped.
+      (same connector + event id) are skipped. A claimed payment outcome
+      whose payment exists also carries ``seen``, what :func:`apply` would
+      read first (a :class:`Seen`): given to it, that saves the apply a round trip.
     """
     ids = [new_id("whi") for _ in items]
     rows = await conn.fetch(
@@ -67,7 +82,17 @@ async def insert_many(conn: asyncpg.Connection, items: list[tuple[GatewayEvent, 
         [e.object_id for e, *_ in items], [raw for _, raw, *_ in items],
         [item[2] if len(item) > 2 else None for item in items], lease_s,
     )
-    return sorted((dict(r) for r in rows), key=lambda r: r["id"])
+    return sorted((_claimed_form(r) for r in rows), key=lambda r: r["id"])
+
+
+def _claimed_form(record: asyncpg.Record) -> dict:
+    """An inserted row as :func:`claim` returns it, plus ``seen`` (a :class:`Seen`) when the insert read it."""
+    row = {key[len("inbox_"):]: value for key, value in record.items() if key.startswith("inbox_")}
+    if record["id"] is not None:  # the payment's, found for a claimed payment outcome
+        payment = {k: v for k, v in record.items() if not k.startswith(("inbox_", "seen_"))}
+        row["seen"] = Seen(row["kind"], row["connector_txn_id"], record["seen_matched_attempt"], payment,
+                           [dict(a) for a in record["seen_attempts"]])
+    return row
 
 
 @single_unit
@@ -295,8 +320,38 @@ def _mark_with(inbox_id: str, status: str, merchant_id: str) -> payments.Also:
     return payments.Also(build)
 
 
+@dataclass(frozen=True)
+class Seen:
+    """What :func:`apply` decides the hot path on: an unprocessed payment outcome, and its payment as read.
+
+    Read either just before the apply or by the insert that stored the row
+    (:func:`insert_many`). Either may be stale by the time the settle runs;
+    the settle is guarded by the payment as read and the row still
+    unprocessed, and a failed guard falls back to :func:`apply_locked`.
+    """
+
+    kind: str
+    connector_txn_id: str | None
+    matched_attempt: str | None
+    payment: dict
+    attempts: list[dict]
+
+
+async def _read_for_apply(conn: asyncpg.Connection, inbox_id: str, grace_s: float) -> Seen | str | None:
+    """The row's :class:`Seen`; :data:`RETRY` for an outcome whose payment is not there yet (within the
+    grace); None when the hot path does not apply (processed, another kind, no payment)."""
+    row = await conn.fetchrow(_READ_FOR_APPLY, inbox_id, grace_s)
+    if row is None or row["inbox_processed_at"] is not None or row["inbox_kind"] not in _OUTCOME_KINDS:
+        return None
+    if row["id"] is None:  # no payment
+        return RETRY if row["inbox_young"] else None  # the payment's own commit may still be on its way
+    payment = {k: v for k, v in row.items() if not k.startswith("inbox_") and k != "attempts"}
+    return Seen(row["inbox_kind"], row["inbox_txn"], row["inbox_matched_attempt"], payment,
+                [dict(a) for a in row["attempts"]])
+
+
 @single_unit
-async def apply(conn: asyncpg.Connection, inbox_id: str, grace_s: float = 30.0) -> str:
+async def apply(conn: asyncpg.Connection, inbox_id: str, grace_s: float = 30.0, seen: Seen | None = None) -> str:
     """Apply one stored webhook, exactly once.
 
     A payment outcome for a payment still ``processing`` (the hot path) is
@@ -308,20 +363,23 @@ async def apply(conn: asyncpg.Connection, inbox_id: str, grace_s: float = 30.0) 
 
     Args:
       grace_s: how long a webhook for a payment not (yet) in the database is retried.
+      seen: the read, when the insert that stored the row already made it
+        (the row's ``seen`` from :func:`insert_many`): the hot path is then one statement.
 
     Returns:
       As :func:`apply_locked`.
     """
-    seen = await conn.fetchrow(_READ_FOR_APPLY, inbox_id, grace_s)
-    if seen is not None and seen["inbox_processed_at"] is None and seen["inbox_kind"] in _OUTCOME_KINDS:
-        payment = {k: v for k, v in seen.items() if not k.startswith("inbox_") and k != "attempts"}
-        attempts = [dict(a) for a in seen["attempts"]]
-        if payment["id"] is None and seen["inbox_young"]:
-            return RETRY  # the payment's own commit may still be on its way
-        attempt_id = seen["inbox_matched_attempt"] or _open_attempt(attempts, payment)
+    if seen is None:
+        read = await _read_for_apply(conn, inbox_id, grace_s)
+        if read == RETRY:
+            return RETRY
+        seen = read if isinstance(read, Seen) else None
+    if seen is not None:
+        payment = seen.payment
+        attempt_id = seen.matched_attempt or _open_attempt(seen.attempts, payment)
         if payment["status"] == "processing" and attempt_id is not None:
-            outcome = _outcome(seen["inbox_kind"], seen["inbox_txn"], payment)
-            applied = await payments.settle_known(conn, payment, attempts, attempt_id, outcome,
+            outcome = _outcome(seen.kind, seen.connector_txn_id, payment)
+            applied = await payments.settle_known(conn, payment, seen.attempts, attempt_id, outcome,
                                                   also=_mark_with(inbox_id, "applied", payment["merchant_id"]))
             if applied is not None:
                 return "applied"

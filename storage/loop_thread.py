@@ -74,26 +74,37 @@ class LoopThread:
         transaction half applied without us knowing its outcome. Callers bound
         the coroutine itself (statement and acquire timeouts).
 
+        A crossing is one ``call_soon_threadsafe`` there and one
+        ``run_sync_soon`` back, and nothing else: no ``concurrent.futures``
+        future (its condition variable and the callbacks chaining it to the
+        task cost ~10 µs of CPU per crossing, measured with a no-op coroutine).
+        Context variables travel as with :meth:`submit`.
+
         Returns:
           The coroutine's result.
 
         Raises:
           Whatever the coroutine raised.
         """
-        token = trio.lowlevel.current_trio_token()
+        assert self._loop is not None, "LoopThread not started"
+        loop, token = self._loop, trio.lowlevel.current_trio_token()
         done = trio.Event()
-        future = self.submit(coro)
+        finished: list[asyncio.Task[T]] = []
 
-        def wake(_: concurrent.futures.Future[T]) -> None:
+        def wake(task: asyncio.Task[T]) -> None:
+            finished.append(task)
             try:
                 token.run_sync_soon(done.set)
             except trio.RunFinishedError:  # trio already gone; nobody waits
                 pass
 
-        future.add_done_callback(wake)
+        def start() -> None:
+            loop.create_task(coro).add_done_callback(wake)
+
+        loop.call_soon_threadsafe(start)
         with trio.CancelScope(shield=True):
             await done.wait()
-        return future.result()
+        return finished[0].result()
 
     def stop(self) -> None:
         """Stop the loop and join the thread (idempotent)."""

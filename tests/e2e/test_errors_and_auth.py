@@ -108,7 +108,7 @@ def test_ops_endpoints(server, client):
         assert name in metrics.text, name
     with server.client("adm_test_token") as admin:
         text = admin.get("/debug/tasks").text
-        assert "actor:janitor" in text and "actors" in text
+        assert "actor:janitor" in text and "actor:gc-young" in text and "actors" in text
         tree = admin.get("/debug/tasks", params={"format": "json"}).json()
         assert tree["name"] and tree["children"]
 

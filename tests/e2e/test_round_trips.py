@@ -87,7 +87,8 @@ def test_refund_takes_at_most_two_round_trips_per_unit(client):
     cost.check()
 
 
-def test_webhook_ingest_and_apply_take_at_most_two_round_trips_per_unit(client, server):
+def test_webhook_ingest_and_apply_take_one_round_trip_each(client, server):
+    """The insert claims the row and reads what the apply needs; the apply is then its one statement."""
     pay = client.post("/v1/payments", json=payment_body(1200, method=UPI("pending@upi"), confirm=True)).json()
     assert pay["status"] == "processing"
     body = json.dumps({"id": f"evt_rt_{pay['id']}", "type": "payment_intent.succeeded", "created": int(time.time()),
@@ -99,6 +100,7 @@ def test_webhook_ingest_and_apply_take_at_most_two_round_trips_per_unit(client, 
             assert anon.post("/webhooks/mockstripe", content=body, headers=sign_stripe(body)).status_code == 200
         wait_for(lambda: client.get(f"/v1/payments/{pay['id']}").json()["status"] == "succeeded")
     cost.check()
+    assert cost.per_unit == {"inbox.insert_many": 1, "inbox.apply": 1}, cost.per_unit
 
 
 def test_a_customers_realtime_messages_ride_the_statement_that_appends_the_events(client, db_dsn):

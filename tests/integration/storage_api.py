@@ -160,13 +160,26 @@ class StorageAPI:
                  for event_id, kind, txn, payment_id in events]
         return {r["id"] for r in await self.db.transaction(inbox.insert_many, items)}
 
+    async def store_and_claim_webhooks(self, events: list[tuple[str, str, str, str | None]],
+                                       lease_s: float = 30.0) -> list[tuple[str, inbox.Seen | None]]:
+        """As :meth:`store_webhooks`, the new rows claimed by the insert (as the writer does when it
+        hands rows to its processor); per new row, its id and what the insert read for its apply."""
+        items = [(GatewayEvent(CONNECTOR, event_id, kind, txn, payment_id, None, None, None, 0), "{}")
+                 for event_id, kind, txn, payment_id in events]
+        rows = await self.db.transaction(inbox.insert_many, items, lease_s)
+        return [(r["id"], r.get("seen")) for r in rows]
+
+    async def seen_for_apply(self, inbox_id: str) -> inbox.Seen | str | None:
+        """What an apply of the row reads first (:class:`storage.inbox.Seen`, or why there is none)."""
+        return await self.db.run(inbox._read_for_apply, inbox_id, 30.0)
+
     async def claim_webhooks(self, limit: int, lease_s: float = 30.0) -> list[str]:
         """Lease unprocessed inbox rows; their ids."""
         return [r["id"] for r in await self.db.transaction(inbox.claim, limit, lease_s)]
 
-    async def apply_webhook(self, inbox_id: str) -> str:
-        """Apply one stored webhook; its resulting status."""
-        return await self.db.transaction(inbox.apply, inbox_id)
+    async def apply_webhook(self, inbox_id: str, seen: inbox.Seen | None = None) -> str:
+        """Apply one stored webhook (with what its insert read, if given); its resulting status."""
+        return await self.db.transaction(inbox.apply, inbox_id, 30.0, seen)
 
     # ---- the event log
     async def events(self, merchant_id: str, object_id: str | None = None) -> list[dict]:

@@ -392,6 +392,36 @@ async def test_a_late_failure_webhook_never_moves_a_succeeded_payment(store, mer
     assert (await store.payment(merchant, pay["id"]))["status"] == "succeeded"
 
 
+async def test_the_insert_that_claims_an_outcome_reads_what_its_apply_would(store, merchant):
+    pay, txn = await _processing(store, merchant)
+    ((row, seen),) = await store.store_and_claim_webhooks([(f"evt_seen_{pay['id']}", "payment.succeeded", txn,
+                                                            pay["id"])])
+    assert seen is not None and seen == await store.seen_for_apply(row)
+    assert seen.payment["status"] == "processing" and seen.matched_attempt is not None
+    assert await store.apply_webhook(row, seen) == "applied"
+    assert (await store.payment(merchant, pay["id"]))["status"] == "succeeded"
+    (other,) = await store.store_and_claim_webhooks([(f"evt_seen_other_{pay['id']}", "payment.updated", txn,
+                                                      pay["id"])])
+    assert other[1] is None  # only payment outcomes take the hot path
+
+
+async def test_outcomes_applied_with_what_their_inserts_read_move_the_payment_once(store, merchant):
+    """Both rows were read while the payment was processing: the second settle's guard fails, and the
+    locked apply ignores it."""
+    pay, txn = await _processing(store, merchant)
+    stored = await store.store_and_claim_webhooks([(f"evt_stale_ok_{pay['id']}", "payment.succeeded", txn, pay["id"]),
+                                                   (f"evt_stale_no_{pay['id']}", "payment.failed", txn, pay["id"])])
+    assert all(seen is not None and seen.payment["status"] == "processing" for _, seen in stored)
+    statuses = await together(2, lambda i: store.apply_webhook(*stored[i]))
+    assert sorted(statuses) == ["applied", "ignored"], statuses
+    status = (await store.payment(merchant, pay["id"]))["status"]
+    assert status == ("succeeded" if statuses[0] == "applied" else "failed")
+    assert (await _types(store, merchant, pay["id"]))[-1] == f"payment.{status}"
+    assert len(await _types(store, merchant, pay["id"])) == 3
+    again = await together(3, lambda _: store.apply_webhook(*stored[0]))
+    assert set(again) <= {"applied", "ignored"} and (await store.payment(merchant, pay["id"]))["status"] == status
+
+
 # ---- the event log
 
 

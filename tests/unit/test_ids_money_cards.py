@@ -82,6 +82,27 @@ def test_ids_stay_ordered_when_the_clock_steps_back(monkeypatch):
     assert len(set(made)) == 4
 
 
+@given(st.integers(min_value=0, max_value=(1 << 130) - 1))
+def test_encoding_is_the_value_in_26_crockford_digits(value):
+    assert _decode(ids._encode(value, 26)) == value
+    assert len(ids._encode(value, 26)) == 26
+
+
+def test_a_forked_child_draws_its_own_random_bytes():
+    import os
+
+    ids.new_id("pay")  # the parent's pool is filled
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report the bytes it would use next, then leave at once
+        os.write(write, ids._random80().to_bytes(10, "big"))
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 10)
+    os.waitpid(pid, 0)
+    assert child != ids._random80().to_bytes(10, "big")
+
+
 @pytest.mark.parametrize("prefix", ["", "pay_", "PAY", "payment", "foo", "cus", " pay"])
 def test_unknown_prefix_raises(prefix):
     with pytest.raises(ValueError):
