@@ -257,6 +257,8 @@ async def supervise(name: str, body: Callable[[], Awaitable[None]], *,
         try:
             await body()
             return
+        except Unavailable as exc:  # an outage, not a bug: one line per restart, no traceback
+            log.warning("actor %s stopped: %s; restarting in %.1fs", name, exc.message, backoff)
         except Exception:  # noqa: BLE001
             log.exception("actor %s crashed; restarting in %.1fs", name, backoff)
         if trio.current_time() - started > max_backoff:
