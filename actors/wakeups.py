@@ -13,19 +13,16 @@ well, so wake-ups only make them prompt, never correct.
 from __future__ import annotations
 
 import enum
-import logging
 from collections.abc import Callable, Mapping
 
 import trio
 
+from actors.listening import keep_listening
 from domain.errors import Unavailable
 from storage import wakeups as store
 from storage.listener import Listener
 
-log = logging.getLogger("paycast.wakeups")
 MAX_PENDING = 1024
-FIRST_BACKOFF_S = 0.2
-MAX_BACKOFF_S = 5.0
 CHECK_S = 5.0
 
 
@@ -88,11 +85,6 @@ class Wakeups:
         """Listen for wake-ups forever, reconnecting with backoff. Ready after the first attempt."""
         listener = Listener(self._db.loop_thread, self._db.dsn, store.CHANNEL, max_pending=MAX_PENDING,
                             timeout_s=self._timeout_s)
-        lost = trio.Event()
-        backoff, ready = FIRST_BACKOFF_S, False
-
-        def on_lost() -> None:
-            lost.set()
 
         def on_wake() -> None:
             for payload in listener.take():
@@ -101,33 +93,9 @@ class Wakeups:
                 if local is not None:
                     local()
 
-        try:
-            while True:
-                lost = trio.Event()
-                try:
-                    await listener.connect(on_wake, on_lost)
-                except Exception as exc:  # noqa: BLE001 - the database may be down: retry
-                    log.warning("wake-up listener cannot connect: %s: %s", type(exc).__name__, exc)
-                    if not ready:
-                        ready = True
-                        task_status.started()
-                    await trio.sleep(backoff)
-                    backoff = min(MAX_BACKOFF_S, backoff * 2)
-                    continue
-                backoff = FIRST_BACKOFF_S
-                for local in self._local.values():  # whatever was announced while nobody listened
-                    local()
-                if not ready:
-                    ready = True
-                    task_status.started()
-                while True:
-                    with trio.move_on_after(CHECK_S):
-                        await lost.wait()
-                        break
-                    if not await listener.check():
-                        break
-                log.warning("wake-up listener connection lost; reconnecting")
-                await listener.close()
-        finally:
-            with trio.CancelScope(shield=True):
-                await listener.close()
+        def on_connected(_connects: int) -> None:
+            for local in self._local.values():  # whatever was announced while nobody listened
+                local()
+
+        await keep_listening(listener, "wake-up listener", on_wake, on_connected, check_s=CHECK_S,
+                             task_status=task_status)

@@ -29,6 +29,20 @@ DEFERRED = "deferred"
 # aside as ``unmatched`` for review.
 RETRY = "retry"
 
+# Claimed payment outcomes come back with what apply() reads first (as _READ_FOR_APPLY does),
+# from the CTE ``taken``; the row's own columns are prefixed, as the payment's are not.
+_TAKEN_WITH_SEEN = (
+    " SELECT t.id AS inbox_id, t.connector AS inbox_connector, t.kind AS inbox_kind,"
+    " t.connector_txn_id AS inbox_connector_txn_id, t.payment_id AS inbox_payment_id, t.tries AS inbox_tries,"
+    " t.received_at AS inbox_received_at, t.traceparent AS inbox_traceparent,"
+    " ma.id AS seen_matched_attempt, p.*,"
+    " ARRAY(SELECT a FROM payment_attempts a WHERE a.payment_id = p.id ORDER BY a.id) AS seen_attempts"
+    " FROM taken t"
+    " LEFT JOIN payment_attempts ma ON {claimed} AND t.kind IN ('payment.succeeded', 'payment.failed')"
+    "   AND ma.connector = t.connector AND ma.connector_txn_id = t.connector_txn_id"
+    " LEFT JOIN payments p ON {claimed} AND t.kind IN ('payment.succeeded', 'payment.failed')"
+    "   AND p.id = COALESCE(ma.payment_id, t.payment_id)"
+)
 # New rows only: the connector's event id goes through the dedup key table
 # first (webhook_inbox is partitioned by time, so it cannot hold a unique index
 # on (connector, event_id); see migration 0015), and only rows whose key was
@@ -39,23 +53,12 @@ INSERT_SQL = (
     " AS u(id, connector, event_id, kind, connector_txn_id, payment_id, object_id, raw_body, traceparent)),"
     " fresh AS (INSERT INTO webhook_inbox_keys (connector, event_id, inbox_id)"
     " SELECT connector, event_id, id FROM incoming ON CONFLICT (connector, event_id) DO NOTHING RETURNING inbox_id),"
-    " stored AS (INSERT INTO webhook_inbox (id, connector, event_id, kind, connector_txn_id, payment_id, object_id,"
+    " taken AS (INSERT INTO webhook_inbox (id, connector, event_id, kind, connector_txn_id, payment_id, object_id,"
     " raw_body, traceparent, claimed_until, tries)"
     " SELECT i.*, now() + make_interval(secs => $10::float8), CASE WHEN $10::float8 IS NULL THEN 0 ELSE 1 END"
     " FROM incoming i JOIN fresh f ON f.inbox_id = i.id"
     " RETURNING id, connector, kind, connector_txn_id, payment_id, tries, received_at, traceparent)"
-    # Claimed payment outcomes come back with what apply() reads first (as _READ_FOR_APPLY does);
-    # the row's own columns are prefixed, as the payment's are not.
-    " SELECT s.id AS inbox_id, s.connector AS inbox_connector, s.kind AS inbox_kind,"
-    " s.connector_txn_id AS inbox_connector_txn_id, s.payment_id AS inbox_payment_id, s.tries AS inbox_tries,"
-    " s.received_at AS inbox_received_at, s.traceparent AS inbox_traceparent,"
-    " ma.id AS seen_matched_attempt, p.*,"
-    " ARRAY(SELECT a FROM payment_attempts a WHERE a.payment_id = p.id ORDER BY a.id) AS seen_attempts"
-    " FROM stored s"
-    " LEFT JOIN payment_attempts ma ON $10::float8 IS NOT NULL AND s.kind IN ('payment.succeeded', 'payment.failed')"
-    "   AND ma.connector = s.connector AND ma.connector_txn_id = s.connector_txn_id"
-    " LEFT JOIN payments p ON $10::float8 IS NOT NULL AND s.kind IN ('payment.succeeded', 'payment.failed')"
-    "   AND p.id = COALESCE(ma.payment_id, s.payment_id)"
+    + _TAKEN_WITH_SEEN.format(claimed="$10::float8 IS NOT NULL")
 )
 
 
@@ -86,7 +89,7 @@ async def insert_many(conn: asyncpg.Connection, items: list[tuple[GatewayEvent, 
 
 
 def _claimed_form(record: asyncpg.Record) -> dict:
-    """An inserted row as :func:`claim` returns it, plus ``seen`` (a :class:`Seen`) when the insert read it."""
+    """A claimed row, plus ``seen`` (a :class:`Seen`) when the statement read it."""
     row = {key[len("inbox_"):]: value for key, value in record.items() if key.startswith("inbox_")}
     if record["id"] is not None:  # the payment's, found for a claimed payment outcome
         payment = {k: v for k, v in record.items() if not k.startswith(("inbox_", "seen_"))}
@@ -95,17 +98,25 @@ def _claimed_form(record: asyncpg.Record) -> dict:
     return row
 
 
+CLAIM_SQL = (
+    "WITH taken AS (UPDATE webhook_inbox SET claimed_until = now() + make_interval(secs => $2), tries = tries + 1"
+    " WHERE id IN (SELECT id FROM webhook_inbox WHERE processed_at IS NULL"
+    "   AND (claimed_until IS NULL OR claimed_until < now()) ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)"
+    " RETURNING id, connector, kind, connector_txn_id, payment_id, tries, received_at, traceparent)"
+    + _TAKEN_WITH_SEEN.format(claimed="true")
+)
+
+
 @single_unit
 async def claim(conn: asyncpg.Connection, limit: int, lease_s: float) -> list[dict]:
-    """Lease up to ``limit`` unprocessed rows, oldest first."""
-    rows = await conn.fetch(
-        "UPDATE webhook_inbox SET claimed_until = now() + make_interval(secs => $2), tries = tries + 1"
-        " WHERE id IN (SELECT id FROM webhook_inbox WHERE processed_at IS NULL"
-        "   AND (claimed_until IS NULL OR claimed_until < now()) ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)"
-        " RETURNING id, connector, kind, connector_txn_id, payment_id, tries, received_at, traceparent",
-        limit, lease_s,
-    )
-    return sorted((dict(r) for r in rows), key=lambda r: r["id"])
+    """Lease up to ``limit`` unprocessed rows, oldest first.
+
+    Returns:
+      The rows; a payment outcome whose payment exists also carries ``seen``,
+      as :func:`insert_many` returns it.
+    """
+    rows = await conn.fetch(CLAIM_SQL, limit, lease_s)
+    return sorted((_claimed_form(r) for r in rows), key=lambda r: r["id"])
 
 
 @single_unit

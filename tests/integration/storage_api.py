@@ -175,7 +175,11 @@ class StorageAPI:
 
     async def claim_webhooks(self, limit: int, lease_s: float = 30.0) -> list[str]:
         """Lease unprocessed inbox rows; their ids."""
-        return [r["id"] for r in await self.db.transaction(inbox.claim, limit, lease_s)]
+        return [r["id"] for r in await self.claim_webhooks_seen(limit, lease_s)]
+
+    async def claim_webhooks_seen(self, limit: int, lease_s: float = 30.0) -> list[tuple[str, inbox.Seen | None]]:
+        """Lease unprocessed inbox rows; per row, its id and what the claim read for its apply."""
+        return [(r["id"], r.get("seen")) for r in await self.db.transaction(inbox.claim, limit, lease_s)]
 
     async def apply_webhook(self, inbox_id: str, seen: inbox.Seen | None = None) -> str:
         """Apply one stored webhook (with what its insert read, if given); its resulting status."""

@@ -405,6 +405,16 @@ async def test_the_insert_that_claims_an_outcome_reads_what_its_apply_would(stor
     assert other[1] is None  # only payment outcomes take the hot path
 
 
+async def test_a_claim_reads_what_the_apply_of_an_outcome_would(store, merchant):
+    """Rows stored by a process without a processor are claimed by one that has it, read included."""
+    pay, txn = await _processing(store, merchant)
+    (row,) = await store.store_webhooks([(f"evt_claimed_{pay['id']}", "payment.failed", txn, pay["id"])])
+    claimed = dict(await store.claim_webhooks_seen(500))
+    assert claimed[row] is not None and claimed[row] == await store.seen_for_apply(row)
+    assert await store.apply_webhook(row, claimed[row]) == "applied"
+    assert (await store.payment(merchant, pay["id"]))["status"] == "failed"
+
+
 async def test_outcomes_applied_with_what_their_inserts_read_move_the_payment_once(store, merchant):
     """Both rows were read while the payment was processing: the second settle's guard fails, and the
     locked apply ignores it."""
