@@ -175,7 +175,7 @@ class StorageAPI:
 
     async def claim_webhooks(self, limit: int, lease_s: float = 30.0) -> list[str]:
         """Lease unprocessed inbox rows; their ids."""
-        return [r["id"] for r in await self.claim_webhooks_seen(limit, lease_s)]
+        return [inbox_id for inbox_id, _ in await self.claim_webhooks_seen(limit, lease_s)]
 
     async def claim_webhooks_seen(self, limit: int, lease_s: float = 30.0) -> list[tuple[str, inbox.Seen | None]]:
         """Lease unprocessed inbox rows; per row, its id and what the claim read for its apply."""
