@@ -17,6 +17,8 @@ import json
 import re
 from dataclasses import dataclass
 
+import orjson
+
 from domain.errors import FrameRejected, InvalidToken, TokenExpired
 
 TOKEN_VERSION = "rt1"
@@ -183,7 +185,10 @@ def parse_client_frame(raw: str | bytes, max_bytes: int) -> ClientFrame:
 
 
 def _dumps(value: object) -> str:
-    return json.dumps(value, separators=(",", ":"))
+    # orjson: every event frame of every delivered message is rendered here
+    # (once per message, not per connection); stdlib json was ~1 % of the
+    # server's CPU at 300 webhooks/s. Compact, UTF-8 as is.
+    return orjson.dumps(value).decode()
 
 
 def welcome_frame(connection_id: str, client_id: str, device_id: str | None) -> str:
