@@ -77,7 +77,7 @@ class LoopThread:
         A crossing is one ``call_soon_threadsafe`` there and one
         ``run_sync_soon`` back, and nothing else: no ``concurrent.futures``
         future (its condition variable and the callbacks chaining it to the
-        task cost ~10 µs of CPU per crossing, measured with a no-op coroutine).
+        task cost 10-30 µs of CPU per crossing, measured with a no-op coroutine).
         Context variables travel as with :meth:`submit`.
 
         Returns:
