@@ -267,8 +267,7 @@ class InboxProcessor:
         seen = row.pop("seen", None)
         if row["payment_id"]:
             return await self._payments.apply_webhook(row["payment_id"], row["id"], seen)
-        return await self._payments.db.transaction(inbox.apply, row["id"],
-                                                 self._payments.settings.webhook_unmatched_grace_s)
+        return await self._payments.apply_stored_webhook(row["id"], seen)
 
     async def _fail(self, inbox_id: str, exc: BaseException) -> str:
         try:

@@ -21,7 +21,7 @@ from actors.runtime import Handlers
 from domain.errors import InvalidRequest, StateError
 from domain.payments import Outcome, OutcomeKind, Trigger, validate_capture
 from gateways.base import AuthorizeRequest
-from storage import inbox, reconcile
+from storage import reconcile
 from storage import payments as store
 
 log = logging.getLogger("paycast.payment")
@@ -73,8 +73,7 @@ class PaymentActor:
 
     @handles(ApplyWebhook)
     async def _apply_webhook(self, payment_id: str, msg: ApplyWebhook) -> dict:
-        return await self.payments.db.transaction(inbox.apply, msg.inbox_id,
-                                                self.payments.settings.webhook_unmatched_grace_s, msg.seen)
+        return await self.payments.apply_stored_webhook(msg.inbox_id, msg.seen)
 
     @handles(Refund)
     async def _refund(self, payment_id: str, msg: Refund) -> dict:

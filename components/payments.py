@@ -98,6 +98,14 @@ class Payments:
         assert self.registry is not None
         if self.registry.is_live(payment_id):
             return await self.ask_payment(payment_id, ApplyWebhook(inbox_id, seen))
+        return await self.apply_stored_webhook(inbox_id, seen)
+
+    async def apply_stored_webhook(self, inbox_id: str, seen: inbox.Seen | None = None) -> str:
+        """The apply itself (:func:`storage.inbox.apply`), one unit of work, wherever it is called from.
+
+        Args:
+          seen: what the statement that stored or claimed the row read for its apply, if it did.
+        """
         return await self.db.transaction(inbox.apply, inbox_id, self.settings.webhook_unmatched_grace_s, seen)
 
     def tell_payment(self, payment_id: str, message: object) -> bool:

@@ -29,12 +29,14 @@ DEFERRED = "deferred"
 # aside as ``unmatched`` for review.
 RETRY = "retry"
 
-# Claimed payment outcomes come back with what apply() reads first (as _READ_FOR_APPLY does),
-# from the CTE ``taken``; the row's own columns are prefixed, as the payment's are not.
+# Rows of the CTE ``taken`` with what apply() decides a payment outcome on (see
+# Seen), read when {claimed} holds: the row's own columns are prefixed, as the
+# payment's are not; {extra} adds row columns. One join for the apply's own read,
+# the insert and the claim.
 _TAKEN_WITH_SEEN = (
     " SELECT t.id AS inbox_id, t.connector AS inbox_connector, t.kind AS inbox_kind,"
     " t.connector_txn_id AS inbox_connector_txn_id, t.payment_id AS inbox_payment_id, t.tries AS inbox_tries,"
-    " t.received_at AS inbox_received_at, t.traceparent AS inbox_traceparent,"
+    " t.received_at AS inbox_received_at, t.traceparent AS inbox_traceparent{extra},"
     " ma.id AS seen_matched_attempt, p.*,"
     " ARRAY(SELECT a FROM payment_attempts a WHERE a.payment_id = p.id ORDER BY a.id) AS seen_attempts"
     " FROM taken t"
@@ -58,7 +60,7 @@ INSERT_SQL = (
     " SELECT i.*, now() + make_interval(secs => $10::float8), CASE WHEN $10::float8 IS NULL THEN 0 ELSE 1 END"
     " FROM incoming i JOIN fresh f ON f.inbox_id = i.id"
     " RETURNING id, connector, kind, connector_txn_id, payment_id, tries, received_at, traceparent)"
-    + _TAKEN_WITH_SEEN.format(claimed="$10::float8 IS NOT NULL")
+    + _TAKEN_WITH_SEEN.format(claimed="$10::float8 IS NOT NULL", extra="")
 )
 
 
@@ -89,7 +91,7 @@ async def insert_many(conn: asyncpg.Connection, items: list[tuple[GatewayEvent, 
 
 
 def _claimed_form(record: asyncpg.Record) -> dict:
-    """A claimed row, plus ``seen`` (a :class:`Seen`) when the statement read it."""
+    """A row of :data:`_TAKEN_WITH_SEEN`, plus ``seen`` (a :class:`Seen`) when the statement read it."""
     row = {key[len("inbox_"):]: value for key, value in record.items() if key.startswith("inbox_")}
     if record["id"] is not None:  # the payment's, found for a claimed payment outcome
         payment = {k: v for k, v in record.items() if not k.startswith(("inbox_", "seen_"))}
@@ -103,7 +105,7 @@ CLAIM_SQL = (
     " WHERE id IN (SELECT id FROM webhook_inbox WHERE processed_at IS NULL"
     "   AND (claimed_until IS NULL OR claimed_until < now()) ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)"
     " RETURNING id, connector, kind, connector_txn_id, payment_id, tries, received_at, traceparent)"
-    + _TAKEN_WITH_SEEN.format(claimed="true")
+    + _TAKEN_WITH_SEEN.format(claimed="true", extra="")
 )
 
 
@@ -306,14 +308,9 @@ DEFERRABLE = frozenset({"dispute"})
 
 
 _READ_FOR_APPLY = (
-    "SELECT i.processed_at AS inbox_processed_at, i.kind AS inbox_kind, i.connector_txn_id AS inbox_txn,"
-    " i.received_at > now() - make_interval(secs => $2) AS inbox_young,"
-    " ma.id AS inbox_matched_attempt, p.*,"
-    " ARRAY(SELECT a FROM payment_attempts a WHERE a.payment_id = p.id ORDER BY a.id) AS attempts"
-    " FROM webhook_inbox i"
-    " LEFT JOIN payment_attempts ma ON ma.connector = i.connector AND ma.connector_txn_id = i.connector_txn_id"
-    " LEFT JOIN payments p ON p.id = COALESCE(ma.payment_id, i.payment_id)"
-    " WHERE i.id = $1"
+    "WITH taken AS (SELECT * FROM webhook_inbox WHERE id = $1)"
+    + _TAKEN_WITH_SEEN.format(claimed="true", extra=", t.processed_at AS inbox_processed_at,"
+                              " t.received_at > now() - make_interval(secs => $2) AS inbox_young")
 )
 
 
@@ -351,14 +348,15 @@ class Seen:
 async def _read_for_apply(conn: asyncpg.Connection, inbox_id: str, grace_s: float) -> Seen | str | None:
     """The row's :class:`Seen`; :data:`RETRY` for an outcome whose payment is not there yet (within the
     grace); None when the hot path does not apply (processed, another kind, no payment)."""
-    row = await conn.fetchrow(_READ_FOR_APPLY, inbox_id, grace_s)
-    if row is None or row["inbox_processed_at"] is not None or row["inbox_kind"] not in _OUTCOME_KINDS:
+    record = await conn.fetchrow(_READ_FOR_APPLY, inbox_id, grace_s)
+    if record is None:
         return None
-    if row["id"] is None:  # no payment
-        return RETRY if row["inbox_young"] else None  # the payment's own commit may still be on its way
-    payment = {k: v for k, v in row.items() if not k.startswith("inbox_") and k != "attempts"}
-    return Seen(row["inbox_kind"], row["inbox_txn"], row["inbox_matched_attempt"], payment,
-                [dict(a) for a in row["attempts"]])
+    row = _claimed_form(record)
+    if row["processed_at"] is not None or row["kind"] not in _OUTCOME_KINDS:
+        return None
+    if "seen" not in row:  # no payment
+        return RETRY if row["young"] else None  # the payment's own commit may still be on its way
+    return row["seen"]
 
 
 @single_unit

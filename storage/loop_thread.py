@@ -2,14 +2,14 @@
 
 Why not trio-asyncio: measured on this machine kind (DESIGN.md decision 1),
 asyncpg through trio-asyncio ran 650-700 tx/s, while a plain uvloop thread
-called with ``run_coroutine_threadsafe`` and woken back through the trio token
-ran 2,770-2,890 tx/s. Each crossing should carry one whole unit of work.
+handed coroutines with ``run_coroutine_threadsafe`` and waking trio back through
+its token ran 2,770-2,890 tx/s (:meth:`LoopThread.run` now hands them over with
+``call_soon_threadsafe`` alone). Each crossing should carry one whole unit of work.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -53,19 +53,6 @@ class LoopThread:
         self._thread.start()
         ready.wait()
 
-    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
-        """Schedule ``coro`` on the loop from any thread, in a copy of the caller's context.
-
-        The caller's context variables (the current trace span, the log
-        correlation ids) reach the coroutine: ``call_soon_threadsafe``, which
-        ``run_coroutine_threadsafe`` uses, copies the *calling* thread's
-        context into the handle, and the task created inside that callback
-        copies it again (asyncio and uvloop alike). tests/e2e/test_tracing.py
-        relies on it: units of work nest under the caller's span.
-        """
-        assert self._loop is not None, "LoopThread not started"
-        return asyncio.run_coroutine_threadsafe(coro, self._loop)
-
     async def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the loop and wait for it from trio.
 
@@ -74,11 +61,17 @@ class LoopThread:
         transaction half applied without us knowing its outcome. Callers bound
         the coroutine itself (statement and acquire timeouts).
 
+        The coroutine runs in a copy of the caller's context: its context
+        variables (the current trace span, the log correlation ids) reach it.
+        ``call_soon_threadsafe`` copies the *calling* thread's context into the
+        handle, and the task created inside that callback copies it again
+        (asyncio and uvloop alike). tests/e2e/test_tracing.py relies on it:
+        units of work nest under the caller's span.
+
         A crossing is one ``call_soon_threadsafe`` there and one
         ``run_sync_soon`` back, and nothing else: no ``concurrent.futures``
         future (its condition variable and the callbacks chaining it to the
         task cost 10-30 µs of CPU per crossing, measured with a no-op coroutine).
-        Context variables travel as with :meth:`submit`.
 
         Returns:
           The coroutine's result.

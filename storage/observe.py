@@ -23,7 +23,7 @@ def observed(fn: Callable) -> Iterator[None]:
 
     Used on the trio side, around the crossing: the span is current on the
     loop thread too (the unit runs in a copy of this context, see
-    :meth:`storage.loop_thread.LoopThread.submit`), so what ``fn`` writes
+    :meth:`storage.loop_thread.LoopThread.run`), so what ``fn`` writes
     (events) records the trace it is in, and the transitions land in the
     list set up here.
     """

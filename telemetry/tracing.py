@@ -7,7 +7,7 @@ The current span lives in OpenTelemetry's context, which is a
 is the parent of whatever that task awaits. Three crossings need help, and
 each is handled where it happens:
 
-- trio → the database loop thread: :meth:`storage.loop_thread.LoopThread.submit`
+- trio → the database loop thread: :meth:`storage.loop_thread.LoopThread.run`
   runs the unit of work in a copy of the caller's context;
 - sender → actor: :class:`actors.runtime.Mailbox` carries the sender's context
   in the envelope and the actor attaches it while handling the message;
