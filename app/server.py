@@ -147,8 +147,13 @@ async def serve_http(app: Quart, host: str, port: int, shutdown: trio.Event, *, 
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     config.keep_alive_timeout = 30
-    # Large enough for hypercorn's own framing; our body limit is enforced by quart.
-    config.h11_max_incomplete_size = 64 * 1024
+    # h11 refuses a request head still incomplete beyond this with a bare 431
+    # (no body). It must sit well above app.limits.MAX_HEADER_BYTES (32 KiB), so
+    # that a head up to this size always reaches BodyLimit and its typed 431
+    # whatever the TCP chunking: at 64 KiB, a 100 KB head read as 30 KB + 64 KB
+    # crossed it incomplete and got the bare one (a flaky e2e test). Bodies are
+    # bounded elsewhere (BodyLimit, quart).
+    config.h11_max_incomplete_size = 128 * 1024
     # Realtime: client frames are tiny (the app refuses > 4 KiB with an error
     # frame); anything over this is closed by hypercorn with 1009.
     config.websocket_max_message_size = 64 * 1024
