@@ -16,6 +16,7 @@ from domain.errors import InvalidRequest, StateError
 class Status(str, enum.Enum):
     REQUIRES_CONFIRMATION = "requires_confirmation"
     PROCESSING = "processing"
+    REQUIRES_ACTION = "requires_action"  # v1.2: the customer must act (3-D Secure, a checkout)
     REQUIRES_CAPTURE = "requires_capture"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -81,15 +82,34 @@ class OutcomeKind(str, enum.Enum):
     AUTHORIZED = "authorized"    # held, awaiting capture
     DECLINED = "declined"        # a definite no; never retried elsewhere
     PENDING = "pending"          # accepted, the answer comes by webhook
+    REQUIRES_ACTION = "requires_action"  # the customer must act first; ``next_action`` says how
+    CANCELED = "canceled"        # canceled at the gateway (e.g. an abandoned customer action)
     UNKNOWN = "unknown"          # timeout / 5xx: we do not know; reconcile later
 
 
 @dataclass(frozen=True)
 class Outcome:
+    """What a connector said about an attempt.
+
+    Attributes:
+      kind: the answer.
+      connector_txn_id: the gateway's id of the charge (Stripe: the PaymentIntent
+        ``pi_…``; Razorpay: the order ``order_…``); capture, cancel, refunds and
+        reconciliation address it.
+      error_code: the gateway's decline or error code (``card_declined``).
+      message: a human sentence for ``last_error``.
+      next_action: with ``REQUIRES_ACTION``: the contract's ``next_action`` object
+        (``{"type": "redirect_to_url", ...}`` or ``{"type": "connector_sdk", ...}``).
+      method_details: what the gateway tells of the payment method, to store and
+        show (``{"brand": "visa", "last4": "4242"}``), or None.
+    """
+
     kind: OutcomeKind
     connector_txn_id: str | None = None
     error_code: str | None = None
     message: str | None = None
+    next_action: dict | None = None
+    method_details: dict | None = None
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,13 @@ from domain.errors import InvalidRequest
 KINDS = frozenset({
     "payment.succeeded", "payment.failed", "refund.succeeded", "refund.failed",
     "dispute.opened", "dispute.won", "dispute.lost", "payout.paid", "payout.failed",
+    # v1.2, from the real connectors:
+    "payment.authorized",       # manual capture: the charge is held (Stripe amount_capturable_updated)
+    "payment.requires_action",  # the customer must act (Stripe requires_action)
+    "payment.canceled",         # canceled at the gateway
+    "payment.attempt_failed",   # one try failed, the customer may try again in the same
+                                # checkout (Razorpay payment.failed): recorded, status kept
+    "ignored",                  # a type we do not apply: stored and marked ``ignored``
 })
 
 STRIPE_TYPES = {
@@ -53,6 +60,14 @@ class GatewayEvent:
     status: str | None
     created: int
     object_id: str | None = None  # refund/dispute/payout id in our namespace, from metadata
+    # v1.2 (real connectors):
+    account_id: str | None = None      # the connector account (``mca_…``) whose path received it
+    payment_txn_id: str | None = None  # for refund/dispute events: the gateway's id of the payment
+                                       # they belong to (matched against attempts' connector_txn_id)
+    error_code: str | None = None      # payment.failed / attempt_failed: the gateway's code
+    message: str | None = None
+    event_type: str | None = None      # the gateway's own type name (``charge.dispute.closed``)
+    method_details: dict | None = None  # {"brand", "last4"} when the gateway tells
 
 
 def build(connector: str, kind: str, *, event_id: str, txn_id: str, amount: int, currency: str, created: int,

@@ -43,6 +43,29 @@ class ConnectorUnavailable(ConnectorError):
     code = "connector_unavailable"
 
 
+class CredentialsInvalid(ConnectorError):
+    """The gateway refused the account's credentials (HTTP 401/403): nothing was processed."""
+
+    code = "connector_credentials_invalid"
+
+
+class ConnectorRefused(ConnectorError):
+    """The gateway answered a definite 4xx "no" to a request (not a decline of a
+    charge, which is an :class:`Outcome`): e.g. a capture of more than was
+    authorised, a refund of a charge already refunded. Nothing was processed.
+
+    Attributes:
+      code: the gateway's error code when it gave one (``charge_already_refunded``).
+    """
+
+    code = "connector_refused"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code:
+            self.code = code
+
+
 class CircuitOpen(ConnectorUnavailable):
     """Refused locally by the circuit breaker: the request was never sent."""
 
@@ -71,7 +94,18 @@ class AuthorizeRequest:
     amount: int
     currency: str
     capture_method: str
-    payment_method: dict  # stored form: card {brand, first6, last4} or upi {vpa}
+    # Stored form: simulators: card {brand, first6, last4} or upi {vpa};
+    # real connectors: {"type": "card", "token": "pm_…"} or {"type": "upi"|…} (no details).
+    payment_method: dict
+    return_url: str | None = None  # where a 3-D Secure redirect comes back to (v1.2)
+    customer_id: str | None = None
+    order_id: str | None = None
+
+    @property
+    def idempotency_key(self) -> str:
+        """The key every gateway call that creates this attempt carries: our attempt id,
+        so a replay (a retry, a reconciliation) never charges twice."""
+        return self.attempt_id
 
 
 @dataclass(frozen=True)
@@ -82,6 +116,12 @@ class RefundRequest:
     connector_txn_id: str  # the charge being refunded
     amount: int
     currency: str
+    reason: str | None = None
+
+    @property
+    def idempotency_key(self) -> str:
+        """Our refund id: a replayed refund call never refunds twice."""
+        return self.refund_id
 
 
 @dataclass(frozen=True)
@@ -93,8 +133,28 @@ class PayoutRequest:
     currency: str
 
 
+def operation_key(attempt_id: str, operation: str) -> str:
+    """The idempotency key of a follow-up call on an attempt (``capture``, ``cancel``)."""
+    return f"{attempt_id}:{operation}"
+
+
 class Connector(Protocol):
-    """What a gateway must do. All methods may raise :class:`ConnectorError`."""
+    """What a gateway must do. All methods may raise :class:`ConnectorError`.
+
+    The simulators are process-wide, one object per name. A real connector
+    (``stripe``, ``razorpay``) is one object per merchant's connector account,
+    built from its decrypted credentials (:class:`RealConnector`); it is called
+    through the same protocol.
+
+    Keyword ``idempotency_key`` on capture and void is :func:`operation_key`
+    of the attempt; a gateway without idempotency keys ignores it (and must
+    then never blindly repeat a call that ended without an answer).
+    ``void`` also cancels an authorisation that still waits for a customer
+    action (``requires_action``).
+    ``retrieve`` gets the attempt's :class:`AuthorizeRequest` as ``request``
+    when known, so a connector can replay the create with the same idempotency
+    key when ``connector_txn_id`` is None (the create ended without an answer).
+    """
 
     name: str
     methods: frozenset[str]
@@ -105,14 +165,16 @@ class Connector(Protocol):
     async def authorize(self, request: AuthorizeRequest) -> Outcome:
         """Charge (automatic capture) or authorise (manual) a payment."""
 
-    async def capture(self, connector_txn_id: str, amount: int) -> None:
+    async def capture(self, connector_txn_id: str, amount: int, *, idempotency_key: str | None = None) -> None:
         """Capture ``amount`` of an authorisation."""
 
-    async def void(self, connector_txn_id: str) -> None:
-        """Release an authorisation."""
+    async def void(self, connector_txn_id: str, *, idempotency_key: str | None = None) -> None:
+        """Release an authorisation, or cancel a payment waiting for a customer action."""
 
-    async def retrieve(self, connector_txn_id: str | None, payment_id: str) -> Outcome:
-        """Ask what became of a payment (reconciliation)."""
+    async def retrieve(self, connector_txn_id: str | None, payment_id: str, *,
+                       request: AuthorizeRequest | None = None) -> Outcome:
+        """Ask what became of a payment (reconciliation). ``REQUIRES_ACTION`` while the
+        customer has still to act; ``CANCELED`` once canceled at the gateway."""
 
     async def refund(self, request: RefundRequest) -> Submission:
         """Return ``amount`` of a charge to the payer."""
@@ -132,3 +194,29 @@ class Connector(Protocol):
 
     async def accept_dispute(self, connector_dispute_id: str) -> None:
         """Concede a dispute (the payer keeps the money)."""
+
+
+class RealConnector(Connector, Protocol):
+    """A connector bound to one merchant's connector account (``mca_…``).
+
+    Built by the connector-account component as
+    ``cls(credentials, api_base=..., account_id=..., timeout_s=...)`` from the
+    decrypted credentials (never logged, never put in an error message).
+    """
+
+    #: Keys its credentials object must have (e.g. ``("secret_key",)``).
+    credential_fields: tuple[str, ...]
+
+    async def verify_credentials(self) -> bool:
+        """Try the credentials with a cheap authenticated read.
+
+        Returns:
+          ``livemode``: whether they are live (not test-mode) credentials.
+
+        Raises:
+          CredentialsInvalid: the gateway refused them.
+          ConnectorUnavailable: the gateway could not be reached or answered 5xx.
+        """
+
+    async def aclose(self) -> None:
+        """Close its HTTP client."""

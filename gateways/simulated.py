@@ -145,15 +145,16 @@ class SimulatedConnector:
                                    {"payment_id": request.payment_id})
         return Outcome(OutcomeKind.PENDING, txn)
 
-    async def capture(self, connector_txn_id: str, amount: int) -> None:
+    async def capture(self, connector_txn_id: str, amount: int, *, idempotency_key: str | None = None) -> None:
         call_journal.record(self.name, "capture", ref=connector_txn_id)
         self._ledger[connector_txn_id] = Outcome(OutcomeKind.SUCCEEDED, connector_txn_id)
 
-    async def void(self, connector_txn_id: str) -> None:
+    async def void(self, connector_txn_id: str, *, idempotency_key: str | None = None) -> None:
         call_journal.record(self.name, "void", ref=connector_txn_id)
         self._ledger[connector_txn_id] = Outcome(OutcomeKind.DECLINED, connector_txn_id, "voided")
 
-    async def retrieve(self, connector_txn_id: str | None, payment_id: str) -> Outcome:
+    async def retrieve(self, connector_txn_id: str | None, payment_id: str, *,
+                       request: AuthorizeRequest | None = None) -> Outcome:
         call_journal.record(self.name, "retrieve", ref=connector_txn_id, payment_id=payment_id)
         if connector_txn_id:
             known = self._ledger.get(connector_txn_id) or decode(connector_txn_id)
