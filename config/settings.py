@@ -6,6 +6,8 @@ person reading it is usually deploying at a bad hour.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import pathlib
 from typing import Literal
 
@@ -17,6 +19,8 @@ from config.roles import Role
 DEFAULT_RETRY_SCHEDULE = "0,5,300,1800,7200,18000,36000,50400,72000,86400"
 DEFAULT_INBOX_RETRY_SCHEDULE = "1,5,30,300,1800"
 DEFAULT_CONNECTOR_SECRETS = "mockstripe=whsec_dev_mockstripe,mockrazorpay=dev_mockrazorpay,flaky=whsec_dev_flaky"
+# Settings whose value is a secret: an error message names them, never shows them.
+SECRET_FIELDS = frozenset({"secrets_key", "admin_token", "realtime_secret", "connector_secrets"})
 
 
 class SettingsError(Exception):
@@ -74,6 +78,18 @@ class Settings(BaseSettings):
     breaker_min_calls: int = Field(10, ge=1)
     breaker_open_s: float = Field(10.0, gt=0)
     connector_secrets: str = DEFAULT_CONNECTOR_SECRETS
+    # Real connectors (merchants' own Stripe/Razorpay accounts). Unset base URL →
+    # the gateway's public API; tests point them at localstripe and the fake Razorpay.
+    stripe_api_base: str | None = None
+    razorpay_api_base: str | None = None
+    # A payment left in requires_action this long is asked at the gateway and,
+    # if still waiting, canceled there (cancellation_reason "abandoned").
+    action_deadline_s: float = Field(3600.0, gt=0)
+    # Secrets at rest (storage/secrets_box.py): base64 of 32 bytes, or a
+    # comma-separated list (the first encrypts, any decrypts). Unset with the
+    # embedded database → a generated key file in the data dir; unset with
+    # PAYCAST_DATABASE_URL → the server refuses to start.
+    secrets_key: str | None = Field(None, repr=False)
 
     # A gateway webhook for a payment not in the database yet is retried this
     # long (it may have overtaken the payment's commit) before it is kept
@@ -165,6 +181,21 @@ class Settings(BaseSettings):
                 raise ValueError("must look like mockstripe=secret,mockrazorpay=secret")
         return value
 
+    @field_validator("secrets_key")
+    @classmethod
+    def _secrets_key(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        for part in (p.strip() for p in value.split(",")):
+            try:
+                raw = base64.b64decode(part, validate=True)
+            except (binascii.Error, ValueError):
+                raw = b""
+            if len(raw) != 32:
+                # The message names the position, never the value (it is a secret).
+                raise ValueError("must be base64 of 32 bytes (comma-separated to rotate keys)")
+        return value
+
     @property
     def retry_schedule(self) -> list[int]:
         """The outgoing-webhook retry delays in seconds."""
@@ -205,6 +236,5 @@ def load_settings(**overrides: object) -> Settings:
         if not err["loc"]:  # a check across fields: its message names them
             raise SettingsError(f"invalid settings: {err['msg'].removeprefix('Value error, ')}") from None
         field = str(err["loc"][0])
-        raise SettingsError(
-            f"invalid setting PAYCAST_{field.upper()}={err.get('input')!r}: {err['msg']}"
-        ) from None
+        shown = "<redacted>" if field in SECRET_FIELDS else repr(err.get("input"))
+        raise SettingsError(f"invalid setting PAYCAST_{field.upper()}={shown}: {err['msg']}") from None
