@@ -1,0 +1,1 @@
+"""Stand-ins for real gateways that have no public fake (see each module's docstring)."""
