@@ -147,15 +147,16 @@ def _load(raw: bytes) -> dict:
     return data
 
 
-def parse(raw: bytes, headers: Mapping[str, str]) -> GatewayEvent:
+def parse(raw: bytes, headers: Mapping[str, str], *, account_id: str | None = None) -> GatewayEvent:
     """Normalise a Razorpay webhook (verify it first).
 
     Args:
       raw: the body as received.
       headers: the request headers (any key case); ``x-razorpay-event-id`` is the event id.
+      account_id: the connector account whose path received it (``mca_…``).
 
     Returns:
-      The event, ``account_id`` unset (the caller knows which account's path received it).
+      The event.
 
     Raises:
       InvalidRequest: not JSON, no ``event`` type, or a known type without the
@@ -174,7 +175,7 @@ def parse(raw: bytes, headers: Mapping[str, str]) -> GatewayEvent:
     order_id = _text(payment.get("order_id")) or _text(order.get("id"))
     subject = _entity(payload, _SUBJECT.get(kind.split(".")[0], "payment")) if kind != "ignored" else {}
     base = dict(connector=CONNECTOR, event_id=_event_id(raw, headers), kind=kind, created=int(created),
-                event_type=etype)
+                event_type=etype, account_id=account_id)
     if kind == "ignored":
         some_id = order_id or next((_text(_entity(payload, k).get("id")) for k in payload), None)
         return GatewayEvent(**base, connector_txn_id=some_id or "", payment_id=None, amount=None, currency=None,
@@ -202,7 +203,7 @@ def parse(raw: bytes, headers: Mapping[str, str]) -> GatewayEvent:
         raise InvalidRequest(f"Webhook field payload.{name}.entity.id is missing or invalid.",
                              param=f"payload.{name}.entity.id")
     notes = _notes(subject)
-    ours = _text(notes.get("refund_id")) or _text(subject.get("receipt")) if kind.startswith("refund.") else None
+    ours = (_text(notes.get("refund_id")) or _text(subject.get("receipt"))) if kind.startswith("refund.") else None
     return GatewayEvent(
         **base, connector_txn_id=own_id,
         payment_id=_text(_notes(payment).get("payment_id")) or _text(notes.get("payment_id")),
