@@ -5,6 +5,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
+# localstripe (GPL-3.0), the tests' Stripe stand-in, lives in its own venv and runs as its own
+# process (tests/stand_ins/localstripe.py); it is never installed into $(VENV).
+LOCALSTRIPE_VERSION := 1.15.10
+LOCALSTRIPE_STAMP := .venv-localstripe/.installed-$(LOCALSTRIPE_VERSION)
+
 BENCH_STAMP := $(VENV)/.installed-bench
 # `make bench BENCH_SECONDS=5` is the quick mode; BENCH_ARGS passes more options
 # (e.g. BENCH_ARGS="--workers 1 2" for the 1 → 2 worker scaling).
@@ -20,10 +25,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+$(LOCALSTRIPE_STAMP):
+	test -x .venv-localstripe/bin/python || $(PYTHON) -m venv .venv-localstripe
+	.venv-localstripe/bin/python -m pip install --quiet localstripe==$(LOCALSTRIPE_VERSION)
+	touch $(LOCALSTRIPE_STAMP)
+
 run: $(STAMP)
 	$(BIN)/python run.py
 
-test: $(STAMP)
+test: $(STAMP) $(LOCALSTRIPE_STAMP)
 	$(BIN)/python -m pytest -q --durations=20 $(PYTEST_ARGS)
 
 $(BENCH_STAMP): $(STAMP)

@@ -118,3 +118,15 @@ def api_key(server):
 def client(server, api_key):
     with server.client(api_key) as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def localstripe():
+    """One localstripe process (the Stripe stand-in, tests/stand_ins/localstripe.py) for the session."""
+    from tests.stand_ins.localstripe import LocalStripe
+
+    stand_in = LocalStripe().start()
+    try:
+        yield stand_in
+    finally:
+        stand_in.stop()
