@@ -102,15 +102,18 @@ async def _close_websockets_on(shutdown: trio.Event, components) -> None:
     components.realtime.close_all()
 
 
-async def serve_main(settings, dsn: str, admin_token: str, pg=None) -> None:
+async def serve_main(settings, dsn: str, admin_token: str, pg=None, box=None) -> None:
     from actors import collector
     from components import build_components
     from app.server import create_app, serve_http
+    from storage import secrets_box
     from telemetry import metrics
 
     db = await open_database(settings, dsn)
     try:
-        components = build_components(settings, db)
+        # A wrong key fails here, at start, not as a 500 later (storage/secrets_box.py).
+        await db.run(secrets_box.prepare, box)
+        components = build_components(settings, db, secrets=box)
         async with trio.open_nursery() as root:
             await root.start(components.run, name="actors")
             shutdown = trio.Event()
@@ -149,6 +152,14 @@ def cmd_serve(settings) -> int:
     if not admin_token:
         admin_token = "adm_" + secrets.token_urlsafe(24)
         print(f"PAYCAST_ADMIN_TOKEN is unset; admin token for this run: {admin_token}", flush=True)
+    from storage.secrets_box import SecretsKeyError, load_box
+
+    try:  # before the database: an external one without a key is refused outright
+        box = load_box(settings.secrets_key, external_database=bool(settings.database_url),
+                       data_dir=settings.data_dir.resolve())
+    except SecretsKeyError as exc:
+        print(f"paycast: {exc}", file=sys.stderr)
+        return 2
     dsn, pg, lease = resolve_database(settings)
     if settings.workers > 1:
         from app.workers import serve_workers
@@ -171,7 +182,10 @@ def cmd_serve(settings) -> int:
         print(f"paycast: {exc}", file=sys.stderr)
         return 2
     try:
-        trio.run(serve_main, settings, dsn, admin_token, pg, instruments=instruments)
+        trio.run(serve_main, settings, dsn, admin_token, pg, box, instruments=instruments)
+    except SecretsKeyError as exc:
+        print(f"paycast: {exc}", file=sys.stderr)
+        return 2
     finally:
         tracing.shutdown()  # flush spans still queued for the exporter
         if lease is not None:

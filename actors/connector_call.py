@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 import trio
 
@@ -31,6 +31,10 @@ from gateways.base import CircuitOpen, ConnectorError, ConnectorTimeout, Connect
 
 log = logging.getLogger("paycast.connectors")
 T = TypeVar("T")
+
+
+class _AccountConnectors(Protocol):
+    async def connector(self, account_id: str) -> object | None: ...
 
 
 @dataclass(frozen=True)
@@ -69,22 +73,47 @@ class CallResult(Generic[T]):
 
 
 class ConnectorCaller:
-    """Calls connectors by name for the whole process.
+    """Calls connectors for the whole process: simulators by name, real connectors
+    (``stripe``, ``razorpay``) by the merchant's connector account.
 
     Args:
-      connectors: connector objects by name.
-      breakers: the circuit breaker of each connector (missing: not gated, not fed).
+      connectors: the simulated connector objects by name.
+      breakers: the circuit breaker of each simulated connector (missing: not gated, not fed).
       timeout_s: the connector timeout (``PAYCAST_CONNECTOR_TIMEOUT_S``).
+      accounts: resolves an account id to its connector object
+        (``async connector(account_id) -> object | None``;
+        components.connector_accounts.ConnectorAccounts).
+      account_breaker: the circuit breaker of an account, ``(account_id, name) -> CircuitBreaker``
+        (one per account: one merchant's failing gateway account does not open another's circuit).
+      real_connectors: the names resolved through ``accounts``.
     """
 
     def __init__(self, connectors: Mapping[str, object], breakers: Mapping[str, CircuitBreaker],
-                 timeout_s: float) -> None:
+                 timeout_s: float, *, accounts: _AccountConnectors | None = None,
+                 account_breaker: Callable[[str, str], CircuitBreaker] | None = None,
+                 real_connectors: frozenset[str] = frozenset()) -> None:
         self.connectors = connectors
         self.breakers = breakers
         self.timeout_s = timeout_s
+        self.accounts = accounts
+        self.account_breaker = account_breaker
+        self.real_connectors = real_connectors
+
+    async def connector_for(self, name: str, account_id: str | None = None) -> object | None:
+        """The object a call to ``name`` would use (for capability reads such as
+        ``partial_capture``), or None when there is none.
+
+        Raises:
+          Unavailable: the account could not be read now.
+        """
+        if name not in self.real_connectors:
+            return self.connectors.get(name)
+        if account_id is None or self.accounts is None:
+            return None
+        return await self.accounts.connector(account_id)
 
     async def call(self, name: str, op: Callable[[object], Awaitable[T]], *, what: str,
-                   gate: bool = False) -> CallResult[T]:
+                   gate: bool = False, account_id: str | None = None) -> CallResult[T]:
         """Run ``op(connector)`` under the connector's timeout and breaker.
 
         Args:
@@ -94,15 +123,26 @@ class ConnectorCaller:
           gate: refuse when the circuit is open (calls that start new money
             movement: authorize, refund, payout). Follow-ups of money already
             moving (capture, void, retrieve) are never refused, only counted.
+          account_id: for a real connector, the connector account the attempt
+            records (``payment_attempts.connector_account_id``); its status does
+            not matter (a disabled account's in-flight work still settles).
 
         Returns:
           The :class:`CallResult`; never raises a connector error.
         """
-        connector = self.connectors.get(name)
-        if connector is None:
-            return CallResult(name, error=ConnectorUnavailable(f"connector {name!r} is not configured"),
+        try:
+            connector = await self.connector_for(name, account_id)
+        except Unavailable as exc:
+            return CallResult(name, error=ConnectorUnavailable(f"the {name} account could not be read: {exc}"),
                               nothing_charged=True)
-        breaker = self.breakers.get(name)
+        if connector is None:
+            missing = "is not configured" if name not in self.real_connectors else "has no connector account here"
+            return CallResult(name, error=ConnectorUnavailable(f"connector {name!r} {missing}"),
+                              nothing_charged=True)
+        if name in self.real_connectors and self.account_breaker is not None:
+            breaker = self.account_breaker(account_id, name)
+        else:
+            breaker = self.breakers.get(name)
         admitted = "call"
         if breaker is not None and gate:
             admitted = breaker.admit(trio.current_time())

@@ -15,6 +15,7 @@ import json
 import logging
 import time
 import urllib.parse
+from collections.abc import Callable
 
 import httpx
 import trio
@@ -41,10 +42,14 @@ class WebhookDispatcher:
       allow_private_urls: ``PAYCAST_WEBHOOK_ALLOW_PRIVATE_URLS``; when False a
         URL that resolves to a private address is not contacted.
       resolve: async ``host -> [addresses]`` (to check private addresses at send time).
+      open_secret: ``(endpoint_id, stored) -> secret``: the signing secret from its
+        sealed stored form (storage.secrets_box), opened just before signing.
     """
 
-    def __init__(self, db, *, allow_private_urls: bool, resolve, retry_schedule: list[int]) -> None:
+    def __init__(self, db, *, allow_private_urls: bool, resolve, retry_schedule: list[int],
+                 open_secret: Callable[[str, str], str]) -> None:
         self._db = db
+        self._open_secret = open_secret
         self._schedule = list(retry_schedule)
         self._allow_private = allow_private_urls
         self._resolve = resolve
@@ -120,7 +125,8 @@ class WebhookDispatcher:
     async def _send(self, client: httpx.AsyncClient, row: dict) -> tuple[int | None, int, str | None]:
         """One attempt. Returns ``(status code or None, latency ms, error or None)``."""
         body = json.dumps(row["event"], separators=(",", ":")).encode()
-        headers = rules.headers(row["secret"], row["event"]["id"], int(time.time()), body) | observe.trace_headers()
+        secret = self._open_secret(row["endpoint_id"], row["secret"])
+        headers = rules.headers(secret, row["event"]["id"], int(time.time()), body) | observe.trace_headers()
         started = trio.current_time()
 
         def elapsed_ms() -> int:

@@ -28,8 +28,8 @@ from config.roles import Part, parts_of
 from domain.errors import InvalidRequest
 from domain.ids import request_id
 from app.routes import admin_inbox
-from app.routes import (accounts, admin, connectors, dashboard, disputes, events, ops, orders, payments, realtime,
-                        reconciliation, refunds, webhook_endpoints, webhooks)
+from app.routes import (accounts, admin, connector_accounts, connectors, dashboard, disputes, events, ops, orders,
+                        payments, realtime, reconciliation, refunds, webhook_endpoints, webhooks)
 from app.routes import stats as console_stats
 
 log = logging.getLogger("paycast.http")
@@ -40,7 +40,7 @@ ROUTES = {
     Part.OPS: (ops.bp,),
     Part.MERCHANT_HTTP: (admin.bp, admin_inbox.bp, orders.bp, payments.bp, events.bp, connectors.bp,
                          reconciliation.bp, refunds.bp, disputes.bp, accounts.bp, webhook_endpoints.bp, realtime.bp,
-                         dashboard.bp, console_stats.bp),  # console_stats: the console's read endpoints (docs/console.md)
+                         dashboard.bp, console_stats.bp, connector_accounts.bp),  # console_stats: the console's read endpoints (docs/console.md)
     Part.WEBHOOKS_IN: (webhooks.bp,),
     # Part.REALTIME's WebSocket is served in front of Quart (app/realtime_endpoint.py, asgi_edge).
 }

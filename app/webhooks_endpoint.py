@@ -1,4 +1,5 @@
-"""``POST /webhooks/{connector}``, served at the ASGI level in front of Quart.
+"""``POST /webhooks/{connector}`` and ``POST /webhooks/{connector}/{mca_id}``, served at the
+ASGI level in front of Quart.
 
 Why: gateway webhooks are the busiest machine-facing request, and what Quart
 adds to each (request and app contexts, werkzeug's URL matching, response
@@ -7,9 +8,10 @@ kind, plus a reference cycle per request from werkzeug's matcher (a recursive
 closure), garbage for the cycle collector whose pauses set the realtime
 latency's tail. The request is the same: body bounded by the body limit, the
 API's error objects, ``Request-Id`` (from ``X-Request-Id`` when given), the
-request metrics under the route ``/webhooks/<connector>``, the trace span
-named after it. What it does is :func:`app.routes.webhooks.ingest`; other
-methods and paths go on to Quart (405, 404).
+request metrics under the route ``/webhooks/<connector>`` (or
+``/webhooks/<connector>/<account_id>``), the trace span named after it. What
+it does is :func:`app.routes.webhooks.ingest` (or ``ingest_for_account``);
+other methods and paths go on to Quart (405, 404).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import trio
 
 from app.body import send_json
 from app.errors import body_too_large, internal_error, status_of
-from app.routes.webhooks import ingest
+from app.routes.webhooks import ingest, ingest_for_account
 from app.tracing import name_after_route
 from config import logs
 from domain.errors import InvalidRequest, PaycastError
@@ -32,6 +34,7 @@ from domain.ids import request_id as new_request_id
 log = logging.getLogger("paycast.http")
 PREFIX = "/webhooks/"
 ROUTE = "/webhooks/<connector>"
+ACCOUNT_ROUTE = "/webhooks/<connector>/<account_id>"
 # As Quart's BODY_TIMEOUT: a sender that stalls mid-body is answered 408.
 BODY_TIMEOUT_S = 30
 
@@ -70,21 +73,25 @@ class WebhooksEndpoint:
 
     async def __call__(self, scope, receive, send) -> None:
         path = scope.get("path", "")
-        if scope["type"] != "http" or scope["method"] != "POST" or not path.startswith(PREFIX) \
-                or "/" in path[len(PREFIX):] or len(path) == len(PREFIX):
+        parts = path[len(PREFIX):].split("/") if path.startswith(PREFIX) else []
+        if scope["type"] != "http" or scope["method"] != "POST" or len(parts) not in (1, 2) or not all(parts):
             return await self.app(scope, receive, send)
+        route = ROUTE if len(parts) == 1 else ACCOUNT_ROUTE
         started = time.perf_counter()
         headers = _Headers(scope.get("headers", ()))
         request_id = new_request_id(headers.get("x-request-id"))
         logs.request_id.set(request_id)
         logs.merchant_id.set(None)
         logs.payment_id.set(None)
-        name_after_route("POST", ROUTE)
+        name_after_route("POST", route)
         try:
             if "\x00" in path or b"\x00" in unquote_to_bytes(scope.get("query_string", b"")):
                 raise InvalidRequest("NUL characters are not allowed in the URL.")
             raw = await self._read_body(receive)
-            status, body = 200, await ingest(self.components, path[len(PREFIX):], raw, headers)
+            if len(parts) == 1:
+                status, body = 200, await ingest(self.components, parts[0], raw, headers)
+            else:
+                status, body = 200, await ingest_for_account(self.components, parts[0], parts[1], raw, headers)
         except PaycastError as exc:
             status, body = status_of(exc), exc.to_dict()
         except Exception:  # noqa: BLE001 - one request's bug is a 500, never a dropped connection
@@ -92,8 +99,8 @@ class WebhooksEndpoint:
             exc = internal_error()
             status, body = status_of(exc), exc.to_dict()
         await send_json(send, status, orjson.dumps(body), [(b"request-id", request_id.encode())])
-        self.metrics.requests.labels("POST", ROUTE, str(status)).inc()
-        self.metrics.latency.labels("POST", ROUTE).observe(time.perf_counter() - started)
+        self.metrics.requests.labels("POST", route, str(status)).inc()
+        self.metrics.latency.labels("POST", route).observe(time.perf_counter() - started)
 
     async def _read_body(self, receive) -> bytes:
         """The whole body, at most ``max_body`` bytes.

@@ -8,8 +8,9 @@ needs (config/roles.py).
 
 Dependencies, in build order::
 
-    connectors ─┬─ routing (breakers, merchants' routing)
-                └─ connector caller ─ payments ─┬─ accounts
+    secrets ── connector accounts (per-account real connectors) ─┐
+    connectors ─┬─ routing (breakers, merchants' routing)         │
+                └─ connector caller ──────────────────────────────┴─ payments ─┬─ accounts
                                                 ├─ inbox ── wakeups
                                                 └─ (reconcilers)
     webhooks_out ── wakeups;  realtime;  maintenance
@@ -31,6 +32,7 @@ from actors.reconciler import run_reconciler
 from actors.runtime import supervise
 from actors.wakeups import Topic, Wakeups
 from components.accounts import Accounts
+from components.connector_accounts import REGISTRY as REAL_CONNECTORS, ConnectorAccounts
 from components.inbox import Inbox
 from components.maintenance import Maintenance
 from components.merchants import Merchants
@@ -47,6 +49,7 @@ from gateways.simulator import WebhookSimulator
 from storage import accounts, events, payments
 from storage import realtime as realtime_log
 from storage.database import Database
+from storage.secrets_box import SecretsBox, load_box
 
 __all__ = ["Components", "Connectors", "build_components", "simulated_connectors"]
 
@@ -76,6 +79,8 @@ class Components:
     db: Database
     parts: frozenset[Part]
     connectors: Connectors
+    secrets: SecretsBox
+    connector_accounts: ConnectorAccounts
     routing: Routing
     merchants: Merchants
     payments: Payments
@@ -98,6 +103,13 @@ class Components:
         Which actors run is :data:`config.roles.ROLE_PARTS` for the process's role.
         """
         parts = self.parts
+        try:
+            await self._run_parts(parts, task_status)
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.connector_accounts.aclose()
+
+    async def _run_parts(self, parts: frozenset[Part], task_status: trio.TaskStatus) -> None:
         async with trio.open_nursery() as nursery:
             if Part.PAYMENTS in parts:
                 self.payments.start(nursery)
@@ -136,13 +148,17 @@ class Components:
                         "so simulated gateway webhooks reach an inbox", self.settings.role)
 
 
-def build_components(settings: Settings, db: Database, connectors: Connectors | None = None) -> Components:
+def build_components(settings: Settings, db: Database, connectors: Connectors | None = None, *,
+                     secrets: SecretsBox | None = None) -> Components:
     """Wire the components of one process.
 
     Args:
       settings: the process settings (its role decides what :meth:`Components.run` starts).
       db: an open :class:`Database`.
-      connectors: the connectors to call; default :func:`simulated_connectors`.
+      connectors: the simulated connectors to call; default :func:`simulated_connectors`.
+      secrets: the key ring of secrets at rest, already checked against the database
+        (``run.py`` opens it with :func:`storage.secrets_box.prepare`); default: loaded
+        from the settings, unchecked.
 
     Returns:
       The components, not yet running (start them with :meth:`Components.run`).
@@ -150,13 +166,18 @@ def build_components(settings: Settings, db: Database, connectors: Connectors | 
     register_followers_and_projections()
     parts = parts_of(settings.role)
     connectors = connectors or simulated_connectors(settings)
-    routing = Routing(settings, db, connectors.by_name)
-    caller = ConnectorCaller(connectors.by_name, routing.breakers, settings.connector_timeout_s)
+    secrets = secrets or load_box(settings.secrets_key, external_database=bool(settings.database_url),
+                                  data_dir=settings.data_dir)
+    connector_accounts = ConnectorAccounts(settings, db, secrets)
+    routing = Routing(settings, db, connectors.by_name, real_connectors=REAL_CONNECTORS)
+    caller = ConnectorCaller(connectors.by_name, routing.breakers, settings.connector_timeout_s,
+                             accounts=connector_accounts, account_breaker=routing.account_breaker,
+                             real_connectors=routing.real_connectors)
     payments_ = Payments(settings, db, routing, caller)
     # Stored work for an actor another process runs wakes it through NOTIFY;
     # `wakeups` is bound below, before anything can store work.
     inbox = Inbox(db, payments_, on_stored=lambda: wakeups.wake(Topic.INBOX), applies_here=Part.INBOX in parts)
-    webhooks_out = WebhooksOut(settings, db, wake_dispatcher=lambda: wakeups.wake(Topic.DELIVERIES))
+    webhooks_out = WebhooksOut(settings, db, wake_dispatcher=lambda: wakeups.wake(Topic.DELIVERIES), box=secrets)
     local = {}
     if Part.INBOX in parts:
         local[Topic.INBOX] = inbox.processor.wake
@@ -164,7 +185,8 @@ def build_components(settings: Settings, db: Database, connectors: Connectors | 
         local[Topic.DELIVERIES] = webhooks_out.dispatcher.wake
     wakeups = Wakeups(db, local, timeout_s=settings.db_connect_timeout_s)
     return Components(
-        settings=settings, db=db, parts=parts, connectors=connectors, routing=routing,
+        settings=settings, db=db, parts=parts, connectors=connectors, secrets=secrets,
+        connector_accounts=connector_accounts, routing=routing,
         merchants=Merchants(db), payments=payments_, accounts=Accounts(settings, db, payments_),
         orders=Orders(db), events=Events(db), console=Console(db, settings.realtime_presence_ttl_s),
         reconciliation_reports=ReconciliationReports(db),

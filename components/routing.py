@@ -28,18 +28,33 @@ class Routing:
     Args:
       settings: breaker thresholds come from here.
       db: where merchants' routing policies are stored.
-      connector_names: the connectors this process can call.
+      connector_names: the simulated connectors this process can call.
+      real_connectors: the real connectors (``stripe``, ``razorpay``): known to
+        routing configurations, called through a merchant's connector account,
+        one breaker per account (:meth:`account_breaker`).
     """
 
-    def __init__(self, settings: Settings, db: Database, connector_names: Iterable[str]) -> None:
+    def __init__(self, settings: Settings, db: Database, connector_names: Iterable[str],
+                 real_connectors: Iterable[str] = ()) -> None:
         self._db = db
         names = list(connector_names)  # breakers keep the connectors' order (GET /v1/connectors)
-        self.known_connectors = frozenset(names)
+        self.real_connectors = frozenset(real_connectors)
+        self.known_connectors = frozenset(names) | self.real_connectors
         policy = BreakerPolicy(min_calls=settings.breaker_min_calls,
                                failure_threshold=settings.breaker_failure_threshold,
                                open_seconds=settings.breaker_open_s)
+        self._policy = policy
         self.breakers = {name: CircuitBreaker(name, policy) for name in names}
+        self._account_breakers: dict[str, CircuitBreaker] = {}
         self._cache: dict[str, tuple[float, dict | None]] = {}
+
+    def account_breaker(self, account_id: str, name: str) -> CircuitBreaker:
+        """The circuit breaker of one connector account (made on first use; named
+        after the connector, so its snapshot reads like a simulator's)."""
+        breaker = self._account_breakers.get(account_id)
+        if breaker is None:
+            breaker = self._account_breakers[account_id] = CircuitBreaker(name, self._policy)
+        return breaker
 
     def _open_circuits(self) -> frozenset[str]:
         now = trio.current_time()

@@ -167,8 +167,9 @@ def account_transaction(row: Mapping, customer_id: str | None) -> dict:
     }
 
 
-def webhook_endpoint(row: Mapping, *, with_secret: bool = False) -> dict:
-    out = {
+def webhook_endpoint(row: Mapping) -> dict:
+    """An endpoint's API form; never its secret (stored sealed, shown once at creation)."""
+    return {
         "id": row["id"],
         "object": "webhook_endpoint",
         "url": row["url"],
@@ -179,9 +180,6 @@ def webhook_endpoint(row: Mapping, *, with_secret: bool = False) -> dict:
         "created_at": iso(row["created_at"]),
         "updated_at": iso(row["updated_at"]),
     }
-    if with_secret:
-        out["secret"] = row["secret"]
-    return out
 
 
 def webhook_attempt(row: Mapping) -> dict:

@@ -6,7 +6,7 @@ import asyncpg
 
 # Tables a list may page over; a whitelist because the name is put into SQL.
 _TABLES = frozenset({"orders", "payments", "payment_attempts", "refunds", "disputes", "accounts",
-                     "account_transactions", "webhook_deliveries"})
+                     "account_transactions", "webhook_deliveries", "connector_accounts"})
 
 
 async def page_rows(conn: asyncpg.Connection, table: str, merchant_id: str, *, limit: int,

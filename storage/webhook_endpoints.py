@@ -1,4 +1,5 @@
-"""Merchants' outgoing webhook endpoints."""
+"""Merchants' outgoing webhook endpoints. The ``secret`` column holds the sealed form
+(storage.secrets_box); the component seals and the dispatcher opens it."""
 
 from __future__ import annotations
 
@@ -6,23 +7,21 @@ import asyncpg
 
 from domain import render
 from domain.errors import NotFound
-from domain.ids import new_id
-from domain.outgoing_webhooks import new_secret
 
 
-async def create(conn: asyncpg.Connection, merchant_id: str, url: str, enabled_events: list[str],
-                 description: str | None) -> dict:
-    """Create an enabled endpoint with a fresh secret.
+async def create(conn: asyncpg.Connection, merchant_id: str, endpoint_id: str, url: str, enabled_events: list[str],
+                 description: str | None, sealed_secret: str) -> asyncpg.Record:
+    """Create an enabled endpoint whose secret is already sealed (storage.secrets_box).
 
     Returns:
-      Its API form, with the secret (shown at creation only, as Stripe does).
+      Its row (the caller renders it with the plaintext secret it made, shown at
+      creation only, as Stripe does).
     """
-    row = await conn.fetchrow(
+    return await conn.fetchrow(
         "INSERT INTO webhook_endpoints (id, merchant_id, url, secret, enabled_events, description, status)"
         " VALUES ($1, $2, $3, $4, $5, $6, 'enabled') RETURNING *",
-        new_id("we"), merchant_id, url, new_secret(), enabled_events, description,
+        endpoint_id, merchant_id, url, sealed_secret, enabled_events, description,
     )
-    return render.webhook_endpoint(row, with_secret=True)
 
 
 async def fetch_row(conn: asyncpg.Connection, merchant_id: str, endpoint_id: str, *, lock: bool = False):

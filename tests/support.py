@@ -16,6 +16,12 @@ import httpx
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 ADMIN_TOKEN = "adm_test_token"
+# The key ring of secrets at rest for every server the tests start (an external
+# database without PAYCAST_SECRETS_KEY refuses to start). Put in the environment,
+# so processes started any other way (run.py check, bench helpers) have it too;
+# a test of the refusal removes it.
+TEST_SECRETS_KEY = "cGF5Y2FzdC10ZXN0LXNlY3JldHMta2V5LTMyYnl0ZXM="
+os.environ.setdefault("PAYCAST_SECRETS_KEY", TEST_SECRETS_KEY)
 
 
 class ServerProcess:

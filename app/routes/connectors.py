@@ -19,7 +19,14 @@ _ROUTING_FIELDS = frozenset({"strategy", "connectors", "weights", "rules"})
 @bp.get("/v1/connectors")
 @merchant_required
 async def list_connectors():
-    return json_response(list(components().routing.health(trio.current_time()).values()))
+    """The simulators' circuit breakers, then the merchant's active real connectors
+    (one breaker per connector account; ``account_id`` names it)."""
+    system = components()
+    now = trio.current_time()
+    listed = list(system.routing.health(now).values())
+    for name, account_id in (await system.connector_accounts.active(g.merchant_id)).items():
+        listed.append(system.routing.account_breaker(account_id, name).snapshot(now) | {"account_id": account_id})
+    return json_response(listed)
 
 
 @bp.get("/v1/routing")
@@ -46,7 +53,27 @@ async def put_routing():
         if required == "strategy" and data["strategy"] not in STRATEGIES:
             raise InvalidRequest(f"strategy must be one of {', '.join(STRATEGIES)}.", param="strategy")
     config = RoutingConfig.from_dict(data, routing.known_connectors)
+    await _check_accounts(config, routing.real_connectors)
     body = config.to_dict()
     stored = {k: v for k, v in body.items() if k != "object"}
     await routing.store(g.merchant_id, stored)
     return json_response(body)
+
+
+async def _check_accounts(config: RoutingConfig, real: frozenset[str]) -> None:
+    """A real connector may be named only while the merchant has an active account for it.
+
+    Raises:
+      InvalidRequest: naming the field (``connectors``, ``weights``, ``rules.N.connectors``).
+    """
+    named = [("connectors", config.connectors), ("weights", tuple(config.weights))]
+    named += [(f"rules.{i}.connectors", rule.connectors) for i, rule in enumerate(config.rules)]
+    wanted = {name for _, names in named for name in names if name in real}
+    if not wanted:
+        return
+    active = await components().connector_accounts.active(g.merchant_id)
+    for param, names in named:
+        for name in names:
+            if name in real and name not in active:
+                raise InvalidRequest(f"{name} needs an active connector account (POST /v1/connector_accounts) "
+                                     "before routing may name it.", param=param)

@@ -1,12 +1,17 @@
-"""``POST /webhooks/{connector}``: gateway webhooks in.
+"""``POST /webhooks/{connector}`` and ``POST /webhooks/{connector}/{mca_id}``: gateway webhooks in.
 
 Verify the signature first (a forged body is never parsed or stored), parse,
 then store durably through the group-commit writer; 200 only after commit.
-:func:`ingest` is the whole of it; :mod:`app.webhooks_endpoint` serves it.
+:func:`ingest` (simulators, one process-wide secret each) and
+:func:`ingest_for_account` (real connectors: the account's own webhook
+secret, the connector module's pure verifier and parser) are the whole of
+it; :mod:`app.webhooks_endpoint` serves both.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import logging
 import time
 
@@ -21,14 +26,22 @@ from telemetry import metrics
 log = logging.getLogger("paycast.webhooks.in")
 
 bp = Blueprint("webhooks", __name__)
+# Each real connector's pure webhook module: ``verify(secret, raw, headers, now)``
+# (raises domain.signatures.SignatureError) and ``parse(raw, headers) -> GatewayEvent``.
+EVENT_MODULES = {"stripe": "domain.stripe_events", "razorpay": "domain.razorpay_events"}
 
 
 def _verify(connector: str, secret: str, raw: bytes, now: int, headers) -> None:
+    if webhooks.FORMATS[connector] == "stripe":
+        _checked(connector, signatures.verify_stripe, secret, raw, headers.get("Stripe-Signature"), now)
+    else:
+        _checked(connector, signatures.verify_razorpay, secret, raw, headers.get("X-Razorpay-Signature"))
+
+
+def _checked(connector: str, verify, *args) -> None:
+    """Run a signature check; a failure is counted, logged (its code only) and a 400."""
     try:
-        if webhooks.FORMATS[connector] == "stripe":
-            signatures.verify_stripe(secret, raw, headers.get("Stripe-Signature"), now)
-        else:
-            signatures.verify_razorpay(secret, raw, headers.get("X-Razorpay-Signature"))
+        verify(*args)
     except signatures.SignatureError as exc:
         metrics.SIGNATURE_FAILURES.labels(connector, exc.code).inc()
         log.warning("webhook refused: %s signature %s", connector, exc.code)
@@ -59,10 +72,39 @@ async def ingest(system, connector: str, raw: bytes, headers) -> dict:
         # Razorpay signs only the body; its created_at is what bounds a replay.
         metrics.SIGNATURE_FAILURES.labels(connector, "stale_signature").inc()
         raise InvalidRequest("The webhook is older than the tolerance.", code="stale_signature")
+    return await _store(system, event, raw)
+
+
+async def ingest_for_account(system, connector: str, account_id: str, raw: bytes, headers) -> dict:
+    """Verify with the account's webhook secret, parse, and durably store one real-connector webhook.
+
+    The account may be disabled: its in-flight payments still settle by webhook.
+    The event carries ``account_id``, so it moves only that account's payments.
+
+    Returns:
+      The 200 body: ``{"received": true, "duplicate": bool}``.
+
+    Raises:
+      NotFound: not a real connector, or no such account of that connector.
+      InvalidRequest: a bad or stale signature, or a body that is not the connector's webhook.
+      Unavailable: not stored in time (the gateway should retry).
+    """
+    module = EVENT_MODULES.get(connector)
+    target = await system.connector_accounts.webhook_target(connector, account_id) if module else None
+    if target is None:
+        raise NotFound(f"No {connector} webhooks are received at this path.", param="connector_account")
+    events = importlib.import_module(module)
+    _checked(connector, events.verify, target.secret, raw, headers, int(time.time()))
+    event = dataclasses.replace(events.parse(raw, headers), account_id=account_id)
+    return await _store(system, event, raw)
+
+
+async def _store(system, event: webhooks.GatewayEvent, raw: bytes) -> dict:
     started = time.perf_counter()
     new = await system.inbox.writer.store(event, raw.decode("utf-8", "replace"), system.settings.ask_timeout_s)
-    metrics.WEBHOOKS_RECEIVED.labels(connector, "new" if new else "duplicate").inc()
-    log.info("webhook received: %s %s %s for %s (%s, stored in %.1f ms)", connector, event.event_id, event.kind,
+    metrics.WEBHOOKS_RECEIVED.labels(event.connector, "new" if new else "duplicate").inc()
+    log.info("webhook received: %s%s %s %s for %s (%s, stored in %.1f ms)", event.connector,
+             f"/{event.account_id}" if event.account_id else "", event.event_id, event.kind,
              event.payment_id or event.connector_txn_id or "-", "new" if new else "duplicate",
              (time.perf_counter() - started) * 1000)
     return {"received": True, "duplicate": not new}
@@ -73,3 +115,10 @@ async def receive_webhook(connector: str):
     """Served by :class:`app.webhooks_endpoint.WebhooksEndpoint` in front of Quart wherever this
     blueprint is; the route stays for what Quart answers around it (405 for other methods)."""
     return json_response(await ingest(components(), connector, await read_raw(), request.headers))
+
+
+@bp.post("/webhooks/<connector>/<account_id>")
+async def receive_account_webhook(connector: str, account_id: str):
+    """Served by :class:`app.webhooks_endpoint.WebhooksEndpoint` too (this route stays for Quart's 405s)."""
+    return json_response(await ingest_for_account(components(), connector, account_id, await read_raw(),
+                                                  request.headers))
