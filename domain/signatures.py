@@ -56,7 +56,7 @@ def verify_stripe(secret: str, body: bytes, header: str | None, now: int, tolera
     candidates = []
     for part in header.split(","):
         key, _, value = part.strip().partition("=")
-        if key == "t" and value.isdigit():
+        if key == "t" and value.isascii() and value.isdigit():  # "²".isdigit() is True, int("²") fails
             timestamp = int(value)
         elif key == "v1" and value:
             candidates.append(value)

@@ -187,7 +187,10 @@ def declined_outcome(error: dict) -> Outcome:
     last = _dict(pi.get("last_payment_error"))
     code = error_code(error) or error_code(last) or "card_declined"
     message = _str(error.get("message")) or _str(last.get("message")) or "The card was declined."
-    return Outcome(OutcomeKind.DECLINED, _str(pi.get("id")), code, message, method_details=method_details(pi))
+    # The error's own ``payment_method`` is the whole object (with its card); the
+    # PaymentIntent's is usually only its id.
+    details = method_details(pi) or method_details({"payment_method": error.get("payment_method")})
+    return Outcome(OutcomeKind.DECLINED, _str(pi.get("id")), code, message, method_details=details)
 
 
 def refund_submission(refund: dict) -> Submission:
