@@ -1,0 +1,178 @@
+"""Secrets at rest (storage/secrets_box.py) against real server processes and the
+real PostgreSQL: what is stored is ciphertext, plaintext left from before sealing
+is sealed at start, keys rotate (first seals, any opens), a wrong key fails at
+start, an external database without a key is refused, and the embedded database
+gets a generated key file (0600) with one warning.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+from standardwebhooks import Webhook
+
+from tests.receiver import Receiver
+from tests.support import ROOT, ADMIN_TOKEN, db_fetch, wait_for
+
+KEY_A = base64.b64encode(b"A" * 32).decode()
+KEY_B = base64.b64encode(b"B" * 32).decode()
+KEY_C = base64.b64encode(b"C" * 32).decode()
+
+
+def kid(key_b64: str) -> str:
+    return hashlib.sha256(base64.b64decode(key_b64)).hexdigest()[:8]
+
+
+def _endpoint(client, receiver) -> dict:
+    r = client.post("/v1/webhook_endpoints", json={"url": receiver.url, "enabled_events": ["*"]})
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def _signed_delivery_verifies(client, receiver, secret: str) -> None:
+    """A payment's event reaches the receiver signed with ``secret`` (checked by the
+    standardwebhooks library, not by our code)."""
+    receiver.received.clear()
+    r = client.post("/v1/payments", json={"amount": 1000, "currency": "INR", "confirm": True,
+                                          "payment_method": {"type": "card", "card": {"number": "4242424242424242"}}})
+    assert r.status_code in (200, 201), r.text
+    request = wait_for(lambda: receiver.received and receiver.received[0], timeout=15)
+    Webhook(secret).verify(request.body, request.headers)
+
+
+def _start(start_server, dsn: str, key: str):
+    return start_server(dsn, PAYCAST_SECRETS_KEY=key, PAYCAST_WEBHOOK_ALLOW_PRIVATE_URLS="true")
+
+
+def _serve_and_fail(dsn: str | None, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run ``run.py serve`` expecting it to refuse to start; its exit and output."""
+    full = {k: v for k, v in os.environ.items() if k not in ("PAYCAST_SECRETS_KEY", "PAYCAST_DATABASE_URL")}
+    full.update({"PAYCAST_PORT": "0", "PAYCAST_ADMIN_TOKEN": ADMIN_TOKEN}, **env)
+    if dsn:
+        full["PAYCAST_DATABASE_URL"] = dsn
+    return subprocess.run([sys.executable, str(ROOT / "run.py"), "serve"], cwd=ROOT, env=full,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_endpoint_secret_is_ciphertext_and_still_signs(new_database, start_server):
+    dsn = new_database("paycast_sec")
+    server = _start(start_server, dsn, KEY_A)
+    with Receiver() as receiver, server.client(server.create_merchant()) as client:
+        created = _endpoint(client, receiver)
+        stored = db_fetch(dsn, "SELECT secret FROM webhook_endpoints WHERE id = $1", created["id"])[0]["secret"]
+        assert stored != created["secret"] and created["secret"] not in stored
+        assert stored.startswith(f"pcs1.{kid(KEY_A)}.")
+        assert "secret" not in client.get(f"/v1/webhook_endpoints/{created['id']}").json()
+        _signed_delivery_verifies(client, receiver, created["secret"])
+
+
+def test_plaintext_from_before_is_sealed_at_start(new_database, start_server):
+    """The data migration: an endpoint secret stored in plaintext (as before
+    sealing existed) is sealed at the next start and still signs."""
+    dsn = new_database("paycast_sec")
+    server = _start(start_server, dsn, KEY_A)
+    api_key = server.create_merchant()
+    with Receiver() as receiver:
+        with server.client(api_key) as client:
+            created = _endpoint(client, receiver)
+        server.stop()
+        db_fetch(dsn, "UPDATE webhook_endpoints SET secret = $2 WHERE id = $1", created["id"], created["secret"])
+        server = _start(start_server, dsn, KEY_A)
+        stored = db_fetch(dsn, "SELECT secret FROM webhook_endpoints WHERE id = $1", created["id"])[0]["secret"]
+        assert stored.startswith(f"pcs1.{kid(KEY_A)}.") and created["secret"] not in stored
+        with server.client(api_key) as client:
+            _signed_delivery_verifies(client, receiver, created["secret"])
+
+
+def test_rotation_reads_old_rows_and_seals_with_the_new_key(new_database, start_server):
+    dsn = new_database("paycast_sec")
+    server = _start(start_server, dsn, KEY_A)
+    api_key = server.create_merchant()
+    with Receiver() as receiver:
+        with server.client(api_key) as client:
+            old = _endpoint(client, receiver)
+        server.stop()
+        # B first (seals), A still listed (opens what A sealed): start re-seals A's rows with B.
+        server = _start(start_server, dsn, f"{KEY_B},{KEY_A}")
+        rows = db_fetch(dsn, "SELECT secret FROM webhook_endpoints")
+        assert rows and all(r["secret"].startswith(f"pcs1.{kid(KEY_B)}.") for r in rows)
+        with server.client(api_key) as client:
+            new = _endpoint(client, receiver)
+            assert db_fetch(dsn, "SELECT secret FROM webhook_endpoints WHERE id = $1",
+                            new["id"])[0]["secret"].startswith(f"pcs1.{kid(KEY_B)}.")
+            client.delete(f"/v1/webhook_endpoints/{new['id']}")
+            _signed_delivery_verifies(client, receiver, old["secret"])
+        server.stop()
+        # A is gone from the ring: everything was re-sealed with B, so B alone opens it all.
+        server = _start(start_server, dsn, KEY_B)
+        with server.client(api_key) as client:
+            _signed_delivery_verifies(client, receiver, old["secret"])
+
+
+def test_wrong_key_fails_at_start(new_database, start_server):
+    dsn = new_database("paycast_sec")
+    server = _start(start_server, dsn, KEY_A)
+    with Receiver() as receiver, server.client(server.create_merchant()) as client:
+        _endpoint(client, receiver)
+    server.stop()
+    done = _serve_and_fail(dsn, {"PAYCAST_SECRETS_KEY": KEY_C})
+    assert done.returncode == 2, done
+    assert "PAYCAST_SECRETS_KEY does not open the secrets stored in this database" in done.stderr
+    assert kid(KEY_A) in done.stderr and "Traceback" not in done.stderr
+    assert KEY_A not in done.stderr + done.stdout and KEY_C not in done.stderr + done.stdout
+
+
+def test_external_database_without_a_key_is_refused(new_database):
+    done = _serve_and_fail(new_database("paycast_sec"), {})
+    assert done.returncode == 2, done
+    assert "PAYCAST_SECRETS_KEY is required with PAYCAST_DATABASE_URL" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_malformed_key_is_refused_without_echoing_it(new_database):
+    done = _serve_and_fail(new_database("paycast_sec"), {"PAYCAST_SECRETS_KEY": "not-a-key-but-a-secret"})
+    assert done.returncode == 2, done
+    assert "PAYCAST_SECRETS_KEY" in done.stderr and "not-a-key-but-a-secret" not in done.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_embedded_database_generates_a_private_key_file():
+    """No key and no PAYCAST_DATABASE_URL: a key file (0600) in the data dir, one warning;
+    the second start uses the same key (the canary opens)."""
+    from tests.support import ServerProcess
+
+    data_dir = pathlib.Path(tempfile.mkdtemp(prefix="pcsec", dir="/tmp"))
+    saved = os.environ.pop("PAYCAST_SECRETS_KEY", None)
+    try:
+        for start in range(2):
+            proc = ServerProcess("", PAYCAST_DATA_DIR=str(data_dir))
+            proc.start(timeout=120)
+            try:
+                key_file = data_dir / "secrets.key"
+                assert key_file.stat().st_mode & 0o777 == 0o600
+                if start == 0:
+                    first_key = key_file.read_text()
+                assert key_file.read_text() == first_key
+                warnings = [line for line in proc.stderr_lines if "PAYCAST_SECRETS_KEY is unset" in line]
+                assert len(warnings) == 1, proc.stderr_lines
+                assert first_key.strip() not in "".join(proc.stderr_lines)
+            finally:
+                proc.stop()
+            time.sleep(0.5)
+    finally:
+        if saved is not None:
+            os.environ["PAYCAST_SECRETS_KEY"] = saved
+        from storage.embedded import EmbeddedPostgres
+
+        EmbeddedPostgres(data_dir).stop()  # whatever a failed start left behind
+        shutil.rmtree(data_dir, ignore_errors=True)
