@@ -138,6 +138,8 @@ class FakeRazorpay:
         self.requests: list[tuple[str, str, dict | None]] = []
         self.deliveries: list[Delivery] = []
         self.deliver_webhooks = True  # False: webhooks are "lost" (recorded, not sent)
+        self.hold_webhooks = False  # True: kept back until release() (to reorder or duplicate them)
+        self._held: list[Delivery] = []
         self._faults: list[Fault] = []
         self._lock = threading.RLock()
         self._stopping = threading.Event()
@@ -292,6 +294,30 @@ class FakeRazorpay:
             payload = _copy({"refund": refund, "payment": payment})
         self._send(self.owner[refund_id], f"refund.{status}", payload)
 
+    def release(self, *, reverse: bool = False, duplicate: bool = False, lose=None) -> list[int | None]:
+        """Send the webhooks kept back while ``hold_webhooks`` was on.
+
+        Args:
+          reverse: newest first (out of order, as Razorpay's retries can be).
+          duplicate: each one twice (a redelivery after a lost 2xx).
+          lose: ``lose(delivery) -> bool``: those are never sent (lost on the way).
+
+        Returns:
+          Our server's answers, in sending order.
+        """
+        with self._lock:
+            held, self._held = self._held, []
+        if reverse:
+            held.reverse()
+        if lose is not None:
+            held = [d for d in held if not lose(d)]
+        answers = []
+        for delivery in held:
+            for _ in range(2 if duplicate else 1):
+                answers.append(self._post(self.accounts[delivery.key_id], delivery.event, delivery.event_id,
+                                          delivery.raw))
+        return answers
+
     def redeliver(self, event_id: str) -> int | None:
         """Send a delivered webhook again, byte for byte (Razorpay retries until it gets a 2xx)."""
         sent = next(d for d in self.deliveries if d.event_id == event_id)
@@ -319,6 +345,10 @@ class FakeRazorpay:
                 "created_at": int(time.time())}
         raw = json.dumps(body, separators=(",", ":")).encode()
         event_id = "".join(secrets.choice(_ALNUM) for _ in range(14))
+        if self.hold_webhooks:
+            with self._lock:
+                self._held.append(Delivery(key_id, event, event_id, None, raw))
+            return
         self._post(account, event, event_id, raw)
 
     def _post(self, account: Account, event: str, event_id: str, raw: bytes) -> int | None:
