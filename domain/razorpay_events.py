@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from collections.abc import Mapping
 
 from domain.errors import InvalidRequest
 from domain.signatures import SignatureError
-from domain.webhooks import GatewayEvent
+from domain.webhooks import GatewayEvent, load_object
 
 CONNECTOR = "razorpay"
 SIGNATURE_HEADER = "x-razorpay-signature"
@@ -135,18 +134,6 @@ def _event_id(raw: bytes, headers: Mapping[str, str]) -> str:
     return given or "sha256:" + hashlib.sha256(raw).hexdigest()
 
 
-def _load(raw: bytes) -> dict:
-    if b"\x00" in raw or b"\\u0000" in raw:
-        raise InvalidRequest("NUL characters are not allowed in the webhook body.")
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise InvalidRequest("Invalid JSON in the webhook body.") from None
-    if not isinstance(data, dict):
-        raise InvalidRequest("The webhook body must be a JSON object.")
-    return data
-
-
 def parse(raw: bytes, headers: Mapping[str, str], *, account_id: str | None = None) -> GatewayEvent:
     """Normalise a Razorpay webhook (verify it first).
 
@@ -162,7 +149,7 @@ def parse(raw: bytes, headers: Mapping[str, str], *, account_id: str | None = No
       InvalidRequest: not JSON, no ``event`` type, or a known type without the
         entity it needs (``param`` names the missing field).
     """
-    data = _load(raw)
+    data = load_object(raw)
     etype = _text(data.get("event"))
     if etype is None:
         raise InvalidRequest("Webhook field event is missing or invalid.", param="event")

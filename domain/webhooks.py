@@ -91,11 +91,11 @@ def _require(value: object, name: str, kind: type) -> object:
     return value
 
 
-def parse(connector: str, body: bytes) -> GatewayEvent:
-    """Parse a webhook body sent by ``connector``.
+def load_object(body: bytes) -> dict:
+    """The JSON object of a webhook body (every connector's parser starts here).
 
     Raises:
-      InvalidRequest: bad JSON, an unknown event type, or a missing field (``param`` names it).
+      InvalidRequest: NUL characters, not JSON, or not a JSON object.
     """
     if b"\x00" in body or b"\\u0000" in body:
         raise InvalidRequest("NUL characters are not allowed in the webhook body.")
@@ -105,6 +105,16 @@ def parse(connector: str, body: bytes) -> GatewayEvent:
         raise InvalidRequest("Invalid JSON in the webhook body.") from None
     if not isinstance(data, dict):
         raise InvalidRequest("The webhook body must be a JSON object.")
+    return data
+
+
+def parse(connector: str, body: bytes) -> GatewayEvent:
+    """Parse a webhook body sent by ``connector``.
+
+    Raises:
+      InvalidRequest: bad JSON, an unknown event type, or a missing field (``param`` names it).
+    """
+    data = load_object(body)
     if FORMATS[connector] == "stripe":
         event_id = _require(data.get("id"), "id", str)
         etype = _require(data.get("type"), "type", str)
