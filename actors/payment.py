@@ -15,18 +15,21 @@ import trio
 
 from actors import disputing, refunding
 from actors.connector_call import CallResult
-from actors.payment_messages import (AcceptDispute, ApplyWebhook, Cancel, Capture, Confirm, Reconcile, Refund,
-                                     SubmitDisputeEvidence)
+from actors.payment_messages import (Abandon, AcceptDispute, ApplyWebhook, Cancel, Capture, Confirm, Reconcile,
+                                     Refund, SubmitDisputeEvidence)
 from actors.runtime import Handlers
 from domain.errors import InvalidRequest, StateError
-from domain.payments import Outcome, OutcomeKind, Trigger, validate_capture
-from gateways.base import AuthorizeRequest
+from domain.payments import Outcome, OutcomeKind, Status, Trigger, validate_capture
+from gateways.base import AuthorizeRequest, operation_key
 from storage import reconcile
 from storage import payments as store
 
 log = logging.getLogger("paycast.payment")
-# Outcomes that settle a payment for good when reconciliation hears them.
-_CONCLUSIVE = frozenset({OutcomeKind.SUCCEEDED, OutcomeKind.AUTHORIZED, OutcomeKind.DECLINED})
+# Outcomes that move a ``processing`` payment when reconciliation hears them.
+_CONCLUSIVE = frozenset({OutcomeKind.SUCCEEDED, OutcomeKind.AUTHORIZED, OutcomeKind.DECLINED,
+                         OutcomeKind.REQUIRES_ACTION, OutcomeKind.CANCELED})
+# The cancellation_reason of a payment whose customer never finished the action in time.
+ABANDONED = "abandoned"
 # Which method handles which message (filled by @handles below).
 handles = Handlers("payment")
 
@@ -43,18 +46,21 @@ def falls_back(result: CallResult, remaining) -> bool:
     return not result.ok and result.nothing_charged and bool(remaining)
 
 
-def _authorized_txn(loaded: store.Loaded) -> str:
-    txn = loaded.authorized_txn()
-    if txn is None:
+def _charged_attempt(loaded: store.Loaded) -> dict:
+    """The attempt a capture or cancel goes to: the authorised one, or the one waiting for its customer."""
+    attempt = loaded.charged_attempt()
+    if attempt is None or attempt["connector_txn_id"] is None:
         raise InvalidRequest("The payment has no authorised attempt.")
-    return txn
+    return attempt
 
 
-def _request(payment: dict, attempt_id: str) -> AuthorizeRequest:
+def _request(payment, attempt_id: str) -> AuthorizeRequest:
+    """The attempt's request, from the payment's row (or its JSON form)."""
     return AuthorizeRequest(
         payment_id=payment["id"], attempt_id=attempt_id, merchant_id=payment["merchant_id"],
         amount=payment["amount"], currency=payment["currency"], capture_method=payment["capture_method"],
-        payment_method=payment["payment_method"],
+        payment_method=payment["payment_method"], return_url=payment.get("return_url"),
+        customer_id=payment["customer_id"], order_id=payment["order_id"],
     )
 
 
@@ -91,13 +97,15 @@ class PaymentActor:
     async def _confirm(self, payment_id: str, msg: Confirm) -> dict:
         db, settings = self.payments.db, self.payments.settings
         begun = msg.begun or await self.payments.write(
-            msg.merchant_id, functools.partial(store.begin_attempt, route=self.payments.router()),
+            msg.merchant_id, functools.partial(store.begin_attempt, route=self.payments.router(),
+                                               return_url=msg.return_url,
+                                               action_deadline_s=settings.action_deadline_s),
             msg.merchant_id, payment_id, settings.processing_deadline_s,
         )
         remaining = list(begun.candidates[1:])
         while True:
             started = trio.current_time()
-            outcome, result = await self._authorize(begun.connector, _request(begun.payment, begun.attempt_id))
+            outcome, result = await self._authorize(begun, _request(begun.payment, begun.attempt_id))
             latency_ms = (trio.current_time() - started) * 1000
             if falls_back(result, remaining):
                 await db.transaction(store.settle, msg.merchant_id, payment_id, begun.attempt_id, outcome,
@@ -111,16 +119,18 @@ class PaymentActor:
                 return await db.transaction(store.settle_begun, begun, outcome, latency_ms)
             return await self.payments.write(msg.merchant_id, store.settle_begun, begun, outcome, latency_ms)
 
-    async def _authorize(self, name: str, request: AuthorizeRequest) -> tuple[Outcome, CallResult]:
-        """Call one connector through :mod:`actors.connector_call` (timeout, breaker).
+    async def _authorize(self, begun: store.Begun, request: AuthorizeRequest) -> tuple[Outcome, CallResult]:
+        """Call the attempt's connector (its account's, for a real one) through
+        :mod:`actors.connector_call` (timeout, breaker).
 
         Returns:
           The outcome, and the call's result. A failed call's outcome is
           ``unknown`` with the error's code: the confirm falls back when the
           error is declared safe, otherwise reconciliation learns the truth.
         """
-        result = await self.payments.connector_call.call(name, lambda c: c.authorize(request),
-                                                       what=f"authorize {request.payment_id}", gate=True)
+        result = await self.payments.connector_call.call(begun.connector, lambda c: c.authorize(request),
+                                                       what=f"authorize {request.payment_id}", gate=True,
+                                                       account_id=begun.account_id)
         if result.ok:
             return result.value, result
         return Outcome(OutcomeKind.UNKNOWN, None, result.error.code, str(result.error)), result
@@ -135,9 +145,10 @@ class PaymentActor:
         """
         payments = self.payments
         routing = await payments.routing_config(merchant_id)
-        candidates = payments.candidates(routing, spec["payment_method"]["type"], spec.get("connector"))
+        candidates = payments.candidates(routing, spec["payment_method"], spec.get("connector"))
         begun = await payments.write(merchant_id, store.create_and_begin, merchant_id, spec,
-                                   payments.settings.processing_deadline_s, candidates)
+                                   payments.settings.processing_deadline_s, candidates,
+                                   payments.settings.action_deadline_s)
         return await payments.ask_payment(begun.payment["id"], Confirm(merchant_id, begun))
 
     @handles(Capture)
@@ -146,26 +157,40 @@ class PaymentActor:
         loaded = await db.transaction(store.load, msg.merchant_id, payment_id)
         row = loaded.row
         amount = validate_capture(row["status"], row["amount_capturable"], msg.amount)
-        txn = _authorized_txn(loaded)
-        await self._claimed_call(loaded, Trigger.CAPTURE, lambda c: c.capture(txn, amount))
+        attempt = _charged_attempt(loaded)
+        if amount < row["amount_capturable"]:
+            connector = await self.payments.connector_call.connector_for(attempt["connector"],
+                                                                        attempt.get("connector_account_id"))
+            if not getattr(connector, "partial_capture", True):
+                raise InvalidRequest(f"{attempt['connector']} cannot capture part of an authorisation; capture "
+                                     "all of it and refund the rest.", param="amount",
+                                     code="partial_capture_unsupported")
+        txn, key = attempt["connector_txn_id"], operation_key(attempt["id"], "capture")
+        await self._claimed_call(loaded, attempt, Trigger.CAPTURE,
+                                 lambda c: c.capture(txn, amount, idempotency_key=key))
         return await db.transaction(store.capture, loaded, amount)
 
     @handles(Cancel)
     async def _cancel(self, payment_id: str, msg: Cancel) -> dict:
         db = self.payments.db
         loaded = await db.transaction(store.load, msg.merchant_id, payment_id)
-        row = loaded.row
-        if row["status"] == "requires_capture":
-            txn = _authorized_txn(loaded)
-            await self._claimed_call(loaded, Trigger.CANCEL, lambda c: c.void(txn))
-        elif row["status"] != "requires_confirmation":
-            raise StateError(f"You cannot cancel this payment because it has a status of {row['status']}.")
+        status = loaded.row["status"]
+        if status in (Status.REQUIRES_CAPTURE.value, Status.REQUIRES_ACTION.value):
+            await self._void(loaded)
+        elif status != Status.REQUIRES_CONFIRMATION.value:
+            raise StateError(f"You cannot cancel this payment because it has a status of {status}.")
         return await db.transaction(store.cancel, loaded)
 
-    async def _claimed_call(self, loaded: store.Loaded, trigger: Trigger, call) -> None:
-        """Call the connector for ``trigger`` on an authorised payment, holding
-        the payment's claim in the database for the call (several processes
-        may race on one payment; only the claimant reaches the gateway).
+    async def _void(self, loaded: store.Loaded) -> None:
+        """Cancel at the gateway first (an authorisation, or a payment waiting for its customer)."""
+        attempt = _charged_attempt(loaded)
+        txn, key = attempt["connector_txn_id"], operation_key(attempt["id"], "cancel")
+        await self._claimed_call(loaded, attempt, Trigger.CANCEL, lambda c: c.void(txn, idempotency_key=key))
+
+    async def _claimed_call(self, loaded: store.Loaded, attempt: dict, trigger: Trigger, call) -> None:
+        """Call the attempt's connector for ``trigger``, holding the payment's claim
+        in the database for the call (several processes may race on one
+        payment; only the claimant reaches the gateway).
 
         Raises:
           StateError: another request holds the payment, or it moved on.
@@ -177,12 +202,21 @@ class PaymentActor:
         # connector timeout), so a live claimant never loses its claim mid-call.
         hold_s = 2 * self.payments.settings.connector_timeout_s + 5
         await db.transaction(store.claim_operation, loaded, trigger, hold_s)
-        row = loaded.row
-        result = await self.payments.connector_call.call(row["connector"], call,
-                                                       what=f"{trigger.value} {row['id']}")
+        result = await self.payments.connector_call.call(attempt["connector"], call,
+                                                       what=f"{trigger.value} {loaded.row['id']}",
+                                                       account_id=attempt.get("connector_account_id"))
         if not result.ok:
             await db.transaction(store.release_operation, loaded, trigger)
         result.unwrap()
+
+    async def _retrieve(self, attempt, payment_id: str) -> Outcome | None:
+        """Ask the attempt's connector what became of the payment (None: no answer)."""
+        request = _request(attempt["payment"], attempt["id"])
+        result = await self.payments.connector_call.call(
+            attempt["connector"],
+            lambda c: c.retrieve(attempt["connector_txn_id"], payment_id, request=request),
+            what=f"retrieve {payment_id}", account_id=attempt["connector_account_id"])
+        return result.value
 
     @handles(Reconcile)
     async def _reconcile(self, payment_id: str, msg: Reconcile) -> dict:
@@ -197,12 +231,35 @@ class PaymentActor:
             # process): ask again when the reconciler's lease lapses.
             return {"in_flight": True}
         else:
-            result = await self.payments.connector_call.call(
-                attempt["connector"], lambda c: c.retrieve(attempt["connector_txn_id"], payment_id),
-                what=f"retrieve {payment_id}")
-            outcome = result.value
+            outcome = await self._retrieve(attempt, payment_id)
         if outcome is not None and outcome.kind in _CONCLUSIVE:
             self.payments.reconciled += 1
             return await db.transaction(store.settle, msg.merchant_id, payment_id, attempt["id"], outcome)
         return await db.transaction(reconcile.record_check, payment_id, settings.reconcile_max_checks,
                                     settings.processing_deadline_s)
+
+    @handles(Abandon)
+    async def _abandon(self, payment_id: str, msg: Abandon) -> dict:
+        """End a payment left in ``requires_action`` past its action deadline.
+
+        The gateway is asked first: what happened meanwhile (paid, failed,
+        canceled, now processing) settles it. If the customer still has not
+        acted, the payment is canceled at the gateway (through the claimed
+        call, as a merchant's cancel) and then here, ``cancellation_reason:
+        "abandoned"``. No answer: nothing changes; the reconciler's lease
+        lapses and it is asked again.
+        """
+        db, settings = self.payments.db, self.payments.settings
+        loaded = await db.transaction(store.load, msg.merchant_id, payment_id)
+        attempt = await db.transaction(reconcile.open_attempt, payment_id, 0.0)
+        if loaded.row["status"] != Status.REQUIRES_ACTION.value or attempt is None:
+            return loaded.snapshot
+        outcome = await self._retrieve(attempt, payment_id)
+        if outcome is None or outcome.kind is OutcomeKind.UNKNOWN:
+            return loaded.snapshot
+        if outcome.kind is not OutcomeKind.REQUIRES_ACTION:
+            return await db.transaction(store.settle, msg.merchant_id, payment_id, attempt["id"], outcome,
+                                        cancellation_reason=ABANDONED)
+        await self._void(loaded)
+        log.info("payment %s abandoned in requires_action: canceled at %s", payment_id, attempt["connector"])
+        return await db.transaction(store.cancel, loaded, ABANDONED)

@@ -13,6 +13,7 @@ from storage.payments import Begun
 class Confirm:
     merchant_id: str
     begun: Begun | None = None  # set when create already started the attempt
+    return_url: str | None = None  # where a customer action (3-D Secure) comes back to
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,14 @@ class ApplyWebhook:
 @dataclass(frozen=True)
 class Reconcile:
     """The payment is past its processing deadline: ask the connector."""
+
+    merchant_id: str
+
+
+@dataclass(frozen=True)
+class Abandon:
+    """The payment waited in ``requires_action`` past its action deadline: ask the
+    gateway, and cancel it there (and here, ``abandoned``) if it still waits."""
 
     merchant_id: str
 

@@ -40,6 +40,7 @@ class Card(Out):
 
 class PaymentMethodOut(Out):
     type: str
+    token: str | None = None  # v1.2: a card token (real connectors)
     card: Card | None = None
 
 
@@ -58,7 +59,8 @@ class Payment(Out):
     object: Literal["payment"]
     amount: int
     currency: str
-    status: Literal["requires_confirmation", "processing", "requires_capture", "succeeded", "failed", "canceled"]
+    status: Literal["requires_confirmation", "processing", "requires_action", "requires_capture", "succeeded",
+                    "failed", "canceled"]
     capture_method: Literal["automatic", "manual"]
     amount_capturable: int
     amount_received: int
@@ -69,6 +71,8 @@ class Payment(Out):
     payment_method: PaymentMethodOut
     last_error: dict | None
     review_required: bool
+    next_action: dict | None  # v1.2: set only in requires_action (redirect_to_url or connector_sdk)
+    cancellation_reason: str | None  # v1.2: "abandoned" when the action deadline ended it
     metadata: dict[str, str]
     attempts: list[Attempt]
     created_at: str
@@ -320,7 +324,8 @@ OPERATIONS: list[Op] = [
        query=_PAGE + (("status", {"type": "string"}), ("order_id", {"type": "string"}),
                       ("customer_id", {"type": "string"}))),
     Op("get", "/v1/payments/{payment_id}", "Retrieve a payment", {200: Payment}),
-    Op("post", "/v1/payments/{payment_id}/confirm", "Confirm a payment", {200: Payment}, body=schemas.Empty),
+    Op("post", "/v1/payments/{payment_id}/confirm", "Confirm a payment", {200: Payment},
+       body=schemas.ConfirmPayment),
     Op("post", "/v1/payments/{payment_id}/capture", "Capture an authorised payment", {200: Payment},
        body=schemas.CapturePayment),
     Op("post", "/v1/payments/{payment_id}/cancel", "Cancel a payment", {200: Payment}, body=schemas.Empty),

@@ -4,6 +4,7 @@ same), so a typo in a parameter name is a 400 naming it, not a silent default.""
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
 
@@ -23,6 +24,15 @@ def _metadata_ok(value: dict | None) -> dict | None:
             raise ValueError("metadata may have at most 50 keys")
         if any(len(k) > 40 or len(v) > 500 for k, v in value.items()):
             raise ValueError("metadata keys are at most 40 characters and values at most 500")
+    return value
+
+
+def _return_url_ok(value: str | None) -> str | None:
+    """An absolute http(s) URL (the gateway redirects the customer's browser there)."""
+    if value is not None:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc or any(c.isspace() for c in value):
+            raise ValueError("return_url must be an absolute http or https URL")
     return value
 
 
@@ -50,6 +60,8 @@ class UpiDetails(Strict):
 
 class PaymentMethod(Strict):
     type: Literal["card", "upi", "netbanking", "wallet"]
+    # v1.2: a gateway's card token (a Stripe PaymentMethod ``pm_…``) instead of card details.
+    token: StrictStr | None = Field(None, min_length=1, max_length=255)
     card: CardDetails | None = None
     upi: UpiDetails | None = None
     # Free-form details of the other method types (bank code, wallet name).
@@ -66,10 +78,20 @@ class CreatePayment(Strict):
     capture_method: Literal["automatic", "manual"] = "automatic"
     connector: StrictStr | None = None
     confirm: StrictBool = False
+    return_url: StrictStr | None = Field(None, max_length=2048)
     metadata: Metadata | None = None
 
     _currency = field_validator("currency")(lambda cls, v: validate_currency(v))
     _metadata = field_validator("metadata")(lambda cls, v: _metadata_ok(v))
+    _return_url = field_validator("return_url")(lambda cls, v: _return_url_ok(v))
+
+
+class ConfirmPayment(Strict):
+    """``POST /v1/payments/{id}/confirm``: where a customer action (3-D Secure) comes back to."""
+
+    return_url: StrictStr | None = Field(None, max_length=2048)
+
+    _return_url = field_validator("return_url")(lambda cls, v: _return_url_ok(v))
 
 
 class CapturePayment(Strict):

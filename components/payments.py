@@ -65,9 +65,9 @@ class Payments:
         """The merchant's routing policy (cached a few seconds)."""
         return await self.routing.cached_config(merchant_id)
 
-    def candidates(self, routing: dict | None, method_type: str, pinned: str | None) -> list[str]:
-        """Connectors to try now for a payment, best first."""
-        return self.routing.candidates(routing, method_type, pinned)
+    def candidates(self, routing: dict | None, method: dict, pinned: str | None) -> list[str]:
+        """Connectors to try now for a payment with the stored ``method``, best first."""
+        return self.routing.candidates(routing, method, pinned)
 
     async def write(self, merchant_id: str, fn, *args):
         """Run a hot-path unit of work through group commit (:class:`actors.unit_writer.UnitWriter`)."""

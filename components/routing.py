@@ -68,14 +68,16 @@ class Routing:
 
         def route(row: Mapping, routing: dict | None) -> list[str]:
             config = RoutingConfig.from_dict(routing, known)
-            return candidates(config, row["payment_method"].get("type", "card"),
-                              pinned=row["pinned_connector"], unavailable=unavailable, success_rates=rates)
+            method = row["payment_method"]
+            return candidates(config, method.get("type", "card"), pinned=row["pinned_connector"],
+                              unavailable=unavailable, success_rates=rates, method=method)
 
         return route
 
-    def candidates(self, routing: dict | None, method_type: str, pinned: str | None) -> list[str]:
-        """Connectors to try now for a payment, best first (see :func:`domain.routing.candidates`)."""
-        return self.router()({"payment_method": {"type": method_type}, "pinned_connector": pinned}, routing)
+    def candidates(self, routing: dict | None, method: dict, pinned: str | None) -> list[str]:
+        """Connectors to try now for a payment with the stored ``method``, best first
+        (see :func:`domain.routing.candidates`)."""
+        return self.router()({"payment_method": method, "pinned_connector": pinned}, routing)
 
     def payout_router(self):
         """A pure function from a merchant's routing config to payout connectors.

@@ -8,6 +8,7 @@ EVENT_TYPES = frozenset(
     {
         "payment.created", "payment.processing", "payment.succeeded", "payment.failed",
         "payment.requires_capture", "payment.canceled", "payment.review_required",
+        "payment.requires_action",  # v1.2: the customer must act (next_action says how)
         "order.paid", "order.payment_failed",
         "refund.succeeded", "refund.failed", "refund.review_required",
         "dispute.opened", "dispute.won", "dispute.lost", "dispute.accepted",

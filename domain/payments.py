@@ -29,7 +29,9 @@ class Trigger(str, enum.Enum):
     AUTHORIZE = "authorize"      # the connector authorised a manual-capture payment
     FAIL = "fail"                # the connector declined, or the attempt failed for good
     CAPTURE = "capture"          # the merchant captured an authorisation
-    CANCEL = "cancel"            # the merchant canceled
+    CANCEL = "cancel"            # the merchant canceled (or the gateway did: an abandoned action)
+    REQUIRE_ACTION = "require_action"  # the connector wants the customer to act (3-D Secure, a checkout)
+    RESUME = "resume"            # the customer acted; the gateway is still working on it
 
 
 TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELED})
@@ -42,7 +44,18 @@ TRANSITIONS: dict[tuple[Status, Trigger], Status] = {
     (Status.PROCESSING, Trigger.FAIL): Status.FAILED,
     (Status.REQUIRES_CAPTURE, Trigger.CAPTURE): Status.SUCCEEDED,
     (Status.REQUIRES_CAPTURE, Trigger.CANCEL): Status.CANCELED,
+    # v1.2: a customer action between the confirm and the gateway's answer.
+    (Status.PROCESSING, Trigger.REQUIRE_ACTION): Status.REQUIRES_ACTION,
+    (Status.REQUIRES_ACTION, Trigger.RESUME): Status.PROCESSING,
+    (Status.REQUIRES_ACTION, Trigger.SUCCEED): Status.SUCCEEDED,
+    (Status.REQUIRES_ACTION, Trigger.AUTHORIZE): Status.REQUIRES_CAPTURE,
+    (Status.REQUIRES_ACTION, Trigger.FAIL): Status.FAILED,
+    (Status.REQUIRES_ACTION, Trigger.CANCEL): Status.CANCELED,
 }
+
+# Where a connector's answer about an open attempt may still move the payment:
+# the statuses :func:`settle` applies an outcome to (the guard of every settle).
+AWAITING_ANSWER = (Status.PROCESSING, Status.REQUIRES_ACTION)
 
 CAPTURE_METHODS = frozenset({"automatic", "manual"})
 METHOD_TYPES = frozenset({"card", "upi", "netbanking", "wallet"})
@@ -114,34 +127,93 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Settlement:
-    """The changes an outcome makes to a ``processing`` payment and its attempt."""
+    """The changes an outcome makes to a payment awaiting an answer and to its attempt.
+
+    Attributes:
+      status: the payment's status after it (may equal the current one).
+      attempt_status: the attempt's status after it (``started`` while the
+        attempt is still open: pending, waiting for the customer).
+      amount_received, amount_capturable: the payment's amounts after it.
+      last_error: the payment's ``last_error`` after it.
+      next_action: the payment's ``next_action`` (set only in ``requires_action``).
+      cancellation_reason: why a ``canceled`` payment was canceled, or None.
+    """
 
     status: Status
     attempt_status: str
     amount_received: int
     amount_capturable: int
     last_error: dict | None
+    next_action: dict | None = None
+    cancellation_reason: str | None = None
 
 
-def settle(amount: int, outcome: Outcome) -> Settlement:
-    """Apply a connector ``outcome`` to a payment of ``amount`` that is ``processing``.
+# The trigger each conclusive outcome fires (PENDING from ``requires_action`` is RESUME).
+_TRIGGER_OF = {
+    OutcomeKind.SUCCEEDED: Trigger.SUCCEED,
+    OutcomeKind.AUTHORIZED: Trigger.AUTHORIZE,
+    OutcomeKind.DECLINED: Trigger.FAIL,
+    OutcomeKind.REQUIRES_ACTION: Trigger.REQUIRE_ACTION,
+    OutcomeKind.CANCELED: Trigger.CANCEL,
+    OutcomeKind.PENDING: Trigger.RESUME,
+}
+
+
+def settle(amount: int, outcome: Outcome, current: Status | str = Status.PROCESSING,
+           cancellation_reason: str | None = None) -> Settlement:
+    """Apply a connector ``outcome`` to a payment of ``amount`` awaiting an answer.
+
+    Args:
+      current: ``processing`` or ``requires_action`` (:data:`AWAITING_ANSWER`).
+      cancellation_reason: recorded when the outcome cancels the payment
+        (``"abandoned"`` when Paycast canceled an abandoned customer action).
+
+    Every status change is an edge of :data:`TRANSITIONS` (checked with
+    :func:`next_status`). Outcomes without an edge from ``current`` leave the
+    payment where it is: ``PENDING``/``UNKNOWN`` in ``processing``,
+    ``UNKNOWN``/``REQUIRES_ACTION`` in ``requires_action`` (a new
+    ``next_action`` replaces the old one). A ``CANCELED`` outcome while
+    ``processing`` (the customer never saw a challenge, the gateway canceled
+    on its own) is a failure: the contract has no processing → canceled.
 
     Returns:
       The new status and amounts, and the attempt's status.
+
+    Raises:
+      ValueError: ``current`` does not await an answer.
     """
+    current = Status(current)
+    if current not in AWAITING_ANSWER:
+        raise ValueError(f"a {current.value} payment awaits no connector answer")
     kind = outcome.kind
-    if kind is OutcomeKind.SUCCEEDED:
-        return Settlement(Status.SUCCEEDED, "succeeded", amount, 0, None)
-    if kind is OutcomeKind.AUTHORIZED:
-        return Settlement(Status.REQUIRES_CAPTURE, "authorized", 0, amount, None)
-    if kind is OutcomeKind.DECLINED:
+    if kind is OutcomeKind.CANCELED and current is Status.PROCESSING:
+        error = {"code": outcome.error_code or "payment_canceled",
+                 "message": outcome.message or "The connector canceled the payment."}
+        return Settlement(next_status(current, Trigger.FAIL), "failed", 0, 0, error)
+    trigger = _TRIGGER_OF.get(kind)
+    status = next_status(current, trigger) if trigger is not None and can(current, trigger) else current
+    if status is Status.SUCCEEDED:
+        return Settlement(status, "succeeded", amount, 0, None)
+    if status is Status.REQUIRES_CAPTURE:
+        return Settlement(status, "authorized", 0, amount, None)
+    if status is Status.FAILED:
         error = {"code": outcome.error_code or "card_declined", "message": outcome.message or "The payment was declined."}
-        return Settlement(Status.FAILED, "failed", 0, 0, error)
-    status = "unknown" if kind is OutcomeKind.UNKNOWN else "started"
+        return Settlement(status, "failed", 0, 0, error)
+    if status is Status.CANCELED:
+        return Settlement(status, "failed", 0, 0, None, cancellation_reason=cancellation_reason)
+    if status is Status.REQUIRES_ACTION:
+        return Settlement(status, "started", 0, 0, None, next_action=outcome.next_action)
     error = None
     if kind is OutcomeKind.UNKNOWN:
         error = {"code": outcome.error_code or "connector_unknown_outcome", "message": outcome.message or "The connector did not answer; the payment will be reconciled."}
-    return Settlement(Status.PROCESSING, status, 0, 0, error)
+    return Settlement(Status.PROCESSING, "unknown" if kind is OutcomeKind.UNKNOWN else "started", 0, 0, error)
+
+
+def moves(current: Status | str, outcome: Outcome) -> bool:
+    """Whether ``outcome`` changes anything of a payment in ``current`` (one of
+    :data:`AWAITING_ANSWER`): an ``UNKNOWN`` answer while the customer acts
+    (reconciliation could not reach the gateway) changes nothing."""
+    return not (Status(current) is Status.REQUIRES_ACTION and outcome.kind is OutcomeKind.UNKNOWN)
 
 
 def validate_capture(status: Status | str, amount_capturable: int, amount: int | None) -> int:

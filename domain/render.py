@@ -19,8 +19,11 @@ def iso(value: dt.datetime | None) -> str | None:
 
 
 def public_payment_method(stored: Mapping) -> dict:
-    """What a client may see of a payment method: never more than the last 4 digits."""
+    """What a client may see of a payment method: never more than the last 4 digits
+    (and a card token, which is no secret: it works only with the merchant's key)."""
     out: dict = {"type": stored.get("type")}
+    if stored.get("token"):
+        out["token"] = stored["token"]
     card = stored.get("card")
     if card:
         out["card"] = {"brand": card.get("brand"), "last4": card.get("last4")}
@@ -58,6 +61,9 @@ def payment(row: Mapping, attempts: Iterable[Mapping] = ()) -> dict:
         "payment_method": public_payment_method(row["payment_method"]),
         "last_error": row["last_error"],
         "review_required": row["review_required"],
+        # v1.2; .get: rows built in memory before a settle may lack them.
+        "next_action": row.get("next_action") if row["status"] == "requires_action" else None,
+        "cancellation_reason": row.get("cancellation_reason"),
         "metadata": row["metadata"],
         "attempts": [attempt(a) for a in attempts],
         "created_at": iso(row["created_at"]),

@@ -4,12 +4,49 @@ immutable snapshots, so the same decision can be computed anywhere."""
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from domain.errors import InvalidRequest
 
 STRATEGIES = ("priority", "volume_split", "success_rate")
 DEFAULT_CONNECTORS = ("mockstripe", "mockrazorpay")
+# Connectors that call a merchant's own gateway account (v1.2). They never see
+# a raw card number: Stripe takes a token, Razorpay collects the method itself.
+REAL_CONNECTORS = frozenset({"stripe", "razorpay"})
+
+
+def method_kind(method: Mapping) -> str:
+    """How a stored payment method reaches a gateway.
+
+    Returns:
+      ``"token"`` (a card token, ``{"type": "card", "token"}``), ``"raw"`` (a
+      card number or UPI address the simulators use), or ``"checkout"`` (no
+      details: the gateway's own checkout collects them).
+    """
+    if method.get("token"):
+        return "token"
+    kind = method.get("type")
+    if (kind == "card" and (method.get("card") or {}).get("first6")) or (kind == "upi" and method.get("upi")):
+        return "raw"
+    if kind in ("card", "upi"):
+        return "checkout"
+    return "raw"  # netbanking/wallet: the simulators take them with or without details
+
+
+def accepts(connector: str, method: Mapping) -> bool:
+    """Whether ``connector`` may be offered a payment with the stored ``method``.
+
+    Stripe takes card tokens only; Razorpay takes methods whose details its
+    checkout collects (never a raw card number); the simulators take anything
+    but a token and a card or UPI without details.
+    """
+    kind = method_kind(method)
+    if connector == "stripe":
+        return kind == "token"
+    if connector == "razorpay":
+        return kind == "checkout" or (kind == "raw" and method.get("type") != "card")
+    return kind == "raw"
 
 
 @dataclass(frozen=True)
@@ -80,7 +117,7 @@ def _check_known(names: tuple, known: frozenset[str], param: str) -> None:
 
 def candidates(config: RoutingConfig, method_type: str, *, pinned: str | None = None,
                unavailable: frozenset[str] = frozenset(), success_rates: dict[str, float] | None = None,
-               rng: random.Random | None = None) -> list[str]:
+               rng: random.Random | None = None, method: Mapping | None = None) -> list[str]:
     """Connectors to try for one payment, best first.
 
     Args:
@@ -90,14 +127,17 @@ def candidates(config: RoutingConfig, method_type: str, *, pinned: str | None = 
         refuses them without sending anything (the payment fails with
         ``connector_unavailable``, nothing charged).
       success_rates: recent success rate per connector (``success_rate`` strategy).
+      method: the stored payment method; connectors that may not be offered it
+        are left out (:func:`accepts`: a raw card number never goes to a real
+        connector).
 
     Returns:
-      A non-empty list of connector names.
+      The connector names; empty only when ``method`` rules every one out.
     """
     if pinned:
         return [pinned]
     base = next((r.connectors for r in config.rules if r.payment_method_type == method_type), config.connectors)
-    order = list(dict.fromkeys(base))
+    order = [c for c in dict.fromkeys(base) if method is None or accepts(c, method)]
     if config.strategy == "volume_split" and config.weights:
         order = _weighted_order(order, config.weights, rng or random)
     elif config.strategy == "success_rate" and success_rates:

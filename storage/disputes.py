@@ -76,7 +76,7 @@ async def apply_webhook(conn: asyncpg.Connection, inbox_row, payment, attempt_id
 
 
 async def _open(conn: asyncpg.Connection, inbox_row, payment) -> str:
-    if payment["status"] in ("requires_confirmation", "processing", "requires_capture"):
+    if payment["status"] in ("requires_confirmation", "processing", "requires_action", "requires_capture"):
         if inbox_row["tries"] < NOT_YET_TRIES:
             raise NotYetApplicable("dispute before its payment succeeded")
         return "unmatched"

@@ -36,14 +36,17 @@ RETRY = "retry"
 _TAKEN_WITH_SEEN = (
     " SELECT t.id AS inbox_id, t.connector AS inbox_connector, t.kind AS inbox_kind,"
     " t.connector_txn_id AS inbox_connector_txn_id, t.payment_id AS inbox_payment_id, t.tries AS inbox_tries,"
-    " t.received_at AS inbox_received_at, t.traceparent AS inbox_traceparent{extra},"
+    " t.received_at AS inbox_received_at, t.traceparent AS inbox_traceparent,"
+    " t.account_id AS inbox_account_id{extra},"
     " ma.id AS seen_matched_attempt, p.*,"
     " ARRAY(SELECT a FROM payment_attempts a WHERE a.payment_id = p.id ORDER BY a.id) AS seen_attempts"
     " FROM taken t"
+    # The hot path is the simulators' (no account): a real connector's event
+    # is checked against its account under row locks (apply_locked).
     " LEFT JOIN payment_attempts ma ON {claimed} AND t.kind IN ('payment.succeeded', 'payment.failed')"
-    "   AND ma.connector = t.connector AND ma.connector_txn_id = t.connector_txn_id"
+    "   AND t.account_id IS NULL AND ma.connector = t.connector AND ma.connector_txn_id = t.connector_txn_id"
     " LEFT JOIN payments p ON {claimed} AND t.kind IN ('payment.succeeded', 'payment.failed')"
-    "   AND p.id = COALESCE(ma.payment_id, t.payment_id)"
+    "   AND t.account_id IS NULL AND p.id = COALESCE(ma.payment_id, t.payment_id)"
 )
 # New rows only: the connector's event id goes through the dedup key table
 # first (webhook_inbox is partitioned by time, so it cannot hold a unique index
@@ -51,15 +54,18 @@ _TAKEN_WITH_SEEN = (
 # new are stored, claimed for $10 seconds when $10 is not NULL. One statement.
 INSERT_SQL = (
     "WITH incoming AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],"
-    " $7::text[], $8::text[], $9::text[])"
-    " AS u(id, connector, event_id, kind, connector_txn_id, payment_id, object_id, raw_body, traceparent)),"
+    " $7::text[], $8::text[], $9::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[])"
+    " AS u(id, connector, event_id, kind, connector_txn_id, payment_id, object_id, raw_body, traceparent,"
+    " account_id, payment_txn_id, error_code, message, method_details)),"
     " fresh AS (INSERT INTO webhook_inbox_keys (connector, event_id, inbox_id)"
     " SELECT connector, event_id, id FROM incoming ON CONFLICT (connector, event_id) DO NOTHING RETURNING inbox_id),"
     " taken AS (INSERT INTO webhook_inbox (id, connector, event_id, kind, connector_txn_id, payment_id, object_id,"
-    " raw_body, traceparent, claimed_until, tries)"
-    " SELECT i.*, now() + make_interval(secs => $10::float8), CASE WHEN $10::float8 IS NULL THEN 0 ELSE 1 END"
+    " raw_body, traceparent, account_id, payment_txn_id, error_code, message, method_details, claimed_until, tries)"
+    " SELECT i.id, i.connector, i.event_id, i.kind, i.connector_txn_id, i.payment_id, i.object_id, i.raw_body,"
+    " i.traceparent, i.account_id, i.payment_txn_id, i.error_code, i.message, i.method_details::jsonb,"
+    " now() + make_interval(secs => $10::float8), CASE WHEN $10::float8 IS NULL THEN 0 ELSE 1 END"
     " FROM incoming i JOIN fresh f ON f.inbox_id = i.id"
-    " RETURNING id, connector, kind, connector_txn_id, payment_id, tries, received_at, traceparent)"
+    " RETURNING id, connector, kind, connector_txn_id, payment_id, tries, received_at, traceparent, account_id)"
     + _TAKEN_WITH_SEEN.format(claimed="$10::float8 IS NOT NULL", extra="")
 )
 
@@ -86,6 +92,9 @@ async def insert_many(conn: asyncpg.Connection, items: list[tuple[GatewayEvent, 
         [e.kind for e, *_ in items], [e.connector_txn_id for e, *_ in items], [e.payment_id for e, *_ in items],
         [e.object_id for e, *_ in items], [raw for _, raw, *_ in items],
         [item[2] if len(item) > 2 else None for item in items], lease_s,
+        [e.account_id for e, *_ in items], [e.payment_txn_id for e, *_ in items],
+        [e.error_code for e, *_ in items], [e.message for e, *_ in items],
+        [json.dumps(e.method_details) if e.method_details else None for e, *_ in items],
     )
     return sorted((_claimed_form(r) for r in rows), key=lambda r: r["id"])
 
@@ -104,7 +113,7 @@ CLAIM_SQL = (
     "WITH taken AS (UPDATE webhook_inbox SET claimed_until = now() + make_interval(secs => $2), tries = tries + 1"
     " WHERE id IN (SELECT id FROM webhook_inbox WHERE processed_at IS NULL"
     "   AND (claimed_until IS NULL OR claimed_until < now()) ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)"
-    " RETURNING id, connector, kind, connector_txn_id, payment_id, tries, received_at, traceparent)"
+    " RETURNING id, connector, kind, connector_txn_id, payment_id, tries, received_at, traceparent, account_id)"
     + _TAKEN_WITH_SEEN.format(claimed="true", extra="")
 )
 
@@ -123,7 +132,8 @@ async def claim(conn: asyncpg.Connection, limit: int, lease_s: float) -> list[di
 
 @single_unit
 async def ignore_late(conn: asyncpg.Connection, ids: list[str]) -> set[str]:
-    """Mark claimed payment-outcome rows whose payment is no longer ``processing`` as ``ignored``, in bulk.
+    """Mark claimed payment-outcome rows whose payment no longer awaits an answer
+    (neither ``processing`` nor ``requires_action``) as ``ignored``, in bulk.
 
     They are late or duplicate outcomes that :func:`apply` would ignore one by
     one (a terminal status never moves); doing it in one statement keeps the
@@ -136,7 +146,9 @@ async def ignore_late(conn: asyncpg.Connection, ids: list[str]) -> set[str]:
         "UPDATE webhook_inbox i SET status = 'ignored', merchant_id = p.merchant_id, processed_at = now(),"
         " claimed_until = NULL FROM payments p"
         " WHERE i.id = ANY($1) AND i.processed_at IS NULL AND i.kind LIKE 'payment.%'"
-        " AND p.id = i.payment_id AND p.status <> 'processing'"
+        " AND p.id = i.payment_id AND p.status NOT IN ('processing', 'requires_action')"
+        # payment.canceled may still cancel an authorisation (requires_capture)
+        " AND NOT (i.kind = 'payment.canceled' AND p.status = 'requires_capture')"
         " AND NOT EXISTS (SELECT 1 FROM payment_attempts a WHERE a.connector = i.connector"
         "                 AND a.connector_txn_id = i.connector_txn_id AND a.payment_id <> p.id)"
         " RETURNING i.id", ids,
@@ -252,12 +264,32 @@ async def _mark(conn: asyncpg.Connection, inbox_id: str, status: str, merchant_i
     return status
 
 
+_ATTEMPT_COLUMNS = "id, payment_id, status, connector_account_id"
+
+
 async def _match(conn: asyncpg.Connection, row) -> tuple[asyncpg.Record | None, str | None]:
-    """The payment a webhook is about, and the attempt it answers (if still open)."""
+    """The payment a webhook is about, and the attempt it answers (if still open).
+
+    A refund or dispute event of a real connector names its payment by the
+    gateway's id of the charge (``payment_txn_id``), as the attempt recorded
+    it. An event received on a connector account's path (``account_id``)
+    belongs to that account only: an attempt of another account (or of no
+    account) is not its payment, whatever its metadata says.
+
+    Returns:
+      The payment row (locked) and the open attempt's id; ``(None, None)`` for
+      no payment, and :data:`FOREIGN` as the attempt when the payment's
+      attempt is another account's.
+    """
+    txn = row["payment_txn_id"] or row["connector_txn_id"]
     attempt = await conn.fetchrow(
-        "SELECT id, payment_id, status FROM payment_attempts WHERE connector = $1 AND connector_txn_id = $2",
-        row["connector"], row["connector_txn_id"],
-    )
+        f"SELECT {_ATTEMPT_COLUMNS} FROM payment_attempts WHERE connector = $1 AND connector_txn_id = $2",
+        row["connector"], txn,
+    ) if txn else None
+    account = row["account_id"]
+    if attempt is not None and account is not None and attempt["connector_account_id"] != account:
+        payment = await conn.fetchrow("SELECT * FROM payments WHERE id = $1", attempt["payment_id"])
+        return payment, FOREIGN
     payment_id = attempt["payment_id"] if attempt else row["payment_id"]
     if not payment_id:
         return None, None
@@ -265,27 +297,87 @@ async def _match(conn: asyncpg.Connection, row) -> tuple[asyncpg.Record | None, 
     if payment is None:
         return None, None
     if attempt is None:
+        # The event came before the attempt recorded the gateway's id (its
+        # call still in flight): the latest open attempt on that connector
+        # (of that account, for a real connector).
         attempt = await conn.fetchrow(
-            "SELECT id, payment_id, status FROM payment_attempts WHERE payment_id = $1 AND connector = $2"
-            " AND status IN ('started', 'unknown') ORDER BY id DESC LIMIT 1", payment_id, row["connector"],
+            f"SELECT {_ATTEMPT_COLUMNS} FROM payment_attempts WHERE payment_id = $1 AND connector = $2"
+            " AND status IN ('started', 'unknown') AND connector_account_id IS NOT DISTINCT FROM $3"
+            " ORDER BY id DESC LIMIT 1", payment_id, row["connector"], account,
         )
+        if attempt is None and account is not None:
+            owned = await conn.fetchval(
+                "SELECT true FROM payment_attempts WHERE payment_id = $1 AND connector_account_id = $2 LIMIT 1",
+                payment_id, account)
+            if not owned:
+                return payment, FOREIGN
     return payment, attempt["id"] if attempt else None
 
 
-def _outcome(kind: str, connector_txn_id: str, payment) -> Outcome:
-    """What a payment outcome webhook says, as a connector outcome."""
+# The attempt "id" :func:`_match` gives for a payment that is not the event's account's.
+FOREIGN = "foreign"
+
+# What each payment event says, as a connector outcome (payment.succeeded and
+# payment.failed are resolved in _outcome: they depend on the payment).
+_OUTCOME_OF_KIND = {
+    "payment.authorized": OutcomeKind.AUTHORIZED,
+    "payment.requires_action": OutcomeKind.REQUIRES_ACTION,
+    "payment.canceled": OutcomeKind.CANCELED,
+}
+
+
+def _outcome(kind: str, connector_txn_id: str, payment, row=None) -> Outcome:
+    """What a payment outcome webhook says, as a connector outcome.
+
+    Args:
+      row: the inbox row, for what a real connector's event adds (its error
+        code and message, the card's brand and last 4); None on the hot path.
+    """
+    code = message = details = None
+    real = row is not None and row["account_id"] is not None
+    if row is not None:
+        code, message, details = row["error_code"], row["message"], row["method_details"]
+    if kind in _OUTCOME_OF_KIND:
+        return Outcome(_OUTCOME_OF_KIND[kind], connector_txn_id, code, message, method_details=details)
     if kind == "payment.succeeded":
-        succeeded = OutcomeKind.AUTHORIZED if payment["capture_method"] == "manual" else OutcomeKind.SUCCEEDED
-        return Outcome(succeeded, connector_txn_id)
-    return Outcome(OutcomeKind.DECLINED, connector_txn_id, "payment_failed",
-                   "The connector reported that the payment failed.")
+        # A simulator's success of a manual-capture payment is its authorisation;
+        # a real gateway says payment.authorized for that, and succeeded once captured.
+        manual = payment["capture_method"] == "manual" and not real
+        return Outcome(OutcomeKind.AUTHORIZED if manual else OutcomeKind.SUCCEEDED, connector_txn_id,
+                       method_details=details)
+    return Outcome(OutcomeKind.DECLINED, connector_txn_id, code or "payment_failed",
+                   message or "The connector reported that the payment failed.", method_details=details)
 
 
 async def _apply_payment_outcome(conn: asyncpg.Connection, row, payment, attempt_id: str | None) -> str:
-    if payment["status"] != "processing" or attempt_id is None:
+    kind, status = row["kind"], payment["status"]
+    if kind == "payment.attempt_failed":
+        return await _record_attempt_failure(conn, row, payment, attempt_id)
+    if kind == "payment.canceled" and status == "requires_capture":
+        # Canceled at the gateway (its dashboard, an expired authorisation).
+        loaded = await payments.load(conn, payment["merchant_id"], payment["id"])
+        await payments.cancel(conn, loaded)
+        return "applied"
+    if status not in ("processing", "requires_action") or attempt_id is None:
         return "ignored"  # late or duplicate outcome: a terminal status never moves
+    if kind == "payment.requires_action" and status == "requires_action":
+        return "ignored"  # already waiting for the customer (the confirm's answer said so)
     await payments.settle(conn, payment["merchant_id"], payment["id"], attempt_id,
-                          _outcome(row["kind"], row["connector_txn_id"], payment))
+                          _outcome(kind, row["connector_txn_id"], payment, row))
+    return "applied"
+
+
+async def _record_attempt_failure(conn: asyncpg.Connection, row, payment, attempt_id: str | None) -> str:
+    """One try failed (Razorpay ``payment.failed``) while the customer may try
+    again in the same checkout: the attempt's ``error_code`` and the payment's
+    ``last_error`` say so, the status stays (the action deadline ends it)."""
+    if payment["status"] not in ("processing", "requires_action") or attempt_id is None:
+        return "ignored"
+    code = row["error_code"] or "payment_failed"
+    error = {"code": code, "message": row["message"] or "The customer's payment attempt failed."}
+    await conn.execute("UPDATE payment_attempts SET error_code = $2, updated_at = now()"
+                       " WHERE id = $1 AND status IN ('started', 'unknown')", attempt_id, code)
+    await conn.execute("UPDATE payments SET last_error = $2, updated_at = now() WHERE id = $1", payment["id"], error)
     return "applied"
 
 
@@ -352,7 +444,7 @@ async def _read_for_apply(conn: asyncpg.Connection, inbox_id: str, grace_s: floa
     if record is None:
         return None
     row = _claimed_form(record)
-    if row["processed_at"] is not None or row["kind"] not in _OUTCOME_KINDS:
+    if row["processed_at"] is not None or row["kind"] not in _OUTCOME_KINDS or row["account_id"] is not None:
         return None
     if "seen" not in row:  # no payment
         return RETRY if row["young"] else None  # the payment's own commit may still be on its way
@@ -421,11 +513,18 @@ async def apply_locked(conn: asyncpg.Connection, inbox_id: str, grace_s: float =
     row = await conn.fetchrow("SELECT * FROM webhook_inbox WHERE id = $1 FOR UPDATE", inbox_id)
     if row is None or row["processed_at"] is not None:
         return row["status"] if row else "missing"
+    if row["kind"] == "ignored":
+        return await _mark(conn, inbox_id, "ignored", None)  # a type we do not apply, kept
     standalone = STANDALONE_APPLIERS.get(row["kind"].split(".")[0])
     if standalone is not None:
         status, merchant_id = await standalone(conn, row)
         return await _mark(conn, inbox_id, status, merchant_id)
     payment, attempt_id = await _match(conn, row)
+    if attempt_id == FOREIGN:
+        # Sent to one connector account's path about another's payment: it moves nothing.
+        await conn.execute("UPDATE webhook_inbox SET last_error = $2 WHERE id = $1", inbox_id,
+                           "the payment is not this connector account's")
+        return await _mark(conn, inbox_id, "ignored", None)
     if payment is None:
         young = await conn.fetchval("SELECT $1::timestamptz > now() - make_interval(secs => $2)",
                                     row["received_at"], grace_s)

@@ -19,13 +19,23 @@ CHECKS: dict[str, str] = {
         GROUP BY p.id, p.status
         HAVING (p.status IN ('succeeded', 'requires_capture')
                 AND count(a.id) FILTER (WHERE a.status IN ('succeeded', 'authorized')) = 0)
-            OR (p.status IN ('requires_confirmation', 'failed')
+            OR (p.status IN ('requires_confirmation', 'requires_action', 'failed')
                 AND count(a.id) FILTER (WHERE a.status IN ('succeeded', 'authorized')) > 0)""",
+    # A payment waiting for its customer waits on exactly one attempt: the one
+    # the abandonment rule asks the gateway about and cancels there.
+    "requires_action without exactly one open attempt": """
+        SELECT p.id, count(a.id) AS open_attempts FROM payments p
+        LEFT JOIN payment_attempts a ON a.payment_id = p.id AND a.status IN ('started', 'unknown')
+        WHERE p.status = 'requires_action' GROUP BY p.id HAVING count(a.id) <> 1""",
+    "cancellation_reason on a payment that is not canceled": """
+        SELECT id, status, cancellation_reason FROM payments
+        WHERE cancellation_reason IS NOT NULL AND status <> 'canceled'""",
     "captured more than authorized / received more than amount": """
         SELECT id, amount, amount_received, amount_capturable FROM payments
         WHERE amount_received > amount OR amount_capturable > amount
            OR (status = 'succeeded' AND amount_received = 0)
-           OR (status IN ('failed', 'canceled', 'requires_confirmation') AND amount_received <> 0)""",
+           OR (status IN ('failed', 'canceled', 'requires_confirmation', 'requires_action')
+               AND (amount_received <> 0 OR amount_capturable <> 0))""",
     # payments.amount_refunded <= amount_received is a CHECK; the refunds
     # themselves are not bound by it, so their sum is checked here.
     "refunds exceed the amount received": """
@@ -53,7 +63,7 @@ CHECKS: dict[str, str] = {
         WHERE (p.created_at >= (SELECT coalesce(min(created_at), '-infinity') FROM events) AND NOT EXISTS (
                SELECT 1 FROM events e WHERE e.merchant_id = p.merchant_id AND e.object_id = p.id
                AND e.type = 'payment.created'))
-           OR (p.status IN ('succeeded', 'failed', 'canceled', 'requires_capture')
+           OR (p.status IN ('succeeded', 'failed', 'canceled', 'requires_capture', 'requires_action')
                AND p.updated_at >= (SELECT coalesce(min(created_at), '-infinity') FROM events) AND NOT EXISTS (
                SELECT 1 FROM events e WHERE e.merchant_id = p.merchant_id AND e.object_id = p.id
                AND e.type = 'payment.' || p.status))""",

@@ -25,13 +25,17 @@ from domain import render
 from domain.errors import InvalidRequest, NotFound, StateError
 from domain.events import NewEvent, payment_event
 from domain.ids import new_id
-from domain.payments import Outcome, OutcomeKind, Status, Trigger, next_status, sources
+from domain.cards import public_card
+from domain.payments import AWAITING_ANSWER, Outcome, OutcomeKind, Status, Trigger, moves, next_status, sources
 from domain.payments import settle as settle_outcome
 from storage import events as event_log
 from storage import orders
 from storage.database import single_unit
 from storage.pagination import page_rows
 from telemetry import metrics
+
+# PAYCAST_ACTION_DEADLINE_S's default: callers pass the setting.
+ACTION_DEADLINE_S = 3600.0
 
 
 async def fetch_row(conn: asyncpg.Connection, merchant_id: str, payment_id: str, *, lock: bool = False):
@@ -70,6 +74,15 @@ class Loaded:
     def authorized_txn(self) -> str | None:
         """The connector transaction id of the authorised attempt."""
         return next((a["connector_txn_id"] for a in self.attempts if a["status"] == "authorized"), None)
+
+    def open_attempt(self) -> dict | None:
+        """The latest attempt still waiting for its answer (``started``/``unknown``):
+        the one a customer action belongs to."""
+        return next((a for a in reversed(self.attempts) if a["status"] in ("started", "unknown")), None)
+
+    def charged_attempt(self) -> dict | None:
+        """The attempt a capture or cancel addresses: the authorised one, else the open one."""
+        return next((a for a in self.attempts if a["status"] == "authorized"), None) or self.open_attempt()
 
 
 _LOAD_SQL = (
@@ -144,7 +157,7 @@ async def _commit_events(conn: asyncpg.Connection, row, status_event: str | None
 
 
 async def _write(conn: asyncpg.Connection, head: str, args: list, row: Mapping, status: str | None,
-                 events: list[NewEvent], now: dt.datetime) -> bool:
+                 events: list[NewEvent], now: dt.datetime, select: str = "") -> Mapping | None:
     """Run a unit of work's statement: its own CTEs (``head``, one of them named
     ``upd``: the payment row it wrote), then ``events`` appended if ``upd``
     returned a row.
@@ -158,9 +171,11 @@ async def _write(conn: asyncpg.Connection, head: str, args: list, row: Mapping, 
     Args:
       row: the payment row as the statement leaves it (for the followers).
       status: the payment's new status, when it changes.
+      select: more columns for the statement's result (``, (SELECT x FROM att) AS x``).
 
     Returns:
-      Whether ``upd`` matched (False: the guard failed, nothing was written).
+      The statement's result (``changed`` and the columns of ``select``), or
+      None when ``upd`` did not match (the guard failed, nothing was written).
     """
     followers = _followed(row, status)
     if followers:
@@ -168,20 +183,21 @@ async def _write(conn: asyncpg.Connection, head: str, args: list, row: Mapping, 
         # wallet), then the merchant's seq row last: so the events are appended
         # after the followers, not in the payment's statement.
         async with _transaction(conn):
-            if not await conn.fetchval(f"WITH {head} SELECT count(*) FROM upd", *args):
-                return False
+            result = await conn.fetchrow(f"WITH {head} SELECT (SELECT count(*) FROM upd) AS changed{select}", *args)
+            if not result["changed"]:
+                return None
             pending = list(events)
             for follower in followers:
                 pending.extend(await follower.follow(conn, row, status))
             await event_log.append_all(conn, row["merchant_id"], pending)
-        return True
+        return result
     append = event_log.Append(row["merchant_id"], events, now, len(args) + 1, guard="upd")
-    result = await conn.fetchrow(f"WITH {head}, {append.sql} SELECT (SELECT count(*) FROM upd) AS changed,"
+    result = await conn.fetchrow(f"WITH {head}, {append.sql} SELECT (SELECT count(*) FROM upd) AS changed{select},"
                                  f" {append.columns}", *args, *append.args)
     if not result["changed"]:
-        return False
+        return None
     await append.committed(conn, result)
-    return True
+    return result
 
 
 @contextlib.asynccontextmanager
@@ -209,19 +225,30 @@ async def _check_order(conn: asyncpg.Connection, merchant_id: str, spec: dict, c
     return customer_id or order["customer_id"]
 
 
+# The account a new attempt on a real connector goes to: the merchant's active
+# one for that connector (NULL for the simulators, which have none).
+_ACCOUNT_OF = ("(SELECT ca.id FROM connector_accounts ca WHERE ca.merchant_id = {merchant} AND ca.connector = {connector}"
+               " AND ca.status = 'active')")
+
 _INSERT_HEAD = (
     "upd AS (INSERT INTO payments (id, merchant_id, order_id, customer_id, amount, currency, status, capture_method,"
-    " payment_method, connector, pinned_connector, metadata, processing_deadline, created_at, updated_at)"
+    " payment_method, connector, pinned_connector, metadata, processing_deadline, return_url, action_deadline,"
+    " created_at, updated_at)"
     " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,"
-    " CASE WHEN $13::float8 IS NOT NULL THEN $14::timestamptz + make_interval(secs => $13::float8) END, $14, $14)"
+    " CASE WHEN $13::float8 IS NOT NULL THEN $14::timestamptz + make_interval(secs => $13::float8) END, $16,"
+    " CASE WHEN $15::text IS NOT NULL THEN $14::timestamptz + make_interval(secs => $17::float8) END, $14, $14)"
     " RETURNING id),"
-    " att AS (INSERT INTO payment_attempts (id, payment_id, merchant_id, connector, status, created_at, updated_at)"
-    " SELECT $15, $1, $2, $10, 'started', $14, $14 WHERE $15::text IS NOT NULL)"
+    " att AS (INSERT INTO payment_attempts (id, payment_id, merchant_id, connector, status, connector_account_id,"
+    " created_at, updated_at)"
+    f" SELECT $15, $1, $2, $10, 'started', {_ACCOUNT_OF.format(merchant='$2', connector='$10')}, $14, $14"
+    " WHERE $15::text IS NOT NULL RETURNING connector_account_id)"
 )
+# The attempt's account, read back by the statement that inserted it.
+_ATTEMPT_ACCOUNT = ", (SELECT connector_account_id FROM att) AS connector_account_id"
 
 
 async def _insert(conn: asyncpg.Connection, merchant_id: str, spec: dict, candidates: Sequence[str] | None,
-                  deadline_s: float | None) -> Begun | dict:
+                  deadline_s: float | None, action_deadline_s: float = ACTION_DEADLINE_S) -> Begun | dict:
     """Insert a payment (``requires_confirmation``, or ``processing`` with its first
     attempt ``started`` when ``candidates`` are given) and its ``payment.created``
     event, in one statement unless its order must be checked first."""
@@ -236,17 +263,18 @@ async def _insert(conn: asyncpg.Connection, merchant_id: str, spec: dict, candid
         "payment_method": spec["payment_method"], "connector": None, "pinned_connector": spec.get("connector"),
         "amount_capturable": 0, "amount_received": 0, "amount_refunded": 0, "last_error": None,
         "review_required": False, "metadata": spec.get("metadata") or {}, "created_at": now, "updated_at": now,
+        "next_action": None, "cancellation_reason": None, "return_url": spec.get("return_url"),
     }
     created = render.payment(row, [])
     attempt_id = None
     if candidates is not None:
         attempt_id = new_id("att")
         row = {**row, "status": Status.PROCESSING.value, "connector": candidates[0]}
-    await _write(conn, _INSERT_HEAD, [
+    written = await _write(conn, _INSERT_HEAD, [
         row["id"], merchant_id, row["order_id"], customer_id, row["amount"], row["currency"], row["status"],
         row["capture_method"], row["payment_method"], row["connector"], row["pinned_connector"], row["metadata"],
-        deadline_s if attempt_id else None, now, attempt_id,
-    ], row, None, [payment_event("created", created)], now)
+        deadline_s if attempt_id else None, now, attempt_id, row["return_url"], action_deadline_s,
+    ], row, None, [payment_event("created", created)], now, _ATTEMPT_ACCOUNT)
     metrics.transition("payment", row["id"], None, "requires_confirmation", amount=row["amount"],
                        currency=row["currency"])
     if attempt_id is None:
@@ -254,7 +282,7 @@ async def _insert(conn: asyncpg.Connection, merchant_id: str, spec: dict, candid
     metrics.transition("payment", row["id"], "requires_confirmation", "processing", connector=candidates[0])
     attempt = {"id": attempt_id, "payment_id": row["id"], "merchant_id": merchant_id, "connector": candidates[0],
                "status": "started", "connector_txn_id": None, "error_code": None, "created_at": now,
-               "updated_at": now}
+               "updated_at": now, "connector_account_id": written["connector_account_id"]}
     return Begun(attempt_id, candidates[0], tuple(candidates), row, [attempt])
 
 
@@ -285,6 +313,11 @@ class Begun:
     payment: dict  # the row as this attempt's statement left it
     attempts: list  # every attempt of the payment, this one last
 
+    @property
+    def account_id(self) -> str | None:
+        """The connector account (``mca_…``) of the attempt, None for a simulator."""
+        return self.attempts[-1].get("connector_account_id")
+
 
 # (payment row, the merchant's stored routing config) -> candidate connectors.
 Route = Callable[[Mapping, dict | None], list[str]]
@@ -292,7 +325,7 @@ Route = Callable[[Mapping, dict | None], list[str]]
 
 @single_unit
 async def create_and_begin(conn: asyncpg.Connection, merchant_id: str, spec: dict, deadline_s: float,
-                           candidates: Sequence[str]) -> Begun:
+                           candidates: Sequence[str], action_deadline_s: float = ACTION_DEADLINE_S) -> Begun:
     """Create a payment already ``processing`` with its first attempt ``started``
     (``confirm: true``): one statement, committed before any connector is called.
 
@@ -301,6 +334,7 @@ async def create_and_begin(conn: asyncpg.Connection, merchant_id: str, spec: dic
 
     Args:
       candidates: connectors to try, best first (from the routing policy).
+      action_deadline_s: how long the payment may then wait in ``requires_action``.
 
     Raises:
       StateError: no connector can take the payment.
@@ -308,22 +342,28 @@ async def create_and_begin(conn: asyncpg.Connection, merchant_id: str, spec: dic
     """
     if not candidates:
         raise StateError("No connector can take this payment.", code="no_connector")
-    return await _insert(conn, merchant_id, spec, candidates, deadline_s)
+    return await _insert(conn, merchant_id, spec, candidates, deadline_s, action_deadline_s)
 
 
 _BEGIN_HEAD = (
     "upd AS (UPDATE payments SET status = 'processing', connector = $3, updated_at = $4::timestamptz,"
-    " processing_deadline = $4::timestamptz + make_interval(secs => $5::float8)"
+    " processing_deadline = $4::timestamptz + make_interval(secs => $5::float8),"
+    " return_url = COALESCE($9, return_url), next_action = NULL,"
+    " action_deadline = CASE WHEN $10::float8 IS NULL THEN action_deadline"
+    "   ELSE $4::timestamptz + make_interval(secs => $10::float8) END"
     " WHERE id = $1 AND merchant_id = $2 AND status = ANY($6::text[]) AND updated_at = $7 RETURNING id),"
-    " att AS (INSERT INTO payment_attempts (id, payment_id, merchant_id, connector, status, created_at, updated_at)"
-    " SELECT $8, $1, $2, $3, 'started', $4, $4 FROM upd)"
+    " att AS (INSERT INTO payment_attempts (id, payment_id, merchant_id, connector, status, connector_account_id,"
+    " created_at, updated_at)"
+    f" SELECT $8, $1, $2, $3, 'started', {_ACCOUNT_OF.format(merchant='$2', connector='$3')}, $4, $4 FROM upd"
+    " RETURNING connector_account_id)"
 )
 
 
 @single_unit
 async def begin_attempt(conn: asyncpg.Connection, merchant_id: str, payment_id: str, deadline_s: float,
                         *, route: Route | None = None, connector: str | None = None,
-                        first: bool = True) -> Begun:
+                        first: bool = True, return_url: str | None = None,
+                        action_deadline_s: float = ACTION_DEADLINE_S) -> Begun:
     """Start a connector attempt: the payment goes (or stays) ``processing``.
 
     Two statements, no transaction: a read, then a write guarded by the status
@@ -337,6 +377,9 @@ async def begin_attempt(conn: asyncpg.Connection, merchant_id: str, payment_id: 
     Args:
       route: pure function from the payment row and its merchant's routing to
         candidate connectors (used when ``connector`` is not given).
+      return_url: where a customer action comes back to (given on confirm).
+      action_deadline_s: how long the payment may wait in ``requires_action``
+        (counted from the first attempt; a fallback attempt keeps it).
 
     Raises:
       NotFound, StateError.
@@ -354,27 +397,40 @@ async def begin_attempt(conn: asyncpg.Connection, merchant_id: str, payment_id: 
     if not candidates:
         raise StateError("No connector can take this payment.", code="no_connector")
     now, attempt_id = _now(), new_id("att")
-    written = await conn.fetchval(f"WITH {_BEGIN_HEAD} SELECT count(*) FROM upd", payment_id, merchant_id,
-                                  candidates[0], now, deadline_s, allowed, row["updated_at"], attempt_id)
-    if not written:
+    written = await conn.fetchrow(
+        f"WITH {_BEGIN_HEAD} SELECT (SELECT count(*) FROM upd) AS changed{_ATTEMPT_ACCOUNT}", payment_id,
+        merchant_id, candidates[0], now, deadline_s, allowed, row["updated_at"], attempt_id, return_url,
+        action_deadline_s if first else None)
+    if not written["changed"]:
         raise StateError("The payment changed while confirming; retry.")
     if first:
         metrics.transition("payment", payment_id, row["status"], "processing", connector=candidates[0])
-    row = {**row, "status": Status.PROCESSING.value, "connector": candidates[0], "updated_at": now}
+    row = {**row, "status": Status.PROCESSING.value, "connector": candidates[0], "updated_at": now,
+           "return_url": return_url or row["return_url"], "next_action": None}
     attempt = {"id": attempt_id, "payment_id": payment_id, "merchant_id": merchant_id, "connector": candidates[0],
                "status": "started", "connector_txn_id": None, "error_code": None, "created_at": now,
-               "updated_at": now}
+               "updated_at": now, "connector_account_id": written["connector_account_id"]}
     return Begun(attempt_id, candidates[0], candidates, row, [*loaded.attempts, attempt])
 
 
 _SETTLE_HEAD = (
     "upd AS (UPDATE payments SET status = $7, amount_received = $8, amount_capturable = $9, last_error = $10,"
-    " processing_deadline = CASE WHEN $7 = 'processing' THEN processing_deadline END, updated_at = $6"
-    " WHERE id = $1 AND status = 'processing' AND updated_at = $11{condition} RETURNING id),"
+    " processing_deadline = CASE WHEN $7 IN ('processing', 'requires_action')"
+    "   THEN COALESCE(processing_deadline, $6) END,"
+    " next_action = $13::jsonb, cancellation_reason = $14, payment_method = payment_method || $15::jsonb,"
+    " updated_at = $6"
+    " WHERE id = $1 AND status = $16 AND updated_at = $11{condition} RETURNING id),"
     " att AS (UPDATE payment_attempts SET status = $3, connector_txn_id = COALESCE($4, connector_txn_id),"
     " error_code = $5, latency_ms = COALESCE($12::float8, latency_ms), updated_at = $6"
     " WHERE id = $2 AND status IN ('started', 'unknown'){att_guard} RETURNING id)"
 )
+
+
+def method_update(method: Mapping, details: object) -> dict:
+    """What to merge into a stored payment method from a gateway's ``method_details``:
+    ``{"card": {"brand", "last4"}}`` for a card the gateway described, else nothing."""
+    card = public_card(details) if method.get("type") == "card" else None
+    return {"card": card} if card else {}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -393,33 +449,45 @@ class Also:
 
 async def settle_known(conn: asyncpg.Connection, row: Mapping, attempts: list, attempt_id: str,
                        outcome: Outcome, *, also: Also | None = None,
-                       latency_ms: float | None = None) -> dict | None:
+                       latency_ms: float | None = None, cancellation_reason: str | None = None) -> dict | None:
     """Record ``outcome`` for an attempt of a payment whose row and attempts the caller
     already read, and move the payment: one statement, no read.
 
-    Guarded by the row's status (``processing``) and ``updated_at``: if
-    anything moved the payment since it was read, nothing is written.
+    Guarded by the row's status (``processing`` or ``requires_action``, as
+    read) and ``updated_at``: if anything moved the payment since it was
+    read, nothing is written. ``next_action`` is set only in
+    ``requires_action`` (a new one replaces it, none keeps it); the gateway's
+    card brand and last 4 are merged into the payment method.
 
     Args:
       also: another write of the same statement that must happen with it, and
         only with it (:class:`Also`).
       latency_ms: how long the connector call took (None: no call of ours settled it).
+      cancellation_reason: recorded if the outcome cancels the payment.
 
     Returns:
       The payment's API form after the change, or ``None`` if a guard failed.
     """
-    result = settle_outcome(row["amount"], outcome)
+    current = row["status"]
+    result = settle_outcome(row["amount"], outcome, current, cancellation_reason)
     now = _now()
     txn = outcome.connector_txn_id
     attempts = [{**a, "status": result.attempt_status, "error_code": outcome.error_code, "updated_at": now,
                  "connector_txn_id": txn or a["connector_txn_id"]}
                 if a["id"] == attempt_id and a["status"] in ("started", "unknown") else a
                 for a in attempts]
+    next_action = None
+    if result.status is Status.REQUIRES_ACTION:
+        next_action = result.next_action or row.get("next_action")
+    merge = method_update(row["payment_method"], outcome.method_details)
     after = {**row, "status": result.status.value, "amount_received": result.amount_received,
-             "amount_capturable": result.amount_capturable, "last_error": result.last_error, "updated_at": now}
+             "amount_capturable": result.amount_capturable, "last_error": result.last_error, "updated_at": now,
+             "next_action": next_action, "cancellation_reason": result.cancellation_reason,
+             "payment_method": {**row["payment_method"], **merge}}
     snapshot = render.payment(after, attempts)
     args = [row["id"], attempt_id, result.attempt_status, txn, outcome.error_code, now, result.status.value,
-            result.amount_received, result.amount_capturable, result.last_error, row["updated_at"], latency_ms]
+            result.amount_received, result.amount_capturable, result.last_error, row["updated_at"], latency_ms,
+            next_action, result.cancellation_reason, merge, current]
     head = _SETTLE_HEAD.format(condition="", att_guard="")
     if also is not None:
         condition, also_cte, also_args = also.build(len(args) + 1)
@@ -430,7 +498,7 @@ async def settle_known(conn: asyncpg.Connection, row: Mapping, attempts: list, a
                            [payment_event(result.status.value, snapshot)], now)
     if not changed:
         return None
-    metrics.transition("payment", row["id"], "processing", result.status.value, connector=row["connector"],
+    metrics.transition("payment", row["id"], current, result.status.value, connector=row["connector"],
                        outcome=outcome.kind.value, error=outcome.error_code)
     return snapshot
 
@@ -458,43 +526,46 @@ async def settle_begun(conn: asyncpg.Connection, begun: Begun, outcome: Outcome,
 
 
 async def settle(conn: asyncpg.Connection, merchant_id: str, payment_id: str, attempt_id: str,
-                 outcome: Outcome, *, final: bool = True, latency_ms: float | None = None) -> dict:
+                 outcome: Outcome, *, final: bool = True, latency_ms: float | None = None,
+                 cancellation_reason: str | None = None) -> dict:
     """Record a connector ``outcome`` for an attempt and move the payment (inside a transaction).
 
     For outcomes that arrive without the attempt's :class:`Begun` (a gateway
-    webhook, reconciliation, a fallback's failed attempt). A payment that is
-    no longer ``processing`` (a late or duplicate answer) is left as it is: a
-    terminal status never changes.
+    webhook, reconciliation, a fallback's failed attempt). A payment that no
+    longer awaits an answer (a late or duplicate one) is left as it is: a
+    terminal status never changes; nor does an ``unknown`` answer move a
+    payment waiting for its customer.
 
     Args:
       final: False when the confirm will fall back to another connector, so an
         ``unknown``/failed attempt must not move the payment yet.
       latency_ms: how long the connector call took (None when no call of ours
         settled it: a webhook, reconciliation).
+      cancellation_reason: recorded if the outcome cancels the payment.
 
     Returns:
       The payment's API form after the change.
     """
     row = await fetch_row(conn, merchant_id, payment_id, lock=True)
-    result = settle_outcome(row["amount"], outcome)
+    attempts = [dict(a) for a in await _attempts(conn, payment_id)]
+    if final and row["status"] in AWAITING_ANSWER and moves(row["status"], outcome):
+        snapshot = await settle_known(conn, dict(row), attempts, attempt_id, outcome, latency_ms=latency_ms,
+                                      cancellation_reason=cancellation_reason)
+        if snapshot is not None:  # the row is locked: its guard holds
+            return snapshot
+    if row["status"] in AWAITING_ANSWER and not moves(row["status"], outcome):
+        return await _render(conn, row)  # an unanswered retrieve while the customer acts: nothing learnt
+    kind = outcome.kind
+    attempt_status = "failed" if not final and kind is OutcomeKind.UNKNOWN else {
+        OutcomeKind.SUCCEEDED: "succeeded", OutcomeKind.AUTHORIZED: "authorized", OutcomeKind.DECLINED: "failed",
+        OutcomeKind.UNKNOWN: "unknown", OutcomeKind.CANCELED: "failed"}.get(kind, "started")
     await conn.execute(
         "UPDATE payment_attempts SET status = $2, connector_txn_id = COALESCE($3, connector_txn_id),"
         " error_code = $4, latency_ms = COALESCE($5, latency_ms), updated_at = now()"
         " WHERE id = $1 AND status IN ('started', 'unknown')",
-        attempt_id, "failed" if not final and outcome.kind is OutcomeKind.UNKNOWN else result.attempt_status,
-        outcome.connector_txn_id, outcome.error_code, latency_ms,
+        attempt_id, attempt_status, outcome.connector_txn_id, outcome.error_code, latency_ms,
     )
-    if row["status"] != Status.PROCESSING.value or not final:
-        return await _render(conn, row)
-    row = await conn.fetchrow(
-        "UPDATE payments SET status = $2, amount_received = $3, amount_capturable = $4, last_error = $5,"
-        " processing_deadline = CASE WHEN $2 = 'processing' THEN processing_deadline END,"
-        " updated_at = now() WHERE id = $1 AND status = 'processing' RETURNING *",
-        payment_id, result.status.value, result.amount_received, result.amount_capturable, result.last_error,
-    )
-    metrics.transition("payment", payment_id, "processing", result.status.value, connector=row["connector"],
-                       outcome=outcome.kind.value, error=outcome.error_code)
-    return await _commit_events(conn, row, result.status.value)
+    return await _render(conn, row)
 
 
 _CAPTURE_HEAD = (
@@ -507,10 +578,11 @@ _CAPTURE_HEAD = (
 )
 _CANCEL_HEAD = (
     "upd AS (UPDATE payments SET status = $3, amount_capturable = 0, updated_at = $4,"
-    " operation = NULL, operation_until = NULL"
+    " operation = NULL, operation_until = NULL, next_action = NULL, cancellation_reason = $7"
     " WHERE id = $1 AND merchant_id = $2 AND status = ANY($5::text[]) AND updated_at = $6 RETURNING id),"
-    " att AS (UPDATE payment_attempts SET status = 'failed', error_code = 'authorization_voided', updated_at = $4"
-    " WHERE payment_id = $1 AND status = 'authorized' AND EXISTS (SELECT 1 FROM upd))"
+    " att AS (UPDATE payment_attempts SET status = 'failed', updated_at = $4,"
+    " error_code = CASE WHEN status = 'authorized' THEN 'authorization_voided' ELSE 'payment_canceled' END"
+    " WHERE payment_id = $1 AND status IN ('authorized', 'started', 'unknown') AND EXISTS (SELECT 1 FROM upd))"
 )
 
 
@@ -539,10 +611,14 @@ async def capture(conn: asyncpg.Connection, loaded: Loaded, amount: int) -> dict
 
 
 @single_unit
-async def cancel(conn: asyncpg.Connection, loaded: Loaded) -> dict:
-    """``requires_confirmation``/``requires_capture`` → ``canceled``; an authorisation is voided.
+async def cancel(conn: asyncpg.Connection, loaded: Loaded, reason: str | None = None) -> dict:
+    """``requires_confirmation``/``requires_capture``/``requires_action`` → ``canceled``;
+    an authorisation is voided, an attempt waiting for its customer closed.
 
     One statement, guarded by the state ``loaded`` saw.
+
+    Args:
+      reason: the payment's ``cancellation_reason`` (``"abandoned"``), or None.
 
     Raises:
       StateError: the payment cannot be (or no longer be) canceled.
@@ -550,12 +626,14 @@ async def cancel(conn: asyncpg.Connection, loaded: Loaded) -> dict:
     row = loaded.row
     status = next_status(row["status"], Trigger.CANCEL).value
     now = _now()
-    after = {**row, "status": status, "amount_capturable": 0, "updated_at": now}
-    attempts = [{**a, "status": "failed", "error_code": "authorization_voided", "updated_at": now}
-                if a["status"] == "authorized" else a for a in loaded.attempts]
+    after = {**row, "status": status, "amount_capturable": 0, "updated_at": now, "next_action": None,
+             "cancellation_reason": reason}
+    codes = {"authorized": "authorization_voided", "started": "payment_canceled", "unknown": "payment_canceled"}
+    attempts = [{**a, "status": "failed", "error_code": codes[a["status"]], "updated_at": now}
+                if a["status"] in codes else a for a in loaded.attempts]
     snapshot = render.payment(after, attempts)
     if not await _write(conn, _CANCEL_HEAD, [row["id"], row["merchant_id"], status, now, sources(Trigger.CANCEL),
-                                             row["updated_at"]],
+                                             row["updated_at"], reason],
                         after, status, [payment_event(status, snapshot)], now):
         _refuse(await load(conn, row["merchant_id"], row["id"]), Trigger.CANCEL, "canceling")
     metrics.transition("payment", row["id"], row["status"], status)

@@ -21,8 +21,27 @@ async def claim_due(conn: asyncpg.Connection, limit: int, lease_s: float) -> lis
     return [dict(r) for r in rows]
 
 
+async def claim_abandoned(conn: asyncpg.Connection, limit: int, lease_s: float) -> list[dict]:
+    """Lease payments left in ``requires_action`` past their action deadline
+    (``PAYCAST_ACTION_DEADLINE_S``) by pushing the deadline forward; ``updated_at``
+    is not touched, so the lease never fails the guard of what the actor then writes."""
+    rows = await conn.fetch(
+        "UPDATE payments SET action_deadline = now() + make_interval(secs => $2)"
+        " WHERE id IN (SELECT id FROM payments WHERE status = 'requires_action' AND action_deadline < now()"
+        "   ORDER BY action_deadline LIMIT $1 FOR UPDATE SKIP LOCKED)"
+        " RETURNING id, merchant_id",
+        limit, lease_s,
+    )
+    return [dict(r) for r in rows]
+
+
 async def open_attempt(conn: asyncpg.Connection, payment_id: str, in_flight_s: float):
     """The latest attempt whose outcome is still open (``started``/``unknown``), if any.
+
+    Returns:
+      The attempt's ``id``, ``connector``, ``connector_txn_id``,
+      ``connector_account_id``, ``in_flight`` and its ``payment`` (the row as
+      JSON, to rebuild the attempt's request), or None.
 
     Args:
       in_flight_s: how long a connector call may still be running (the
@@ -31,11 +50,11 @@ async def open_attempt(conn: asyncpg.Connection, payment_id: str, in_flight_s: f
         may not have reached the connector yet, so "not found" would prove nothing.
     """
     return await conn.fetchrow(
-        "SELECT id, connector, connector_txn_id,"
-        " (status = 'started' AND connector_txn_id IS NULL"
-        "  AND created_at > now() - make_interval(secs => $2)) AS in_flight"
-        " FROM payment_attempts WHERE payment_id = $1"
-        " AND status IN ('started', 'unknown') ORDER BY id DESC LIMIT 1", payment_id, in_flight_s,
+        "SELECT a.id, a.connector, a.connector_txn_id, a.connector_account_id, to_jsonb(p) AS payment,"
+        " (a.status = 'started' AND a.connector_txn_id IS NULL"
+        "  AND a.created_at > now() - make_interval(secs => $2)) AS in_flight"
+        " FROM payment_attempts a JOIN payments p ON p.id = a.payment_id WHERE a.payment_id = $1"
+        " AND a.status IN ('started', 'unknown') ORDER BY a.id DESC LIMIT 1", payment_id, in_flight_s,
     )
 
 

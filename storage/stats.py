@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncpg
 
 from domain import render
+from domain.payments import Status
 
-PAYMENT_STATUSES = ("requires_confirmation", "processing", "requires_capture", "succeeded", "failed", "canceled")
+PAYMENT_STATUSES = tuple(status.value for status in Status)
 # Attempt statuses that count as the connector charging (or holding) the money.
 _SUCCESS = ("succeeded", "authorized")
 

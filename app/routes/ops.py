@@ -12,6 +12,7 @@ from app.auth import admin_required
 from app.body import json_response
 from app.context import components
 from domain.errors import Unavailable
+from domain.payments import Status
 from telemetry import metrics as event_metrics
 
 bp = Blueprint("ops", __name__)
@@ -40,7 +41,7 @@ async def metrics():
         counts = await system.operations.counts()
         m.db_up.set(1)
         by_status = {r["status"]: r["n"] for r in counts["payments"]}
-        for status in ("requires_confirmation", "processing", "requires_capture", "succeeded", "failed", "canceled"):
+        for status in (s.value for s in Status):
             m.payments.labels(status).set(by_status.get(status, 0))
         inbox_rows = counts["inbox"]
         for status in ("pending", "applied", "ignored", "unmatched", "unhandled", "dead"):

@@ -9,37 +9,62 @@ from app.auth import merchant_required
 from app.body import json_response, page_params, parse
 from app.context import components
 from app.idempotency import idempotent
-from app.schemas import CapturePayment, CreatePayment, Empty, PaymentMethod
+from app.schemas import CapturePayment, ConfirmPayment, CreatePayment, Empty, PaymentMethod
 from domain import cards, render
 from domain.errors import InvalidRequest
+from domain.routing import REAL_CONNECTORS, accepts, method_kind
 from storage import payments
 
 bp = Blueprint("payments", __name__)
 
 
+def stored_method(method: PaymentMethod, pinned: str | None = None, *, checkout_ok: bool = False) -> dict:
+    """The payment method as it may be stored: a card is truncated to first 6 + last 4,
+    a token kept as it is, a card or UPI without details (a gateway's checkout
+    collects them) kept as its type alone.
 
-def stored_method(method: PaymentMethod) -> dict:
-    """The payment method as it may be stored: a card is truncated to first 6 + last 4.
+    Args:
+      pinned: the connector the payment is pinned to, if any.
+      checkout_ok: a card or UPI without details may go unpinned (the caller
+        checks that routing offers it to a gateway that collects them).
 
     Raises:
-      InvalidRequest: the details required by ``type`` are missing or invalid.
+      InvalidRequest: the details are invalid, missing for where the payment
+        goes, or a raw card number for a real connector
+        (``raw_card_data_not_allowed``: nothing is stored, nothing sent).
     """
     out: dict = {"type": method.type}
-    if method.type == "card":
-        if method.card is None:
-            raise InvalidRequest("A card payment needs payment_method.card.number.",
-                                 param="payment_method.card.number", code="parameter_missing")
+    if method.token is not None:
+        if method.type != "card" or method.card is not None:
+            raise InvalidRequest("A token stands for the card: give payment_method.type 'card' and no card details.",
+                                 param="payment_method.token")
+        out["token"] = cards.validate_token(method.token)
+        return out
+    real = pinned in REAL_CONNECTORS
+    if method.type == "card" and method.card is not None:
+        if real:
+            raise InvalidRequest(f"A card number may not be sent to {pinned}: use a token "
+                                 "(payment_method.token) from the gateway's own card form.",
+                                 param="payment_method.card.number", code="raw_card_data_not_allowed")
         out["card"] = cards.truncate(method.card.number)
-    elif method.type == "upi":
-        if method.upi is None:
-            raise InvalidRequest("A UPI payment needs payment_method.upi.vpa.",
-                                 param="payment_method.upi.vpa", code="parameter_missing")
+    elif method.type == "upi" and method.upi is not None:
         out["upi"] = {"vpa": method.upi.vpa}
+    elif method.type in ("card", "upi"):
+        if not real and (pinned is not None or not checkout_ok):
+            raise _missing_details(out)
     else:
         details = getattr(method, method.type)
         if details:
             out[method.type] = details
     return out
+
+
+def _missing_details(method: dict) -> InvalidRequest:
+    """The 400 for a card or UPI without details that no connector could take."""
+    field = "card.number" if method["type"] == "card" else "upi.vpa"
+    return InvalidRequest(f"A {method['type']} payment needs payment_method.{field} (or payment_method.token), "
+                          "unless it goes to a gateway whose checkout collects it.",
+                          param=f"payment_method.{field}", code="parameter_missing")
 
 
 @bp.post("/v1/payments")
@@ -50,8 +75,23 @@ async def create_payment():
     payments_ = components().payments
     if body.connector is not None and body.connector not in payments_.routing.known_connectors:
         raise InvalidRequest(f"Unknown connector {body.connector!r}.", param="connector")
+    if body.return_url is not None and not body.confirm:
+        raise InvalidRequest("return_url is given with confirm: true (or on /confirm).", param="return_url")
     spec = body.model_dump(exclude={"confirm", "payment_method"})
-    spec["payment_method"] = stored_method(body.payment_method)
+    spec["payment_method"] = method = stored_method(body.payment_method, body.connector, checkout_ok=True)
+    if method.get("token"):
+        # A token is a Stripe PaymentMethod: it pins the payment to stripe.
+        if body.connector not in (None, "stripe"):
+            raise InvalidRequest(f"A card token can be charged only through stripe, not {body.connector}.",
+                                 param="connector")
+        spec["connector"] = "stripe"
+    elif body.connector is not None and not accepts(body.connector, method):
+        raise InvalidRequest(f"{body.connector} takes card payments as a token: give payment_method.token.",
+                             param="payment_method.token", code="parameter_missing")
+    elif body.connector is None and method_kind(method) == "checkout":
+        routing = await payments_.routing_config(g.merchant_id)
+        if not payments_.candidates(routing, method, None):
+            raise _missing_details(method)
     if not body.confirm:
         payment = await payments_.create(g.merchant_id, spec)
         return json_response(payment, 201)
@@ -62,8 +102,9 @@ async def create_payment():
 @merchant_required
 @idempotent
 async def confirm_payment(payment_id: str):
-    await parse(Empty)
-    return json_response(await components().payments.ask_payment(payment_id, Confirm(g.merchant_id)))
+    body = await parse(ConfirmPayment)
+    confirm = Confirm(g.merchant_id, return_url=body.return_url)
+    return json_response(await components().payments.ask_payment(payment_id, confirm))
 
 
 @bp.post("/v1/payments/<payment_id>/capture")

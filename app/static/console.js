@@ -7,9 +7,10 @@
  */
 "use strict";
 (() => {
-  const STATUSES = ["requires_confirmation", "processing", "requires_capture", "succeeded", "failed", "canceled"];
+  const STATUSES = ["requires_confirmation", "processing", "requires_action", "requires_capture", "succeeded",
+    "failed", "canceled"];
   const STATUS_COLOURS = { succeeded: "#2f7d3a", failed: "#c92a2a", processing: "#b35c00",
-    requires_capture: "#1864ab", canceled: "#495057", requires_confirmation: "#868e96" };
+    requires_action: "#9c36b5", requires_capture: "#1864ab", canceled: "#495057", requires_confirmation: "#868e96" };
   const CONNECTOR_COLOURS = ["#3b5bdb", "#d6336c", "#0c8599", "#e8590c", "#7048e8", "#5c940d"];
   const LIST_TITLES = {
     processing_overdue: "Payments processing past their deadline",
@@ -345,6 +346,8 @@
         fact("Connector", p.connector || "—"), fact("Method", method),
         fact("Created", time(p.created_at)), fact("Updated", time(p.updated_at)),
         fact("Last error", p.last_error ? p.last_error.code || p.last_error.message : "—"),
+        fact("Next action", p.next_action ? p.next_action.type : "—"),
+        fact("Canceled because", p.cancellation_reason || "—"),
         fact("Attempts", String(attempts.length)))),
       el("div", { class: "grid two payment-grid" },
         panel("Timeline", el("ol", { class: "timeline", id: "timeline" }, t.entries.map((entry) => {

@@ -13,6 +13,7 @@ from app.errors import status_of  # the HTTP status is the edge's mapping
 from domain.errors import InvalidRequest, PaycastError, StateError
 from domain.money import MAX_AMOUNT
 from domain.payments import (
+    AWAITING_ANSWER,
     CAPTURE_METHODS,
     METHOD_TYPES,
     TERMINAL,
@@ -23,6 +24,7 @@ from domain.payments import (
     Status,
     Trigger,
     can,
+    moves,
     next_status,
     settle,
     validate_capture,
@@ -39,6 +41,14 @@ EXPECTED_EDGES = {
     (S.PROCESSING, T.FAIL): S.FAILED,
     (S.REQUIRES_CAPTURE, T.CAPTURE): S.SUCCEEDED,
     (S.REQUIRES_CAPTURE, T.CANCEL): S.CANCELED,
+    # v1.2: "a confirm may also give requires_action ..., which leads to
+    # processing | succeeded | requires_capture | failed | canceled".
+    (S.PROCESSING, T.REQUIRE_ACTION): S.REQUIRES_ACTION,
+    (S.REQUIRES_ACTION, T.RESUME): S.PROCESSING,
+    (S.REQUIRES_ACTION, T.SUCCEED): S.SUCCEEDED,
+    (S.REQUIRES_ACTION, T.AUTHORIZE): S.REQUIRES_CAPTURE,
+    (S.REQUIRES_ACTION, T.FAIL): S.FAILED,
+    (S.REQUIRES_ACTION, T.CANCEL): S.CANCELED,
 }
 ALL_PAIRS = list(itertools.product(Status, Trigger))
 ILLEGAL_PAIRS = [p for p in ALL_PAIRS if p not in EXPECTED_EDGES]
@@ -58,9 +68,11 @@ def test_transition_table_is_exactly_the_documented_one():
 
 def test_enum_values_match_the_api_strings():
     assert {s.value for s in Status} == {
-        "requires_confirmation", "processing", "requires_capture", "succeeded", "failed", "canceled",
+        "requires_confirmation", "processing", "requires_action", "requires_capture", "succeeded", "failed",
+        "canceled",
     }
-    assert {t.value for t in Trigger} == {"confirm", "succeed", "authorize", "fail", "capture", "cancel"}
+    assert {t.value for t in Trigger} == {"confirm", "succeed", "authorize", "fail", "capture", "cancel",
+                                          "require_action", "resume"}
     assert CAPTURE_METHODS == {"automatic", "manual"}
     assert METHOD_TYPES == {"card", "upi", "netbanking", "wallet"}
 
@@ -189,15 +201,31 @@ def test_terminal_status_never_changes_again(start, sequence):
 @given(sequence=triggers)
 def test_walk_from_creation_follows_the_documented_paths(sequence):
     history = _walk(S.REQUIRES_CONFIRMATION, sequence)
-    # A payment changes status at most three times (confirm, authorize, capture).
-    assert len(history) <= 4
     for a, b in zip(history, history[1:]):
         assert b in {EXPECTED_EDGES[k] for k in EXPECTED_EDGES if k[0] is a}
-    # No status is ever visited twice: the graph is acyclic.
-    assert len(set(history)) == len(history)
+    # The only cycle is a customer action and its resumption (processing ⇄
+    # requires_action); without it a payment changes status at most three
+    # times (confirm, authorize, capture) and visits no status twice.
+    settled = [s for s in history if s is not S.REQUIRES_ACTION]
+    settled = [s for i, s in enumerate(settled) if i == 0 or s is not settled[i - 1]]
+    assert len(settled) <= 4
+    assert len(set(settled)) == len(settled)
     # Anything that left requires_confirmation went through a confirm or a cancel.
     if len(history) > 1:
         assert history[1] in {S.PROCESSING, S.CANCELED}
+    # requires_action is entered from processing only, and never from a terminal status.
+    for a, b in zip(history, history[1:]):
+        if b is S.REQUIRES_ACTION:
+            assert a is S.PROCESSING
+
+
+def test_requires_action_leads_exactly_where_the_contract_says():
+    reachable = {EXPECTED_EDGES[k] for k in EXPECTED_EDGES if k[0] is S.REQUIRES_ACTION}
+    assert reachable == {S.PROCESSING, S.SUCCEEDED, S.REQUIRES_CAPTURE, S.FAILED, S.CANCELED}
+    assert {k[0] for k in EXPECTED_EDGES if EXPECTED_EDGES[k] is S.REQUIRES_ACTION} == {S.PROCESSING}
+    # The merchant's cancel works from requires_action too; a capture does not.
+    assert can(S.REQUIRES_ACTION, T.CANCEL) and not can(S.REQUIRES_ACTION, T.CAPTURE)
+    assert not can(S.REQUIRES_ACTION, T.CONFIRM)
 
 
 class PaymentMachine(RuleBasedStateMachine):
@@ -377,3 +405,71 @@ def test_capture_accepts_exactly_1_to_capturable(data, capturable):
         with pytest.raises(InvalidRequest) as info:
             validate_capture(S.REQUIRES_CAPTURE, capturable, amount)
         assert info.value.param == "amount"
+
+
+# ----------------------------------------------------- v1.2: customer actions
+
+NEXT = {"type": "connector_sdk", "connector_sdk": {"connector": "stripe", "data": {"client_secret": "pi_1_secret_2"}}}
+
+
+def test_settle_requires_action_from_processing_keeps_the_attempt_open_with_its_next_action():
+    s = settle(2500, Outcome(OutcomeKind.REQUIRES_ACTION, "pi_1", next_action=NEXT))
+    assert s == Settlement(S.REQUIRES_ACTION, "started", 0, 0, None, next_action=NEXT)
+
+
+@pytest.mark.parametrize("kind,status,attempt", [
+    (OutcomeKind.SUCCEEDED, S.SUCCEEDED, "succeeded"),
+    (OutcomeKind.AUTHORIZED, S.REQUIRES_CAPTURE, "authorized"),
+    (OutcomeKind.DECLINED, S.FAILED, "failed"),
+    (OutcomeKind.PENDING, S.PROCESSING, "started"),
+    (OutcomeKind.CANCELED, S.CANCELED, "failed"),
+], ids=lambda v: getattr(v, "value", v))
+def test_settle_from_requires_action(kind, status, attempt):
+    s = settle(900, Outcome(kind, "pi_1"), S.REQUIRES_ACTION)
+    assert (s.status, s.attempt_status) == (status, attempt)
+    assert s.next_action is None  # null in every status but requires_action
+    assert EXPECTED_EDGES[(S.REQUIRES_ACTION, _trigger_between(S.REQUIRES_ACTION, s.status))] is status
+
+
+def _trigger_between(a: Status, b: Status) -> Trigger:
+    return next(t for (x, t), y in EXPECTED_EDGES.items() if x is a and y is b)
+
+
+def test_canceled_from_requires_action_carries_its_reason_only_there():
+    s = settle(900, Outcome(OutcomeKind.CANCELED, "pi_1"), S.REQUIRES_ACTION, cancellation_reason="abandoned")
+    assert s.status is S.CANCELED and s.cancellation_reason == "abandoned" and s.last_error is None
+    assert settle(900, Outcome(OutcomeKind.SUCCEEDED), S.REQUIRES_ACTION, "abandoned").cancellation_reason is None
+
+
+def test_canceled_while_processing_is_a_failure_not_an_undocumented_edge():
+    s = settle(900, Outcome(OutcomeKind.CANCELED, "pi_1"))
+    assert s.status is S.FAILED and s.attempt_status == "failed"
+    assert s.last_error["code"] == "payment_canceled"
+
+
+def test_unknown_answer_while_the_customer_acts_moves_nothing():
+    assert not moves(S.REQUIRES_ACTION, Outcome(OutcomeKind.UNKNOWN))
+    assert settle(900, Outcome(OutcomeKind.UNKNOWN), S.REQUIRES_ACTION).status is S.REQUIRES_ACTION
+    for kind in OutcomeKind:
+        assert moves(S.PROCESSING, Outcome(kind))
+        assert moves(S.REQUIRES_ACTION, Outcome(kind)) is (kind is not OutcomeKind.UNKNOWN)
+
+
+@pytest.mark.parametrize("status", [s for s in Status if s not in AWAITING_ANSWER], ids=lambda s: s.value)
+def test_settle_refuses_a_payment_that_awaits_no_answer(status):
+    with pytest.raises(ValueError):
+        settle(900, Outcome(OutcomeKind.SUCCEEDED), status)
+
+
+@settings(max_examples=300, deadline=None)
+@given(amount=st.integers(min_value=1, max_value=MAX_AMOUNT), outcome=outcomes,
+       current=st.sampled_from(AWAITING_ANSWER), reason=st.none() | st.just("abandoned"))
+def test_settle_moves_only_along_the_table(amount, outcome, current, reason):
+    s = settle(amount, outcome, current, reason)
+    if s.status is not current:
+        assert any(EXPECTED_EDGES.get((current, t)) is s.status for t in Trigger), (current, s.status)
+    assert (s.next_action is not None) <= (s.status is S.REQUIRES_ACTION)
+    assert (s.cancellation_reason is not None) <= (s.status is S.CANCELED)
+    assert 0 <= s.amount_received <= amount and 0 <= s.amount_capturable <= amount
+    assert (s.amount_received == amount) == (s.status is S.SUCCEEDED)
+    assert s.attempt_status in ATTEMPT_STATUSES
