@@ -1,0 +1,232 @@
+"""``/v1/connector_accounts`` end to end: a real server, the real PostgreSQL, and
+the fake Razorpay server (tests/fakes/fake_razorpay.py) as the gateway the
+credentials are tried against. Exact shapes and codes of API.md v1.2, masks,
+one active account per connector, rotation, disable, tenant isolation, routing
+and ``/v1/connectors``, and the per-account webhook path.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+
+import pytest
+
+from tests.fakes.fake_razorpay import FakeRazorpay, sign
+from tests.support import ServerProcess, db_fetch, stop_all
+
+ORDERS = r"/v1/orders"
+ACCOUNT_KEYS = {"id", "object", "connector", "label", "status", "livemode", "credentials", "webhook_path",
+                "created_at", "updated_at"}
+
+
+@pytest.fixture(scope="module")
+def fake():
+    with FakeRazorpay(hang_s=3) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def dsn(new_database):
+    return new_database("paycast_mca")
+
+
+@pytest.fixture(scope="module")
+def server(dsn, fake):
+    proc = ServerProcess(dsn, PAYCAST_RAZORPAY_API_BASE=fake.url, PAYCAST_CONNECTOR_TIMEOUT_S="1").start()
+    try:
+        yield proc
+    finally:
+        stop_all([proc])
+
+
+@pytest.fixture
+def client(server):
+    with server.client(server.create_merchant()) as c:
+        yield c
+
+
+def _body(account, webhook_secret: str | None = None, **extra) -> dict:
+    return {"connector": "razorpay", "credentials": {"key_id": account.key_id, "key_secret": account.key_secret},
+            "webhook_secret": webhook_secret or secrets.token_urlsafe(24), **extra}
+
+
+def _mask(key_id: str) -> str:
+    return "rzp_test_…" + key_id[-4:]
+
+
+def test_create_tries_the_credentials_then_shows_only_the_mask(client, fake, dsn):
+    account = fake.add_account()
+    webhook_secret = secrets.token_urlsafe(24)
+    before = fake.count("GET", ORDERS)
+    r = client.post("/v1/connector_accounts", json=_body(account, webhook_secret, label="India"))
+    assert r.status_code == 201, r.text
+    created = r.json()
+    assert set(created) == ACCOUNT_KEYS
+    assert created["id"].startswith("mca_") and created["object"] == "connector_account"
+    assert (created["connector"], created["label"], created["status"], created["livemode"]) == \
+        ("razorpay", "India", "active", False)
+    assert created["credentials"] == {"key_id": _mask(account.key_id)}
+    assert created["webhook_path"] == f"/webhooks/razorpay/{created['id']}"
+    assert fake.count("GET", ORDERS) == before + 1  # tried at the gateway before storing
+    for read in (client.get(f"/v1/connector_accounts/{created['id']}").json(),
+                 client.get("/v1/connector_accounts").json()["data"][0]):
+        assert read == created
+    text = json.dumps(created) + r.text
+    assert account.key_secret not in text and webhook_secret not in text
+    row = db_fetch(dsn, "SELECT * FROM connector_accounts WHERE id = $1", created["id"])[0]
+    assert row["credentials_sealed"].startswith("pcs1.") and row["webhook_secret_sealed"].startswith("pcs1.")
+    stored = json.dumps(row, default=str)
+    assert account.key_secret not in stored and webhook_secret not in stored and account.key_id not in stored
+
+
+def test_refused_credentials_are_400_and_nothing_is_stored(client, fake):
+    account = fake.add_account()
+    body = _body(account)
+    body["credentials"]["key_secret"] = "wrong" + account.key_secret
+    r = client.post("/v1/connector_accounts", json=body)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert (error["type"], error["code"], error["param"]) == \
+        ("invalid_request_error", "connector_credentials_invalid", "credentials")
+    assert body["credentials"]["key_secret"] not in r.text
+    assert client.get("/v1/connector_accounts").json()["data"] == []
+
+
+def test_gateway_unreachable_is_503_connector_unavailable(client, fake):
+    fake.fault("GET", ORDERS, "server_error")
+    r = client.post("/v1/connector_accounts", json=_body(fake.add_account()))
+    assert r.status_code == 503, r.text
+    assert (r.json()["error"]["type"], r.json()["error"]["code"]) == ("api_error", "connector_unavailable")
+    assert client.get("/v1/connector_accounts").json()["data"] == []
+
+
+def test_one_active_account_per_connector(client, fake):
+    assert client.post("/v1/connector_accounts", json=_body(fake.add_account())).status_code == 201
+    before = fake.count("GET", ORDERS)
+    r = client.post("/v1/connector_accounts", json=_body(fake.add_account()))
+    assert r.status_code == 409, r.text
+    assert (r.json()["error"]["type"], r.json()["error"]["code"]) == ("state_error", "connector_account_exists")
+    assert fake.count("GET", ORDERS) == before  # refused before the gateway is asked
+
+
+@pytest.mark.parametrize(("body", "param"), [
+    ({}, "connector"),
+    ({"connector": "mockstripe"}, "connector"),
+    ({"connector": "razorpay"}, "credentials"),
+    ({"connector": "razorpay", "credentials": {"key_id": "rzp_test_x"}, "webhook_secret": "s"},
+     "credentials.key_secret"),
+    ({"connector": "razorpay", "credentials": {"key_id": "sk_test_x", "key_secret": "hunter2hunter2"},
+      "webhook_secret": "s"}, "credentials.key_id"),
+    ({"connector": "razorpay", "credentials": {"key_id": "rzp_test_x", "key_secret": "hunter2hunter2",
+                                               "extra": 1}, "webhook_secret": "s"}, "credentials.extra"),
+    ({"connector": "razorpay", "credentials": {"key_id": "rzp_test_x", "key_secret": "hunter2hunter2"}},
+     "webhook_secret"),
+    ({"connector": "stripe", "credentials": {"secret_key": "pk_test_hunter2hunter2"}, "webhook_secret": "s"},
+     "credentials.secret_key"),
+    ({"connector": "stripe", "credentials": {"secret_key": "sk_test_x"}, "webhook_secret": "s", "livemode": True},
+     "livemode"),
+    ({"connector": "stripe", "credentials": "sk_test_hunter2hunter2", "webhook_secret": "s"}, "credentials"),
+])
+def test_bad_bodies_are_400_naming_the_field_without_echoing_secrets(client, body, param):
+    r = client.post("/v1/connector_accounts", json=body)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["type"] == "invalid_request_error" and r.json()["error"]["param"] == param
+    assert "hunter2" not in r.text
+
+
+def test_rotation_tries_the_new_credentials_first(client, fake, dsn):
+    first, second = fake.add_account(), fake.add_account()
+    created = client.post("/v1/connector_accounts", json=_body(first)).json()
+    path = f"/v1/connector_accounts/{created['id']}"
+    wrong = {"key_id": second.key_id, "key_secret": "nope" + second.key_secret}
+    r = client.post(path, json={"credentials": wrong})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "connector_credentials_invalid", r.text
+    assert client.get(path).json() == created  # unchanged
+    before = db_fetch(dsn, "SELECT version FROM connector_accounts WHERE id = $1", created["id"])[0]["version"]
+    r = client.post(path, json={"credentials": {"key_id": second.key_id, "key_secret": second.key_secret},
+                                "label": "rotated"})
+    assert r.status_code == 200, r.text
+    rotated = r.json()
+    assert rotated["credentials"] == {"key_id": _mask(second.key_id)} and rotated["label"] == "rotated"
+    assert rotated["id"] == created["id"] and rotated["updated_at"] >= created["updated_at"]
+    after = db_fetch(dsn, "SELECT version FROM connector_accounts WHERE id = $1", created["id"])[0]["version"]
+    assert after == before + 1
+    r = client.post(path, json={"webhook_secret": "   "})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "webhook_secret"
+    r = client.post(path, json={"secret_key": "x"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "parameter_unknown"
+
+
+def test_delete_disables_and_frees_the_connector(client, fake):
+    created = client.post("/v1/connector_accounts", json=_body(fake.add_account())).json()
+    r = client.delete(f"/v1/connector_accounts/{created['id']}")
+    assert r.status_code == 200 and r.json()["status"] == "disabled", r.text
+    assert client.delete(f"/v1/connector_accounts/{created['id']}").json()["status"] == "disabled"
+    assert client.get(f"/v1/connector_accounts/{created['id']}").json()["status"] == "disabled"
+    assert client.post("/v1/connector_accounts", json=_body(fake.add_account())).status_code == 201
+
+
+def test_routing_names_a_real_connector_only_with_an_active_account(client, fake):
+    routing = {"strategy": "priority", "connectors": ["razorpay", "mockrazorpay"]}
+    r = client.put("/v1/routing", json=routing)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "connectors", r.text
+    names = [c["name"] for c in client.get("/v1/connectors").json()]
+    assert "razorpay" not in names and "stripe" not in names
+    created = client.post("/v1/connector_accounts", json=_body(fake.add_account())).json()
+    assert client.put("/v1/routing", json=routing).status_code == 200
+    listed = {c["name"]: c for c in client.get("/v1/connectors").json()}
+    assert listed["razorpay"]["account_id"] == created["id"]
+    assert set(listed["razorpay"]) >= {"name", "state", "success_rate", "latency_ms_p50", "attempts"}
+    client.delete(f"/v1/connector_accounts/{created['id']}")
+    r = client.put("/v1/routing", json={"strategy": "priority", "connectors": ["mockrazorpay"],
+                                        "rules": [{"payment_method_type": "upi", "connectors": ["razorpay"]}]})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "rules.0.connectors", r.text
+
+
+def test_other_merchants_accounts_are_404(server, fake):
+    with server.client(server.create_merchant("a")) as a, server.client(server.create_merchant("b")) as b:
+        created = a.post("/v1/connector_accounts", json=_body(fake.add_account())).json()
+        path = f"/v1/connector_accounts/{created['id']}"
+        for r in (b.get(path), b.post(path, json={"label": "mine"}), b.delete(path)):
+            assert r.status_code == 404 and r.json()["error"]["type"] == "not_found", r.text
+        assert b.get("/v1/connector_accounts").json()["data"] == []
+        assert "razorpay" not in [c["name"] for c in b.get("/v1/connectors").json()]
+        assert b.put("/v1/routing", json={"strategy": "priority", "connectors": ["razorpay"]}).status_code == 400
+        assert a.get(path).json() == created  # untouched by b's attempts
+
+
+def test_account_webhook_path_verifies_with_the_accounts_secret(server, client, fake, dsn):
+    secret = secrets.token_urlsafe(24)
+    created = client.post("/v1/connector_accounts", json=_body(fake.add_account(), secret)).json()
+    event_id = "evt_" + secrets.token_hex(8)
+    raw = json.dumps({"entity": "event", "account_id": "acc_x", "event": "payment.captured",
+                      "contains": ["payment"], "created_at": int(time.time()),
+                      "payload": {"payment": {"entity": {
+                          "id": "pay_" + secrets.token_hex(7), "entity": "payment", "amount": 1000,
+                          "currency": "INR", "status": "captured", "order_id": "order_" + secrets.token_hex(7),
+                          "notes": {}}}}}).encode()
+    headers = {"Content-Type": "application/json", "X-Razorpay-Event-Id": event_id}
+    with server.client() as anonymous:
+        url = server.url + created["webhook_path"]
+        r = anonymous.post(url, content=raw, headers=headers | {"X-Razorpay-Signature": sign("other", raw)})
+        assert r.status_code == 400, r.text
+        for wrong in (f"/webhooks/stripe/{created['id']}", "/webhooks/razorpay/mca_nope", "/webhooks/nope/x"):
+            r = anonymous.post(server.url + wrong, content=raw,
+                               headers=headers | {"X-Razorpay-Signature": sign(secret, raw)})
+            assert r.status_code == 404, (wrong, r.text)
+        good = headers | {"X-Razorpay-Signature": sign(secret, raw)}
+        r = anonymous.post(url, content=raw, headers=good)
+        assert r.status_code == 200 and r.json() == {"received": True, "duplicate": False}, r.text
+        assert anonymous.post(url, content=raw, headers=good).json()["duplicate"] is True
+    rows = db_fetch(dsn, "SELECT * FROM webhook_inbox WHERE event_id = $1", event_id)
+    assert len(rows) == 1 and rows[0]["connector"] == "razorpay" and rows[0]["account_id"] == created["id"]
+    # A disabled account's webhooks are still received (its in-flight payments settle).
+    client.delete(f"/v1/connector_accounts/{created['id']}")
+    raw2 = raw.replace(b"payment.captured", b"payment.authorized")
+    with server.client() as anonymous:
+        r = anonymous.post(server.url + created["webhook_path"], content=raw2,
+                           headers={"Content-Type": "application/json", "X-Razorpay-Event-Id": event_id + "b",
+                                    "X-Razorpay-Signature": sign(secret, raw2)})
+    assert r.status_code == 200, r.text
