@@ -14,7 +14,8 @@ import threading
 import time
 
 PREFIXES = frozenset(
-    {"mer", "ord", "pay", "att", "re", "dp", "evt", "we", "wd", "acct", "txn", "rcn", "ibx", "whi", "conn", "req", "mca"}
+    {"mer", "ord", "pay", "att", "re", "dp", "evt", "we", "wd", "acct", "txn", "rcn", "ibx", "whi", "conn", "req",
+     "mca"}
 )
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 # base64's RFC 4648 base32 alphabet, mapped onto Crockford's: encoding is then
