@@ -1,0 +1,242 @@
+"""Issue 20 end to end: a real Paycast server, a merchant's Stripe account, and
+localstripe (tests/stand_ins/localstripe.py, one process per session) playing Stripe.
+
+Payment → PaymentIntent at localstripe → (3-D Secure) → signed webhook to
+``/webhooks/stripe/{mca_id}`` → the payment moves. Every flow is checked on our
+side **and** at localstripe (``GET /v1/payment_intents/{id}``, ``/v1/refunds``).
+What localstripe cannot do (idempotency keys, return_url, refund and dispute
+webhooks, decline codes) is covered by tests/integration/test_stripe_wire.py and
+the unit tests of domain.stripe_objects / domain.stripe_events.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from domain.signatures import stripe_header
+from tests.support import ServerProcess, db_fetch, run_check, stop_all, wait_for
+
+AMOUNT = 2500  # €25.00
+# localstripe sends every event to every registered webhook: one registration,
+# re-pointed at each test's account, so an event goes to the account that made it.
+WEBHOOK_ID = "paycast-e2e"
+
+
+def _server(dsn: str, localstripe, **env: str) -> ServerProcess:
+    return ServerProcess(dsn, PAYCAST_STRIPE_API_BASE=localstripe.url, PAYCAST_CONNECTOR_TIMEOUT_S="5",
+                         PAYCAST_WEBHOOK_ALLOW_PRIVATE_URLS="true", **env).start()
+
+
+@pytest.fixture(scope="module")
+def stripe_dsn(new_database):
+    return new_database("paycast_stripe")
+
+
+@pytest.fixture(scope="module")
+def stripe_server(stripe_dsn, localstripe):
+    proc = _server(stripe_dsn, localstripe)
+    try:
+        yield proc
+    finally:
+        stop_all([proc])
+
+
+class Merchant:
+    """A Paycast merchant with its Stripe account (at localstripe) added, and a client for it."""
+
+    def __init__(self, server: ServerProcess, localstripe) -> None:
+        self.localstripe = localstripe
+        self.client = server.client(server.create_merchant())
+        self.webhook_secret = "whsec_" + secrets.token_urlsafe(24)
+        r = self.client.post("/v1/connector_accounts", json={
+            "connector": "stripe", "label": "Stripe test", "webhook_secret": self.webhook_secret,
+            "credentials": {"secret_key": localstripe.secret_key}})
+        assert r.status_code == 201, r.text
+        self.account = r.json()
+        self.webhook_url = server.url + self.account["webhook_path"]
+        localstripe.register_webhook(WEBHOOK_ID, self.webhook_url, self.webhook_secret)
+
+    def pay(self, token: str, capture_method: str = "automatic", **extra) -> dict:
+        r = self.client.post("/v1/payments", json={
+            "amount": AMOUNT, "currency": "EUR", "payment_method": {"type": "card", "token": token},
+            "capture_method": capture_method, "confirm": True, **extra})
+        assert r.status_code in (200, 201), r.text
+        return r.json()
+
+    def get(self, payment_id: str) -> dict:
+        return self.client.get(f"/v1/payments/{payment_id}").json()
+
+    def wait_status(self, payment_id: str, status: str, timeout: float = 15) -> dict:
+        return wait_for(lambda: (p := self.get(payment_id))["status"] == status and p, timeout)
+
+    def send_event(self, etype: str, obj: dict) -> dict:
+        """Deliver a Stripe event signed with the account's secret, as Stripe does (for the
+        types localstripe never sends)."""
+        now = int(time.time())
+        raw = json.dumps({"id": "evt_" + secrets.token_hex(12), "object": "event", "type": etype, "created": now,
+                          "livemode": False, "data": {"object": obj}}).encode()
+        r = httpx.post(self.webhook_url, content=raw, timeout=10, headers={
+            "Stripe-Signature": stripe_header(self.webhook_secret, raw, now), "Content-Type": "application/json"})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+
+def txn_of(payment: dict) -> str:
+    return payment["attempts"][-1]["connector_txn_id"]
+
+
+@pytest.fixture
+def merchant(stripe_server, localstripe):
+    m = Merchant(stripe_server, localstripe)
+    try:
+        yield m
+    finally:
+        m.client.close()
+
+
+def test_account_is_tried_at_stripe_and_masked(merchant, stripe_server, localstripe):
+    account = merchant.account
+    assert (account["connector"], account["status"], account["livemode"]) == ("stripe", "active", False)
+    assert localstripe.secret_key not in json.dumps(account) and merchant.webhook_secret not in json.dumps(account)
+    assert account["webhook_path"] == f"/webhooks/stripe/{account['id']}"
+    with stripe_server.client(stripe_server.create_merchant()) as other:
+        r = other.post("/v1/connector_accounts", json={"connector": "stripe", "webhook_secret": "whsec_x" * 4,
+                                                        "credentials": {"secret_key": "rk_test_refused_by_it"}})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "connector_credentials_invalid"
+
+
+def test_token_payment_succeeds(merchant, localstripe):
+    payment = merchant.pay("pm_card_visa")
+    assert payment["status"] == "succeeded", payment
+    assert payment["connector"] == "stripe" and payment["next_action"] is None
+    assert payment["payment_method"] == {"type": "card", "token": "pm_card_visa",
+                                         "card": {"brand": "visa", "last4": "4242"}}
+    pi = localstripe.payment_intent(txn_of(payment))
+    assert (pi["status"], pi["amount"], pi["currency"]) == ("succeeded", AMOUNT, "eur")
+    assert pi["metadata"]["payment_id"] == payment["id"]
+    assert pi["metadata"]["attempt_id"] == payment["attempts"][-1]["id"]
+
+
+def test_declined_card(merchant, localstripe):
+    payment = merchant.pay("pm_card_chargeCustomerFail")
+    assert payment["status"] == "failed", payment
+    assert payment["last_error"]["code"] == "card_declined"
+    assert payment["attempts"][-1]["error_code"] == "card_declined"
+    [pi] = [p for p in localstripe.payment_intents() if p["metadata"].get("payment_id") == payment["id"]]
+    assert pi["status"] == "requires_payment_method" and pi["last_payment_error"]["code"] == "card_declined"
+
+
+def test_manual_capture_of_part(merchant, localstripe):
+    payment = merchant.pay("pm_card_visa", "manual")
+    assert payment["status"] == "requires_capture", payment
+    assert localstripe.payment_intent(txn_of(payment))["status"] == "requires_capture"
+    r = merchant.client.post(f"/v1/payments/{payment['id']}/capture", json={"amount": 1000})
+    assert r.status_code == 200, r.text
+    assert (r.json()["status"], r.json()["amount_received"]) == ("succeeded", 1000)
+    pi = localstripe.payment_intent(txn_of(payment))
+    assert pi["status"] == "succeeded" and pi["latest_charge"]["captured"] is True
+    assert pi["latest_charge"]["amount_refunded"] == AMOUNT - 1000  # localstripe's model of the uncaptured rest
+
+
+def test_cancel_an_authorisation(merchant, localstripe):
+    payment = merchant.pay("pm_card_visa", "manual")
+    r = merchant.client.post(f"/v1/payments/{payment['id']}/cancel", json={})
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "canceled"
+    assert localstripe.payment_intent(txn_of(payment))["status"] == "canceled"
+
+
+def test_refund(merchant, localstripe):
+    payment = merchant.pay("pm_card_visa")
+    r = merchant.client.post("/v1/refunds", json={"payment_id": payment["id"], "amount": 700})
+    assert r.status_code in (200, 201), r.text
+    refund = wait_for(lambda: (x := merchant.client.get(f"/v1/refunds/{r.json()['id']}").json())["status"]
+                      == "succeeded" and x)
+    [held] = localstripe.refunds_of(txn_of(payment))
+    assert (held["amount"], held["status"], held["metadata"]["refund_id"]) == (700, "succeeded", refund["id"])
+    assert held["metadata"]["payment_id"] == payment["id"]
+
+
+def test_three_d_secure_authenticated_settles_by_webhook(merchant, localstripe):
+    token = localstripe.card_payment_method("4000002500003155")
+    payment = merchant.pay(token)
+    assert payment["status"] == "requires_action", payment
+    pi = localstripe.payment_intent(txn_of(payment))
+    assert pi["status"] == "requires_action"
+    assert payment["next_action"] == {"type": "connector_sdk", "connector_sdk": {
+        "connector": "stripe", "data": {"client_secret": pi["client_secret"]}}}
+    localstripe.authenticate(pi["id"], success=True)  # the customer passes 3-D Secure
+    done = merchant.wait_status(payment["id"], "succeeded")  # by localstripe's signed payment_intent.succeeded
+    assert done["next_action"] is None and done["amount_received"] == AMOUNT
+    assert localstripe.payment_intent(pi["id"])["status"] == "succeeded"
+
+
+def test_three_d_secure_failed_settles_by_webhook(merchant, localstripe):
+    payment = merchant.pay(localstripe.card_payment_method("4000002500003155"))
+    assert payment["status"] == "requires_action", payment
+    pi = localstripe.authenticate(txn_of(payment), success=False)
+    assert pi["status"] == "requires_payment_method"
+    # localstripe sends no event for a failed authentication; Stripe sends
+    # payment_intent.payment_failed with the PaymentIntent as it now stands.
+    merchant.send_event("payment_intent.payment_failed", localstripe.payment_intent(pi["id"]))
+    failed = merchant.wait_status(payment["id"], "failed")
+    assert failed["last_error"]["code"] == "payment_intent_authentication_failure"
+
+
+def test_cancel_while_the_customer_has_to_act(merchant, localstripe):
+    payment = merchant.pay(localstripe.card_payment_method("4000002500003155"))
+    r = merchant.client.post(f"/v1/payments/{payment['id']}/cancel", json={})
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "canceled" and r.json()["next_action"] is None
+    assert localstripe.payment_intent(txn_of(payment))["status"] == "canceled"
+
+
+def test_an_event_for_another_accounts_payment_moves_nothing(stripe_server, localstripe):
+    owner, stranger = Merchant(stripe_server, localstripe), Merchant(stripe_server, localstripe)
+    try:
+        payment = owner.pay(localstripe.card_payment_method("4000002500003155"))
+        pi = localstripe.payment_intent(txn_of(payment))
+        stranger.send_event("payment_intent.succeeded", pi | {"status": "succeeded"})
+        time.sleep(1.5)
+        assert owner.get(payment["id"])["status"] == "requires_action"
+    finally:
+        owner.client.close()
+        stranger.client.close()
+
+
+@pytest.mark.slow
+def test_two_processes_confirming_one_payment_create_one_payment_intent(stripe_dsn, stripe_server, localstripe):
+    other = _server(stripe_dsn, localstripe)
+    try:
+        merchant = Merchant(stripe_server, localstripe)
+        r = merchant.client.post("/v1/payments", json={
+            "amount": AMOUNT, "currency": "EUR", "payment_method": {"type": "card", "token": "pm_card_visa"}})
+        assert r.status_code in (200, 201), r.text
+        payment_id = r.json()["id"]
+        barrier = threading.Barrier(2)
+
+        def confirm(server: ServerProcess) -> int:
+            with server.client(merchant.client.headers["Authorization"].split()[1]) as c:
+                assert c.get("/healthz").status_code == 200
+                barrier.wait(timeout=30)
+                return c.post(f"/v1/payments/{payment_id}/confirm", json={}).status_code
+
+        with ThreadPoolExecutor(2) as pool:
+            codes = list(pool.map(confirm, [stripe_server, other]))
+        assert 200 in codes, codes
+        merchant.wait_status(payment_id, "succeeded")
+        intents = [p for p in localstripe.payment_intents() if p["metadata"].get("payment_id") == payment_id]
+        assert len(intents) == 1, intents
+        assert db_fetch(stripe_dsn, "SELECT count(*) AS n FROM payment_attempts WHERE payment_id = $1",
+                        payment_id)[0]["n"] == 1
+        assert run_check(stripe_dsn).returncode == 0
+        merchant.client.close()
+    finally:
+        stop_all([other])
