@@ -18,7 +18,8 @@ log = logging.getLogger("paycast.disputes")
 
 
 async def _call(payments, row, what: str, call) -> None:
-    (await payments.connector_call.call(row["connector"], call, what=f"dispute {what} {row['id']}")).unwrap()
+    (await payments.connector_call.call(row["connector"], call, what=f"dispute {what} {row['id']}",
+                                        account_id=row["connector_account_id"])).unwrap()
 
 
 async def submit_evidence(payments, msg) -> dict:

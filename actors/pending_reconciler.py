@@ -69,7 +69,7 @@ async def check_one(payments, kind: str, row: dict) -> dict:
                                 currency=row["currency"])
         result: CallResult[Submission] = await payments.connector_call.call(
             row["connector"], lambda c: c.retrieve_refund(request, row["connector_refund_id"]),
-            what=f"retrieve refund {row['id']}")
+            what=f"retrieve refund {row['id']}", account_id=row["connector_account_id"])
     else:
         request = PayoutRequest(transaction_id=row["id"], account_id=row["account_id"],
                                 merchant_id=row["merchant_id"], amount=row["amount"], currency=row["currency"])

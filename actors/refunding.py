@@ -34,11 +34,12 @@ async def refund(payments, payment_id: str, msg) -> dict:
     submission = await _submit(payments, RefundRequest(
         refund_id=row["id"], payment_id=payment_id, merchant_id=msg.merchant_id,
         connector_txn_id=begun["connector_txn_id"], amount=row["amount"], currency=row["currency"],
-    ), row["connector"])
+    ), row["connector"], begun["connector_account_id"])
     return await db.transaction(refunds.record_submission, row["id"], submission)
 
 
-async def _submit(payments, request: RefundRequest, connector_name: str) -> Submission:
+async def _submit(payments, request: RefundRequest, connector_name: str, account_id: str | None) -> Submission:
+    # A real connector's refund goes to the account that charged, even if it is disabled now.
     result = await payments.connector_call.call(connector_name, lambda c: c.refund(request),
-                                              what=f"refund {request.refund_id}", gate=True)
+                                              what=f"refund {request.refund_id}", gate=True, account_id=account_id)
     return submission_of(result, f"refund {request.refund_id}")

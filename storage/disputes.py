@@ -24,8 +24,14 @@ NOT_YET_TRIES = 30
 
 
 async def fetch_row(conn: asyncpg.Connection, merchant_id: str, dispute_id: str, *, lock: bool = False):
-    """The dispute row, or raise :class:`NotFound` (also for another merchant's dispute)."""
-    sql = "SELECT * FROM disputes WHERE id = $1 AND merchant_id = $2" + (" FOR UPDATE" if lock else "")
+    """The dispute row, or raise :class:`NotFound` (also for another merchant's dispute).
+
+    With ``connector_account_id``: the connector account of the charge disputed
+    (a real connector's dispute is answered through the account that charged).
+    """
+    sql = ("SELECT d.*, (SELECT a.connector_account_id FROM payment_attempts a"
+           "             WHERE a.payment_id = d.payment_id AND a.status = 'succeeded' LIMIT 1) AS connector_account_id"
+           " FROM disputes d WHERE d.id = $1 AND d.merchant_id = $2" + (" FOR UPDATE OF d" if lock else ""))
     row = await conn.fetchrow(sql, dispute_id, merchant_id)
     if row is None:
         raise NotFound(f"No such dispute: '{dispute_id}'", param="id")

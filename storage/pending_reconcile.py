@@ -28,7 +28,8 @@ async def claim_due(conn: asyncpg.Connection, kind: str, limit: int, deadline_s:
     """Lease up to ``limit`` due rows of ``kind`` (``refund`` or ``withdrawal``).
 
     Returns:
-      The rows (with, for refunds, the charge's ``connector_txn_id``).
+      The rows (with, for refunds, the charge's ``connector_txn_id`` and the
+      ``connector_account_id`` that charged it, for a real connector).
     """
     table, where, _ = _KINDS[kind]
     rows = await conn.fetch(
@@ -42,11 +43,13 @@ async def claim_due(conn: asyncpg.Connection, kind: str, limit: int, deadline_s:
     out = [dict(r) for r in rows]
     if kind == "refund" and out:
         charges = await conn.fetch(
-            "SELECT payment_id, connector, connector_txn_id FROM payment_attempts"
+            "SELECT payment_id, connector, connector_txn_id, connector_account_id FROM payment_attempts"
             " WHERE payment_id = ANY($1::text[]) AND status = 'succeeded'", [r["payment_id"] for r in out])
-        by_payment = {(c["payment_id"], c["connector"]): c["connector_txn_id"] for c in charges}
+        by_payment = {(c["payment_id"], c["connector"]): c for c in charges}
         for r in out:
-            r["connector_txn_id"] = by_payment.get((r["payment_id"], r["connector"]), "")
+            charge = by_payment.get((r["payment_id"], r["connector"]))
+            r["connector_txn_id"] = charge["connector_txn_id"] if charge else ""
+            r["connector_account_id"] = charge["connector_account_id"] if charge else None
     return out
 
 

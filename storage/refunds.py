@@ -41,7 +41,7 @@ _BEGIN_READ = (
     "SELECT p.status, p.currency, p.amount_received, p.amount_refunded,"
     " EXISTS (SELECT 1 FROM account_transactions t WHERE t.payment_id = p.id) AS funds_deposit,"
     " EXISTS (SELECT 1 FROM disputes d WHERE d.payment_id = p.id AND d.status = ANY($3::text[])) AS disputed,"
-    " a.connector, a.connector_txn_id"
+    " a.connector, a.connector_txn_id, a.connector_account_id"
     " FROM payments p LEFT JOIN payment_attempts a ON a.payment_id = p.id AND a.status = 'succeeded'"
     " WHERE p.id = $1 AND p.merchant_id = $2"
 )
@@ -68,7 +68,8 @@ async def begin(conn: asyncpg.Connection, merchant_id: str, payment_id: str, amo
     there first the guard fails and the refund is refused.
 
     Returns:
-      ``{"refund": <row>, "connector_txn_id": <the charge>}`` for the connector call.
+      ``{"refund": <row>, "connector_txn_id": <the charge>, "connector_account_id": <the
+      account that charged, for a real connector>}`` for the connector call.
 
     Raises:
       NotFound: no such payment for this merchant.
@@ -94,7 +95,8 @@ async def begin(conn: asyncpg.Connection, merchant_id: str, payment_id: str, amo
         raise RefundExceedsPayment("The refund exceeds what is left to refund.", param="amount")
     metrics.transition("refund", row["id"], None, "pending", payment=payment_id, amount=amount,
                        connector=payment["connector"])
-    return {"refund": dict(row), "connector_txn_id": payment["connector_txn_id"]}
+    return {"refund": dict(row), "connector_txn_id": payment["connector_txn_id"],
+            "connector_account_id": payment["connector_account_id"]}
 
 
 async def settle(conn: asyncpg.Connection, refund_id: str, trigger: rules.Trigger, *,
