@@ -1,6 +1,6 @@
 """``/v1/connector_accounts`` end to end: a real server, the real PostgreSQL, and
-the fake Razorpay server (tests/fakes/fake_razorpay.py) as the gateway the
-credentials are tried against. Exact shapes and codes of API.md v1.2, masks,
+the gateway stand-ins the credentials are tried against: the fake Razorpay
+server (tests/fakes/fake_razorpay.py) and localstripe (tests/stand_ins/localstripe.py). Exact shapes and codes of API.md v1.2, masks,
 one active account per connector, rotation, disable, tenant isolation, routing
 and ``/v1/connectors``, and the per-account webhook path.
 """
@@ -33,8 +33,9 @@ def dsn(new_database):
 
 
 @pytest.fixture(scope="module")
-def server(dsn, fake):
-    proc = ServerProcess(dsn, PAYCAST_RAZORPAY_API_BASE=fake.url, PAYCAST_CONNECTOR_TIMEOUT_S="1").start()
+def server(dsn, fake, localstripe):
+    proc = ServerProcess(dsn, PAYCAST_RAZORPAY_API_BASE=fake.url, PAYCAST_STRIPE_API_BASE=localstripe.url,
+                         PAYCAST_CONNECTOR_TIMEOUT_S="1").start()
     try:
         yield proc
     finally:
@@ -79,6 +80,22 @@ def test_create_tries_the_credentials_then_shows_only_the_mask(client, fake, dsn
     assert row["credentials_sealed"].startswith("pcs1.") and row["webhook_secret_sealed"].startswith("pcs1.")
     stored = json.dumps(row, default=str)
     assert account.key_secret not in stored and webhook_secret not in stored and account.key_id not in stored
+
+
+def test_stripe_account_against_localstripe(client):
+    """localstripe accepts any ``sk_…`` key and answers 401 to ``rk_…`` keys (its source)."""
+    secret_key = "sk_test_" + secrets.token_hex(12)
+    r = client.post("/v1/connector_accounts", json={"connector": "stripe", "credentials": {"secret_key": secret_key},
+                                                    "webhook_secret": "whsec_" + secrets.token_hex(16)})
+    assert r.status_code == 201, r.text
+    created = r.json()
+    assert created["credentials"] == {"secret_key": "sk_test_…" + secret_key[-4:]} and created["livemode"] is False
+    assert created["webhook_path"] == f"/webhooks/stripe/{created['id']}" and secret_key not in r.text
+    refused_key = "rk_test_" + secrets.token_hex(12)
+    r = client.post(f"/v1/connector_accounts/{created['id']}", json={"credentials": {"secret_key": refused_key}})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "connector_credentials_invalid", r.text
+    assert refused_key not in r.text
+    assert client.get(f"/v1/connector_accounts/{created['id']}").json() == created
 
 
 def test_refused_credentials_are_400_and_nothing_is_stored(client, fake):
