@@ -211,6 +211,35 @@ def test_an_event_for_another_accounts_payment_moves_nothing(stripe_server, loca
         stranger.client.close()
 
 
+def test_dispute_opened_and_lost_by_stripe_events(merchant, localstripe):
+    # localstripe has no disputes: the events are Stripe's documented Dispute objects,
+    # signed with the account's secret, naming the PaymentIntent localstripe charged.
+    payment = merchant.pay("pm_card_visa")
+    pi = txn_of(payment)
+    dispute = {"id": "du_" + secrets.token_hex(8), "object": "dispute", "amount": 1500, "currency": "eur",
+               "charge": localstripe.payment_intent(pi)["latest_charge"]["id"], "payment_intent": pi,
+               "reason": "fraudulent", "status": "needs_response", "metadata": {}}
+    merchant.send_event("charge.dispute.created", dispute)
+    opened = wait_for(lambda: merchant.client.get("/v1/disputes", params={"payment_id": payment["id"]}).json()["data"])
+    assert [(d["status"], d["amount"]) for d in opened] == [("needs_response", 1500)]
+    merchant.send_event("charge.dispute.closed", dispute | {"status": "lost"})
+    wait_for(lambda: merchant.client.get(f"/v1/disputes/{opened[0]['id']}").json()["status"] == "lost")
+
+
+def test_abandoned_three_d_secure_is_canceled_at_stripe(stripe_dsn, localstripe):
+    impatient = _server(stripe_dsn, localstripe, PAYCAST_ACTION_DEADLINE_S="1", PAYCAST_RECONCILE_INTERVAL_S="0.2")
+    try:
+        merchant = Merchant(impatient, localstripe)
+        payment = merchant.pay(localstripe.card_payment_method("4000002500003155"))
+        assert payment["status"] == "requires_action", payment
+        canceled = merchant.wait_status(payment["id"], "canceled")
+        assert canceled["cancellation_reason"] == "abandoned" and canceled["next_action"] is None
+        assert localstripe.payment_intent(txn_of(payment))["status"] == "canceled"
+        merchant.client.close()
+    finally:
+        stop_all([impatient])
+
+
 @pytest.mark.slow
 def test_two_processes_confirming_one_payment_create_one_payment_intent(stripe_dsn, stripe_server, localstripe):
     other = _server(stripe_dsn, localstripe)
