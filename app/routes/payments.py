@@ -92,6 +92,10 @@ async def create_payment():
         routing = await payments_.routing_config(g.merchant_id)
         if not payments_.candidates(routing, method, None):
             raise _missing_details(method)
+    pinned = spec.get("connector")
+    if pinned in REAL_CONNECTORS and pinned not in await components().connector_accounts.active(g.merchant_id):
+        raise InvalidRequest(f"There is no active {pinned} connector account: add one with "
+                             "POST /v1/connector_accounts first.", param="connector", code="connector_account_missing")
     if not body.confirm:
         payment = await payments_.create(g.merchant_id, spec)
         return json_response(payment, 201)
