@@ -129,6 +129,39 @@ class Connector(Out):
     success_rate: float
     latency_ms_p50: float | None
     attempts: int
+    account_id: str | None = None  # v1.2: a real connector's breaker is its connector account's
+
+
+class ConnectorAccount(Out):
+    """A merchant's gateway account (v1.2); credentials masked, secrets never shown."""
+
+    id: str
+    object: Literal["connector_account"]
+    connector: Literal["stripe", "razorpay"]
+    label: str | None
+    status: Literal["active", "disabled"]
+    livemode: bool
+    credentials: dict[str, str]
+    webhook_path: str
+    created_at: str
+    updated_at: str
+
+
+_CONNECTOR_ACCOUNT_FIELDS = {
+    "credentials": {"type": "object", "additionalProperties": {"type": "string"},
+                    "description": 'stripe: {"secret_key": "sk_test_…"|"sk_live_…"|"rk_…"}; '
+                                   'razorpay: {"key_id": "rzp_test_…", "key_secret"}. Tried against the gateway '
+                                   "before anything is stored."},
+    "webhook_secret": {"type": "string", "minLength": 1, "maxLength": 512,
+                       "description": "The gateway's signing secret for this account's webhooks."},
+    "label": {"type": ["string", "null"], "maxLength": 200},
+}
+CREATE_CONNECTOR_ACCOUNT = {
+    "type": "object", "additionalProperties": False, "required": ["connector", "credentials", "webhook_secret"],
+    "properties": {"connector": {"type": "string", "enum": ["stripe", "razorpay"]}, **_CONNECTOR_ACCOUNT_FIELDS},
+}
+UPDATE_CONNECTOR_ACCOUNT = {"type": "object", "additionalProperties": False,
+                            "properties": dict(_CONNECTOR_ACCOUNT_FIELDS)}
 
 
 class Rule(Out):
@@ -380,6 +413,18 @@ OPERATIONS: list[Op] = [
     Op("get", "/dashboard", "Live payments page", {200: {"type": "string"}}, "none", body_media="text/html"),
     Op("post", "/webhooks/{connector}", "Gateway webhook in (signed)", {200: WebhookAck}, "signature",
        body={"type": "object"}),
+    Op("post", "/webhooks/{connector}/{account_id}", "A connector account's gateway webhook in (signed with the "
+       "account's webhook secret)", {200: WebhookAck}, "signature", body={"type": "object"}),
+    Op("post", "/v1/connector_accounts", "Add a gateway account (credentials tried first; 400 "
+       "connector_credentials_invalid, 409 connector_account_exists, 503 connector_unavailable)",
+       {201: ConnectorAccount}, body=CREATE_CONNECTOR_ACCOUNT),
+    Op("get", "/v1/connector_accounts", "List connector accounts", {200: ListOf[ConnectorAccount]}, query=_PAGE),
+    Op("get", "/v1/connector_accounts/{account_id}", "Retrieve a connector account (masked)",
+       {200: ConnectorAccount}),
+    Op("post", "/v1/connector_accounts/{account_id}", "Rotate credentials (tried first), the webhook secret or the "
+       "label", {200: ConnectorAccount}, body=UPDATE_CONNECTOR_ACCOUNT),
+    Op("delete", "/v1/connector_accounts/{account_id}", "Disable a connector account (in-flight work still settles)",
+       {200: ConnectorAccount}),
     Op("get", "/healthz", "Process alive", {200: Status}, "none"),
     Op("get", "/readyz", "Database reachable and migrations applied", {200: Status}, "none"),
     Op("get", "/metrics", "Prometheus metrics", {200: {"type": "string"}}, "none", body_media="text/plain"),

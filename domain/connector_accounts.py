@@ -70,7 +70,7 @@ def parse_create(data: object) -> AccountChange:
     connector = body.get("connector")
     if connector is None:
         raise InvalidRequest("Missing required param: connector.", param="connector", code="parameter_missing")
-    if connector not in REAL_CONNECTORS:
+    if not isinstance(connector, str) or connector not in REAL_CONNECTORS:
         raise InvalidRequest(f"connector must be one of {', '.join(sorted(REAL_CONNECTORS))}.", param="connector")
     if body.get("credentials") is None:
         raise InvalidRequest("Missing required param: credentials.", param="credentials", code="parameter_missing")
