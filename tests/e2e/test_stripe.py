@@ -12,6 +12,7 @@ the unit tests of domain.stripe_objects / domain.stripe_events.
 from __future__ import annotations
 
 import json
+from contextlib import closing
 import secrets
 import threading
 import time
@@ -21,7 +22,7 @@ import httpx
 import pytest
 
 from domain.signatures import stripe_header
-from tests.support import ServerProcess, db_fetch, run_check, stop_all, wait_for
+from tests.support import ADMIN_TOKEN, ServerProcess, db_fetch, run_check, stop_all, wait_for
 
 AMOUNT = 2500  # €25.00
 # localstripe sends every event to every registered webhook: one registration,
@@ -63,6 +64,9 @@ class Merchant:
         self.webhook_url = server.url + self.account["webhook_path"]
         localstripe.register_webhook(WEBHOOK_ID, self.webhook_url, self.webhook_secret)
 
+    def close(self) -> None:
+        self.client.close()
+
     def pay(self, token: str, capture_method: str = "automatic", **extra) -> dict:
         r = self.client.post("/v1/payments", json={
             "amount": AMOUNT, "currency": "EUR", "payment_method": {"type": "card", "token": token},
@@ -76,16 +80,17 @@ class Merchant:
     def wait_status(self, payment_id: str, status: str, timeout: float = 15) -> dict:
         return wait_for(lambda: (p := self.get(payment_id))["status"] == status and p, timeout)
 
-    def send_event(self, etype: str, obj: dict) -> dict:
+    def send_event(self, etype: str, obj: dict) -> str:
         """Deliver a Stripe event signed with the account's secret, as Stripe does (for the
-        types localstripe never sends)."""
+        types localstripe never sends); its event id."""
         now = int(time.time())
-        raw = json.dumps({"id": "evt_" + secrets.token_hex(12), "object": "event", "type": etype, "created": now,
+        event_id = "evt_" + secrets.token_hex(12)
+        raw = json.dumps({"id": event_id, "object": "event", "type": etype, "created": now,
                           "livemode": False, "data": {"object": obj}}).encode()
         r = httpx.post(self.webhook_url, content=raw, timeout=10, headers={
             "Stripe-Signature": stripe_header(self.webhook_secret, raw, now), "Content-Type": "application/json"})
-        assert r.status_code == 200, r.text
-        return r.json()
+        assert r.status_code == 200 and r.json()["duplicate"] is False, r.text
+        return event_id
 
 
 def txn_of(payment: dict) -> str:
@@ -94,11 +99,8 @@ def txn_of(payment: dict) -> str:
 
 @pytest.fixture
 def merchant(stripe_server, localstripe):
-    m = Merchant(stripe_server, localstripe)
-    try:
+    with closing(Merchant(stripe_server, localstripe)) as m:
         yield m
-    finally:
-        m.client.close()
 
 
 def test_account_is_tried_at_stripe_and_masked(merchant, stripe_server, localstripe):
@@ -199,16 +201,17 @@ def test_cancel_while_the_customer_has_to_act(merchant, localstripe):
 
 
 def test_an_event_for_another_accounts_payment_moves_nothing(stripe_server, localstripe):
-    owner, stranger = Merchant(stripe_server, localstripe), Merchant(stripe_server, localstripe)
-    try:
+    with closing(Merchant(stripe_server, localstripe)) as owner, \
+            closing(Merchant(stripe_server, localstripe)) as stranger:
         payment = owner.pay(localstripe.card_payment_method("4000002500003155"))
         pi = localstripe.payment_intent(txn_of(payment))
-        stranger.send_event("payment_intent.succeeded", pi | {"status": "succeeded"})
-        time.sleep(1.5)
+        event_id = stranger.send_event("payment_intent.succeeded", pi | {"status": "succeeded"})
+        with stripe_server.client(ADMIN_TOKEN) as admin:
+            item = wait_for(lambda: next((i for i in admin.get("/admin/inbox", params={
+                "connector": "stripe", "limit": 100}).json()["data"] if i["event_id"] == event_id
+                and i["status"] != "pending"), None))
+        assert item["status"] != "applied", item
         assert owner.get(payment["id"])["status"] == "requires_action"
-    finally:
-        owner.client.close()
-        stranger.client.close()
 
 
 def test_dispute_opened_and_lost_by_stripe_events(merchant, localstripe):
@@ -229,13 +232,12 @@ def test_dispute_opened_and_lost_by_stripe_events(merchant, localstripe):
 def test_abandoned_three_d_secure_is_canceled_at_stripe(stripe_dsn, localstripe):
     impatient = _server(stripe_dsn, localstripe, PAYCAST_ACTION_DEADLINE_S="1", PAYCAST_RECONCILE_INTERVAL_S="0.2")
     try:
-        merchant = Merchant(impatient, localstripe)
-        payment = merchant.pay(localstripe.card_payment_method("4000002500003155"))
-        assert payment["status"] == "requires_action", payment
-        canceled = merchant.wait_status(payment["id"], "canceled")
+        with closing(Merchant(impatient, localstripe)) as merchant:
+            payment = merchant.pay(localstripe.card_payment_method("4000002500003155"))
+            assert payment["status"] == "requires_action", payment
+            canceled = merchant.wait_status(payment["id"], "canceled")
         assert canceled["cancellation_reason"] == "abandoned" and canceled["next_action"] is None
         assert localstripe.payment_intent(txn_of(payment))["status"] == "canceled"
-        merchant.client.close()
     finally:
         stop_all([impatient])
 
@@ -266,6 +268,6 @@ def test_two_processes_confirming_one_payment_create_one_payment_intent(stripe_d
         assert db_fetch(stripe_dsn, "SELECT count(*) AS n FROM payment_attempts WHERE payment_id = $1",
                         payment_id)[0]["n"] == 1
         assert run_check(stripe_dsn).returncode == 0
-        merchant.client.close()
+        merchant.close()
     finally:
         stop_all([other])
