@@ -6,6 +6,7 @@ results file, and a :class:`Session` that owns the embedded PostgreSQL + one
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime
 import json
@@ -24,6 +25,10 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "bench"
 RESULTS = BENCH_DIR / "RESULTS.md"
+# Servers started on an external database (PAYCAST_DATABASE_URL) need the key ring
+# of secrets at rest (storage/secrets_box.py): a throwaway one for the run, unless
+# the environment gives one. Processes started from here inherit it.
+os.environ.setdefault("PAYCAST_SECRETS_KEY", base64.b64encode(os.urandom(32)).decode())
 
 
 # --------------------------------------------------------------------------- scenarios
