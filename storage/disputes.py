@@ -88,11 +88,13 @@ async def _open(conn: asyncpg.Connection, inbox_row, payment) -> str:
         return "unmatched"
     if payment["status"] != "succeeded":
         return "ignored"
-    # The inbox keeps only the normalised fields; the amount is in the raw body.
-    try:
-        amount = webhooks.parse(inbox_row["connector"], inbox_row["raw_body"].encode()).amount
-    except Exception:  # noqa: BLE001 - it was parsed once before being stored
-        amount = None
+    # A real connector's event keeps its amount in the row; a simulator's is in the raw body.
+    amount = inbox_row["amount"]
+    if amount is None:
+        try:
+            amount = webhooks.parse(inbox_row["connector"], inbox_row["raw_body"].encode()).amount
+        except Exception:  # noqa: BLE001 - it was parsed once before being stored
+            amount = None
     if not amount or amount <= 0 or amount > payment["amount_received"]:
         amount = payment["amount_received"]
     row = await conn.fetchrow(

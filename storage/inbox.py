@@ -54,15 +54,17 @@ _TAKEN_WITH_SEEN = (
 # new are stored, claimed for $10 seconds when $10 is not NULL. One statement.
 INSERT_SQL = (
     "WITH incoming AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],"
-    " $7::text[], $8::text[], $9::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[])"
+    " $7::text[], $8::text[], $9::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[],"
+    " $16::bigint[])"
     " AS u(id, connector, event_id, kind, connector_txn_id, payment_id, object_id, raw_body, traceparent,"
-    " account_id, payment_txn_id, error_code, message, method_details)),"
+    " account_id, payment_txn_id, error_code, message, method_details, amount)),"
     " fresh AS (INSERT INTO webhook_inbox_keys (connector, event_id, inbox_id)"
     " SELECT connector, event_id, id FROM incoming ON CONFLICT (connector, event_id) DO NOTHING RETURNING inbox_id),"
     " taken AS (INSERT INTO webhook_inbox (id, connector, event_id, kind, connector_txn_id, payment_id, object_id,"
-    " raw_body, traceparent, account_id, payment_txn_id, error_code, message, method_details, claimed_until, tries)"
+    " raw_body, traceparent, account_id, payment_txn_id, error_code, message, method_details, amount,"
+    " claimed_until, tries)"
     " SELECT i.id, i.connector, i.event_id, i.kind, i.connector_txn_id, i.payment_id, i.object_id, i.raw_body,"
-    " i.traceparent, i.account_id, i.payment_txn_id, i.error_code, i.message, i.method_details::jsonb,"
+    " i.traceparent, i.account_id, i.payment_txn_id, i.error_code, i.message, i.method_details::jsonb, i.amount,"
     " now() + make_interval(secs => $10::float8), CASE WHEN $10::float8 IS NULL THEN 0 ELSE 1 END"
     " FROM incoming i JOIN fresh f ON f.inbox_id = i.id"
     " RETURNING id, connector, kind, connector_txn_id, payment_id, tries, received_at, traceparent, account_id)"
@@ -95,6 +97,8 @@ async def insert_many(conn: asyncpg.Connection, items: list[tuple[GatewayEvent, 
         [e.account_id for e, *_ in items], [e.payment_txn_id for e, *_ in items],
         [e.error_code for e, *_ in items], [e.message for e, *_ in items],
         [json.dumps(e.method_details) if e.method_details else None for e, *_ in items],
+        # Only a real connector's (the simulators' disputes re-read their raw body, as before).
+        [e.amount if e.account_id is not None else None for e, *_ in items],
     )
     return sorted((_claimed_form(r) for r in rows), key=lambda r: r["id"])
 
@@ -147,8 +151,9 @@ async def ignore_late(conn: asyncpg.Connection, ids: list[str]) -> set[str]:
         " claimed_until = NULL FROM payments p"
         " WHERE i.id = ANY($1) AND i.processed_at IS NULL AND i.kind LIKE 'payment.%'"
         " AND p.id = i.payment_id AND p.status NOT IN ('processing', 'requires_action')"
-        # payment.canceled may still cancel an authorisation (requires_capture)
-        " AND NOT (i.kind = 'payment.canceled' AND p.status = 'requires_capture')"
+        # a real gateway may still capture or cancel an authorisation itself
+        " AND NOT (i.kind IN ('payment.canceled', 'payment.succeeded') AND p.status = 'requires_capture'"
+        "          AND i.account_id IS NOT NULL)"
         " AND NOT EXISTS (SELECT 1 FROM payment_attempts a WHERE a.connector = i.connector"
         "                 AND a.connector_txn_id = i.connector_txn_id AND a.payment_id <> p.id)"
         " RETURNING i.id", ids,
@@ -353,17 +358,41 @@ async def _apply_payment_outcome(conn: asyncpg.Connection, row, payment, attempt
     kind, status = row["kind"], payment["status"]
     if kind == "payment.attempt_failed":
         return await _record_attempt_failure(conn, row, payment, attempt_id)
-    if kind == "payment.canceled" and status == "requires_capture":
-        # Canceled at the gateway (its dashboard, an expired authorisation).
-        loaded = await payments.load(conn, payment["merchant_id"], payment["id"])
-        await payments.cancel(conn, loaded)
-        return "applied"
+    if status == "requires_capture" and row["account_id"] is not None \
+            and kind in ("payment.canceled", "payment.succeeded"):
+        return await _settle_authorisation(conn, kind, payment)
     if status not in ("processing", "requires_action") or attempt_id is None:
         return "ignored"  # late or duplicate outcome: a terminal status never moves
-    if kind == "payment.requires_action" and status == "requires_action":
-        return "ignored"  # already waiting for the customer (the confirm's answer said so)
-    await payments.settle(conn, payment["merchant_id"], payment["id"], attempt_id,
-                          _outcome(kind, row["connector_txn_id"], payment, row))
+    outcome = _outcome(kind, row["connector_txn_id"], payment, row)
+    if kind == "payment.authorized" and payment["capture_method"] == "automatic":
+        # Razorpay says authorized for every payment, then captured: with
+        # automatic capture the customer has acted and the capture follows.
+        outcome = Outcome(OutcomeKind.PENDING, row["connector_txn_id"], method_details=outcome.method_details)
+    if not _moves(status, outcome):
+        return "ignored"  # already where it says (the confirm's answer said so first)
+    await payments.settle(conn, payment["merchant_id"], payment["id"], attempt_id, outcome)
+    return "applied"
+
+
+def _moves(status: str, outcome: Outcome) -> bool:
+    """Whether an event's outcome changes a payment awaiting an answer (a repeat of
+    where it already is, pending while processing, changes nothing)."""
+    if outcome.kind is OutcomeKind.REQUIRES_ACTION:
+        return status != "requires_action"
+    if outcome.kind is OutcomeKind.PENDING:
+        return status == "requires_action"
+    return True
+
+
+async def _settle_authorisation(conn: asyncpg.Connection, kind: str, payment) -> str:
+    """A real gateway settled an authorisation itself: captured (Razorpay's
+    dashboard, or its captured event overtaking its authorized one) or
+    canceled (Stripe's dashboard, an expired authorisation)."""
+    loaded = await payments.load(conn, payment["merchant_id"], payment["id"])
+    if kind == "payment.succeeded":
+        await payments.capture(conn, loaded, payment["amount_capturable"])
+    else:
+        await payments.cancel(conn, loaded)
     return "applied"
 
 
