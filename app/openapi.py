@@ -413,17 +413,17 @@ OPERATIONS: list[Op] = [
     Op("get", "/dashboard", "Live payments page", {200: {"type": "string"}}, "none", body_media="text/html"),
     Op("post", "/webhooks/{connector}", "Gateway webhook in (signed)", {200: WebhookAck}, "signature",
        body={"type": "object"}),
-    Op("post", "/webhooks/{connector}/{account_id}", "A connector account's gateway webhook in (signed with the "
+    Op("post", "/webhooks/{connector}/{mca_id}", "A connector account's gateway webhook in (signed with the "
        "account's webhook secret)", {200: WebhookAck}, "signature", body={"type": "object"}),
     Op("post", "/v1/connector_accounts", "Add a gateway account (credentials tried first; 400 "
        "connector_credentials_invalid, 409 connector_account_exists, 503 connector_unavailable)",
        {201: ConnectorAccount}, body=CREATE_CONNECTOR_ACCOUNT),
     Op("get", "/v1/connector_accounts", "List connector accounts", {200: ListOf[ConnectorAccount]}, query=_PAGE),
-    Op("get", "/v1/connector_accounts/{account_id}", "Retrieve a connector account (masked)",
+    Op("get", "/v1/connector_accounts/{mca_id}", "Retrieve a connector account (masked)",
        {200: ConnectorAccount}),
-    Op("post", "/v1/connector_accounts/{account_id}", "Rotate credentials (tried first), the webhook secret or the "
+    Op("post", "/v1/connector_accounts/{mca_id}", "Rotate credentials (tried first), the webhook secret or the "
        "label", {200: ConnectorAccount}, body=UPDATE_CONNECTOR_ACCOUNT),
-    Op("delete", "/v1/connector_accounts/{account_id}", "Disable a connector account (in-flight work still settles)",
+    Op("delete", "/v1/connector_accounts/{mca_id}", "Disable a connector account (in-flight work still settles)",
        {200: ConnectorAccount}),
     Op("get", "/healthz", "Process alive", {200: Status}, "none"),
     Op("get", "/readyz", "Database reachable and migrations applied", {200: Status}, "none"),

@@ -9,7 +9,7 @@ closure), garbage for the cycle collector whose pauses set the realtime
 latency's tail. The request is the same: body bounded by the body limit, the
 API's error objects, ``Request-Id`` (from ``X-Request-Id`` when given), the
 request metrics under the route ``/webhooks/<connector>`` (or
-``/webhooks/<connector>/<account_id>``), the trace span named after it. What
+``/webhooks/<connector>/<mca_id>``), the trace span named after it. What
 it does is :func:`app.routes.webhooks.ingest` (or ``ingest_for_account``);
 other methods and paths go on to Quart (405, 404).
 """
@@ -34,7 +34,7 @@ from domain.ids import request_id as new_request_id
 log = logging.getLogger("paycast.http")
 PREFIX = "/webhooks/"
 ROUTE = "/webhooks/<connector>"
-ACCOUNT_ROUTE = "/webhooks/<connector>/<account_id>"
+ACCOUNT_ROUTE = "/webhooks/<connector>/<mca_id>"
 # As Quart's BODY_TIMEOUT: a sender that stalls mid-body is answered 408.
 BODY_TIMEOUT_S = 30
 

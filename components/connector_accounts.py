@@ -207,11 +207,16 @@ class ConnectorAccounts:
         await self._close_retired()
         return built
 
-    async def webhook_target(self, connector: str, account_id: str) -> WebhookTarget | None:
-        """The webhook secret and merchant of an account of ``connector`` (any status), or None."""
+    async def webhook_target(self, connector: str, account_id: str, *, fresh: bool = False) -> WebhookTarget | None:
+        """The webhook secret and merchant of an account of ``connector`` (any status), or None.
+
+        Args:
+          fresh: read it from the database even if cached (a signature that failed
+            with the cached secret may be signed with one rotated in another process).
+        """
         now = trio.current_time()
         cached = self._secrets.get((connector, account_id))
-        if cached is not None and now - cached[1] < CACHE_TTL_S:
+        if not fresh and cached is not None and now - cached[1] < CACHE_TTL_S:
             return cached[0]
         row = await self._db.transaction(store.for_webhook, connector, account_id)
         if row is None:

@@ -33,21 +33,21 @@ async def list_accounts():
     return json_response(render.page(items, more))
 
 
-@bp.get("/v1/connector_accounts/<account_id>")
+@bp.get("/v1/connector_accounts/<mca_id>")
 @merchant_required
-async def get_account(account_id: str):
-    return json_response(await components().connector_accounts.get(g.merchant_id, account_id))
+async def get_account(mca_id: str):
+    return json_response(await components().connector_accounts.get(g.merchant_id, mca_id))
 
 
-@bp.post("/v1/connector_accounts/<account_id>")
+@bp.post("/v1/connector_accounts/<mca_id>")
 @merchant_required
 @idempotent
-async def update_account(account_id: str):
+async def update_account(mca_id: str):
     data = parse_json(await read_raw())
-    return json_response(await components().connector_accounts.update(g.merchant_id, account_id, data))
+    return json_response(await components().connector_accounts.update(g.merchant_id, mca_id, data))
 
 
-@bp.delete("/v1/connector_accounts/<account_id>")
+@bp.delete("/v1/connector_accounts/<mca_id>")
 @merchant_required
-async def delete_account(account_id: str):
-    return json_response(await components().connector_accounts.disable(g.merchant_id, account_id))
+async def delete_account(mca_id: str):
+    return json_response(await components().connector_accounts.disable(g.merchant_id, mca_id))

@@ -90,13 +90,26 @@ async def ingest_for_account(system, connector: str, account_id: str, raw: bytes
       Unavailable: not stored in time (the gateway should retry).
     """
     module = EVENT_MODULES.get(connector)
-    target = await system.connector_accounts.webhook_target(connector, account_id) if module else None
-    if target is None:
+    if module is None:
         raise NotFound(f"No {connector} webhooks are received at this path.", param="connector_account")
     events = importlib.import_module(module)
-    _checked(connector, events.verify, target.secret, raw, headers, int(time.time()))
+    now = int(time.time())
+    target = await _target(system, connector, account_id)
+    try:
+        events.verify(target.secret, raw, headers, now)
+    except signatures.SignatureError:
+        # Maybe signed with a secret rotated by another process since this one cached it.
+        target = await _target(system, connector, account_id, fresh=True)
+        _checked(connector, events.verify, target.secret, raw, headers, now)
     event = dataclasses.replace(events.parse(raw, headers), account_id=account_id)
     return await _store(system, event, raw)
+
+
+async def _target(system, connector: str, account_id: str, *, fresh: bool = False):
+    target = await system.connector_accounts.webhook_target(connector, account_id, fresh=fresh)
+    if target is None:
+        raise NotFound(f"No {connector} webhooks are received at this path.", param="connector_account")
+    return target
 
 
 async def _store(system, event: webhooks.GatewayEvent, raw: bytes) -> dict:
@@ -117,8 +130,8 @@ async def receive_webhook(connector: str):
     return json_response(await ingest(components(), connector, await read_raw(), request.headers))
 
 
-@bp.post("/webhooks/<connector>/<account_id>")
-async def receive_account_webhook(connector: str, account_id: str):
+@bp.post("/webhooks/<connector>/<mca_id>")
+async def receive_account_webhook(connector: str, mca_id: str):
     """Served by :class:`app.webhooks_endpoint.WebhooksEndpoint` too (this route stays for Quart's 405s)."""
-    return json_response(await ingest_for_account(components(), connector, account_id, await read_raw(),
+    return json_response(await ingest_for_account(components(), connector, mca_id, await read_raw(),
                                                   request.headers))
