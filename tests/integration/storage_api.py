@@ -21,7 +21,7 @@ from domain.payments import Outcome, OutcomeKind, Trigger
 from domain.refunds import Trigger as RefundTrigger
 from domain.submission import Submission
 from domain.webhooks import GatewayEvent
-from storage import accounts, events, idempotency, inbox, merchants, payments, reconcile, refunds
+from storage import accounts, connector_accounts, events, idempotency, inbox, merchants, payments, reconcile, refunds
 from storage.database import Database
 
 CARD = {"type": "card", "card": {"first6": "424242", "last4": "4242"}}
@@ -62,16 +62,32 @@ class StorageAPI:
     async def payment(self, merchant_id: str, payment_id: str) -> dict:
         return await self.db.transaction(payments.get, merchant_id, payment_id)
 
-    async def begin_attempt(self, merchant_id: str, payment_id: str, *, deadline_s: float | None = None) -> str:
+    async def begin_attempt(self, merchant_id: str, payment_id: str, *, deadline_s: float | None = None,
+                            connector: str = CONNECTOR, action_deadline_s: float = 3600.0) -> str:
         """requires_confirmation → processing with a ``started`` attempt; returns the attempt id.
 
         Args:
           deadline_s: seconds until reconciliation may look at it (default: the API's).
+          connector: the attempt's connector (a real one goes to the merchant's active account).
+          action_deadline_s: how long it may then wait in ``requires_action``.
         """
         begun = await self.db.transaction(payments.begin_attempt, merchant_id, payment_id,
                                           self.deadline_s if deadline_s is None else deadline_s,
-                                          connector=CONNECTOR)
+                                          connector=connector, action_deadline_s=action_deadline_s)
         return begun.attempt_id
+
+    async def answer(self, merchant_id: str, payment_id: str, attempt_id: str, outcome: Outcome, *,
+                     cancellation_reason: str | None = None) -> dict:
+        """Record a connector's full answer (next action, card details …) for an attempt; the payment."""
+        return await self.db.transaction(payments.settle, merchant_id, payment_id, attempt_id, outcome,
+                                         cancellation_reason=cancellation_reason)
+
+    async def add_connector_account(self, merchant_id: str, connector: str, account_id: str) -> None:
+        """An active connector account row (its secrets are not what these tests are about)."""
+        await self.db.transaction(connector_accounts.insert, {
+            "id": account_id, "merchant_id": merchant_id, "connector": connector, "label": None,
+            "livemode": False, "credentials_sealed": "unused", "webhook_secret_sealed": "unused",
+            "credentials_mask": {}})
 
     async def settle(self, merchant_id: str, payment_id: str, attempt_id: str, kind: OutcomeKind,
                      txn: str | None = None) -> dict:
@@ -85,9 +101,9 @@ class StorageAPI:
         loaded = await self.db.transaction(payments.load, merchant_id, payment_id)
         return await self.db.transaction(payments.capture, loaded, amount)
 
-    async def cancel(self, merchant_id: str, payment_id: str) -> dict:
+    async def cancel(self, merchant_id: str, payment_id: str, reason: str | None = None) -> dict:
         loaded = await self.db.transaction(payments.load, merchant_id, payment_id)
-        return await self.db.transaction(payments.cancel, loaded)
+        return await self.db.transaction(payments.cancel, loaded, reason)
 
     async def claim_operation(self, merchant_id: str, payment_id: str, trigger: str, hold_s: float = 30.0) -> None:
         """Reserve an authorised payment for a capture or void before the connector call."""
@@ -102,6 +118,10 @@ class StorageAPI:
     async def lease_overdue(self, limit: int, lease_s: float = 30.0) -> list[str]:
         """Lease processing payments past their deadline; their ids."""
         return [r["id"] for r in await self.db.transaction(reconcile.claim_due, limit, lease_s)]
+
+    async def lease_abandoned(self, limit: int, lease_s: float = 30.0) -> list[str]:
+        """Lease payments left in requires_action past their action deadline; their ids."""
+        return [r["id"] for r in await self.db.transaction(reconcile.claim_abandoned, limit, lease_s)]
 
     async def open_attempt(self, payment_id: str, in_flight_s: float) -> dict | None:
         """The attempt reconciliation would ask about, with its ``in_flight`` flag."""
@@ -168,6 +188,14 @@ class StorageAPI:
                  for event_id, kind, txn, payment_id in events]
         rows = await self.db.transaction(inbox.insert_many, items, lease_s)
         return [(r["id"], r.get("seen")) for r in rows]
+
+    async def store_event(self, event: GatewayEvent) -> str:
+        """Store one gateway event as a webhook endpoint does (real connectors: with its account); its row id."""
+        (row,) = await self.db.transaction(inbox.insert_many, [(event, "{}")])
+        return row["id"]
+
+    async def inbox_item(self, inbox_id: str) -> dict:
+        return await self.db.run(inbox.get_item, inbox_id)
 
     async def seen_for_apply(self, inbox_id: str) -> inbox.Seen | str | None:
         """What an apply of the row reads first (:class:`storage.inbox.Seen`, or why there is none)."""

@@ -12,6 +12,7 @@ its own pooled connection, started together in one trio nursery.
 from __future__ import annotations
 
 import asyncio
+import secrets
 
 import asyncpg
 import pytest
@@ -19,7 +20,8 @@ import trio
 
 from domain.errors import (IdempotencyKeyInUse, IdempotencyKeyReused, InsufficientFunds, PaycastError,
                            RefundExceedsPayment, StateError)
-from domain.payments import OutcomeKind
+from domain.payments import Outcome, OutcomeKind
+from domain.webhooks import GatewayEvent
 from storage import migrate, webhook_deliveries  # the retry schedule reaches delivery SQL as session settings
 from storage.database import Database
 from tests.integration.storage_api import StorageAPI
@@ -444,3 +446,131 @@ async def test_concurrent_units_of_work_number_events_without_gaps(store, mercha
     await together(12, one)
     seqs = [e["seq"] for e in await store.events(merchant)]
     assert seqs == list(range(1, 25)), seqs
+
+
+# ---- v1.2: a payment waiting for its customer (requires_action)
+
+NEXT_ACTION = {"type": "redirect_to_url", "redirect_to_url": {"url": "https://hooks.stripe.example/3ds/x",
+                                                              "return_url": "https://shop.example/back"}}
+
+
+async def _waiting(store, merchant, *, connector: str = "mockstripe", action_deadline_s: float = 3600.0,
+                   txn: str | None = None) -> tuple[dict, str, str]:
+    """A payment in requires_action (its connector asked for 3-D Secure); with its attempt id and txn."""
+    pay = await store.create_payment(merchant)
+    attempt = await store.begin_attempt(merchant, pay["id"], connector=connector,
+                                        action_deadline_s=action_deadline_s)
+    txn = txn or f"pi_{pay['id']}w"
+    got = await store.answer(merchant, pay["id"], attempt,
+                             Outcome(OutcomeKind.REQUIRES_ACTION, txn, next_action=NEXT_ACTION))
+    assert got["status"] == "requires_action" and got["next_action"] == NEXT_ACTION, got
+    assert got["attempts"][-1]["status"] == "started"
+    return got, attempt, txn
+
+
+async def test_requires_action_then_the_gateways_answer(store, merchant):
+    pay, attempt, txn = await _waiting(store, merchant)
+    assert await _types(store, merchant, pay["id"]) == ["payment.created", "payment.requires_action"]
+    events = await store.events(merchant, pay["id"])
+    assert events[-1]["data"]["object"]["next_action"] == NEXT_ACTION
+    # No answer from the gateway while the customer acts: nothing moves.
+    same = await store.answer(merchant, pay["id"], attempt, Outcome(OutcomeKind.UNKNOWN, None, "connector_timeout"))
+    assert same["status"] == "requires_action" and same["next_action"] == NEXT_ACTION
+    assert same["attempts"][-1]["status"] == "started" and same["attempts"][-1]["error_code"] is None
+    done = await store.answer(merchant, pay["id"], attempt, Outcome(
+        OutcomeKind.SUCCEEDED, txn, method_details={"brand": "visa", "last4": "3155", "fingerprint": "f"}))
+    assert done["status"] == "succeeded" and done["next_action"] is None and done["amount_received"] == 1000
+    assert done["payment_method"]["card"] == {"brand": "visa", "last4": "3155"}
+    late = await store.answer(merchant, pay["id"], attempt, Outcome(OutcomeKind.CANCELED, txn))
+    assert late["status"] == "succeeded"  # a terminal status never changes
+    assert await _types(store, merchant, pay["id"]) == ["payment.created", "payment.requires_action",
+                                                       "payment.succeeded"]
+
+
+async def test_pending_after_the_action_resumes_processing(store, merchant):
+    pay, attempt, txn = await _waiting(store, merchant)
+    got = await store.answer(merchant, pay["id"], attempt, Outcome(OutcomeKind.PENDING, txn))
+    assert got["status"] == "processing" and got["next_action"] is None
+    assert await _types(store, merchant, pay["id"]) == ["payment.created", "payment.requires_action",
+                                                       "payment.processing"]
+    got = await store.answer(merchant, pay["id"], attempt, Outcome(OutcomeKind.AUTHORIZED, txn))
+    assert got["status"] == "requires_capture"
+
+
+async def test_cancel_from_requires_action_closes_its_attempt(store, merchant):
+    pay, _attempt, _txn = await _waiting(store, merchant)
+    got = await store.cancel(merchant, pay["id"], "abandoned")
+    assert got["status"] == "canceled" and got["cancellation_reason"] == "abandoned" and got["next_action"] is None
+    assert (got["attempts"][-1]["status"], got["attempts"][-1]["error_code"]) == ("failed", "payment_canceled")
+    assert await store.payment(merchant, pay["id"]) == got
+    with pytest.raises(StateError):
+        await store.cancel(merchant, pay["id"])
+
+
+async def test_a_cancel_racing_the_gateways_answer_ends_the_payment_once(store, merchant):
+    pay, attempt, txn = await _waiting(store, merchant)
+    results = await together(6, lambda i: store.cancel(merchant, pay["id"]) if i % 2 else
+                             store.answer(merchant, pay["id"], attempt, Outcome(OutcomeKind.SUCCEEDED, txn)))
+    final = (await store.payment(merchant, pay["id"]))["status"]
+    assert final in ("canceled", "succeeded")
+    types = await _types(store, merchant, pay["id"])
+    assert len([t for t in types if t in ("payment.canceled", "payment.succeeded")]) == 1, types
+    assert types[-1] == f"payment.{final}"
+
+
+async def test_abandoned_payments_are_leased_once(store, merchant):
+    waiting = [await _waiting(store, merchant, action_deadline_s=0.0) for _ in range(4)]
+    fresh, _, _ = await _waiting(store, merchant)  # its deadline is an hour away
+    results = await together(4, lambda _: store.lease_abandoned(500))
+    leased = [i for r in results for i in r]
+    assert sorted(leased) == sorted(p["id"] for p, _, _ in waiting), results
+    assert fresh["id"] not in leased
+    assert await store.lease_abandoned(500) == []  # the lease pushed their deadlines on
+
+
+# ---- v1.2: real connectors' events in the inbox (per connector account)
+
+def _event(kind: str, txn: str, payment_id: str | None, account: str | None, **extra) -> GatewayEvent:
+    return GatewayEvent("stripe", f"evt_{secrets.token_hex(8)}", kind, txn, payment_id, None, None, None, 0,
+                        account_id=account, **extra)
+
+
+async def _stripe_waiting(store, merchant) -> tuple[dict, str, str, str]:
+    account = f"mca_{secrets.token_hex(6)}"
+    await store.add_connector_account(merchant, "stripe", account)
+    pay, attempt, txn = await _waiting(store, merchant, connector="stripe")
+    return pay, attempt, txn, account
+
+
+async def test_an_event_on_another_accounts_path_moves_nothing(store, merchant):
+    pay, _attempt, txn, account = await _stripe_waiting(store, merchant)
+    for forged in (_event("payment.succeeded", txn, pay["id"], "mca_someoneelse"),
+                   _event("payment.succeeded", "pi_unknown", pay["id"], "mca_someoneelse")):
+        row = await store.store_event(forged)
+        assert await store.apply_webhook(row) == "ignored"
+        assert (await store.inbox_item(row))["last_error"] == "the payment is not this connector account's"
+    assert (await store.payment(merchant, pay["id"]))["status"] == "requires_action"
+    row = await store.store_event(_event("payment.succeeded", txn, pay["id"], account,
+                                         method_details={"brand": "visa", "last4": "3155"}))
+    assert await store.apply_webhook(row) == "applied"
+    got = await store.payment(merchant, pay["id"])
+    assert got["status"] == "succeeded" and got["payment_method"]["card"] == {"brand": "visa", "last4": "3155"}
+
+
+async def test_a_failed_try_is_recorded_and_the_payment_keeps_waiting(store, merchant):
+    pay, _attempt, txn, account = await _stripe_waiting(store, merchant)
+    row = await store.store_event(_event("payment.attempt_failed", txn, None, account, error_code="BAD_REQUEST_ERROR",
+                                         message="Payment failed"))
+    assert await store.apply_webhook(row) == "applied"
+    got = await store.payment(merchant, pay["id"])
+    assert got["status"] == "requires_action" and got["next_action"] == NEXT_ACTION
+    assert got["last_error"] == {"code": "BAD_REQUEST_ERROR", "message": "Payment failed"}
+    assert got["attempts"][-1]["error_code"] == "BAD_REQUEST_ERROR"
+    again = await store.store_event(_event("payment.requires_action", txn, None, account))
+    assert await store.apply_webhook(again) == "ignored"  # it already waits: no second event
+    other = await store.store_event(_event("ignored", txn, None, account, event_type="charge.updated"))
+    assert await store.apply_webhook(other) == "ignored"
+    assert await _types(store, merchant, pay["id"]) == ["payment.created", "payment.requires_action"]
+    canceled = await store.store_event(_event("payment.canceled", txn, None, account))
+    assert await store.apply_webhook(canceled) == "applied"
+    assert (await store.payment(merchant, pay["id"]))["status"] == "canceled"
