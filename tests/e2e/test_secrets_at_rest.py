@@ -53,6 +53,21 @@ def _start(start_server, dsn: str, key: str):
     return start_server(dsn, PAYCAST_SECRETS_KEY=key, PAYCAST_WEBHOOK_ALLOW_PRIVATE_URLS="true")
 
 
+def _endpoint_stored_with(key: str, new_database, start_server, receiver) -> tuple[str, str, dict]:
+    """A fresh database where a server with ``key`` stored an endpoint, then stopped.
+
+    Returns:
+      ``(dsn, api_key, endpoint as created, with its secret)``.
+    """
+    dsn = new_database("paycast_sec")
+    server = _start(start_server, dsn, key)
+    api_key = server.create_merchant()
+    with server.client(api_key) as client:
+        created = _endpoint(client, receiver)
+    server.stop()
+    return dsn, api_key, created
+
+
 def _serve_and_fail(dsn: str | None, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
     """Run ``run.py serve`` expecting it to refuse to start; its exit and output."""
     full = {k: v for k, v in os.environ.items() if k not in ("PAYCAST_SECRETS_KEY", "PAYCAST_DATABASE_URL")}
@@ -78,13 +93,8 @@ def test_endpoint_secret_is_ciphertext_and_still_signs(new_database, start_serve
 def test_plaintext_from_before_is_sealed_at_start(new_database, start_server):
     """The data migration: an endpoint secret stored in plaintext (as before
     sealing existed) is sealed at the next start and still signs."""
-    dsn = new_database("paycast_sec")
-    server = _start(start_server, dsn, KEY_A)
-    api_key = server.create_merchant()
     with Receiver() as receiver:
-        with server.client(api_key) as client:
-            created = _endpoint(client, receiver)
-        server.stop()
+        dsn, api_key, created = _endpoint_stored_with(KEY_A, new_database, start_server, receiver)
         db_fetch(dsn, "UPDATE webhook_endpoints SET secret = $2 WHERE id = $1", created["id"], created["secret"])
         server = _start(start_server, dsn, KEY_A)
         stored = db_fetch(dsn, "SELECT secret FROM webhook_endpoints WHERE id = $1", created["id"])[0]["secret"]
@@ -94,13 +104,8 @@ def test_plaintext_from_before_is_sealed_at_start(new_database, start_server):
 
 
 def test_rotation_reads_old_rows_and_seals_with_the_new_key(new_database, start_server):
-    dsn = new_database("paycast_sec")
-    server = _start(start_server, dsn, KEY_A)
-    api_key = server.create_merchant()
     with Receiver() as receiver:
-        with server.client(api_key) as client:
-            old = _endpoint(client, receiver)
-        server.stop()
+        dsn, api_key, old = _endpoint_stored_with(KEY_A, new_database, start_server, receiver)
         # B first (seals), A still listed (opens what A sealed): start re-seals A's rows with B.
         server = _start(start_server, dsn, f"{KEY_B},{KEY_A}")
         rows = db_fetch(dsn, "SELECT secret FROM webhook_endpoints")
@@ -119,11 +124,8 @@ def test_rotation_reads_old_rows_and_seals_with_the_new_key(new_database, start_
 
 
 def test_wrong_key_fails_at_start(new_database, start_server):
-    dsn = new_database("paycast_sec")
-    server = _start(start_server, dsn, KEY_A)
-    with Receiver() as receiver, server.client(server.create_merchant()) as client:
-        _endpoint(client, receiver)
-    server.stop()
+    with Receiver() as receiver:
+        dsn, _, _ = _endpoint_stored_with(KEY_A, new_database, start_server, receiver)
     done = _serve_and_fail(dsn, {"PAYCAST_SECRETS_KEY": KEY_C})
     assert done.returncode == 2, done
     assert "PAYCAST_SECRETS_KEY does not open the secrets stored in this database" in done.stderr
