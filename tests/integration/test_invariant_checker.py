@@ -126,6 +126,13 @@ VIOLATIONS = {
          "INSERT INTO payment_attempts (id, payment_id, merchant_id, connector, status, connector_txn_id)"
          " SELECT 'att_seeded', 'pay_seeded', merchant_id, connector, 'succeeded', 'pi_seeded' FROM payment_attempts"
          " LIMIT 1"]),
+    "waiting for the customer on no open attempt": (
+        "requires_action without exactly one open attempt",
+        ["UPDATE payments SET status = 'requires_action', amount_received = 0, amount_refunded = 0"
+         " WHERE amount = 500"]),
+    "a cancellation reason on a payment that was not canceled": (
+        "cancellation_reason on a payment that is not canceled",
+        ["UPDATE payments SET cancellation_reason = 'abandoned' WHERE amount = 500"]),
     "webhook outcome applied twice": (
         "outcome event written more than once",
         ["UPDATE merchants SET event_seq = event_seq + 1",
@@ -133,6 +140,19 @@ VIOLATIONS = {
          " SELECT 'evt_twice', e.merchant_id, m.event_seq, e.type, e.object_id, e.data"
          " FROM events e JOIN merchants m ON m.id = e.merchant_id"
          " WHERE e.type = 'refund.succeeded' LIMIT 1"]),
+    "an endpoint secret left in plaintext": (
+        "secret stored unencrypted",
+        ["INSERT INTO webhook_endpoints (id, merchant_id, url, secret, enabled_events, status)"
+         " SELECT 'we_seeded', id, 'https://example.com/hook', 'whsec_plaintext', ARRAY['*'], 'enabled'"
+         " FROM merchants LIMIT 1"]),
+    "an attempt on a connector account of another connector": (
+        "attempt on another merchant's or connector's account",
+        ["INSERT INTO connector_accounts (id, merchant_id, connector, status, livemode, credentials_sealed,"
+         " webhook_secret_sealed, credentials_mask)"
+         " SELECT 'mca_seeded', merchant_id, 'stripe', 'active', false, 'pcs1.0.x', 'pcs1.0.x', '{}'"
+         " FROM payments WHERE amount = 500",
+         "UPDATE payment_attempts SET connector_account_id = 'mca_seeded'"
+         " WHERE payment_id = (SELECT id FROM payments WHERE amount = 500)"]),
 }
 
 
