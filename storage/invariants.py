@@ -172,6 +172,21 @@ CHECKS: dict[str, str] = {
         SELECT d.id FROM webhook_deliveries d JOIN events e ON e.id = d.event_id
         JOIN webhook_endpoints w ON w.id = d.endpoint_id
         WHERE e.merchant_id <> d.merchant_id OR w.merchant_id <> d.merchant_id OR e.type <> d.event_type""",
+    # ---- connector accounts and secrets at rest (storage/secrets_box.py).
+    # Every stored secret is in the sealed form (start-up seals what an older
+    # build left in plaintext); the rows named, never their values.
+    "secret stored unencrypted": """
+        SELECT 'webhook_endpoints' AS stored_in, id FROM webhook_endpoints WHERE secret NOT LIKE 'pcs1.%'
+        UNION ALL
+        SELECT 'connector_accounts', id FROM connector_accounts
+        WHERE credentials_sealed NOT LIKE 'pcs1.%' OR webhook_secret_sealed NOT LIKE 'pcs1.%'""",
+    # An attempt goes to the account of its own merchant and connector (and its
+    # follow-up calls with it): anything else would charge someone else's account.
+    "attempt on another merchant's or connector's account": """
+        SELECT a.id, a.merchant_id, a.connector, a.connector_account_id FROM payment_attempts a
+        LEFT JOIN connector_accounts c ON c.id = a.connector_account_id
+        WHERE a.connector_account_id IS NOT NULL
+          AND (c.id IS NULL OR c.merchant_id <> a.merchant_id OR c.connector <> a.connector)""",
 }
 
 
