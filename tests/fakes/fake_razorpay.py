@@ -290,7 +290,7 @@ class FakeRazorpay:
             refund["status"] = status
             payment = self.payments[refund["payment_id"]]
             if status == "failed":
-                self._unrefund(payment, refund["amount"])
+                self._refunded(payment, -refund["amount"])
             payload = _copy({"refund": refund, "payment": payment})
         self._send(self.owner[refund_id], f"refund.{status}", payload)
 
@@ -332,11 +332,13 @@ class FakeRazorpay:
         return [("payment.captured", {"payment": payment}), ("order.paid", {"payment": payment, "order": order})]
 
     @staticmethod
-    def _unrefund(payment: dict, amount: int) -> None:
-        payment["amount_refunded"] -= amount
-        payment["status"] = "captured" if payment["amount_refunded"] < payment["amount"] else "refunded"
-        payment["refund_status"] = None if not payment["amount_refunded"] else (
-            "full" if payment["amount_refunded"] == payment["amount"] else "partial")
+    def _refunded(payment: dict, delta: int) -> None:
+        """Move ``amount_refunded`` by ``delta`` (a refund made, or a failed one given back)
+        and the payment's ``status``/``refund_status`` with it, as Razorpay shows them."""
+        payment["amount_refunded"] += delta
+        full = payment["amount_refunded"] == payment["amount"]
+        payment["status"] = "refunded" if full else "captured"
+        payment["refund_status"] = None if not payment["amount_refunded"] else ("full" if full else "partial")
 
     def _send(self, key_id: str, event: str, payload: dict) -> None:
         account = self.accounts[key_id]
@@ -484,10 +486,7 @@ class FakeRazorpay:
                   "speed_requested": body.get("speed", "normal")}
         self.refunds[refund["id"]] = refund
         self.owner[refund["id"]] = key_id
-        payment["amount_refunded"] += amount
-        payment["refund_status"] = "full" if payment["amount_refunded"] == payment["amount"] else "partial"
-        if payment["amount_refunded"] == payment["amount"]:
-            payment["status"] = "refunded"
+        self._refunded(payment, amount)
         self._later(key_id, "refund.created", _copy({"refund": refund, "payment": payment}))
         if refund["status"] == "processed":
             self._later(key_id, "refund.processed", _copy({"refund": refund, "payment": payment}))
