@@ -268,6 +268,26 @@ def test_duplicate_webhooks_apply_once_and_another_accounts_path_moves_nothing(m
         other.client.close()
 
 
+def test_a_bad_signature_is_refused_and_secrets_never_reach_logs_or_reads(merchant, fake, rzp_server):
+    payment, order_id = merchant.paid(method="card")
+    refund = merchant.client.post("/v1/refunds", json={"payment_id": payment["id"], "amount": 10000}).json()
+    wait_for(lambda: merchant.client.get(f"/v1/refunds/{refund['id']}").json()["status"] == "succeeded")
+    delivered = next(d for d in fake.deliveries if d.key_id == merchant.razorpay.key_id)
+    path = merchant.account["webhook_path"]
+    with rzp_server.client() as anonymous:
+        forged = anonymous.post(path, content=delivered.raw, headers={
+            "X-Razorpay-Signature": "0" * 64, "x-razorpay-event-id": "forged1", "Content-Type": "application/json"})
+    assert forged.status_code == 400, forged.text
+    account = merchant.client.get(f"/v1/connector_accounts/{merchant.account['id']}").json()
+    assert account["credentials"]["key_id"] == merchant.razorpay.key_id[:9] + "…" + merchant.razorpay.key_id[-4:]
+    secrets_ = (merchant.razorpay.key_secret, merchant.razorpay.webhook_secret)
+    reads = [account, merchant.client.get("/v1/connector_accounts").json(), merchant.get(payment["id"]),
+             merchant.client.get("/v1/events", params={"limit": 100}).json()]
+    for secret in secrets_:
+        assert all(secret not in str(read) for read in reads)
+        assert all(secret not in line for line in rzp_server.stderr_lines + rzp_server.stdout_lines)
+
+
 @pytest.mark.timeout(90)
 def test_an_abandoned_order_is_canceled_after_the_deadline(new_database, fake):
     proc = _server(new_database, fake, PAYCAST_ACTION_DEADLINE_S="1")
