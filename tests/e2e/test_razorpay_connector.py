@@ -12,7 +12,7 @@ import pytest
 
 from domain.payments import OutcomeKind
 from gateways.base import (AuthorizeRequest, ConnectorRefused, ConnectorServerError, ConnectorTimeout,
-                           CredentialsInvalid, RefundRequest, nothing_charged)
+                           ConnectorUnavailable, CredentialsInvalid, RefundRequest, nothing_charged)
 from gateways.razorpay import RazorpayConnector, RazorpayUnreachable
 from tests.fakes.fake_razorpay import FakeRazorpay
 
@@ -55,6 +55,9 @@ async def test_credentials_are_tried_with_one_read(fake, connector):
         await wrong.verify_credentials()
     assert "nope" not in str(caught.value)
     await wrong.aclose()
+    fake.fault("GET", ORDERS, "server_error")
+    with pytest.raises(ConnectorUnavailable):  # the API answers 503 connector_unavailable
+        await connector.verify_credentials()
 
 
 async def test_authorize_creates_an_order_and_answers_checkouts_parameters(fake, connector):
