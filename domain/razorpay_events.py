@@ -106,7 +106,9 @@ def _text(value: object) -> str | None:
 
 
 def _amount(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    """A non-negative integer that fits the database's bigint columns, else None."""
+    ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2 ** 63
+    return value if ok else None
 
 
 def _notes(entity: dict) -> dict:

@@ -181,3 +181,29 @@ def test_malformed_bodies_are_typed_errors(raw, param):
     with pytest.raises(InvalidRequest) as caught:
         rzp.parse(raw, HEADERS)
     assert caught.value.param == param
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(
+        st.sampled_from(["id", "order_id", "amount", "currency", "status", "notes", "receipt", "card", "method",
+                         "error_code", "payment_id", "entity", "x"]), children, max_size=5),
+    max_leaves=12)
+_bodies = st.fixed_dictionaries({}, optional={
+    "event": st.sampled_from([*rzp.KINDS, "settlement.processed"]) | st.integers() | st.none(),
+    "created_at": st.integers() | st.text(max_size=5),
+    "payload": st.dictionaries(st.sampled_from(["payment", "order", "refund", "dispute"]),
+                               st.fixed_dictionaries({}, optional={"entity": _json}) | _json, max_size=4),
+})
+
+
+@settings(max_examples=300, deadline=None)
+@given(_bodies, st.dictionaries(st.sampled_from(["x-razorpay-event-id", "X-Razorpay-Event-Id"]),
+                                st.text(max_size=20)))
+def test_any_body_is_an_event_or_a_typed_error(body, headers):
+    try:
+        event = rzp.parse(json.dumps(body).encode(), headers)
+    except InvalidRequest:
+        return
+    assert event.connector == "razorpay" and event.kind in set(rzp.KINDS.values()) | {"ignored"}
+    assert isinstance(event.connector_txn_id, str) and isinstance(event.event_id, str) and event.event_id
