@@ -239,7 +239,8 @@ async def prepare(conn: asyncpg.Connection, box: SecretsBox) -> dict[str, int]:
     3. Values sealed with an older key of the ring are re-sealed with the
        first one, so the old key can be dropped after one start.
 
-    Runs under an advisory lock, so processes starting together take turns.
+    One transaction under an advisory lock, so processes starting together
+    take turns (the later ones find nothing left to do).
 
     Returns:
       Counts ``{"sealed": n, "resealed": n}`` of rows written.
@@ -248,14 +249,11 @@ async def prepare(conn: asyncpg.Connection, box: SecretsBox) -> dict[str, int]:
       SecretsKeyError: the canary (or a stored value) does not open with the ring.
     """
     counts = {"sealed": 0, "resealed": 0}
-    await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
-    try:
-        async with conn.transaction():
-            await _check_canary(conn, box, counts)
-            for table, column in SEALED_COLUMNS:
-                await _seal_column(conn, box, table, column, counts)
-    finally:
-        await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
+        await _check_canary(conn, box, counts)
+        for table, column in SEALED_COLUMNS:
+            await _seal_column(conn, box, table, column, counts)
     if counts["sealed"] or counts["resealed"]:
         log.info("secrets at rest: %d sealed, %d re-sealed with key id %s",
                  counts["sealed"], counts["resealed"], box.current_id)
@@ -287,19 +285,33 @@ async def _check_canary(conn: asyncpg.Connection, box: SecretsBox, counts: dict[
 
 async def _seal_column(conn: asyncpg.Connection, box: SecretsBox, table: str, column: str,
                        counts: dict[str, int]) -> None:
-    """Seal plaintexts and re-seal old-key values of one column (small tables: read whole)."""
+    """Seal plaintexts and re-seal old-key values of one column: one read, one write.
+
+    The write is guarded by each row's value as read, so a row changed meanwhile
+    (impossible under the lock, but cheap to say) keeps its newer value.
+    """
     # Table and column names come from SEALED_COLUMNS above, never from input.
     rows = await conn.fetch(
         f"SELECT id, {column} AS value FROM {table}"
         f" WHERE {column} IS NOT NULL AND {column} NOT LIKE $1",
         f"{PREFIX}.{box.current_id}.%",
     )
+    if not rows:
+        return
+    ids, old, new = [], [], []
     for row in rows:
         context = context_of(table, column, row["id"])
         if is_sealed(row["value"]):
-            plaintext, kind = box.open(row["value"], context), "resealed"
+            plaintext = box.open(row["value"], context)
+            counts["resealed"] += 1
         else:
-            plaintext, kind = row["value"], "sealed"
-        await conn.execute(f"UPDATE {table} SET {column} = $2 WHERE id = $1 AND {column} = $3",
-                           row["id"], box.seal(plaintext, context), row["value"])
-        counts[kind] += 1
+            plaintext = row["value"]
+            counts["sealed"] += 1
+        ids.append(row["id"])
+        old.append(row["value"])
+        new.append(box.seal(plaintext, context))
+    await conn.execute(
+        f"UPDATE {table} t SET {column} = v.new FROM unnest($1::text[], $2::text[], $3::text[]) AS v(id, old, new)"
+        f" WHERE t.id = v.id AND t.{column} = v.old",
+        ids, old, new,
+    )

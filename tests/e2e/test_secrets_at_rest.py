@@ -20,6 +20,7 @@ import time
 import pytest
 from standardwebhooks import Webhook
 
+from storage.secrets_box import SecretsBox, context_of, parse_keys
 from tests.receiver import Receiver
 from tests.support import ROOT, ADMIN_TOKEN, db_fetch, wait_for
 
@@ -68,6 +69,21 @@ def _endpoint_stored_with(key: str, new_database, start_server, receiver) -> tup
     return dsn, api_key, created
 
 
+CREDENTIALS = {"secret_key": "sk_test_rotate_me_0000"}
+
+
+def _connector_account_sealed_with(key: str, dsn: str) -> str:
+    """A connector account row sealed with ``key`` alone, as a server with that ring stores one."""
+    box, mca_id = SecretsBox(parse_keys(key)), "mca_rotation"
+    merchant_id = db_fetch(dsn, "SELECT id FROM merchants LIMIT 1")[0]["id"]
+    db_fetch(dsn, "INSERT INTO connector_accounts (id, merchant_id, connector, status, livemode, credentials_sealed,"
+                  " webhook_secret_sealed, credentials_mask) VALUES ($1, $2, 'stripe', 'active', false, $3, $4, '{}')",
+             mca_id, merchant_id,
+             box.seal_json(CREDENTIALS, context_of("connector_accounts", "credentials_sealed", mca_id)),
+             box.seal("whsec_rotate_me", context_of("connector_accounts", "webhook_secret_sealed", mca_id)))
+    return mca_id
+
+
 def _serve_and_fail(dsn: str | None, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
     """Run ``run.py serve`` expecting it to refuse to start; its exit and output."""
     full = {k: v for k, v in os.environ.items() if k not in ("PAYCAST_SECRETS_KEY", "PAYCAST_DATABASE_URL")}
@@ -106,10 +122,17 @@ def test_plaintext_from_before_is_sealed_at_start(new_database, start_server):
 def test_rotation_reads_old_rows_and_seals_with_the_new_key(new_database, start_server):
     with Receiver() as receiver:
         dsn, api_key, old = _endpoint_stored_with(KEY_A, new_database, start_server, receiver)
+        mca_id = _connector_account_sealed_with(KEY_A, dsn)
         # B first (seals), A still listed (opens what A sealed): start re-seals A's rows with B.
         server = _start(start_server, dsn, f"{KEY_B},{KEY_A}")
         rows = db_fetch(dsn, "SELECT secret FROM webhook_endpoints")
         assert rows and all(r["secret"].startswith(f"pcs1.{kid(KEY_B)}.") for r in rows)
+        account = db_fetch(dsn, "SELECT * FROM connector_accounts WHERE id = $1", mca_id)[0]
+        only_b = SecretsBox(parse_keys(KEY_B))
+        assert only_b.open_json(account["credentials_sealed"],
+                                context_of("connector_accounts", "credentials_sealed", mca_id)) == CREDENTIALS
+        assert only_b.open(account["webhook_secret_sealed"],
+                           context_of("connector_accounts", "webhook_secret_sealed", mca_id)) == "whsec_rotate_me"
         with server.client(api_key) as client:
             new = _endpoint(client, receiver)
             assert db_fetch(dsn, "SELECT secret FROM webhook_endpoints WHERE id = $1",
