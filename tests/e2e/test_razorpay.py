@@ -9,11 +9,13 @@ reached "Razorpay", and how many times: Razorpay has no idempotency keys).
 from __future__ import annotations
 
 import secrets
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from tests.fakes.fake_razorpay import FakeRazorpay
-from tests.support import ADMIN_TOKEN, ServerProcess, stop_all, wait_for
+from tests.support import ADMIN_TOKEN, ServerProcess, db_fetch, run_check, stop_all, wait_for
 
 ORDERS = r"/v1/orders"
 CAPTURE = r"/v1/payments/\w+/capture"
@@ -27,15 +29,20 @@ def fake():
         yield server
 
 
-def _server(new_database, fake: FakeRazorpay, **env: str) -> ServerProcess:
-    return ServerProcess(new_database("paycast_rzp"), PAYCAST_RAZORPAY_API_BASE=fake.url,
-                         PAYCAST_CONNECTOR_TIMEOUT_S="1", PAYCAST_PROCESSING_DEADLINE_S="1",
-                         PAYCAST_RECONCILE_INTERVAL_S="0.2", PAYCAST_WEBHOOK_ALLOW_PRIVATE_URLS="true", **env).start()
+def _server(dsn: str, fake: FakeRazorpay, **env: str) -> ServerProcess:
+    return ServerProcess(dsn, PAYCAST_RAZORPAY_API_BASE=fake.url, PAYCAST_CONNECTOR_TIMEOUT_S="1",
+                         PAYCAST_PROCESSING_DEADLINE_S="1", PAYCAST_RECONCILE_INTERVAL_S="0.2",
+                         PAYCAST_WEBHOOK_ALLOW_PRIVATE_URLS="true", **env).start()
 
 
 @pytest.fixture(scope="module")
-def rzp_server(new_database, fake):
-    proc = _server(new_database, fake)
+def rzp_dsn(new_database):
+    return new_database("paycast_rzp")
+
+
+@pytest.fixture(scope="module")
+def rzp_server(rzp_dsn, fake):
+    proc = _server(rzp_dsn, fake)
     try:
         yield proc
     finally:
@@ -288,9 +295,39 @@ def test_a_bad_signature_is_refused_and_secrets_never_reach_logs_or_reads(mercha
         assert all(secret not in line for line in rzp_server.stderr_lines + rzp_server.stdout_lines)
 
 
+def test_two_processes_confirming_one_payment_create_one_order(rzp_dsn, rzp_server, fake, merchant):
+    # Razorpay has no idempotency key: only our claim on the payment keeps the second order away.
+    other = _server(rzp_dsn, fake)
+    try:
+        r = merchant.client.post("/v1/payments", json={"amount": AMOUNT, "currency": "INR", "connector": "razorpay",
+                                                       "payment_method": {"type": "upi"}})
+        assert r.status_code in (200, 201), r.text
+        payment_id = r.json()["id"]
+        barrier = threading.Barrier(2)
+
+        def confirm(server: ServerProcess) -> int:
+            with server.client(merchant.client.headers["Authorization"].split()[1]) as c:
+                barrier.wait(timeout=30)
+                return c.post(f"/v1/payments/{payment_id}/confirm", json={}).status_code
+
+        with ThreadPoolExecutor(2) as pool:
+            codes = list(pool.map(confirm, [rzp_server, other]))
+        assert 200 in codes, codes
+        waiting = merchant.wait_status(payment_id, "requires_action")
+        orders = [o for o in fake.orders.values() if o["receipt"] == payment_id]
+        assert [o["id"] for o in orders] == [order_of(waiting)]
+        fake.pay(order_of(waiting))
+        merchant.wait_status(payment_id, "succeeded")
+        assert db_fetch(rzp_dsn, "SELECT count(*) AS n FROM payment_attempts WHERE payment_id = $1",
+                        payment_id)[0]["n"] == 1
+        assert run_check(rzp_dsn).returncode == 0
+    finally:
+        stop_all([other])
+
+
 @pytest.mark.timeout(90)
 def test_an_abandoned_order_is_canceled_after_the_deadline(new_database, fake):
-    proc = _server(new_database, fake, PAYCAST_ACTION_DEADLINE_S="1")
+    proc = _server(new_database("paycast_rzp_abandon"), fake, PAYCAST_ACTION_DEADLINE_S="1")
     try:
         m = Merchant(proc, fake)
         payment = m.confirm()
