@@ -20,7 +20,8 @@ What it serves (every path under ``/v1``):
 
 * ``POST /orders``, ``GET /orders?receipt=&count=&skip=``, ``GET /orders/{id}``,
   ``GET /orders/{id}/payments``;
-* ``GET /payments/{id}``, ``POST /payments/{id}/capture`` (whole amount
+* ``GET /payments/{id}`` (the ``card`` object only with ``expand[]=card``, as
+  in lists, which show ``card_id`` alone), ``POST /payments/{id}/capture`` (whole amount
   only), ``POST /payments/{id}/refund``, ``GET /payments/{id}/refunds``,
   ``GET /refunds/{id}``;
 * ``GET /disputes/{id}``, ``POST /disputes/{id}/accept``,
@@ -447,10 +448,11 @@ class FakeRazorpay:
 
     def _order_payments(self, key_id, query, body, order_id) -> dict:
         self._mine(self.orders, key_id, order_id)
-        return _collection([p for p in self.payments.values() if p["order_id"] == order_id], query)
+        return _collection([p for p in self.payments.values() if p["order_id"] == order_id], query, _unexpanded)
 
     def _get_payment(self, key_id, query, body, payment_id) -> dict:
-        return self._mine(self.payments, key_id, payment_id)
+        payment = self._mine(self.payments, key_id, payment_id)
+        return payment if query.get("expand[]") == "card" else _unexpanded(payment)
 
     def _capture_payment(self, key_id, query, body, payment_id) -> dict:
         payment = self._mine(self.payments, key_id, payment_id)
@@ -528,6 +530,12 @@ class FakeRazorpay:
 
 def _copy(value):
     return json.loads(json.dumps(value))
+
+
+def _unexpanded(payment: dict) -> dict:
+    """A payment as the API shows it by default: ``card_id`` only; the ``card`` object
+    comes with ``expand[]=card`` (and in webhooks)."""
+    return {k: v for k, v in payment.items() if k != "card"}
 
 
 def _public(order: dict) -> dict:
