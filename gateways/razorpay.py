@@ -94,7 +94,10 @@ class RazorpayConnector:
           CredentialsInvalid: 401/403.
           ConnectorRefused: another 4xx (code: Razorpay's ``reason``, else its ``code``).
           ConnectorServerError: 5xx.
-          ConnectorError: the connection broke mid-way, or the answer is not JSON.
+          ConnectorError: the connection broke mid-way, or an unexpected (3xx) answer.
+
+        Returns:
+          The JSON object answered (``{}`` for a 2xx without one).
         """
         try:
             response = await self._http.request(method, path, json=json, params=params)
@@ -108,8 +111,8 @@ class RazorpayConnector:
             body = response.json()
         except ValueError:
             body = None
-        if response.status_code < 300 and isinstance(body, dict):
-            return body
+        if response.status_code < 300:
+            return body if isinstance(body, dict) else {}
         error = body.get("error") if isinstance(body, dict) and isinstance(body.get("error"), dict) else {}
         message = f"razorpay: {method} {path}: {error.get('description') or response.reason_phrase}"
         if response.status_code in (401, 403):
