@@ -134,6 +134,25 @@ def test_order_checkout_webhook_succeeded(merchant, fake):
     assert fake.orders[order_of(payment)]["status"] == "paid"
 
 
+def test_routing_sends_a_checkout_method_to_razorpay(merchant, fake):
+    r = merchant.client.put("/v1/routing", json={"strategy": "priority", "connectors": ["mockrazorpay", "razorpay"]})
+    assert r.status_code == 200, r.text
+    # No connector named: UPI without an address can only go to Razorpay's Checkout (the
+    # simulators need a VPA), so the first connector of the list is passed over.
+    r = merchant.client.post("/v1/payments", json={"amount": AMOUNT, "currency": "INR",
+                                                   "payment_method": {"type": "upi"}, "confirm": True})
+    assert r.status_code in (200, 201), r.text
+    payment = r.json()
+    assert (payment["status"], payment["connector"]) == ("requires_action", "razorpay")
+    fake.pay(order_of(payment), method="upi")
+    assert merchant.wait_status(payment["id"], "succeeded")["amount_received"] == AMOUNT
+    # A simulator's test card still goes to the simulator.
+    r = merchant.client.post("/v1/payments", json={"amount": 1000, "currency": "INR", "confirm": True,
+                                                   "payment_method": {"type": "card", "card": {
+                                                       "number": "4242424242424242"}}})
+    assert (r.json()["status"], r.json()["connector"]) == ("succeeded", "mockrazorpay"), r.text
+
+
 def test_card_payment_shows_brand_and_last4(merchant, fake):
     payment, _ = merchant.paid(method="card")
     # Razorpay tells the card in its webhooks (Checkout collected it), never a number.
