@@ -159,10 +159,10 @@ class PaymentActor:
         amount = validate_capture(row["status"], row["amount_capturable"], msg.amount)
         attempt = _charged_attempt(loaded)
         if amount < row["amount_capturable"]:
-            connector = await self.payments.connector_call.connector_for(attempt["connector"],
+            connector = await self.payments.connector_call.connector_for(row["connector"],
                                                                         attempt.get("connector_account_id"))
             if not getattr(connector, "partial_capture", True):
-                raise InvalidRequest(f"{attempt['connector']} cannot capture part of an authorisation; capture "
+                raise InvalidRequest(f"{row['connector']} cannot capture part of an authorisation; capture "
                                      "all of it and refund the rest.", param="amount",
                                      code="partial_capture_unsupported")
         txn, key = attempt["connector_txn_id"], operation_key(attempt["id"], "capture")
@@ -202,7 +202,8 @@ class PaymentActor:
         # connector timeout), so a live claimant never loses its claim mid-call.
         hold_s = 2 * self.payments.settings.connector_timeout_s + 5
         await db.transaction(store.claim_operation, loaded, trigger, hold_s)
-        result = await self.payments.connector_call.call(attempt["connector"], call,
+        # The payment's connector (its last attempt's), at the account that attempt went to.
+        result = await self.payments.connector_call.call(loaded.row["connector"], call,
                                                        what=f"{trigger.value} {loaded.row['id']}",
                                                        account_id=attempt.get("connector_account_id"))
         if not result.ok:
