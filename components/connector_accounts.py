@@ -45,6 +45,9 @@ REGISTRY: Mapping[str, str] = {
 # How long a cached connector or webhook secret is used before the account's
 # version is read again (another process's rotation is seen within this).
 CACHE_TTL_S = 5.0
+# A webhook secret is read afresh (a signature failed with the cached one) at most
+# this often: forged signatures cost at most one read a second per account.
+FRESH_MIN_S = 1.0
 
 
 @dataclass
@@ -88,7 +91,8 @@ class ConnectorAccounts:
         self._timeout_s = settings.connector_timeout_s
         self._api_base = {"stripe": settings.stripe_api_base, "razorpay": settings.razorpay_api_base}
         self._connectors: dict[str, _Cached] = {}
-        self._secrets: dict[tuple[str, str], tuple[WebhookTarget, float]] = {}
+        # (connector, account) → (target, read at, last read afresh at)
+        self._secrets: dict[tuple[str, str], tuple[WebhookTarget, float, float]] = {}
         self._retired: list[tuple[float, object]] = []
         self._lock = trio.Lock()
 
@@ -211,13 +215,17 @@ class ConnectorAccounts:
         """The webhook secret and merchant of an account of ``connector`` (any status), or None.
 
         Args:
-          fresh: read it from the database even if cached (a signature that failed
-            with the cached secret may be signed with one rotated in another process).
+          fresh: read it from the database even if cached, unless it was read afresh
+            within :data:`FRESH_MIN_S` (a signature that failed with the cached secret
+            may be signed with one rotated in another process).
         """
         now = trio.current_time()
         cached = self._secrets.get((connector, account_id))
-        if not fresh and cached is not None and now - cached[1] < CACHE_TTL_S:
-            return cached[0]
+        if cached is not None:
+            if fresh and now - cached[2] < FRESH_MIN_S:
+                return cached[0]
+            if not fresh and now - cached[1] < CACHE_TTL_S:
+                return cached[0]
         row = await self._db.transaction(store.for_webhook, connector, account_id)
         if row is None:
             return None
@@ -226,7 +234,7 @@ class ConnectorAccounts:
                                               _context("webhook_secret_sealed", account_id)))
         if len(self._secrets) > 10_000:
             self._secrets.clear()
-        self._secrets[(connector, account_id)] = (target, now)
+        self._secrets[(connector, account_id)] = (target, now, now if fresh else float("-inf"))
         return target
 
     async def aclose(self) -> None:

@@ -247,3 +247,29 @@ def test_account_webhook_path_verifies_with_the_accounts_secret(server, client, 
                            headers={"Content-Type": "application/json", "X-Razorpay-Event-Id": event_id + "b",
                                     "X-Razorpay-Signature": sign(secret, raw2)})
     assert r.status_code == 200, r.text
+
+
+def test_a_rotation_in_one_process_is_honoured_by_another_at_once(server, client, fake, dsn, start_server):
+    """Two processes on one database: the second one cached the old webhook secret;
+    a webhook signed with the secret rotated through the first is accepted by the
+    second straight away (a failed check reads the secret afresh), the old one refused."""
+    other = start_server(dsn, PAYCAST_RAZORPAY_API_BASE=fake.url)
+    old_secret, new_secret = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+    created = client.post("/v1/connector_accounts", json=_body(fake.add_account(), old_secret)).json()
+
+    def send(secret: str) -> int:
+        raw = json.dumps({"entity": "event", "event": "payment.captured", "contains": ["payment"],
+                          "created_at": int(time.time()), "payload": {"payment": {"entity": {
+                              "id": "pay_" + secrets.token_hex(7), "entity": "payment", "amount": 1000,
+                              "currency": "INR", "status": "captured",
+                              "order_id": "order_" + secrets.token_hex(7), "notes": {}}}}}).encode()
+        with other.client() as anonymous:
+            return anonymous.post(other.url + created["webhook_path"], content=raw, headers={
+                "Content-Type": "application/json", "X-Razorpay-Event-Id": "evt_" + secrets.token_hex(8),
+                "X-Razorpay-Signature": sign(secret, raw)}).status_code
+
+    assert send(old_secret) == 200  # the other process now holds the old secret in its cache
+    r = client.post(f"/v1/connector_accounts/{created['id']}", json={"webhook_secret": new_secret})
+    assert r.status_code == 200, r.text
+    assert send(new_secret) == 200
+    assert send(old_secret) == 400
