@@ -129,6 +129,12 @@ def method_details(payment: dict) -> dict | None:
     return {"brand": network.lower().replace(" ", "_"), "last4": last4}
 
 
+def error_code(payment: dict) -> str | None:
+    """A failed Razorpay payment's code: its ``error_reason`` (``payment_failed``,
+    ``incorrect_otp``, …) when given, else its generic ``error_code`` (``BAD_REQUEST_ERROR``)."""
+    return _text(payment.get("error_reason")) or _text(payment.get("error_code"))
+
+
 def _event_id(raw: bytes, headers: Mapping[str, str]) -> str:
     """The header's event id; without one, a digest of the body (a redelivery of the
     same bytes is then still one event)."""
@@ -182,7 +188,7 @@ def parse(raw: bytes, headers: Mapping[str, str], *, account_id: str | None = No
             currency=_currency(payment.get("currency") or order.get("currency")),
             status=_text(payment.get("status")) or _text(order.get("status")),
             payment_txn_id=order_id,
-            error_code=_text(payment.get("error_code")) if failed else None,
+            error_code=error_code(payment) if failed else None,
             message=_text(payment.get("error_description")) if failed else None,
             method_details=method_details(payment))
     # refund.* and dispute.*: their own entity, tied to the payment's order.

@@ -33,7 +33,7 @@ import logging
 import httpx
 
 from domain.payments import Outcome, OutcomeKind
-from domain.razorpay_events import method_details
+from domain.razorpay_events import error_code, method_details
 from domain.submission import Submission
 from gateways.base import (AuthorizeRequest, ConnectorError, ConnectorRefused, ConnectorServerError,
                            ConnectorTimeout, ConnectorUnavailable, CredentialsInvalid, PayoutRequest, RefundRequest)
@@ -224,7 +224,7 @@ class RazorpayConnector:
         last = max((p for p in payments if p.get("status") == "failed"), key=lambda p: p.get("created_at") or 0,
                    default=None)
         return Outcome(OutcomeKind.REQUIRES_ACTION, connector_txn_id,
-                       error_code=(last or {}).get("error_code") or None,
+                       error_code=error_code(last or {}),
                        message=(last or {}).get("error_description") or None,
                        next_action=self._next_action(connector_txn_id, amount, currency))
 

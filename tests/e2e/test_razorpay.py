@@ -165,6 +165,10 @@ def test_failed_then_succeeded_on_one_order(merchant, fake):
     fake.pay(order_id, succeed=False, error_description="Payment processing failed due to error at bank")
     failed_once = wait_for(lambda: (p := merchant.get(payment["id"]))["last_error"] and p)
     assert failed_once["status"] == "requires_action"  # the customer may retry in the same Checkout
+    # Razorpay's error_reason (more telling than its generic error_code) and description.
+    assert failed_once["last_error"] == {"code": "payment_failed",
+                                         "message": "Payment processing failed due to error at bank"}
+    assert failed_once["attempts"][-1]["error_code"] == "payment_failed"
     fake.pay(order_id)
     done = merchant.wait_status(payment["id"], "succeeded")
     assert done["amount_received"] == AMOUNT

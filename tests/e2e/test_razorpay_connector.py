@@ -79,7 +79,7 @@ async def test_retrieve_follows_the_orders_payments(fake, connector):
         OutcomeKind.REQUIRES_ACTION, order_id)
     fake.pay(order_id, succeed=False)
     failed_once = await connector.retrieve(order_id, "pay_01TEST")  # without request: the order is read
-    assert (failed_once.kind, failed_once.error_code) == (OutcomeKind.REQUIRES_ACTION, "BAD_REQUEST_ERROR")
+    assert (failed_once.kind, failed_once.error_code) == (OutcomeKind.REQUIRES_ACTION, "payment_failed")
     fake.pay(order_id)
     done = await connector.retrieve(order_id, "pay_01TEST")
     # The card's brand and last 4 come in the webhooks (lists show only card_id).

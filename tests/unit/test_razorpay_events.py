@@ -101,10 +101,13 @@ def test_payment_events_are_keyed_on_the_order(event, status, kind):
 
 def test_a_failed_try_keeps_razorpays_error_code_and_description():
     raw = _event("payment.failed", payment=_payment("failed", error_code="BAD_REQUEST_ERROR",
+                                                    error_reason="payment_failed",
                                                     error_description="Payment processing failed due to error at bank"))
     parsed = rzp.parse(raw, HEADERS)
-    assert (parsed.kind, parsed.error_code) == ("payment.attempt_failed", "BAD_REQUEST_ERROR")
+    assert (parsed.kind, parsed.error_code) == ("payment.attempt_failed", "payment_failed")
     assert parsed.message == "Payment processing failed due to error at bank"
+    without_reason = _event("payment.failed", payment=_payment("failed", error_code="GATEWAY_ERROR"))
+    assert rzp.parse(without_reason, HEADERS).error_code == "GATEWAY_ERROR"
 
 
 def test_order_paid_names_our_payment_from_the_order_receipt():
