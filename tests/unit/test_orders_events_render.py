@@ -66,6 +66,7 @@ def test_order_transitions_have_matching_event_types():
 API_EVENT_TYPES = {
     "payment.created", "payment.processing", "payment.succeeded", "payment.failed",
     "payment.requires_capture", "payment.canceled", "payment.review_required",
+    "payment.requires_action",  # v1.2
     "order.paid", "order.payment_failed", "refund.succeeded", "refund.failed", "refund.review_required",
     "dispute.opened", "dispute.won", "dispute.lost", "dispute.accepted",
     "account.deposit.completed", "account.deposit.failed",
@@ -193,6 +194,7 @@ API_PAYMENT_FIELDS = {
     "id", "object", "amount", "currency", "status", "capture_method", "amount_capturable", "amount_received",
     "amount_refunded", "order_id", "customer_id", "connector", "payment_method", "last_error",
     "review_required", "metadata", "attempts", "created_at", "updated_at",
+    "next_action", "cancellation_reason",  # v1.2
 }
 
 
@@ -300,3 +302,22 @@ def test_merchant_and_page():
         "id": "mer_1", "object": "merchant", "name": "Acme", "created_at": "2026-11-22T04:13:48.123Z"}
     assert render.page([{"id": "a"}], True) == {"object": "list", "data": [{"id": "a"}], "has_more": True}
     assert render.page([], False) == {"object": "list", "data": [], "has_more": False}
+
+
+def test_next_action_shows_only_while_the_customer_must_act():
+    action = {"type": "connector_sdk", "connector_sdk": {"connector": "stripe", "data": {"client_secret": "s"}}}
+    waiting = render.payment(_payment_row(CARD, status="requires_action", next_action=action))
+    assert waiting["next_action"] == action and waiting["cancellation_reason"] is None
+    for status in ("requires_confirmation", "processing", "requires_capture", "succeeded", "failed", "canceled"):
+        assert render.payment(_payment_row(CARD, status=status, next_action=action))["next_action"] is None
+    abandoned = render.payment(_payment_row(CARD, status="canceled", cancellation_reason="abandoned"))
+    assert abandoned["cancellation_reason"] == "abandoned"
+    # Rows read before v1.2's columns existed (a snapshot built in memory) render them as null.
+    assert render.payment(_payment_row(CARD))["next_action"] is None
+
+
+def test_payment_method_token_shows_the_token_and_what_the_gateway_told():
+    stored = {"type": "card", "token": "pm_card_visa", "card": {"brand": "visa", "last4": "4242"}}
+    assert render.public_payment_method(stored) == stored
+    assert render.public_payment_method({"type": "card", "token": "pm_card_visa"}) == {
+        "type": "card", "token": "pm_card_visa"}
