@@ -49,6 +49,16 @@ def stripe_server(stripe_dsn, localstripe):
         stop_all([proc])
 
 
+@pytest.fixture(scope="module")
+def impatient_server(stripe_dsn, localstripe):
+    """A second process on the same database whose payments give the customer 1.2 s to act."""
+    proc = _server(stripe_dsn, localstripe, PAYCAST_ACTION_DEADLINE_S="1.2", PAYCAST_RECONCILE_INTERVAL_S="0.05")
+    try:
+        yield proc
+    finally:
+        stop_all([proc])
+
+
 class Merchant:
     """A Paycast merchant with its Stripe account (at localstripe) added, and a client for it."""
 
@@ -229,24 +239,40 @@ def test_dispute_opened_and_lost_by_stripe_events(merchant, localstripe):
     wait_for(lambda: merchant.client.get(f"/v1/disputes/{opened[0]['id']}").json()["status"] == "lost")
 
 
-def test_abandoned_three_d_secure_is_canceled_at_stripe(stripe_dsn, localstripe):
-    impatient = _server(stripe_dsn, localstripe, PAYCAST_ACTION_DEADLINE_S="1", PAYCAST_RECONCILE_INTERVAL_S="0.2")
-    try:
-        with closing(Merchant(impatient, localstripe)) as merchant:
-            payment = merchant.pay(localstripe.card_payment_method("4000002500003155"))
-            assert payment["status"] == "requires_action", payment
-            canceled = merchant.wait_status(payment["id"], "canceled")
-        assert canceled["cancellation_reason"] == "abandoned" and canceled["next_action"] is None
-        assert localstripe.payment_intent(txn_of(payment))["status"] == "canceled"
-    finally:
-        stop_all([impatient])
+def test_abandoned_three_d_secure_is_canceled_at_stripe(impatient_server, localstripe):
+    with closing(Merchant(impatient_server, localstripe)) as merchant:
+        payment = merchant.pay(localstripe.card_payment_method("4000002500003155"))
+        assert payment["status"] == "requires_action", payment
+        canceled = merchant.wait_status(payment["id"], "canceled")
+    assert canceled["cancellation_reason"] == "abandoned" and canceled["next_action"] is None
+    assert localstripe.payment_intent(txn_of(payment))["status"] == "canceled"
 
 
 @pytest.mark.slow
-def test_two_processes_confirming_one_payment_create_one_payment_intent(stripe_dsn, stripe_server, localstripe):
-    other = _server(stripe_dsn, localstripe)
-    try:
-        merchant = Merchant(stripe_server, localstripe)
+def test_webhook_and_reconciliation_settle_at_once_and_once(stripe_dsn, impatient_server, localstripe):
+    # The customer passes 3-D Secure right after the confirm; the action deadline
+    # (1.2 s after the confirm) and localstripe's webhook (sent 1 s after the
+    # authentication) then come due together: the reconciler's retrieve and the
+    # webhook's apply race to settle each payment.
+    with closing(Merchant(impatient_server, localstripe)) as merchant:
+        tokens = [localstripe.card_payment_method("4000002500003155") for _ in range(4)]
+        payments = []
+        for token in tokens:
+            payments.append(merchant.pay(token))
+            localstripe.authenticate(txn_of(payments[-1]), success=True)
+        settled = [merchant.wait_status(p["id"], "succeeded") for p in payments]
+    for payment in settled:
+        assert (payment["amount_received"], payment["cancellation_reason"]) == (AMOUNT, None)
+        events = db_fetch(stripe_dsn, "SELECT type FROM events WHERE object_id = $1 AND type = "
+                                      "'payment.succeeded'", payment["id"])
+        assert len(events) == 1, events
+    assert run_check(stripe_dsn).returncode == 0
+
+
+@pytest.mark.slow
+def test_two_processes_confirming_one_payment_create_one_payment_intent(stripe_dsn, stripe_server, impatient_server,
+                                                                        localstripe):
+    with closing(Merchant(stripe_server, localstripe)) as merchant:
         r = merchant.client.post("/v1/payments", json={
             "amount": AMOUNT, "currency": "EUR", "payment_method": {"type": "card", "token": "pm_card_visa"}})
         assert r.status_code in (200, 201), r.text
@@ -260,14 +286,11 @@ def test_two_processes_confirming_one_payment_create_one_payment_intent(stripe_d
                 return c.post(f"/v1/payments/{payment_id}/confirm", json={}).status_code
 
         with ThreadPoolExecutor(2) as pool:
-            codes = list(pool.map(confirm, [stripe_server, other]))
+            codes = list(pool.map(confirm, [stripe_server, impatient_server]))
         assert 200 in codes, codes
         merchant.wait_status(payment_id, "succeeded")
-        intents = [p for p in localstripe.payment_intents() if p["metadata"].get("payment_id") == payment_id]
-        assert len(intents) == 1, intents
-        assert db_fetch(stripe_dsn, "SELECT count(*) AS n FROM payment_attempts WHERE payment_id = $1",
-                        payment_id)[0]["n"] == 1
-        assert run_check(stripe_dsn).returncode == 0
-        merchant.close()
-    finally:
-        stop_all([other])
+    intents = [p for p in localstripe.payment_intents() if p["metadata"].get("payment_id") == payment_id]
+    assert len(intents) == 1, intents
+    assert db_fetch(stripe_dsn, "SELECT count(*) AS n FROM payment_attempts WHERE payment_id = $1",
+                    payment_id)[0]["n"] == 1
+    assert run_check(stripe_dsn).returncode == 0
