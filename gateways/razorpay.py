@@ -188,6 +188,20 @@ class RazorpayConnector:
     async def _payments(self, order_id: str) -> list[dict]:
         return await self._list(f"/v1/orders/{order_id}/payments")
 
+    async def _card(self, payment: dict) -> dict | None:
+        """Brand and last 4 of a card payment. Lists show only ``card_id``: the
+        payment is read once more with ``expand[]=card``. Cosmetic, so a failed
+        read gives None rather than failing the reconciliation that asked."""
+        if payment.get("method") != "card":
+            return None
+        if not isinstance(payment.get("card"), dict):
+            try:
+                payment = await self._call("GET", f"/v1/payments/{payment.get('id')}", params={"expand[]": "card"})
+            except ConnectorError as exc:
+                log.warning("razorpay: card details of %s not read: %s", payment.get("id"), exc)
+                return None
+        return method_details(payment)
+
     async def retrieve(self, connector_txn_id: str | None, payment_id: str, *,
                        request: AuthorizeRequest | None = None) -> Outcome:
         """What became of the attempt, from the order's payments.
@@ -211,7 +225,7 @@ class RazorpayConnector:
         payments = await self._payments(connector_txn_id)
         captured = next((p for p in payments if _captured(p)), None)
         if captured is not None:
-            return Outcome(OutcomeKind.SUCCEEDED, connector_txn_id, method_details=method_details(captured))
+            return Outcome(OutcomeKind.SUCCEEDED, connector_txn_id, method_details=await self._card(captured))
         held = next((p for p in payments if p.get("status") == "authorized"), None)
         if order is not None:
             notes = order.get("notes") if isinstance(order.get("notes"), dict) else {}
@@ -220,7 +234,7 @@ class RazorpayConnector:
             amount, currency, capture = request.amount, request.currency, request.capture_method
         if held is not None:
             kind = OutcomeKind.AUTHORIZED if capture == "manual" else OutcomeKind.PENDING
-            return Outcome(kind, connector_txn_id, method_details=method_details(held))
+            return Outcome(kind, connector_txn_id, method_details=await self._card(held))
         last = max((p for p in payments if p.get("status") == "failed"), key=lambda p: p.get("created_at") or 0,
                    default=None)
         return Outcome(OutcomeKind.REQUIRES_ACTION, connector_txn_id,

@@ -82,8 +82,10 @@ async def test_retrieve_follows_the_orders_payments(fake, connector):
     assert (failed_once.kind, failed_once.error_code) == (OutcomeKind.REQUIRES_ACTION, "payment_failed")
     fake.pay(order_id)
     done = await connector.retrieve(order_id, "pay_01TEST")
-    # The card's brand and last 4 come in the webhooks (lists show only card_id).
     assert (done.kind, done.connector_txn_id) == (OutcomeKind.SUCCEEDED, order_id)
+    # Lists show only card_id: brand and last 4 are read with expand[]=card.
+    assert done.method_details == {"brand": "visa", "last4": "1111"}
+    assert fake.requests[-1][1].startswith("/v1/payments/pay_")
 
 
 async def test_an_unanswered_create_is_found_by_receipt_never_created_again(fake, connector):
