@@ -151,9 +151,11 @@ async def ignore_late(conn: asyncpg.Connection, ids: list[str]) -> set[str]:
         " claimed_until = NULL FROM payments p"
         " WHERE i.id = ANY($1) AND i.processed_at IS NULL AND i.kind LIKE 'payment.%'"
         " AND p.id = i.payment_id AND p.status NOT IN ('processing', 'requires_action')"
-        # a real gateway may still capture or cancel an authorisation itself
+        # a real gateway may still capture or cancel an authorisation itself, or
+        # take the money of a payment canceled here (flagged for review)
         " AND NOT (i.kind IN ('payment.canceled', 'payment.succeeded') AND p.status = 'requires_capture'"
         "          AND i.account_id IS NOT NULL)"
+        " AND NOT (i.kind = 'payment.succeeded' AND p.status = 'canceled' AND i.account_id IS NOT NULL)"
         " AND NOT EXISTS (SELECT 1 FROM payment_attempts a WHERE a.connector = i.connector"
         "                 AND a.connector_txn_id = i.connector_txn_id AND a.payment_id <> p.id)"
         " RETURNING i.id", ids,
@@ -361,6 +363,14 @@ async def _apply_payment_outcome(conn: asyncpg.Connection, row, payment, attempt
     if status == "requires_capture" and row["account_id"] is not None \
             and kind in ("payment.canceled", "payment.succeeded"):
         return await _settle_authorisation(conn, kind, payment)
+    if status == "canceled" and row["account_id"] is not None and kind == "payment.succeeded":
+        # Paid at the gateway after it was canceled here (a Razorpay order
+        # cannot be canceled: its checkout may still take the money): the
+        # status stays, a person is told to refund it there.
+        await payments.flag_for_review(conn, payment["id"], {
+            "code": "charged_after_cancel",
+            "message": "The gateway reports this payment captured after it was canceled; refund it there."})
+        return "applied"
     if status not in ("processing", "requires_action") or attempt_id is None:
         return "ignored"  # late or duplicate outcome: a terminal status never moves
     outcome = _outcome(kind, row["connector_txn_id"], payment, row)

@@ -22,10 +22,10 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 import asyncpg
 
 from domain import render
+from domain.cards import public_card
 from domain.errors import InvalidRequest, NotFound, StateError
 from domain.events import NewEvent, payment_event
 from domain.ids import new_id
-from domain.cards import public_card
 from domain.payments import AWAITING_ANSWER, Outcome, OutcomeKind, Status, Trigger, moves, next_status, sources
 from domain.payments import settle as settle_outcome
 from storage import events as event_log
@@ -679,6 +679,23 @@ def _refuse(current: Loaded, trigger: Trigger, doing: str) -> None:
     """Raise why a guarded write did not match: the precise transition error, or "changed, retry"."""
     next_status(current.row["status"], trigger)
     raise StateError(f"The payment changed while {doing}; retry.")
+
+
+async def flag_for_review(conn: asyncpg.Connection, payment_id: str, last_error: dict | None = None) -> dict | None:
+    """Set ``review_required`` (once) and write ``payment.review_required`` (inside a transaction).
+
+    Args:
+      last_error: replaces the payment's ``last_error`` when given (why it needs a person).
+
+    Returns:
+      The payment's API form if it was flagged now, None if it already was.
+    """
+    row = await conn.fetchrow(
+        "UPDATE payments SET review_required = true, last_error = COALESCE($2::jsonb, last_error), updated_at = now()"
+        " WHERE id = $1 AND NOT review_required RETURNING *", payment_id, last_error)
+    if row is None:
+        return None
+    return await _commit_events(conn, row, "review_required")
 
 
 @single_unit

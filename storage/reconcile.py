@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from domain import render
-from domain.events import payment_event
-from storage import events as event_log
+from storage import payments
 
 
 async def claim_due(conn: asyncpg.Connection, limit: int, lease_s: float) -> list[dict]:
@@ -76,10 +74,6 @@ async def record_check(conn: asyncpg.Connection, payment_id: str, max_checks: in
     if row is None:
         return {"checks": None, "review_required": False}
     if row["reconcile_checks"] >= max_checks and not row["review_required"]:
-        row = await conn.fetchrow(
-            "UPDATE payments SET review_required = true, updated_at = now() WHERE id = $1 RETURNING *", payment_id
-        )
-        attempts = await conn.fetch("SELECT * FROM payment_attempts WHERE payment_id = $1 ORDER BY id", payment_id)
-        await event_log.append(conn, row["merchant_id"], payment_event("review_required",
-                                                                       render.payment(row, attempts)))
+        await payments.flag_for_review(conn, payment_id)
+        return {"checks": row["reconcile_checks"], "review_required": True}
     return {"checks": row["reconcile_checks"], "review_required": row["review_required"]}

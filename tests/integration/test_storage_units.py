@@ -574,3 +574,17 @@ async def test_a_failed_try_is_recorded_and_the_payment_keeps_waiting(store, mer
     canceled = await store.store_event(_event("payment.canceled", txn, None, account))
     assert await store.apply_webhook(canceled) == "applied"
     assert (await store.payment(merchant, pay["id"]))["status"] == "canceled"
+
+
+async def test_money_taken_at_the_gateway_after_a_cancel_here_flags_the_payment(store, merchant):
+    pay, _attempt, txn, account = await _stripe_waiting(store, merchant)
+    canceled = await store.cancel(merchant, pay["id"], "abandoned")
+    assert canceled["status"] == "canceled"
+    for _ in range(2):  # the gateway repeats itself: flagged once
+        row = await store.store_event(_event("payment.succeeded", txn, pay["id"], account))
+        assert await store.apply_webhook(row) == "applied"
+    got = await store.payment(merchant, pay["id"])
+    assert got["status"] == "canceled" and got["review_required"] is True
+    assert got["last_error"]["code"] == "charged_after_cancel"
+    assert await _types(store, merchant, pay["id"]) == ["payment.created", "payment.requires_action",
+                                                       "payment.canceled", "payment.review_required"]
