@@ -21,6 +21,7 @@ from app.body import json_response, read_raw
 from app.context import components
 from domain import signatures, webhooks
 from domain.errors import InvalidRequest, NotFound
+from domain.ids import has_prefix
 from telemetry import metrics
 
 log = logging.getLogger("paycast.webhooks.in")
@@ -90,7 +91,7 @@ async def ingest_for_account(system, connector: str, account_id: str, raw: bytes
       Unavailable: not stored in time (the gateway should retry).
     """
     module = EVENT_MODULES.get(connector)
-    if module is None:
+    if module is None or not has_prefix(account_id, "mca"):  # no database read for what cannot be an account
         raise NotFound(f"No {connector} webhooks are received at this path.", param="connector_account")
     events = importlib.import_module(module)
     now = int(time.time())
