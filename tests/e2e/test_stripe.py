@@ -28,6 +28,7 @@ AMOUNT = 2500  # €25.00
 # localstripe sends every event to every registered webhook: one registration,
 # re-pointed at each test's account, so an event goes to the account that made it.
 WEBHOOK_ID = "paycast-e2e"
+WEBHOOK_SECRETS: list[str] = []  # every account's, for the log check at the end
 
 
 def _server(dsn: str, localstripe, **env: str) -> ServerProcess:
@@ -51,8 +52,10 @@ def stripe_server(stripe_dsn, localstripe):
 
 @pytest.fixture(scope="module")
 def impatient_server(stripe_dsn, localstripe):
-    """A second process on the same database whose payments give the customer 1.2 s to act."""
-    proc = _server(stripe_dsn, localstripe, PAYCAST_ACTION_DEADLINE_S="1.2", PAYCAST_RECONCILE_INTERVAL_S="0.05")
+    """A second process on the same database whose payments give the customer 1.2 s to act;
+    it logs at DEBUG (the Stripe SDK's request logs included) for the secrets check."""
+    proc = _server(stripe_dsn, localstripe, PAYCAST_ACTION_DEADLINE_S="1.2", PAYCAST_RECONCILE_INTERVAL_S="0.05",
+                   PAYCAST_LOG_LEVEL="DEBUG")
     try:
         yield proc
     finally:
@@ -66,6 +69,7 @@ class Merchant:
         self.localstripe = localstripe
         self.client = server.client(server.create_merchant())
         self.webhook_secret = "whsec_" + secrets.token_urlsafe(24)
+        WEBHOOK_SECRETS.append(self.webhook_secret)
         r = self.client.post("/v1/connector_accounts", json={
             "connector": "stripe", "label": "Stripe test", "webhook_secret": self.webhook_secret,
             "credentials": {"secret_key": localstripe.secret_key}})
@@ -294,3 +298,13 @@ def test_two_processes_confirming_one_payment_create_one_payment_intent(stripe_d
     assert db_fetch(stripe_dsn, "SELECT count(*) AS n FROM payment_attempts WHERE payment_id = $1",
                     payment_id)[0]["n"] == 1
     assert run_check(stripe_dsn).returncode == 0
+
+
+def test_no_secret_in_the_debug_log(impatient_server, localstripe):
+    # Runs last in this module: the DEBUG process has by now added accounts, charged,
+    # canceled at Stripe and received signed webhooks.
+    log = "".join(impatient_server.stderr_lines)
+    # It did log at DEBUG: our webhook lines and the SDK's own request logs (with the posted parameters).
+    assert "webhook received: stripe/" in log and "Request to Stripe api" in log and "Post details" in log
+    for secret in [localstripe.secret_key, *WEBHOOK_SECRETS]:
+        assert secret not in log
