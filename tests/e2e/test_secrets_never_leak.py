@@ -1,8 +1,8 @@
 """Secrets never leave: after a full flow through a real connector account (the
 fake Razorpay: account, order, Checkout, webhook, capture, refund, rotation,
-disable), the server's whole log (at DEBUG), every read of the API, the admin
-inbox, /metrics, the outgoing webhooks sent, and the events and other rows in
-the database hold no credential, webhook secret, outgoing endpoint secret
+disable), the server's whole log (at DEBUG), its trace spans, every read of the
+API, the admin inbox, /metrics, the outgoing webhooks sent, and the events and
+other rows in the database hold no credential, webhook secret, outgoing endpoint secret
 (after its one showing at creation) or key of the ring.
 """
 
@@ -25,8 +25,9 @@ AMOUNT = 49900
 def test_a_full_flow_leaks_no_secret(new_database):
     dsn = new_database("paycast_leak")
     with FakeRazorpay(hang_s=3) as fake, Receiver() as receiver:
-        server = ServerProcess(dsn, PAYCAST_RAZORPAY_API_BASE=fake.url, PAYCAST_LOG_LEVEL="DEBUG",
-                               PAYCAST_WEBHOOK_ALLOW_PRIVATE_URLS="true").start()
+        # DEBUG logs on stderr, every trace span (console exporter) on stdout: both are grepped.
+        server = ServerProcess(dsn, keep_stdout=True, PAYCAST_RAZORPAY_API_BASE=fake.url, PAYCAST_LOG_LEVEL="DEBUG",
+                               PAYCAST_OTEL_EXPORTER="console", PAYCAST_WEBHOOK_ALLOW_PRIVATE_URLS="true").start()
         try:
             secrets_seen, reads = _flow(server, fake, receiver)
             reads += [request.body.decode() + json.dumps(request.headers) for request in receiver.received]
@@ -37,6 +38,7 @@ def test_a_full_flow_leaks_no_secret(new_database):
                                                          "refunds", "idempotency_keys", "paycast_secrets")
                 for r in db_fetch(dsn, f"SELECT * FROM {table}")]
     assert "webhook received: razorpay/" in log  # the log was really written at DEBUG/INFO
+    assert "connector razorpay authorize" in log  # and the spans of the connector calls
     for name, secret in secrets_seen.items():
         assert secret not in log, f"{name} in the server log"
         for text in reads:
