@@ -250,7 +250,7 @@ class PaymentActor:
         "abandoned"``. No answer: nothing changes; the reconciler's lease
         lapses and it is asked again.
         """
-        db, settings = self.payments.db, self.payments.settings
+        db = self.payments.db
         loaded = await db.transaction(store.load, msg.merchant_id, payment_id)
         attempt = await db.transaction(reconcile.open_attempt, payment_id, 0.0)
         if loaded.row["status"] != Status.REQUIRES_ACTION.value or attempt is None:

@@ -13,7 +13,6 @@ from app.schemas import CapturePayment, ConfirmPayment, CreatePayment, Empty, Pa
 from domain import cards, render
 from domain.errors import InvalidRequest
 from domain.routing import REAL_CONNECTORS, accepts, method_kind
-from storage import payments
 
 bp = Blueprint("payments", __name__)
 
