@@ -14,7 +14,7 @@ import time
 import pytest
 
 from tests.fakes.fake_razorpay import FakeRazorpay, sign
-from tests.support import ServerProcess, db_fetch, stop_all
+from tests.support import ServerProcess, db_fetch, stop_all, wait_for
 
 ORDERS = r"/v1/orders"
 ACCOUNT_KEYS = {"id", "object", "connector", "label", "status", "livemode", "credentials", "webhook_path",
@@ -273,3 +273,30 @@ def test_a_rotation_in_one_process_is_honoured_by_another_at_once(server, client
     assert r.status_code == 200, r.text
     assert send(new_secret) == 200
     assert send(old_secret) == 400
+
+
+def test_a_disabled_account_still_settles_what_is_in_flight(client, fake):
+    """DELETE disables: no new payment goes to the account, but the authorisation it
+    holds is captured and refunded through it, and its webhooks are still applied."""
+    account = fake.add_account()
+    webhook_secret = secrets.token_urlsafe(24)
+    created = client.post("/v1/connector_accounts", json=_body(account, webhook_secret)).json()
+    account.webhook_url = str(client.base_url.join(created["webhook_path"]))
+    account.webhook_secret = webhook_secret
+    payment = client.post("/v1/payments", json={
+        "amount": 50000, "currency": "INR", "payment_method": {"type": "card"}, "connector": "razorpay",
+        "capture_method": "manual", "confirm": True}).json()
+    assert payment["status"] == "requires_action", payment
+    assert client.delete(f"/v1/connector_accounts/{created['id']}").json()["status"] == "disabled"
+    order_id = payment["next_action"]["connector_sdk"]["data"]["order_id"]
+    fake.pay(order_id)  # its webhook reaches the disabled account's path and is applied
+    wait_for(lambda: client.get(f"/v1/payments/{payment['id']}").json()["status"] == "requires_capture")
+    captures = fake.count("POST", r"/v1/payments/\w+/capture")
+    r = client.post(f"/v1/payments/{payment['id']}/capture", json={})
+    assert r.status_code == 200 and r.json()["status"] == "succeeded", r.text
+    assert fake.count("POST", r"/v1/payments/\w+/capture") == captures + 1
+    refund = client.post("/v1/refunds", json={"payment_id": payment["id"], "amount": 1000})
+    assert refund.status_code == 201 and refund.json()["status"] in ("pending", "succeeded"), refund.text
+    r = client.post("/v1/payments", json={"amount": 50000, "currency": "INR", "payment_method": {"type": "upi"},
+                                          "connector": "razorpay", "confirm": True})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "connector", r.text
