@@ -141,29 +141,61 @@ class StripeConnector:
         return so.outcome_of_payment_intent(pi)
 
     async def capture(self, connector_txn_id: str, amount: int, *, idempotency_key: str | None = None) -> None:
+        """Capture ``amount`` (all or part) of a held PaymentIntent.
+
+        Args:
+          connector_txn_id: the PaymentIntent.
+          amount: minor units, at most what is capturable.
+          idempotency_key: ``operation_key(attempt, "capture")``; a repeat gets Stripe's first answer.
+
+        Raises:
+          ConnectorRefused: Stripe said no (more than held, not capturable); nothing moved.
+          ConnectorError: no definite answer (see ``not_processed_errors``).
+        """
         await self._call(self._client.v1.payment_intents.capture_async(
             connector_txn_id, {"amount_to_capture": amount}, _key(idempotency_key or
                                                                    operation_key(connector_txn_id, "capture"))))
 
     async def void(self, connector_txn_id: str, *, idempotency_key: str | None = None) -> None:
+        """Cancel the PaymentIntent: a held authorisation, or one waiting for 3-D Secure.
+
+        Args:
+          connector_txn_id: the PaymentIntent.
+          idempotency_key: ``operation_key(attempt, "cancel")``: a merchant's cancel and the
+            abandonment rule racing send the same key, so Stripe answers both alike.
+
+        Raises:
+          ConnectorRefused: its state allows no cancel (already captured or canceled).
+          ConnectorError: no definite answer.
+        """
         await self._call(self._client.v1.payment_intents.cancel_async(
             connector_txn_id, None, _key(idempotency_key or operation_key(connector_txn_id, "cancel"))))
 
     async def retrieve(self, connector_txn_id: str | None, payment_id: str, *,
                        request: AuthorizeRequest | None = None) -> Outcome:
-        """The PaymentIntent's state; without its id, the create replayed under the same key.
+        """What became of the attempt at Stripe.
+
+        With the PaymentIntent's id: its current state. Without it (the create
+        ended without an answer): the create replayed under the same idempotency
+        key, which Stripe answers with the first request's stored result (or
+        executes it, if the first never arrived); that answer is as old as the
+        first request, so the PaymentIntent it names is then read for its state now.
 
         Raises:
           ConnectorRefused: no id and no request to replay (nothing to ask Stripe).
+          ConnectorError: no definite answer.
         """
-        if connector_txn_id:
-            pi = await self._call(self._client.v1.payment_intents.retrieve_async(
-                connector_txn_id, {"expand": ["payment_method"]}))
-            return so.outcome_of_payment_intent(pi)
-        if request is None:
-            raise ConnectorRefused(f"No PaymentIntent id and no request to replay for {payment_id}.",
-                                   code="payment_not_found")
-        return await self.authorize(request)
+        if connector_txn_id is None:
+            if request is None:
+                raise ConnectorRefused(f"No PaymentIntent id and no request to replay for {payment_id}.",
+                                       code="payment_not_found")
+            replayed = await self.authorize(request)
+            if replayed.connector_txn_id is None:
+                return replayed  # a decline whose answer names no PaymentIntent
+            connector_txn_id = replayed.connector_txn_id
+        pi = await self._call(self._client.v1.payment_intents.retrieve_async(
+            connector_txn_id, {"expand": ["payment_method"]}))
+        return so.outcome_of_payment_intent(pi)
 
     # -- refunds --------------------------------------------------------------
 

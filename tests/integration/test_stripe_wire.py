@@ -66,14 +66,17 @@ async def test_authorize_sends_the_token_return_url_metadata_and_the_attempt_key
 
 async def test_reconciling_an_unanswered_create_replays_it_with_the_same_key(stripe_at):
     recorder, connector = stripe_at
-    recorder.answers += ["hang", (200, intent("requires_capture"))]
+    recorder.answers += ["hang", (200, intent("requires_action")), (200, intent("requires_capture"))]
     with pytest.raises(ConnectorTimeout) as lost:
         await connector.authorize(REQUEST)
     assert not nothing_charged(connector, lost.value)
+    # Stripe answers the replay with the first request's stored result (the customer had
+    # still to act then); the PaymentIntent it names is read for its state now.
     outcome = await connector.retrieve(None, REQUEST.payment_id, request=REQUEST)
     assert (outcome.kind, outcome.connector_txn_id) == (OutcomeKind.AUTHORIZED, PI)
-    first, replay = recorder.requests
+    first, replay, read = recorder.requests
     assert (replay.path, replay.headers["idempotency-key"], replay.form) == (first.path, "att_01J1", first.form)
+    assert (read.method, read.path) == ("GET", f"/v1/payment_intents/{PI}?expand[0]=payment_method")
 
 
 async def test_retrieve_by_id_reads_the_intent(stripe_at):
