@@ -154,6 +154,29 @@ def db_fetch(dsn: str, sql: str, *args) -> list[dict]:
     return asyncio.run(main())
 
 
+def store_connector_account(dsn: str, merchant_id: str, *, key: str = TEST_SECRETS_KEY, mca_id: str | None = None,
+                            credentials: dict | None = None, webhook_secret: str = "whsec_stored") -> str:
+    """A Stripe connector account row of ``merchant_id``, sealed with ``key`` as a server with
+    that key ring stores one, written straight into the database (for tests that need an
+    account where no Stripe stand-in is there to try credentials against).
+
+    Returns:
+      Its id.
+    """
+    from domain.ids import new_id
+    from storage.secrets_box import SecretsBox, context_of, parse_keys
+
+    box, mca_id = SecretsBox(parse_keys(key)), mca_id or new_id("mca")
+    db_fetch(dsn, "INSERT INTO connector_accounts (id, merchant_id, connector, status, livemode, credentials_sealed,"
+                  " webhook_secret_sealed, credentials_mask) VALUES ($1, $2, 'stripe', 'active', false, $3, $4, $5)",
+             mca_id, merchant_id,
+             box.seal_json(credentials or {"secret_key": "sk_test_stored"},
+                           context_of("connector_accounts", "credentials_sealed", mca_id)),
+             box.seal(webhook_secret, context_of("connector_accounts", "webhook_secret_sealed", mca_id)),
+             json.dumps({"secret_key": "sk_test_…"}))
+    return mca_id
+
+
 def wait_for(predicate, timeout: float = 15, interval: float = 0.05):
     """Poll ``predicate`` until it returns a truthy value; return it (or fail)."""
     deadline = time.monotonic() + timeout

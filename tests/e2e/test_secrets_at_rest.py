@@ -22,7 +22,7 @@ from standardwebhooks import Webhook
 
 from storage.secrets_box import SecretsBox, context_of, parse_keys
 from tests.receiver import Receiver
-from tests.support import ROOT, ADMIN_TOKEN, db_fetch, wait_for
+from tests.support import ROOT, ADMIN_TOKEN, db_fetch, store_connector_account, wait_for
 
 KEY_A = base64.b64encode(b"A" * 32).decode()
 KEY_B = base64.b64encode(b"B" * 32).decode()
@@ -72,18 +72,6 @@ def _endpoint_stored_with(key: str, new_database, start_server, receiver) -> tup
 CREDENTIALS = {"secret_key": "sk_test_rotate_me_0000"}
 
 
-def _connector_account_sealed_with(key: str, dsn: str) -> str:
-    """A connector account row sealed with ``key`` alone, as a server with that ring stores one."""
-    box, mca_id = SecretsBox(parse_keys(key)), "mca_rotation"
-    merchant_id = db_fetch(dsn, "SELECT id FROM merchants LIMIT 1")[0]["id"]
-    db_fetch(dsn, "INSERT INTO connector_accounts (id, merchant_id, connector, status, livemode, credentials_sealed,"
-                  " webhook_secret_sealed, credentials_mask) VALUES ($1, $2, 'stripe', 'active', false, $3, $4, '{}')",
-             mca_id, merchant_id,
-             box.seal_json(CREDENTIALS, context_of("connector_accounts", "credentials_sealed", mca_id)),
-             box.seal("whsec_rotate_me", context_of("connector_accounts", "webhook_secret_sealed", mca_id)))
-    return mca_id
-
-
 def _serve_and_fail(dsn: str | None, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
     """Run ``run.py serve`` expecting it to refuse to start; its exit and output."""
     full = {k: v for k, v in os.environ.items() if k not in ("PAYCAST_SECRETS_KEY", "PAYCAST_DATABASE_URL")}
@@ -122,7 +110,9 @@ def test_plaintext_from_before_is_sealed_at_start(new_database, start_server):
 def test_rotation_reads_old_rows_and_seals_with_the_new_key(new_database, start_server):
     with Receiver() as receiver:
         dsn, api_key, old = _endpoint_stored_with(KEY_A, new_database, start_server, receiver)
-        mca_id = _connector_account_sealed_with(KEY_A, dsn)
+        merchant_id = db_fetch(dsn, "SELECT id FROM merchants LIMIT 1")[0]["id"]
+        mca_id = store_connector_account(dsn, merchant_id, key=KEY_A, credentials=CREDENTIALS,
+                                         webhook_secret="whsec_rotate_me")
         # B first (seals), A still listed (opens what A sealed): start re-seals A's rows with B.
         server = _start(start_server, dsn, f"{KEY_B},{KEY_A}")
         rows = db_fetch(dsn, "SELECT secret FROM webhook_endpoints")

@@ -5,14 +5,13 @@ test does not know fails here until it is covered."""
 
 from __future__ import annotations
 
-import json
 import re
 import types
 
 import pytest
 
 from config import load_settings
-from tests.support import TEST_SECRETS_KEY, UPI, db_fetch, payment_body, wait_for
+from tests.support import UPI, db_fetch, payment_body, store_connector_account, wait_for
 
 # Path parameters that are not object ids owned by a merchant, with the reason.
 NOT_OBJECT_IDS = {
@@ -46,24 +45,6 @@ def _routes():
 ROUTES = [(path, method) for path, method in _routes() if "<" in path]
 
 
-def _connector_account(dsn: str, merchant_id: str) -> str:
-    """A Stripe connector account of ``merchant_id``, stored as the API stores one (sealed
-    with the servers' key ring); made in the database because the session server has no
-    Stripe stand-in to try credentials against (tests/e2e/test_connector_accounts.py does)."""
-    from domain.ids import new_id
-    from storage.secrets_box import SecretsBox, context_of, parse_keys
-
-    box, mca_id = SecretsBox(parse_keys(TEST_SECRETS_KEY)), new_id("mca")
-    db_fetch(dsn, "INSERT INTO connector_accounts (id, merchant_id, connector, status, livemode, credentials_sealed,"
-                  " webhook_secret_sealed, credentials_mask) VALUES ($1, $2, 'stripe', 'active', false, $3, $4, $5)",
-             mca_id, merchant_id,
-             box.seal_json({"secret_key": "sk_test_owner"}, context_of("connector_accounts", "credentials_sealed",
-                                                                        mca_id)),
-             box.seal("whsec_owner", context_of("connector_accounts", "webhook_secret_sealed", mca_id)),
-             json.dumps({"secret_key": "sk_test_…"}))
-    return mca_id
-
-
 @pytest.fixture(scope="module")
 def owner_objects(server, db_dsn):
     """Objects of merchant A, by path parameter name."""
@@ -84,7 +65,7 @@ def owner_objects(server, db_dsn):
         event = c.get("/v1/events").json()["data"][0]
         delivery = wait_for(lambda: c.get(f"/v1/webhook_endpoints/{endpoint['id']}/deliveries").json()["data"])[0]
     merchant_id = db_fetch(db_dsn, "SELECT merchant_id FROM payments WHERE id = $1", pay["id"])[0]["merchant_id"]
-    mca_id = _connector_account(db_dsn, merchant_id)
+    mca_id = store_connector_account(db_dsn, merchant_id)
     with server.client(api_key) as c:
         assert c.get(f"/v1/connector_accounts/{mca_id}").status_code == 200  # the owner sees it
     return {"mca_id": mca_id, "payment_id": pay["id"], "order_id": order["id"], "event_id": event["id"], "refund_id": refund["id"],
