@@ -4,6 +4,11 @@ Every connector call site (authorize, capture, void, retrieve, refund,
 payout, dispute actions) goes through :meth:`ConnectorCaller.call`, so each
 call is
 
+* made on the right object: a simulator by name; a real connector (``stripe``,
+  ``razorpay``) through the merchant's connector account the attempt recorded
+  (``account_id``), built from its decrypted credentials
+  (components/connector_accounts.py), even when that account is disabled now;
+
 * bounded by the connector timeout (a call that overruns is a
   :class:`~gateways.base.ConnectorTimeout`: it may or may not have happened);
 * gated by the connector's circuit breaker when it starts new money movement
