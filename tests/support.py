@@ -92,6 +92,13 @@ class ServerProcess:
         for line in self.proc.stderr:
             self.stderr_lines.append(line)
 
+    def __enter__(self) -> "ServerProcess":
+        """``with ServerProcess(...).start() as proc:``: stopped when the block ends, however it ends."""
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
     def kill9(self) -> None:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)

@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from domain.signatures import stripe_header
-from tests.support import ADMIN_TOKEN, ServerProcess, db_fetch, run_check, stop_all, wait_for
+from tests.support import ADMIN_TOKEN, ServerProcess, db_fetch, run_check, wait_for
 
 AMOUNT = 2500  # €25.00
 # localstripe sends every event to every registered webhook: one registration,
@@ -43,23 +43,17 @@ def stripe_dsn(new_database):
 
 @pytest.fixture(scope="module")
 def stripe_server(stripe_dsn, localstripe):
-    proc = _server(stripe_dsn, localstripe)
-    try:
+    with _server(stripe_dsn, localstripe) as proc:
         yield proc
-    finally:
-        stop_all([proc])
 
 
 @pytest.fixture(scope="module")
 def impatient_server(stripe_dsn, localstripe):
     """A second process on the same database whose payments give the customer 1.2 s to act;
     it logs at DEBUG (the Stripe SDK's request logs included) for the secrets check."""
-    proc = _server(stripe_dsn, localstripe, PAYCAST_ACTION_DEADLINE_S="1.2", PAYCAST_RECONCILE_INTERVAL_S="0.05",
-                   PAYCAST_LOG_LEVEL="DEBUG")
-    try:
+    with _server(stripe_dsn, localstripe, PAYCAST_ACTION_DEADLINE_S="1.2", PAYCAST_RECONCILE_INTERVAL_S="0.05",
+                 PAYCAST_LOG_LEVEL="DEBUG") as proc:
         yield proc
-    finally:
-        stop_all([proc])
 
 
 class Merchant:

@@ -19,7 +19,7 @@ import pytest
 
 from tests.e2e.test_stripe import WEBHOOK_ID, Merchant, txn_of
 from tests.stand_ins.stripe_chaos_proxy import ChaosProxy
-from tests.support import ServerProcess, run_check, stop_all
+from tests.support import ServerProcess, run_check
 
 PAYMENTS = 12
 THREE_DS = "4000002500003155"
@@ -51,13 +51,12 @@ def test_refused_and_unanswered_calls_and_lost_webhooks_keep_the_invariants(new_
             if path in ("/v1/payment_intents", "/v1/refunds") else None
         proxy.lose_webhook = lambda body: rng.random() < 0.5
         # A 3-D Secure payment whose webhook is lost is asked at Stripe at its action deadline.
-        proc = ServerProcess(dsn, PAYCAST_STRIPE_API_BASE=proxy.url, PAYCAST_CONNECTOR_TIMEOUT_S="1",
-                             PAYCAST_PROCESSING_DEADLINE_S="1", PAYCAST_RECONCILE_INTERVAL_S="0.2",
-                             PAYCAST_ACTION_DEADLINE_S="8", PAYCAST_WEBHOOK_ALLOW_PRIVATE_URLS="true",
-                             # Half the creates fail on purpose: the account's circuit must not open
-                             # (it would refuse the refunds, a different story).
-                             PAYCAST_BREAKER_FAILURE_THRESHOLD="1").start()
-        try:
+        with ServerProcess(dsn, PAYCAST_STRIPE_API_BASE=proxy.url, PAYCAST_CONNECTOR_TIMEOUT_S="1",
+                           PAYCAST_PROCESSING_DEADLINE_S="1", PAYCAST_RECONCILE_INTERVAL_S="0.2",
+                           PAYCAST_ACTION_DEADLINE_S="8", PAYCAST_WEBHOOK_ALLOW_PRIVATE_URLS="true",
+                           # Half the creates fail on purpose: the account's circuit must not open
+                           # (it would refuse the refunds, a different story).
+                           PAYCAST_BREAKER_FAILURE_THRESHOLD="1").start() as proc:
             with closing(Merchant(proc, localstripe)) as merchant:
                 localstripe.register_webhook(WEBHOOK_ID, proxy.hook_url(merchant.webhook_url),
                                              merchant.webhook_secret)
@@ -100,8 +99,6 @@ def test_refused_and_unanswered_calls_and_lost_webhooks_keep_the_invariants(new_
                 for payment_id, refund_id in refunds:
                     [held] = localstripe.refunds_of(txn_of(merchant.get(payment_id)))
                     assert (held["metadata"]["refund_id"], held["amount"]) == (refund_id, 500)
-        finally:
-            stop_all([proc])
     assert proxy.faults["refuse"] and proxy.faults["lose"] and proxy.webhooks["lost"], (proxy.faults, proxy.webhooks)
     result = run_check(dsn)
     assert result.returncode == 0, result.stdout
