@@ -78,6 +78,25 @@ def ensure_installed() -> pathlib.Path:
     return python
 
 
+def _ipv6_bindable() -> bool:
+    """Whether ``::`` can be bound (localstripe's own start-up binds it, dual-stack)."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::", 0))
+        return True
+    except OSError:
+        return False
+
+
+def _command(python: pathlib.Path, port: int) -> list[str]:
+    """localstripe's own entry point; on a machine without IPv6 (it binds ``::``), its
+    aiohttp app served on 127.0.0.1 instead (still its own process, its own venv)."""
+    if _ipv6_bindable():
+        return [str(python), "-m", "localstripe", "--port", str(port), "--from-scratch"]
+    return [str(python), "-c", "from aiohttp import web; from localstripe.server import app; "
+                               f"web.run_app(app, host='127.0.0.1', port={port})"]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -112,8 +131,7 @@ class LocalStripe:
         self._http = httpx.Client(base_url=self.url, auth=(self.secret_key, ""), timeout=10)
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen([str(python), "-m", "localstripe", "--port", str(port), "--from-scratch"],
-                                         cwd=VENV, stdout=out, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(_command(python, port), cwd=VENV, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
