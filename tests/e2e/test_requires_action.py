@@ -146,6 +146,8 @@ def test_token_methods_pin_to_stripe_and_are_validated(action_server, localstrip
         paid = r.json()
         assert (paid["connector"], paid["status"]) == ("stripe", "succeeded")
         assert paid["payment_method"]["token"] == "pm_card_visa"
+        # What the gateway told of the card is stored and shown: brand and last 4, nothing more.
+        assert paid["payment_method"]["card"] == {"brand": "visa", "last4": "4242"}, paid["payment_method"]
         assert paid["next_action"] is None
         assert localstripe.payment_intent(_txn(paid))["status"] == "succeeded"
         bad = [
