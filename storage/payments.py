@@ -71,10 +71,6 @@ class Loaded:
     def snapshot(self) -> dict:
         return render.payment(self.row, self.attempts)
 
-    def authorized_txn(self) -> str | None:
-        """The connector transaction id of the authorised attempt."""
-        return next((a["connector_txn_id"] for a in self.attempts if a["status"] == "authorized"), None)
-
     def open_attempt(self) -> dict | None:
         """The latest attempt still waiting for its answer (``started``/``unknown``):
         the one a customer action belongs to."""
