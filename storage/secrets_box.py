@@ -95,7 +95,12 @@ class SecretsBox:
         self.current_id = key_id(keys[0])
 
     def __repr__(self) -> str:  # never the keys
-        return f"SecretsBox(keys={list(self._ciphers)}, source={self.source!r})"
+        return f"SecretsBox(keys={self.key_ids}, source={self.source!r})"
+
+    @property
+    def key_ids(self) -> list[str]:
+        """The ids of the ring's keys, the sealing one first (safe to print)."""
+        return list(self._ciphers)
 
     def seal(self, plaintext: str, context: str) -> str:
         """Encrypt ``plaintext`` with the first key, bound to ``context``.
@@ -275,7 +280,7 @@ async def _check_canary(conn: asyncpg.Connection, box: SecretsBox, counts: dict[
         kid = stored.split(".", 2)[1] if is_sealed(stored) else "?"
         raise SecretsKeyError(
             f"{box.source} does not open the secrets stored in this database (they were sealed with key id {kid}; "
-            f"the ring has {', '.join(box._ciphers)}). Give the key they were sealed with, or list it after a new "
+            f"the ring has {', '.join(box.key_ids)}). Give the key they were sealed with, or list it after a new "
             "one to rotate.")
     if not box.is_current(stored):
         await conn.execute("UPDATE paycast_secrets SET value = $2 WHERE name = $1",
