@@ -23,6 +23,8 @@ What this layer does, outermost in :func:`app.server.asgi_edge`:
    recycles the connection. When it gives up, the response says
    ``Connection: close`` and hypercorn closes cleanly (the client knows not
    to reuse it).
+   (An app that starts a response and then streams the request body into it
+   would lose that body: no route of ours does; ours answer after reading.)
 2. The last response message is sent in a cancel shield, so hypercorn's
    recycle-or-close runs to its end whatever the app's scopes do.
 3. While that last message is sent, a task keeps reading the request's
