@@ -42,6 +42,11 @@ class Metrics:
         self.latency = Histogram("paycast_http_request_seconds", "HTTP request latency by route",
                                  ["method", "route"], registry=self.registry,
                                  buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+        self.deadline_exceeded = Counter(
+            "paycast_http_deadline_exceeded_total",
+            "HTTP requests given up at PAYCAST_REQUEST_DEADLINE_S (app/deadline.py), by outcome: "
+            "answered_503 (and closed) or closed (a response already begun)",
+            ["method", "outcome"], registry=self.registry)
         self.payments = Gauge("paycast_payments", "Payments by status (all merchants)", ["status"],
                               registry=self.registry)
         self.actors = Gauge("paycast_actors_live", "Live actors by kind", ["kind"], registry=self.registry)

@@ -17,7 +17,10 @@ from hypercorn.trio import serve
 from quart import Quart, g, request
 
 from app import errors
+from app.deadline import RequestDeadline
+from app.keepalive import CompleteExchange
 from app.limits import BodyLimit
+from app.request_ids import request_id_of
 from app.context import PaycastApp
 from app.metrics import Metrics
 from app.realtime_endpoint import RealtimeEndpoint
@@ -26,7 +29,6 @@ from app.tracing import TracingMiddleware, name_after_route
 from config import logs
 from config.roles import Part, parts_of
 from domain.errors import InvalidRequest
-from domain.ids import request_id
 from app.routes import admin_inbox
 from app.routes import (accounts, admin, connector_accounts, connectors, dashboard, disputes, events, ops, orders,
                         payments, realtime, reconciliation, refunds, webhook_endpoints, webhooks)
@@ -74,17 +76,11 @@ def create_app(components, admin_token: str) -> PaycastApp:
     @app.before_request
     async def _start_request() -> None:
         g.started = time.perf_counter()
-        g.request_id = request_id(request.headers.get("X-Request-Id"))
+        g.request_id = request_id_of(request.scope)
         logs.request_id.set(g.request_id)
         log.debug("start %s %s", request.method, request.path)
         logs.merchant_id.set(None)
         logs.payment_id.set((request.view_args or {}).get("payment_id"))
-        if request.method in ("POST", "PUT", "PATCH", "DELETE"):
-            # Read the whole body before any handler may answer: hypercorn's h11
-            # connection stalls when a response completes while the client is
-            # still sending the body (found by schemathesis: the next request
-            # on that keep-alive connection hung). Bounded by MAX_CONTENT_LENGTH.
-            await request.get_data(cache=True)
         values = [request.path, *request.args.values(), *request.args.keys(),
                   *(v for v in (request.view_args or {}).values() if isinstance(v, str))]
         if any("\x00" in v for v in values):
@@ -106,17 +102,23 @@ def create_app(components, admin_token: str) -> PaycastApp:
 
 
 def asgi_edge(app: PaycastApp):
-    """What hypercorn serves: tracing, header and body limits, then the
+    """What hypercorn serves, outermost first: the completion of each HTTP/1.1
+    exchange (:class:`app.keepalive.CompleteExchange`, the workaround of
+    hypercorn's lost keep-alive connections), tracing, the per-request deadline
+    (:class:`app.deadline.RequestDeadline`), header and body limits, then the
     busiest machine-facing surfaces of the role at the ASGI level (the realtime
     WebSocket, :class:`app.realtime_endpoint.RealtimeEndpoint`; gateway
     webhooks, :class:`app.webhooks_endpoint.WebhooksEndpoint`), then Quart."""
     inner = app
-    parts = parts_of(app.components.settings.role)
+    settings = app.components.settings
+    max_body = app.config["MAX_CONTENT_LENGTH"]
+    parts = parts_of(settings.role)
     if Part.WEBHOOKS_IN in parts:
-        inner = WebhooksEndpoint(inner, app.components, app.config["METRICS"], app.config["MAX_CONTENT_LENGTH"])
+        inner = WebhooksEndpoint(inner, app.components, app.config["METRICS"], max_body)
     if Part.REALTIME in parts:
         inner = RealtimeEndpoint(inner, app.components.realtime)
-    return TracingMiddleware(BodyLimit(inner, app.config["MAX_CONTENT_LENGTH"]))
+    guarded = RequestDeadline(BodyLimit(inner, max_body), settings.request_deadline_s, app.config["METRICS"])
+    return CompleteExchange(TracingMiddleware(guarded), drain_bytes=max_body)
 
 
 async def serve_http(app: Quart, host: str, port: int, shutdown: trio.Event, *, graceful_timeout: float,

@@ -25,11 +25,11 @@ import trio
 
 from app.body import send_json
 from app.errors import body_too_large, internal_error, status_of
+from app.request_ids import request_id_of
 from app.routes.webhooks import ingest, ingest_for_account
 from app.tracing import name_after_route
 from config import logs
 from domain.errors import InvalidRequest, PaycastError
-from domain.ids import request_id as new_request_id
 
 log = logging.getLogger("paycast.http")
 PREFIX = "/webhooks/"
@@ -79,7 +79,7 @@ class WebhooksEndpoint:
         route = ROUTE if len(parts) == 1 else ACCOUNT_ROUTE
         started = time.perf_counter()
         headers = _Headers(scope.get("headers", ()))
-        request_id = new_request_id(headers.get("x-request-id"))
+        request_id = request_id_of(scope)
         logs.request_id.set(request_id)
         logs.merchant_id.set(None)
         logs.payment_id.set(None)

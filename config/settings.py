@@ -57,6 +57,12 @@ class Settings(BaseSettings):
     rate_limit_rps: float = Field(1000.0, ge=0)
     rate_limit_burst: int = Field(2000, ge=1)
     graceful_timeout_s: float = Field(5.0, ge=0)
+    # Server time a request may take before it is answered 503 and its connection
+    # closed (app/deadline.py); 0 turns the guard off. Time spent waiting for the
+    # client's body is not counted. 30 s is three times the longest wait a handler
+    # makes by design (ask_timeout_s, 10 s; a connector call is bounded by
+    # connector_timeout_s and a statement by db_statement_timeout_ms, both below it).
+    request_deadline_s: float = Field(30.0, ge=0)
     # TLS: both set → the server speaks HTTPS and WSS only (hypercorn's certfile/keyfile).
     tls_certfile: pathlib.Path | None = None
     tls_keyfile: pathlib.Path | None = None

@@ -249,7 +249,7 @@ async def _insert(conn: asyncpg.Connection, merchant_id: str, spec: dict, candid
     attempt ``started`` when ``candidates`` are given) and its ``payment.created``
     event, in one statement unless its order must be checked first."""
     customer_id = spec.get("customer_id")
-    if spec.get("order_id"):
+    if spec.get("order_id") is not None:  # "" too: it names no order (not "no order")
         customer_id = await _check_order(conn, merchant_id, spec, customer_id)
     now = _now()
     row = {

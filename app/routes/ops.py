@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 
 import trio
@@ -82,13 +83,47 @@ async def metrics():
     return Response(body, content_type=CONTENT_TYPE_LATEST, headers={"Paycast-Pid": str(os.getpid())})
 
 
-def _task_tree(task: trio.lowlevel.Task) -> dict:
-    children = [_task_tree(child) for nursery in task.child_nurseries for child in nursery.child_tasks]
-    return {"name": task.name, "children": sorted(children, key=lambda c: c["name"])}
+_TRIO_DIR = os.path.dirname(trio.__file__) + os.sep
+
+
+def _waiting_at(task: trio.lowlevel.Task) -> str:
+    """Where ``task`` is suspended: ``file:line in function`` of the innermost frame of its
+    coroutine chain outside trio, and the trio call it awaits.
+
+    How: follow ``cr_await`` (coroutines) and ``ag_await`` (async generators) from the task's
+    coroutine down; an object awaited through ``__await__`` (a ``coroutine_wrapper``, e.g.
+    hypercorn's ``TCPServer``) hides its coroutine, found among its referents.
+    """
+    frames, awaited = [], task.coro
+    while awaited is not None:
+        if type(awaited).__name__ == "coroutine_wrapper":
+            awaited = next((r for r in gc.get_referents(awaited) if hasattr(r, "cr_frame")), None)
+            continue
+        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "ag_frame", None)
+        if frame is not None:
+            frames.append(frame)
+        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "ag_await", None)
+    ours = [f for f in frames if not f.f_code.co_filename.startswith(_TRIO_DIR)] or frames
+    if not ours:
+        return "?"
+    frame = ours[-1]
+    path = frame.f_code.co_filename.rsplit("site-packages/", 1)[-1]
+    inner = frames[frames.index(frame) + 1:]
+    into = f" → trio {inner[0].f_code.co_name}" if inner else ""
+    return f"{path}:{frame.f_lineno} in {frame.f_code.co_name}{into}"
+
+
+def _task_tree(task: trio.lowlevel.Task, where: bool = False) -> dict:
+    children = [_task_tree(child, where) for nursery in task.child_nurseries for child in nursery.child_tasks]
+    node = {"name": task.name, "children": sorted(children, key=lambda c: c["name"])}
+    if where:
+        node["waiting_at"] = _waiting_at(task)
+    return node
 
 
 def _as_text(node: dict, prefix: str = "", last: bool = True, root: bool = True) -> list[str]:
-    lines = [node["name"] if root else f"{prefix}{'└── ' if last else '├── '}{node['name']}"]
+    label = node["name"] + (f"  @ {node['waiting_at']}" if "waiting_at" in node else "")
+    lines = [label if root else f"{prefix}{'└── ' if last else '├── '}{label}"]
     child_prefix = "" if root else prefix + ("    " if last else "│   ")
     for i, child in enumerate(node["children"]):
         lines += _as_text(child, child_prefix, i == len(node["children"]) - 1, False)
@@ -98,8 +133,9 @@ def _as_text(node: dict, prefix: str = "", last: bool = True, root: bool = True)
 @bp.get("/debug/tasks")
 @admin_required
 async def debug_tasks():
-    """The live trio task tree; ``?format=json`` for JSON (default text)."""
-    tree = _task_tree(trio.lowlevel.current_root_task())
+    """The live trio task tree; ``?format=json`` for JSON (default text); ``?where=1`` adds
+    where each task is suspended (the innermost frame of its coroutine chain)."""
+    tree = _task_tree(trio.lowlevel.current_root_task(), where=request.args.get("where") == "1")
     if request.args.get("format") == "json" or "application/json" in request.headers.get("Accept", ""):
         return json_response(tree)
     return Response("\n".join(_as_text(tree)) + "\n", content_type="text/plain; charset=utf-8")

@@ -80,6 +80,8 @@ def test_unknown_ids_and_cross_merchant_are_404(server, client):
         for action in ("confirm", "cancel", "capture"):
             assert _err(other.post(f"/v1/payments/{mine['id']}/{action}"), 404)["type"] == "not_found"
         assert _err(other.post("/v1/payments", json=payment_body(order_id=order["id"])), 404)["param"] == "id"
+        # An empty order_id is an order that does not exist either (found by schemathesis: was a 500).
+        assert _err(other.post("/v1/payments", json=payment_body(order_id="", confirm=True)), 404)["type"] == "not_found"
         assert other.get("/v1/payments").json()["data"] == []
         assert other.get("/v1/events").json()["data"] == []
     assert client.get(f"/v1/payments/{mine['id']}").json()["status"] == "requires_confirmation"
