@@ -25,7 +25,9 @@ class TracingMiddleware:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
-        parent = tracing.from_asgi_headers(scope.get("headers") or [])
+        # No incoming traceparent: a new trace (without an SDK it is made up here, so the
+        # events this request writes share one trace id; see tracing.new_trace).
+        parent = tracing.from_asgi_headers(scope.get("headers") or []) or tracing.new_trace()
         method = scope.get("method", "GET")
         status: dict[str, int] = {}
 

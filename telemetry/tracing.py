@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -170,6 +171,39 @@ def from_traceparent(traceparent: str | None) -> Context | None:
     return ctx if trace.get_current_span(ctx).get_span_context().is_valid else None
 
 
+def new_trace() -> Context | None:
+    """The context of a new trace to start work in, when nothing else would start one.
+
+    With an SDK installed a span started without a parent is already the root of
+    a new trace, so this returns None. Without one (``PAYCAST_OTEL_EXPORTER=none``)
+    the API's spans are invalid and the work would carry no ``traceparent``; this
+    makes up a remote parent with random ids instead, so the events the work
+    writes and the outgoing webhooks they cause still name one trace (API.md:
+    "even when the request that caused it had none"). It is marked sampled: a
+    receiver that samples by its parent then records it.
+
+    Returns:
+      A context to pass as ``parent``/to :func:`attached`, or None.
+    """
+    if _provider is not None:
+        return None
+    trace_id, span_id = _new_ids()
+    made_up = trace.NonRecordingSpan(trace.SpanContext(trace_id, span_id, is_remote=True,
+                                                       trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED)))
+    return trace.set_span_in_context(made_up, Context())
+
+
+def new_traceparent() -> str:
+    """A W3C ``traceparent`` of a new trace (random, non-zero ids, sampled); no span is recorded."""
+    trace_id, span_id = _new_ids()
+    return f"00-{trace_id:032x}-{span_id:016x}-01"
+
+
+def _new_ids() -> tuple[int, int]:
+    """A random trace id and span id; all-zero ids are invalid in W3C trace context."""
+    return random.getrandbits(128) or 1, random.getrandbits(64) or 1
+
+
 def from_asgi_headers(headers: list[tuple[bytes, bytes]]) -> Context | None:
     """The context of an incoming request's ``traceparent``/``tracestate`` headers, if valid."""
     carrier: dict[str, str] = {}
@@ -188,5 +222,5 @@ def set_error(current: Span, description: str) -> None:
 
 
 __all__ = ["Context", "EXPORTERS", "SpanKind", "TracingConfigError", "attached", "capture", "configure",
-           "current_span", "current_traceparent", "from_asgi_headers", "from_traceparent", "recording", "set_error",
-           "shutdown", "span"]
+           "current_span", "current_traceparent", "from_asgi_headers", "from_traceparent", "new_trace",
+           "new_traceparent", "recording", "set_error", "shutdown", "span"]
