@@ -381,6 +381,10 @@ OPERATIONS: list[Op] = [
     Op("get", "/debug/tasks", "The live trio task tree", {200: {"type": "object"}}, "admin"),
     Op("get", "/openapi.json", "This document", {200: {"type": "object"}}, "none"),
     Op("get", "/docs", "Browsable API documentation", {200: {"type": "string"}}, "none", body_media="text/html"),
+    Op("get", "/static/paycast-realtime.js", "The browser realtime client (ES module; docs/api.md)",
+       {200: {"type": "string"}}, "none", body_media="text/javascript"),
+    Op("get", "/static/paycast-realtime.d.ts", "TypeScript declarations of the realtime client",
+       {200: {"type": "string"}}, "none", body_media="text/plain"),
 ]
 
 
@@ -431,7 +435,7 @@ def build(extra_ops: list[Op] = ()) -> dict:
                                     "content": {op.body_media if op.body_media == "text/csv" else "application/json":
                                                 {"schema": _schema_ref(op.body, refs)}}}
         for status, model in op.responses.items():
-            media = op.body_media if op.body_media in ("text/plain", "text/html") else "application/json"
+            media = op.body_media if op.body_media in ("text/plain", "text/html", "text/javascript") else "application/json"
             entry["responses"][str(status)] = {"description": "OK",
                                                "content": {media: {"schema": _schema_ref(model, refs)}}}
         entry["responses"]["default"] = {"description": "Error (the contract (docs/api.md))",

@@ -28,8 +28,8 @@ from config.roles import Part, parts_of
 from domain.errors import InvalidRequest
 from domain.ids import request_id
 from app.routes import admin_inbox
-from app.routes import (accounts, admin, connectors, dashboard, disputes, events, ops, orders, payments, realtime,
-                        reconciliation, refunds, webhook_endpoints, webhooks)
+from app.routes import (accounts, admin, clients, connectors, dashboard, disputes, events, ops, orders, payments,
+                        realtime, reconciliation, refunds, webhook_endpoints, webhooks)
 from app.routes import stats as console_stats
 
 log = logging.getLogger("paycast.http")
@@ -37,7 +37,7 @@ log = logging.getLogger("paycast.http")
 # The routes of each part of the system; a process serves those of the parts
 # its role runs (config/roles.py ROLE_PARTS), and every role has OPS.
 ROUTES = {
-    Part.OPS: (ops.bp,),
+    Part.OPS: (ops.bp, clients.bp),  # clients: /static/paycast-realtime.js (every role, see its docstring)
     Part.MERCHANT_HTTP: (admin.bp, admin_inbox.bp, orders.bp, payments.bp, events.bp, connectors.bp,
                          reconciliation.bp, refunds.bp, disputes.bp, accounts.bp, webhook_endpoints.bp, realtime.bp,
                          dashboard.bp, console_stats.bp),  # console_stats: the console's read endpoints (docs/console.md)
