@@ -8,12 +8,14 @@ extra fields are allowed (clients must tolerate additions).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
 from app import realtime_schemas, schemas
+from domain.events import EVENT_TYPES
+from domain.routing import DEFAULT_CONNECTORS
 
 T = TypeVar("T")
 
@@ -139,12 +141,22 @@ class Routing(Out):
     rules: list[Rule] = []
 
 
+ConnectorName = Literal[DEFAULT_CONNECTORS]  # the connectors every process has (domain.routing)
+
+
+class RuleIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    payment_method_type: str = Field(min_length=1)
+    connectors: list[ConnectorName] = Field(min_length=1)
+
+
 class RoutingIn(BaseModel):
+    """PUT replaces the whole policy: strategy and connectors are required (app.routes.connectors)."""
     model_config = ConfigDict(extra="forbid")
     strategy: Literal["priority", "volume_split", "success_rate"]
-    connectors: list[str] | None = None
-    weights: dict[str, int] | None = None
-    rules: list[Rule] | None = None
+    connectors: list[ConnectorName] = Field(min_length=1)
+    weights: dict[ConnectorName, Annotated[int, Field(ge=0)]] | None = None
+    rules: list[RuleIn] | None = None
 
 
 class ReconciliationReport(Out):
@@ -286,6 +298,15 @@ class InboxItem(Out):
     processed_at: str | None = None
 
 
+# Query parameters the handlers refuse to go without (reconciliation reports, search).
+_REQUIRED_QUERY = ("connector", "q")
+_NO_NUL = "^[^\\u0000]*$"
+# domain.settlement.parse_csv: the header row, then rows with a transaction id and an integer amount.
+SETTLEMENT_CSV = {"type": "string", "pattern": "^connector_txn_id,amount,currency,status\\r?\\n"
+                                               "(?:[A-Za-z0-9_]+,-?[0-9]{1,12},[A-Z]{0,3},[a-z_]*\\r?\\n){0,100}$"}
+# app.idempotency: 1 to 255 characters, not only blanks (a header value is printable ASCII).
+IDEMPOTENCY_KEY = {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~][ -~]*$"}
+
 @dataclass(frozen=True)
 class Op:
     method: str
@@ -332,7 +353,8 @@ OPERATIONS: list[Op] = [
     Op("get", "/v1/routing", "The merchant's routing policy", {200: Routing}),
     Op("put", "/v1/routing", "Replace the routing policy", {200: Routing}, body=RoutingIn),
     Op("post", "/v1/reconciliation/reports", "Compare a settlement CSV", {201: ReconciliationReport},
-       query=(("connector", {"type": "string"}),), body={"type": "string"}, body_media="text/csv"),
+       query=(("connector", {"type": "string", "enum": list(DEFAULT_CONNECTORS)}),), body=SETTLEMENT_CSV,
+       body_media="text/csv"),
     Op("post", "/v1/refunds", "Refund a payment (all or part)", {201: Refund}, body=schemas.CreateRefund),
     Op("get", "/v1/refunds", "List refunds", {200: ListOf[Refund]},
        query=_PAGE + (("payment_id", {"type": "string"}), ("status", {"type": "string"}))),
@@ -424,10 +446,9 @@ def build(extra_ops: list[Op] = ()) -> dict:
                        "responses": {}}
         params = [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
                   for n in _path_params(op.path)]
-        params += [{"name": n, "in": "query", "required": n == "connector", "schema": s} for n, s in op.query]
+        params += [{"name": n, "in": "query", "required": n in _REQUIRED_QUERY, "schema": s} for n, s in op.query]
         if op.method == "post" and op.auth == "merchant":
-            params.append({"name": "Idempotency-Key", "in": "header", "required": False,
-                           "schema": {"type": "string", "maxLength": 255}})
+            params.append({"name": "Idempotency-Key", "in": "header", "required": False, "schema": IDEMPOTENCY_KEY})
         if params:
             entry["parameters"] = params
         if op.body is not None:
@@ -443,14 +464,78 @@ def build(extra_ops: list[Op] = ()) -> dict:
         if op.auth in ("merchant", "admin"):
             entry["security"] = [{"bearer": []}]
         paths.setdefault(op.path, {})[op.method] = entry
+    components = _named(defs.get("$defs", {}), "Currency", schemas.CURRENCY_SCHEMA)
+    _add_route_checks(components)
     return {
         "openapi": "3.1.0",
         "info": {"title": "Paycast", "version": "1",
                  "description": "Payments, gateway webhooks, reconciliation and realtime events. See the contract (docs/api.md)."},
         "paths": paths,
-        "components": {"schemas": defs.get("$defs", {}),
+        "components": {"schemas": components,
                        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
     }
+
+
+_REF = "#/components/schemas/"
+
+
+def _add_route_checks(defs: dict) -> None:
+    """Say in the request schemas what route handlers check beyond the body models, so data
+    the document calls valid is never refused with 400 (schemathesis checks it):
+
+    - a card payment method needs ``card``, a UPI one ``upi`` (app.routes.payments.stored_method);
+    - ``connector`` on a payment names a known connector;
+    - a webhook endpoint's ``url`` is an absolute http(s) URL without credentials and its
+      ``enabled_events`` are event types or ``"*"`` (domain.outgoing_webhooks);
+    - no string holds NUL (app.body.parse_json refuses it anywhere in a body).
+    """
+    for schema in defs.values():
+        if schema.get("additionalProperties") is False:  # the request models (schemas.Strict)
+            _refuse_nul(schema)
+    method = defs.get("PaymentMethod")
+    if method is not None:
+        method["allOf"] = [{"if": {"properties": {"type": {"const": kind}}, "required": ["type"]},
+                            "then": {"required": [kind], "properties": {kind: {"$ref": f"{_REF}{model}"}}}}
+                           for kind, model in (("card", "CardDetails"), ("upi", "UpiDetails"))]
+    payment = defs.get("CreatePayment")
+    if payment is not None:
+        payment["properties"]["connector"] = {"anyOf": [{"type": "string", "enum": list(DEFAULT_CONNECTORS)},
+                                                        {"type": "null"}], "default": None}
+    endpoint = defs.get("CreateWebhookEndpoint")
+    if endpoint is not None:
+        endpoint["properties"]["url"].update(
+            {"format": "uri", "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[A-Za-z0-9.-]+(:[0-9]{1,4})?(/[!-~]*)?$"})
+        endpoint["properties"]["enabled_events"]["items"] = {"type": "string",
+                                                             "enum": ["*", *sorted(EVENT_TYPES)]}
+
+
+def _named(defs: dict, name: str, schema: dict) -> dict:
+    """``defs`` with every inline copy of ``schema`` replaced by a reference to ``defs[name]``."""
+
+    def swap(node: Any) -> Any:
+        if node == schema:
+            return {"$ref": f"{_REF}{name}"}
+        if isinstance(node, dict):
+            return {k: swap(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [swap(v) for v in node]
+        return node
+
+    return {**{k: swap(v) for k, v in defs.items()}, name: dict(schema)}
+
+
+def _refuse_nul(node: Any) -> None:
+    """Add a NUL-free pattern to every string (and map key) schema under ``node`` that has none."""
+    if isinstance(node, dict):
+        if node.get("type") == "string" and not {"enum", "const", "pattern"} & node.keys():
+            node["pattern"] = _NO_NUL
+        if isinstance(node.get("additionalProperties"), dict):
+            node.setdefault("propertyNames", {}).setdefault("pattern", _NO_NUL)
+        for value in node.values():
+            _refuse_nul(value)
+    elif isinstance(node, list):
+        for value in node:
+            _refuse_nul(value)
 
 
 def _path_params(path: str) -> list[str]:

@@ -54,17 +54,17 @@ def test_a_generated_sdk_runs_the_readme_walkthrough(server, tmp_path):
         client = sdk.AuthenticatedClient(base_url=server.url, token=created.api_key, raise_on_unexpected_status=True)
 
         # 2. an order
-        order = api.post_v1_orders.sync(client=client, body=m.CreateOrder(amount=2500, currency="INR",
+        order = api.post_v1_orders.sync(client=client, body=m.CreateOrder(amount=2500, currency=m.Currency.INR,
                                                                           customer_id="cus_42"))
         assert isinstance(order, m.Order) and order.status.value == "created", order
 
         # 3. a card payment for it, then confirm it
         method = m.PaymentMethod(type_=m.PaymentMethodType.CARD, card=m.CardDetails(number="4242424242424242"))
         payment = api.post_v1_payments.sync(client=client, idempotency_key="demo-1", body=m.CreatePayment(
-            amount=2500, currency="INR", order_id=order.id, payment_method=method))
+            amount=2500, currency=m.Currency.INR, order_id=order.id, payment_method=method))
         assert isinstance(payment, m.Payment) and payment.status.value == "requires_confirmation", payment
         again = api.post_v1_payments.sync(client=client, idempotency_key="demo-1", body=m.CreatePayment(
-            amount=2500, currency="INR", order_id=order.id, payment_method=method))
+            amount=2500, currency=m.Currency.INR, order_id=order.id, payment_method=method))
         assert again.id == payment.id  # the idempotency key replays the first answer
         confirmed = api.post_v1_payments_payment_id_confirm.sync(payment.id, client=client, body=m.Empty())
         assert isinstance(confirmed, m.Payment) and confirmed.status.value == "succeeded", confirmed
@@ -94,7 +94,7 @@ def test_a_generated_sdk_runs_the_readme_walkthrough(server, tmp_path):
         assert unknown.parsed.error.type_ == "not_found" and "pay_missing" in unknown.parsed.error.message
         refused = api.post_v1_payments.sync_detailed(client=sdk.AuthenticatedClient(
             base_url=server.url, token=created.api_key), body=m.CreatePayment(
-            amount=0, currency="INR", payment_method=method))
+            amount=0, currency=m.Currency.INR, payment_method=method))
         assert refused.status_code == 400 and refused.parsed.error.param == "amount", refused
     finally:
         sys.path.remove(str(tmp_path))
