@@ -1,7 +1,7 @@
 // Types of paycast-realtime.js (hand-written; the module's JSDoc says the same).
 
-/** The body of `POST /v1/realtime/tokens`, or just its token. */
-export type TokenGrant = string | { token: string; expires_at?: number };
+/** The body of `POST /v1/realtime/tokens` (`expires_at` ISO 8601; unix seconds accepted), or just its token. */
+export type TokenGrant = string | { token: string; expires_at?: string | number };
 export type GetToken = (context: { deviceId: string }) => TokenGrant | Promise<TokenGrant>;
 
 /** An event of the API (`GET /v1/events` shape) or one published with `POST /v1/realtime/publish`. */
@@ -90,6 +90,9 @@ export interface PaycastRealtimeOptions {
 
 export const CLOSE_SLOW_CONSUMER: 1013;
 export const CLOSE_DEVICE_REVOKED: 4001;
+
+/** `expires_at` (ISO 8601 string or unix seconds) in ms since the epoch; null if absent or unreadable. */
+export function expiryMs(value: unknown): number | null;
 
 /** Full jitter: uniform in [0, min(maxMs, baseMs * 2 ** attempt)). */
 export function backoffDelay(attempt: number, options: BackoffOptions, random?: () => number): number;

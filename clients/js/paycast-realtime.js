@@ -38,7 +38,7 @@
  * @module paycast-realtime
  */
 
-/** @typedef {{token: string, expires_at?: number}} TokenGrant  The body of `POST /v1/realtime/tokens` (or just the token). */
+/** @typedef {{token: string, expires_at?: string | number}} TokenGrant  The body of `POST /v1/realtime/tokens` (ISO 8601 `expires_at`; unix seconds accepted), or just the token. */
 /** @typedef {(context: {deviceId: string}) => (string | TokenGrant | Promise<string | TokenGrant>)} GetToken */
 /** @typedef {{id: string, object: string, type: string, seq?: number, created_at?: string, data?: any}} PaycastEvent */
 /** @typedef {{seq: number, topic: string | null, event: PaycastEvent}} Delivered  One `event` frame as handed to the app. */
@@ -164,6 +164,22 @@ function defaultUrl() {
   }
 }
 
+/**
+ * When a token expires, in ms since the epoch: `expires_at` as the API returns it (an ISO 8601
+ * string) or as unix seconds; null when absent or unreadable (then only a refused handshake
+ * makes the client ask for a new token).
+ * @param {unknown} value
+ * @returns {number | null}
+ */
+export function expiryMs(value) {
+  if (typeof value === "number" && Number.isFinite(value)) return value * 1000;
+  if (typeof value === "string") {
+    const ms = Date.parse(value);
+    return Number.isNaN(ms) ? null : ms;
+  }
+  return null;
+}
+
 /** @returns {string} a new random device id */
 function newDeviceId() {
   const c = globalThis.crypto;
@@ -219,6 +235,7 @@ export class PaycastRealtime {
     this.socket = null;
     this.attempt = 0;
     this.token = null;
+    /** @type {number | null} ms since the epoch */
     this.tokenExpiresAt = null;
     this.freshTokenNeeded = true;
     this.timer = null;
@@ -343,7 +360,7 @@ export class PaycastRealtime {
   }
 
   async _token() {
-    const expired = this.tokenExpiresAt !== null && this.clock.now() >= this.tokenExpiresAt * 1000 - TOKEN_SKEW_MS;
+    const expired = this.tokenExpiresAt !== null && this.clock.now() >= this.tokenExpiresAt - TOKEN_SKEW_MS;
     if (this.token && !this.freshTokenNeeded && !expired) return this.token;
     const grant = await this.getToken({ deviceId: this.deviceId });
     if (typeof grant === "string") {
@@ -351,7 +368,7 @@ export class PaycastRealtime {
       this.tokenExpiresAt = null;
     } else if (grant && typeof grant.token === "string") {
       this.token = grant.token;
-      this.tokenExpiresAt = typeof grant.expires_at === "number" ? grant.expires_at : null;
+      this.tokenExpiresAt = expiryMs(grant.expires_at);
     } else {
       throw new TypeError("getToken must return a token or {token, expires_at}");
     }

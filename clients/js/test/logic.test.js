@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { AckBatcher, backoffDelay, SeqGate } from "../paycast-realtime.js";
+import { AckBatcher, backoffDelay, expiryMs, SeqGate } from "../paycast-realtime.js";
 
 /** A clock the test moves by hand: timers fire only in advance(). */
 function manualClock() {
@@ -107,4 +107,10 @@ test("ordering: malformed seqs are never handed over", () => {
   const gate = new SeqGate(null);
   for (const seq of [0, -1, 1.5, "3", null, undefined, NaN, 2 ** 60]) assert.equal(gate.admit(seq), false, String(seq));
   assert.equal(gate.lastSeq, null);
+});
+
+test("token expiry: the API's ISO 8601 expires_at and unix seconds both read as ms; anything else as unknown", () => {
+  assert.equal(expiryMs("2026-12-06T01:00:00.000Z"), Date.UTC(2026, 11, 6, 1, 0, 0));
+  assert.equal(expiryMs(1796000000), 1796000000000);
+  for (const value of [undefined, null, "soon", NaN, {}]) assert.equal(expiryMs(value), null, String(value));
 });
