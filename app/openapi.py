@@ -25,7 +25,9 @@ class Out(BaseModel):
 
 
 class ErrorBody(Out):
-    type: str
+    # The contract's error types (docs/api.md "Errors"; domain.errors); `code` says more.
+    type: Literal["invalid_request_error", "authentication_error", "not_found", "state_error", "idempotency_error",
+                  "rate_limit_error", "api_error"]
     code: str
     message: str
     param: str | None
@@ -304,8 +306,8 @@ _NO_NUL = "^[^\\u0000]*$"
 # domain.settlement.parse_csv: the header row, then rows with a transaction id and an integer amount.
 SETTLEMENT_CSV = {"type": "string", "pattern": "^connector_txn_id,amount,currency,status\\r?\\n"
                                                "(?:[A-Za-z0-9_]+,-?[0-9]{1,12},[A-Z]{0,3},[a-z_]*\\r?\\n){0,100}$"}
-# app.idempotency: 1 to 255 characters, not only blanks (a header value is printable ASCII).
-IDEMPOTENCY_KEY = {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~][ -~]*$"}
+# app.idempotency: 1 to 255 characters, not all of them blank (str.strip's whitespace).
+IDEMPOTENCY_KEY = {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "[^\\s\\u001c-\\u001f\\u0085]"}
 
 @dataclass(frozen=True)
 class Op:

@@ -155,6 +155,21 @@ expected-statuses = {json.dumps(_NOT_MALFORMED)}
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
+def test_schemathesis_negative_cases_are_never_accepted(server, tmp_path):
+    """Data the document calls invalid (a wrong type, a missing field, an unknown one, a bound
+    crossed) is refused: the request schemas are no stricter than validation either."""
+    examples = int(os.environ.get("PAYCAST_FUZZ_EXAMPLES", "8"))
+    _schemathesis(server, tmp_path, f"""
+[phases.examples.generation]
+max-examples = {examples}
+[phases.fuzzing.generation]
+max-examples = {examples}
+""", "--mode", "negative", "--phases", "fuzzing", "--checks", "negative_data_rejection,not_a_server_error",
+                  "--exclude-path-regex", "^/webhooks/")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_schemathesis_finds_no_server_errors_or_schema_violations(server, tmp_path):
     """Examples, fuzzing and stateful sequences (ids from responses feed the next
     calls through the links above); schemathesis' warnings are shown, not hidden."""
