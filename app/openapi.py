@@ -300,6 +300,7 @@ class InboxItem(Out):
     processed_at: str | None = None
 
 
+_TEXT_MEDIA = ("text/plain", "text/html", "text/javascript")  # responses that are not JSON
 # Query parameters the handlers refuse to go without (reconciliation reports, search).
 _REQUIRED_QUERY = ("connector", "q")
 _NO_NUL = "^[^\\u0000]*$"
@@ -458,7 +459,7 @@ def build(extra_ops: list[Op] = ()) -> dict:
                                     "content": {op.body_media if op.body_media == "text/csv" else "application/json":
                                                 {"schema": _schema_ref(op.body, refs)}}}
         for status, model in op.responses.items():
-            media = op.body_media if op.body_media in ("text/plain", "text/html", "text/javascript") else "application/json"
+            media = op.body_media if op.body_media in _TEXT_MEDIA else "application/json"
             entry["responses"][str(status)] = {"description": "OK",
                                                "content": {media: {"schema": _schema_ref(model, refs)}}}
         entry["responses"]["default"] = {"description": "Error (the contract (docs/api.md))",
@@ -497,7 +498,7 @@ def _add_route_checks(defs: dict) -> None:
     method = defs.get("PaymentMethod")
     if method is not None:
         method["allOf"] = [{"if": {"properties": {"type": {"const": kind}}, "required": ["type"]},
-                            "then": {"required": [kind], "properties": {kind: {"$ref": f"{_REF}{model}"}}}}
+                            "then": _details_required(method, kind, model)}
                            for kind, model in (("card", "CardDetails"), ("upi", "UpiDetails"))]
     payment = defs.get("CreatePayment")
     if payment is not None:
@@ -509,6 +510,15 @@ def _add_route_checks(defs: dict) -> None:
             {"format": "uri", "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[A-Za-z0-9.-]+(:[0-9]{1,4})?(/[!-~]*)?$"})
         endpoint["properties"]["enabled_events"]["items"] = {"type": "string",
                                                              "enum": ["*", *sorted(EVENT_TYPES)]}
+
+
+def _details_required(method: dict, kind: str, model: str) -> dict:
+    """``kind``'s details are required (not null); a card may instead be a gateway ``token``
+    when the payment method schema has one (API.md v1.2 token payment methods)."""
+    details = {"required": [kind], "properties": {kind: {"$ref": f"{_REF}{model}"}}}
+    if kind == "card" and "token" in method.get("properties", {}):
+        return {"anyOf": [details, {"required": ["token"]}]}
+    return details
 
 
 def _named(defs: dict, name: str, schema: dict) -> dict:

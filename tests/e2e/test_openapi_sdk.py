@@ -43,8 +43,9 @@ def test_a_generated_sdk_runs_the_readme_walkthrough(server, tmp_path):
         sdk = importlib.import_module(PACKAGE)
         api = importlib.import_module(f"{PACKAGE}.api.default")
         m = importlib.import_module(f"{PACKAGE}.models")
-        for name in ("post_admin_merchants", "post_v1_orders", "post_v1_payments", "post_v1_payments_payment_id_confirm",
-                     "get_v1_orders_order_id", "post_v1_refunds", "get_v1_events", "get_v1_payments_payment_id"):
+        for name in ("post_admin_merchants", "post_v1_orders", "post_v1_payments",
+                     "post_v1_payments_payment_id_confirm", "get_v1_orders_order_id", "post_v1_refunds",
+                     "get_v1_events", "get_v1_payments_payment_id"):
             importlib.import_module(f"{PACKAGE}.api.default.{name}")
 
         # 1. a merchant (admin token)

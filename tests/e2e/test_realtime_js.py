@@ -88,7 +88,8 @@ class ShopPage:
 _PAGE = """<!doctype html><meta charset="utf-8"><title>shop</title>
 <script type="module">
 import { PaycastRealtime } from "PAYCAST/static/paycast-realtime.js";
-const log = window.log = { seqs: [], succeeded: [], states: [], reconnects: [], errors: [], welcomes: 0, revoked: null };
+const log = window.log = { seqs: [], succeeded: [], states: [], reconnects: [], errors: [],
+                           welcomes: 0, revoked: null };
 const rt = window.rt = new PaycastRealtime({
   getToken: ({ deviceId }) => window.shopBackendToken(deviceId),
   deviceId: "browser-1", backoff: { baseMs: 100, maxMs: 1000 }, idleTimeoutMs: 4000, ackCount: 5, ackDelayMs: 200,
