@@ -143,7 +143,10 @@ class Routing(Out):
     rules: list[Rule] = []
 
 
-ConnectorName = Literal[DEFAULT_CONNECTORS]  # the connectors every process has (domain.routing)
+# The connectors every process has: gateways.simulated.build_connectors (the routing defaults and
+# the flaky one); tests/e2e/test_openapi.py checks this against GET /v1/connectors.
+KNOWN_CONNECTORS = (*DEFAULT_CONNECTORS, "flaky")
+ConnectorName = Literal[KNOWN_CONNECTORS]
 
 
 class RuleIn(BaseModel):
@@ -356,7 +359,7 @@ OPERATIONS: list[Op] = [
     Op("get", "/v1/routing", "The merchant's routing policy", {200: Routing}),
     Op("put", "/v1/routing", "Replace the routing policy", {200: Routing}, body=RoutingIn),
     Op("post", "/v1/reconciliation/reports", "Compare a settlement CSV", {201: ReconciliationReport},
-       query=(("connector", {"type": "string", "enum": list(DEFAULT_CONNECTORS)}),), body=SETTLEMENT_CSV,
+       query=(("connector", {"type": "string", "enum": list(KNOWN_CONNECTORS)}),), body=SETTLEMENT_CSV,
        body_media="text/csv"),
     Op("post", "/v1/refunds", "Refund a payment (all or part)", {201: Refund}, body=schemas.CreateRefund),
     Op("get", "/v1/refunds", "List refunds", {200: ListOf[Refund]},
@@ -502,7 +505,7 @@ def _add_route_checks(defs: dict) -> None:
                            for kind, model in (("card", "CardDetails"), ("upi", "UpiDetails"))]
     payment = defs.get("CreatePayment")
     if payment is not None:
-        payment["properties"]["connector"] = {"anyOf": [{"type": "string", "enum": list(DEFAULT_CONNECTORS)},
+        payment["properties"]["connector"] = {"anyOf": [{"type": "string", "enum": list(KNOWN_CONNECTORS)},
                                                         {"type": "null"}], "default": None}
     endpoint = defs.get("CreateWebhookEndpoint")
     if endpoint is not None:

@@ -34,6 +34,15 @@ def test_every_route_is_documented(server):
     assert docs.status_code == 200 and "openapi.json" in docs.text
 
 
+def test_documented_connectors_are_the_servers(server, api_key):
+    """The connector enums of the document name exactly the connectors a server has."""
+    spec = server.client().get("/openapi.json").json()
+    with server.client(api_key) as c:
+        served = {connector["name"] for connector in c.get("/v1/connectors").json()}
+    documented = spec["components"]["schemas"]["CreatePayment"]["properties"]["connector"]["anyOf"][0]["enum"]
+    assert set(documented) == served
+
+
 def _with_links(spec: dict) -> dict:
     """``spec`` plus OpenAPI links: the ``id`` of what a POST creates feeds every
     operation on ``<that path>/{param}/...``, so stateful sequences reach real objects
