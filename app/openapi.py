@@ -183,7 +183,17 @@ class Refund(Out):
     currency: str
     status: Literal["pending", "succeeded", "failed"]
     review_required: bool
+    reason: str | None  # duplicate | fraudulent | requested_by_customer, or a gateway's own
+    failure_reason: str | None
+    connector: str | None
+    metadata: dict[str, str]
     created_at: str
+    updated_at: str
+
+
+class DisputeEvidenceOut(Out):
+    text: str | None
+    submitted_at: str | None
 
 
 class Dispute(Out):
@@ -193,7 +203,11 @@ class Dispute(Out):
     amount: int
     currency: str
     status: Literal["needs_response", "under_review", "won", "lost", "accepted"]
+    reason: str | None
+    connector: str | None
+    evidence: DisputeEvidenceOut
     created_at: str
+    updated_at: str
 
 
 class Balance(Out):
@@ -229,8 +243,12 @@ class WebhookEndpoint(Out):
     object: Literal["webhook_endpoint"]
     url: str
     enabled_events: list[str]
-    status: str
+    description: str | None
+    status: Literal["enabled", "disabled"]
+    disabled_reason: str | None
     created_at: str
+    updated_at: str
+    secret: str | None = None  # on create only (whsec_…): keep it, it is never shown again
 
 
 class Deleted(Out):
@@ -239,14 +257,29 @@ class Deleted(Out):
     deleted: bool
 
 
+class WebhookAttempt(Out):
+    attempt: int
+    status_code: int | None
+    latency_ms: int
+    error: str | None
+    created_at: str
+
+
 class WebhookDelivery(Out):
     id: str
     object: Literal["webhook_delivery"]
     endpoint_id: str
     event_id: str
-    status: str
-    attempts: list[dict]
+    event_type: str
+    status: Literal["pending", "succeeded", "failed", "canceled"]
+    attempt_count: int
+    next_attempt_at: str | None
+    last_status_code: int | None
+    last_error: str | None
+    delivered_at: str | None
+    attempts: list[WebhookAttempt]
     created_at: str
+    updated_at: str
 
 
 class RealtimeToken(Out):

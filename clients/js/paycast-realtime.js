@@ -470,6 +470,7 @@ export class PaycastRealtime {
       try { socket.close(); } catch { /* already closed */ }
     }
     if (code === CLOSE_DEVICE_REVOKED) {
+      this.freshTokenNeeded = true;  // tokens issued before the deletion are refused from now on
       this._shutdown("revoked");
       this._emit("revoked", { deviceId: this.deviceId });
       return;
