@@ -25,9 +25,7 @@ class TracingMiddleware:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
-        # No incoming traceparent: a new trace (without an SDK it is made up here, so the
-        # events this request writes share one trace id; see tracing.new_trace).
-        parent = tracing.from_asgi_headers(scope.get("headers") or []) or tracing.new_trace()
+        parent = tracing.from_asgi_headers(scope.get("headers") or [])
         method = scope.get("method", "GET")
         status: dict[str, int] = {}
 
@@ -36,8 +34,10 @@ class TracingMiddleware:
                 status["code"] = message["status"]
             await send(message)
 
-        with tracing.span(f"{method} unmatched", {"http.request.method": method, "url.path": scope.get("path", "")},
-                          parent=parent, kind=tracing.SpanKind.SERVER) as span:
+        # No incoming traceparent and no SDK: the events this request writes share one new trace.
+        with tracing.fallback_trace(), \
+                tracing.span(f"{method} unmatched", {"http.request.method": method, "url.path": scope.get("path", "")},
+                             parent=parent, kind=tracing.SpanKind.SERVER) as span:
             await self._app(scope, receive, observed_send)
             code = status.get("code")
             if code is not None:

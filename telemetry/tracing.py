@@ -23,6 +23,7 @@ events and outgoing webhooks it causes, as OpenTelemetry's API does.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import random
 from collections.abc import Iterable, Iterator, Mapping
@@ -41,6 +42,8 @@ Context = otel_context.Context
 _PROPAGATOR = TraceContextTextMapPropagator()
 _tracer: trace.Tracer = trace.NoOpTracer()
 _provider: Any = None  # the SDK TracerProvider when one is installed
+# fallback_trace's made-up traceparent: [] until first asked, then [traceparent]; None outside it.
+_fallback: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("paycast_fallback_trace", default=None)
 
 
 class TracingConfigError(Exception):
@@ -156,10 +159,16 @@ def attached(ctx: Context | None) -> Iterator[None]:
 
 
 def current_traceparent() -> str | None:
-    """The W3C ``traceparent`` of the current span, or None outside any trace."""
+    """The W3C ``traceparent`` of the current span (or of :func:`fallback_trace`'s new trace),
+    or None outside any trace."""
     sc = trace.get_current_span().get_span_context()
     if not sc.is_valid:
-        return None
+        made_up = _fallback.get()
+        if made_up is None:
+            return None
+        if not made_up:
+            made_up.append(new_traceparent())
+        return made_up[0]
     return f"00-{sc.trace_id:032x}-{sc.span_id:016x}-{int(sc.trace_flags):02x}"
 
 
@@ -171,37 +180,34 @@ def from_traceparent(traceparent: str | None) -> Context | None:
     return ctx if trace.get_current_span(ctx).get_span_context().is_valid else None
 
 
-def new_trace() -> Context | None:
-    """The context of a new trace to start work in, when nothing else would start one.
+@contextlib.contextmanager
+def fallback_trace() -> Iterator[None]:
+    """Inside the block, work that finds itself in no trace belongs to one new trace.
 
     With an SDK installed a span started without a parent is already the root of
-    a new trace, so this returns None. Without one (``PAYCAST_OTEL_EXPORTER=none``)
-    the API's spans are invalid and the work would carry no ``traceparent``; this
-    makes up a remote parent with random ids instead, so the events the work
-    writes and the outgoing webhooks they cause still name one trace (API.md:
-    "even when the request that caused it had none"). It is marked sampled: a
-    receiver that samples by its parent then records it.
-
-    Returns:
-      A context to pass as ``parent``/to :func:`attached`, or None.
+    a new trace, so this does nothing. Without one (``PAYCAST_OTEL_EXPORTER=none``)
+    the API's spans are invalid and the work would carry no ``traceparent``; here
+    :func:`current_traceparent` then answers one made-up ``traceparent``, the same
+    for the whole block (the database thread and actors run in copies of this
+    context and share it), created on first use, so a request that writes no
+    event pays one context variable. The events the work writes and the outgoing
+    webhooks they cause name that trace (API.md: "even when the request that
+    caused it had none").
     """
     if _provider is not None:
-        return None
-    trace_id, span_id = _new_ids()
-    made_up = trace.NonRecordingSpan(trace.SpanContext(trace_id, span_id, is_remote=True,
-                                                       trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED)))
-    return trace.set_span_in_context(made_up, Context())
+        yield
+        return
+    token = _fallback.set([])
+    try:
+        yield
+    finally:
+        _fallback.reset(token)
 
 
 def new_traceparent() -> str:
-    """A W3C ``traceparent`` of a new trace (random, non-zero ids, sampled); no span is recorded."""
-    trace_id, span_id = _new_ids()
-    return f"00-{trace_id:032x}-{span_id:016x}-01"
-
-
-def _new_ids() -> tuple[int, int]:
-    """A random trace id and span id; all-zero ids are invalid in W3C trace context."""
-    return random.getrandbits(128) or 1, random.getrandbits(64) or 1
+    """A W3C ``traceparent`` of a new trace: random non-zero ids; no span is recorded. It is
+    marked sampled, so a receiver that samples by its parent records what follows."""
+    return f"00-{random.getrandbits(128) or 1:032x}-{random.getrandbits(64) or 1:016x}-01"
 
 
 def from_asgi_headers(headers: list[tuple[bytes, bytes]]) -> Context | None:
@@ -222,5 +228,5 @@ def set_error(current: Span, description: str) -> None:
 
 
 __all__ = ["Context", "EXPORTERS", "SpanKind", "TracingConfigError", "attached", "capture", "configure",
-           "current_span", "current_traceparent", "from_asgi_headers", "from_traceparent", "new_trace",
+           "current_span", "current_traceparent", "fallback_trace", "from_asgi_headers", "from_traceparent",
            "new_traceparent", "recording", "set_error", "shutdown", "span"]
