@@ -23,7 +23,6 @@ events and outgoing webhooks it causes, as OpenTelemetry's API does.
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import logging
 import random
 from collections.abc import Iterable, Iterator, Mapping
@@ -43,7 +42,7 @@ _PROPAGATOR = TraceContextTextMapPropagator()
 _tracer: trace.Tracer = trace.NoOpTracer()
 _provider: Any = None  # the SDK TracerProvider when one is installed
 # fallback_trace's made-up traceparent: [] until first asked, then [traceparent]; None outside it.
-_fallback: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("paycast_fallback_trace", default=None)
+_FALLBACK_KEY = otel_context.create_key("paycast-fallback-trace")
 
 
 class TracingConfigError(Exception):
@@ -163,7 +162,7 @@ def current_traceparent() -> str | None:
     or None outside any trace."""
     sc = trace.get_current_span().get_span_context()
     if not sc.is_valid:
-        made_up = _fallback.get()
+        made_up = otel_context.get_value(_FALLBACK_KEY)
         if made_up is None:
             return None
         if not made_up:
@@ -190,18 +189,20 @@ def fallback_trace() -> Iterator[None]:
     :func:`current_traceparent` then answers one made-up ``traceparent``, the same
     for the whole block (the database thread and actors run in copies of this
     context and share it), created on first use, so a request that writes no
-    event pays one context variable. The events the work writes and the outgoing
+    event pays only the attach. The events the work writes and the outgoing
     webhooks they cause name that trace (API.md: "even when the request that
     caused it had none").
     """
     if _provider is not None:
         yield
         return
-    token = _fallback.set([])
+    # Kept in OpenTelemetry's context (not a variable of our own) so it crosses to actors
+    # the way spans do: the mailbox carries the sender's OpenTelemetry context.
+    token = otel_context.attach(otel_context.set_value(_FALLBACK_KEY, []))
     try:
         yield
     finally:
-        _fallback.reset(token)
+        otel_context.detach(token)
 
 
 def new_traceparent() -> str:
