@@ -536,6 +536,14 @@ def _add_route_checks(defs: dict) -> None:
         method["allOf"] = [{"if": {"properties": {"type": {"const": kind}}, "required": ["type"]},
                             "then": _details_required(method, kind, model)}
                            for kind, model in (("card", "CardDetails"), ("upi", "UpiDetails"))]
+    if method is not None and "token" in method.get("properties", {}):
+        # A token stands for a card: type card, no card details (app.routes.payments.stored_method).
+        method["allOf"].append({"if": {"properties": {"token": {"type": "string"}}, "required": ["token"]},
+                                "then": {"properties": {"type": {"const": "card"}, "card": {"type": "null"}}}})
+    for name in ("CreatePayment", "ConfirmPayment"):
+        url = defs.get(name, {}).get("properties", {}).get("return_url")
+        if url is not None:  # schemas._return_url_ok: absolute http(s), no whitespace
+            _string_of(url)["pattern"] = "^[Hh][Tt][Tt][Pp][Ss]?://[^\\s/?#]+[^\\s]*$"
     payment = defs.get("CreatePayment")
     if payment is not None:
         payment["properties"]["connector"] = {"anyOf": [{"type": "string", "enum": list(KNOWN_CONNECTORS)},
@@ -546,6 +554,11 @@ def _add_route_checks(defs: dict) -> None:
             {"format": "uri", "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[A-Za-z0-9.-]+(:[0-9]{1,4})?(/[!-~]*)?$"})
         endpoint["properties"]["enabled_events"]["items"] = {"type": "string",
                                                              "enum": ["*", *sorted(EVENT_TYPES)]}
+
+
+def _string_of(schema: dict) -> dict:
+    """The string branch of an optional string's schema (``anyOf: [string, null]``), or itself."""
+    return next((branch for branch in schema.get("anyOf", ()) if branch.get("type") == "string"), schema)
 
 
 def _details_required(method: dict, kind: str, model: str) -> dict:

@@ -80,8 +80,9 @@ _GUIDED = {
 
 
 # Fields whose validity depends on another object's state, which no schema can say:
-# a payment for an order must have the order's amount and currency (400 otherwise).
-_STATEFUL = {"CreatePayment": ("order_id",)}
+# a payment for an order must have the order's amount and currency (400 otherwise);
+# a card token needs the merchant's Stripe account (connector_account_missing otherwise).
+_STATEFUL = {"CreatePayment": ("order_id",), "PaymentMethod": ("token",)}
 
 
 def _guided(node):
