@@ -516,6 +516,8 @@ def build(extra_ops: list[Op] = ()) -> dict:
 
 
 _REF = "#/components/schemas/"
+# An absolute http(s) URL with a plain host name or IPv4 address (a subset of what urlsplit reads).
+_HTTP_URL = "^[Hh][Tt][Tt][Pp][Ss]?://[A-Za-z0-9.-]+(:[0-9]{1,4})?(/[!-~]*)?$"
 
 
 def _add_route_checks(defs: dict) -> None:
@@ -543,15 +545,14 @@ def _add_route_checks(defs: dict) -> None:
     for name in ("CreatePayment", "ConfirmPayment"):
         url = defs.get(name, {}).get("properties", {}).get("return_url")
         if url is not None:  # schemas._return_url_ok: absolute http(s), no whitespace
-            _string_of(url)["pattern"] = "^[Hh][Tt][Tt][Pp][Ss]?://[^\\s/?#]+[^\\s]*$"
+            _string_of(url)["pattern"] = _HTTP_URL
     payment = defs.get("CreatePayment")
     if payment is not None:
         payment["properties"]["connector"] = {"anyOf": [{"type": "string", "enum": list(KNOWN_CONNECTORS)},
                                                         {"type": "null"}], "default": None}
     endpoint = defs.get("CreateWebhookEndpoint")
     if endpoint is not None:
-        endpoint["properties"]["url"].update(
-            {"format": "uri", "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[A-Za-z0-9.-]+(:[0-9]{1,4})?(/[!-~]*)?$"})
+        endpoint["properties"]["url"].update({"format": "uri", "pattern": _HTTP_URL})
         endpoint["properties"]["enabled_events"]["items"] = {"type": "string",
                                                              "enum": ["*", *sorted(EVENT_TYPES)]}
 
