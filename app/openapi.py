@@ -547,6 +547,11 @@ def _add_route_checks(defs: dict) -> None:
         if url is not None:  # schemas._return_url_ok: absolute http(s), no whitespace
             _string_of(url)["pattern"] = _HTTP_URL
     payment = defs.get("CreatePayment")
+    if payment is not None and "return_url" in payment["properties"]:
+        # return_url only with confirm: true (it is where the customer comes back after acting).
+        payment.setdefault("allOf", []).append({
+            "if": {"properties": {"return_url": {"type": "string"}}, "required": ["return_url"]},
+            "then": {"properties": {"confirm": {"const": True}}, "required": ["confirm"]}})
     if payment is not None:
         payment["properties"]["connector"] = {"anyOf": [{"type": "string", "enum": list(KNOWN_CONNECTORS)},
                                                         {"type": "null"}], "default": None}
