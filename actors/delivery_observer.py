@@ -31,9 +31,12 @@ def send_span(row: dict) -> Iterator[None]:
 
 
 def trace_headers() -> dict[str, str]:
-    """``{"traceparent": …}`` of the current send span (or of the event's trace, passed through), or nothing."""
-    traceparent = tracing.current_traceparent()
-    return {"traceparent": traceparent} if traceparent else {}
+    """``{"traceparent": …}`` of the current send span, or of the event's trace passed through.
+
+    An event stored without one (written before traceparents were stored) is sent
+    in a new trace: every outgoing webhook carries a traceparent (API.md "Tracing").
+    """
+    return {"traceparent": tracing.current_traceparent() or tracing.new_traceparent()}
 
 
 def attempt_recorded(row: dict, outcome: str | None, status_code: int | None, latency_ms: int,

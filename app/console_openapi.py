@@ -11,7 +11,11 @@ from typing import Literal
 from app.openapi import ListOf, Op, Out, Payment
 
 _PAGE = (("limit", {"type": "integer", "minimum": 1, "maximum": 100}), ("starting_after", {"type": "string"}))
-_WINDOW = (("window", {"type": "string", "pattern": "^[1-9][0-9]{0,3}[mh]$",
+# app.routes.stats.parse_window: <n>m or <n>h between 5 minutes and 24 hours (5m…1440m, 1h…24h);
+# empty is the default.
+_WINDOW = (("window", {"type": "string",
+                       "pattern": "^(?:(?:[5-9]|[1-9][0-9]|[1-9][0-9]{2}|1[0-3][0-9]{2}|14[0-3][0-9]|1440)m"
+                                  "|(?:[1-9]|1[0-9]|2[0-4])h)?$",
                        "description": "5m to 24h; default 1h"}),)
 _HTML = {"type": "string"}
 

@@ -8,12 +8,14 @@ extra fields are allowed (clients must tolerate additions).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
 from app import realtime_schemas, schemas
+from domain.events import EVENT_TYPES
+from domain.routing import DEFAULT_CONNECTORS
 
 T = TypeVar("T")
 
@@ -23,7 +25,9 @@ class Out(BaseModel):
 
 
 class ErrorBody(Out):
-    type: str
+    # The contract's error types (docs/api.md "Errors"; domain.errors); `code` says more.
+    type: Literal["invalid_request_error", "authentication_error", "not_found", "state_error", "idempotency_error",
+                  "rate_limit_error", "api_error"]
     code: str
     message: str
     param: str | None
@@ -176,12 +180,25 @@ class Routing(Out):
     rules: list[Rule] = []
 
 
+# The connectors every process has: gateways.simulated.build_connectors (the routing defaults and
+# the flaky one); tests/e2e/test_openapi.py checks this against GET /v1/connectors.
+KNOWN_CONNECTORS = (*DEFAULT_CONNECTORS, "flaky")
+ConnectorName = Literal[KNOWN_CONNECTORS]
+
+
+class RuleIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    payment_method_type: str = Field(min_length=1)
+    connectors: list[ConnectorName] = Field(min_length=1)
+
+
 class RoutingIn(BaseModel):
+    """PUT replaces the whole policy: strategy and connectors are required (app.routes.connectors)."""
     model_config = ConfigDict(extra="forbid")
     strategy: Literal["priority", "volume_split", "success_rate"]
-    connectors: list[str] | None = None
-    weights: dict[str, int] | None = None
-    rules: list[Rule] | None = None
+    connectors: list[ConnectorName] = Field(min_length=1)
+    weights: dict[ConnectorName, Annotated[int, Field(ge=0)]] | None = None
+    rules: list[RuleIn] | None = None
 
 
 class ReconciliationReport(Out):
@@ -203,7 +220,17 @@ class Refund(Out):
     currency: str
     status: Literal["pending", "succeeded", "failed"]
     review_required: bool
+    reason: str | None  # duplicate | fraudulent | requested_by_customer, or a gateway's own
+    failure_reason: str | None
+    connector: str | None
+    metadata: dict[str, str]
     created_at: str
+    updated_at: str
+
+
+class DisputeEvidenceOut(Out):
+    text: str | None
+    submitted_at: str | None
 
 
 class Dispute(Out):
@@ -213,7 +240,11 @@ class Dispute(Out):
     amount: int
     currency: str
     status: Literal["needs_response", "under_review", "won", "lost", "accepted"]
+    reason: str | None
+    connector: str | None
+    evidence: DisputeEvidenceOut
     created_at: str
+    updated_at: str
 
 
 class Balance(Out):
@@ -249,8 +280,12 @@ class WebhookEndpoint(Out):
     object: Literal["webhook_endpoint"]
     url: str
     enabled_events: list[str]
-    status: str
+    description: str | None
+    status: Literal["enabled", "disabled"]
+    disabled_reason: str | None
     created_at: str
+    updated_at: str
+    secret: str | None = None  # on create only (whsec_…): keep it, it is never shown again
 
 
 class Deleted(Out):
@@ -259,14 +294,29 @@ class Deleted(Out):
     deleted: bool
 
 
+class WebhookAttempt(Out):
+    attempt: int
+    status_code: int | None
+    latency_ms: int
+    error: str | None
+    created_at: str
+
+
 class WebhookDelivery(Out):
     id: str
     object: Literal["webhook_delivery"]
     endpoint_id: str
     event_id: str
-    status: str
-    attempts: list[dict]
+    event_type: str
+    status: Literal["pending", "succeeded", "failed", "canceled"]
+    attempt_count: int
+    next_attempt_at: str | None
+    last_status_code: int | None
+    last_error: str | None
+    delivered_at: str | None
+    attempts: list[WebhookAttempt]
     created_at: str
+    updated_at: str
 
 
 class RealtimeToken(Out):
@@ -323,6 +373,16 @@ class InboxItem(Out):
     processed_at: str | None = None
 
 
+_TEXT_MEDIA = ("text/plain", "text/html", "text/javascript")  # responses that are not JSON
+# Query parameters the handlers refuse to go without (reconciliation reports, search).
+_REQUIRED_QUERY = ("connector", "q")
+_NO_NUL = "^[^\\u0000]*$"
+# domain.settlement.parse_csv: the header row, then rows with a transaction id and an integer amount.
+SETTLEMENT_CSV = {"type": "string", "pattern": "^connector_txn_id,amount,currency,status\\r?\\n"
+                                               "(?:[A-Za-z0-9_]+,-?[0-9]{1,12},[A-Z]{0,3},[a-z_]*\\r?\\n){0,100}$"}
+# app.idempotency: 1 to 255 characters, not all of them blank (str.strip's whitespace).
+IDEMPOTENCY_KEY = {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "[^\\s\\u001c-\\u001f\\u0085]"}
+
 @dataclass(frozen=True)
 class Op:
     method: str
@@ -370,7 +430,8 @@ OPERATIONS: list[Op] = [
     Op("get", "/v1/routing", "The merchant's routing policy", {200: Routing}),
     Op("put", "/v1/routing", "Replace the routing policy", {200: Routing}, body=RoutingIn),
     Op("post", "/v1/reconciliation/reports", "Compare a settlement CSV", {201: ReconciliationReport},
-       query=(("connector", {"type": "string"}),), body={"type": "string"}, body_media="text/csv"),
+       query=(("connector", {"type": "string", "enum": list(KNOWN_CONNECTORS)}),), body=SETTLEMENT_CSV,
+       body_media="text/csv"),
     Op("post", "/v1/refunds", "Refund a payment (all or part)", {201: Refund}, body=schemas.CreateRefund),
     Op("get", "/v1/refunds", "List refunds", {200: ListOf[Refund]},
        query=_PAGE + (("payment_id", {"type": "string"}), ("status", {"type": "string"}))),
@@ -431,6 +492,10 @@ OPERATIONS: list[Op] = [
     Op("get", "/debug/tasks", "The live trio task tree", {200: {"type": "object"}}, "admin"),
     Op("get", "/openapi.json", "This document", {200: {"type": "object"}}, "none"),
     Op("get", "/docs", "Browsable API documentation", {200: {"type": "string"}}, "none", body_media="text/html"),
+    Op("get", "/static/paycast-realtime.js", "The browser realtime client (ES module; docs/api.md)",
+       {200: {"type": "string"}}, "none", body_media="text/javascript"),
+    Op("get", "/static/paycast-realtime.d.ts", "TypeScript declarations of the realtime client",
+       {200: {"type": "string"}}, "none", body_media="text/plain"),
 ]
 
 
@@ -470,10 +535,9 @@ def build(extra_ops: list[Op] = ()) -> dict:
                        "responses": {}}
         params = [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
                   for n in _path_params(op.path)]
-        params += [{"name": n, "in": "query", "required": n == "connector", "schema": s} for n, s in op.query]
+        params += [{"name": n, "in": "query", "required": n in _REQUIRED_QUERY, "schema": s} for n, s in op.query]
         if op.method == "post" and op.auth == "merchant":
-            params.append({"name": "Idempotency-Key", "in": "header", "required": False,
-                           "schema": {"type": "string", "maxLength": 255}})
+            params.append({"name": "Idempotency-Key", "in": "header", "required": False, "schema": IDEMPOTENCY_KEY})
         if params:
             entry["parameters"] = params
         if op.body is not None:
@@ -481,7 +545,7 @@ def build(extra_ops: list[Op] = ()) -> dict:
                                     "content": {op.body_media if op.body_media == "text/csv" else "application/json":
                                                 {"schema": _schema_ref(op.body, refs)}}}
         for status, model in op.responses.items():
-            media = op.body_media if op.body_media in ("text/plain", "text/html") else "application/json"
+            media = op.body_media if op.body_media in _TEXT_MEDIA else "application/json"
             entry["responses"][str(status)] = {"description": "OK",
                                                "content": {media: {"schema": _schema_ref(model, refs)}}}
         entry["responses"]["default"] = {"description": "Error (the contract (docs/api.md))",
@@ -489,14 +553,106 @@ def build(extra_ops: list[Op] = ()) -> dict:
         if op.auth in ("merchant", "admin"):
             entry["security"] = [{"bearer": []}]
         paths.setdefault(op.path, {})[op.method] = entry
+    components = _named(defs.get("$defs", {}), "Currency", schemas.CURRENCY_SCHEMA)
+    _add_route_checks(components)
     return {
         "openapi": "3.1.0",
         "info": {"title": "Paycast", "version": "1",
                  "description": "Payments, gateway webhooks, reconciliation and realtime events. See the contract (docs/api.md)."},
         "paths": paths,
-        "components": {"schemas": defs.get("$defs", {}),
+        "components": {"schemas": components,
                        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
     }
+
+
+_REF = "#/components/schemas/"
+# An absolute http(s) URL with a plain host name or IPv4 address (a subset of what urlsplit reads).
+_HTTP_URL = "^[Hh][Tt][Tt][Pp][Ss]?://[A-Za-z0-9.-]+(:[0-9]{1,4})?(/[!-~]*)?$"
+
+
+def _add_route_checks(defs: dict) -> None:
+    """Say in the request schemas what route handlers check beyond the body models, so data
+    the document calls valid is never refused with 400 (schemathesis checks it):
+
+    - a card payment method needs ``card``, a UPI one ``upi`` (app.routes.payments.stored_method);
+    - ``connector`` on a payment names a known connector;
+    - a webhook endpoint's ``url`` is an absolute http(s) URL without credentials and its
+      ``enabled_events`` are event types or ``"*"`` (domain.outgoing_webhooks);
+    - no string holds NUL (app.body.parse_json refuses it anywhere in a body).
+    """
+    for schema in defs.values():
+        if schema.get("additionalProperties") is False:  # the request models (schemas.Strict)
+            _refuse_nul(schema)
+    method = defs.get("PaymentMethod")
+    if method is not None:
+        method["allOf"] = [{"if": {"properties": {"type": {"const": kind}}, "required": ["type"]},
+                            "then": _details_required(method, kind, model)}
+                           for kind, model in (("card", "CardDetails"), ("upi", "UpiDetails"))]
+    if method is not None and "token" in method.get("properties", {}):
+        # A token stands for a card: type card, no card details (app.routes.payments.stored_method).
+        method["allOf"].append({"if": {"properties": {"token": {"type": "string"}}, "required": ["token"]},
+                                "then": {"properties": {"type": {"const": "card"}, "card": {"type": "null"}}}})
+    for name in ("CreatePayment", "ConfirmPayment"):
+        url = defs.get(name, {}).get("properties", {}).get("return_url")
+        if url is not None:  # schemas._return_url_ok: absolute http(s), no whitespace
+            _string_of(url)["pattern"] = _HTTP_URL
+    payment = defs.get("CreatePayment")
+    if payment is not None and "return_url" in payment["properties"]:
+        # return_url only with confirm: true (it is where the customer comes back after acting).
+        payment.setdefault("allOf", []).append({
+            "if": {"properties": {"return_url": {"type": "string"}}, "required": ["return_url"]},
+            "then": {"properties": {"confirm": {"const": True}}, "required": ["confirm"]}})
+    if payment is not None:
+        payment["properties"]["connector"] = {"anyOf": [{"type": "string", "enum": list(KNOWN_CONNECTORS)},
+                                                        {"type": "null"}], "default": None}
+    endpoint = defs.get("CreateWebhookEndpoint")
+    if endpoint is not None:
+        endpoint["properties"]["url"].update({"format": "uri", "pattern": _HTTP_URL})
+        endpoint["properties"]["enabled_events"]["items"] = {"type": "string",
+                                                             "enum": ["*", *sorted(EVENT_TYPES)]}
+
+
+def _string_of(schema: dict) -> dict:
+    """The string branch of an optional string's schema (``anyOf: [string, null]``), or itself."""
+    return next((branch for branch in schema.get("anyOf", ()) if branch.get("type") == "string"), schema)
+
+
+def _details_required(method: dict, kind: str, model: str) -> dict:
+    """``kind``'s details are required (not null); a card may instead be a gateway ``token``
+    when the payment method schema has one (API.md v1.2 token payment methods)."""
+    details = {"required": [kind], "properties": {kind: {"$ref": f"{_REF}{model}"}}}
+    if kind == "card" and "token" in method.get("properties", {}):
+        return {"anyOf": [details, {"required": ["token"]}]}
+    return details
+
+
+def _named(defs: dict, name: str, schema: dict) -> dict:
+    """``defs`` with every inline copy of ``schema`` replaced by a reference to ``defs[name]``."""
+
+    def swap(node: Any) -> Any:
+        if node == schema:
+            return {"$ref": f"{_REF}{name}"}
+        if isinstance(node, dict):
+            return {k: swap(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [swap(v) for v in node]
+        return node
+
+    return {**{k: swap(v) for k, v in defs.items()}, name: dict(schema)}
+
+
+def _refuse_nul(node: Any) -> None:
+    """Add a NUL-free pattern to every string (and map key) schema under ``node`` that has none."""
+    if isinstance(node, dict):
+        if node.get("type") == "string" and not {"enum", "const", "pattern"} & node.keys():
+            node["pattern"] = _NO_NUL
+        if isinstance(node.get("additionalProperties"), dict):
+            node.setdefault("propertyNames", {}).setdefault("pattern", _NO_NUL)
+        for value in node.values():
+            _refuse_nul(value)
+    elif isinstance(node, list):
+        for value in node:
+            _refuse_nul(value)
 
 
 def _path_params(path: str) -> list[str]:

@@ -3,15 +3,36 @@ same), so a typo in a parameter name is a 400 naming it, not a silent default.""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, StrictStr, WithJsonSchema,
+                      field_validator)
 
-from domain.money import MAX_AMOUNT, validate_currency
+from domain.money import CURRENCIES, MAX_AMOUNT, validate_currency
 
-Amount = StrictInt
-Metadata = dict[StrictStr, StrictStr]
+
+def _json_integer(value: object) -> object:
+    """JSON has one number type: ``2500.0`` is the integer 2500 (JSON Schema's ``integer``
+    agrees, and generated clients may send it so); ``2500.5``, strings and booleans are not."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+JsonInt = Annotated[StrictInt, BeforeValidator(_json_integer)]
+Amount = JsonInt
+# Bounds before the conversion, so the JSON schema of an optional amount shows them (minimum/maximum).
+PositiveAmount = Annotated[StrictInt, Field(ge=1, le=MAX_AMOUNT), BeforeValidator(_json_integer)]
+# The JSON schemas below say what the validators (validate_currency, _metadata_ok) check,
+# so /openapi.json is as strict as validation.
+# app.openapi names it once in the document's components, so a generated client has one enum.
+CURRENCY_SCHEMA = {"title": "Currency", "type": "string", "enum": sorted(CURRENCIES),
+                   "description": "Uppercase ISO 4217 code"}
+Currency = Annotated[StrictStr, WithJsonSchema(CURRENCY_SCHEMA)]
+Metadata = Annotated[dict[StrictStr, StrictStr], WithJsonSchema({
+    "type": "object", "maxProperties": 50, "propertyNames": {"maxLength": 40},
+    "additionalProperties": {"type": "string", "maxLength": 500}})]
 
 
 class Strict(BaseModel):
@@ -42,7 +63,7 @@ class CreateMerchant(Strict):
 
 class CreateOrder(Strict):
     amount: Amount = Field(ge=1, le=MAX_AMOUNT)
-    currency: StrictStr
+    currency: Currency
     customer_id: StrictStr | None = Field(None, min_length=1, max_length=255)
     metadata: Metadata | None = None
 
@@ -71,7 +92,7 @@ class PaymentMethod(Strict):
 
 class CreatePayment(Strict):
     amount: Amount = Field(ge=1, le=MAX_AMOUNT)
-    currency: StrictStr
+    currency: Currency
     order_id: StrictStr | None = None
     customer_id: StrictStr | None = Field(None, min_length=1, max_length=255)
     payment_method: PaymentMethod
@@ -95,7 +116,7 @@ class ConfirmPayment(Strict):
 
 
 class CapturePayment(Strict):
-    amount: Amount | None = Field(None, ge=1, le=MAX_AMOUNT)
+    amount: PositiveAmount | None = None
 
 
 class Empty(Strict):
@@ -104,7 +125,7 @@ class Empty(Strict):
 
 class CreateRefund(Strict):
     payment_id: StrictStr = Field(min_length=1, max_length=255)
-    amount: Amount | None = Field(None, ge=1, le=MAX_AMOUNT)
+    amount: PositiveAmount | None = None
     reason: Literal["duplicate", "fraudulent", "requested_by_customer"] | None = None
     metadata: Metadata | None = None
 
@@ -117,7 +138,7 @@ class DisputeEvidence(Strict):
 
 class CreateAccount(Strict):
     customer_id: StrictStr = Field(min_length=1, max_length=255)
-    currency: StrictStr
+    currency: Currency
     metadata: Metadata | None = None
 
     _currency = field_validator("currency")(lambda cls, v: validate_currency(v))

@@ -30,8 +30,8 @@ from config import logs
 from config.roles import Part, parts_of
 from domain.errors import InvalidRequest
 from app.routes import admin_inbox
-from app.routes import (accounts, admin, connector_accounts, connectors, dashboard, disputes, events, ops, orders,
-                        payments, realtime, reconciliation, refunds, webhook_endpoints, webhooks)
+from app.routes import (accounts, admin, clients, connector_accounts, connectors, dashboard, disputes, events, ops,
+                        orders, payments, realtime, reconciliation, refunds, webhook_endpoints, webhooks)
 from app.routes import stats as console_stats
 
 log = logging.getLogger("paycast.http")
@@ -39,7 +39,7 @@ log = logging.getLogger("paycast.http")
 # The routes of each part of the system; a process serves those of the parts
 # its role runs (config/roles.py ROLE_PARTS), and every role has OPS.
 ROUTES = {
-    Part.OPS: (ops.bp,),
+    Part.OPS: (ops.bp, clients.bp),  # clients: /static/paycast-realtime.js (every role, see its docstring)
     Part.MERCHANT_HTTP: (admin.bp, admin_inbox.bp, orders.bp, payments.bp, events.bp, connectors.bp,
                          reconciliation.bp, refunds.bp, disputes.bp, accounts.bp, webhook_endpoints.bp, realtime.bp,
                          dashboard.bp, console_stats.bp, connector_accounts.bp),  # console_stats: the console's read endpoints (docs/console.md)

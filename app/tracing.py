@@ -34,8 +34,10 @@ class TracingMiddleware:
                 status["code"] = message["status"]
             await send(message)
 
-        with tracing.span(f"{method} unmatched", {"http.request.method": method, "url.path": scope.get("path", "")},
-                          parent=parent, kind=tracing.SpanKind.SERVER) as span:
+        # No incoming traceparent and no SDK: the events this request writes share one new trace.
+        with tracing.fallback_trace(), \
+                tracing.span(f"{method} unmatched", {"http.request.method": method, "url.path": scope.get("path", "")},
+                             parent=parent, kind=tracing.SpanKind.SERVER) as span:
             await self._app(scope, receive, observed_send)
             code = status.get("code")
             if code is not None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -40,6 +41,8 @@ Context = otel_context.Context
 _PROPAGATOR = TraceContextTextMapPropagator()
 _tracer: trace.Tracer = trace.NoOpTracer()
 _provider: Any = None  # the SDK TracerProvider when one is installed
+# fallback_trace's made-up traceparent: [] until first asked, then [traceparent]; None outside it.
+_FALLBACK_KEY = otel_context.create_key("paycast-fallback-trace")
 
 
 class TracingConfigError(Exception):
@@ -155,10 +158,16 @@ def attached(ctx: Context | None) -> Iterator[None]:
 
 
 def current_traceparent() -> str | None:
-    """The W3C ``traceparent`` of the current span, or None outside any trace."""
+    """The W3C ``traceparent`` of the current span (or of :func:`fallback_trace`'s new trace),
+    or None outside any trace."""
     sc = trace.get_current_span().get_span_context()
     if not sc.is_valid:
-        return None
+        made_up = otel_context.get_value(_FALLBACK_KEY)
+        if made_up is None:
+            return None
+        if not made_up:
+            made_up.append(new_traceparent())
+        return made_up[0]
     return f"00-{sc.trace_id:032x}-{sc.span_id:016x}-{int(sc.trace_flags):02x}"
 
 
@@ -168,6 +177,38 @@ def from_traceparent(traceparent: str | None) -> Context | None:
         return None
     ctx = _PROPAGATOR.extract({"traceparent": traceparent}, context=Context())
     return ctx if trace.get_current_span(ctx).get_span_context().is_valid else None
+
+
+@contextlib.contextmanager
+def fallback_trace() -> Iterator[None]:
+    """Inside the block, work that finds itself in no trace belongs to one new trace.
+
+    With an SDK installed a span started without a parent is already the root of
+    a new trace, so this does nothing. Without one (``PAYCAST_OTEL_EXPORTER=none``)
+    the API's spans are invalid and the work would carry no ``traceparent``; here
+    :func:`current_traceparent` then answers one made-up ``traceparent``, the same
+    for the whole block (the database thread and actors run in copies of this
+    context and share it), created on first use, so a request that writes no
+    event pays only the attach. The events the work writes and the outgoing
+    webhooks they cause name that trace (API.md: "even when the request that
+    caused it had none").
+    """
+    if _provider is not None:
+        yield
+        return
+    # Kept in OpenTelemetry's context (not a variable of our own) so it crosses to actors
+    # the way spans do: the mailbox carries the sender's OpenTelemetry context.
+    token = otel_context.attach(otel_context.set_value(_FALLBACK_KEY, []))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
+def new_traceparent() -> str:
+    """A W3C ``traceparent`` of a new trace: random non-zero ids; no span is recorded. It is
+    marked sampled, so a receiver that samples by its parent records what follows."""
+    return f"00-{random.getrandbits(128) or 1:032x}-{random.getrandbits(64) or 1:016x}-01"
 
 
 def from_asgi_headers(headers: list[tuple[bytes, bytes]]) -> Context | None:
@@ -188,5 +229,5 @@ def set_error(current: Span, description: str) -> None:
 
 
 __all__ = ["Context", "EXPORTERS", "SpanKind", "TracingConfigError", "attached", "capture", "configure",
-           "current_span", "current_traceparent", "from_asgi_headers", "from_traceparent", "recording", "set_error",
-           "shutdown", "span"]
+           "current_span", "current_traceparent", "fallback_trace", "from_asgi_headers", "from_traceparent",
+           "new_traceparent", "recording", "set_error", "shutdown", "span"]

@@ -36,6 +36,15 @@ def test_every_route_is_documented(server):
     assert docs.status_code == 200 and "openapi.json" in docs.text
 
 
+def test_documented_connectors_are_the_servers(server, api_key):
+    """The connector enums of the document name exactly the connectors a server has."""
+    spec = server.client().get("/openapi.json").json()
+    with server.client(api_key) as c:
+        served = {connector["name"] for connector in c.get("/v1/connectors").json()}
+    documented = spec["components"]["schemas"]["CreatePayment"]["properties"]["connector"]["anyOf"][0]["enum"]
+    assert set(documented) == served
+
+
 def _with_links(spec: dict) -> dict:
     """``spec`` plus OpenAPI links: the ``id`` of what a POST creates feeds every
     operation on ``<that path>/{param}/...``, so stateful sequences reach real objects
@@ -72,8 +81,18 @@ _GUIDED = {
 }
 
 
+# Fields whose validity depends on another object's state, which no schema can say:
+# a payment for an order must have the order's amount and currency (400 otherwise);
+# a card token needs the merchant's Stripe account (connector_account_missing otherwise).
+_STATEFUL = {"CreatePayment": ("order_id",), "PaymentMethod": ("token",)}
+
+
 def _guided(node):
-    """Narrow properties named in ``_GUIDED`` wherever they appear in the document."""
+    """Narrow properties named in ``_GUIDED`` wherever they appear in the document; drop ``_STATEFUL``."""
+    if isinstance(node, dict) and "components" in node:
+        for name, fields in _STATEFUL.items():
+            for field_name in fields:
+                node["components"]["schemas"][name]["properties"].pop(field_name, None)
     if isinstance(node, dict):
         for name, schema in node.get("properties", {}).items():
             if name in _GUIDED and isinstance(schema, dict) and schema.get("type", "string") == "string":
@@ -99,13 +118,82 @@ def test_openapi_links_connect_creates_to_their_objects(server):
             assert list(link["parameters"].values()) == ["$response.body#/id"]
 
 
+# Few examples per operation (PAYCAST_FUZZ_EXAMPLES raises it).
+_EXAMPLES = """
+[phases.examples.generation]
+max-examples = {n}
+[phases.fuzzing.generation]
+max-examples = {n}
+""".format(n=int(os.environ.get("PAYCAST_FUZZ_EXAMPLES", "8")))
 # The fixed seed replays the same run everywhere; the random one explores, and is
-# printed first so a failure can be replayed with `st run ... --seed <it>`.
+# printed first so a failure can be replayed with PAYCAST_FUZZ_SEED=<it>.
 FIXED_SEED = 7
 # A request unanswered this long is a failure (schemathesis reports it as a network
-# error): how issue 27's lost keep-alive connections showed. The server's own deadline
-# (PAYCAST_REQUEST_DEADLINE_S, 30 s) is longer, so a hang is seen here first.
+# error): how lost keep-alive connections showed (docs/upstream/). The server's own
+# deadline (PAYCAST_REQUEST_DEADLINE_S, 30 s) is longer, so a hang is seen here first.
 REQUEST_TIMEOUT_S = 10
+
+
+def _schemathesis(server, tmp_path, config_toml: str, *args: str, seed: int = FIXED_SEED) -> str:
+    """Run ``st run`` against the live server (a new merchant's key) with two workers.
+
+    Returns:
+      Its report (stdout), printed too; the run failed on any network error (a request
+      left without an answer) before its exit code is looked at, so a hang is named as one.
+    """
+    st = shutil.which("st", path=os.path.dirname(sys.executable))
+    if st is None:
+        skip_or_fail("schemathesis is not installed")
+    api_key = server.create_merchant("fuzzed")
+    schema = tmp_path / "openapi.json"
+    schema.write_text(json.dumps(_guided(_with_links(server.client().get("/openapi.json").json()))))
+    config = tmp_path / "schemathesis.toml"
+    config.write_text(config_toml)
+    started = time.monotonic()
+    result = subprocess.run(
+        [st, "--config-file", str(config), "run", str(schema), "--url", server.url, "--workers", "2",
+         "--seed", str(seed), "--no-color", "--generation-database", "none",
+         "--header", f"Authorization: Bearer {api_key}", "--request-timeout", str(REQUEST_TIMEOUT_S),
+         "--exclude-path", "/admin/merchants",
+         "--exclude-path-regex", "^/admin/inbox", "--exclude-path", "/debug/tasks", "--suppress-health-check", "all",
+         *args],
+        capture_output=True, text=True, timeout=560,
+    )
+    report = result.stdout[-12000:]
+    print(report)  # warnings and coverage land in the test output
+    print(f"schemathesis seed {seed}: {time.monotonic() - started:.1f} s")
+    summary = report.split("SUMMARY")[-1]
+    assert "Network Error" not in report and "errored" not in summary, f"seed {seed}: {report}"
+    assert result.returncode == 0, f"seed {seed}: {report}"
+    return report
+
+
+# Every status but 400: well-formed data may be refused for the state it meets (404 unknown
+# id, 409, 402 declined, 422 an Idempotency-Key schemathesis reuses from its examples with
+# other parameters) but never as malformed.
+_NOT_MALFORMED = ["2xx", "401", "402", "403", "404", "409", "413", "422", "429", "503"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_schemathesis_positive_cases_are_never_refused_as_malformed(server, tmp_path):
+    """Data the document calls valid is never answered 400: the request schemas say
+    everything validation checks (required, enums, bounds, unknown fields)."""
+    _schemathesis(server, tmp_path, _EXAMPLES + f"""
+[checks.positive_data_acceptance]
+expected-statuses = {json.dumps(_NOT_MALFORMED)}
+""", "--mode", "positive", "--phases", "examples,fuzzing", "--checks", "positive_data_acceptance,not_a_server_error",
+                  # Gateway webhooks are valid only with the gateway's HMAC signature, which no schema can produce.
+                  "--exclude-path-regex", "^/webhooks/")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_schemathesis_negative_cases_are_never_accepted(server, tmp_path):
+    """Data the document calls invalid (a wrong type, a missing field, an unknown one, a bound
+    crossed) is refused: the request schemas are no stricter than validation either."""
+    _schemathesis(server, tmp_path, _EXAMPLES, "--mode", "negative", "--phases", "fuzzing",
+                  "--checks", "negative_data_rejection,not_a_server_error", "--exclude-path-regex", "^/webhooks/")
 
 
 @pytest.mark.slow
@@ -114,49 +202,21 @@ REQUEST_TIMEOUT_S = 10
 def test_schemathesis_finds_no_server_errors_or_schema_violations(server, tmp_path, seed):
     """All phases (examples, coverage, fuzzing, stateful) with two workers, as a user would
     run it: no 5xx, no response that violates the document, and no request left without
-    an answer (a timeout or another network error fails the test). Stateful sequences
-    chain ids from responses through the links above; schemathesis' warnings are shown,
-    not hidden."""
-    st = shutil.which("st", path=os.path.dirname(sys.executable))
-    if st is None:
-        skip_or_fail("schemathesis is not installed")
-    seed_value = FIXED_SEED if seed == "fixed" else int(os.environ.get("PAYCAST_FUZZ_SEED") or random.SystemRandom().randrange(2**63))
+    an answer. Stateful sequences chain ids from responses through the links above;
+    schemathesis' warnings are shown, not hidden."""
+    seed_value = FIXED_SEED if seed == "fixed" else int(
+        os.environ.get("PAYCAST_FUZZ_SEED") or random.SystemRandom().randrange(2**63))
     print(f"schemathesis seed: {seed_value} ({seed})")
-    api_key = server.create_merchant("fuzzed")
-    schema = tmp_path / "openapi.json"
-    schema.write_text(json.dumps(_guided(_with_links(server.client().get("/openapi.json").json()))))
     # Few examples per operation when fuzzing, more sequences when chaining real ids.
-    config = tmp_path / "schemathesis.toml"
-    config.write_text(f"""
-[phases.examples.generation]
-max-examples = {int(os.environ.get("PAYCAST_FUZZ_EXAMPLES", "8"))}
-[phases.fuzzing.generation]
-max-examples = {int(os.environ.get("PAYCAST_FUZZ_EXAMPLES", "8"))}
+    report = _schemathesis(server, tmp_path, _EXAMPLES + f"""
 [phases.stateful]
 max-steps = 12
 [phases.stateful.generation]
 max-examples = {int(os.environ.get("PAYCAST_FUZZ_STATEFUL", "25"))}
-""")
-    started = time.monotonic()
-    result = subprocess.run(
-        [st, "--config-file", str(config), "run", str(schema), "--url", server.url, "--workers", "2",
-         "--seed", str(seed_value), "--no-color", "--generation-database", "none",
-         "--phases", "examples,coverage,fuzzing,stateful",
-         "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,"
-                     "response_schema_conformance",
-         "--header", f"Authorization: Bearer {api_key}", "--request-timeout", str(REQUEST_TIMEOUT_S),
-         "--exclude-path", "/admin/merchants", "--exclude-path-regex", "^/admin/inbox",
-         "--exclude-path", "/debug/tasks", "--suppress-health-check", "all"],
-        capture_output=True, text=True, timeout=560,
-    )
-    report = result.stdout[-12000:]
-    print(report)  # warnings and the stateful coverage land in the test output
-    print(f"schemathesis seed {seed_value}: {time.monotonic() - started:.1f} s")
-    summary = report.split("SUMMARY")[-1]
-    # Checked before the exit code, so a hang is named as one.
-    assert "Network Error" not in report and "errored" not in summary, f"seed {seed_value}: {report}"
-    assert result.returncode == 0, f"seed {seed_value}: {report}"
-    assert "failures" not in summary.lower() or " 0 failures" in report, report
+""", "--phases", "examples,coverage,fuzzing,stateful",
+                           "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,"
+                                       "response_schema_conformance", seed=seed_value)
+    assert "failures" not in report.split("SUMMARY")[-1].lower() or " 0 failures" in report, report
     # The stateful phase ran and really chained calls (ids from responses fed later calls).
     covered = re.search(r"API Links:\s+(\d+) covered", report)
     assert covered and int(covered.group(1)) >= 5, report

@@ -243,3 +243,48 @@ def test_otlp_exporter_sends_the_spans_to_the_configured_endpoint(new_database):
             server.stop()
         assert receiver.received[0].headers["content-type"] == "application/x-protobuf"
     assert spans[0].trace_id.hex() == CALLER_TRACE and spans[0].parent_span_id.hex() == CALLER_SPAN
+
+
+def test_a_new_user_gets_a_traceparent_on_every_outgoing_webhook_without_any_tracing_set_up(new_database,
+                                                                                          monkeypatch):
+    """``PAYCAST_OTEL_EXPORTER`` unset and requests without a ``traceparent`` (a server process,
+    as a new user runs it): every request the endpoint receives still carries a valid W3C
+    ``traceparent``; the events one request wrote share its new trace, another request is
+    another trace, and a retried delivery keeps its event's trace."""
+    from tests.support import ServerProcess, wait_for
+
+    monkeypatch.delenv("PAYCAST_OTEL_EXPORTER", raising=False)
+    with Receiver(script=[500]) as receiver:
+        server = ServerProcess(new_database("paycast_newtrace"), PAYCAST_WEBHOOK_ALLOW_PRIVATE_URLS="true",
+                               PAYCAST_WEBHOOK_RETRY_SCHEDULE="0,1,1").start()
+        try:
+            with server.client(server.create_merchant("untraced")) as c:
+                r = c.post("/v1/webhook_endpoints", json={"url": receiver.url, "enabled_events": ["*"]})
+                assert r.status_code == 201, r.text
+                first = c.post("/v1/payments", json=payment_body(300, confirm=True))
+                assert first.status_code == 201 and first.json()["status"] == "succeeded", first.text
+                second = c.post("/v1/payments", json=payment_body(400, capture_method="manual"))
+                assert second.status_code == 201, second.text
+                assert "traceparent" not in first.request.headers
+                # The first request the endpoint saw was refused (500): it is sent again.
+                wait_for(lambda: len({json.loads(x.body)["id"] for x in receiver.received}) >= 3
+                         and len(receiver.received) >= 4)
+        finally:
+            server.stop()
+    by_payment: dict[str, set[str]] = {}
+    by_event: dict[str, set[str]] = {}
+    for request in receiver.received:
+        traceparent = request.headers.get("traceparent")
+        assert traceparent is not None, request.headers
+        version, trace_id, span_id, flags = traceparent.split("-")
+        assert (version, len(trace_id), len(span_id), flags) == ("00", 32, 16, "01"), traceparent
+        assert int(trace_id, 16) and int(span_id, 16)
+        event = json.loads(request.body)
+        by_payment.setdefault(event["data"]["object"]["id"], set()).add(trace_id)
+        by_event.setdefault(event["id"], set()).add(traceparent)
+    assert set(by_payment) == {first.json()["id"], second.json()["id"]}
+    traces = [by_payment[first.json()["id"]], by_payment[second.json()["id"]]]
+    assert [len(t) for t in traces] == [1, 1] and traces[0] != traces[1]
+    # The retried delivery (same event id, sent twice) carried the same traceparent both times.
+    assert all(len(t) == 1 for t in by_event.values())
+    assert max(len([x for x in receiver.received if json.loads(x.body)["id"] == e]) for e in by_event) == 2
