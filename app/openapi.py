@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
 from app import realtime_schemas, schemas
+from domain import connector_accounts
 from domain.events import EVENT_TYPES
 from domain.routing import DEFAULT_CONNECTORS
 
@@ -151,21 +152,43 @@ class ConnectorAccount(Out):
     updated_at: str
 
 
+def _secret_schema(prefixes: tuple[str, ...] = (), description: str | None = None) -> dict:
+    """A credential string as domain.connector_accounts checks it: non-empty, no spaces,
+    at most MAX_SECRET_LENGTH characters, starting with one of ``prefixes`` when given."""
+    head = f"(?:{'|'.join(prefixes)})" if prefixes else ""
+    schema = {"type": "string", "minLength": 1, "maxLength": connector_accounts.MAX_SECRET_LENGTH,
+              "pattern": f"^{head}[^\\s\\u0000]+$"}
+    return {**schema, "description": description} if description else schema
+
+
+def _credentials_schema(connector: str) -> dict:
+    """The exact credentials object of ``connector`` (its fields, all required, nothing else)."""
+    fields = connector_accounts.CREDENTIAL_FIELDS[connector]
+    return {"type": "object", "additionalProperties": False, "required": list(fields),
+            "properties": {field: _secret_schema(connector_accounts.CREDENTIAL_PREFIXES.get((connector, field), ()))
+                           for field in fields}}
+
+
 _CONNECTOR_ACCOUNT_FIELDS = {
+    "webhook_secret": _secret_schema(description="The gateway's signing secret for this account's webhooks."),
+    "label": {"type": ["string", "null"], "maxLength": connector_accounts.MAX_LABEL_LENGTH},
+}
+# One variant per connector, so the document says exactly which credentials each takes
+# (stripe: secret_key sk_/rk_…; razorpay: key_id rzp_… and key_secret). Tried against the
+# gateway before anything is stored.
+CREATE_CONNECTOR_ACCOUNT = {"oneOf": [
+    {"type": "object", "additionalProperties": False, "required": ["connector", "credentials", "webhook_secret"],
+     "properties": {"connector": {"type": "string", "const": connector},
+                    "credentials": _credentials_schema(connector), **_CONNECTOR_ACCOUNT_FIELDS}}
+    for connector in sorted(connector_accounts.CREDENTIAL_FIELDS)
+]}
+# Which credentials an update takes depends on the stored account's connector, which the
+# path's id names and no schema can see: the object is described, the server checks it.
+UPDATE_CONNECTOR_ACCOUNT = {"type": "object", "additionalProperties": False, "properties": {
     "credentials": {"type": "object", "additionalProperties": {"type": "string"},
-                    "description": 'stripe: {"secret_key": "sk_test_…"|"sk_live_…"|"rk_…"}; '
-                                   'razorpay: {"key_id": "rzp_test_…", "key_secret"}. Tried against the gateway '
-                                   "before anything is stored."},
-    "webhook_secret": {"type": "string", "minLength": 1, "maxLength": 512,
-                       "description": "The gateway's signing secret for this account's webhooks."},
-    "label": {"type": ["string", "null"], "maxLength": 200},
-}
-CREATE_CONNECTOR_ACCOUNT = {
-    "type": "object", "additionalProperties": False, "required": ["connector", "credentials", "webhook_secret"],
-    "properties": {"connector": {"type": "string", "enum": ["stripe", "razorpay"]}, **_CONNECTOR_ACCOUNT_FIELDS},
-}
-UPDATE_CONNECTOR_ACCOUNT = {"type": "object", "additionalProperties": False,
-                            "properties": dict(_CONNECTOR_ACCOUNT_FIELDS)}
+                    "description": 'The account\'s connector\'s credentials, as on create (stripe: {"secret_key"}; '
+                                   'razorpay: {"key_id", "key_secret"}); tried against the gateway first.'},
+    **_CONNECTOR_ACCOUNT_FIELDS}}
 
 
 class Rule(Out):

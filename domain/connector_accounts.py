@@ -23,7 +23,7 @@ REAL_CONNECTORS = frozenset(CREDENTIAL_FIELDS)
 # Which credential is shown masked on reads; the others are never shown.
 MASKED_FIELD = {"stripe": "secret_key", "razorpay": "key_id"}
 # The documented key forms (a typo is caught before the gateway is asked).
-_PREFIXES = {
+CREDENTIAL_PREFIXES = {
     ("stripe", "secret_key"): ("sk_test_", "sk_live_", "rk_test_", "rk_live_"),
     ("razorpay", "key_id"): ("rzp_test_", "rzp_live_"),
 }
@@ -142,7 +142,7 @@ def _credentials(connector: str, value: object) -> dict[str, str]:
         if value.get(field) is None:
             raise InvalidRequest(f"Missing required param: {param}.", param=param, code="parameter_missing")
         out[field] = _secret(value[field], param)
-        prefixes = _PREFIXES.get((connector, field))
+        prefixes = CREDENTIAL_PREFIXES.get((connector, field))
         if prefixes and not out[field].startswith(prefixes):
             raise InvalidRequest(f"{param} must start with {' or '.join(prefixes)}.", param=param)
     return out

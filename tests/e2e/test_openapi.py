@@ -156,6 +156,10 @@ def _schemathesis(server, tmp_path, config_toml: str, *args: str, seed: int = FI
          "--header", f"Authorization: Bearer {api_key}", "--request-timeout", str(REQUEST_TIMEOUT_S),
          "--exclude-path", "/admin/merchants",
          "--exclude-path-regex", "^/admin/inbox", "--exclude-path", "/debug/tasks", "--suppress-health-check", "all",
+         # Valid credentials are tried against the gateway, which this session's server cannot
+         # reach: the answer is the documented 503 connector_unavailable, a 5xx to the checks.
+         # tests/e2e/test_connector_accounts.py covers it against the stand-ins.
+         "--exclude-operation-id", "post__v1_connector_accounts",
          *args],
         capture_output=True, text=True, timeout=560,
     )
