@@ -134,6 +134,13 @@ FIXED_SEED = 7
 REQUEST_TIMEOUT_S = 10
 
 
+def _only_ast_race(report: str) -> bool:
+    """Whether a schemathesis report's only trouble is CPython's ast thread race (see below)."""
+    summary = report.split("SUMMARY")[-1]
+    return ("AST constructor recursion depth mismatch" in report and "Network Error" not in report
+            and "Runtime Error" in summary and "Failures" not in report)
+
+
 def _schemathesis(server, tmp_path, config_toml: str, *args: str, seed: int = FIXED_SEED) -> str:
     """Run ``st run`` against the live server (a new merchant's key) with two workers.
 
@@ -149,20 +156,29 @@ def _schemathesis(server, tmp_path, config_toml: str, *args: str, seed: int = FI
     schema.write_text(json.dumps(_guided(_with_links(server.client().get("/openapi.json").json()))))
     config = tmp_path / "schemathesis.toml"
     config.write_text(config_toml)
-    started = time.monotonic()
-    result = subprocess.run(
-        [st, "--config-file", str(config), "run", str(schema), "--url", server.url, "--workers", "2",
-         "--seed", str(seed), "--no-color", "--generation-database", "none",
-         "--header", f"Authorization: Bearer {api_key}", "--request-timeout", str(REQUEST_TIMEOUT_S),
-         "--exclude-path", "/admin/merchants",
-         "--exclude-path-regex", "^/admin/inbox", "--exclude-path", "/debug/tasks", "--suppress-health-check", "all",
-         # Valid credentials are tried against the gateway, which this session's server cannot
-         # reach: the answer is the documented 503 connector_unavailable, a 5xx to the checks.
-         # tests/e2e/test_connector_accounts.py covers it against the stand-ins.
-         "--exclude-operation-id", "post__v1_connector_accounts",
-         *args],
-        capture_output=True, text=True, timeout=560,
-    )
+    for attempt in (1, 2):
+        started = time.monotonic()
+        result = subprocess.run(
+            [st, "--config-file", str(config), "run", str(schema), "--url", server.url, "--workers", "2",
+             "--seed", str(seed), "--no-color", "--generation-database", "none",
+             "--header", f"Authorization: Bearer {api_key}", "--request-timeout", str(REQUEST_TIMEOUT_S),
+             "--exclude-path", "/admin/merchants",
+             "--exclude-path-regex", "^/admin/inbox", "--exclude-path", "/debug/tasks", "--suppress-health-check", "all",
+             # Valid credentials are tried against the gateway, which this session's server cannot
+             # reach: the answer is the documented 503 connector_unavailable, a 5xx to the checks.
+             # tests/e2e/test_connector_accounts.py covers it against the stand-ins.
+             "--exclude-operation-id", "post__v1_connector_accounts",
+             *args],
+            capture_output=True, text=True, timeout=560,
+        )
+        # CPython 3.11's ast constructor is not thread-safe (python/cpython#106905, fixed in later
+        # releases); hypothesis parses lambdas' source while generating, in both workers, and
+        # schemathesis then reports a Runtime Error that says nothing about the server. Such a
+        # run is repeated once with the same seed; any other error, and any network error, stands.
+        if attempt == 1 and _only_ast_race(result.stdout):
+            print(f"schemathesis seed {seed}: repeated after CPython's ast race (cpython#106905)")
+            continue
+        break
     report = result.stdout[-12000:]
     print(report)  # warnings and coverage land in the test output
     print(f"schemathesis seed {seed}: {time.monotonic() - started:.1f} s")
