@@ -147,7 +147,7 @@ class PaymentActor:
         row = loaded.row
         amount = validate_capture(row["status"], row["amount_capturable"], msg.amount)
         txn = _authorized_txn(loaded)
-        await self._claimed_call(loaded, Trigger.CAPTURE, lambda c: c.capture(txn, amount))
+        loaded = await self._claimed_call(loaded, Trigger.CAPTURE, lambda c: c.capture(txn, amount))
         return await db.transaction(store.capture, loaded, amount)
 
     @handles(Cancel)
@@ -157,15 +157,19 @@ class PaymentActor:
         row = loaded.row
         if row["status"] == "requires_capture":
             txn = _authorized_txn(loaded)
-            await self._claimed_call(loaded, Trigger.CANCEL, lambda c: c.void(txn))
+            loaded = await self._claimed_call(loaded, Trigger.CANCEL, lambda c: c.void(txn))
         elif row["status"] != "requires_confirmation":
             raise StateError(f"You cannot cancel this payment because it has a status of {row['status']}.")
         return await db.transaction(store.cancel, loaded)
 
-    async def _claimed_call(self, loaded: store.Loaded, trigger: Trigger, call) -> None:
+    async def _claimed_call(self, loaded: store.Loaded, trigger: Trigger, call) -> store.Loaded:
         """Call the connector for ``trigger`` on an authorised payment, holding
         the payment's claim in the database for the call (several processes
         may race on one payment; only the claimant reaches the gateway).
+
+        Returns:
+          ``loaded`` holding the claim: the write after the call must use it
+          (it is refused if the claim lapsed and another request took it).
 
         Raises:
           StateError: another request holds the payment, or it moved on.
@@ -176,13 +180,14 @@ class PaymentActor:
         # Longer than any connector call may take (the call is bounded by the
         # connector timeout), so a live claimant never loses its claim mid-call.
         hold_s = 2 * self.payments.settings.connector_timeout_s + 5
-        await db.transaction(store.claim_operation, loaded, trigger, hold_s)
+        loaded = await db.transaction(store.claim_operation, loaded, trigger, hold_s)
         row = loaded.row
         result = await self.payments.connector_call.call(row["connector"], call,
                                                        what=f"{trigger.value} {row['id']}")
         if not result.ok:
             await db.transaction(store.release_operation, loaded, trigger)
         result.unwrap()
+        return loaded
 
     @handles(Reconcile)
     async def _reconcile(self, payment_id: str, msg: Reconcile) -> dict:

@@ -89,10 +89,23 @@ class StorageAPI:
         loaded = await self.db.transaction(payments.load, merchant_id, payment_id)
         return await self.db.transaction(payments.cancel, loaded)
 
-    async def claim_operation(self, merchant_id: str, payment_id: str, trigger: str, hold_s: float = 30.0) -> None:
-        """Reserve an authorised payment for a capture or void before the connector call."""
+    async def claim_operation(self, merchant_id: str, payment_id: str, trigger: str,
+                              hold_s: float = 30.0) -> payments.Loaded:
+        """Reserve an authorised payment for a capture or void before the connector call; the payment
+        as the claimant holds it (for :meth:`capture_claimed`, :meth:`cancel_claimed`)."""
         loaded = await self.db.transaction(payments.load, merchant_id, payment_id)
-        await self.db.transaction(payments.claim_operation, loaded, Trigger(trigger), hold_s)
+        return await self.db.transaction(payments.claim_operation, loaded, Trigger(trigger), hold_s)
+
+    async def capture_claimed(self, claimed: payments.Loaded, amount: int) -> dict:
+        """The capture a claimant writes after its connector call."""
+        return await self.db.transaction(payments.capture, claimed, amount)
+
+    async def cancel_claimed(self, claimed: payments.Loaded) -> dict:
+        """The cancel a claimant writes after its connector call."""
+        return await self.db.transaction(payments.cancel, claimed)
+
+    async def release_claimed(self, claimed: payments.Loaded, trigger: str) -> None:
+        await self.db.transaction(payments.release_operation, claimed, Trigger(trigger))
 
     async def release_operation(self, merchant_id: str, payment_id: str, trigger: str) -> None:
         loaded = await self.db.transaction(payments.load, merchant_id, payment_id)

@@ -212,8 +212,9 @@ async def test_concurrent_operation_claims_give_the_payment_to_exactly_one(store
     """Capture and void claim the payment before the connector call: one claimant only."""
     pay = await _authorized(store, merchant)
     results = await together(8, lambda i: store.claim_operation(merchant, pay["id"], "capture" if i % 2 else "cancel"))
-    assert len(_wins(results)) == 1, results
-    assert all(isinstance(r, StateError) for r in results if r is not None)
+    wins = _wins(results)
+    assert len(wins) == 1, results
+    assert all(isinstance(r, StateError) for r in results if r is not wins[0])
 
 
 async def test_a_released_or_lapsed_claim_can_be_taken_again_and_capture_clears_it(store, merchant):
@@ -225,6 +226,34 @@ async def test_a_released_or_lapsed_claim_can_be_taken_again_and_capture_clears_
     await store.capture(merchant, pay["id"], 1000)
     with pytest.raises(StateError):
         await store.claim_operation(merchant, pay["id"], "cancel")
+
+
+async def test_a_claimant_stopped_past_its_claim_cannot_write_after_another_took_it(store, merchant):
+    """A capture whose claim lapsed while its process was stopped (SIGSTOP) and was taken by a
+    cancel elsewhere: the late capture is refused even before the cancel writes, and does not
+    give back the other claim; the cancel then writes."""
+    pay = await _authorized(store, merchant)
+    stopped = await store.claim_operation(merchant, pay["id"], "capture", hold_s=0.05)
+    await trio.sleep(0.2)
+    taker = await store.claim_operation(merchant, pay["id"], "cancel")
+    with pytest.raises(StateError):
+        await store.capture_claimed(stopped, 1000)
+    await store.release_claimed(stopped, "capture")  # not its claim any more: nothing happens
+    with pytest.raises(StateError):  # the cancel's claim still holds the payment
+        await store.claim_operation(merchant, pay["id"], "capture")
+    assert (await store.payment(merchant, pay["id"]))["status"] == "requires_capture"
+    assert (await store.cancel_claimed(taker))["status"] == "canceled"
+    assert "payment.succeeded" not in await _types(store, merchant, pay["id"])
+
+
+async def test_a_claimant_stopped_past_its_claim_cannot_write_after_the_same_operation_was_taken(store, merchant):
+    pay = await _authorized(store, merchant)
+    stopped = await store.claim_operation(merchant, pay["id"], "capture", hold_s=0.05)
+    await trio.sleep(0.2)
+    taker = await store.claim_operation(merchant, pay["id"], "capture")
+    with pytest.raises(StateError):
+        await store.capture_claimed(stopped, 400)
+    assert (await store.capture_claimed(taker, 600))["amount_received"] == 600
 
 
 async def test_an_operation_claim_needs_an_authorised_payment(store, merchant):
