@@ -73,7 +73,7 @@ class PaymentActor:
 
     @handles(ApplyWebhook)
     async def _apply_webhook(self, payment_id: str, msg: ApplyWebhook) -> dict:
-        return await self.payments.apply_stored_webhook(msg.inbox_id, msg.seen)
+        return await self.payments.apply_stored_webhook(msg.inbox_id, msg.seen, msg.claim)
 
     @handles(Refund)
     async def _refund(self, payment_id: str, msg: Refund) -> dict:

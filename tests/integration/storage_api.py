@@ -194,9 +194,27 @@ class StorageAPI:
         """Lease unprocessed inbox rows; per row, its id and what the claim read for its apply."""
         return [(r["id"], r.get("seen")) for r in await self.db.transaction(inbox.claim, limit, lease_s)]
 
-    async def apply_webhook(self, inbox_id: str, seen: inbox.Seen | None = None) -> str:
-        """Apply one stored webhook (with what its insert read, if given); its resulting status."""
-        return await self.db.transaction(inbox.apply, inbox_id, 30.0, seen)
+    async def claim_webhooks_held(self, limit: int, lease_s: float = 30.0) -> dict[str, tuple[int, inbox.Seen | None]]:
+        """Lease unprocessed inbox rows; per row id, the claim (its ``tries`` after the claim) and what
+        the claim read for its apply."""
+        return {r["id"]: (r["tries"], r.get("seen")) for r in await self.db.transaction(inbox.claim, limit, lease_s)}
+
+    async def apply_webhook(self, inbox_id: str, seen: inbox.Seen | None = None, claim: int | None = None) -> str:
+        """Apply one stored webhook (with what its insert read, and the caller's claim, if given);
+        its resulting status."""
+        return await self.db.transaction(inbox.apply, inbox_id, 30.0, seen, claim)
+
+    async def fail_webhook(self, inbox_id: str, claim: int | None) -> str:
+        """Record a failed apply of a claimed row (retry schedule 1,1,2)."""
+        return await self.db.transaction(inbox.fail, inbox_id, "failed in the test", [1, 1, 2], claim)
+
+    async def ignore_late_webhooks(self, held: dict[str, int]) -> set[str]:
+        """Set claimed late outcomes aside in bulk; ``held``: row id → the caller's claim."""
+        return await self.db.transaction(inbox.ignore_late, list(held), list(held.values()))
+
+    async def inbox_row(self, inbox_id: str) -> dict:
+        return dict(await self.db.run(lambda conn: conn.fetchrow("SELECT * FROM webhook_inbox WHERE id = $1",
+                                                                 inbox_id)))
 
     # ---- the event log
     async def events(self, merchant_id: str, object_id: str | None = None) -> list[dict]:

@@ -461,6 +461,43 @@ async def test_outcomes_applied_with_what_their_inserts_read_move_the_payment_on
     assert set(again) <= {"applied", "ignored"} and (await store.payment(merchant, pay["id"]))["status"] == status
 
 
+async def test_a_processor_stopped_past_its_lease_cannot_apply_a_row_another_took_over(store, merchant):
+    """SIGSTOP of a process holding inbox rows: its lease lapses and another process claims them.
+    When the stopped one continues, every guarded statement refuses its late work (apply on the hot
+    path with what its claim read, the locked apply, a failure's backoff, the bulk ignore), even
+    before the new holder applies; the new holder then applies once."""
+    pay, txn = await _processing(store, merchant)
+    (row,) = await store.store_webhooks([(f"evt_fence_{pay['id']}", "payment.succeeded", txn, pay["id"])])
+    stopped_claim, stopped_seen = (await store.claim_webhooks_held(500, lease_s=0.05))[row]
+    await trio.sleep(0.2)
+    taker_claim, taker_seen = (await store.claim_webhooks_held(500))[row]
+    assert taker_claim == stopped_claim + 1
+    assert await store.apply_webhook(row, stopped_seen, stopped_claim) == "taken_over"
+    assert await store.apply_webhook(row, None, stopped_claim) == "taken_over"
+    assert await store.fail_webhook(row, stopped_claim) == "missing"
+    assert await store.ignore_late_webhooks({row: stopped_claim}) == set()
+    held = await store.inbox_row(row)
+    assert held["processed_at"] is None and held["failures"] == 0 and held["tries"] == taker_claim
+    assert (await store.payment(merchant, pay["id"]))["status"] == "processing"
+    assert await store.apply_webhook(row, taker_seen, taker_claim) == "applied"
+    assert (await store.payment(merchant, pay["id"]))["status"] == "succeeded"
+    assert await store.apply_webhook(row, stopped_seen, stopped_claim) == "applied"  # done: its status, no move
+    assert await _types(store, merchant, pay["id"]) == ["payment.created", "payment.processing",
+                                                       "payment.succeeded"]
+
+
+async def test_a_late_outcome_is_ignored_in_bulk_only_by_its_holder(store, merchant):
+    pay, txn = await _processing(store, merchant)
+    (ok,) = await store.store_webhooks([(f"evt_bulk_ok_{pay['id']}", "payment.succeeded", txn, pay["id"])])
+    assert await store.apply_webhook(ok) == "applied"
+    (late,) = await store.store_webhooks([(f"evt_bulk_late_{pay['id']}", "payment.failed", txn, pay["id"])])
+    stopped_claim, _ = (await store.claim_webhooks_held(500, lease_s=0.05))[late]
+    await trio.sleep(0.2)
+    taker_claim, _ = (await store.claim_webhooks_held(500))[late]
+    assert await store.ignore_late_webhooks({late: stopped_claim}) == set()
+    assert await store.ignore_late_webhooks({late: taker_claim}) == {late}
+
+
 # ---- the event log
 
 
