@@ -21,7 +21,8 @@ from domain.payments import Outcome, OutcomeKind, Trigger
 from domain.refunds import Trigger as RefundTrigger
 from domain.submission import Submission
 from domain.webhooks import GatewayEvent
-from storage import accounts, events, idempotency, inbox, merchants, payments, reconcile, refunds
+from storage import (accounts, events, idempotency, inbox, merchants, payments, reconcile, refunds, webhook_deliveries,
+                     webhook_endpoints)
 from storage.database import Database
 
 CARD = {"type": "card", "card": {"first6": "424242", "last4": "4242"}}
@@ -215,6 +216,30 @@ class StorageAPI:
     async def inbox_row(self, inbox_id: str) -> dict:
         return dict(await self.db.run(lambda conn: conn.fetchrow("SELECT * FROM webhook_inbox WHERE id = $1",
                                                                  inbox_id)))
+
+    # ---- outgoing webhook deliveries
+    async def create_endpoint(self, merchant_id: str) -> str:
+        """An enabled endpoint of the merchant for every event type."""
+        endpoint = await self.db.transaction(webhook_endpoints.create, merchant_id, "https://example.test/hooks",
+                                             ["*"], None)
+        return endpoint["id"]
+
+    async def claim_deliveries(self, limit: int = 100) -> dict[str, str]:
+        """Lease due deliveries (as a dispatcher does); per delivery id, its claim token."""
+        return {d["id"]: d["token"] for d in await self.db.transaction(webhook_deliveries.claim, limit, 4, [])}
+
+    async def lapse_delivery_leases(self) -> None:
+        """Every delivery lease runs out now (they last minutes: a test cannot wait for one)."""
+        await self.db.run(lambda conn: conn.execute(
+            "UPDATE webhook_deliveries SET claimed_until = now() - interval '1 second' WHERE claimed_until IS NOT NULL"))
+
+    async def record_delivery_attempt(self, delivery_id: str, token: str, status_code: int) -> str:
+        return await self.db.transaction(webhook_deliveries.record_attempt, delivery_id, token, status_code, 5, None,
+                                         [1, 1, 2])
+
+    async def delivery(self, delivery_id: str) -> dict:
+        return dict(await self.db.run(lambda conn: conn.fetchrow("SELECT * FROM webhook_deliveries WHERE id = $1",
+                                                                 delivery_id)))
 
     # ---- the event log
     async def events(self, merchant_id: str, object_id: str | None = None) -> list[dict]:

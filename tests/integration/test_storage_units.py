@@ -498,6 +498,26 @@ async def test_a_late_outcome_is_ignored_in_bulk_only_by_its_holder(store, merch
     assert await store.ignore_late_webhooks({late: taker_claim}) == {late}
 
 
+async def test_a_dispatcher_stopped_past_its_delivery_lease_cannot_record_after_another_took_it(store):
+    """A delivery claimed, its holder stopped past the lease, claimed again elsewhere: the late
+    holder's result is logged as an attempt but moves nothing; the new holder's result counts."""
+    merchant = await store.create_merchant("delivery fence")
+    await store.create_endpoint(merchant)
+    await store.create_payment(merchant)  # payment.created: one delivery for the endpoint
+    stopped = await store.claim_deliveries()
+    assert stopped
+    delivery, stopped_token = next(iter(stopped.items()))
+    await store.lapse_delivery_leases()
+    taker = await store.claim_deliveries()
+    assert taker[delivery] != stopped_token
+    assert await store.record_delivery_attempt(delivery, stopped_token, 500) == "pending"
+    row = await store.delivery(delivery)
+    assert row["attempt_count"] == 0 and row["claim_token"] == taker[delivery] and row["last_status_code"] is None
+    assert await store.record_delivery_attempt(delivery, taker[delivery], 200) == "succeeded"
+    assert await store.record_delivery_attempt(delivery, stopped_token, 200) == "succeeded"
+    assert (await store.delivery(delivery))["attempt_count"] == 1
+
+
 # ---- the event log
 
 
