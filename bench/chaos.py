@@ -218,8 +218,10 @@ class Tally:
 
 
 class Chaos:
-    def __init__(self, schedule: Schedule, cluster: Cluster, concurrency: int, receiver) -> None:
+    def __init__(self, schedule: Schedule, cluster: Cluster, concurrency: int, receiver,
+                 delivery_wait_s: float = 60.0) -> None:
         self.schedule = schedule
+        self.delivery_wait_s = delivery_wait_s
         self.cluster = cluster
         self.concurrency = concurrency
         self.receiver = receiver
@@ -531,15 +533,15 @@ class Chaos:
     # ------------------------------------------------------------------------ the end
 
     async def settle(self, client, timeout: float = 120) -> None:
-        """Wait until nothing is left pending without a review flag and no outgoing
-        webhook is waiting (bounded: a delivery lease of a killed holder lasts 45 s)."""
-        deadline = trio.current_time() + timeout
-        while trio.current_time() < deadline:
-            left = await trio.to_thread.run_sync(lambda: pending_without_review(self.cluster.data_dir))
-            deliveries = await trio.to_thread.run_sync(lambda: deliveries_waiting(self.cluster.data_dir))
-            if left == 0 and deliveries == 0:
-                return
-            await trio.sleep(1)
+        """Wait until nothing is left pending without a review flag (bounded), then up to
+        ``delivery_wait_s`` until no outgoing webhook is waiting (a delivery lease of a
+        killed holder lasts 45 s: what is still pending then is in the closing table)."""
+        data_dir = self.cluster.data_dir
+        for done, wait_s in ((lambda: pending_without_review(data_dir) == 0, timeout),
+                             (lambda: deliveries_waiting(data_dir) == 0, self.delivery_wait_s)):
+            deadline = trio.current_time() + wait_s
+            while trio.current_time() < deadline and not await trio.to_thread.run_sync(done):
+                await trio.sleep(1)
 
 
 def _card(number: str) -> dict:
@@ -594,7 +596,8 @@ def _violations(check) -> int:
     return found
 
 
-def run_chaos(seed: int, operations: int, concurrency: int, keep: bool, topology: Topology) -> int:
+def run_chaos(seed: int, operations: int, concurrency: int, keep: bool, topology: Topology,
+              delivery_wait_s: float = 60.0) -> int:
     schedule = make_schedule(seed, operations, topology)
     replaced = cluster_mod.overridden({k: v for k, v in os.environ.items() if k.startswith("PAYCAST_")})
     if replaced:
@@ -608,7 +611,7 @@ def run_chaos(seed: int, operations: int, concurrency: int, keep: bool, topology
     try:
         with Receiver() as receiver:
             cluster.start()
-            chaos = Chaos(schedule, cluster, concurrency, receiver)
+            chaos = Chaos(schedule, cluster, concurrency, receiver, delivery_wait_s)
             trio.run(chaos.run)
             left = pending_without_review(data_dir)
             deliveries = delivery_counts(data_dir)
@@ -672,7 +675,7 @@ def main(argv: list[str]) -> int:
         schedule = make_schedule(args.seed, args.operations, topology)
         print(json.dumps({"fingerprint": schedule.fingerprint(), **asdict(schedule)}))
         return 0
-    return run_chaos(args.seed, args.operations, args.concurrency, args.keep, topology)
+    return run_chaos(args.seed, args.operations, args.concurrency, args.keep, topology, args.delivery_wait)
 
 
 def add_arguments(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
@@ -687,4 +690,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, required: bool = True) -> 
     group.add_argument("--operations", type=int, default=300)
     group.add_argument("--concurrency", type=int, default=8)
     group.add_argument("--print-schedule", action="store_true", help="print the seed's fault schedule and exit")
+    group.add_argument("--delivery-wait", type=float, default=60.0, metavar="S",
+                       help="at the end, wait up to S seconds for outgoing webhooks still pending (default 60: "
+                            "a killed holder's delivery lease lasts 45 s)")
     group.add_argument("--keep", action="store_true", help="keep the data directory (and its PostgreSQL)")

@@ -129,11 +129,10 @@ class Watch:
     def rows(self) -> list[tuple[str, object]]:
         """The closing table's lines."""
         held = {k: sum(h.count(k) for h in self.held) for k in HELD_SQL}
-        taken = [(k, s) for h in self.held for (k, _), s in h.taken.items()]
-        longest = max((s for _, s in taken), default=0.0)
+        taken = {k: [s for h in self.held for (kind, _), s in h.taken.items() if kind == k] for k in HELD_SQL}
+        longest = {k: max(seconds, default=0.0) for k, seconds in taken.items()}
         return [
             ("leases held at process faults (inbox / delivery)", f"{held['inbox']} / {held['delivery']}"),
-            ("leases taken over (inbox / delivery)",
-             f"{sum(1 for k, _ in taken if k == 'inbox')} / {sum(1 for k, _ in taken if k == 'delivery')}"),
-            ("longest time to takeover (s, database clock)", f"{longest:.1f}"),
+            ("leases taken over (inbox / delivery)", f"{len(taken['inbox'])} / {len(taken['delivery'])}"),
+            ("longest time to takeover, s (inbox / delivery)", f"{longest['inbox']:.1f} / {longest['delivery']:.1f}"),
         ]
