@@ -127,21 +127,21 @@ class Process:
           RuntimeError: it exited or did not listen in time.
         """
         self.starts += 1
+        self.listening = {}
         log = open(self.data_dir / f"{self.name}-{self.starts}.log", "w")  # noqa: SIM115 - the child owns it
         self.proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), *self.args], cwd=ROOT, env=self.env,
                                      stdout=subprocess.PIPE, stderr=log, text=True)
         log.close()
-        lines: list[str] = []
         found = threading.Event()
+        proc = self.proc
 
         def read() -> None:  # a daemon thread: the pipe is drained for the process's whole life
-            assert self.proc is not None and self.proc.stdout is not None
-            for line in self.proc.stdout:
+            assert proc.stdout is not None
+            for line in proc.stdout:
                 if not found.is_set() and line.startswith("{") and '"listening"' in line:
                     self.listening = json.loads(line)
                     found.set()
-                lines.append(line) if len(lines) < 50 else None
-            found.set()
+            found.set()  # it exited
 
         threading.Thread(target=read, name=f"chaos-{self.name}-stdout", daemon=True).start()
         if not found.wait(timeout) or not self.listening:
@@ -275,16 +275,6 @@ def resume(pid: int) -> bool:
 def kill9(pid: int) -> bool:
     """SIGKILL ``pid``; False if it is gone."""
     return _signal(pid, signal.SIGKILL)
-
-
-def wait_for(predicate, timeout: float, interval: float = 0.2) -> bool:
-    """Poll ``predicate()`` until it is true or ``timeout`` passes."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())
 
 
 class Receiver:
