@@ -19,6 +19,7 @@ what the topology needs on top; :func:`overridden` names the caller's
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import pathlib
@@ -91,6 +92,20 @@ def overridden(environ: dict[str, str]) -> list[str]:
     return sorted(k for k in environ if k in OWNED or k in CHAOS_ENV)
 
 
+# Every server is started from this one thread, which lives as long as the run: a
+# server gets SIGTERM when the thread that started it ends (PR_SET_PDEATHSIG), so a
+# run that is killed (a CI timeout) does not leave its servers behind, and a restart
+# made from one of trio's short-lived worker threads is not stopped when that thread is.
+_SPAWNER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="chaos-spawner")
+
+
+def _spawn(args: list[str], env: dict[str, str], stderr) -> subprocess.Popen:
+    from app.workers import die_with_parent
+
+    return _SPAWNER.submit(subprocess.Popen, args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=stderr,
+                           text=True, preexec_fn=die_with_parent).result()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -129,8 +144,7 @@ class Process:
         self.starts += 1
         self.listening = {}
         log = open(self.data_dir / f"{self.name}-{self.starts}.log", "w")  # noqa: SIM115 - the child owns it
-        self.proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), *self.args], cwd=ROOT, env=self.env,
-                                     stdout=subprocess.PIPE, stderr=log, text=True)
+        self.proc = _spawn([sys.executable, str(ROOT / "run.py"), *self.args], self.env, log)
         log.close()
         found = threading.Event()
         proc = self.proc

@@ -62,6 +62,11 @@ def _rows(out: str):
     return row
 
 
+# A run of the short seed takes 40-120 s on 2 shared cores; the subprocess's own timeout
+# stays under the test's, so a run that hangs is killed by subprocess.run (its servers
+# then stop when their SIGTERM-on-parent-death fires) rather than orphaned by pytest-timeout.
+@pytest.mark.slow
+@pytest.mark.timeout(600)
 @pytest.mark.parametrize("topology, operations, faults", [
     ("single", 48, ("server_kill9", "postgres_kill9")),
     ("workers:2", 40, ("server_kill9", "postgres_kill9", "worker_child_kill9", "pause")),
@@ -71,7 +76,7 @@ def test_short_chaos_run_ends_with_no_violation(topology, operations, faults):
     # A PAYCAST_* setting of the caller reaches the servers; the run's own ones are named, not silently replaced.
     # --delivery-wait 0: outgoing webhooks a killed holder leased wait out its 45 s lease after the run ends.
     done = _simulate("--seed", "3", "--operations", str(operations), "--concurrency", "6", "--topology", topology,
-                     "--delivery-wait", "0", PAYCAST_GC_TUNING="true", PAYCAST_PORT="1")
+                     "--delivery-wait", "0", timeout=540, PAYCAST_GC_TUNING="true", PAYCAST_PORT="1")
     out = done.stdout
     assert done.returncode == 0, out[-4000:] + done.stderr[-4000:]
     assert "the run sets these itself (yours are not used): PAYCAST_PORT" in out
