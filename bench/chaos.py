@@ -314,9 +314,9 @@ class Chaos:
     async def kill_api(self) -> None:
         self.restarting = trio.Event()
         await trio.sleep(0.3)  # in-flight requests meet the kill
-        await self.leases.record("server_kill9")
         api = self.cluster.api
         await trio.to_thread.run_sync(api.kill9)
+        await self.leases.record("server_kill9")
         print(f"  kill -9 of {api.name}; starting a new one", flush=True)
         await trio.to_thread.run_sync(api.start)
         self.restarting.set()
@@ -332,8 +332,8 @@ class Chaos:
         if pid is None:
             return
         await self._hold_leases()
-        await self.leases.record(fault.kind)
         cluster_mod.kill9(pid)
+        await self.leases.record(fault.kind)
         print(f"  op {fault.at}: kill -9 of worker {fault.target} (pid {pid}); its parent restarts it", flush=True)
 
     async def _hold_leases(self, timeout: float = 3.0) -> None:
@@ -357,8 +357,9 @@ class Chaos:
         try:
             if holds_leases:
                 await self._hold_leases()
-                await self.leases.record(fault.kind)
             await trio.to_thread.run_sync(process.kill9)
+            if holds_leases:
+                await self.leases.record(fault.kind)
             print(f"  op {fault.at}: kill -9 of {process.name}; restarting it in {fault.seconds} s", flush=True)
             await trio.sleep(fault.seconds)
             await trio.to_thread.run_sync(process.start)
@@ -379,9 +380,9 @@ class Chaos:
             if pid is None:
                 return
             await self._hold_leases()
-            await self.leases.record(fault.kind)
             cluster_mod.pause(pid)
             paused_at = trio.current_time()
+            await self.leases.record(fault.kind)
             print(f"  op {fault.at}: SIGSTOP of {fault.target} (pid {pid}) for {fault.seconds} s", flush=True)
             try:
                 if self.cluster.topology.roles:

@@ -1,7 +1,9 @@
 """Leases taken over during a chaos run, read from the database.
 
-When a process is killed or stopped, :func:`snapshot` reads the inbox and
-outgoing-delivery rows leased at that moment (by whichever process). A
+Right after a process is killed or stopped, :func:`snapshot` reads the inbox
+and outgoing-delivery rows still leased (by whichever process: with roles, only
+the worker leases; with ``--workers``, the other children's rows are there
+too and resolve without a takeover). A
 :class:`Watch` then samples those rows until each is resolved:
 
 - an inbox row is *taken over* when it is claimed again (its ``tries`` goes
