@@ -215,6 +215,7 @@ class Tally:
     realtime_duplicates: int = 0
     # process name → reconnects of clients that were on it (or tried to reach it)
     realtime_reconnects: collections.Counter = field(default_factory=collections.Counter)
+    standin: str = ""  # roles: how the stand-in worker of the pause fared
 
 
 class Chaos:
@@ -370,10 +371,13 @@ class Chaos:
         """``SIGSTOP`` of a process for ``fault.seconds`` (longer than an inbox lease), then ``SIGCONT``.
 
         ``roles`` has one worker: a stand-in worker is started during the pause to
-        take the stopped one's leases over, and stopped after it continues.
+        take the stopped one's leases over, and stopped after it continues. The
+        ``SIGCONT`` comes on time whether or not the stand-in is up: a process stopped
+        while it held the embedded PostgreSQL's start lock (its supervisor restarting
+        the server) keeps every other process from starting until it continues.
         """
         self.calm = calm = trio.Event()
-        standin = None
+        standin = self.cluster.standin(fault.target) if self.cluster.topology.roles else None
         try:
             pid = self._child(fault.target) if fault.target.startswith("child:") else \
                 self.cluster.processes[fault.target].proc.pid
@@ -384,19 +388,30 @@ class Chaos:
             paused_at = trio.current_time()
             await self.leases.record(fault.kind)
             print(f"  op {fault.at}: SIGSTOP of {fault.target} (pid {pid}) for {fault.seconds} s", flush=True)
-            try:
-                if self.cluster.topology.roles:
-                    standin = self.cluster.standin(fault.target)
-                    await trio.to_thread.run_sync(standin.start)
-                await trio.sleep(max(0.0, fault.seconds - (trio.current_time() - paused_at)))
-            finally:
-                cluster_mod.resume(pid)
-            print(f"  SIGCONT of {fault.target} (pid {pid})", flush=True)
-            await trio.sleep(3)  # its late applies meet the guards while the stand-in still runs
+            async with trio.open_nursery() as nursery:
+                if standin is not None:
+                    nursery.start_soon(self._start_standin, standin, name="chaos:standin")
+                try:
+                    await trio.sleep(max(0.0, fault.seconds - (trio.current_time() - paused_at)))
+                finally:
+                    cluster_mod.resume(pid)
+                print(f"  SIGCONT of {fault.target} (pid {pid})", flush=True)
+                await trio.sleep(3)  # its late applies meet the guards while the stand-in runs
         finally:
             if standin is not None:
                 await trio.to_thread.run_sync(standin.stop)
             calm.set()
+
+    async def _start_standin(self, standin) -> None:
+        started_at = trio.current_time()
+        try:
+            await trio.to_thread.run_sync(standin.start)
+        except RuntimeError as exc:  # reported; the run goes on without it
+            self.tally.standin = f"did not start: {exc}"
+            print(f"  stand-in {standin.name} {self.tally.standin}", flush=True)
+            return
+        self.tally.standin = f"listening after {trio.current_time() - started_at:.1f} s"
+        print(f"  stand-in {standin.name} {self.tally.standin}", flush=True)
 
     # ------------------------------------------------------------------------ operations
 
@@ -650,6 +665,8 @@ def _table(schedule: Schedule, tally: Tally, chaos: Chaos, elapsed: float, deliv
     rows += [("client-visible errors (expected under faults)", sum(tally.errors.values()))]
     rows += [(f"  {k}", v) for k, v in sorted(tally.errors.items())]
     rows += chaos.leases.rows()
+    if tally.standin:
+        rows.append(("stand-in worker during the stop", tally.standin))
     rows += [("outgoing webhooks (deliveries by status)", json.dumps(deliveries, sort_keys=True)),
              ("outgoing webhooks received / distinct", f"{len(received)} / {len(set(received))}"),
              ("realtime frames", tally.realtime_frames),
