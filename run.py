@@ -8,7 +8,8 @@
     python run.py merchant create NAME  create a merchant and print its API key
     python run.py check               verify DESIGN.md's invariants against the database (exit 1 on violations)
     python run.py simulate [--url …]  drive realistic demo traffic against a running server
-    python run.py simulate --chaos --seed N  seeded chaos run (own server; faults; ends with every invariant)
+    python run.py simulate --chaos --seed N [--topology single|workers:N|roles]
+                                      seeded chaos run (own servers; faults; ends with every invariant)
 """
 
 from __future__ import annotations

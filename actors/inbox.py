@@ -184,7 +184,7 @@ class InboxProcessor:
         try:
             while row is not None:
                 try:
-                    await self._apply_one(row)
+                    await self._apply_one(row, row["tries"])
                 finally:
                     self._done_one()
                 waiting = self._waiting[key]
@@ -210,7 +210,7 @@ class InboxProcessor:
                     await self._wake.wait()
                 self._wake = trio.Event()
                 continue
-            late = await db.transaction(inbox.ignore_late, [r["id"] for r in rows])
+            late = await db.transaction(inbox.ignore_late, [r["id"] for r in rows], [r["tries"] for r in rows])
             self.applied["ignored"] += len(late)
             observe.ignored([r for r in rows if r["id"] in late])
             rest = [r for r in rows if r["id"] not in late]
@@ -218,23 +218,29 @@ class InboxProcessor:
                 self._backlog += len(rest)
                 await self._send.send(rest)
 
-    async def _apply_one(self, row: dict) -> str:
+    async def _apply_one(self, row: dict, claim: int | None) -> str:
         """Apply one claimed row; a failure is recorded with backoff (dead letter at the end).
 
+        Args:
+          claim: the row's ``tries`` as this process's claim left it: if another process
+            claimed it since (this one was stopped past the lease), nothing is done here.
+            None for an operator's replay (no claim).
+
         Returns:
-          The row's status after this try (``pending`` when it will be retried).
+          The row's status after this try (``pending`` when it will be retried or
+          another process holds it now).
         """
         try:
-            status = await self._apply(row)
+            status = await self._apply(row, claim)
         except (Unavailable, AskTimeout) as exc:
-            return await self._fail(row["id"], exc)
+            return await self._fail(row["id"], exc, claim)
         except Exception as exc:  # noqa: BLE001 - keep the row for a later try
             log.exception("applying webhook %s failed", row["id"])
-            return await self._fail(row["id"], exc)
+            return await self._fail(row["id"], exc, claim)
         if status == inbox.RETRY:
-            await self._release(row["id"], RuntimeError("payment not found yet"))
+            await self._release(row["id"], RuntimeError("payment not found yet"), claim)
             return "pending"
-        if status == inbox.DEFERRED:
+        if status in (inbox.DEFERRED, inbox.TAKEN_OVER):
             return "pending"
         self.applied[status] += 1
         return status
@@ -252,35 +258,35 @@ class InboxProcessor:
         row = await self._payments.db.transaction(inbox.reopen, inbox_id)
         if row is None:
             return None
-        await self._apply_one(row)
+        await self._apply_one(row, None)
         return await self._payments.db.transaction(inbox.get_item, inbox_id)
 
-    async def _apply(self, row: dict) -> str:
+    async def _apply(self, row: dict, claim: int | None) -> str:
         """Through the payment's component when the webhook names a payment, else directly."""
         with observe.apply_span(row):
-            status = await self._apply_untraced(row)
+            status = await self._apply_untraced(row, claim)
             observe.applied(row, status)
         return status
 
-    async def _apply_untraced(self, row: dict) -> str:
+    async def _apply_untraced(self, row: dict, claim: int | None) -> str:
         # What the insert read comes with the row once: a later try of the row reads afresh.
         seen = row.pop("seen", None)
         if row["payment_id"]:
-            return await self._payments.apply_webhook(row["payment_id"], row["id"], seen)
-        return await self._payments.apply_stored_webhook(row["id"], seen)
+            return await self._payments.apply_webhook(row["payment_id"], row["id"], seen, claim)
+        return await self._payments.apply_stored_webhook(row["id"], seen, claim)
 
-    async def _fail(self, inbox_id: str, exc: BaseException) -> str:
+    async def _fail(self, inbox_id: str, exc: BaseException, claim: int | None) -> str:
         try:
             status = await self._payments.db.transaction(inbox.fail, inbox_id, f"{type(exc).__name__}: {exc}",
-                                                       self._payments.settings.inbox_retry_delays)
+                                                       self._payments.settings.inbox_retry_delays, claim)
         except Unavailable:
             return "pending"  # the lease runs out by itself
         if status == "dead":
             log.error("webhook %s is a dead letter after its last retry: %s", inbox_id, exc)
         return status
 
-    async def _release(self, inbox_id: str, exc: BaseException) -> None:
+    async def _release(self, inbox_id: str, exc: BaseException, claim: int | None) -> None:
         try:
-            await self._payments.db.transaction(inbox.release, inbox_id, f"{type(exc).__name__}: {exc}")
+            await self._payments.db.transaction(inbox.release, inbox_id, f"{type(exc).__name__}: {exc}", claim)
         except Unavailable:
             pass  # the lease runs out by itself

@@ -15,8 +15,9 @@ from collections.abc import Iterator
 from telemetry import metrics, tracing
 
 log = logging.getLogger("paycast.inbox")
-# Answers of storage.inbox.apply that mean "not done yet, tried again later".
-_NOT_YET = frozenset({"retry", "deferred"})
+# Answers of storage.inbox.apply that mean "not done yet, tried again later"
+# (here, or by the process that holds the row now).
+_NOT_YET = frozenset({"retry", "deferred", "taken_over"})
 
 
 @contextlib.contextmanager

@@ -79,7 +79,7 @@ class PaymentActor:
 
     @handles(ApplyWebhook)
     async def _apply_webhook(self, payment_id: str, msg: ApplyWebhook) -> dict:
-        return await self.payments.apply_stored_webhook(msg.inbox_id, msg.seen)
+        return await self.payments.apply_stored_webhook(msg.inbox_id, msg.seen, msg.claim)
 
     @handles(Refund)
     async def _refund(self, payment_id: str, msg: Refund) -> dict:
@@ -166,8 +166,8 @@ class PaymentActor:
                                      "all of it and refund the rest.", param="amount",
                                      code="partial_capture_unsupported")
         txn, key = attempt["connector_txn_id"], operation_key(attempt["id"], "capture")
-        await self._claimed_call(loaded, attempt, Trigger.CAPTURE,
-                                 lambda c: c.capture(txn, amount, idempotency_key=key))
+        loaded = await self._claimed_call(loaded, attempt, Trigger.CAPTURE,
+                                          lambda c: c.capture(txn, amount, idempotency_key=key))
         return await db.transaction(store.capture, loaded, amount)
 
     @handles(Cancel)
@@ -176,21 +176,26 @@ class PaymentActor:
         loaded = await db.transaction(store.load, msg.merchant_id, payment_id)
         status = loaded.row["status"]
         if status in (Status.REQUIRES_CAPTURE.value, Status.REQUIRES_ACTION.value):
-            await self._void(loaded)
+            loaded = await self._void(loaded)
         elif status != Status.REQUIRES_CONFIRMATION.value:
             raise StateError(f"You cannot cancel this payment because it has a status of {status}.")
         return await db.transaction(store.cancel, loaded)
 
-    async def _void(self, loaded: store.Loaded) -> None:
+    async def _void(self, loaded: store.Loaded) -> store.Loaded:
         """Cancel at the gateway first (an authorisation, or a payment waiting for its customer)."""
         attempt = _charged_attempt(loaded)
         txn, key = attempt["connector_txn_id"], operation_key(attempt["id"], "cancel")
-        await self._claimed_call(loaded, attempt, Trigger.CANCEL, lambda c: c.void(txn, idempotency_key=key))
+        return await self._claimed_call(loaded, attempt, Trigger.CANCEL,
+                                        lambda c: c.void(txn, idempotency_key=key))
 
-    async def _claimed_call(self, loaded: store.Loaded, attempt: dict, trigger: Trigger, call) -> None:
+    async def _claimed_call(self, loaded: store.Loaded, attempt: dict, trigger: Trigger, call) -> store.Loaded:
         """Call the attempt's connector for ``trigger``, holding the payment's claim
         in the database for the call (several processes may race on one
         payment; only the claimant reaches the gateway).
+
+        Returns:
+          ``loaded`` holding the claim: the write after the call must use it
+          (it is refused if the claim lapsed and another request took it).
 
         Raises:
           StateError: another request holds the payment, or it moved on.
@@ -201,7 +206,7 @@ class PaymentActor:
         # Longer than any connector call may take (the call is bounded by the
         # connector timeout), so a live claimant never loses its claim mid-call.
         hold_s = 2 * self.payments.settings.connector_timeout_s + 5
-        await db.transaction(store.claim_operation, loaded, trigger, hold_s)
+        loaded = await db.transaction(store.claim_operation, loaded, trigger, hold_s)
         # The payment's connector (its last attempt's), at the account that attempt went to.
         result = await self.payments.connector_call.call(loaded.row["connector"], call,
                                                        what=f"{trigger.value} {loaded.row['id']}",
@@ -209,6 +214,7 @@ class PaymentActor:
         if not result.ok:
             await db.transaction(store.release_operation, loaded, trigger)
         result.unwrap()
+        return loaded
 
     async def _retrieve(self, attempt, payment_id: str) -> Outcome | None:
         """Ask the attempt's connector what became of the payment (None: no answer)."""
@@ -261,6 +267,6 @@ class PaymentActor:
         if outcome.kind is not OutcomeKind.REQUIRES_ACTION:
             return await db.transaction(store.settle, msg.merchant_id, payment_id, attempt["id"], outcome,
                                         cancellation_reason=ABANDONED)
-        await self._void(loaded)
+        loaded = await self._void(loaded)
         log.info("payment %s abandoned in requires_action: canceled at %s", payment_id, attempt["connector"])
         return await db.transaction(store.cancel, loaded, ABANDONED)

@@ -33,6 +33,7 @@ class ApplyWebhook:
 
     inbox_id: str
     seen: Seen | None = None  # what the insert read for the apply, if it did
+    claim: int | None = None  # the row's tries as the processor's claim left it (storage.inbox.apply)
 
 
 @dataclass(frozen=True)

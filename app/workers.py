@@ -74,7 +74,13 @@ except (OSError, AttributeError):  # not Linux: workers then outlive a SIGKILLed
     _prctl = None
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+def die_with_parent() -> None:
+    """``preexec_fn`` of a child that gets SIGTERM when its parent dies (Linux), even by SIGKILL.
+
+    The "parent" is the *thread* that started the child: start it from a thread
+    that lives as long as the process (the main thread, or a dedicated one).
+    Runs in the child between fork and exec.
+    """
     if _prctl is not None:
         _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
@@ -89,7 +95,7 @@ class _Worker:
         self.proc = subprocess.Popen(
             [sys.executable, str(ROOT / "run.py"), "serve"], cwd=ROOT,
             env={**env, "PAYCAST_WORKER_INDEX": str(index)},
-            stdout=subprocess.PIPE, text=True, preexec_fn=_die_with_parent,
+            stdout=subprocess.PIPE, text=True, preexec_fn=die_with_parent,
             # Its own process group: a terminal's Ctrl-C reaches the parent only, which passes
             # one SIGTERM on (a second signal to a worker would mean "stop now", not "drain").
             process_group=0,

@@ -171,7 +171,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--payments", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--seed", type=int, default=1)
+    chaos = parser.add_argument_group(
+        "chaos run", "--chaos starts its own servers instead (run.py simulate --chaos --help for its options)")
+    chaos.add_argument("--chaos", action="store_true",
+                       help="seeded fault schedule against its own servers, every invariant checked at the end")
+    chaos.add_argument("--topology", metavar="single|workers:N|roles",
+                       help="with --chaos: one server (default), `serve --workers N`, or api + worker + "
+                            "2 realtime processes on one data directory")
     args = parser.parse_args(argv)
+    if args.topology:
+        parser.error("--topology needs --chaos")
     import os
 
     api_key = args.api_key

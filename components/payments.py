@@ -78,7 +78,8 @@ class Payments:
         assert self.registry is not None
         return await self.registry.ask(payment_id, message, self.settings.ask_timeout_s)
 
-    async def apply_webhook(self, payment_id: str, inbox_id: str, seen: inbox.Seen | None = None) -> str:
+    async def apply_webhook(self, payment_id: str, inbox_id: str, seen: inbox.Seen | None = None,
+                            claim: int | None = None) -> str:
         """Apply a stored gateway webhook about ``payment_id`` (:func:`storage.inbox.apply`).
 
         Through the payment's actor when one is running here (it may be in
@@ -91,22 +92,27 @@ class Payments:
 
         Args:
           seen: what the insert that stored the row read for its apply, if it did.
+          claim: the row's ``tries`` as this process's claim left it (the apply is
+            refused once another process claimed it since); None: no claim to check.
 
         Returns:
           The inbox row's status after the apply (see :func:`storage.inbox.apply`).
         """
         assert self.registry is not None
         if self.registry.is_live(payment_id):
-            return await self.ask_payment(payment_id, ApplyWebhook(inbox_id, seen))
-        return await self.apply_stored_webhook(inbox_id, seen)
+            return await self.ask_payment(payment_id, ApplyWebhook(inbox_id, seen, claim))
+        return await self.apply_stored_webhook(inbox_id, seen, claim)
 
-    async def apply_stored_webhook(self, inbox_id: str, seen: inbox.Seen | None = None) -> str:
+    async def apply_stored_webhook(self, inbox_id: str, seen: inbox.Seen | None = None,
+                                   claim: int | None = None) -> str:
         """The apply itself (:func:`storage.inbox.apply`), one unit of work, wherever it is called from.
 
         Args:
           seen: what the statement that stored or claimed the row read for its apply, if it did.
+          claim: as for :meth:`apply_webhook`.
         """
-        return await self.db.transaction(inbox.apply, inbox_id, self.settings.webhook_unmatched_grace_s, seen)
+        return await self.db.transaction(inbox.apply, inbox_id, self.settings.webhook_unmatched_grace_s, seen,
+                                         claim)
 
     def tell_payment(self, payment_id: str, message: object) -> bool:
         """Hand ``message`` to the payment's actor without waiting for it."""

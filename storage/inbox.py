@@ -29,6 +29,12 @@ DEFERRED = "deferred"
 # aside as ``unmatched`` for review.
 RETRY = "retry"
 
+# The row was claimed again since the caller's claim (its lease lapsed while the
+# caller was stopped, and another process took it): the caller must leave it
+# alone. A claim is identified by the row's ``tries`` after it (every claim
+# counts one), which the guarded statements compare: the fencing token.
+TAKEN_OVER = "taken_over"
+
 # Rows of the CTE ``taken`` with what apply() decides a payment outcome on (see
 # Seen), read when {claimed} holds: the row's own columns are prefixed, as the
 # payment's are not; {extra} adds row columns. One join for the apply's own read,
@@ -135,7 +141,7 @@ async def claim(conn: asyncpg.Connection, limit: int, lease_s: float) -> list[di
 
 
 @single_unit
-async def ignore_late(conn: asyncpg.Connection, ids: list[str]) -> set[str]:
+async def ignore_late(conn: asyncpg.Connection, ids: list[str], claims: list[int]) -> set[str]:
     """Mark claimed payment-outcome rows whose payment no longer awaits an answer
     (neither ``processing`` nor ``requires_action``) as ``ignored``, in bulk.
 
@@ -143,13 +149,17 @@ async def ignore_late(conn: asyncpg.Connection, ids: list[str]) -> set[str]:
     one (a terminal status never moves); doing it in one statement keeps the
     processor ahead of a gateway that repeats itself.
 
+    Args:
+      claims: each row's ``tries`` as the caller's claim left it (as for :func:`apply`):
+        rows claimed by another process since are left to it.
+
     Returns:
       The ids marked.
     """
     rows = await conn.fetch(
         "UPDATE webhook_inbox i SET status = 'ignored', merchant_id = p.merchant_id, processed_at = now(),"
-        " claimed_until = NULL FROM payments p"
-        " WHERE i.id = ANY($1) AND i.processed_at IS NULL AND i.kind LIKE 'payment.%'"
+        " claimed_until = NULL FROM payments p, unnest($1::text[], $2::int[]) AS mine(id, tries)"
+        " WHERE i.id = mine.id AND i.tries = mine.tries AND i.processed_at IS NULL AND i.kind LIKE 'payment.%'"
         " AND p.id = i.payment_id AND p.status NOT IN ('processing', 'requires_action')"
         # a real gateway may still capture or cancel an authorisation itself, or
         # take the money of a payment canceled here (flagged for review)
@@ -158,34 +168,40 @@ async def ignore_late(conn: asyncpg.Connection, ids: list[str]) -> set[str]:
         " AND NOT (i.kind = 'payment.succeeded' AND p.status = 'canceled' AND i.account_id IS NOT NULL)"
         " AND NOT EXISTS (SELECT 1 FROM payment_attempts a WHERE a.connector = i.connector"
         "                 AND a.connector_txn_id = i.connector_txn_id AND a.payment_id <> p.id)"
-        " RETURNING i.id", ids,
+        " RETURNING i.id", ids, claims,
     )
     return {r["id"] for r in rows}
 
 
 @single_unit
-async def release(conn: asyncpg.Connection, inbox_id: str, error: str) -> None:
+async def release(conn: asyncpg.Connection, inbox_id: str, error: str, claim: int | None = None) -> None:
     """Give a row back to be tried again in a second, without counting a failure.
 
     For rows that could not be applied *yet* (their payment's commit may still
     be on its way, a dispute not open yet): not a failure of the apply.
+
+    Args:
+      claim: as for :func:`apply`: a row another process claimed since is left alone.
     """
     await conn.execute(
         "UPDATE webhook_inbox SET claimed_until = now() + interval '1 second', last_error = $2"
-        " WHERE id = $1 AND processed_at IS NULL", inbox_id, error[:1000],
+        " WHERE id = $1 AND processed_at IS NULL AND " + _CLAIM_HELD.format(claim="$3"),
+        inbox_id, error[:1000], claim,
     )
 
 
-async def fail(conn: asyncpg.Connection, inbox_id: str, error: str, schedule: list[int]) -> str:
+async def fail(conn: asyncpg.Connection, inbox_id: str, error: str, schedule: list[int],
+               claim: int | None = None) -> str:
     """Record a failed apply: retry after the next delay of ``schedule``, or, once it
     is spent, make the row a dead letter (``dead``, kept for an operator's replay).
 
     Args:
       schedule: delays in seconds (``PAYCAST_INBOX_RETRY_SCHEDULE``); failure
         ``n`` (1-based) waits ``schedule[n-1]``; failure ``len(schedule) + 1`` is final.
+      claim: as for :func:`apply`: a row another process claimed since is left alone.
 
     Returns:
-      ``pending`` (will be retried) or ``dead``.
+      ``pending`` (will be retried), ``dead``, or ``missing`` (processed, or claimed by another).
     """
     row = await conn.fetchrow(
         "UPDATE webhook_inbox SET failures = failures + 1, last_error = $2,"
@@ -193,8 +209,8 @@ async def fail(conn: asyncpg.Connection, inbox_id: str, error: str, schedule: li
         " processed_at = CASE WHEN failures + 1 > cardinality($3::int[]) THEN now() END,"
         " claimed_until = CASE WHEN failures + 1 > cardinality($3::int[]) THEN NULL"
         "   ELSE now() + make_interval(secs => ($3::int[])[failures + 1]) END"
-        " WHERE id = $1 AND processed_at IS NULL RETURNING status",
-        inbox_id, error[:1000], schedule,
+        " WHERE id = $1 AND processed_at IS NULL AND " + _CLAIM_HELD.format(claim="$4") + " RETURNING status",
+        inbox_id, error[:1000], schedule, claim,
     )
     return row["status"] if row else "missing"
 
@@ -445,18 +461,24 @@ _READ_FOR_APPLY = (
 )
 
 
-def _mark_with(inbox_id: str, status: str, merchant_id: str) -> payments.Also:
+def _mark_with(inbox_id: str, status: str, merchant_id: str, claim: int | None) -> payments.Also:
     """Mark an inbox row processed together with the settle it causes: the
-    payment moves only while the row is unprocessed, the row is marked only if
-    the payment moved."""
+    payment moves only while the row is unprocessed (and still under ``claim``,
+    when given), the row is marked only if the payment moved."""
     def build(first: int) -> tuple[str, str, list]:
-        row, st, merchant = f"${first}", f"${first + 1}", f"${first + 2}"
-        condition = f"EXISTS (SELECT 1 FROM webhook_inbox WHERE id = {row} AND processed_at IS NULL)"
+        row, st, merchant, mine = f"${first}", f"${first + 1}", f"${first + 2}", f"${first + 3}"
+        held = f"processed_at IS NULL AND {_CLAIM_HELD.format(claim=mine)}"
+        condition = f"EXISTS (SELECT 1 FROM webhook_inbox WHERE id = {row} AND {held})"
         cte = (f"also AS (UPDATE webhook_inbox SET status = {st}, merchant_id = {merchant}, processed_at = now(),"
-               f" claimed_until = NULL WHERE id = {row} AND processed_at IS NULL AND EXISTS (SELECT 1 FROM upd)"
+               f" claimed_until = NULL WHERE id = {row} AND {held} AND EXISTS (SELECT 1 FROM upd)"
                " RETURNING id)")
-        return condition, cte, [inbox_id, status, merchant_id]
+        return condition, cte, [inbox_id, status, merchant_id, claim]
     return payments.Also(build)
+
+
+# The caller's claim (``tries`` as its claim left it; NULL: no claim to check,
+# e.g. an operator's replay) is still the row's.
+_CLAIM_HELD = "({claim}::int IS NULL OR tries = {claim}::int)"
 
 
 @dataclass(frozen=True)
@@ -476,13 +498,17 @@ class Seen:
     attempts: list[dict]
 
 
-async def _read_for_apply(conn: asyncpg.Connection, inbox_id: str, grace_s: float) -> Seen | str | None:
+async def _read_for_apply(conn: asyncpg.Connection, inbox_id: str, grace_s: float,
+                          claim: int | None = None) -> Seen | str | None:
     """The row's :class:`Seen`; :data:`RETRY` for an outcome whose payment is not there yet (within the
-    grace); None when the hot path does not apply (processed, another kind, no payment)."""
+    grace); :data:`TAKEN_OVER` for an unprocessed row no longer under ``claim``; None when the hot
+    path does not apply (processed, another kind, no payment)."""
     record = await conn.fetchrow(_READ_FOR_APPLY, inbox_id, grace_s)
     if record is None:
         return None
     row = _claimed_form(record)
+    if row["processed_at"] is None and claim is not None and row["tries"] != claim:
+        return TAKEN_OVER
     if row["processed_at"] is not None or row["kind"] not in _OUTCOME_KINDS or row["account_id"] is not None:
         return None
     if "seen" not in row:  # no payment
@@ -491,7 +517,8 @@ async def _read_for_apply(conn: asyncpg.Connection, inbox_id: str, grace_s: floa
 
 
 @single_unit
-async def apply(conn: asyncpg.Connection, inbox_id: str, grace_s: float = 30.0, seen: Seen | None = None) -> str:
+async def apply(conn: asyncpg.Connection, inbox_id: str, grace_s: float = 30.0, seen: Seen | None = None,
+                claim: int | None = None) -> str:
     """Apply one stored webhook, exactly once.
 
     A payment outcome for a payment still ``processing`` (the hot path) is
@@ -505,14 +532,16 @@ async def apply(conn: asyncpg.Connection, inbox_id: str, grace_s: float = 30.0, 
       grace_s: how long a webhook for a payment not (yet) in the database is retried.
       seen: the read, when the insert that stored the row already made it
         (the row's ``seen`` from :func:`insert_many`): the hot path is then one statement.
+      claim: the row's ``tries`` as the caller's claim left it (:func:`claim`, :func:`insert_many`):
+        the apply is refused once another process claimed the row since. None: no claim to check.
 
     Returns:
       As :func:`apply_locked`.
     """
     if seen is None:
-        read = await _read_for_apply(conn, inbox_id, grace_s)
-        if read == RETRY:
-            return RETRY
+        read = await _read_for_apply(conn, inbox_id, grace_s, claim)
+        if read in (RETRY, TAKEN_OVER):
+            return read
         seen = read if isinstance(read, Seen) else None
     if seen is not None:
         payment = seen.payment
@@ -520,11 +549,12 @@ async def apply(conn: asyncpg.Connection, inbox_id: str, grace_s: float = 30.0, 
         if payment["status"] == "processing" and attempt_id is not None:
             outcome = _outcome(seen.kind, seen.connector_txn_id, payment)
             applied = await payments.settle_known(conn, payment, seen.attempts, attempt_id, outcome,
-                                                  also=_mark_with(inbox_id, "applied", payment["merchant_id"]))
+                                                  also=_mark_with(inbox_id, "applied", payment["merchant_id"],
+                                                                  claim))
             if applied is not None:
                 return "applied"
     async with conn.transaction():
-        return await apply_locked(conn, inbox_id, grace_s)
+        return await apply_locked(conn, inbox_id, grace_s, claim)
 
 
 _OUTCOME_KINDS = frozenset({"payment.succeeded", "payment.failed"})
@@ -538,20 +568,25 @@ def _open_attempt(attempts, payment) -> str | None:
     return open_[-1]["id"] if open_ else None
 
 
-async def apply_locked(conn: asyncpg.Connection, inbox_id: str, grace_s: float = 30.0) -> str:
+async def apply_locked(conn: asyncpg.Connection, inbox_id: str, grace_s: float = 30.0,
+                       claim: int | None = None) -> str:
     """Apply one stored webhook, exactly once, under row locks (inside a transaction).
 
     Args:
       grace_s: how long a webhook for a payment not (yet) in the database is retried.
+      claim: as for :func:`apply`.
 
     Returns:
       The row's final status (``applied``, ``ignored``, ``unmatched``, ``unhandled``),
       :data:`RETRY` when it should be tried again later (its payment is not in the
-      database yet), or ``deferred`` when it cannot be applied yet (it stays unprocessed).
+      database yet), ``deferred`` when it cannot be applied yet (it stays unprocessed),
+      or :data:`TAKEN_OVER` (nothing done: another process holds the row now).
     """
     row = await conn.fetchrow("SELECT * FROM webhook_inbox WHERE id = $1 FOR UPDATE", inbox_id)
     if row is None or row["processed_at"] is not None:
         return row["status"] if row else "missing"
+    if claim is not None and row["tries"] != claim:
+        return TAKEN_OVER
     if row["kind"] == "ignored":
         return await _mark(conn, inbox_id, "ignored", None)  # a type we do not apply, kept
     standalone = STANDALONE_APPLIERS.get(row["kind"].split(".")[0])

@@ -564,18 +564,24 @@ async def settle(conn: asyncpg.Connection, merchant_id: str, payment_id: str, at
     return await _render(conn, row)
 
 
+# The operation claim the writer holds (None when it took none: a cancel before
+# any authorisation) is still the payment's: a claim that lapsed while its
+# holder was stopped and was taken by another request fences the late write
+# out, whatever the status (see claim_operation).
+_OPERATION_FENCE = "operation IS NOT DISTINCT FROM {operation} AND operation_until IS NOT DISTINCT FROM {until}"
 _CAPTURE_HEAD = (
     "upd AS (UPDATE payments SET status = $3, amount_received = $4, amount_capturable = 0, updated_at = $5,"
     " operation = NULL, operation_until = NULL"
     " WHERE id = $1 AND merchant_id = $2 AND status = ANY($6::text[]) AND amount_capturable >= $4"
-    " AND updated_at = $7 RETURNING id),"
+    " AND updated_at = $7 AND " + _OPERATION_FENCE.format(operation="$8", until="$9") + " RETURNING id),"
     " att AS (UPDATE payment_attempts SET status = 'succeeded', updated_at = $5"
     " WHERE payment_id = $1 AND status = 'authorized' AND EXISTS (SELECT 1 FROM upd))"
 )
 _CANCEL_HEAD = (
     "upd AS (UPDATE payments SET status = $3, amount_capturable = 0, updated_at = $4,"
     " operation = NULL, operation_until = NULL, next_action = NULL, cancellation_reason = $7"
-    " WHERE id = $1 AND merchant_id = $2 AND status = ANY($5::text[]) AND updated_at = $6 RETURNING id),"
+    " WHERE id = $1 AND merchant_id = $2 AND status = ANY($5::text[]) AND updated_at = $6"
+    " AND " + _OPERATION_FENCE.format(operation="$8", until="$9") + " RETURNING id),"
     " att AS (UPDATE payment_attempts SET status = 'failed', updated_at = $4,"
     " error_code = CASE WHEN status = 'authorized' THEN 'authorization_voided' ELSE 'payment_canceled' END"
     " WHERE payment_id = $1 AND status IN ('authorized', 'started', 'unknown') AND EXISTS (SELECT 1 FROM upd))"
@@ -599,7 +605,7 @@ async def capture(conn: asyncpg.Connection, loaded: Loaded, amount: int) -> dict
                 for a in loaded.attempts]
     snapshot = render.payment(after, attempts)
     if not await _write(conn, _CAPTURE_HEAD, [row["id"], row["merchant_id"], status, amount, now,
-                                              sources(Trigger.CAPTURE), row["updated_at"]],
+                                              sources(Trigger.CAPTURE), row["updated_at"], *_claim_of(row)],
                         after, status, [payment_event(status, snapshot)], now):
         _refuse(await load(conn, row["merchant_id"], row["id"]), Trigger.CAPTURE, "capturing")
     metrics.transition("payment", row["id"], row["status"], status, amount=amount)
@@ -629,15 +635,20 @@ async def cancel(conn: asyncpg.Connection, loaded: Loaded, reason: str | None = 
                 if a["status"] in codes else a for a in loaded.attempts]
     snapshot = render.payment(after, attempts)
     if not await _write(conn, _CANCEL_HEAD, [row["id"], row["merchant_id"], status, now, sources(Trigger.CANCEL),
-                                             row["updated_at"], reason],
+                                             row["updated_at"], reason, *_claim_of(row)],
                         after, status, [payment_event(status, snapshot)], now):
         _refuse(await load(conn, row["merchant_id"], row["id"]), Trigger.CANCEL, "canceling")
     metrics.transition("payment", row["id"], row["status"], status)
     return snapshot
 
 
+def _claim_of(row: Mapping) -> tuple[str | None, dt.datetime | None]:
+    """The operation claim a writer holds, as :data:`_OPERATION_FENCE` compares it."""
+    return row.get("operation"), row.get("operation_until")
+
+
 @single_unit
-async def claim_operation(conn: asyncpg.Connection, loaded: Loaded, trigger: Trigger, hold_s: float) -> None:
+async def claim_operation(conn: asyncpg.Connection, loaded: Loaded, trigger: Trigger, hold_s: float) -> Loaded:
     """Reserve the payment for one connector operation (capture or void) before
     the connector is called, so that of several processes racing on one payment
     exactly one reaches the gateway.
@@ -647,28 +658,41 @@ async def claim_operation(conn: asyncpg.Connection, loaded: Loaded, trigger: Tri
     call does not hold the payment for ever. :func:`capture` and :func:`cancel`
     clear it; :func:`release_operation` gives it back when the call failed.
 
+    The claim's end (``operation_until``) is its fencing token: the write that
+    follows the call must come with the returned :class:`Loaded`, and is
+    refused once another request took the claim over (this holder was stopped
+    past ``hold_s``), even when that one has not written yet.
+
+    Returns:
+      ``loaded`` holding the claim, for the capture or cancel that follows.
+
     Raises:
       StateError: the payment cannot take ``trigger`` any more, or another
         request holds the payment for its own operation.
     """
     row = loaded.row
-    claimed = await conn.fetchval(
+    until = await conn.fetchval(
         "UPDATE payments SET operation = $3, operation_until = now() + make_interval(secs => $4)"
         " WHERE id = $1 AND merchant_id = $2 AND status = ANY($5::text[]) AND updated_at = $6"
-        " AND (operation IS NULL OR operation_until < now()) RETURNING true",
+        " AND (operation IS NULL OR operation_until < now()) RETURNING operation_until",
         row["id"], row["merchant_id"], trigger.value, hold_s, sources(trigger), row["updated_at"],
     )
-    if not claimed:
+    if until is None:
         current = await load(conn, row["merchant_id"], row["id"])
         _refuse(current, trigger, f"another request held it for a {trigger.value}")
+    return dataclasses.replace(loaded, row={**row, "operation": trigger.value, "operation_until": until})
 
 
 @single_unit
 async def release_operation(conn: asyncpg.Connection, loaded: Loaded, trigger: Trigger) -> None:
-    """Give back a claim whose connector call failed (the payment did not move)."""
+    """Give back a claim whose connector call failed (the payment did not move).
+
+    Args:
+      loaded: as :func:`claim_operation` returned it: a claim taken over since is not given back.
+    """
     await conn.execute("UPDATE payments SET operation = NULL, operation_until = NULL"
-                       " WHERE id = $1 AND merchant_id = $2 AND operation = $3",
-                       loaded.row["id"], loaded.row["merchant_id"], trigger.value)
+                       " WHERE id = $1 AND merchant_id = $2 AND operation = $3 AND operation_until = $4",
+                       loaded.row["id"], loaded.row["merchant_id"], trigger.value, loaded.row.get("operation_until"))
 
 
 def _refuse(current: Loaded, trigger: Trigger, doing: str) -> None:

@@ -17,11 +17,13 @@ from __future__ import annotations
 import hashlib
 
 from components import register_followers_and_projections
+from domain.ids import new_id
 from domain.payments import Outcome, OutcomeKind, Trigger
 from domain.refunds import Trigger as RefundTrigger
 from domain.submission import Submission
 from domain.webhooks import GatewayEvent
-from storage import accounts, connector_accounts, events, idempotency, inbox, merchants, payments, reconcile, refunds
+from storage import (accounts, connector_accounts, events, idempotency, inbox, merchants, payments, reconcile, refunds,
+                     webhook_deliveries, webhook_endpoints)
 from storage.database import Database
 
 CARD = {"type": "card", "card": {"first6": "424242", "last4": "4242"}}
@@ -105,10 +107,23 @@ class StorageAPI:
         loaded = await self.db.transaction(payments.load, merchant_id, payment_id)
         return await self.db.transaction(payments.cancel, loaded, reason)
 
-    async def claim_operation(self, merchant_id: str, payment_id: str, trigger: str, hold_s: float = 30.0) -> None:
-        """Reserve an authorised payment for a capture or void before the connector call."""
+    async def claim_operation(self, merchant_id: str, payment_id: str, trigger: str,
+                              hold_s: float = 30.0) -> payments.Loaded:
+        """Reserve an authorised payment for a capture or void before the connector call; the payment
+        as the claimant holds it (for :meth:`capture_claimed`, :meth:`cancel_claimed`)."""
         loaded = await self.db.transaction(payments.load, merchant_id, payment_id)
-        await self.db.transaction(payments.claim_operation, loaded, Trigger(trigger), hold_s)
+        return await self.db.transaction(payments.claim_operation, loaded, Trigger(trigger), hold_s)
+
+    async def capture_claimed(self, claimed: payments.Loaded, amount: int) -> dict:
+        """The capture a claimant writes after its connector call."""
+        return await self.db.transaction(payments.capture, claimed, amount)
+
+    async def cancel_claimed(self, claimed: payments.Loaded) -> dict:
+        """The cancel a claimant writes after its connector call."""
+        return await self.db.transaction(payments.cancel, claimed)
+
+    async def release_claimed(self, claimed: payments.Loaded, trigger: str) -> None:
+        await self.db.transaction(payments.release_operation, claimed, Trigger(trigger))
 
     async def release_operation(self, merchant_id: str, payment_id: str, trigger: str) -> None:
         loaded = await self.db.transaction(payments.load, merchant_id, payment_id)
@@ -209,9 +224,52 @@ class StorageAPI:
         """Lease unprocessed inbox rows; per row, its id and what the claim read for its apply."""
         return [(r["id"], r.get("seen")) for r in await self.db.transaction(inbox.claim, limit, lease_s)]
 
-    async def apply_webhook(self, inbox_id: str, seen: inbox.Seen | None = None) -> str:
-        """Apply one stored webhook (with what its insert read, if given); its resulting status."""
-        return await self.db.transaction(inbox.apply, inbox_id, 30.0, seen)
+    async def claim_webhooks_held(self, limit: int, lease_s: float = 30.0) -> dict[str, tuple[int, inbox.Seen | None]]:
+        """Lease unprocessed inbox rows; per row id, the claim (its ``tries`` after the claim) and what
+        the claim read for its apply."""
+        return {r["id"]: (r["tries"], r.get("seen")) for r in await self.db.transaction(inbox.claim, limit, lease_s)}
+
+    async def apply_webhook(self, inbox_id: str, seen: inbox.Seen | None = None, claim: int | None = None) -> str:
+        """Apply one stored webhook (with what its insert read, and the caller's claim, if given);
+        its resulting status."""
+        return await self.db.transaction(inbox.apply, inbox_id, 30.0, seen, claim)
+
+    async def fail_webhook(self, inbox_id: str, claim: int | None) -> str:
+        """Record a failed apply of a claimed row (retry schedule 1,1,2)."""
+        return await self.db.transaction(inbox.fail, inbox_id, "failed in the test", [1, 1, 2], claim)
+
+    async def ignore_late_webhooks(self, held: dict[str, int]) -> set[str]:
+        """Set claimed late outcomes aside in bulk; ``held``: row id → the caller's claim."""
+        return await self.db.transaction(inbox.ignore_late, list(held), list(held.values()))
+
+    async def inbox_row(self, inbox_id: str) -> dict:
+        return dict(await self.db.run(lambda conn: conn.fetchrow("SELECT * FROM webhook_inbox WHERE id = $1",
+                                                                 inbox_id)))
+
+    # ---- outgoing webhook deliveries
+    async def create_endpoint(self, merchant_id: str) -> str:
+        """An enabled endpoint of the merchant for every event type."""
+        # The secret column holds a sealed value; no delivery is signed here, so any opaque string does.
+        endpoint = await self.db.transaction(webhook_endpoints.create, merchant_id, new_id("we"),
+                                             "https://example.test/hooks", ["*"], None, "sealed:unused")
+        return endpoint["id"]
+
+    async def claim_deliveries(self, limit: int = 100) -> dict[str, str]:
+        """Lease due deliveries (as a dispatcher does); per delivery id, its claim token."""
+        return {d["id"]: d["token"] for d in await self.db.transaction(webhook_deliveries.claim, limit, 4, [])}
+
+    async def lapse_delivery_leases(self) -> None:
+        """Every delivery lease runs out now (they last minutes: a test cannot wait for one)."""
+        await self.db.run(lambda conn: conn.execute(
+            "UPDATE webhook_deliveries SET claimed_until = now() - interval '1 second' WHERE claimed_until IS NOT NULL"))
+
+    async def record_delivery_attempt(self, delivery_id: str, token: str, status_code: int) -> str:
+        return await self.db.transaction(webhook_deliveries.record_attempt, delivery_id, token, status_code, 5, None,
+                                         [1, 1, 2])
+
+    async def delivery(self, delivery_id: str) -> dict:
+        return dict(await self.db.run(lambda conn: conn.fetchrow("SELECT * FROM webhook_deliveries WHERE id = $1",
+                                                                 delivery_id)))
 
     # ---- the event log
     async def events(self, merchant_id: str, object_id: str | None = None) -> list[dict]:

@@ -214,8 +214,9 @@ async def test_concurrent_operation_claims_give_the_payment_to_exactly_one(store
     """Capture and void claim the payment before the connector call: one claimant only."""
     pay = await _authorized(store, merchant)
     results = await together(8, lambda i: store.claim_operation(merchant, pay["id"], "capture" if i % 2 else "cancel"))
-    assert len(_wins(results)) == 1, results
-    assert all(isinstance(r, StateError) for r in results if r is not None)
+    wins = _wins(results)
+    assert len(wins) == 1, results
+    assert all(isinstance(r, StateError) for r in results if r is not wins[0])
 
 
 async def test_a_released_or_lapsed_claim_can_be_taken_again_and_capture_clears_it(store, merchant):
@@ -227,6 +228,34 @@ async def test_a_released_or_lapsed_claim_can_be_taken_again_and_capture_clears_
     await store.capture(merchant, pay["id"], 1000)
     with pytest.raises(StateError):
         await store.claim_operation(merchant, pay["id"], "cancel")
+
+
+async def test_a_claimant_stopped_past_its_claim_cannot_write_after_another_took_it(store, merchant):
+    """A capture whose claim lapsed while its process was stopped (SIGSTOP) and was taken by a
+    cancel elsewhere: the late capture is refused even before the cancel writes, and does not
+    give back the other claim; the cancel then writes."""
+    pay = await _authorized(store, merchant)
+    stopped = await store.claim_operation(merchant, pay["id"], "capture", hold_s=0.05)
+    await trio.sleep(0.2)
+    taker = await store.claim_operation(merchant, pay["id"], "cancel")
+    with pytest.raises(StateError):
+        await store.capture_claimed(stopped, 1000)
+    await store.release_claimed(stopped, "capture")  # not its claim any more: nothing happens
+    with pytest.raises(StateError):  # the cancel's claim still holds the payment
+        await store.claim_operation(merchant, pay["id"], "capture")
+    assert (await store.payment(merchant, pay["id"]))["status"] == "requires_capture"
+    assert (await store.cancel_claimed(taker))["status"] == "canceled"
+    assert "payment.succeeded" not in await _types(store, merchant, pay["id"])
+
+
+async def test_a_claimant_stopped_past_its_claim_cannot_write_after_the_same_operation_was_taken(store, merchant):
+    pay = await _authorized(store, merchant)
+    stopped = await store.claim_operation(merchant, pay["id"], "capture", hold_s=0.05)
+    await trio.sleep(0.2)
+    taker = await store.claim_operation(merchant, pay["id"], "capture")
+    with pytest.raises(StateError):
+        await store.capture_claimed(stopped, 400)
+    assert (await store.capture_claimed(taker, 600))["amount_received"] == 600
 
 
 async def test_an_operation_claim_needs_an_authorised_payment(store, merchant):
@@ -432,6 +461,63 @@ async def test_outcomes_applied_with_what_their_inserts_read_move_the_payment_on
     assert len(await _types(store, merchant, pay["id"])) == 3
     again = await together(3, lambda _: store.apply_webhook(*stored[0]))
     assert set(again) <= {"applied", "ignored"} and (await store.payment(merchant, pay["id"]))["status"] == status
+
+
+async def test_a_processor_stopped_past_its_lease_cannot_apply_a_row_another_took_over(store, merchant):
+    """SIGSTOP of a process holding inbox rows: its lease lapses and another process claims them.
+    When the stopped one continues, every guarded statement refuses its late work (apply on the hot
+    path with what its claim read, the locked apply, a failure's backoff, the bulk ignore), even
+    before the new holder applies; the new holder then applies once."""
+    pay, txn = await _processing(store, merchant)
+    (row,) = await store.store_webhooks([(f"evt_fence_{pay['id']}", "payment.succeeded", txn, pay["id"])])
+    stopped_claim, stopped_seen = (await store.claim_webhooks_held(500, lease_s=0.05))[row]
+    await trio.sleep(0.2)
+    taker_claim, taker_seen = (await store.claim_webhooks_held(500))[row]
+    assert taker_claim == stopped_claim + 1
+    assert await store.apply_webhook(row, stopped_seen, stopped_claim) == "taken_over"
+    assert await store.apply_webhook(row, None, stopped_claim) == "taken_over"
+    assert await store.fail_webhook(row, stopped_claim) == "missing"
+    assert await store.ignore_late_webhooks({row: stopped_claim}) == set()
+    held = await store.inbox_row(row)
+    assert held["processed_at"] is None and held["failures"] == 0 and held["tries"] == taker_claim
+    assert (await store.payment(merchant, pay["id"]))["status"] == "processing"
+    assert await store.apply_webhook(row, taker_seen, taker_claim) == "applied"
+    assert (await store.payment(merchant, pay["id"]))["status"] == "succeeded"
+    assert await store.apply_webhook(row, stopped_seen, stopped_claim) == "applied"  # done: its status, no move
+    assert await _types(store, merchant, pay["id"]) == ["payment.created", "payment.processing",
+                                                       "payment.succeeded"]
+
+
+async def test_a_late_outcome_is_ignored_in_bulk_only_by_its_holder(store, merchant):
+    pay, txn = await _processing(store, merchant)
+    (ok,) = await store.store_webhooks([(f"evt_bulk_ok_{pay['id']}", "payment.succeeded", txn, pay["id"])])
+    assert await store.apply_webhook(ok) == "applied"
+    (late,) = await store.store_webhooks([(f"evt_bulk_late_{pay['id']}", "payment.failed", txn, pay["id"])])
+    stopped_claim, _ = (await store.claim_webhooks_held(500, lease_s=0.05))[late]
+    await trio.sleep(0.2)
+    taker_claim, _ = (await store.claim_webhooks_held(500))[late]
+    assert await store.ignore_late_webhooks({late: stopped_claim}) == set()
+    assert await store.ignore_late_webhooks({late: taker_claim}) == {late}
+
+
+async def test_a_dispatcher_stopped_past_its_delivery_lease_cannot_record_after_another_took_it(store):
+    """A delivery claimed, its holder stopped past the lease, claimed again elsewhere: the late
+    holder's result is logged as an attempt but moves nothing; the new holder's result counts."""
+    merchant = await store.create_merchant("delivery fence")
+    await store.create_endpoint(merchant)
+    await store.create_payment(merchant)  # payment.created: one delivery for the endpoint
+    stopped = await store.claim_deliveries()
+    assert stopped
+    delivery, stopped_token = next(iter(stopped.items()))
+    await store.lapse_delivery_leases()
+    taker = await store.claim_deliveries()
+    assert taker[delivery] != stopped_token
+    assert await store.record_delivery_attempt(delivery, stopped_token, 500) == "pending"
+    row = await store.delivery(delivery)
+    assert row["attempt_count"] == 0 and row["claim_token"] == taker[delivery] and row["last_status_code"] is None
+    assert await store.record_delivery_attempt(delivery, taker[delivery], 200) == "succeeded"
+    assert await store.record_delivery_attempt(delivery, stopped_token, 200) == "succeeded"
+    assert (await store.delivery(delivery))["attempt_count"] == 1
 
 
 # ---- the event log
