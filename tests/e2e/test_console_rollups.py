@@ -170,9 +170,10 @@ def test_rollups_equal_direct_counts_after_mixed_traffic(new_database, start_ser
                 break
             after = page["data"][-1]["id"]
     all_time = {k[4]: n for k, n in folded.items() if k[0] == rollups.ALL_TIME and k[2] == rollups.PAYMENT}
-    assert all_time == listed
-    # A transition after the read above may have moved a count; the statuses and their sum do not change.
-    assert sum(overview["payments"].values()) == sum(stats["totals"].values()) == sum(listed.values())
+    # A webhook or the reconciler may move a payment between these reads (the exact comparison is the
+    # one-snapshot one above); the number of payments does not change.
+    assert sum(all_time.values()) == sum(overview["payments"].values()) == sum(stats["totals"].values()) \
+        == sum(listed.values())
     assert {"succeeded", "failed"} <= {s for s, n in listed.items() if n}
     attempt_statuses = {k[4] for k in folded if k[2] == rollups.ATTEMPT}
     assert {"succeeded", "failed"} <= attempt_statuses, attempt_statuses
