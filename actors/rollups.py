@@ -20,6 +20,9 @@ from storage.database import Database
 log = logging.getLogger("paycast.rollups")
 # Merchants looked at per round; the most behind first.
 MERCHANTS_PER_ROUND = 100
+# Batches folded for one merchant before the next gets its turn (a merchant far behind, e.g. being
+# rebuilt, does not hold the others' rollups back for the whole rebuild).
+BATCHES_PER_TURN = 20
 
 
 class RollupFolder:
@@ -46,8 +49,10 @@ class RollupFolder:
         """Fold every merchant that is behind, batch by batch; returns the number of events folded."""
         total = 0
         for merchant_id in await self._db.run(rollups.behind, MERCHANTS_PER_ROUND):
-            while moved := await self._db.transaction(rollups.fold, merchant_id):
+            for _ in range(BATCHES_PER_TURN):
+                moved = await self._db.transaction(rollups.fold, merchant_id)
+                if not moved:
+                    break
                 total += moved
-                await trio.lowlevel.checkpoint()
         self.folded += total
         return total
