@@ -1,27 +1,33 @@
 #!/usr/bin/env python3
-"""Every read and write measure on a fresh database, then again after loading N payments (issue 25).
+"""Every read and write measure on a fresh database and on one holding N more payments, in one run (issue 25).
 
-    .venv/bin/python bench/data_growth.py --payments 1000000 [--duration 10] [--no-save]
+    .venv/bin/python bench/data_growth.py --payments 1000000 [--duration 10] [--rounds 2] [--no-save]
 
-One embedded PostgreSQL (or ``--dsn``) and one ``run.py serve`` (role ``all``, so
-``actor:rollups`` runs in it). Steps:
+One embedded PostgreSQL (or ``--dsn``) holds two databases, each with its own
+``run.py serve`` (role ``all``, so ``actor:rollups`` runs in it): *fresh* and
+*loaded*. Steps:
 
-1. A merchant and a little real traffic through the API (a customer's payments,
-   an order's payment, refunds), whose ids the read measures look up.
-2. Every measure (wrk, 1 thread, ``--connections``; warm-up then ``--duration``):
-   the console's overview and charts, search by payment / customer / connector
-   transaction id, the payment lists (newest, by customer, by status), the event
-   log, the list behind a counter, and the writes (``"confirm": true``; create →
-   confirm at 1 merchant and at 8). Plus the overview's database time per call:
-   its statements timed on a direct connection (median and p99 of 200 calls).
-3. Load N succeeded payments for that merchant the way the product stores them:
-   one real payment's rows (payment, attempt, its ``payment.created`` and
-   ``payment.succeeded`` events) are cloned by bulk SQL with new ids, spread
-   over the last ``--span-days``, ``--customers`` distinct customers, the
-   merchant's event seqs taken in order. Then the time ``actor:rollups`` takes
-   to fold the new events, and ``VACUUM ANALYZE``.
-4. Every measure again; the table prints both and the ratio (loaded ÷ fresh) of
-   throughput and p99 per endpoint, and goes to bench/RESULTS.md with the command.
+1. On both: merchants and a little real traffic through the API (a customer's
+   payments, refunds), whose ids the read measures look up.
+2. On *loaded*, N succeeded payments for one merchant the way the product
+   stores them: one real payment's rows (payment, attempt, its
+   ``payment.created`` and ``payment.succeeded`` events) cloned by bulk SQL
+   with new ids, spread over the last ``--span-days``, ``--customers``
+   distinct customers, the merchant's event seqs taken in order. Then the time
+   ``actor:rollups`` takes to fold the new events, and ``VACUUM ANALYZE``.
+3. Every measure (wrk, 1 thread, ``--connections``; warm-up then
+   ``--duration``), on *fresh* and on *loaded* one after the other, endpoint by
+   endpoint, ``--rounds`` times (the order alternating): the console's overview
+   and charts, search by payment / customer / connector transaction id, the
+   payment lists (newest, by customer, by status), the event log, the list
+   behind a counter, ``/healthz`` (a control that does not touch the data),
+   and the writes (``"confirm": true``; create → confirm at 1 merchant and
+   spread over 8). Interleaving makes the ratio loaded ÷ fresh comparable on a
+   machine whose other load changes by the minute. Plus the overview's
+   database time per call: its statements timed on a direct connection
+   (median and p99 of 200 calls) on each database.
+4. The table prints both, averaged over the rounds, and the ratios; it goes to
+   bench/RESULTS.md with the command.
 
 Nothing is asserted: a benchmark is a measurement.
 """
@@ -43,8 +49,7 @@ if str(ROOT) not in sys.path:
 from bench.bench_compare import PAYCAST_ENV, create_confirm_lua  # noqa: E402
 from bench.bench_compare import payment_body as write_body  # noqa: E402
 from bench.common import (  # noqa: E402
-    Scenario, add_common_arguments, append_results, fmt_ms, parse_server_env,
-    resolve_generator, session,
+    Scenario, add_common_arguments, append_results, fmt_ms, parse_server_env, resolve_generator, run_wrk, session,
 )
 
 CHUNK = 100_000  # payments per bulk transaction
@@ -55,7 +60,7 @@ MERCHANTS_FOR_CONTENTION = 8
 # --------------------------------------------------------------------------- the measures
 
 
-def measures(s, keys: list[str], ids: dict) -> list[Scenario]:
+def measures(keys: list[str], ids: dict) -> list[Scenario]:
     """Every read and write measure, with the ids the reads look up."""
     auth = {"Authorization": f"Bearer {keys[0]}", "Content-Type": "application/json"}
 
@@ -74,16 +79,17 @@ def measures(s, keys: list[str], ids: dict) -> list[Scenario]:
         get("payments_status", "/v1/payments?limit=10&status=succeeded"),
         get("events", "/v1/events?limit=10"),
         get("list_overdue", "/v1/stats/lists/processing_overdue?limit=10"),
+        get("healthz (control)", "/healthz"),
         Scenario("confirm_true", "POST", "/v1/payments", 201, auth, write_body(confirm=True)),
         Scenario("create_confirm", "POST", "/v1/payments", 200, auth, lua=create_confirm_lua(keys[:1], False)),
         Scenario("create_confirm_8m", "POST", "/v1/payments", 200, auth, lua=create_confirm_lua(keys, False)),
     ]
 
 
-def seed(s, key: str) -> dict:
+def seed(server, key: str) -> dict:
     """A little real traffic; returns the ids the reads look up and the template payment."""
     card = {"type": "card", "card": {"number": "4242424242424242"}}
-    with s.server.client(key) as c:
+    with server.client(key) as c:
         made = []
         for i in range(20):
             r = c.post("/v1/payments", json={"amount": 1000 + i, "currency": "INR", "payment_method": card,
@@ -121,12 +127,47 @@ async def _overview_db_time(dsn: str, merchant_id: str) -> tuple[float, float]:
         await conn.close()
 
 
-def run_all(s, scenarios: list[Scenario], connections: int, merchant_id: str) -> dict:
-    out = {sc.name: s.measure(sc, connections) for sc in scenarios}
-    median, p99 = asyncio.run(_overview_db_time(s.dsn, merchant_id))
-    print(f"  overview DB time per call: median {median:.2f} ms, p99 {p99:.2f} ms", flush=True)
-    out["overview_db"] = {"median_ms": median, "p99_ms": p99}
-    return out
+class Target:
+    """One server with its database, merchants and the measures' ids."""
+
+    def __init__(self, name: str, server, dsn: str) -> None:
+        self.name, self.server, self.dsn = name, server, dsn
+        self.keys = [server.create_merchant(f"growth {i}") for i in range(MERCHANTS_FOR_CONTENTION)]
+        self.ids = seed(server, self.keys[0])
+        self.merchant_id = _run(_merchant_id(dsn, self.ids["payment"]))
+        self.scenarios = {sc.name: sc for sc in measures(self.keys, self.ids)}
+        self.results: dict[str, list[dict]] = {name: [] for name in self.scenarios}
+        self.results["overview_db"] = []
+
+    def measure(self, name: str, connections: int, duration: float, warmup: float, workdir: pathlib.Path) -> None:
+        scenario = self.scenarios[name]
+        register = lambda proc: None  # noqa: E731 - the session's own cleanup covers wrk
+        if warmup > 0:
+            run_wrk(self.server.url, scenario, connections, warmup, workdir, register)
+        r = run_wrk(self.server.url, scenario, connections, duration, workdir, register)
+        r["rps"] = r["requests"] / r["duration_s"]
+        self.results[name].append(r)
+        print(f"  {self.name:6} {name:18} {r['rps']:8,.0f}/s  p50 {fmt_ms(r['p50_ms'])} ms  p99 {fmt_ms(r['p99_ms'])} ms"
+              f"  unexpected {r['bad']} {r['bad_codes'] or ''} socket errors {r['socket_errors']}", flush=True)
+
+    def measure_db_time(self) -> None:
+        median, p99 = _run(_overview_db_time(self.dsn, self.merchant_id))
+        print(f"  {self.name:6} overview DB time per call: median {median:.2f} ms, p99 {p99:.2f} ms", flush=True)
+        self.results["overview_db"].append({"median_ms": median, "p99_ms": p99})
+
+
+def run_interleaved(targets: list[Target], rounds: int, connections: int, duration: float, warmup: float,
+                    workdir: pathlib.Path) -> None:
+    """Each measure on every target in turn, ``rounds`` times, the targets' order reversed every round."""
+    names = list(targets[0].scenarios)
+    for k in range(rounds):
+        print(f"round {k + 1} of {rounds}", flush=True)
+        order = targets if k % 2 == 0 else targets[::-1]
+        for name in names:
+            for target in order:
+                target.measure(name, connections, duration, warmup, workdir)
+        for target in order:
+            target.measure_db_time()
 
 
 # --------------------------------------------------------------------------- the load
@@ -227,21 +268,25 @@ async def _merchant_id(dsn: str, payment_id: str) -> str:
 # --------------------------------------------------------------------------- report
 
 
+def _mean(results: list[dict], key: str) -> float:
+    return statistics.fmean(r[key] for r in results)
+
+
 def table(fresh: dict, loaded: dict, total: int) -> str:
-    head = (f"| measure | fresh req/s | fresh p99 ms | {total:,} req/s | {total:,} p99 ms | throughput ratio |"
+    head = (f"| measure | fresh req/s | fresh p99 ms | +{total:,} req/s | +{total:,} p99 ms | throughput ratio |"
             " p99 ratio |\n|---|---:|---:|---:|---:|---:|---:|")
     rows = []
     for name, a in fresh.items():
         b = loaded[name]
         if name == "overview_db":
-            rows.append(f"| overview DB time per call (median / p99 ms) | {a['median_ms']:.2f} / {a['p99_ms']:.2f}"
-                        f" | | {b['median_ms']:.2f} / {b['p99_ms']:.2f} | | "
-                        f"{b['median_ms'] / a['median_ms']:.2f} (median) | {b['p99_ms'] / a['p99_ms']:.2f} |")
+            fm, fp, lm, lp = (_mean(a, "median_ms"), _mean(a, "p99_ms"), _mean(b, "median_ms"), _mean(b, "p99_ms"))
+            rows.append(f"| overview DB time per call (median / p99 ms) | {fm:.2f} / {fp:.2f} | | {lm:.2f} / {lp:.2f}"
+                        f" | | {lm / fm:.2f} (median) | {lp / fp:.2f} |")
             continue
-        errors = f" ({a['bad'] + a['socket_errors']} / {b['bad'] + b['socket_errors']} errors)" \
-            if a["bad"] + a["socket_errors"] + b["bad"] + b["socket_errors"] else ""
-        rows.append(f"| {name}{errors} | {a['rps']:,.0f} | {fmt_ms(a['p99_ms'])} | {b['rps']:,.0f} |"
-                    f" {fmt_ms(b['p99_ms'])} | {b['rps'] / a['rps']:.2f} | {b['p99_ms'] / a['p99_ms']:.2f} |")
+        errors = sum(r["bad"] + r["socket_errors"] for r in a + b)
+        label = f"{name} ({errors} errors)" if errors else name
+        fr, fp, lr, lp = _mean(a, "rps"), _mean(a, "p99_ms"), _mean(b, "rps"), _mean(b, "p99_ms")
+        rows.append(f"| {label} | {fr:,.0f} | {fmt_ms(fp)} | {lr:,.0f} | {fmt_ms(lp)} | {lr / fr:.2f} | {lp / fp:.2f} |")
     return head + "\n" + "\n".join(rows)
 
 
@@ -252,41 +297,60 @@ def main() -> int:
     parser.add_argument("--payments", type=int, default=100_000, help="payments to load (100000)")
     parser.add_argument("--customers", type=int, default=50_000, help="distinct customers of the load (50000)")
     parser.add_argument("--span-days", type=float, default=7, help="the load's created_at spread (7 days)")
-    parser.add_argument("--server-env", nargs="*", default=[], help="extra PAYCAST_X=VALUE for the server")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of every measure (2)")
+    parser.add_argument("--server-env", nargs="*", default=[], help="extra PAYCAST_X=VALUE for the servers")
     parser.add_argument("--note", default="", help="a note for RESULTS.md")
     parser.add_argument("--no-save", action="store_true", help="do not append to bench/RESULTS.md")
     args = parser.parse_args()
     generator = resolve_generator(parser)
     connections = args.connections[0]
     server_env = {**PAYCAST_ENV, **parse_server_env(parser, args.server_env)}
+    from tests.support import ServerProcess
+
     with session(args.dsn, server_env, generator, args.duration, args.warmup) as s:
-        keys = [s.create_merchant(f"growth {i}") for i in range(MERCHANTS_FOR_CONTENTION)]
-        ids = seed(s, keys[0])
-        merchant_id = asyncio.run(_merchant_id(s.dsn, ids["payment"]))
-        asyncio.run(_wait_rollups(s.dsn, merchant_id))
-        scenarios = measures(s, keys, ids)
-        print(f"fresh database ({connections} connections, {args.duration:g} s each)", flush=True)
-        fresh = run_all(s, scenarios, connections, merchant_id)
-        print(f"loading {args.payments:,} payments", flush=True)
-        load_s = _run(_load(s.dsn, merchant_id, ids["template"], args.payments, args.customers,
-                            args.span_days * 86400))
-        fold_s = _run(_wait_rollups(s.dsn, merchant_id))
-        print(f"  actor:rollups folded {2 * args.payments:,} events in {fold_s:.0f} s", flush=True)
-        size = _run(_vacuum(s.dsn))
-        print(f"  VACUUM ANALYZE done; database {size}", flush=True)
-        print(f"after {args.payments:,} payments", flush=True)
-        loaded = run_all(s, scenarios, connections, merchant_id)
-    text = table(fresh, loaded, args.payments)
+        fresh_dsn = _run(_second_database(s.dsn, "paycast_fresh"))
+        fresh_server = ServerProcess(fresh_dsn, **server_env).start(timeout=60)
+        try:
+            loaded = Target("loaded", s.server, s.dsn)
+            fresh = Target("fresh", fresh_server, fresh_dsn)
+            print(f"loading {args.payments:,} payments into the loaded database", flush=True)
+            load_s = _run(_load(s.dsn, loaded.merchant_id, loaded.ids["template"], args.payments, args.customers,
+                                args.span_days * 86400))
+            fold_s = _run(_wait_rollups(s.dsn, loaded.merchant_id))
+            print(f"  actor:rollups folded {2 * args.payments:,} events in {fold_s:.0f} s", flush=True)
+            size = _run(_vacuum(s.dsn))
+            _run(_vacuum(fresh_dsn))
+            print(f"  VACUUM ANALYZE done; loaded database {size}", flush=True)
+            run_interleaved([fresh, loaded], args.rounds, connections, args.duration, args.warmup,
+                            pathlib.Path(s.workdir))
+        finally:
+            fresh_server.stop()
+    text = table(fresh.results, loaded.results, args.payments)
     print(text)
     if not args.no_save:
         append_results("data_growth.py", generator, "", args, [
             f"- load: {args.payments:,} payments (+1 attempt, 2 events each) for one merchant by bulk SQL in"
-            f" {load_s:.0f} s; actor:rollups folded their {2 * args.payments:,} events in {fold_s:.0f} s;"
-            f" database after VACUUM ANALYZE: {size}",
-            f"- wrk {connections} connections; create_confirm_8m spreads creates over {MERCHANTS_FOR_CONTENTION}"
-            " merchants (the loaded one among them)",
+            f" {load_s:.0f} s; actor:rollups folded their {2 * args.payments:,} events in {fold_s:.0f} s"
+            f" (overlapping the load); loaded database after VACUUM ANALYZE: {size}",
+            f"- wrk {connections} connections; fresh and loaded servers measured endpoint by endpoint, interleaved,"
+            f" {args.rounds} rounds (figures are the rounds' means); create_confirm_8m spreads creates over"
+            f" {MERCHANTS_FOR_CONTENTION} merchants (the loaded one among them)",
         ], text)
     return 0
+
+
+async def _second_database(dsn: str, name: str) -> str:
+    """A database ``name`` beside ``dsn``'s (created when missing, emptied when there); its DSN."""
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    base, _, query = dsn.partition("?")
+    return base.rsplit("/", 1)[0] + "/" + name + ("?" + query if query else "")
 
 
 def _run(coro):
