@@ -83,7 +83,8 @@ class Tally:
             if old_status is not None:
                 self.add(created, PAYMENT, "", old_status, -1)
             self.add(created, PAYMENT, "", current["status"], 1)
-        before = {a["id"]: a["status"] for a in (previous or {}).get("attempts") or ()}
+        before = _attempt_statuses(previous)
+        timed = set(leaving_started(previous, current))
         for attempt in current.get("attempts") or ():
             old, new = before.get(attempt["id"]), attempt["status"]
             if old == new:
@@ -92,18 +93,24 @@ class Tally:
             if old is not None:
                 self.add(at, ATTEMPT, attempt["connector"], old, -1)
             self.add(at, ATTEMPT, attempt["connector"], new, 1)
-            if old in (None, STARTED) and new != STARTED:
-                ms = latency_of.get(attempt["id"])
-                if latency.finite(ms):
-                    self.add(at, LATENCY, attempt["connector"], latency.bucket_of(ms), 1)
+            ms = latency_of.get(attempt["id"]) if attempt["id"] in timed else None
+            if latency.finite(ms):
+                self.add(at, LATENCY, attempt["connector"], latency.bucket_of(ms), 1)
 
-    def rows(self) -> list[Key | int]:
+    def rows(self) -> list[tuple]:
         """``(period_s, bucket, dimension, connector, status, n)`` of every non-zero sum."""
         return [(*key, n) for key, n in self.counts.items() if n]
 
 
+def _attempt_statuses(snapshot: Mapping | None) -> dict[str, str]:
+    return {a["id"]: a["status"] for a in (snapshot or {}).get("attempts") or ()}
+
+
 def leaving_started(previous: Mapping | None, current: Mapping) -> list[str]:
-    """Ids of the attempts of ``current`` that were ``started`` (or absent) in ``previous`` and no longer are."""
-    before = {a["id"]: a["status"] for a in (previous or {}).get("attempts") or ()}
+    """Ids of the attempts of ``current`` that were ``started`` (or absent) in ``previous`` and no longer are.
+
+    Each is timed once, here (its connector call just ended).
+    """
+    before = _attempt_statuses(previous)
     return [a["id"] for a in current.get("attempts") or ()
             if before.get(a["id"]) in (None, STARTED) and a["status"] != STARTED]

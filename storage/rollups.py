@@ -7,7 +7,7 @@ cursor, in one transaction. Event seqs are gap-free and visible in order (the
 appending transaction holds the merchant's seq row until it commits), so the
 stretch up to the merchant's committed ``event_seq`` is complete, and a fold
 interrupted anywhere leaves rollups and cursor as they were. A merchant with
-no cursor row (new, or its rollups lost: :func:`forget`) has its rollups
+no cursor row (new, or its cursor deleted by an operator: docs/operations.md) has its rollups
 rebuilt from seq 0.
 
 Several worker processes may run the actor: a merchant's cursor row is
@@ -132,19 +132,6 @@ async def _write(conn: asyncpg.Connection, merchant_id: str, rows: list[tuple], 
         " UPDATE stats_cursors SET seq = $8, updated_at = now() WHERE merchant_id = $1",
         merchant_id, *[list(c) for c in columns], head,
     )
-
-
-async def forget(conn: asyncpg.Connection, merchant_id: str | None = None) -> None:
-    """Drop rollups and cursors (one merchant's, or everyone's): the next fold rebuilds them from the log.
-
-    For an operator who suspects the rollups (``run.py stats-rebuild``) and for tests.
-    """
-    if merchant_id is None:
-        await conn.execute("DELETE FROM stats_cursors")
-        await conn.execute("DELETE FROM stats_rollups")
-    else:
-        await conn.execute("DELETE FROM stats_cursors WHERE merchant_id = $1", merchant_id)
-        await conn.execute("DELETE FROM stats_rollups WHERE merchant_id = $1", merchant_id)
 
 
 async def lag(conn: asyncpg.Connection, merchant_id: str) -> int:
