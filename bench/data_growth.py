@@ -103,26 +103,63 @@ def seed(server, key: str) -> dict:
             "template": template["id"]}
 
 
-async def _overview_db_time(dsn: str, merchant_id: str) -> tuple[float, float]:
-    """The overview's two statements (storage/stats.py) timed on a direct connection: (median, p99) ms."""
+class _Explained:
+    """A connection that runs every statement twice: under ``EXPLAIN (ANALYZE)`` first, adding the
+    server's own planning + execution time to :attr:`server_ms`, then for real (the caller's result)."""
+
+    def __init__(self, conn) -> None:
+        self._conn = conn
+        self.server_ms = 0.0
+
+    async def _explain(self, sql: str, args) -> None:
+        plan = await self._conn.fetchval("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, *args)
+        plan = plan[0] if isinstance(plan, list) else json.loads(plan)[0]
+        self.server_ms += plan["Planning Time"] + plan["Execution Time"]
+
+    async def fetch(self, sql: str, *args):
+        await self._explain(sql, args)
+        return await self._conn.fetch(sql, *args)
+
+    async def fetchrow(self, sql: str, *args):
+        await self._explain(sql, args)
+        return await self._conn.fetchrow(sql, *args)
+
+
+async def _overview_db_time(dsn: str, merchant_id: str) -> dict:
+    """The overview's two statements (storage/stats.py), ``OVERVIEW_CALLS`` times on a direct connection.
+
+    Returns:
+      ``{"median_ms", "p99_ms"}`` of the database's own time per call (planning + execution, from
+      ``EXPLAIN ANALYZE``: what the goal "≤ 5 ms of database time" is about), and ``wall_median_ms``,
+      ``wall_p99_ms`` of the round trips as this client saw them (its own scheduling on a busy
+      machine included).
+    """
     import asyncpg
 
     from storage import stats
+    from storage.database import _init_connection
 
     conn = await asyncpg.connect(dsn)
     try:
-        from storage.database import _init_connection
-
         await _init_connection(conn)
-        times = []
+        server, wall = [], []
         for _ in range(OVERVIEW_CALLS):
+            explained = _Explained(conn)
+            async with conn.transaction():
+                await stats.overview_counts(explained, merchant_id, 30.0)
+                await stats.connector_window(explained, merchant_id, 3600, 60)
+            server.append(explained.server_ms)
             started = time.perf_counter()
             async with conn.transaction():
                 await stats.overview_counts(conn, merchant_id, 30.0)
                 await stats.connector_window(conn, merchant_id, 3600, 60)
-            times.append((time.perf_counter() - started) * 1000)
-        times.sort()
-        return statistics.median(times), times[int(len(times) * 0.99) - 1]
+            wall.append((time.perf_counter() - started) * 1000)
+
+        def p99(values: list[float]) -> float:
+            return sorted(values)[int(len(values) * 0.99) - 1]
+
+        return {"median_ms": statistics.median(server), "p99_ms": p99(server),
+                "wall_median_ms": statistics.median(wall), "wall_p99_ms": p99(wall)}
     finally:
         await conn.close()
 
@@ -151,9 +188,11 @@ class Target:
               f"  unexpected {r['bad']} {r['bad_codes'] or ''} socket errors {r['socket_errors']}", flush=True)
 
     def measure_db_time(self) -> None:
-        median, p99 = _run(_overview_db_time(self.dsn, self.merchant_id))
-        print(f"  {self.name:6} overview DB time per call: median {median:.2f} ms, p99 {p99:.2f} ms", flush=True)
-        self.results["overview_db"].append({"median_ms": median, "p99_ms": p99})
+        t = _run(_overview_db_time(self.dsn, self.merchant_id))
+        print(f"  {self.name:6} overview DB time per call (EXPLAIN ANALYZE): median {t['median_ms']:.2f} ms,"
+              f" p99 {t['p99_ms']:.2f} ms; round trips seen by the client: median {t['wall_median_ms']:.2f} ms,"
+              f" p99 {t['wall_p99_ms']:.2f} ms", flush=True)
+        self.results["overview_db"].append(t)
 
 
 def run_interleaved(targets: list[Target], rounds: int, connections: int, duration: float, warmup: float,
@@ -279,9 +318,12 @@ def table(fresh: dict, loaded: dict, total: int) -> str:
     for name, a in fresh.items():
         b = loaded[name]
         if name == "overview_db":
-            fm, fp, lm, lp = (_mean(a, "median_ms"), _mean(a, "p99_ms"), _mean(b, "median_ms"), _mean(b, "p99_ms"))
-            rows.append(f"| overview DB time per call (median / p99 ms) | {fm:.2f} / {fp:.2f} | | {lm:.2f} / {lp:.2f}"
-                        f" | | {lm / fm:.2f} (median) | {lp / fp:.2f} |")
+            for label, key in (("overview DB time per call, EXPLAIN ANALYZE (median / p99 ms)", ""),
+                               ("overview round trips seen by a client (median / p99 ms)", "wall_")):
+                fm, fp = _mean(a, key + "median_ms"), _mean(a, key + "p99_ms")
+                lm, lp = _mean(b, key + "median_ms"), _mean(b, key + "p99_ms")
+                rows.append(f"| {label} | {fm:.2f} / {fp:.2f} | | {lm:.2f} / {lp:.2f} | | {lm / fm:.2f} (median)"
+                            f" | {lp / fp:.2f} |")
             continue
         errors = sum(r["bad"] + r["socket_errors"] for r in a + b)
         label = f"{name} ({errors} errors)" if errors else name
