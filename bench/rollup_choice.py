@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import pathlib
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -169,6 +170,7 @@ def main() -> int:
                 print(f"  {name:9} {r['tps']:8,.0f}/s  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms", flush=True)
     finally:
         pg.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
     table = _table(results)
     print(table)
     if not args.no_save:
