@@ -17,7 +17,9 @@ BENCH_SECONDS ?= 10
 BENCH_ARGS ?=
 APT := DEBIAN_FRONTEND=noninteractive apt-get -y -q -o DPkg::Lock::Timeout=300
 
-.PHONY: run test bench wrk clean-db
+GROWTH_PAYMENTS ?= 1000000
+
+.PHONY: run test bench bench-growth wrk clean-db
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,6 +50,10 @@ wrk:
 
 bench: $(BENCH_STAMP) wrk
 	$(BIN)/python bench/bench_compare.py --duration $(BENCH_SECONDS) $(BENCH_ARGS)
+
+# Issue 25: every read and write measure, fresh vs GROWTH_PAYMENTS more payments stored (bench/README.md).
+bench-growth: $(BENCH_STAMP) wrk
+	$(BIN)/python bench/data_growth.py --payments $(GROWTH_PAYMENTS) --duration $(BENCH_SECONDS) $(BENCH_ARGS)
 
 clean-db:
 	rm -rf var

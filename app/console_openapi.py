@@ -31,6 +31,8 @@ class ConnectorSeries(Out):
     attempts_total: int
     succeeded_total: int
     success_rate_total: float | None
+    timed_attempts: int
+    latency_histogram: dict[str, int]
 
 
 class PaymentStats(Out):

@@ -13,7 +13,7 @@ Dependencies, in build order::
                 └─ connector caller ──────────────────────────────┴─ payments ─┬─ accounts
                                                 ├─ inbox ── wakeups
                                                 └─ (reconcilers)
-    webhooks_out ── wakeups;  realtime;  maintenance
+    webhooks_out ── wakeups;  realtime;  maintenance;  rollups (console reads)
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from actors.connector_call import ConnectorCaller
 from actors.pending_reconciler import run_pending_reconciler
 from actors.realtime.gateway import RealtimeGateway
 from actors.reconciler import run_reconciler
+from actors.rollups import RollupFolder
 from actors.runtime import supervise
 from actors.wakeups import Topic, Wakeups
 from components.accounts import Accounts
@@ -96,6 +97,7 @@ class Components:
     operations: Operations
     idempotency_keys: IdempotencyKeys
     wakeups: Wakeups
+    rollups: RollupFolder
 
     async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         """Run this role's actors until cancelled; reports readiness once they accept work.
@@ -130,6 +132,8 @@ class Components:
                                    name="actor:webhook-dispatcher")
             if Part.MAINTENANCE in parts:
                 self.maintenance.start(nursery)
+            if Part.ROLLUPS in parts:
+                nursery.start_soon(supervise, "rollups", self.rollups.run, name="actor:rollups")
             if Part.REALTIME in parts:
                 await nursery.start(self.realtime.run, name="actor:realtime")
             if self.wakeups.sends:
@@ -192,7 +196,7 @@ def build_components(settings: Settings, db: Database, connectors: Connectors | 
         reconciliation_reports=ReconciliationReports(db),
         inbox=inbox, webhooks_out=webhooks_out, realtime=RealtimeGateway(settings, db),
         maintenance=Maintenance(settings, db), operations=Operations(db), idempotency_keys=IdempotencyKeys(db),
-        wakeups=wakeups,
+        wakeups=wakeups, rollups=RollupFolder(db, settings.rollup_interval_s),
     )
 
 

@@ -7,9 +7,9 @@ from storage import events, orders, reconciliation_reports, stats, timeline
 from storage.database import Database
 
 
-async def _overview(conn, merchant_id: str, presence_ttl_s: float, window_s: int):
+async def _overview(conn, merchant_id: str, presence_ttl_s: float, window_s: int, bucket_s: int):
     return (await stats.overview_counts(conn, merchant_id, presence_ttl_s),
-            await stats.connector_window(conn, merchant_id, window_s))
+            await stats.connector_window(conn, merchant_id, window_s, bucket_s))
 
 
 class Orders:
@@ -53,6 +53,9 @@ class Events:
 class Console:
     """The console's reads (docs/console.md): statistics, lists, timelines, search.
 
+    Counts and charts read the rollups ``actor:rollups`` keeps (storage/stats.py), so
+    they cost the same whatever the number of payments stored.
+
     Args:
       db: the open database.
       presence_ttl_s: how long a realtime presence counts as online.
@@ -65,9 +68,14 @@ class Console:
     async def payment_series(self, merchant_id: str, window_s: int, bucket_s: int) -> dict:
         return await self._db.run(stats.payment_series, merchant_id, window_s, bucket_s)
 
-    async def overview(self, merchant_id: str, window_s: int) -> tuple[dict, list[dict]]:
-        """The merchant's counts and each connector's attempts over the window, in one transaction."""
-        return await self._db.transaction(_overview, merchant_id, self._presence_ttl_s, window_s)
+    async def overview(self, merchant_id: str, window_s: int, bucket_s: int) -> tuple[dict, list[dict]]:
+        """The merchant's counts and each connector's attempts over the window, in one transaction.
+
+        Args:
+          window_s, bucket_s: the window as the chart's (:func:`storage.stats.payment_series`), so both
+            count the same attempts.
+        """
+        return await self._db.transaction(_overview, merchant_id, self._presence_ttl_s, window_s, bucket_s)
 
     async def list_behind(self, merchant_id: str, name: str, **page) -> tuple[list[dict], bool]:
         return await self._db.run(stats.list_behind, merchant_id, name, presence_ttl_s=self._presence_ttl_s, **page)

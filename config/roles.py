@@ -11,7 +11,7 @@ asking :func:`parts_of`.
   simulators).
 - ``realtime``: the WebSocket gateway (``/v1/realtime``) and its actors.
 - ``worker``: inbox processing, reconciliation, outgoing webhooks, partition
-  maintenance and the other janitors; it runs payment actors too, because
+  maintenance, the console's rollups and the other janitors; it runs payment actors too, because
   webhook applies and reconciliation go through them.
 
 Every role serves ``/healthz``, ``/readyz``, ``/metrics`` and ``/debug/tasks``.
@@ -41,13 +41,14 @@ class Part(enum.StrEnum):
     RECONCILER = "reconciler"      # payments past their deadline; pending refunds and payouts
     WEBHOOKS_OUT = "webhooks_out"  # the outgoing webhook dispatcher
     MAINTENANCE = "maintenance"    # partitions ahead / retention, idempotency key purge
+    ROLLUPS = "rollups"            # the console's rollups, folded from the event log
 
 
 ROLE_PARTS: dict[Role, frozenset[Part]] = {
     Role.API: frozenset({Part.OPS, Part.PAYMENTS, Part.MERCHANT_HTTP, Part.WEBHOOKS_IN}),
     Role.REALTIME: frozenset({Part.OPS, Part.REALTIME}),
     Role.WORKER: frozenset({Part.OPS, Part.PAYMENTS, Part.INBOX, Part.RECONCILER, Part.WEBHOOKS_OUT,
-                            Part.MAINTENANCE}),
+                            Part.MAINTENANCE, Part.ROLLUPS}),
 }
 ROLE_PARTS[Role.ALL] = frozenset(Part)
 

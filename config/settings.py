@@ -76,6 +76,8 @@ class Settings(BaseSettings):
     processing_deadline_s: float = Field(60.0, gt=0)
     reconcile_max_checks: int = Field(5, ge=1)
     reconcile_interval_s: float = Field(1.0, gt=0)
+    # How often actor:rollups looks for events its console rollups do not include yet.
+    rollup_interval_s: float = Field(0.25, gt=0)
     connector_timeout_s: float = Field(5.0, gt=0)
     flaky_error_rate: float = Field(0.3, ge=0, le=1)
     # Circuit breaker per connector: opens when at least this share of the

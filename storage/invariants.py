@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import asyncpg
 
+from domain import latency
+
+# The latency histogram's finite bounds as an SQL array literal (the rollups' check labels each attempt).
+_LATENCY_BOUNDS = "ARRAY[" + ", ".join(f"{b:g}" for b in latency.BOUNDS_MS) + "]::numeric[]"
 TERMINAL = ("payment.succeeded", "payment.failed", "payment.canceled")
 
 CHECKS: dict[str, str] = {
@@ -187,6 +191,34 @@ CHECKS: dict[str, str] = {
         LEFT JOIN connector_accounts c ON c.id = a.connector_account_id
         WHERE a.connector_account_id IS NOT NULL
           AND (c.id IS NULL OR c.merchant_id <> a.merchant_id OR c.connector <> a.connector)""",
+    # ---- the console's rollups (storage/rollups.py), for merchants whose rollups include their whole log
+    # in this statement's snapshot: each row equals a direct count of the payments and attempts it counts.
+    "console rollups disagree with the rows they count": f"""
+        WITH caught_up AS (SELECT c.merchant_id FROM stats_cursors c JOIN merchants m ON m.id = c.merchant_id
+                           WHERE m.event_seq = c.seq),
+        periods(period_s) AS (VALUES (0), (60), (3600)),
+        counted AS (
+            SELECT x.merchant_id, p.period_s,
+                   CASE p.period_s WHEN 0 THEN 'epoch'::timestamptz
+                        ELSE date_bin(make_interval(secs => p.period_s), x.created_at, 'epoch') END AS bucket,
+                   x.dimension, x.connector, x.status, count(*) AS n
+            FROM (SELECT merchant_id, created_at, 'payment' AS dimension, '' AS connector, status
+                  FROM payments JOIN caught_up USING (merchant_id)
+                  UNION ALL SELECT merchant_id, created_at, 'attempt', connector, status
+                  FROM payment_attempts JOIN caught_up USING (merchant_id)
+                  UNION ALL SELECT merchant_id, created_at, 'latency', connector,
+                         coalesce((SELECT min(b)::text FROM unnest({_LATENCY_BOUNDS}) b WHERE a.latency_ms <= b),
+                                  '{latency.INF}')
+                  FROM payment_attempts a JOIN caught_up USING (merchant_id)
+                  WHERE a.status <> 'started' AND a.latency_ms >= 0) x, periods p
+            GROUP BY 1, 2, 3, 4, 5, 6),
+        folded AS (SELECT r.* FROM stats_rollups r JOIN caught_up USING (merchant_id) WHERE r.n <> 0)
+        SELECT coalesce(c.merchant_id, f.merchant_id) AS merchant_id, coalesce(c.period_s, f.period_s) AS period_s,
+               coalesce(c.bucket, f.bucket) AS bucket, coalesce(c.dimension, f.dimension) AS dimension,
+               coalesce(c.connector, f.connector) AS connector, coalesce(c.status, f.status) AS status,
+               c.n AS counted, f.n AS folded
+        FROM counted c FULL JOIN folded f USING (merchant_id, period_s, bucket, dimension, connector, status)
+        WHERE c.n IS DISTINCT FROM f.n""",
 }
 
 

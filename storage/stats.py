@@ -1,23 +1,45 @@
-"""Read-only queries behind the operator console (issue 15): per-minute payment
-stats, the overview counters and the lists behind them.
+"""Read-only queries behind the operator console (issues 15 and 25): per-minute
+payment stats, the overview counters and the lists behind them.
 
-Every query is scoped to one merchant (DESIGN.md decision 10) and is a
-single statement; nothing here writes.
+Every query is scoped to one merchant (DESIGN.md decision 10), is a single
+statement, and costs the same whatever the number of payments stored:
+
+- counts by status and the charts read the rollups that ``actor:rollups``
+  folds from the event log (storage/rollups.py, domain/rollups.py): a chart
+  over a window reads its minute rows (at most 1,440 buckets × the statuses
+  and connectors seen), the overview's connector figures read whole hours
+  from hour rows and only the window's ragged ends from minute rows, and the
+  all-time counts by status one row per status;
+- "processing past deadline", "review required" and failing deliveries are
+  counts over partial indexes (migration 0025) that hold only the rows they
+  count, which an operator resolves (a few, not all payments ever).
+
+The rollups lag the log by the actor's interval (``PAYCAST_ROLLUP_INTERVAL_S``,
+0.25 s); the lists behind the counters read the tables themselves.
+Nothing here writes.
 """
 
 from __future__ import annotations
 
 import asyncpg
 
-from domain import render
+from domain import latency, render, rollups
 from domain.payments import Status
 
-PAYMENT_STATUSES = tuple(status.value for status in Status)
+# Statuses every overview and chart shows, even at zero; any other status the
+# rollups hold (a status added later) is shown too, as it appears in the data.
+PAYMENT_STATUSES = tuple(s.value for s in Status)
 # Attempt statuses that count as the connector charging (or holding) the money.
 _SUCCESS = ("succeeded", "authorized")
 
 # Names of the lists behind the overview's counters (GET /v1/stats/lists/{name}).
 LISTS = ("processing_overdue", "review_required", "deliveries_failing", "realtime_connections")
+
+# The window [start, now] of a chart or overview: whole buckets of $bucket_s ending with the one
+# now() falls in, $window_s long (as bucket_edges); $1 merchant, $2 window_s, $3 bucket_s.
+# (Written out where it bounds an index range: the planner then uses the rollups' primary key.)
+_START_AT = "to_timestamp(floor(extract(epoch FROM now()) / $3) * $3 - $2 + $3)"
+_WINDOW_CTE = f"w AS (SELECT {_START_AT} AS start_at)"
 
 
 def bucket_edges(now_s: float, window_s: int, bucket_s: int) -> list[int]:
@@ -30,111 +52,126 @@ def bucket_edges(now_s: float, window_s: int, bucket_s: int) -> list[int]:
     return [last - bucket_s * (count - 1 - i) for i in range(count)]
 
 
+def _connector_figures(name: str) -> dict:
+    return {"name": name, "attempts_total": 0, "succeeded_total": 0, "latency": {}}
+
+
+def _add_attempts(c: dict, status: str, n: int) -> bool:
+    """Count ``n`` attempts of ``status`` into a connector's figures; False for open (``started``) ones."""
+    if status == rollups.STARTED:
+        return False
+    c["attempts_total"] += n
+    if status in _SUCCESS:
+        c["succeeded_total"] += n
+    return True
+
+
+def _finish(c: dict) -> dict:
+    """A connector's totals, success rate and latency percentiles (from its merged histogram)."""
+    settled, ok, histogram = c["attempts_total"], c["succeeded_total"], c.pop("latency")
+    p50, p99 = latency.quantile(0.5, histogram), latency.quantile(0.99, histogram)
+    c.update(success_rate_total=round(ok / settled, 4) if settled else None,
+             latency_ms_p50=round(p50, 3) if p50 is not None else None,
+             latency_ms_p99=round(p99, 3) if p99 is not None else None,
+             timed_attempts=sum(histogram.values()), latency_histogram=histogram)
+    return c
+
+
 async def payment_series(conn: asyncpg.Connection, merchant_id: str, window_s: int, bucket_s: int) -> dict:
     """Payments per bucket by status, and attempts per bucket by connector, over the last ``window_s``.
 
-    A payment is counted in the bucket of its ``created_at`` under its current
-    status; an attempt in the bucket of its ``created_at`` as a success
-    (``succeeded``/``authorized``), a failure (``failed``/``unknown``) or still
-    open (``started``, excluded from the rate).
+    From the minute rollups: a payment is counted in the bucket of its
+    ``created_at`` under its current status; an attempt in the bucket of its
+    ``created_at`` as a success (``succeeded``/``authorized``), a failure
+    (``failed``/``unknown``) or still open (``started``, excluded from the
+    rate); latency percentiles are estimated from the merged histogram of the
+    window (domain/latency.py).
 
     Returns:
       ``{"buckets": [unix...], "payments": {status: [n...]}, "connectors": [{name, attempts: [n...],
       succeeded: [n...], success_rate: [float|None...], latency_ms_p50, latency_ms_p99, ...}]}``.
     """
-    # date_bin groups on timestamps; the epoch conversion (numeric in PostgreSQL
-    # ≥ 14, slow per row) is done once per group, outside.
+    # Grouped on timestamps; the epoch conversion (numeric, slow per row) is done once per group, outside.
     rows = await conn.fetch(
-        "SELECT kind, extract(epoch FROM bucket)::bigint AS bucket, key, status, n, p50, p99,"
-        " extract(epoch FROM now())::float8 AS now_s FROM ("
-        " SELECT 'p' AS kind, date_bin(make_interval(secs => $3), p.created_at, 'epoch') AS bucket,"
-        "        p.status AS key, NULL::text AS status, count(*) AS n, NULL::float8 AS p50, NULL::float8 AS p99"
-        "   FROM payments p WHERE p.merchant_id = $1 AND p.created_at > now() - make_interval(secs => $2)"
-        "   GROUP BY 2, 3"
-        " UNION ALL"
-        " SELECT 'a', date_bin(make_interval(secs => $3), a.created_at, 'epoch'), a.connector, a.status, count(*),"
-        "        NULL, NULL"
-        "   FROM payment_attempts a WHERE a.merchant_id = $1 AND a.created_at > now() - make_interval(secs => $2)"
-        "   GROUP BY 2, 3, 4"
-        " UNION ALL"
-        " SELECT 'l', NULL, a.connector, NULL, count(a.latency_ms),"
-        "        percentile_cont(0.5) WITHIN GROUP (ORDER BY a.latency_ms),"
-        "        percentile_cont(0.99) WITHIN GROUP (ORDER BY a.latency_ms)"
-        "   FROM payment_attempts a WHERE a.merchant_id = $1 AND a.created_at > now() - make_interval(secs => $2)"
-        "   AND a.latency_ms IS NOT NULL GROUP BY 3) grouped",
+        "SELECT extract(epoch FROM now())::float8 AS now_s, extract(epoch FROM g.bucket)::bigint AS bucket,"
+        " g.dimension, g.connector, g.status, g.n FROM (SELECT 1) one LEFT JOIN ("
+        "  SELECT date_bin(make_interval(secs => $3), r.bucket, 'epoch') AS bucket, r.dimension, r.connector,"
+        "         r.status, sum(r.n)::bigint AS n FROM stats_rollups r"
+        f"  WHERE r.merchant_id = $1 AND r.period_s = 60 AND r.bucket >= {_START_AT} GROUP BY 1, 2, 3, 4) g ON true",
         merchant_id, float(window_s), float(bucket_s),
     )
-    now_s = rows[0]["now_s"] if rows else await conn.fetchval("SELECT extract(epoch FROM now())::float8")
-    edges = bucket_edges(now_s, window_s, bucket_s)
+    edges = bucket_edges(rows[0]["now_s"], window_s, bucket_s)
     index = {edge: i for i, edge in enumerate(edges)}
     payments = {status: [0] * len(edges) for status in PAYMENT_STATUSES}
     connectors: dict[str, dict] = {}
 
     def connector(name: str) -> dict:
         if name not in connectors:
-            connectors[name] = {"name": name, "attempts": [0] * len(edges), "succeeded": [0] * len(edges),
-                                "open": [0] * len(edges), "latency_ms_p50": None, "latency_ms_p99": None,
-                                "timed_attempts": 0}
+            connectors[name] = {**_connector_figures(name), "attempts": [0] * len(edges),
+                                "succeeded": [0] * len(edges), "open": [0] * len(edges)}
         return connectors[name]
 
     for r in rows:
-        if r["kind"] == "l":
-            c = connector(r["key"])
-            c["latency_ms_p50"] = round(r["p50"], 3)
-            c["latency_ms_p99"] = round(r["p99"], 3)
-            c["timed_attempts"] = r["n"]
-            continue
         i = index.get(r["bucket"])
-        if i is None:  # created in the bucket just before the window's first edge
+        if i is None or not r["n"]:  # no rows at all (the LEFT JOIN's NULL row), or a bucket summed to 0
             continue
-        if r["kind"] == "p":
-            payments.setdefault(r["key"], [0] * len(edges))[i] += r["n"]
+        if r["dimension"] == rollups.PAYMENT:
+            payments.setdefault(r["status"], [0] * len(edges))[i] += r["n"]
+        elif r["dimension"] == rollups.LATENCY:
+            histogram = connector(r["connector"])["latency"]
+            histogram[r["status"]] = histogram.get(r["status"], 0) + r["n"]
         else:
-            c = connector(r["key"])
-            if r["status"] == "started":
-                c["open"][i] += r["n"]
-            else:
+            c = connector(r["connector"])
+            if _add_attempts(c, r["status"], r["n"]):
                 c["attempts"][i] += r["n"]
                 if r["status"] in _SUCCESS:
                     c["succeeded"][i] += r["n"]
+            else:
+                c["open"][i] += r["n"]
     out = []
     for name in sorted(connectors):
-        c = connectors[name]
+        c = _finish(connectors[name])
         c["success_rate"] = [round(s / a, 4) if a else None for s, a in zip(c["succeeded"], c["attempts"])]
-        settled, ok = sum(c["attempts"]), sum(c["succeeded"])
-        c["attempts_total"], c["succeeded_total"] = settled, ok
-        c["success_rate_total"] = round(ok / settled, 4) if settled else None
         out.append(c)
     return {"buckets": edges, "payments": payments, "connectors": out,
             "totals": {status: sum(series) for status, series in payments.items()}}
 
 
-async def connector_window(conn: asyncpg.Connection, merchant_id: str, window_s: int) -> list[dict]:
-    """Per connector over the last ``window_s``: settled attempts, successes, rate and latency percentiles.
+async def connector_window(conn: asyncpg.Connection, merchant_id: str, window_s: int, bucket_s: int) -> list[dict]:
+    """Per connector over the window of :func:`payment_series`: settled attempts, successes, rate and
+    latency percentiles, the same definitions without the per-bucket split.
 
-    The same definitions as :func:`payment_series`, without the per-bucket split.
+    Whole hours of the window come from hour rows, its ragged ends from minute
+    rows: a 24 h window reads ~24 + 2 × 60 buckets per status and connector.
     """
     rows = await conn.fetch(
-        "SELECT connector AS name, count(*) FILTER (WHERE status <> 'started') AS attempts_total,"
-        " count(*) FILTER (WHERE status = ANY($3::text[])) AS succeeded_total,"
-        " percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms) AS p50,"
-        " percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_ms) AS p99"
-        " FROM payment_attempts WHERE merchant_id = $1 AND created_at > now() - make_interval(secs => $2)"
-        " GROUP BY connector ORDER BY connector",
-        merchant_id, float(window_s), list(_SUCCESS),
+        f"WITH {_WINDOW_CTE},"
+        " h AS (SELECT start_at, date_trunc('hour', start_at - interval '1 microsecond') + interval '1 hour' AS h1,"
+        "        greatest(date_trunc('hour', start_at - interval '1 microsecond') + interval '1 hour',"
+        "                 date_trunc('hour', now())) AS h2 FROM w)"
+        " SELECT r.dimension, r.connector, r.status, sum(r.n)::bigint AS n FROM h JOIN stats_rollups r"
+        "   ON r.merchant_id = $1 AND r.dimension IN ('attempt', 'latency')"
+        "  AND ((r.period_s = 3600 AND r.bucket >= h.h1 AND r.bucket < h.h2)"
+        "    OR (r.period_s = 60 AND r.bucket >= h.start_at AND (r.bucket < h.h1 OR r.bucket >= h.h2)))"
+        " GROUP BY 1, 2, 3",
+        merchant_id, float(window_s), float(bucket_s),
     )
-    return [{"name": r["name"], "attempts_total": r["attempts_total"], "succeeded_total": r["succeeded_total"],
-             "success_rate_total": round(r["succeeded_total"] / r["attempts_total"], 4) if r["attempts_total"] else None,
-             "latency_ms_p50": round(r["p50"], 3) if r["p50"] is not None else None,
-             "latency_ms_p99": round(r["p99"], 3) if r["p99"] is not None else None} for r in rows]
+    connectors: dict[str, dict] = {}
+    for r in rows:
+        c = connectors.setdefault(r["connector"], _connector_figures(r["connector"]))
+        if r["dimension"] == rollups.LATENCY:
+            c["latency"][r["status"]] = c["latency"].get(r["status"], 0) + r["n"]
+        else:
+            _add_attempts(c, r["status"], r["n"])
+    return [_finish(connectors[name]) for name in sorted(connectors)]
 
 
 async def overview_counts(conn: asyncpg.Connection, merchant_id: str, presence_ttl_s: float) -> dict:
-    """The counters an on-call engineer looks at first, in one statement.
+    """The counters an on-call engineer looks at first, in one statement of bounded reads.
 
     Returns:
       ``{processing_overdue, review_required, deliveries_failing, realtime_connections,
-      payments: {status: n}}`` (``payments`` over all time).
+      payments: {status: n}}`` (``payments`` over all time, from the all-time rollup rows).
     """
     row = await conn.fetchrow(
         "SELECT"
@@ -145,12 +182,14 @@ async def overview_counts(conn: asyncpg.Connection, merchant_id: str, presence_t
         "   AND (status = 'failed' OR (status = 'pending' AND attempt_count > 0))) AS deliveries_failing,"
         " (SELECT count(*) FROM realtime_presence WHERE merchant_id = $1"
         "   AND seen_at > now() - make_interval(secs => $2)) AS realtime_connections,"
-        " (SELECT coalesce(jsonb_object_agg(status, n), '{}'::jsonb) FROM"
-        "   (SELECT status, count(*) AS n FROM payments WHERE merchant_id = $1 GROUP BY status) s) AS payments",
+        " (SELECT coalesce(jsonb_object_agg(status, n), '{}'::jsonb) FROM stats_rollups"
+        "   WHERE merchant_id = $1 AND period_s = 0 AND bucket = 'epoch' AND dimension = 'payment' AND n <> 0)"
+        "   AS payments",
         merchant_id, presence_ttl_s,
     )
     counts = dict(row)
-    counts["payments"] = {status: int(counts["payments"].get(status, 0)) for status in PAYMENT_STATUSES}
+    counts["payments"] = {**{status: 0 for status in PAYMENT_STATUSES},
+                          **{status: int(n) for status, n in counts["payments"].items()}}
     return counts
 
 

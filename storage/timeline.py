@@ -105,19 +105,27 @@ async def timeline(conn: asyncpg.Connection, merchant_id: str, payment_id: str) 
 async def search(conn: asyncpg.Connection, merchant_id: str, term: str, limit: int) -> list[dict]:
     """Payments a term names: by payment, order, customer, connector transaction, refund or dispute id.
 
+    Exact matches only, each through an index that leads with the merchant
+    (migration 0025): every branch reads at most ``limit`` entries, newest
+    first, so a customer with a million payments costs what one with ten
+    does. Nothing fuzzy (no prefix or substring search).
+
     Returns:
       Up to ``limit`` payments, newest first, each with ``matched_on`` (one of
       :data:`SEARCH_FIELDS`; the first that matched).
     """
     rows = await conn.fetch(
         "SELECT DISTINCT ON (p.id) p.*, m.field AS matched_on, m.rank FROM ("
-        "  SELECT id AS payment_id, 'payment_id' AS field, 0 AS rank FROM payments WHERE merchant_id = $1 AND id = $2"
-        "  UNION ALL SELECT id, 'order_id', 1 FROM payments WHERE merchant_id = $1 AND order_id = $2"
-        "  UNION ALL SELECT id, 'customer_id', 2 FROM payments WHERE merchant_id = $1 AND customer_id = $2"
-        "  UNION ALL SELECT payment_id, 'connector_txn_id', 3 FROM payment_attempts"
-        "            WHERE merchant_id = $1 AND connector_txn_id = $2"
-        "  UNION ALL SELECT payment_id, 'refund_id', 4 FROM refunds WHERE merchant_id = $1 AND id = $2"
-        "  UNION ALL SELECT payment_id, 'dispute_id', 5 FROM disputes WHERE merchant_id = $1 AND id = $2"
+        "  (SELECT id AS payment_id, 'payment_id' AS field, 0 AS rank FROM payments"
+        "   WHERE merchant_id = $1 AND id = $2)"
+        "  UNION ALL (SELECT id, 'order_id', 1 FROM payments WHERE merchant_id = $1 AND order_id = $2"
+        "   ORDER BY id DESC LIMIT $3)"
+        "  UNION ALL (SELECT id, 'customer_id', 2 FROM payments WHERE merchant_id = $1 AND customer_id = $2"
+        "   ORDER BY id DESC LIMIT $3)"
+        "  UNION ALL (SELECT payment_id, 'connector_txn_id', 3 FROM payment_attempts"
+        "   WHERE merchant_id = $1 AND connector_txn_id = $2 LIMIT $3)"
+        "  UNION ALL (SELECT payment_id, 'refund_id', 4 FROM refunds WHERE merchant_id = $1 AND id = $2)"
+        "  UNION ALL (SELECT payment_id, 'dispute_id', 5 FROM disputes WHERE merchant_id = $1 AND id = $2)"
         ") m JOIN payments p ON p.id = m.payment_id AND p.merchant_id = $1"
         " ORDER BY p.id DESC, m.rank LIMIT $3",
         merchant_id, term, limit,

@@ -64,8 +64,8 @@ async def payment_stats():
 @merchant_required
 async def overview():
     system = components()
-    window_s, _ = parse_window(request.args.get("window"))
-    counts, window = await system.console.overview(g.merchant_id, window_s)
+    window_s, bucket_s = parse_window(request.args.get("window"))
+    counts, window = await system.console.overview(g.merchant_id, window_s, bucket_s)
     now = trio.current_time()
     health = system.routing.health(now)
     by_name = {c["name"]: c for c in window}

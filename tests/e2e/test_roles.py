@@ -23,13 +23,13 @@ from tests.support import ADMIN_TOKEN, CARD_OK, UPI, ServerProcess, run_check
 EXPECTED = {
     "api": ({"actor:unit-writers", "actor:inbox-writer", "actor:webhook-simulator", "actor:wake-sender"},
             {"actor:inbox-processor", "actor:webhook-dispatcher", "actor:reconciler", "actor:pending-reconciler",
-             "actor:realtime", "actor:partitions", "actor:wake-listener"}),
+             "actor:realtime", "actor:partitions", "actor:wake-listener", "actor:rollups"}),
     "realtime": ({"actor:realtime", "actor:hub", "actor:realtime-listener"},
                  {"actor:unit-writers", "actor:inbox-writer", "actor:inbox-processor", "actor:webhook-dispatcher",
-                  "actor:partitions"}),
+                  "actor:partitions", "actor:rollups"}),
     "worker": ({"actor:inbox-processor", "actor:webhook-dispatcher", "actor:reconciler", "actor:pending-reconciler",
                 "actor:partitions",
-                "actor:janitor", "actor:wake-listener", "actor:unit-writers"},
+                "actor:janitor", "actor:wake-listener", "actor:unit-writers", "actor:rollups"},
                {"actor:inbox-writer", "actor:realtime", "actor:wake-sender"}),
 }
 

@@ -1,0 +1,158 @@
+"""The console's rollups (migration 0025), folded from the event log (issue 25).
+
+:func:`fold` is the unit of work of ``actor:rollups``: it takes the next
+stretch of one merchant's event log after that merchant's cursor, folds the
+payment snapshots into ``stats_rollups`` (domain/rollups.py) and moves the
+cursor, in one transaction. Event seqs are gap-free and visible in order (the
+appending transaction holds the merchant's seq row until it commits), so the
+stretch up to the merchant's committed ``event_seq`` is complete, and a fold
+interrupted anywhere leaves rollups and cursor as they were. A merchant with
+no cursor row (new, or its cursor deleted by an operator: docs/operations.md) has its rollups
+rebuilt from seq 0.
+
+Several worker processes may run the actor: a merchant's cursor row is
+locked ``FOR UPDATE SKIP LOCKED``, so one of them folds it at a time.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+
+from domain import rollups
+
+# Events folded per transaction: bounds a fold's time and memory, not its result.
+BATCH = 5000
+
+
+async def behind(conn: asyncpg.Connection, limit: int) -> list[str]:
+    """Merchants whose event log is ahead of their rollups (or who have none yet), most behind first.
+
+    The merchants table is global and small (decision 10); its ``event_seq``
+    is the committed head of each log.
+    """
+    rows = await conn.fetch(
+        "SELECT m.id FROM merchants m LEFT JOIN stats_cursors c ON c.merchant_id = m.id"
+        " WHERE c.merchant_id IS NULL OR m.event_seq > c.seq"
+        " ORDER BY m.event_seq - coalesce(c.seq, 0) DESC LIMIT $1",
+        limit,
+    )
+    return [r["id"] for r in rows]
+
+
+async def _claim(conn: asyncpg.Connection, merchant_id: str) -> int | None:
+    """Lock the merchant's cursor and return its seq; create it (and clear old rollups) when missing.
+
+    Returns:
+      The seq the rollups include, or None when another process is folding this merchant.
+    """
+    seq = await conn.fetchval("SELECT seq FROM stats_cursors WHERE merchant_id = $1 FOR UPDATE SKIP LOCKED",
+                              merchant_id)
+    if seq is not None:
+        return seq
+    created = await conn.fetchval(
+        "INSERT INTO stats_cursors (merchant_id, seq) VALUES ($1, 0) ON CONFLICT (merchant_id) DO NOTHING"
+        " RETURNING seq", merchant_id)
+    if created is None:
+        return None  # it exists and someone holds it
+    # No cursor: whatever rollups are left (a partial loss) are rebuilt from the start of the log.
+    await conn.execute("DELETE FROM stats_rollups WHERE merchant_id = $1", merchant_id)
+    return 0
+
+
+async def _previous(conn: asyncpg.Connection, merchant_id: str, object_ids: list[str], before_seq: int) -> dict:
+    """The latest payment snapshot of each payment before ``before_seq`` (as :func:`fold` reads them)."""
+    if not object_ids:
+        return {}
+    rows = await conn.fetch(
+        "SELECT DISTINCT ON (object_id) object_id, data->>'status' AS status, data->>'created_at' AS created_at,"
+        " data->'attempts' AS attempts FROM events"
+        " WHERE merchant_id = $1 AND object_id = ANY($2::text[]) AND seq <= $3 AND type LIKE 'payment.%'"
+        " ORDER BY object_id, seq DESC",
+        merchant_id, object_ids, before_seq,
+    )
+    return {r["object_id"]: dict(r) for r in rows}
+
+
+async def fold(conn: asyncpg.Connection, merchant_id: str, batch: int = BATCH) -> int:
+    """Fold up to ``batch`` events of the merchant's log after its cursor (one transaction).
+
+    Returns:
+      The number of events the cursor moved over (0: up to date, or another process holds it).
+    """
+    cursor = await _claim(conn, merchant_id)
+    if cursor is None:
+        return 0
+    # One statement, so the head and the events are read from one snapshot.
+    rows = await conn.fetch(
+        "WITH head AS (SELECT least(event_seq, $2::bigint + $3::bigint) AS seq FROM merchants WHERE id = $1)"
+        " SELECT head.seq AS head, e.seq, e.type, e.object_id, e.data->>'status' AS status,"
+        " e.data->>'created_at' AS created_at, e.data->'attempts' AS attempts"
+        " FROM head LEFT JOIN events e ON e.merchant_id = $1 AND e.seq > $2 AND e.seq <= head.seq"
+        " AND e.type LIKE 'payment.%' ORDER BY e.seq",
+        merchant_id, cursor, batch,
+    )
+    if not rows or rows[0]["head"] <= cursor:
+        return 0
+    head = rows[0]["head"]
+    events = [r for r in rows if r["seq"] is not None]
+    # Payments whose previous snapshot is before this stretch: their first event here is not their creation.
+    first: dict[str, str] = {}
+    for e in events:
+        first.setdefault(e["object_id"], e["type"])
+    outside = await _previous(conn, merchant_id, [o for o, t in first.items() if t != "payment.created"], cursor)
+    # Latency of every attempt that leaves `started` somewhere in the stretch.
+    last: dict[str, dict] = dict(outside)
+    timed: list[str] = []
+    for e in events:
+        timed += rollups.leaving_started(last.get(e["object_id"]), e)
+        last[e["object_id"]] = e
+    latency_of = {}
+    if timed:
+        latency_of = {r["id"]: r["latency_ms"] for r in await conn.fetch(
+            "SELECT id, latency_ms FROM payment_attempts WHERE merchant_id = $1 AND id = ANY($2::text[])",
+            merchant_id, timed)}
+    tally = rollups.Tally()
+    last = dict(outside)
+    for e in events:
+        tally.fold(last.get(e["object_id"]), e, latency_of)
+        last[e["object_id"]] = e
+    await _write(conn, merchant_id, tally.rows(), head)
+    return head - cursor
+
+
+async def _write(conn: asyncpg.Connection, merchant_id: str, rows: list[tuple], head: int) -> None:
+    """Add the tallied counts to the rollups and move the cursor to ``head``, in one statement."""
+    columns = list(zip(*rows)) if rows else [[], [], [], [], [], []]
+    await conn.execute(
+        "WITH added AS ("
+        " INSERT INTO stats_rollups AS r (merchant_id, period_s, bucket, dimension, connector, status, n)"
+        " SELECT $1, * FROM unnest($2::int[], $3::timestamptz[], $4::text[], $5::text[], $6::text[], $7::bigint[])"
+        " ON CONFLICT (merchant_id, period_s, bucket, dimension, connector, status)"
+        " DO UPDATE SET n = r.n + EXCLUDED.n)"
+        " UPDATE stats_cursors SET seq = $8, updated_at = now() WHERE merchant_id = $1",
+        merchant_id, *[list(c) for c in columns], head,
+    )
+
+
+async def lag(conn: asyncpg.Connection, merchant_id: str) -> int:
+    """How many events of the merchant's log the rollups do not include yet."""
+    return await conn.fetchval(
+        "SELECT m.event_seq - coalesce(c.seq, 0) FROM merchants m"
+        " LEFT JOIN stats_cursors c ON c.merchant_id = m.id WHERE m.id = $1", merchant_id) or 0
+
+
+async def drop_lost(conn: asyncpg.Connection) -> int:
+    """Drop the cursor of every merchant whose rollups are gone though its cursor moved past payments.
+
+    A cursor past seq 0 with no all-time row while the merchant has payments
+    means the rows were lost (deleted, restored from an older backup): the
+    next fold rebuilds them from the log.
+
+    Returns:
+      How many merchants will be rebuilt.
+    """
+    result = await conn.execute(
+        "DELETE FROM stats_cursors c WHERE c.seq > 0"
+        " AND NOT EXISTS (SELECT 1 FROM stats_rollups r WHERE r.merchant_id = c.merchant_id AND r.period_s = 0)"
+        " AND EXISTS (SELECT 1 FROM payments p WHERE p.merchant_id = c.merchant_id)")
+    return int(result.split()[-1])
