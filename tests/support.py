@@ -212,10 +212,16 @@ def sign_razorpay(body: bytes, secret: str = "dev_mockrazorpay") -> dict:
     return {"X-Razorpay-Signature": razorpay_header(secret, body), "Content-Type": "application/json"}
 
 
-def run_check(dsn: str) -> subprocess.CompletedProcess:
-    """``python run.py check`` against ``dsn`` (exit 0 when every invariant holds)."""
+# The rollups are folded from the event log; a test that rewrites payments or attempts
+# by hand (back-dating them, renaming a connector) changes what they count behind the log.
+ROLLUPS_CHECK = "console rollups disagree with the rows they count"
+
+
+def run_check(dsn: str, skip: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """``python run.py check`` against ``dsn`` (exit 0 when every invariant holds but ``skip``)."""
     env = dict(os.environ, PAYCAST_DATABASE_URL=dsn, PAYCAST_LOG_LEVEL="WARNING")
-    return subprocess.run([sys.executable, str(ROOT / "run.py"), "check"], cwd=ROOT, env=env,
+    args = [arg for name in skip for arg in ("--skip", name)]
+    return subprocess.run([sys.executable, str(ROOT / "run.py"), "check", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=60)
 
 

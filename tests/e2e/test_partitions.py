@@ -20,7 +20,7 @@ from storage import partitions
 from storage.database import Database
 from tests.realtime_support import connect, frame, http, token, welcome
 from tests.receiver import Receiver
-from tests.support import ADMIN_TOKEN, CARD_OK, UPI, ServerProcess, db_fetch, run_check, sign_stripe
+from tests.support import ADMIN_TOKEN, CARD_OK, UPI, ROLLUPS_CHECK, ServerProcess, db_fetch, run_check, sign_stripe
 
 AGE = "70 days"       # how far back the first half of the rows is moved
 RETENTION = dt.timedelta(days=30)
@@ -190,5 +190,6 @@ async def test_reads_cross_the_partition_boundary_and_retention_keeps_the_contra
             assert len(await _fetch(dsn, "SELECT 1 FROM webhook_inbox_keys")) == 1
 
     server.stop()
-    check = await trio.to_thread.run_sync(run_check, dsn)
+    # Rows were back-dated by hand above, behind the event log the rollups fold.
+    check = await trio.to_thread.run_sync(run_check, dsn, (ROLLUPS_CHECK,))
     assert check.returncode == 0, check.stdout + check.stderr

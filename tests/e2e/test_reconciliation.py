@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support import UPI, ServerProcess, payment_body, run_check, wait_for
+from tests.support import ROLLUPS_CHECK, UPI, ServerProcess, payment_body, run_check, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,8 @@ def test_inconclusive_checks_end_in_review_required(fast_server):
         assert flagged["status"] == "processing"
         types = [e["type"] for e in c.get("/v1/events", params={"object_id": pay["id"]}).json()["data"]]
         assert types.count("payment.review_required") == 1
-    assert run_check(fast_server.dsn).returncode == 0
+    # The attempt's connector was renamed by hand above, behind the event log the rollups fold.
+    assert run_check(fast_server.dsn, skip=(ROLLUPS_CHECK,)).returncode == 0
 
 
 def test_settlement_report(client):
