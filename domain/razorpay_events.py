@@ -23,7 +23,7 @@ import hmac
 from collections.abc import Mapping
 
 from domain.errors import InvalidRequest
-from domain.signatures import SignatureError
+from domain.signatures import SignatureError, razorpay_header
 from domain.webhooks import GatewayEvent, load_object
 
 CONNECTOR = "razorpay"
@@ -54,19 +54,6 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return value
 
 
-def signature(secret: str, raw: bytes) -> str:
-    """The ``X-Razorpay-Signature`` value Razorpay sends for ``raw``.
-
-    Args:
-      secret: the webhook secret (UTF-8 encoded, as Razorpay's SDKs do).
-      raw: the exact body bytes.
-
-    Returns:
-      Lowercase hex HMAC-SHA256.
-    """
-    return hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()
-
-
 def verify(secret: str, raw: bytes, headers: Mapping[str, str], now: int | None = None) -> None:
     """Check the ``X-Razorpay-Signature`` of a webhook.
 
@@ -87,7 +74,7 @@ def verify(secret: str, raw: bytes, headers: Mapping[str, str], now: int | None 
     given = _header(headers, SIGNATURE_HEADER)
     if not given:
         raise SignatureError("Missing X-Razorpay-Signature header.")
-    expected = signature(secret, raw)
+    expected = razorpay_header(secret, raw)
     # compare_digest refuses non-ASCII str; compare bytes so any header value is just "no match".
     if not hmac.compare_digest(expected.encode(), given.encode("utf-8", "surrogateescape")):
         raise SignatureError("The signature does not match the payload.")

@@ -11,7 +11,6 @@ it; :mod:`app.webhooks_endpoint` serves both.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import logging
 import time
 
@@ -19,7 +18,7 @@ from quart import Blueprint, request
 
 from app.body import json_response, read_raw
 from app.context import components
-from domain import signatures, webhooks
+from domain import razorpay_events, signatures, stripe_events, webhooks
 from domain.errors import InvalidRequest, NotFound
 from domain.ids import has_prefix
 from telemetry import metrics
@@ -29,7 +28,7 @@ log = logging.getLogger("paycast.webhooks.in")
 bp = Blueprint("webhooks", __name__)
 # Each real connector's pure webhook module: ``verify(secret, raw, headers, now)``
 # (raises domain.signatures.SignatureError) and ``parse(raw, headers) -> GatewayEvent``.
-EVENT_MODULES = {"stripe": "domain.stripe_events", "razorpay": "domain.razorpay_events"}
+EVENT_MODULES = {"stripe": stripe_events, "razorpay": razorpay_events}
 
 
 def _verify(connector: str, secret: str, raw: bytes, now: int, headers) -> None:
@@ -90,10 +89,9 @@ async def ingest_for_account(system, connector: str, account_id: str, raw: bytes
       InvalidRequest: a bad or stale signature, or a body that is not the connector's webhook.
       Unavailable: not stored in time (the gateway should retry).
     """
-    module = EVENT_MODULES.get(connector)
-    if module is None or not has_prefix(account_id, "mca"):  # no database read for what cannot be an account
+    events = EVENT_MODULES.get(connector)
+    if events is None or not has_prefix(account_id, "mca"):  # no database read for what cannot be an account
         raise NotFound(f"No {connector} webhooks are received at this path.", param="connector_account")
-    events = importlib.import_module(module)
     now = int(time.time())
     target = await _target(system, connector, account_id)
     try:
