@@ -7,14 +7,21 @@ bucket: ``(period_s, bucket, dimension, connector, status) -> n``.
   the payment's ``created_at`` (connector ``""``);
 - ``attempt`` rows: attempts by current status and connector, in the bucket
   of the attempt's ``created_at``;
-- ``latency`` rows: attempts by the latency bucket (domain.latency label, in
-  ``status``) of the connector call, counted once, when the attempt leaves
-  ``started``.
+- ``latency`` rows: attempts whose connector call has ended (status no longer
+  ``started``) by the latency bucket of that call (domain.latency label, in
+  ``status``). An attempt enters the count when a snapshot shows it leaving
+  ``started`` and leaves it if a later snapshot shows it ``started`` again,
+  like a status: so a snapshot that is older than the one before it (two
+  writers, the later one slower) moves counts back and forth and never counts
+  an attempt twice.
 
-Each payment event carries the payment's snapshot; folding it against the
-payment's previous snapshot (the one of its previous event) moves one count
-from the old status to the new one (-1, +1), and likewise for each attempt
-whose status changed. Statuses are whatever the snapshots say: a status
+Each payment event carries the payment's snapshot; folding it against what
+the payment's earlier events showed (:func:`merge`: the last status, and each
+attempt as the last snapshot that showed it) moves one count from the old
+status to the new one (-1, +1), and likewise for each attempt whose status
+changed. Merging, rather than taking only the previous snapshot, is what keeps
+an attempt counted once when a slower writer's older snapshot, which does not
+show an attempt begun since, lands between two newer ones. Statuses are whatever the snapshots say: a status
 added to the product later appears in the rollups with no change here.
 
 Every delta is written to three periods: all time (``period_s`` 0, bucket
@@ -68,14 +75,14 @@ class Tally:
             self.counts[key] = self.counts.get(key, 0) + n
 
     def fold(self, previous: Mapping | None, current: Mapping, latency_of: Mapping[str, float | None]) -> None:
-        """Fold one payment snapshot against the payment's previous one (None: first seen).
+        """Fold one payment snapshot against the payment's earlier ones (None: first seen).
 
         Args:
-          previous: ``{"status", "created_at", "attempts": [{"id", "connector", "status", "created_at"}]}``
-            of the payment's previous event, or None.
+          previous: ``{"status", "created_at", "attempts": [{"id", "connector", "status", "created_at"}]}``,
+            the :func:`merge` of the payment's earlier events, or None.
           current: the same for this event.
-          latency_of: connector-call latency (ms) by attempt id, for the attempts leaving ``started``
-            here (missing or None: not timed).
+          latency_of: connector-call latency (ms) by attempt id, for the attempts entering or
+            leaving the latency rows here (:func:`timing_changes`; missing or None: not timed).
         """
         created = parse_time(current["created_at"])
         old_status = previous["status"] if previous else None
@@ -84,7 +91,6 @@ class Tally:
                 self.add(created, PAYMENT, "", old_status, -1)
             self.add(created, PAYMENT, "", current["status"], 1)
         before = _attempt_statuses(previous)
-        timed = set(leaving_started(previous, current))
         for attempt in current.get("attempts") or ():
             old, new = before.get(attempt["id"]), attempt["status"]
             if old == new:
@@ -93,24 +99,39 @@ class Tally:
             if old is not None:
                 self.add(at, ATTEMPT, attempt["connector"], old, -1)
             self.add(at, ATTEMPT, attempt["connector"], new, 1)
-            ms = latency_of.get(attempt["id"]) if attempt["id"] in timed else None
+            change = _timing(old) - _timing(new)
+            ms = latency_of.get(attempt["id"]) if change else None
             if latency.finite(ms):
-                self.add(at, LATENCY, attempt["connector"], latency.bucket_of(ms), 1)
+                self.add(at, LATENCY, attempt["connector"], latency.bucket_of(ms), -change)
 
     def rows(self) -> list[tuple]:
         """``(period_s, bucket, dimension, connector, status, n)`` of every non-zero sum."""
         return [(*key, n) for key, n in self.counts.items() if n]
 
 
+def merge(previous: Mapping | None, current: Mapping) -> dict:
+    """What a payment's events up to ``current`` show: its status and time, and every attempt
+    any of them showed, as the latest one that shows it."""
+    attempts = {a["id"]: a for a in (previous or {}).get("attempts") or ()}
+    attempts.update((a["id"], a) for a in current.get("attempts") or ())
+    return {"status": current["status"], "created_at": current["created_at"], "attempts": list(attempts.values())}
+
+
 def _attempt_statuses(snapshot: Mapping | None) -> dict[str, str]:
     return {a["id"]: a["status"] for a in (snapshot or {}).get("attempts") or ()}
 
 
-def leaving_started(previous: Mapping | None, current: Mapping) -> list[str]:
-    """Ids of the attempts of ``current`` that were ``started`` (or absent) in ``previous`` and no longer are.
+def _timing(status: str | None) -> int:
+    """1 when an attempt in ``status`` counts in the latency rows (its call has ended), else 0."""
+    return int(status not in (None, STARTED))
 
-    Each is timed once, here (its connector call just ended).
+
+def timing_changes(previous: Mapping | None, current: Mapping) -> list[str]:
+    """Ids of the attempts of ``current`` that enter or leave the latency rows against ``previous``.
+
+    An attempt enters when it leaves ``started`` (its connector call just ended), and
+    leaves only when an out-of-order snapshot shows it ``started`` again.
     """
     before = _attempt_statuses(previous)
     return [a["id"] for a in current.get("attempts") or ()
-            if before.get(a["id"]) in (None, STARTED) and a["status"] != STARTED]
+            if _timing(before.get(a["id"])) != _timing(a["status"])]

@@ -196,32 +196,40 @@ CHECKS: dict[str, str] = {
 }
 
 
-# What ``run.py check`` reports as ``warn`` without failing: a disagreement here
-# is a console display fault, never money. The console's rollups
-# (storage/rollups.py) are folded from the event log, and a confirm's move to
-# ``processing`` writes no event (its outcome's event makes it visible), so a
-# payment stuck in ``processing`` shows in the rollups under its last evented
-# status; this compares, for merchants whose rollups include their whole log in
-# this statement's snapshot, each rollup row with a direct count of the rows it counts.
-WARNINGS: dict[str, str] = {
-    "console rollups disagree with the rows they count": f"""
+# The console's rollups (storage/rollups.py) against the event log they are folded from:
+# for each merchant whose rollups include its whole log in this statement's snapshot,
+# every rollup row equals a direct count of what the log shows — each payment in the status
+# of its last event, each attempt as the last event that shows it (domain.rollups.merge),
+# latency from the attempt's row. A difference is a fault of the fold (a count lost or
+# doubled), whatever the order in which writers appended the events.
+CHECKS["console rollups disagree with the event log they count"] = f"""
         WITH caught_up AS (SELECT c.merchant_id FROM stats_cursors c JOIN merchants m ON m.id = c.merchant_id
                            WHERE m.event_seq = c.seq),
         periods(period_s) AS (VALUES (0), (60), (3600)),
+        last_payment AS (
+            SELECT DISTINCT ON (e.merchant_id, e.object_id) e.merchant_id, e.data->>'status' AS status,
+                   (e.data->>'created_at')::timestamptz AS created_at
+            FROM events e JOIN caught_up USING (merchant_id) WHERE e.type LIKE 'payment.%'
+            ORDER BY e.merchant_id, e.object_id, e.seq DESC),
+        last_attempt AS (
+            SELECT DISTINCT ON (e.merchant_id, attempt->>'id') e.merchant_id, attempt->>'id' AS id,
+                   attempt->>'connector' AS connector, attempt->>'status' AS status,
+                   (attempt->>'created_at')::timestamptz AS created_at
+            FROM events e JOIN caught_up USING (merchant_id), jsonb_array_elements(e.data->'attempts') attempt
+            WHERE e.type LIKE 'payment.%'
+            ORDER BY e.merchant_id, attempt->>'id', e.seq DESC),
         counted AS (
             SELECT x.merchant_id, p.period_s,
                    CASE p.period_s WHEN 0 THEN 'epoch'::timestamptz
                         ELSE date_bin(make_interval(secs => p.period_s), x.created_at, 'epoch') END AS bucket,
                    x.dimension, x.connector, x.status, count(*) AS n
-            FROM (SELECT merchant_id, created_at, 'payment' AS dimension, '' AS connector, status
-                  FROM payments JOIN caught_up USING (merchant_id)
-                  UNION ALL SELECT merchant_id, created_at, 'attempt', connector, status
-                  FROM payment_attempts JOIN caught_up USING (merchant_id)
-                  UNION ALL SELECT merchant_id, created_at, 'latency', connector,
+            FROM (SELECT merchant_id, created_at, 'payment' AS dimension, '' AS connector, status FROM last_payment
+                  UNION ALL SELECT merchant_id, created_at, 'attempt', connector, status FROM last_attempt
+                  UNION ALL SELECT l.merchant_id, l.created_at, 'latency', l.connector,
                          coalesce((SELECT min(b)::text FROM unnest({_LATENCY_BOUNDS}) b WHERE a.latency_ms <= b),
                                   '{latency.INF}')
-                  FROM payment_attempts a JOIN caught_up USING (merchant_id)
-                  WHERE a.status <> 'started' AND a.latency_ms >= 0) x, periods p
+                  FROM last_attempt l JOIN payment_attempts a ON a.id = l.id
+                  WHERE l.status <> 'started' AND a.latency_ms >= 0) x, periods p
             GROUP BY 1, 2, 3, 4, 5, 6),
         folded AS (SELECT r.* FROM stats_rollups r JOIN caught_up USING (merchant_id) WHERE r.n <> 0)
         SELECT coalesce(c.merchant_id, f.merchant_id) AS merchant_id, coalesce(c.period_s, f.period_s) AS period_s,
@@ -229,7 +237,22 @@ WARNINGS: dict[str, str] = {
                coalesce(c.connector, f.connector) AS connector, coalesce(c.status, f.status) AS status,
                c.n AS counted, f.n AS folded
         FROM counted c FULL JOIN folded f USING (merchant_id, period_s, bucket, dimension, connector, status)
-        WHERE c.n IS DISTINCT FROM f.n""",
+        WHERE c.n IS DISTINCT FROM f.n"""
+
+
+# What ``run.py check`` reports as ``warn`` without failing: a state the product passes
+# through and leaves by itself, shown so an operator can see how much of it there is.
+WARNINGS: dict[str, str] = {
+    # A confirm's move to ``processing`` writes no event (the outcome's event makes it
+    # visible), so until the connector answers, or reconciliation settles a payment whose
+    # process died, the console counts it under its last evented status.
+    "payments in processing that no event shows yet": """
+        SELECT p.id, p.merchant_id, p.updated_at, last.status AS last_evented
+        FROM payments p LEFT JOIN LATERAL (
+            SELECT e.data->>'status' AS status FROM events e
+            WHERE e.merchant_id = p.merchant_id AND e.object_id = p.id AND e.type LIKE 'payment.%'
+            ORDER BY e.seq DESC LIMIT 1) last ON true
+        WHERE p.status = 'processing' AND last.status IS DISTINCT FROM 'processing'""",
 }
 
 

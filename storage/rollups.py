@@ -60,14 +60,23 @@ async def _claim(conn: asyncpg.Connection, merchant_id: str) -> int | None:
 
 
 async def _previous(conn: asyncpg.Connection, merchant_id: str, object_ids: list[str], before_seq: int) -> dict:
-    """The latest payment snapshot of each payment before ``before_seq`` (as :func:`fold` reads them)."""
+    """What the events up to ``before_seq`` show of each payment (domain.rollups.merge of them all)."""
     if not object_ids:
         return {}
     rows = await conn.fetch(
-        "SELECT DISTINCT ON (object_id) object_id, data->>'status' AS status, data->>'created_at' AS created_at,"
-        " data->'attempts' AS attempts FROM events"
-        " WHERE merchant_id = $1 AND object_id = ANY($2::text[]) AND seq <= $3 AND type LIKE 'payment.%'"
-        " ORDER BY object_id, seq DESC",
+        """
+        SELECT DISTINCT ON (e.object_id) e.object_id, e.data->>'status' AS status,
+               e.data->>'created_at' AS created_at,
+               -- every attempt any earlier event showed, as the latest one showing it (domain.rollups.merge)
+               (SELECT jsonb_agg(seen.attempt) FROM (
+                   SELECT DISTINCT ON (attempt->>'id') attempt
+                   FROM events earlier, jsonb_array_elements(earlier.data->'attempts') attempt
+                   WHERE earlier.merchant_id = $1 AND earlier.object_id = e.object_id
+                     AND earlier.seq <= $3 AND earlier.type LIKE 'payment.%'
+                   ORDER BY attempt->>'id', earlier.seq DESC) seen) AS attempts
+        FROM events e
+        WHERE e.merchant_id = $1 AND e.object_id = ANY($2::text[]) AND e.seq <= $3 AND e.type LIKE 'payment.%'
+        ORDER BY e.object_id, e.seq DESC""",
         merchant_id, object_ids, before_seq,
     )
     return {r["object_id"]: dict(r) for r in rows}
@@ -100,12 +109,12 @@ async def fold(conn: asyncpg.Connection, merchant_id: str, batch: int = BATCH) -
     for e in events:
         first.setdefault(e["object_id"], e["type"])
     outside = await _previous(conn, merchant_id, [o for o, t in first.items() if t != "payment.created"], cursor)
-    # Latency of every attempt that leaves `started` somewhere in the stretch.
+    # Latency of every attempt that enters (or, out of order, leaves) the latency rows in the stretch.
     last: dict[str, dict] = dict(outside)
     timed: list[str] = []
     for e in events:
-        timed += rollups.leaving_started(last.get(e["object_id"]), e)
-        last[e["object_id"]] = e
+        timed += rollups.timing_changes(last.get(e["object_id"]), e)
+        last[e["object_id"]] = rollups.merge(last.get(e["object_id"]), e)
     latency_of = {}
     if timed:
         latency_of = {r["id"]: r["latency_ms"] for r in await conn.fetch(
@@ -115,7 +124,7 @@ async def fold(conn: asyncpg.Connection, merchant_id: str, batch: int = BATCH) -
     last = dict(outside)
     for e in events:
         tally.fold(last.get(e["object_id"]), e, latency_of)
-        last[e["object_id"]] = e
+        last[e["object_id"]] = rollups.merge(last.get(e["object_id"]), e)
     await _write(conn, merchant_id, tally.rows(), head)
     return head - cursor
 

@@ -214,7 +214,7 @@ def sign_razorpay(body: bytes, secret: str = "dev_mockrazorpay") -> dict:
 
 # The rollups are folded from the event log; a test that rewrites payments or attempts
 # by hand (back-dating them, renaming a connector) changes what they count behind the log.
-ROLLUPS_CHECK = "console rollups disagree with the rows they count"
+ROLLUPS_CHECK = "console rollups disagree with the event log they count"
 
 
 def run_check(dsn: str, skip: tuple[str, ...] = ()) -> subprocess.CompletedProcess:

@@ -126,3 +126,32 @@ def test_folding_a_log_in_two_stretches_equals_folding_it_whole(log, split):
     assert sum(n for k, n in whole.items() if k[0] == 0) == len(final)
     for status in set(final.values()):
         assert whole[(0, rollups.EPOCH, "payment", "", status)] == list(final.values()).count(status)
+
+
+attempt_statuses = st.sampled_from(["started", "unknown", "failed", "succeeded", "authorized"])
+
+
+@settings(max_examples=300)
+@given(st.lists(st.lists(st.tuples(st.sampled_from(["a1", "a2"]), attempt_statuses), max_size=2,
+                         unique_by=lambda t: t[0]), min_size=1, max_size=12))
+def test_out_of_order_snapshots_never_count_an_attempt_twice(history):
+    """Two writers may append a payment's snapshots out of order (a slower one shows an attempt
+    ``started`` after a faster one ended it, or misses an attempt begun since): whatever the
+    order, each attempt is counted once, in the status (and latency) of the last snapshot
+    that shows it."""
+    tally = rollups.Tally()
+    latency_ms = {"a1": 3.0, "a2": 40.0}
+    previous = None
+    for attempts in history:
+        current = snap("processing", [(i, "flaky", s) for i, s in attempts])
+        tally.fold(previous, current, latency_ms)
+        previous = rollups.merge(previous, current)
+    counts = {k[2:]: n for k, n in tally.counts.items() if n and k[0] == rollups.ALL_TIME}
+    expected: dict = {("payment", "", "processing"): 1}
+    last_seen = {i: s for attempts in history for i, s in attempts}
+    for i, s in last_seen.items():
+        expected[("attempt", "flaky", s)] = expected.get(("attempt", "flaky", s), 0) + 1
+        if s != "started":
+            key = ("latency", "flaky", latency.bucket_of(latency_ms[i]))
+            expected[key] = expected.get(key, 0) + 1
+    assert counts == expected
