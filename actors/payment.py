@@ -2,7 +2,7 @@
 
 Commands for one payment are therefore handled one at a time in this process;
 across processes the conditional updates in :mod:`storage.payments` keep the
-transitions correct (DESIGN.md decision 2). The actor holds no state between
+transitions correct (docs/architecture.md decision 2). The actor holds no state between
 messages beyond what is in the database, so passivating it loses nothing.
 """
 
@@ -139,7 +139,7 @@ class PaymentActor:
         """``POST /v1/payments`` with ``confirm: true``.
 
         The same path for every connector, simulated or across the network
-        (DESIGN.md decision 8): the payment and its ``started`` attempt are
+        (docs/architecture.md decision 8): the payment and its ``started`` attempt are
         committed (one statement) before the connector is called, then the
         payment's actor confirms as for ``/confirm``.
         """

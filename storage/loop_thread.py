@@ -1,6 +1,6 @@
 """An asyncio (uvloop) event loop on its own thread, called from trio.
 
-Why not trio-asyncio: measured on this machine kind (DESIGN.md decision 1),
+Why not trio-asyncio: measured on this machine kind (docs/architecture.md decision 1),
 asyncpg through trio-asyncio ran 650-700 tx/s, while a plain uvloop thread
 handed coroutines with ``run_coroutine_threadsafe`` and waking trio back through
 its token ran 2,770-2,890 tx/s (:meth:`LoopThread.run` now hands them over with

@@ -190,7 +190,7 @@ def fallback_trace() -> Iterator[None]:
     for the whole block (the database thread and actors run in copies of this
     context and share it), created on first use, so a request that writes no
     event pays only the attach. The events the work writes and the outgoing
-    webhooks they cause name that trace (API.md: "even when the request that
+    webhooks they cause name that trace (docs/api.md: "even when the request that
     caused it had none").
     """
     if _provider is not None:
