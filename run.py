@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--workers", type=int, metavar="N",
                        help="N processes on one port (SO_REUSEPORT), supervised; default PAYCAST_WORKERS (1)")
     # Roles combine with several processes per role: each is a full process on
-    # the shared database. --workers N (SO_REUSEPORT, issue 10, another branch)
+    # the shared database. --workers N (SO_REUSEPORT)
     # starts N processes from this one's environment, hence PAYCAST_ROLE below.
     serve.add_argument("--role", choices=[r.value for r in Role],
                        help="what this process runs (default: PAYCAST_ROLE, else all); see config/roles.py")

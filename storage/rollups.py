@@ -1,4 +1,4 @@
-"""The console's rollups (migration 0025), folded from the event log (issue 25).
+"""The console's rollups (migration 0025), folded from the event log.
 
 :func:`fold` is the unit of work of ``actor:rollups``: it takes the next
 stretch of one merchant's event log after that merchant's cursor, folds the

@@ -1,4 +1,4 @@
-"""Read-only queries behind the operator console (issues 15 and 25): per-minute
+"""Read-only queries behind the operator console: per-minute
 payment stats, the overview counters and the lists behind them.
 
 Every query is scoped to one merchant (docs/architecture.md decision 10), is a single

@@ -1,5 +1,5 @@
 """A payment and everything that happened to it, in time order; and search
-(issue 15: the console's payment page and search box).
+(the console's payment page and search box).
 
 Scoped to one merchant: the payment is looked up with its merchant first, and
 everything else is reached from that payment (its attempts, its events and

@@ -1,4 +1,4 @@
-"""The operator console (issue 15): its read endpoints over real HTTP against a
+"""The operator console: its read endpoints over real HTTP against a
 real server, and its pages in a real headless Chromium (Debian's, through
 Playwright, as tests/e2e/test_dashboard.py).
 
