@@ -6,7 +6,7 @@
     python run.py serve --role api    run one role: all (default) | api | realtime | worker (or PAYCAST_ROLE)
     python run.py migrate             apply database migrations and exit
     python run.py merchant create NAME  create a merchant and print its API key
-    python run.py check               verify DESIGN.md's invariants against the database (exit 1 on violations)
+    python run.py check               verify the invariants (docs/architecture.md) in the database (exit 1 if violated)
     python run.py simulate [--url …]  drive realistic demo traffic against a running server
     python run.py simulate --chaos --seed N [--topology single|workers:N|roles]
                                       seeded chaos run (own servers; faults; ends with every invariant)
@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--workers", type=int, metavar="N",
                        help="N processes on one port (SO_REUSEPORT), supervised; default PAYCAST_WORKERS (1)")
     # Roles combine with several processes per role: each is a full process on
-    # the shared database. --workers N (SO_REUSEPORT, issue 10, another branch)
+    # the shared database. --workers N (SO_REUSEPORT)
     # starts N processes from this one's environment, hence PAYCAST_ROLE below.
     serve.add_argument("--role", choices=[r.value for r in Role],
                        help="what this process runs (default: PAYCAST_ROLE, else all); see config/roles.py")
@@ -289,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     merchant_sub = merchant.add_subparsers(dest="action", required=True)
     create = merchant_sub.add_parser("create", help="create a merchant and print its API key")
     create.add_argument("name")
-    check = sub.add_parser("check", help="verify the invariants of DESIGN.md against the database")
+    check = sub.add_parser("check", help="verify the invariants of docs/architecture.md against the database")
     check.add_argument("--skip", action="append", default=[], metavar="CHECK",
                        help="leave out the check of this name (repeatable), e.g. after rewriting rows by hand")
     sub.add_parser("simulate", help="drive demo traffic against a running server (see run.py simulate -h)")

@@ -7,10 +7,9 @@ of WebSockets replaces long-lived objects all the time: each read a
 connection waits on (hypercorn's ``receive_some`` and trio's coroutines,
 cancel scopes and cells under it, ~25 objects) is freed when data arrives and
 a new one takes its place. The counter stays near zero while the young
-generation grows: measured in the realtime latency run (5,000 connections,
-300 webhooks/s, bench/RESULTS.md), young collections found 100,000-300,000
-objects and stopped the process for 80-245 ms each, the worst of the latency
-tail. Collecting the young generation on a timer bounds it by what survives
+generation grows, so each young collection walks a huge generation and stops
+the process for long, the worst of the realtime latency tail (bench/RESULTS.md
+"Measurements cited by the code"). Collecting the young generation on a timer bounds it by what survives
 one interval, whatever the counter says.
 """
 
@@ -20,9 +19,9 @@ import gc
 
 import trio
 
-# 100 ms of survivors is a few thousand objects at the measured rates: a
-# collection of them is ~1-3 ms, ten times a second (~2 % of a core), where the
-# counter-driven ones were 80-245 ms at random.
+# 100 ms of survivors is a few thousand objects: each collection is short,
+# and ten a second cost a few percent of a core, where the counter-driven ones
+# were long pauses at random (bench/RESULTS.md "Measurements cited by the code").
 YOUNG_INTERVAL_S = 0.1
 # The counter-driven collections stay on as a backstop for allocation bursts
 # (a thousand connections opening at once); 10,000 instead of 700 makes them

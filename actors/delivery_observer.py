@@ -34,7 +34,7 @@ def trace_headers() -> dict[str, str]:
     """``{"traceparent": …}`` of the current send span, or of the event's trace passed through.
 
     An event stored without one (written before traceparents were stored) is sent
-    in a new trace: every outgoing webhook carries a traceparent (API.md "Tracing").
+    in a new trace: every outgoing webhook carries a traceparent (docs/api.md "Processes and transport", Tracing).
     """
     return {"traceparent": tracing.current_traceparent() or tracing.new_traceparent()}
 

@@ -1,6 +1,6 @@
 """Webhook inbox actors: a group-commit writer and a processor.
 
-The writer batches concurrent inserts into one statement (DESIGN.md decision
+The writer batches concurrent inserts into one statement (docs/architecture.md decision
 5): under load one commit carries many webhooks, and each sender is answered
 only after the commit that holds its row. When this process also runs the
 processor, the insert claims the new rows too and the writer hands them over

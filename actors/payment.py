@@ -2,7 +2,7 @@
 
 Commands for one payment are therefore handled one at a time in this process;
 across processes the conditional updates in :mod:`storage.payments` keep the
-transitions correct (DESIGN.md decision 2). The actor holds no state between
+transitions correct (docs/architecture.md decision 2). The actor holds no state between
 messages beyond what is in the database, so passivating it loses nothing.
 """
 
@@ -18,8 +18,8 @@ from actors.connector_call import CallResult
 from actors.payment_messages import (Abandon, AcceptDispute, ApplyWebhook, Cancel, Capture, Confirm, Reconcile,
                                      Refund, SubmitDisputeEvidence)
 from actors.runtime import Handlers
-from domain.errors import InvalidRequest, StateError
-from domain.payments import Outcome, OutcomeKind, Status, Trigger, validate_capture
+from domain.errors import InvalidRequest
+from domain.payments import Outcome, OutcomeKind, Status, Trigger, next_status, validate_capture
 from gateways.base import AuthorizeRequest, operation_key
 from storage import reconcile
 from storage import payments as store
@@ -139,7 +139,7 @@ class PaymentActor:
         """``POST /v1/payments`` with ``confirm: true``.
 
         The same path for every connector, simulated or across the network
-        (DESIGN.md decision 8): the payment and its ``started`` attempt are
+        (docs/architecture.md decision 8): the payment and its ``started`` attempt are
         committed (one statement) before the connector is called, then the
         payment's actor confirms as for ``/confirm``.
         """
@@ -175,10 +175,9 @@ class PaymentActor:
         db = self.payments.db
         loaded = await db.transaction(store.load, msg.merchant_id, payment_id)
         status = loaded.row["status"]
+        next_status(status, Trigger.CANCEL)  # raises IllegalTransition when the table has no cancel
         if status in (Status.REQUIRES_CAPTURE.value, Status.REQUIRES_ACTION.value):
             loaded = await self._void(loaded)
-        elif status != Status.REQUIRES_CONFIRMATION.value:
-            raise StateError(f"You cannot cancel this payment because it has a status of {status}.")
         return await db.transaction(store.cancel, loaded)
 
     async def _void(self, loaded: store.Loaded) -> store.Loaded:

@@ -1,4 +1,4 @@
-"""``actor:rollups``: keeps the console's rollups up with the event log (worker role, issue 25).
+"""``actor:rollups``: keeps the console's rollups up with the event log (worker role).
 
 At start it drops the cursors of merchants whose rollups were lost (a
 cursor past seq 0 with no all-time row left), so those are rebuilt from the

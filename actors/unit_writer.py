@@ -1,4 +1,4 @@
-"""Group commit for the hot write paths (DESIGN.md decision 5).
+"""Group commit for the hot write paths (docs/architecture.md decision 5).
 
 Requests hand a unit of work (a storage function and its arguments) to this
 actor instead of running it themselves; it takes what has queued up and runs

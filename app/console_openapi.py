@@ -1,4 +1,4 @@
-"""OpenAPI entries for the operator console's read endpoints and pages (issue 15).
+"""OpenAPI entries for the operator console's read endpoints and pages.
 
 Kept apart from :mod:`app.openapi` so the console's additions stay in one
 place; :mod:`app.openapi` appends :data:`OPERATIONS` to its table.

@@ -1,6 +1,6 @@
 """Finish every HTTP/1.1 exchange so that hypercorn can reuse (or close) the connection.
 
-Why (issue 27, docs/upstream/hypercorn-h11-recycle-cancelled.md): hypercorn's
+Why (docs/upstream/hypercorn-h11-recycle-cancelled.md): hypercorn's
 HTTP/1.1 protocol decides what happens to a keep-alive connection — recycle it
 for the next request, or close it — *inside the ASGI app's own* ``send`` of the
 last response message (``H11Protocol._maybe_recycle``), under the app's cancel

@@ -642,7 +642,7 @@ def _string_of(schema: dict) -> dict:
 
 def _details_required(method: dict, kind: str, model: str) -> dict:
     """``kind``'s details are required (not null); a card may instead be a gateway ``token``
-    when the payment method schema has one (API.md v1.2 token payment methods)."""
+    when the payment method schema has one (docs/api.md v1.2 token payment methods)."""
     details = {"required": [kind], "properties": {kind: {"$ref": f"{_REF}{model}"}}}
     if kind == "card" and "token" in method.get("properties", {}):
         return {"anyOf": [details, {"required": ["token"]}]}

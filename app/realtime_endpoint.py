@@ -3,7 +3,8 @@
 Why not a Quart route: an idle connection is what a realtime gateway holds
 most of, and through Quart each one also carried Quart's websocket object,
 its request and app contexts and a task copying hypercorn's queue into
-Quart's (measured: 43.5 KB per idle connection through Quart). Here the
+Quart's (half as much memory again per idle connection; bench/RESULTS.md
+"Measurements cited by the code"). Here the
 connection actor reads hypercorn's queue itself and writes through
 hypercorn's stream (:mod:`app.realtime_socket`).
 

@@ -4,11 +4,9 @@ WebSocket, with a fast write path.
 Why: fan-out to thousands of connections is mostly frame writing, and through
 ASGI every ``websocket.send`` is one trip down hypercorn's stack (app_send →
 wsproto → h11 protocol → TCP server lock, shielded scope, ``send_all``) with
-several trio checkpoints. Measured on this machine kind (hypercorn 0.18, trio,
-20,000 frames of ~150 bytes to one trio-websocket client, server CPU per
-frame): one ASGI send per frame 65-80 µs; ``send_all`` on hypercorn's stream
-28 µs; a non-blocking ``os.write`` of the encoded frame 12 µs; 50 frames per
-write 6 µs each.
+several trio checkpoints: several times the CPU of one non-blocking
+``os.write`` of the encoded frame, and writing many frames at once divides
+that again (bench/RESULTS.md "Measurements cited by the code").
 
 So, when hypercorn's objects are reachable and look exactly as expected, the
 frames a connection has ready are encoded with the connection's own wsproto

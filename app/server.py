@@ -153,7 +153,7 @@ async def serve_http(app: Quart, host: str, port: int, shutdown: trio.Event, *, 
     # (no body). It must sit well above app.limits.MAX_HEADER_BYTES (32 KiB), so
     # that a head up to this size always reaches BodyLimit and its typed 431
     # whatever the TCP chunking: at 64 KiB, a 100 KB head read as 30 KB + 64 KB
-    # crossed it incomplete and got the bare one (a flaky e2e test). Bodies are
+    # crosses it incomplete and gets the bare one. Bodies are
     # bounded elsewhere (BodyLimit, quart).
     config.h11_max_incomplete_size = 128 * 1024
     # Realtime: client frames are tiny (the app refuses > 4 KiB with an error

@@ -3,9 +3,9 @@ ASGI level in front of Quart.
 
 Why: gateway webhooks are the busiest machine-facing request, and what Quart
 adds to each (request and app contexts, werkzeug's URL matching, response
-objects, before/after hooks) was ~0.3 ms of CPU per request on this machine
-kind, plus a reference cycle per request from werkzeug's matcher (a recursive
-closure), garbage for the cycle collector whose pauses set the realtime
+objects, before/after hooks) is CPU on every request (bench/RESULTS.md
+"Measurements cited by the code"), plus a reference cycle per request from
+werkzeug's matcher (a recursive closure), garbage for the cycle collector whose pauses set the realtime
 latency's tail. The request is the same: body bounded by the body limit, the
 API's error objects, ``Request-Id`` (from ``X-Request-Id`` when given), the
 request metrics under the route ``/webhooks/<connector>`` (or

@@ -1,7 +1,7 @@
 """``run.py serve --workers N``: N full Paycast processes on one port, supervised by the parent.
 
 Each worker is an ordinary ``run.py serve`` process (its own actors, pool and
-background work) on the shared database: DESIGN.md decision 6 makes several
+background work) on the shared database: docs/architecture.md decision 6 makes several
 processes on one database correct (conditional updates, ``SKIP LOCKED``,
 ``LISTEN/NOTIFY``). The workers bind the same port with ``SO_REUSEPORT``
 (``PAYCAST_REUSE_PORT``), so the kernel spreads incoming connections over

@@ -28,7 +28,7 @@ outgoing webhooks to a local receiver and a few realtime WebSocket clients
   applies must be refused).
 
 Then it waits (bounded) for everything to settle, runs ``run.py check`` beside
-the live processes (every invariant of DESIGN.md), and prints a table. The
+the live processes (every invariant of docs/architecture.md), and prints a table. The
 exit status is 0 only if there are no violations, nothing is left pending
 without a review flag, no realtime client saw a gap or a duplicate, and no
 request got a 500.

@@ -6,7 +6,7 @@
 One embedded PostgreSQL in a temp dir; one merchant; ``--clients`` asyncpg
 connections each run payment transitions as fast as they can for
 ``--seconds``. Every transition is the product's shape of unit of work
-(DESIGN.md decision 7): ONE statement that moves a payment with a conditional
+(docs/architecture.md decision 7): ONE statement that moves a payment with a conditional
 update, bumps the merchant's event seq and appends the event. Variants:
 
 - ``log_only``: nothing more. This is the write path with rollups folded from

@@ -1,7 +1,7 @@
 """Process roles: which parts of Paycast one process runs.
 
 ``python run.py serve --role all|api|realtime|worker`` (or ``PAYCAST_ROLE``).
-Any number of processes of any roles share one PostgreSQL (API.md
+Any number of processes of any roles share one PostgreSQL (docs/api.md
 "Processes and transport"). This table is the one place that says what each
 role runs; the system starts actors and the HTTP edge registers routes by
 asking :func:`parts_of`.

@@ -1,4 +1,4 @@
-"""Disputes, sans-IO: the state machine as a table, and the merchant's balance view.
+"""Disputes, sans-IO: the state machine as a table (domain/state_machine.py), and the merchant's balance view.
 
 A connector opens a dispute (``needs_response``). The merchant either submits
 evidence (``under_review``) or accepts it (``accepted``: lost by choice). The
@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import enum
 
-from domain.errors import DisputeStateError
+from domain.errors import IllegalDisputeTransition
+from domain.state_machine import StateMachine
 
 
 class Status(str, enum.Enum):
@@ -47,24 +48,14 @@ WEBHOOK_TRIGGERS = {"dispute.won": Trigger.WIN, "dispute.lost": Trigger.LOSE}
 MAX_EVIDENCE_CHARS = 50_000
 
 
-def next_status(current: Status | str, trigger: Trigger) -> Status:
-    """The dispute's status after a merchant action.
-
-    Raises:
-      DisputeStateError: the table has no such edge (e.g. evidence on a closed dispute).
-    """
-    current = Status(current)
-    try:
-        return TRANSITIONS[(current, trigger)]
-    except KeyError:
-        verb = {Trigger.SUBMIT_EVIDENCE: "submit evidence for", Trigger.ACCEPT: "accept"}.get(trigger, trigger.value)
-        raise DisputeStateError(f"You cannot {verb} this dispute because it has a status of {current.value}.") \
-            from None
-
-
-def outcome(current: Status | str, trigger: Trigger) -> Status | None:
-    """The status after a connector's verdict, or ``None`` for a late or duplicate one."""
-    return TRANSITIONS.get((Status(current), trigger))
+MACHINE: StateMachine[Status, Trigger] = StateMachine(
+    "dispute", Status, TRANSITIONS, error=IllegalDisputeTransition,
+    verbs={Trigger.SUBMIT_EVIDENCE: "submit evidence for", Trigger.ACCEPT: "accept"})
+# A merchant action without an edge is refused (``dispute_unexpected_state``);
+# a connector's late or duplicate verdict has none either: callers ask
+# :func:`can` first and change nothing.
+next_status = MACHINE.next_status
+can = MACHINE.can
 
 
 def balance(received: int, refunded: int, disputes: list[tuple[str, int]]) -> dict[str, int]:

@@ -1,25 +1,39 @@
-"""Domain errors: one class per failure a caller can act on.
+"""The errors of Paycast, one hierarchy: one class per failure a caller can act on.
 
-Each carries its meaning: the error ``type`` and ``code`` of the contract
-(docs/api.md) and the ``param`` at fault. Which HTTP status that is, is the
-edge's business (:data:`app.errors.STATUS`): the core never mentions HTTP.
+:class:`CodedError` is the root: a message and a ``code``. Under it,
+:class:`PaycastError` is an answer to a caller: the error ``type`` and ``code``
+of the contract (docs/api.md) and the ``param`` at fault. Which HTTP status
+that is, is the edge's business (:data:`app.errors.STATUS`): the core never
+mentions HTTP. A connector's failed call (``gateways.base.ConnectorError``) is
+the other branch: never an answer by itself, the payment path decides what it
+means (fall back, reconcile).
 """
 
 from __future__ import annotations
 
 
-class PaycastError(Exception):
-    """Base class. ``type``, ``code`` and ``param`` are what the contract promises."""
+class CodedError(Exception):
+    """The root of Paycast's errors: a ``message`` and a machine-readable ``code``
+    (the class's, unless the raiser gives one)."""
+
+    code = "error"
+
+    def __init__(self, message: str, *, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        if code:
+            self.code = code
+
+
+class PaycastError(CodedError):
+    """An error the caller is answered with. ``type``, ``code`` and ``param`` are what the contract promises."""
 
     type = "invalid_request_error"
     code = "invalid_request"
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
-        super().__init__(message)
-        self.message = message
+        super().__init__(message, code=code)
         self.param = param
-        if code is not None:
-            self.code = code
 
     def to_dict(self) -> dict:
         """The ``{"error": {...}}`` object of the contract."""
@@ -54,6 +68,23 @@ class StateError(PaycastError):
 
     type = "state_error"
     code = "payment_unexpected_state"
+
+
+class IllegalTransition(StateError):
+    """A trigger a state machine's table has no edge for from the current status
+    (raised by :meth:`domain.state_machine.StateMachine.next_status`).
+
+    Attributes:
+      machine: what it would have moved (``payment``, ``refund``, ``dispute``).
+      current: its current status (not ``status``: that is the edge's HTTP status override).
+      trigger: the trigger refused.
+    """
+
+    def __init__(self, machine: str, current: str, trigger: str, *, verb: str | None = None):
+        super().__init__(f"You cannot {verb or trigger} this {machine} because it has a status of {current}.")
+        self.machine = machine
+        self.current = current
+        self.trigger = trigger
 
 
 class IdempotencyKeyInUse(PaycastError):
@@ -105,6 +136,10 @@ class DisputeStateError(StateError):
     """An action the dispute's current status does not allow (evidence on a closed dispute)."""
 
     code = "dispute_unexpected_state"
+
+
+class IllegalDisputeTransition(IllegalTransition, DisputeStateError):
+    """A merchant action the dispute's table refuses (``dispute_unexpected_state``)."""
 
 
 class EndpointDisabled(StateError):

@@ -1,4 +1,4 @@
-"""The payment state machine, as data.
+"""The payment state machine, as data (domain/state_machine.py).
 
 ``TRANSITIONS`` is the whole truth about which status may follow which; every
 write in storage is a conditional update from the status this module says is
@@ -10,7 +10,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from domain.errors import InvalidRequest, StateError
+from domain.errors import InvalidRequest
+from domain.state_machine import StateMachine
 
 
 class Status(str, enum.Enum):
@@ -61,31 +62,12 @@ CAPTURE_METHODS = frozenset({"automatic", "manual"})
 METHOD_TYPES = frozenset({"card", "upi", "netbanking", "wallet"})
 
 
-def next_status(current: Status | str, trigger: Trigger) -> Status:
-    """The status after ``trigger``.
-
-    Raises:
-      StateError: ``payment_unexpected_state`` when the table has no such edge
-        (in particular, from any terminal status).
-    """
-    current = Status(current)
-    try:
-        return TRANSITIONS[(current, trigger)]
-    except KeyError:
-        raise StateError(
-            f"You cannot {trigger.value} this payment because it has a status of {current.value}."
-        ) from None
-
-
-def sources(trigger: Trigger) -> list[str]:
-    """The statuses ``trigger`` may move a payment from: the guard a conditional
-    update checks (``WHERE status = ANY(...)``), so storage never restates the table."""
-    return [current.value for current, t in TRANSITIONS if t is trigger]
-
-
-def can(current: Status | str, trigger: Trigger) -> bool:
-    """True if ``trigger`` is legal from ``current``."""
-    return (Status(current), trigger) in TRANSITIONS
+MACHINE: StateMachine[Status, Trigger] = StateMachine("payment", Status, TRANSITIONS)
+# The status after a trigger (raises IllegalTransition: ``payment_unexpected_state``),
+# whether a trigger is legal, and the statuses it moves from (a conditional update's guard).
+next_status = MACHINE.next_status
+can = MACHINE.can
+sources = MACHINE.sources
 
 
 class OutcomeKind(str, enum.Enum):
@@ -220,7 +202,7 @@ def validate_capture(status: Status | str, amount_capturable: int, amount: int |
     """The amount to capture, checked against what is capturable.
 
     Raises:
-      StateError: the payment is not ``requires_capture``.
+      IllegalTransition: the payment is not ``requires_capture``.
       InvalidRequest: ``amount`` (param) is not in 1..amount_capturable.
     """
     next_status(status, Trigger.CAPTURE)

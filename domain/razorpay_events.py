@@ -30,7 +30,7 @@ CONNECTOR = "razorpay"
 SIGNATURE_HEADER = "x-razorpay-signature"
 EVENT_ID_HEADER = "x-razorpay-event-id"
 
-# Razorpay event type → our kind (API.md "Real connectors"). Any other type is ``ignored``.
+# Razorpay event type → our kind (docs/api.md "Real connectors: payments (v1.2)"). Any other type is ``ignored``.
 KINDS = {
     "payment.authorized": "payment.authorized",
     "payment.captured": "payment.succeeded",

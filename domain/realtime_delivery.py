@@ -57,7 +57,7 @@ CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008
 CLOSE_TRY_AGAIN_LATER = 1013
-# API.md: a revoked device's connections are closed with 4001.
+# docs/api.md: a revoked device's connections are closed with 4001.
 CLOSE_DEVICE_REVOKED = 4001
 
 

@@ -1,4 +1,4 @@
-"""Refunds, sans-IO: the state machine as a table and the amount rule.
+"""Refunds, sans-IO: the state machine as a table (domain/state_machine.py) and the amount rule.
 
 A refund is ``pending`` from the moment it is accepted until the connector
 says how it ended. Its amount counts against the payment at once (the
@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 
 from domain.errors import InvalidRequest, RefundExceedsPayment, StateError
+from domain.state_machine import StateMachine
 
 
 class Status(str, enum.Enum):
@@ -36,10 +37,11 @@ REASONS = ("duplicate", "fraudulent", "requested_by_customer")
 WEBHOOK_TRIGGERS = {"refund.succeeded": Trigger.SUCCEED, "refund.failed": Trigger.FAIL}
 
 
-def next_status(current: Status | str, trigger: Trigger) -> Status | None:
-    """The refund's status after ``trigger``, or ``None`` when it does not apply
-    (a late or duplicate connector answer for a refund that already ended)."""
-    return TRANSITIONS.get((Status(current), trigger))
+MACHINE: StateMachine[Status, Trigger] = StateMachine("refund", Status, TRANSITIONS)
+# A connector's answer for a refund that already ended (late or duplicate) has
+# no edge: callers ask :func:`can` first and change nothing.
+next_status = MACHINE.next_status
+can = MACHINE.can
 
 
 def refundable_payment(payment_status: str) -> None:

@@ -1,4 +1,4 @@
-"""The console's rollups, folded from the event log (issue 25). Pure: no I/O.
+"""The console's rollups, folded from the event log. Pure: no I/O.
 
 A rollup row counts payments, attempts or timed attempts in one period
 bucket: ``(period_s, bucket, dimension, connector, status) -> n``.

@@ -5,7 +5,7 @@ Event objects follow Stripe's API reference: ``{"id": "evt_…", "type",
 "created", "data": {"object": {...}}}`` where the object is a PaymentIntent
 (``payment_intent.*``), a Charge (``charge.refunded``), a Refund
 (``refund.updated``, ``charge.refund.updated``) or a Dispute
-(``charge.dispute.*``). Types the contract (API.md v1.2) does not apply are
+(``charge.dispute.*``). Types the contract (docs/api.md v1.2) does not apply are
 kind ``ignored``: stored, never applied.
 """
 

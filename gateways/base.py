@@ -10,12 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from domain.errors import CodedError
 from domain.submission import Submission  # noqa: F401 - part of the connector protocol
 from domain.payments import Outcome
 
 
-class ConnectorError(Exception):
-    """The connector call failed.
+class ConnectorError(CodedError):
+    """The connector call failed (a branch of the one hierarchy, domain/errors.py).
 
     Whether money may have moved is the connector's to say: only the errors a
     connector lists in its ``not_processed_errors`` (and an open circuit, when
@@ -59,11 +60,6 @@ class ConnectorRefused(ConnectorError):
     """
 
     code = "connector_refused"
-
-    def __init__(self, message: str, *, code: str | None = None) -> None:
-        super().__init__(message)
-        if code:
-            self.code = code
 
 
 class CircuitOpen(ConnectorUnavailable):

@@ -1,6 +1,6 @@
 """In-process simulated gateways: ``mockstripe``, ``mockrazorpay`` and ``flaky``.
 
-Outcomes follow API.md "Built-in gateway simulators". Asynchronous outcomes
+Outcomes follow docs/api.md "Built-in gateway simulators". Asynchronous outcomes
 (UPI) are answered ``pending`` now and delivered later as signed webhooks over
 real HTTP by :class:`gateways.simulator.WebhookSimulator`.
 
@@ -89,7 +89,7 @@ class SimulatedConnector:
     """
 
     methods = frozenset({"card", "upi", "netbanking", "wallet"})
-    # The simulators answer 500 before doing anything (API.md), so their 500s
+    # The simulators answer 500 before doing anything (docs/api.md), so their 500s
     # are declared safe and the fallback stays demonstrable; their timeouts are not.
     not_processed_errors: tuple[type[ConnectorError], ...] = (ConnectorServerError,)
 

@@ -21,7 +21,7 @@ notification lost to a crash between commit and send.
 
 Called outside :func:`collecting` (a caller managing its own transaction),
 :func:`notify` falls back to ``pg_notify`` inside that transaction: correct,
-just the old cost.
+but that commit then waits on the database-wide lock described above.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The database handle: an asyncpg pool on the loop thread, and units of work.
 
 A *unit of work* is an ``async def fn(conn, *args)`` written for asyncio; it
-runs inside one transaction, in one crossing from trio (DESIGN.md decision 1).
+runs inside one transaction, in one crossing from trio (docs/architecture.md decision 1).
 Domain errors raised inside it roll the transaction back and reach the caller
 unchanged; connection trouble becomes :class:`domain.errors.Unavailable`.
 """

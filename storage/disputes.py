@@ -73,9 +73,10 @@ async def apply_webhook(conn: asyncpg.Connection, inbox_row, payment, attempt_id
         if inbox_row["tries"] < NOT_YET_TRIES:
             raise NotYetApplicable("verdict before its dispute")
         return "unmatched"
-    new_status = rules.outcome(row["status"], rules.WEBHOOK_TRIGGERS[inbox_row["kind"]])
-    if new_status is None:
+    trigger = rules.WEBHOOK_TRIGGERS[inbox_row["kind"]]
+    if not rules.can(row["status"], trigger):
         return "ignored"  # already decided (or accepted): a terminal status never moves
+    new_status = rules.next_status(row["status"], trigger)
     moved = await _move(conn, row, new_status)
     await _event(conn, moved, new_status)
     return "applied"

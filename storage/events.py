@@ -89,7 +89,7 @@ class Append:
         self.ids = [new_id("evt") for _ in events]
         # The unit of work's span is current here (the loop thread runs in the caller's context).
         # Work outside any trace (a background pass, no SDK) starts a new one, so every
-        # event's outgoing webhooks carry a traceparent (API.md "Tracing").
+        # event's outgoing webhooks carry a traceparent (docs/api.md "Processes and transport", Tracing).
         here = tracing.current_traceparent() or tracing.new_traceparent()
         self.args = [merchant_id, len(events), self.ids, [e.type for e in events], [e.object_id for e in events],
                      [e.customer_id for e in events], [e.snapshot for e in events], now,

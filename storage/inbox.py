@@ -216,7 +216,7 @@ async def fail(conn: asyncpg.Connection, inbox_id: str, error: str, schedule: li
 
 
 def render_item(row) -> dict:
-    """An inbox row in its API form (API.md "Incoming webhook inbox")."""
+    """An inbox row in its API form (docs/api.md "Incoming webhook inbox")."""
     try:
         raw = json.loads(row["raw_body"])
     except (TypeError, ValueError):

@@ -1,4 +1,4 @@
-"""DESIGN.md's invariants as SQL, checked against the database.
+"""The invariants of docs/architecture.md as SQL, checked against the database.
 
 Each check returns rows that violate it; an empty result everywhere means the
 data is consistent. Used by ``run.py check`` and by the crash and chaos tests.

@@ -1,7 +1,7 @@
 """PostgreSQL LISTEN on a dedicated asyncpg connection, bridged into trio.
 
 The connection lives on the database's asyncio loop thread (asyncpg is asyncio
-only, DESIGN.md decision 1). asyncpg calls our notification callback on that
+only, docs/architecture.md decision 1). asyncpg calls our notification callback on that
 thread; the payload is put in a thread-safe deque and trio is woken through its
 token, once per burst rather than once per notification.
 

@@ -1,10 +1,9 @@
 """An asyncio (uvloop) event loop on its own thread, called from trio.
 
-Why not trio-asyncio: measured on this machine kind (DESIGN.md decision 1),
-asyncpg through trio-asyncio ran 650-700 tx/s, while a plain uvloop thread
-handed coroutines with ``run_coroutine_threadsafe`` and waking trio back through
-its token ran 2,770-2,890 tx/s (:meth:`LoopThread.run` now hands them over with
-``call_soon_threadsafe`` alone). Each crossing should carry one whole unit of work.
+Why not trio-asyncio (docs/architecture.md decision 1): asyncpg through it ran
+several times slower than on a plain uvloop thread that trio hands coroutines
+to and that wakes trio back through its token (bench/RESULTS.md "Measurements
+cited by the code"). Each crossing should carry one whole unit of work.
 """
 
 from __future__ import annotations
@@ -70,8 +69,9 @@ class LoopThread:
 
         A crossing is one ``call_soon_threadsafe`` there and one
         ``run_sync_soon`` back, and nothing else: no ``concurrent.futures``
-        future (its condition variable and the callbacks chaining it to the
-        task cost 10-30 µs of CPU per crossing, measured with a no-op coroutine).
+        future: its condition variable and the callbacks chaining it to the
+        task would cost more CPU than the crossing itself (bench/RESULTS.md
+        "Measurements cited by the code").
 
         Returns:
           The coroutine's result.

@@ -1,7 +1,7 @@
 """Payments and their attempts. Every status write is conditional on the status
 the state machine expects, so two processes can never both win a transition.
 
-Units of work on the hot path are one statement each (DESIGN.md decision 7):
+Units of work on the hot path are one statement each (docs/architecture.md decision 7):
 data-modifying CTEs write the payment, its attempt and its events (with the
 merchant's next seqs, their webhook deliveries and their customers' realtime
 messages, :class:`storage.events.Append`),

@@ -113,9 +113,9 @@ async def settle(conn: asyncpg.Connection, refund_id: str, trigger: rules.Trigge
     payment_id = await conn.fetchval("SELECT payment_id FROM refunds WHERE id = $1", refund_id)
     payment = await conn.fetchrow("SELECT * FROM payments WHERE id = $1 FOR UPDATE", payment_id)
     refund = await conn.fetchrow("SELECT * FROM refunds WHERE id = $1 FOR UPDATE", refund_id)
+    if not rules.can(refund["status"], trigger):
+        return None  # it already ended: a late or duplicate answer changes nothing
     new_status = rules.next_status(refund["status"], trigger)
-    if new_status is None:
-        return None
     row = await conn.fetchrow(
         "UPDATE refunds SET status = $2, connector_refund_id = COALESCE(connector_refund_id, $3),"
         " failure_code = $4, updated_at = now() WHERE id = $1 AND status = 'pending' RETURNING *",

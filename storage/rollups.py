@@ -1,4 +1,4 @@
-"""The console's rollups (migration 0025), folded from the event log (issue 25).
+"""The console's rollups (migration 0025), folded from the event log.
 
 :func:`fold` is the unit of work of ``actor:rollups``: it takes the next
 stretch of one merchant's event log after that merchant's cursor, folds the
@@ -27,7 +27,7 @@ BATCH = 5000
 async def behind(conn: asyncpg.Connection, limit: int) -> list[str]:
     """Merchants whose event log is ahead of their rollups (or who have none yet), most behind first.
 
-    The merchants table is global and small (decision 10); its ``event_seq``
+    The merchants table is global and small (docs/architecture.md decision 10); its ``event_seq``
     is the committed head of each log.
     """
     rows = await conn.fetch(

@@ -1,7 +1,7 @@
-"""Read-only queries behind the operator console (issues 15 and 25): per-minute
+"""Read-only queries behind the operator console: per-minute
 payment stats, the overview counters and the lists behind them.
 
-Every query is scoped to one merchant (DESIGN.md decision 10), is a single
+Every query is scoped to one merchant (docs/architecture.md decision 10), is a single
 statement, and costs the same whatever the number of payments stored:
 
 - counts by status and the charts read the rollups that ``actor:rollups``

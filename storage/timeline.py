@@ -1,5 +1,5 @@
 """A payment and everything that happened to it, in time order; and search
-(issue 15: the console's payment page and search box).
+(the console's payment page and search box).
 
 Scoped to one merchant: the payment is looked up with its merchant first, and
 everything else is reached from that payment (its attempts, its events and
@@ -42,7 +42,7 @@ def _gateway_type(raw_body: str) -> str | None:
 
 
 def inbox_item(row) -> dict:
-    """A stored gateway webhook in the inbox-item form of API.md (without its raw body)."""
+    """A stored gateway webhook in the inbox-item form of docs/api.md (without its raw body)."""
     return {
         "id": row["id"], "object": "inbox_item", "connector": row["connector"], "event_id": row["event_id"],
         "event_type": _gateway_type(row["raw_body"]) or row["kind"], "kind": row["kind"], "status": row["status"],

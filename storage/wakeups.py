@@ -5,7 +5,7 @@ gateway webhook that a ``worker`` applies) tells the workers at once instead
 of letting them find it at their next poll. The notification is its own
 statement, sent *after* the work's commit: a notifying transaction takes
 PostgreSQL's database-wide notify lock at commit, which would serialise the
-hot write path's commits (issue 10), and a wake-up for rows not yet visible
+hot write path's commits, and a wake-up for rows not yet visible
 would be wasted. Workers still poll, so a lost notification only costs a
 poll interval.
 """

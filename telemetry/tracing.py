@@ -118,7 +118,7 @@ def span(name: str, attributes: Mapping[str, Any] | None = None, *, parent: Cont
     if _provider is None:
         # No SDK: the API's no-op span would only re-wrap the parent's span context,
         # so attaching the parent (if any) is the same thing, at a fraction of the cost
-        # (measured: 6.6 µs → under 1 µs per span; see bench/RESULTS.md).
+        # (bench/RESULTS.md "Measurements cited by the code").
         if parent is None:
             yield trace.get_current_span()
         else:
@@ -190,7 +190,7 @@ def fallback_trace() -> Iterator[None]:
     for the whole block (the database thread and actors run in copies of this
     context and share it), created on first use, so a request that writes no
     event pays only the attach. The events the work writes and the outgoing
-    webhooks they cause name that trace (API.md: "even when the request that
+    webhooks they cause name that trace (docs/api.md: "even when the request that
     caused it had none").
     """
     if _provider is not None:

@@ -2,7 +2,7 @@
 and one real server process; each test makes its own merchant for isolation.
 
 Session-wide setup is synchronous on purpose: pytest-trio's async fixtures are
-function-scoped (DESIGN.md pitfalls)."""
+function-scoped."""
 
 from __future__ import annotations
 

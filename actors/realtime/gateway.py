@@ -109,7 +109,7 @@ class RealtimeGateway:
                 "connections": len(local) + len(remote)}
 
     async def devices_of(self, merchant_id: str, client_id: str) -> list[dict]:
-        """The client's devices (API.md ``device`` objects), connections counted in every process."""
+        """The client's devices (docs/api.md ``device`` objects), connections counted in every process."""
         stored = await self.db.transaction(store.list_devices, merchant_id, client_id, self.node_id,
                                            self.settings.realtime_presence_ttl_s)
         local: dict[str, int] = {}

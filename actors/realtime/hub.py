@@ -44,7 +44,7 @@ HEARTBEAT_SLICE = 500
 # The heartbeat's tick is cut into this many steps, each visiting every
 # PHASES-th connection: what a visit starts (pings, and the pongs coming back)
 # arrives in small batches spread over the tick instead of one burst per tick
-# (one burst of 5,000 connections' pings held the loop for ~100 ms).
+# (one burst per tick held the loop; bench/RESULTS.md "Measurements cited by the code").
 HEARTBEAT_PHASES = 10
 
 

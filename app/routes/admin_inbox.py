@@ -1,7 +1,7 @@
 """``/admin/inbox``: the incoming gateway webhook inbox, for operators (admin token).
 
 List and read stored webhooks (dead letters and unmatched events included) and
-replay one once its cause is fixed (API.md "Incoming webhook inbox").
+replay one once its cause is fixed (docs/api.md "Incoming webhook inbox").
 """
 
 from __future__ import annotations

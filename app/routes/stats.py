@@ -1,4 +1,4 @@
-"""Read endpoints behind the operator console (issue 15), merchant-scoped:
+"""Read endpoints behind the operator console, merchant-scoped:
 
 - ``GET /v1/stats/payments?window=1h``: per-minute payments by status and
   attempts / success rate / latency per connector;

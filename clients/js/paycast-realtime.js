@@ -1,6 +1,6 @@
 /**
  * paycast-realtime.js — the browser (and Node ≥ 22) client of Paycast's realtime
- * WebSocket (`GET /v1/realtime`, API.md "Realtime"). One ES module, no
+ * WebSocket (`GET /v1/realtime`, docs/api.md "Realtime (WebSocket)"). One ES module, no
  * dependencies, no build step. Paycast serves it at `/static/paycast-realtime.js`.
  *
  * What it takes off the app's hands:

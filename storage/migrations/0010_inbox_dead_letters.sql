@@ -1,4 +1,4 @@
--- Incoming webhook inbox: dead letters (API.md v1.1 "Incoming webhook inbox").
+-- Incoming webhook inbox: dead letters (docs/api.md v1.1 "Incoming webhook inbox").
 -- An apply that fails is retried per PAYCAST_INBOX_RETRY_SCHEDULE; `failures`
 -- counts those failures (not the grace-period retries of a webhook that
 -- overtook its payment) and picks the next delay; when the schedule is spent

@@ -1,6 +1,6 @@
 -- Refunds and withdrawals (payouts) still pending past PAYCAST_PROCESSING_DEADLINE_S
 -- are reconciled like payments: the connector is asked with backoff, and after
--- PAYCAST_RECONCILE_MAX_CHECKS they are flagged review_required (API.md v1.1).
+-- PAYCAST_RECONCILE_MAX_CHECKS they are flagged review_required (docs/api.md v1.1).
 -- reconcile_after NULL means "created_at + the deadline" (rows older than this migration included).
 ALTER TABLE refunds ADD COLUMN review_required boolean NOT NULL DEFAULT false;
 ALTER TABLE refunds ADD COLUMN reconcile_checks integer NOT NULL DEFAULT 0;

@@ -1,4 +1,4 @@
--- Operator console (issue 15): how long each connector call took, and the
+-- Operator console: how long each connector call took, and the
 -- indexes its read endpoints need (per-minute stats over the last hour,
 -- search by customer and by connector transaction id).
 

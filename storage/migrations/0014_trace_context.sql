@@ -1,5 +1,5 @@
 -- OpenTelemetry: the W3C traceparent of the work that wrote a row, so the
--- asynchronous work it causes joins that trace (API.md "Tracing"):
+-- asynchronous work it causes joins that trace (docs/api.md "Processes and transport", Tracing):
 --   events.traceparent        → the outgoing webhook sends and realtime pushes of the event;
 --   webhook_inbox.traceparent → the apply of a stored gateway webhook (and so the
 --                               events it writes) continues the receiving request's trace.

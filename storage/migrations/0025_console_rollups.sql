@@ -1,4 +1,4 @@
--- Reads that cost the same at ten million payments as at ten (issue 25).
+-- Reads that cost the same at ten million payments as at ten.
 --
 -- stats_rollups: counts folded from the event log by actor:rollups (worker
 -- role), per merchant and period bucket: payments by current status,

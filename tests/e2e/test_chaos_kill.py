@@ -1,6 +1,6 @@
 """SIGKILL under mixed load (payments, webhooks, refunds, withdrawals), restart,
 let the server finish what was acknowledged, then ``run.py check``: every
-invariant of DESIGN.md holds."""
+invariant of docs/architecture.md holds."""
 
 from __future__ import annotations
 

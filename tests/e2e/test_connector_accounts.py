@@ -1,6 +1,6 @@
 """``/v1/connector_accounts`` end to end: a real server, the real PostgreSQL, and
 the gateway stand-ins the credentials are tried against: the fake Razorpay
-server (tests/fakes/fake_razorpay.py) and localstripe (tests/stand_ins/localstripe.py). Exact shapes and codes of API.md v1.2, masks,
+server (tests/fakes/fake_razorpay.py) and localstripe (tests/stand_ins/localstripe.py). Exact shapes and codes of docs/api.md v1.2, masks,
 one active account per connector, rotation, disable, tenant isolation, routing
 and ``/v1/connectors``, and the per-account webhook path.
 """

@@ -1,4 +1,4 @@
-"""The operator console (issue 15): its read endpoints over real HTTP against a
+"""The operator console: its read endpoints over real HTTP against a
 real server, and its pages in a real headless Chromium (Debian's, through
 Playwright, as tests/e2e/test_dashboard.py).
 
@@ -397,7 +397,7 @@ def _db(dsn: str, sql: str, *args) -> list[dict]:
 
 
 def test_dead_letter_appears_in_the_admin_view(console_server, mix, browser):
-    # API.md: an apply that fails is retried on PAYCAST_INBOX_RETRY_SCHEDULE (this
+    # docs/api.md: an apply that fails is retried on PAYCAST_INBOX_RETRY_SCHEDULE (this
     # server: 0,1) and then the item is `dead`, listed by GET /admin/inbox?status=dead.
     stuck = mix["pending"][0]
     for statement in BREAK_ONE_PAYMENT:

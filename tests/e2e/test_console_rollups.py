@@ -1,4 +1,4 @@
-"""The console's rollups (issue 25) against real servers and the real PostgreSQL.
+"""The console's rollups against real servers and the real PostgreSQL.
 
 - After seeded mixes of traffic (successes, declines, manual captures and
   cancels, refunds, disputes, UPI payments settled by webhook or left to the

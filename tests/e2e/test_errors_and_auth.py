@@ -1,4 +1,4 @@
-"""Bad input gets the typed error of API.md, never a 500; the server keeps serving."""
+"""Bad input gets the typed error of docs/api.md, never a 500; the server keeps serving."""
 
 from __future__ import annotations
 

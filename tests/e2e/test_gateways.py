@@ -1,4 +1,4 @@
-"""Simulated gateways end to end: every outcome of API.md's simulator table,
+"""Simulated gateways end to end: every outcome of docs/api.md's simulator table,
 webhook ingestion (signatures, duplicates, unknown payments), routing and fallback."""
 
 from __future__ import annotations
@@ -234,7 +234,7 @@ def test_declines_are_never_retried(client):
 
 
 def test_routing_put_requires_strategy_and_connectors(client):
-    """PUT replaces the whole configuration: nothing is filled in silently (API.md v1.1)."""
+    """PUT replaces the whole configuration: nothing is filled in silently (docs/api.md v1.1)."""
     before = client.get("/v1/routing").json()
     for body, param in [({"strategy": "priority"}, "connectors"), ({"strategy": "priority", "connectors": []},
                                                                    "connectors"),

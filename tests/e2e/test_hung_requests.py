@@ -1,4 +1,4 @@
-"""Requests that hang for good (issue 27).
+"""Requests that hang for good.
 
 1. The keep-alive regression: an answer given before the request body was read
    (a 405 from the request head) left hypercorn's connection parked, and the

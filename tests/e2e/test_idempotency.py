@@ -1,4 +1,4 @@
-"""``Idempotency-Key`` exactly as API.md: replay byte for byte, 422 on reuse, no storing 400s."""
+"""``Idempotency-Key`` exactly as docs/api.md: replay byte for byte, 422 on reuse, no storing 400s."""
 
 from __future__ import annotations
 

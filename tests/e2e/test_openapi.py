@@ -29,7 +29,7 @@ def test_every_route_is_documented(server):
     documented = {(path, method) for path, ops in spec["paths"].items() for method in ops}
     for rule in app.url_map.iter_rules():
         if rule.websocket:
-            continue  # WebSocket upgrades are described in API.md, not in OpenAPI
+            continue  # WebSocket upgrades are described in docs/api.md, not in OpenAPI
         path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             assert (path, method.lower()) in documented, f"{method} {path} is missing from /openapi.json"

@@ -107,8 +107,8 @@ def _authorized(pair, amount: int = 1000) -> tuple[dict, str]:
 # Found by this test: actors/payment.py's capture/cancel read the status, call the
 # connector, and only then write conditionally, so each process's actor calls
 # the gateway (two captures of one authorisation, or a capture and a void). The
-# claim must be committed before the connector call (DESIGN decision 8); that is
-# the payment-path rewrite's (issue 10/11). Not strict: a race may not reproduce.
+# claim must be committed before the connector call (docs/architecture.md decision 8).
+# Not strict: a race may not reproduce.
 def test_many_captures_reach_the_connector_once(pair):
     pay, txn = _authorized(pair)
     responses = pair.race([("POST", f"/v1/payments/{pay['id']}/capture", {"amount": 600 + i}) for i in range(12)])

@@ -1,4 +1,4 @@
-"""Issue 21 end to end: a real Paycast server, a merchant's Razorpay account, and the
+"""Razorpay end to end: a real Paycast server, a merchant's Razorpay account, and the
 fake Razorpay server (tests/fakes/fake_razorpay.py) playing Razorpay and Checkout.
 
 Order → Checkout (the fake "pays") → signed webhook to ``/webhooks/razorpay/{mca_id}``

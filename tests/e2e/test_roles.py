@@ -1,5 +1,5 @@
 """Process roles end to end: an ``api``, a ``realtime`` and a ``worker`` process on
-one database (API.md "Processes and transport").
+one database (docs/api.md "Processes and transport").
 
 The README walkthrough goes through the api port; a WebSocket client on the
 realtime port receives the payments' events; UPI webhooks (sent by the api's

@@ -1,4 +1,4 @@
-"""Round trips per unit of work on the payment path (DESIGN.md decision 7).
+"""Round trips per unit of work on the payment path (docs/architecture.md decision 7).
 
 The server counts every statement its units of work send
 (``paycast_db_round_trips_total{unit=...}`` on /metrics); these tests drive one

@@ -1,4 +1,4 @@
-"""Issue 20 end to end: a real Paycast server, a merchant's Stripe account, and
+"""Stripe end to end: a real Paycast server, a merchant's Stripe account, and
 localstripe (tests/stand_ins/localstripe.py, one process per session) playing Stripe.
 
 Payment → PaymentIntent at localstripe → (3-D Secure) → signed webhook to

@@ -1,4 +1,4 @@
-"""Group commit (DESIGN.md decision 5) against the real PostgreSQL: one bad unit
+"""Group commit (docs/architecture.md decision 5) against the real PostgreSQL: one bad unit
 in a batch fails alone, never its batch-mates, and nobody's result is returned
 before the commit that holds it."""
 

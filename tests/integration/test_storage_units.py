@@ -3,7 +3,7 @@ the right state (it moves), a wrong state (the typed error, nothing written),
 and concurrent callers (exactly one wins; the losers get the typed error).
 
 Storage is called only through tests/integration/storage_api.py, so a rewrite
-of a storage function (issue 10: single-statement units of work) adapts that
+of a storage function (single-statement units of work, docs/architecture.md decision 7) adapts that
 one file and keeps these tests as its safety net, function by function.
 Concurrency is real: each caller is its own crossing to the loop thread, on
 its own pooled connection, started together in one trio nursery.

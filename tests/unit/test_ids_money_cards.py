@@ -31,7 +31,7 @@ def _decode(body: str) -> int:
 
 
 def test_documented_prefixes_are_supported():
-    # API.md "Conventions" lists these; the module may know more.
+    # docs/api.md "Conventions" lists these; the module may know more.
     assert {"mer", "ord", "pay", "att", "re", "dp", "evt", "we", "wd", "acct", "txn", "rcn"} <= PREFIXES
 
 

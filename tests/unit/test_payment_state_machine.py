@@ -32,7 +32,7 @@ from domain.payments import (
 
 S, T = Status, Trigger
 
-# Written out independently from API.md "Payments", not copied from the module.
+# Written out independently from docs/api.md "Payments", not copied from the module.
 EXPECTED_EDGES = {
     (S.REQUIRES_CONFIRMATION, T.CONFIRM): S.PROCESSING,
     (S.REQUIRES_CONFIRMATION, T.CANCEL): S.CANCELED,
@@ -52,7 +52,7 @@ EXPECTED_EDGES = {
 }
 ALL_PAIRS = list(itertools.product(Status, Trigger))
 ILLEGAL_PAIRS = [p for p in ALL_PAIRS if p not in EXPECTED_EDGES]
-ATTEMPT_STATUSES = {"started", "succeeded", "failed", "unknown", "authorized"}  # API.md
+ATTEMPT_STATUSES = {"started", "succeeded", "failed", "unknown", "authorized"}  # docs/api.md
 
 
 def _id(pair):

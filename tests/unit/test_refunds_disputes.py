@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from domain import disputes, refunds
-from domain.errors import DisputeStateError, InvalidRequest, RefundExceedsPayment, StateError
+from domain.errors import DisputeStateError, IllegalTransition, InvalidRequest, RefundExceedsPayment, StateError
 from app.errors import status_of  # the HTTP status is the edge's mapping
 
 # ------------------------------------------------------------------------ refunds
@@ -18,7 +18,10 @@ def test_refund_transitions_are_pending_to_a_final_status_only():
     assert refunds.next_status("pending", refunds.Trigger.FAIL) is refunds.Status.FAILED
     for final in refunds.TERMINAL:
         for trigger in refunds.Trigger:
-            assert refunds.next_status(final, trigger) is None  # late or duplicate answers change nothing
+            assert not refunds.can(final, trigger)  # late or duplicate answers change nothing
+            with pytest.raises(IllegalTransition) as err:
+                refunds.next_status(final, trigger)
+            assert (err.value.machine, err.value.current, err.value.trigger) == ("refund", final.value, trigger.value)
 
 
 def test_only_succeeded_payments_are_refundable():
@@ -83,18 +86,19 @@ EXPECTED = {
 @pytest.mark.parametrize("trigger", [t.value for t in disputes.Trigger])
 def test_dispute_transition_table(status, trigger):
     expected = EXPECTED.get((status, trigger))
-    assert disputes.outcome(status, disputes.Trigger(trigger)) == (disputes.Status(expected) if expected else None)
+    assert disputes.can(status, disputes.Trigger(trigger)) == (expected is not None)
     if expected:
         assert disputes.next_status(status, disputes.Trigger(trigger)).value == expected
     else:
         with pytest.raises(DisputeStateError) as err:
             disputes.next_status(status, disputes.Trigger(trigger))
         assert err.value.code == "dispute_unexpected_state" and status_of(err.value) == 409
+        assert isinstance(err.value, IllegalTransition) and err.value.trigger == trigger
 
 
 def test_terminal_disputes_never_move_and_have_events():
     for status in disputes.TERMINAL:
-        assert all(disputes.outcome(status, t) is None for t in disputes.Trigger)
+        assert not any(disputes.can(status, t) for t in disputes.Trigger)
         assert disputes.EVENT_FOR[status] == f"dispute.{status.value}"
     assert disputes.EVENT_FOR[disputes.Status.NEEDS_RESPONSE] == "dispute.opened"
 

@@ -1,4 +1,4 @@
-"""domain.stripe_events: every Stripe event type API.md v1.2 applies, on Stripe's
+"""domain.stripe_events: every Stripe event type docs/api.md v1.2 applies, on Stripe's
 documented event shapes (localstripe sends only ``payment_intent.succeeded`` and
 ``payment_intent.payment_failed``; the others are covered here), and the verifier
 checked against the official SDK's ``stripe.WebhookSignature.verify_header``."""
