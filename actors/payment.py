@@ -115,7 +115,7 @@ class PaymentActor:
                     connector=remaining.pop(0), first=False,
                 )
                 continue
-            if store.may_be_followed(begun.payment):
+            if store.may_be_followed(db.commits.followers, begun.payment):
                 return await db.transaction(store.settle_begun, begun, outcome, latency_ms)
             return await self.payments.write(msg.merchant_id, store.settle_begun, begun, outcome, latency_ms)
 
