@@ -17,8 +17,6 @@ import asyncpg
 from domain import outgoing_webhooks as rules
 from domain import render
 from domain.errors import EndpointDisabled, NotFound
-from domain.events import NewEvent
-from domain.ids import new_id
 from storage import webhook_endpoints
 from storage.pagination import page_rows
 
