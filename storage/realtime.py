@@ -2,8 +2,8 @@
 shared token secret, and topic ownership.
 
 Messages of events are written by :data:`EVENTS_PROJECTION`, which the
-running system registers in :data:`storage.events.PROJECTIONS`
-(components/__init__.py, register_followers_and_projections): CTEs of the very
+running system gives the database as a projection of the event log
+(components/__init__.py ``COMMITS``, :class:`storage.database.Commits`): CTEs of the very
 statement that appends the events they carry. After
 commit, the channel :data:`CHANNEL` is notified (batched across transactions,
 :mod:`storage.after_commit`), which is how an event committed by one process
