@@ -14,6 +14,7 @@ import logging
 from actors.account_messages import Deposit, Withdraw
 from actors.connector_call import submission_of
 from actors.payment_messages import Confirm
+from actors.ports import AccountSide
 from actors.runtime import Handlers
 from gateways.base import PayoutRequest, Submission
 from storage import accounts
@@ -27,10 +28,11 @@ class AccountActor:
     """Handles one message for one account (the registry serialises per account).
 
     Args:
-      payments: the running :class:`components.payments.Payments`.
+      payments: the payment side (:class:`actors.ports.AccountSide`; the running
+        :class:`components.payments.Payments`).
     """
 
-    def __init__(self, payments) -> None:
+    def __init__(self, payments: AccountSide) -> None:
         self.payments = payments
 
     async def handle(self, account_id: str, message: object) -> dict:

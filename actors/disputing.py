@@ -11,18 +11,20 @@ from __future__ import annotations
 
 import logging
 
+from actors.payment_messages import AcceptDispute, SubmitDisputeEvidence
+from actors.ports import ConnectorWork
 from domain import disputes as rules
 from storage import disputes
 
 log = logging.getLogger("paycast.disputes")
 
 
-async def _call(payments, row, what: str, call) -> None:
+async def _call(payments: ConnectorWork, row, what: str, call) -> None:
     (await payments.connector_call.call(row["connector"], call, what=f"dispute {what} {row['id']}",
                                         account_id=row["connector_account_id"])).unwrap()
 
 
-async def submit_evidence(payments, msg) -> dict:
+async def submit_evidence(payments: ConnectorWork, msg: SubmitDisputeEvidence) -> dict:
     """Handle :class:`actors.payment_messages.SubmitDisputeEvidence`.
 
     Raises:
@@ -36,7 +38,7 @@ async def submit_evidence(payments, msg) -> dict:
     return await payments.db.transaction(disputes.submit_evidence, msg.merchant_id, msg.dispute_id, msg.text)
 
 
-async def accept(payments, msg) -> dict:
+async def accept(payments: ConnectorWork, msg: AcceptDispute) -> dict:
     """Handle :class:`actors.payment_messages.AcceptDispute`.
 
     Raises:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import trio
 
 from actors import inbox_observer as observe
+from actors.ports import InboxApplies
 from actors.runtime import AskTimeout, batches
 from domain.errors import Unavailable
 from domain.webhooks import GatewayEvent
@@ -133,7 +134,7 @@ class InboxProcessor:
     once, and a row whose payment already has one in flight waits behind it.
     """
 
-    def __init__(self, payments) -> None:
+    def __init__(self, payments: InboxApplies) -> None:
         self._payments = payments
         self._wake = trio.Event()
         self._send, self._receive = trio.open_memory_channel[list[dict]](HANDOFF_BATCHES)

@@ -15,6 +15,7 @@ import trio
 
 from actors import disputing, refunding
 from actors.connector_call import CallResult
+from actors.ports import PaymentSide
 from actors.payment_messages import (Abandon, AcceptDispute, ApplyWebhook, Cancel, Capture, Confirm, Reconcile,
                                      Refund, SubmitDisputeEvidence)
 from actors.runtime import Handlers
@@ -68,10 +69,11 @@ class PaymentActor:
     """Handles one message for one payment (the registry serialises per payment).
 
     Args:
-      payments: the running :class:`components.payments.Payments` (database, connectors, routing).
+      payments: the payment side (:class:`actors.ports.PaymentSide`: database, connectors, routing,
+        group commit, the other payment actors; the running :class:`components.payments.Payments`).
     """
 
-    def __init__(self, payments) -> None:
+    def __init__(self, payments: PaymentSide) -> None:
         self.payments = payments
 
     async def handle(self, payment_id: str, message: object) -> dict:
@@ -115,7 +117,7 @@ class PaymentActor:
                     connector=remaining.pop(0), first=False,
                 )
                 continue
-            if store.may_be_followed(begun.payment):
+            if store.may_be_followed(db.commits.followers, begun.payment):
                 return await db.transaction(store.settle_begun, begun, outcome, latency_ms)
             return await self.payments.write(msg.merchant_id, store.settle_begun, begun, outcome, latency_ms)
 

@@ -16,6 +16,7 @@ import logging
 import trio
 
 from actors.connector_call import CallResult
+from actors.ports import PendingChecks
 from domain.errors import Unavailable
 from gateways.base import PayoutRequest, RefundRequest, Submission
 from storage import accounts, pending_reconcile, refunds
@@ -26,7 +27,7 @@ LEASE_S = 30.0
 CONCURRENCY = 8
 
 
-async def run_pending_reconciler(payments) -> None:
+async def run_pending_reconciler(payments: PendingChecks) -> None:
     """Run for ever: claim due refunds and withdrawals, ask, record."""
     settings = payments.settings
     while True:
@@ -44,7 +45,7 @@ async def run_pending_reconciler(payments) -> None:
             await trio.sleep(settings.reconcile_interval_s)
 
 
-async def _check(payments, kind: str, row: dict, limiter: trio.Semaphore) -> None:
+async def _check(payments: PendingChecks, kind: str, row: dict, limiter: trio.Semaphore) -> None:
     try:
         await check_one(payments, kind, row)
     except Unavailable as exc:
@@ -55,7 +56,7 @@ async def _check(payments, kind: str, row: dict, limiter: trio.Semaphore) -> Non
         limiter.release()
 
 
-async def check_one(payments, kind: str, row: dict) -> dict:
+async def check_one(payments: PendingChecks, kind: str, row: dict) -> dict:
     """Ask the connector about one pending refund or withdrawal and record what it says.
 
     Returns:

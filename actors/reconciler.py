@@ -13,6 +13,7 @@ import logging
 import trio
 
 from actors.payment_messages import Abandon, Reconcile
+from actors.ports import Reconciling
 from domain.errors import PaycastError
 
 log = logging.getLogger("paycast.reconciler")
@@ -21,7 +22,7 @@ LEASE_S = 30.0
 CONCURRENCY = 8
 
 
-async def run_reconciler(payments) -> None:
+async def run_reconciler(payments: Reconciling) -> None:
     from storage import reconcile
 
     while True:
@@ -39,7 +40,7 @@ async def run_reconciler(payments) -> None:
                 nursery.start_soon(_one, payments, row, message, limiter, name="reconciler:check")
 
 
-async def _one(payments, row: dict, message: type, limiter: trio.Semaphore) -> None:
+async def _one(payments: Reconciling, row: dict, message: type, limiter: trio.Semaphore) -> None:
     try:
         await payments.ask_payment(row["id"], message(row["merchant_id"]))
     except PaycastError as exc:

@@ -12,13 +12,15 @@ from __future__ import annotations
 import logging
 
 from actors.connector_call import submission_of
+from actors.payment_messages import Refund
+from actors.ports import ConnectorWork
 from gateways.base import RefundRequest, Submission
 from storage import refunds
 
 log = logging.getLogger("paycast.refunds")
 
 
-async def refund(payments, payment_id: str, msg) -> dict:
+async def refund(payments: ConnectorWork, payment_id: str, msg: Refund) -> dict:
     """Handle :class:`actors.payment_messages.Refund`.
 
     Returns:
@@ -38,7 +40,7 @@ async def refund(payments, payment_id: str, msg) -> dict:
     return await db.transaction(refunds.record_submission, row["id"], submission)
 
 
-async def _submit(payments, request: RefundRequest, connector_name: str, account_id: str | None) -> Submission:
+async def _submit(payments: ConnectorWork, request: RefundRequest, connector_name: str, account_id: str | None) -> Submission:
     # A real connector's refund goes to the account that charged, even if it is disabled now.
     result = await payments.connector_call.call(connector_name, lambda c: c.refund(request),
                                               what=f"refund {request.refund_id}", gate=True, account_id=account_id)

@@ -9,6 +9,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from storage.database import Database
+
 
 class UnitsOfWork:
     """Exports the database's per-unit-of-work statistics (:attr:`storage.database.Database.stats`).
@@ -17,7 +19,7 @@ class UnitsOfWork:
     does nothing but add to plain integers.
     """
 
-    def __init__(self, db) -> None:
+    def __init__(self, db: Database) -> None:
         self._db = db
 
     def collect(self):
@@ -33,7 +35,7 @@ class UnitsOfWork:
 
 
 class Metrics:
-    def __init__(self, db=None) -> None:
+    def __init__(self, db: Database | None = None) -> None:
         self.registry = CollectorRegistry()
         if db is not None:
             self.registry.register(UnitsOfWork(db))

@@ -27,6 +27,7 @@ import orjson
 
 from app.body import send_json
 from app.errors import internal_error, status_of
+from actors.realtime.gateway import RealtimeGateway
 from app.realtime_socket import AsgiSocket
 from domain.errors import InvalidRequest, PaycastError
 
@@ -40,10 +41,10 @@ class RealtimeEndpoint:
 
     Args:
       app: the next ASGI app (Quart).
-      gateway: the process's :class:`components.realtime.RealtimeGateway`.
+      gateway: the process's realtime gateway (``Components.realtime``).
     """
 
-    def __init__(self, app, gateway) -> None:
+    def __init__(self, app, gateway: RealtimeGateway) -> None:
         self.app = app
         self.gateway = gateway
 

@@ -25,6 +25,7 @@ from app.context import PaycastApp
 from app.metrics import Metrics
 from app.realtime_endpoint import RealtimeEndpoint
 from app.webhooks_endpoint import WebhooksEndpoint
+from components import Components
 from app.tracing import TracingMiddleware, name_after_route
 from config import logs
 from config.roles import Part, parts_of
@@ -48,7 +49,7 @@ ROUTES = {
 }
 
 
-def create_app(components, admin_token: str) -> PaycastApp:
+def create_app(components: Components, admin_token: str) -> PaycastApp:
     """Build the app around the process's components.
 
     Args:

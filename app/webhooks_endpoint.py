@@ -25,9 +25,11 @@ import trio
 
 from app.body import send_json
 from app.errors import body_too_large, internal_error, status_of
+from app.metrics import Metrics
 from app.request_ids import request_id_of
 from app.routes.webhooks import ingest, ingest_for_account
 from app.tracing import name_after_route
+from components import Components
 from config import logs
 from domain.errors import InvalidRequest, PaycastError
 
@@ -65,7 +67,7 @@ class WebhooksEndpoint:
       max_body: the body limit in bytes (``PAYCAST_MAX_BODY_BYTES``).
     """
 
-    def __init__(self, app, components, metrics, max_body: int) -> None:
+    def __init__(self, app, components: Components, metrics: Metrics, max_body: int) -> None:
         self.app = app
         self.components = components
         self.metrics = metrics

@@ -47,9 +47,9 @@ from config.roles import Part, parts_of
 from gateways.instrumented import instrument
 from gateways.simulated import build_connectors
 from gateways.simulator import WebhookSimulator
-from storage import accounts, events, payments
+from storage import accounts, payments
 from storage import realtime as realtime_log
-from storage.database import Database
+from storage.database import Commits, Database
 from storage.secrets_box import SecretsBox, load_box
 
 __all__ = ["Components", "Connectors", "build_components", "simulated_connectors"]
@@ -167,7 +167,7 @@ def build_components(settings: Settings, db: Database, connectors: Connectors | 
     Returns:
       The components, not yet running (start them with :meth:`Components.run`).
     """
-    register_followers_and_projections()
+    register_followers_and_projections(db)
     parts = parts_of(settings.role)
     connectors = connectors or simulated_connectors(settings)
     secrets = secrets or load_box(settings.secrets_key, external_database=bool(settings.database_url),
@@ -200,15 +200,17 @@ def build_components(settings: Settings, db: Database, connectors: Connectors | 
     )
 
 
-def register_followers_and_projections() -> None:
-    """What commits with a change, registered here and nowhere else, in this order.
+# What commits with a change, in the order it runs:
+# - with a payment's status change: its order (paid / payment_failed), then
+#   the wallet deposit it funds (credited / failed);
+# - with every appended event, after its outgoing webhook deliveries (a CTE
+#   of the appending statement, storage.webhook_deliveries): the realtime log
+#   of the customer it concerns (storage.realtime, CTEs of the same statement).
+COMMITS = Commits(followers=(payments.ORDER_FOLLOWER, accounts.DEPOSIT_FOLLOWER),
+                  projections=(realtime_log.EVENTS_PROJECTION,))
 
-    - With a payment's status change: its order (paid / payment_failed), then
-      the wallet deposit it funds (credited / failed).
-    - With every appended event, after its outgoing webhook deliveries (a CTE
-      of the appending statement, storage.webhook_deliveries): the realtime
-      log of the customer it concerns (storage.realtime, CTEs of the same
-      statement).
-    """
-    payments.FOLLOWERS[:] = [payments.ORDER_FOLLOWER, accounts.DEPOSIT_FOLLOWER]
-    events.PROJECTIONS[:] = [realtime_log.EVENTS_PROJECTION]
+
+def register_followers_and_projections(db: Database) -> None:
+    """The factory's registration step: what commits with a change made through
+    ``db`` (:data:`COMMITS`), given to the database here and nowhere else."""
+    db.register_commits(COMMITS)

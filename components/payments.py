@@ -12,6 +12,7 @@ import trio
 from actors.connector_call import ConnectorCaller
 from actors.payment import PaymentActor
 from actors.payment_messages import ApplyWebhook
+from actors.ports import PayoutRoute
 from actors.runtime import Registry, supervise
 from actors.unit_writer import UnitWriter
 from components.routing import Routing
@@ -25,8 +26,10 @@ class Payments:
     payments, refunds and disputes.
 
     This object is also what the payment-side actors (payment, account,
-    inbox processor, reconcilers) are given: the database, the settings, the
-    connector caller, routing and the way to reach a payment's actor.
+    inbox processor, reconcilers, refunds, disputes) are given; each takes it
+    as the protocol of :mod:`actors.ports` that says what it uses (the
+    database, the settings, the connector caller, routing, group commit and
+    the way to reach a payment's actor).
 
     Args:
       settings: timeouts, deadlines, actor sizes.
@@ -53,11 +56,11 @@ class Payments:
 
     # -- what the actors use -------------------------------------------------
 
-    def router(self):
+    def router(self) -> payments.Route:
         """See :meth:`components.routing.Routing.router`."""
         return self.routing.router()
 
-    def payout_router(self):
+    def payout_router(self) -> PayoutRoute:
         """See :meth:`components.routing.Routing.payout_router`."""
         return self.routing.payout_router()
 

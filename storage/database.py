@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
 import orjson
@@ -23,6 +23,10 @@ from storage import after_commit, crashpoints
 from storage.loop_thread import LoopThread
 from storage.observe import observed
 from telemetry import tracing
+
+if TYPE_CHECKING:
+    from storage.events import Projection
+    from storage.payments import Follower
 
 log = logging.getLogger("paycast.storage")
 T = TypeVar("T")
@@ -58,6 +62,34 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         await conn.set_type_codec(name, encoder=_dumps, decoder=orjson.loads, schema="pg_catalog")
 
 
+@dataclasses.dataclass(frozen=True)
+class Commits:
+    """What commits with a change besides the change itself, in the order it runs.
+
+    The running system gives its own to the database once
+    (:meth:`Database.register_commits`, components/__init__.py); storage alone
+    has none. A unit of work finds it on its connection (:func:`commits_of`).
+
+    Attributes:
+      followers: what follows a payment's status in the same transaction
+        (its order, the wallet deposit it funds): :class:`storage.payments.Follower`.
+      projections: what the statement appending events also writes from them
+        (the customers' realtime log): :class:`storage.events.Projection`.
+    """
+
+    followers: tuple[Follower, ...] = ()
+    projections: tuple[Projection, ...] = ()
+
+
+NO_COMMITS = Commits()
+
+
+def commits_of(conn: asyncpg.Connection) -> Commits:
+    """What commits with a change made on ``conn``: its database's :class:`Commits`
+    (none on a connection no :class:`Database` handed out)."""
+    return getattr(conn, "commits", NO_COMMITS)
+
+
 class CountingConnection(asyncpg.Connection):
     """An asyncpg connection that counts the statements it sends (one round trip each).
 
@@ -68,6 +100,8 @@ class CountingConnection(asyncpg.Connection):
     """
 
     round_trips = 0
+    # Set by the Database on every checkout (commits_of).
+    commits: Commits = NO_COMMITS
 
     async def execute(self, *args, **kwargs):
         self.round_trips += 1
@@ -155,6 +189,12 @@ class Database:
         self._uow_timeout_s = connect_timeout_s * 2 + statement_timeout_ms / 1000 * 3
         # Per unit-of-work name; written on the loop thread only, read by /metrics.
         self.stats: dict[str, UnitStats] = {}
+        self.commits = NO_COMMITS
+
+    def register_commits(self, commits: Commits) -> None:
+        """What commits with every change made through this database from now on
+        (the component factory's registration step; see :class:`Commits`)."""
+        self.commits = commits
 
     @property
     def loop_thread(self) -> LoopThread:
@@ -238,6 +278,7 @@ class Database:
         async def unit() -> T:
             async with asyncio.timeout(self._uow_timeout_s), pool.acquire(timeout=self._connect_timeout_s) as conn:
                 raw = getattr(conn, "_con", conn)  # the pool hands out a proxy
+                raw.commits = self.commits
                 before, started = raw.round_trips, time.perf_counter()
                 try:
                     # A unit atomic by itself needs no BEGIN/COMMIT; with a test
@@ -305,6 +346,7 @@ class Database:
         async def run_batch() -> list[object] | None:
             async with asyncio.timeout(self._uow_timeout_s * 2), pool.acquire(timeout=self._connect_timeout_s) as conn:
                 raw = getattr(conn, "_con", conn)
+                raw.commits = self.commits
                 results: list[object] = []
                 before, item_trips, batch_started = raw.round_trips, 0, time.perf_counter()
                 try:

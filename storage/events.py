@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Protocol
 
 import asyncpg
@@ -13,6 +13,8 @@ from domain import render
 from domain.events import NewEvent
 from domain.ids import new_id
 from storage import webhook_deliveries
+from storage.database import commits_of
+from storage.sql import q
 from telemetry import tracing
 
 
@@ -20,21 +22,21 @@ class Projection(Protocol):
     """A projection of the event log written by the appending statement itself.
 
     Outgoing webhook deliveries are one (:func:`storage.webhook_deliveries.projection_cte`,
-    always there); the others are registered in :data:`PROJECTIONS` by the
-    running system (components/__init__.py, register_followers_and_projections):
-    today the customers' realtime log. Folding them into the statement keeps a
-    unit of work at one round trip and holds the merchant's seq row for one
-    statement only, whatever the events concern.
+    always there); the others are given to each :class:`Append` by the unit of
+    work, from what the running system registered with the database
+    (:class:`storage.database.Commits`, components/__init__.py): today the
+    customers' realtime log. Folding them into the statement keeps a unit of
+    work at one round trip and holds the merchant's seq row for one statement
+    only, whatever the events concern.
     """
 
-    def plan(self, append: "Append", first_param: int) -> "Planned | None":
+    def plan(self, append: "Append") -> "Planned | None":
         """The CTEs this projection adds for ``append``'s events, or None when none concerns it.
 
         Args:
           append: the events being appended; its CTE ``ev`` returns ``id, seq,
             type`` of each inserted event (nothing when its guard failed), and
             ``data`` too once a projection has planned CTEs.
-          first_param: the number of the first ``$n`` the CTEs may use.
         """
 
 
@@ -43,8 +45,9 @@ class Planned:
     """What a projection adds to one appending statement.
 
     Attributes:
-      sql: CTEs (comma-separated, no leading or trailing comma) that read ``ev``.
-      args: their parameters, numbered from the ``first_param`` it was given.
+      sql: CTEs (comma-separated, no leading or trailing comma) that read ``ev``,
+        with named parameters (:mod:`storage.sql`) of the projection's own prefix.
+      args: their parameters, by name.
       output: one SQL expression the statement returns; its value goes to
         :attr:`committed` (e.g. the seqs the CTEs handed out).
       committed: called in the unit of work after the statement ran and wrote
@@ -52,12 +55,9 @@ class Planned:
     """
 
     sql: str
-    args: list
+    args: dict[str, object]
     output: str
     committed: Callable[[asyncpg.Connection, object, list[dict]], Awaitable[None]]
-
-
-PROJECTIONS: list[Projection] = []
 
 
 class Append:
@@ -65,58 +65,68 @@ class Append:
 
     Bumps the merchant's ``event_seq`` by the number of events and inserts them
     numbered from it (gap-free: a rolled-back bump is rolled back with them),
-    plus their outgoing webhook deliveries and every registered projection
-    (:data:`PROJECTIONS`); all as CTEs named ``bump``, ``ev``, ``deliveries``
-    and the projections' own, that the caller puts into its own ``WITH``. The
-    bump row-locks the merchant until commit, for the duration of one statement
-    when the unit is one statement; every projection's CTEs read ``ev``, so
-    they run (and lock what they write) after the bump, the lock order of
-    every unit of work.
+    plus their outgoing webhook deliveries and every given projection; all as
+    CTEs named ``bump``, ``ev``, ``deliveries`` and the projections' own, that
+    the caller puts into its own ``WITH``. The bump row-locks the merchant
+    until commit, for the duration of one statement when the unit is one
+    statement; every projection's CTEs read ``ev``, so they run (and lock
+    what they write) after the bump, the lock order of every unit of work.
+
+    Its parameters are named ``$ev_…`` (the projections': their own prefix),
+    :attr:`args` their values (:mod:`storage.sql`).
 
     Args:
       merchant_id: whose log.
       events: in order; they get consecutive seqs.
       now: their ``created_at`` (the unit's clock, so API forms can be rendered
         before the statement runs).
-      first_param: the number of the first ``$n`` these CTEs may use.
+      projections: what else the statement writes from the events, in order
+        (the unit of work's :func:`storage.database.commits_of`).
       guard: the name of a CTE of the caller's; the events are written only if
         it returned a row (e.g. a conditional update that matched).
     """
 
-    def __init__(self, merchant_id: str, events: list[NewEvent], now: dt.datetime, first_param: int,
-                 guard: str | None = None) -> None:
+    def __init__(self, merchant_id: str, events: list[NewEvent], now: dt.datetime, *,
+                 projections: Sequence[Projection] = (), guard: str | None = None) -> None:
         self.merchant_id, self.events, self.now = merchant_id, events, now
         self.ids = [new_id("evt") for _ in events]
         # The unit of work's span is current here (the loop thread runs in the caller's context).
         # Work outside any trace (a background pass, no SDK) starts a new one, so every
         # event's outgoing webhooks carry a traceparent (docs/api.md "Processes and transport", Tracing).
         here = tracing.current_traceparent() or tracing.new_traceparent()
-        self.args = [merchant_id, len(events), self.ids, [e.type for e in events], [e.object_id for e in events],
-                     [e.customer_id for e in events], [e.snapshot for e in events], now,
-                     [e.traceparent or here for e in events], merchant_id, *webhook_deliveries.projection_args()]
+        self.args: dict[str, object] = {
+            "ev_merchant": merchant_id, "ev_count": len(events), "ev_ids": self.ids,
+            "ev_types": [e.type for e in events], "ev_objects": [e.object_id for e in events],
+            "ev_customers": [e.customer_id for e in events], "ev_data": [e.snapshot for e in events],
+            "ev_created": now, "ev_traces": [e.traceparent or here for e in events],
+            **webhook_deliveries.projection_args(),
+        }
         self.planned: list[Planned] = []
-        for projection in PROJECTIONS:
-            planned = projection.plan(self, first_param + len(self.args))
+        for projection in projections:
+            planned = projection.plan(self)
             if planned is not None:
-                self.args.extend(planned.args)
+                self.args.update(planned.args)
                 self.planned.append(planned)
-        p = [f"${first_param + i}" for i in range(9)]
-        m, n, ids, types, objects, customers, data, created, traces = p
         where = f" AND EXISTS (SELECT 1 FROM {guard})" if guard else ""
         # The events' data goes back into the statement only for a projection that reads it.
         returning = "id, seq, type, data" if self.planned else "id, seq, type"
         self.sql = (
-            f"bump AS (UPDATE merchants SET event_seq = event_seq + {n}::int WHERE id = {m}::text{where}"
-            " RETURNING event_seq),"
-            f" ev AS (INSERT INTO events (id, merchant_id, seq, type, object_id, customer_id, data, created_at,"
-            f" traceparent)"
-            f" SELECT e.id, {m}::text, bump.event_seq - {n}::int + e.ord, e.type, e.object_id, e.customer_id, e.data,"
-            f" {created}::timestamptz, e.traceparent FROM bump, unnest({ids}::text[], {types}::text[],"
-            f" {objects}::text[], {customers}::text[], {data}::jsonb[], {traces}::text[])"
-            " WITH ORDINALITY AS e(id, type, object_id, customer_id, data, traceparent, ord)"
-            f" RETURNING {returning}), "
-            + webhook_deliveries.projection_cte("ev", first_param + 9)
-            + "".join(", " + planned.sql for planned in self.planned)
+            "-- the merchant's next seqs: its row is locked until commit\n"
+            "bump AS (\n"
+            "  UPDATE merchants SET event_seq = event_seq + $ev_count::int\n"
+            f"  WHERE id = $ev_merchant::text{where}\n"
+            "  RETURNING event_seq),\n"
+            "-- the events, numbered from the bumped seq\n"
+            "ev AS (\n"
+            "  INSERT INTO events (id, merchant_id, seq, type, object_id, customer_id, data, created_at, traceparent)\n"
+            "  SELECT e.id, $ev_merchant::text, bump.event_seq - $ev_count::int + e.ord, e.type, e.object_id,\n"
+            "    e.customer_id, e.data, $ev_created::timestamptz, e.traceparent\n"
+            "  FROM bump, unnest($ev_ids::text[], $ev_types::text[], $ev_objects::text[], $ev_customers::text[],\n"
+            "    $ev_data::jsonb[], $ev_traces::text[])\n"
+            "    WITH ORDINALITY AS e(id, type, object_id, customer_id, data, traceparent, ord)\n"
+            f"  RETURNING {returning}),\n"
+            + webhook_deliveries.projection_cte("ev", "$ev_merchant")
+            + "".join(",\n" + planned.sql for planned in self.planned)
         )
         # For the caller's final SELECT list: the first event's seq, then the projections' outputs.
         self.columns = "(SELECT min(seq) FROM ev) AS first_seq" + "".join(
@@ -155,8 +165,9 @@ async def append_all(conn: asyncpg.Connection, merchant_id: str, events: list[Ne
     """
     if not events:
         return []
-    append = Append(merchant_id, events, dt.datetime.now(dt.timezone.utc), 1)
-    row = await conn.fetchrow(f"WITH {append.sql} SELECT {append.columns}", *append.args)
+    append = Append(merchant_id, events, dt.datetime.now(dt.timezone.utc), projections=commits_of(conn).projections)
+    statement = q(f"WITH {append.sql}\nSELECT {append.columns}")
+    row = await conn.fetchrow(statement.sql, *statement.args(append.args))
     return await append.committed(conn, row)
 
 

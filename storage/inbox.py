@@ -465,15 +465,17 @@ def _mark_with(inbox_id: str, status: str, merchant_id: str, claim: int | None) 
     """Mark an inbox row processed together with the settle it causes: the
     payment moves only while the row is unprocessed (and still under ``claim``,
     when given), the row is marked only if the payment moved."""
-    def build(first: int) -> tuple[str, str, list]:
-        row, st, merchant, mine = f"${first}", f"${first + 1}", f"${first + 2}", f"${first + 3}"
-        held = f"processed_at IS NULL AND {_CLAIM_HELD.format(claim=mine)}"
-        condition = f"EXISTS (SELECT 1 FROM webhook_inbox WHERE id = {row} AND {held})"
-        cte = (f"also AS (UPDATE webhook_inbox SET status = {st}, merchant_id = {merchant}, processed_at = now(),"
-               f" claimed_until = NULL WHERE id = {row} AND {held} AND EXISTS (SELECT 1 FROM upd)"
-               " RETURNING id)")
-        return condition, cte, [inbox_id, status, merchant_id, claim]
-    return payments.Also(build)
+    held = f"processed_at IS NULL AND {_CLAIM_HELD.format(claim='$also_claim')}"
+    return payments.Also(
+        condition=f"EXISTS (SELECT 1 FROM webhook_inbox WHERE id = $also_inbox_id AND {held})",
+        cte=("-- the inbox row: processed, if the payment moved and the row was still unprocessed (and ours)\n"
+             "also AS (\n"
+             "  UPDATE webhook_inbox SET status = $also_status, merchant_id = $also_merchant_id,\n"
+             "    processed_at = now(), claimed_until = NULL\n"
+             f"  WHERE id = $also_inbox_id AND {held} AND EXISTS (SELECT 1 FROM upd)\n"
+             "  RETURNING id)"),
+        args={"also_inbox_id": inbox_id, "also_status": status, "also_merchant_id": merchant_id,
+              "also_claim": claim})
 
 
 # The caller's claim (``tries`` as its claim left it; NULL: no claim to check,

@@ -30,8 +30,9 @@ from domain.payments import AWAITING_ANSWER, Outcome, OutcomeKind, Status, Trigg
 from domain.payments import settle as settle_outcome
 from storage import events as event_log
 from storage import orders
-from storage.database import single_unit
+from storage.database import commits_of, single_unit
 from storage.pagination import page_rows
+from storage.sql import q
 from telemetry import metrics
 
 # PAYCAST_ACTION_DEADLINE_S's default: callers pass the setting.
@@ -108,8 +109,9 @@ async def load(conn: asyncpg.Connection, merchant_id: str, payment_id: str) -> L
 # ``applies(payment row, new status) -> bool`` (pure, so a unit of work knows
 # before its statement whether it needs a transaction) and ``follow(conn,
 # payment row, new status)`` returning the events of what it changed. The
-# running system registers them, in order, in :data:`FOLLOWERS`
-# (components/__init__.py, register_followers_and_projections); storage alone has none.
+# running system gives them, in order, to the database
+# (:class:`storage.database.Commits`, components/__init__.py); a unit of work
+# finds them on its connection (:func:`storage.database.commits_of`); storage alone has none.
 @dataclasses.dataclass(frozen=True)
 class Follower:
     applies: Callable[[Mapping, str], bool]
@@ -123,21 +125,20 @@ async def _follow_order(conn: asyncpg.Connection, row: Mapping, status: str) -> 
 
 ORDER_FOLLOWER = Follower(lambda row, status: bool(row["order_id"]) and status in ("succeeded", "failed"),
                           _follow_order)
-FOLLOWERS: list[Follower] = []
 
 
-def _followed(row: Mapping, status: str | None) -> list[Follower]:
-    return [f for f in FOLLOWERS if status and f.applies(row, status)]
+def _followed(followers: Sequence[Follower], row: Mapping, status: str | None) -> list[Follower]:
+    return [f for f in followers if status and f.applies(row, status)]
 
 
-def may_be_followed(row: Mapping) -> bool:
+def may_be_followed(followers: Sequence[Follower], row: Mapping) -> bool:
     """Whether settling this payment may move something else too (its order, a wallet).
 
     Such a settle locks more than the payment and the merchant's seq row, so
     it is not batched with others (a batch holds the merchant's row while its
     later units lock theirs, which would invert the lock order).
     """
-    return any(f.applies(row, status) for f in FOLLOWERS for status in ("succeeded", "failed"))
+    return any(f.applies(row, status) for f in followers for status in ("succeeded", "failed"))
 
 
 async def _commit_events(conn: asyncpg.Connection, row, status_event: str | None) -> dict:
@@ -146,17 +147,27 @@ async def _commit_events(conn: asyncpg.Connection, row, status_event: str | None
     pending: list[NewEvent] = []
     if status_event:
         pending.append(payment_event(status_event, snapshot))
-        for follower in _followed(row, status_event):
+        for follower in _followed(commits_of(conn).followers, row, status_event):
             pending.extend(await follower.follow(conn, row, status_event))
     await event_log.append_all(conn, row["merchant_id"], pending)
     return snapshot
 
 
-async def _write(conn: asyncpg.Connection, head: str, args: list, row: Mapping, status: str | None,
+def statement(head: str, append: event_log.Append | None, select: str = "") -> str:
+    """A unit of work's whole statement: its own CTEs (``head``, one of them named
+    ``upd``: the payment row it wrote), the event log's (``append``: None when
+    followers append the events after it), and what it returns: ``changed``
+    (whether ``upd`` matched), the columns of ``select``, and the event log's."""
+    if append is None:
+        return f"WITH\n{head}\nSELECT (SELECT count(*) FROM upd) AS changed{select}"
+    return (f"WITH\n{head},\n{append.sql}\n"
+            f"SELECT (SELECT count(*) FROM upd) AS changed{select}, {append.columns}")
+
+
+async def _write(conn: asyncpg.Connection, head: str, args: dict[str, object], row: Mapping, status: str | None,
                  events: list[NewEvent], now: dt.datetime, select: str = "") -> Mapping | None:
-    """Run a unit of work's statement: its own CTEs (``head``, one of them named
-    ``upd``: the payment row it wrote), then ``events`` appended if ``upd``
-    returned a row.
+    """Run a unit of work's statement (:func:`statement`): its own CTEs
+    (``head``), then ``events`` appended if ``upd`` returned a row.
 
     One statement, atomic by itself (the events' projections are CTEs of it),
     unless a follower applies to the payment's new status: then the statement
@@ -165,6 +176,7 @@ async def _write(conn: asyncpg.Connection, head: str, args: list, row: Mapping, 
     other unit of work.
 
     Args:
+      head: CTEs with named parameters (:mod:`storage.sql`), ``args`` their values.
       row: the payment row as the statement leaves it (for the followers).
       status: the payment's new status, when it changes.
       select: more columns for the statement's result (``, (SELECT x FROM att) AS x``).
@@ -173,13 +185,15 @@ async def _write(conn: asyncpg.Connection, head: str, args: list, row: Mapping, 
       The statement's result (``changed`` and the columns of ``select``), or
       None when ``upd`` did not match (the guard failed, nothing was written).
     """
-    followers = _followed(row, status)
+    commits = commits_of(conn)
+    followers = _followed(commits.followers, row, status)
     if followers:
         # Lock order, as everywhere: the payment, then what follows it (order,
         # wallet), then the merchant's seq row last: so the events are appended
         # after the followers, not in the payment's statement.
         async with _transaction(conn):
-            result = await conn.fetchrow(f"WITH {head} SELECT (SELECT count(*) FROM upd) AS changed{select}", *args)
+            query = q(statement(head, None, select))
+            result = await conn.fetchrow(query.sql, *query.args(args))
             if not result["changed"]:
                 return None
             pending = list(events)
@@ -187,9 +201,9 @@ async def _write(conn: asyncpg.Connection, head: str, args: list, row: Mapping, 
                 pending.extend(await follower.follow(conn, row, status))
             await event_log.append_all(conn, row["merchant_id"], pending)
         return result
-    append = event_log.Append(row["merchant_id"], events, now, len(args) + 1, guard="upd")
-    result = await conn.fetchrow(f"WITH {head}, {append.sql} SELECT (SELECT count(*) FROM upd) AS changed{select},"
-                                 f" {append.columns}", *args, *append.args)
+    append = event_log.Append(row["merchant_id"], events, now, projections=commits.projections, guard="upd")
+    query = q(statement(head, append, select))
+    result = await conn.fetchrow(query.sql, *query.args({**args, **append.args}))
     if not result["changed"]:
         return None
     await append.committed(conn, result)
@@ -223,22 +237,32 @@ async def _check_order(conn: asyncpg.Connection, merchant_id: str, spec: dict, c
 
 # The account a new attempt on a real connector goes to: the merchant's active
 # one for that connector (NULL for the simulators, which have none).
-_ACCOUNT_OF = ("(SELECT ca.id FROM connector_accounts ca WHERE ca.merchant_id = {merchant} AND ca.connector = {connector}"
-               " AND ca.status = 'active')")
+_ACCOUNT_OF = """(
+    SELECT ca.id FROM connector_accounts ca
+    WHERE ca.merchant_id = $merchant_id AND ca.connector = $connector AND ca.status = 'active')"""
 
-_INSERT_HEAD = (
-    "upd AS (INSERT INTO payments (id, merchant_id, order_id, customer_id, amount, currency, status, capture_method,"
-    " payment_method, connector, pinned_connector, metadata, processing_deadline, return_url, action_deadline,"
-    " created_at, updated_at)"
-    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,"
-    " CASE WHEN $13::float8 IS NOT NULL THEN $14::timestamptz + make_interval(secs => $13::float8) END, $16,"
-    " CASE WHEN $15::text IS NOT NULL THEN $14::timestamptz + make_interval(secs => $17::float8) END, $14, $14)"
-    " RETURNING id),"
-    " att AS (INSERT INTO payment_attempts (id, payment_id, merchant_id, connector, status, connector_account_id,"
-    " created_at, updated_at)"
-    f" SELECT $15, $1, $2, $10, 'started', {_ACCOUNT_OF.format(merchant='$2', connector='$10')}, $14, $14"
-    " WHERE $15::text IS NOT NULL RETURNING connector_account_id)"
-)
+_INSERT_HEAD = f"""\
+-- the payment: requires_confirmation, or processing with its first attempt (confirm: true)
+upd AS (
+  INSERT INTO payments (id, merchant_id, order_id, customer_id, amount, currency, status, capture_method,
+    payment_method, connector, pinned_connector, metadata, processing_deadline, return_url, action_deadline,
+    created_at, updated_at)
+  VALUES ($payment_id, $merchant_id, $order_id, $customer_id, $amount, $currency, $status, $capture_method,
+    $payment_method, $connector, $pinned_connector, $metadata,
+    CASE WHEN $deadline_s::float8 IS NOT NULL
+      THEN $now::timestamptz + make_interval(secs => $deadline_s::float8) END,
+    $return_url,
+    CASE WHEN $attempt_id::text IS NOT NULL
+      THEN $now::timestamptz + make_interval(secs => $action_deadline_s::float8) END,
+    $now, $now)
+  RETURNING id),
+-- its first attempt, started (only with confirm: true)
+att AS (
+  INSERT INTO payment_attempts (id, payment_id, merchant_id, connector, status, connector_account_id,
+    created_at, updated_at)
+  SELECT $attempt_id, $payment_id, $merchant_id, $connector, 'started', {_ACCOUNT_OF}, $now, $now
+  WHERE $attempt_id::text IS NOT NULL
+  RETURNING connector_account_id)"""
 # The attempt's account, read back by the statement that inserted it.
 _ATTEMPT_ACCOUNT = ", (SELECT connector_account_id FROM att) AS connector_account_id"
 
@@ -266,11 +290,14 @@ async def _insert(conn: asyncpg.Connection, merchant_id: str, spec: dict, candid
     if candidates is not None:
         attempt_id = new_id("att")
         row = {**row, "status": Status.PROCESSING.value, "connector": candidates[0]}
-    written = await _write(conn, _INSERT_HEAD, [
-        row["id"], merchant_id, row["order_id"], customer_id, row["amount"], row["currency"], row["status"],
-        row["capture_method"], row["payment_method"], row["connector"], row["pinned_connector"], row["metadata"],
-        deadline_s if attempt_id else None, now, attempt_id, row["return_url"], action_deadline_s,
-    ], row, None, [payment_event("created", created)], now, _ATTEMPT_ACCOUNT)
+    written = await _write(conn, _INSERT_HEAD, {
+        "payment_id": row["id"], "merchant_id": merchant_id, "order_id": row["order_id"], "customer_id": customer_id,
+        "amount": row["amount"], "currency": row["currency"], "status": row["status"],
+        "capture_method": row["capture_method"], "payment_method": row["payment_method"],
+        "connector": row["connector"], "pinned_connector": row["pinned_connector"], "metadata": row["metadata"],
+        "deadline_s": deadline_s if attempt_id else None, "now": now, "attempt_id": attempt_id,
+        "return_url": row["return_url"], "action_deadline_s": action_deadline_s,
+    }, row, None, [payment_event("created", created)], now, _ATTEMPT_ACCOUNT)
     metrics.transition("payment", row["id"], None, "requires_confirmation", amount=row["amount"],
                        currency=row["currency"])
     if attempt_id is None:
@@ -341,18 +368,27 @@ async def create_and_begin(conn: asyncpg.Connection, merchant_id: str, spec: dic
     return await _insert(conn, merchant_id, spec, candidates, deadline_s, action_deadline_s)
 
 
-_BEGIN_HEAD = (
-    "upd AS (UPDATE payments SET status = 'processing', connector = $3, updated_at = $4::timestamptz,"
-    " processing_deadline = $4::timestamptz + make_interval(secs => $5::float8),"
-    " return_url = COALESCE($9, return_url), next_action = NULL,"
-    " action_deadline = CASE WHEN $10::float8 IS NULL THEN action_deadline"
-    "   ELSE $4::timestamptz + make_interval(secs => $10::float8) END"
-    " WHERE id = $1 AND merchant_id = $2 AND status = ANY($6::text[]) AND updated_at = $7 RETURNING id),"
-    " att AS (INSERT INTO payment_attempts (id, payment_id, merchant_id, connector, status, connector_account_id,"
-    " created_at, updated_at)"
-    f" SELECT $8, $1, $2, $3, 'started', {_ACCOUNT_OF.format(merchant='$2', connector='$3')}, $4, $4 FROM upd"
-    " RETURNING connector_account_id)"
-)
+_BEGIN_HEAD = f"""\
+-- the payment: (still) processing, from the status and updated_at the read saw
+upd AS (
+  UPDATE payments SET status = 'processing', connector = $connector, updated_at = $now::timestamptz,
+    processing_deadline = $now::timestamptz + make_interval(secs => $deadline_s::float8),
+    return_url = COALESCE($return_url, return_url), next_action = NULL,
+    -- counted from the first attempt; a fallback attempt keeps it
+    action_deadline = CASE WHEN $action_deadline_s::float8 IS NULL THEN action_deadline
+      ELSE $now::timestamptz + make_interval(secs => $action_deadline_s::float8) END
+  WHERE id = $payment_id AND merchant_id = $merchant_id AND status = ANY($allowed::text[])
+    AND updated_at = $seen_updated_at
+  RETURNING id),
+-- the attempt, started, if the payment moved
+att AS (
+  INSERT INTO payment_attempts (id, payment_id, merchant_id, connector, status, connector_account_id,
+    created_at, updated_at)
+  SELECT $attempt_id, $payment_id, $merchant_id, $connector, 'started', {_ACCOUNT_OF}, $now, $now FROM upd
+  RETURNING connector_account_id)"""
+
+
+_BEGIN = q(statement(_BEGIN_HEAD, None, _ATTEMPT_ACCOUNT))
 
 
 @single_unit
@@ -393,10 +429,11 @@ async def begin_attempt(conn: asyncpg.Connection, merchant_id: str, payment_id: 
     if not candidates:
         raise StateError("No connector can take this payment.", code="no_connector")
     now, attempt_id = _now(), new_id("att")
-    written = await conn.fetchrow(
-        f"WITH {_BEGIN_HEAD} SELECT (SELECT count(*) FROM upd) AS changed{_ATTEMPT_ACCOUNT}", payment_id,
-        merchant_id, candidates[0], now, deadline_s, allowed, row["updated_at"], attempt_id, return_url,
-        action_deadline_s if first else None)
+    query = _BEGIN
+    written = await conn.fetchrow(query.sql, *query.args({
+        "payment_id": payment_id, "merchant_id": merchant_id, "connector": candidates[0], "now": now,
+        "deadline_s": deadline_s, "allowed": allowed, "seen_updated_at": row["updated_at"], "attempt_id": attempt_id,
+        "return_url": return_url, "action_deadline_s": action_deadline_s if first else None}))
     if not written["changed"]:
         raise StateError("The payment changed while confirming; retry.")
     if first:
@@ -409,17 +446,36 @@ async def begin_attempt(conn: asyncpg.Connection, merchant_id: str, payment_id: 
     return Begun(attempt_id, candidates[0], candidates, row, [*loaded.attempts, attempt])
 
 
-_SETTLE_HEAD = (
-    "upd AS (UPDATE payments SET status = $7, amount_received = $8, amount_capturable = $9, last_error = $10,"
-    " processing_deadline = CASE WHEN $7 IN ('processing', 'requires_action')"
-    "   THEN COALESCE(processing_deadline, $6) END,"
-    " next_action = $13::jsonb, cancellation_reason = $14, payment_method = payment_method || $15::jsonb,"
-    " updated_at = $6"
-    " WHERE id = $1 AND status = $16 AND updated_at = $11{condition} RETURNING id),"
-    " att AS (UPDATE payment_attempts SET status = $3, connector_txn_id = COALESCE($4, connector_txn_id),"
-    " error_code = $5, latency_ms = COALESCE($12::float8, latency_ms), updated_at = $6"
-    " WHERE id = $2 AND status IN ('started', 'unknown'){att_guard} RETURNING id)"
-)
+def settle_head(also: Also | None = None) -> str:
+    """The settle's own CTEs (:func:`settle_known`): the payment and its attempt,
+    and ``also``'s write when given (the payment moves only if ``also``'s
+    condition holds; the attempt and ``also`` only if the payment moved)."""
+    condition = att_guard = also_cte = ""
+    if also is not None:
+        condition = f"\n    AND {also.condition}"
+        att_guard = " AND EXISTS (SELECT 1 FROM upd)"
+        also_cte = f",\n{also.cte}"
+    return f"""\
+-- the payment: moves only from the status and updated_at its caller read
+upd AS (
+  UPDATE payments SET status = $status, amount_received = $amount_received,
+    amount_capturable = $amount_capturable, last_error = $last_error,
+    -- a deadline only while an answer is still awaited
+    processing_deadline = CASE WHEN $status IN ('processing', 'requires_action')
+      THEN COALESCE(processing_deadline, $now) END,
+    next_action = $next_action::jsonb, cancellation_reason = $cancellation_reason,
+    -- the gateway's card brand and last 4
+    payment_method = payment_method || $method_update::jsonb,
+    updated_at = $now
+  WHERE id = $payment_id AND status = $seen_status AND updated_at = $seen_updated_at{condition}
+  RETURNING id),
+-- the attempt: its answer, if it still awaits one
+att AS (
+  UPDATE payment_attempts SET status = $attempt_status,
+    connector_txn_id = COALESCE($connector_txn_id, connector_txn_id),
+    error_code = $error_code, latency_ms = COALESCE($latency_ms::float8, latency_ms), updated_at = $now
+  WHERE id = $attempt_id AND status IN ('started', 'unknown'){att_guard}
+  RETURNING id){also_cte}"""
 
 
 def method_update(method: Mapping, details: object) -> dict:
@@ -433,14 +489,18 @@ def method_update(method: Mapping, details: object) -> dict:
 class Also:
     """Another write that must happen with a settle, and only with it.
 
-    ``build(first $n it may use)`` returns ``(condition, cte, args)``: a boolean
-    SQL expression the payment's update also requires, and a CTE named
-    ``also`` that runs only if the payment was updated (it may read ``upd``).
     The inbox marks its row processed this way: the row must still be
     unprocessed for the payment to move, and is marked only if it moved.
+
+    Attributes:
+      condition: a boolean SQL expression the payment's update also requires.
+      cte: a CTE named ``also`` that runs only if the payment was updated (it may read ``upd``).
+      args: the named parameters of both (:mod:`storage.sql`), prefixed ``also_``.
     """
 
-    build: Callable[[int], tuple[str, str, list]]
+    condition: str
+    cte: str
+    args: dict[str, object]
 
 
 async def settle_known(conn: asyncpg.Connection, row: Mapping, attempts: list, attempt_id: str,
@@ -481,16 +541,15 @@ async def settle_known(conn: asyncpg.Connection, row: Mapping, attempts: list, a
              "next_action": next_action, "cancellation_reason": result.cancellation_reason,
              "payment_method": {**row["payment_method"], **merge}}
     snapshot = render.payment(after, attempts)
-    args = [row["id"], attempt_id, result.attempt_status, txn, outcome.error_code, now, result.status.value,
-            result.amount_received, result.amount_capturable, result.last_error, row["updated_at"], latency_ms,
-            next_action, result.cancellation_reason, merge, current]
-    head = _SETTLE_HEAD.format(condition="", att_guard="")
+    args = {"payment_id": row["id"], "attempt_id": attempt_id, "attempt_status": result.attempt_status,
+            "connector_txn_id": txn, "error_code": outcome.error_code, "now": now, "status": result.status.value,
+            "amount_received": result.amount_received, "amount_capturable": result.amount_capturable,
+            "last_error": result.last_error, "seen_updated_at": row["updated_at"], "latency_ms": latency_ms,
+            "next_action": next_action, "cancellation_reason": result.cancellation_reason, "method_update": merge,
+            "seen_status": current}
     if also is not None:
-        condition, also_cte, also_args = also.build(len(args) + 1)
-        head = _SETTLE_HEAD.format(condition=f" AND {condition}", att_guard=" AND EXISTS (SELECT 1 FROM upd)")
-        head += f", {also_cte}"
-        args += also_args
-    changed = await _write(conn, head, args, after, result.status.value,
+        args.update(also.args)
+    changed = await _write(conn, settle_head(also), args, after, result.status.value,
                            [payment_event(result.status.value, snapshot)], now)
     if not changed:
         return None
@@ -568,24 +627,33 @@ async def settle(conn: asyncpg.Connection, merchant_id: str, payment_id: str, at
 # any authorisation) is still the payment's: a claim that lapsed while its
 # holder was stopped and was taken by another request fences the late write
 # out, whatever the status (see claim_operation).
-_OPERATION_FENCE = "operation IS NOT DISTINCT FROM {operation} AND operation_until IS NOT DISTINCT FROM {until}"
-_CAPTURE_HEAD = (
-    "upd AS (UPDATE payments SET status = $3, amount_received = $4, amount_capturable = 0, updated_at = $5,"
-    " operation = NULL, operation_until = NULL"
-    " WHERE id = $1 AND merchant_id = $2 AND status = ANY($6::text[]) AND amount_capturable >= $4"
-    " AND updated_at = $7 AND " + _OPERATION_FENCE.format(operation="$8", until="$9") + " RETURNING id),"
-    " att AS (UPDATE payment_attempts SET status = 'succeeded', updated_at = $5"
-    " WHERE payment_id = $1 AND status = 'authorized' AND EXISTS (SELECT 1 FROM upd))"
-)
-_CANCEL_HEAD = (
-    "upd AS (UPDATE payments SET status = $3, amount_capturable = 0, updated_at = $4,"
-    " operation = NULL, operation_until = NULL, next_action = NULL, cancellation_reason = $7"
-    " WHERE id = $1 AND merchant_id = $2 AND status = ANY($5::text[]) AND updated_at = $6"
-    " AND " + _OPERATION_FENCE.format(operation="$8", until="$9") + " RETURNING id),"
-    " att AS (UPDATE payment_attempts SET status = 'failed', updated_at = $4,"
-    " error_code = CASE WHEN status = 'authorized' THEN 'authorization_voided' ELSE 'payment_canceled' END"
-    " WHERE payment_id = $1 AND status IN ('authorized', 'started', 'unknown') AND EXISTS (SELECT 1 FROM upd))"
-)
+_OPERATION_FENCE = ("operation IS NOT DISTINCT FROM $claimed_operation"
+                    " AND operation_until IS NOT DISTINCT FROM $claimed_until")
+_CAPTURE_HEAD = f"""\
+-- the payment: captured for the amount, from the state its caller read, under its claim
+upd AS (
+  UPDATE payments SET status = $status, amount_received = $amount, amount_capturable = 0, updated_at = $now,
+    operation = NULL, operation_until = NULL
+  WHERE id = $payment_id AND merchant_id = $merchant_id AND status = ANY($allowed::text[])
+    AND amount_capturable >= $amount AND updated_at = $seen_updated_at AND {_OPERATION_FENCE}
+  RETURNING id),
+-- the authorised attempt succeeded, if the payment moved
+att AS (
+  UPDATE payment_attempts SET status = 'succeeded', updated_at = $now
+  WHERE payment_id = $payment_id AND status = 'authorized' AND EXISTS (SELECT 1 FROM upd))"""
+_CANCEL_HEAD = f"""\
+-- the payment: canceled, from the state its caller read, under its claim (if any)
+upd AS (
+  UPDATE payments SET status = $status, amount_capturable = 0, updated_at = $now,
+    operation = NULL, operation_until = NULL, next_action = NULL, cancellation_reason = $reason
+  WHERE id = $payment_id AND merchant_id = $merchant_id AND status = ANY($allowed::text[])
+    AND updated_at = $seen_updated_at AND {_OPERATION_FENCE}
+  RETURNING id),
+-- its authorisation voided, an attempt waiting for its customer closed, if the payment moved
+att AS (
+  UPDATE payment_attempts SET status = 'failed', updated_at = $now,
+    error_code = CASE WHEN status = 'authorized' THEN 'authorization_voided' ELSE 'payment_canceled' END
+  WHERE payment_id = $payment_id AND status IN ('authorized', 'started', 'unknown') AND EXISTS (SELECT 1 FROM upd))"""
 
 
 @single_unit
@@ -604,8 +672,9 @@ async def capture(conn: asyncpg.Connection, loaded: Loaded, amount: int) -> dict
     attempts = [{**a, "status": "succeeded", "updated_at": now} if a["status"] == "authorized" else a
                 for a in loaded.attempts]
     snapshot = render.payment(after, attempts)
-    if not await _write(conn, _CAPTURE_HEAD, [row["id"], row["merchant_id"], status, amount, now,
-                                              sources(Trigger.CAPTURE), row["updated_at"], *_claim_of(row)],
+    if not await _write(conn, _CAPTURE_HEAD, {
+            "payment_id": row["id"], "merchant_id": row["merchant_id"], "status": status, "amount": amount,
+            "now": now, "allowed": sources(Trigger.CAPTURE), "seen_updated_at": row["updated_at"], **_claim_of(row)},
                         after, status, [payment_event(status, snapshot)], now):
         _refuse(await load(conn, row["merchant_id"], row["id"]), Trigger.CAPTURE, "capturing")
     metrics.transition("payment", row["id"], row["status"], status, amount=amount)
@@ -634,17 +703,19 @@ async def cancel(conn: asyncpg.Connection, loaded: Loaded, reason: str | None = 
     attempts = [{**a, "status": "failed", "error_code": codes[a["status"]], "updated_at": now}
                 if a["status"] in codes else a for a in loaded.attempts]
     snapshot = render.payment(after, attempts)
-    if not await _write(conn, _CANCEL_HEAD, [row["id"], row["merchant_id"], status, now, sources(Trigger.CANCEL),
-                                             row["updated_at"], reason, *_claim_of(row)],
+    if not await _write(conn, _CANCEL_HEAD, {
+            "payment_id": row["id"], "merchant_id": row["merchant_id"], "status": status, "now": now,
+            "allowed": sources(Trigger.CANCEL), "seen_updated_at": row["updated_at"], "reason": reason,
+            **_claim_of(row)},
                         after, status, [payment_event(status, snapshot)], now):
         _refuse(await load(conn, row["merchant_id"], row["id"]), Trigger.CANCEL, "canceling")
     metrics.transition("payment", row["id"], row["status"], status)
     return snapshot
 
 
-def _claim_of(row: Mapping) -> tuple[str | None, dt.datetime | None]:
+def _claim_of(row: Mapping) -> dict[str, object]:
     """The operation claim a writer holds, as :data:`_OPERATION_FENCE` compares it."""
-    return row.get("operation"), row.get("operation_until")
+    return {"claimed_operation": row.get("operation"), "claimed_until": row.get("operation_until")}
 
 
 @single_unit

@@ -2,8 +2,8 @@
 shared token secret, and topic ownership.
 
 Messages of events are written by :data:`EVENTS_PROJECTION`, which the
-running system registers in :data:`storage.events.PROJECTIONS`
-(components/__init__.py, register_followers_and_projections): CTEs of the very
+running system gives the database as a projection of the event log
+(components/__init__.py ``COMMITS``, :class:`storage.database.Commits`): CTEs of the very
 statement that appends the events they carry. After
 commit, the channel :data:`CHANNEL` is notified (batched across transactions,
 :mod:`storage.after_commit`), which is how an event committed by one process
@@ -77,7 +77,7 @@ class EventsProjection:
     client rows are locked after the merchant's seq row, as everywhere.
     """
 
-    def plan(self, append: event_log.Append, first_param: int) -> event_log.Planned | None:
+    def plan(self, append: event_log.Append) -> event_log.Planned | None:
         # Per message: its client, its position among that client's messages
         # counted from the last (seq = the client's new last_seq - back), its
         # event and its topic.
@@ -97,21 +97,28 @@ class EventsProjection:
                 m_back.append(len(items) - 1 - k)
                 m_events.append(event_id)
                 m_topics.append(topic)
-        m, c, n, mc, mb, me, mt, created = (f"${first_param + i}" for i in range(8))
         sql = (
-            "rt_clients AS (INSERT INTO realtime_clients AS c (merchant_id, client_id, last_seq)"
-            f" SELECT {m}::text, u.client_id, u.n FROM unnest({c}::text[], {n}::int[]) AS u(client_id, n)"
-            " WHERE EXISTS (SELECT 1 FROM ev)"
-            " ON CONFLICT (merchant_id, client_id) DO UPDATE SET last_seq = c.last_seq + EXCLUDED.last_seq"
-            " RETURNING client_id, last_seq),"
-            " rt_messages AS (INSERT INTO realtime_messages (merchant_id, client_id, seq, topic, payload)"
-            f" SELECT {m}::text, x.client_id, rt_clients.last_seq - x.back, x.topic,"
-            " jsonb_build_object('id', ev.id, 'object', 'event', 'type', ev.type, 'seq', ev.seq,"
-            f" 'created_at', {created}::text, 'data', jsonb_build_object('object', ev.data))"
-            f" FROM unnest({mc}::text[], {mb}::int[], {me}::text[], {mt}::text[]) AS x(client_id, back, event_id, topic)"
-            " JOIN rt_clients ON rt_clients.client_id = x.client_id JOIN ev ON ev.id = x.event_id)"
+            "-- each concerned client's last seq, bumped by its number of messages (locked until commit)\n"
+            "rt_clients AS (\n"
+            "  INSERT INTO realtime_clients AS c (merchant_id, client_id, last_seq)\n"
+            "  SELECT $rt_merchant::text, u.client_id, u.n\n"
+            "  FROM unnest($rt_clients::text[], $rt_counts::int[]) AS u(client_id, n)\n"
+            "  WHERE EXISTS (SELECT 1 FROM ev)\n"
+            "  ON CONFLICT (merchant_id, client_id) DO UPDATE SET last_seq = c.last_seq + EXCLUDED.last_seq\n"
+            "  RETURNING client_id, last_seq),\n"
+            "-- one message per event of a customer, numbered back from the client's new last seq\n"
+            "rt_messages AS (\n"
+            "  INSERT INTO realtime_messages (merchant_id, client_id, seq, topic, payload)\n"
+            "  SELECT $rt_merchant::text, x.client_id, rt_clients.last_seq - x.back, x.topic,\n"
+            "    jsonb_build_object('id', ev.id, 'object', 'event', 'type', ev.type, 'seq', ev.seq,\n"
+            "      'created_at', $rt_created::text, 'data', jsonb_build_object('object', ev.data))\n"
+            "  FROM unnest($rt_message_clients::text[], $rt_message_back::int[], $rt_message_events::text[],\n"
+            "    $rt_message_topics::text[]) AS x(client_id, back, event_id, topic)\n"
+            "  JOIN rt_clients ON rt_clients.client_id = x.client_id JOIN ev ON ev.id = x.event_id)"
         )
-        args = [append.merchant_id, clients, counts, m_clients, m_back, m_events, m_topics, iso(append.now)]
+        args = {"rt_merchant": append.merchant_id, "rt_clients": clients, "rt_counts": counts,
+                "rt_message_clients": m_clients, "rt_message_back": m_back, "rt_message_events": m_events,
+                "rt_message_topics": m_topics, "rt_created": iso(append.now)}
         # The unit of work's trace (current here): the push to WebSockets joins it.
         # A partial of plain data, not a closure over ``append``: that would make
         # append → planned → closure → append a reference cycle, garbage for

@@ -17,8 +17,6 @@ import asyncpg
 from domain import outgoing_webhooks as rules
 from domain import render
 from domain.errors import EndpointDisabled, NotFound
-from domain.events import NewEvent
-from domain.ids import new_id
 from storage import webhook_endpoints
 from storage.pagination import page_rows
 
@@ -41,33 +39,38 @@ def session_settings(schedule: list[int]) -> dict[str, str]:
     return {MAX_ATTEMPTS_SETTING: str(len(schedule)), FIRST_DELAY_SETTING: str(schedule[0])}
 
 
-def projection_cte(events_cte: str, merchant_param: int) -> str:
+def projection_cte(events_cte: str, merchant: str) -> str:
     """The event log's delivery projection, as a CTE of the appending statement.
 
     One pending delivery per (event of ``events_cte``, enabled endpoint of the
     merchant that wants it), so every committed event has its deliveries and a
     rolled-back one has none. Which endpoint wants which event is
-    :func:`domain.outgoing_webhooks.matches`: the wildcard or the exact type,
-    given as parameter ``merchant_param + 1``. How many attempts a delivery
-    gets and when its first is due come from the session
+    :func:`domain.outgoing_webhooks.matches`: the wildcard or the exact type
+    (parameter ``$wd_wildcard``, :func:`projection_args`). How many attempts a
+    delivery gets and when its first is due come from the session
     (:func:`session_settings`).
+
+    Args:
+      merchant: the SQL of the merchant's id (a named parameter of the statement).
     """
-    m, wildcard = f"${merchant_param}", f"${merchant_param + 1}"
     attempts = f"current_setting('{MAX_ATTEMPTS_SETTING}')::int"
     delay = f"current_setting('{FIRST_DELAY_SETTING}')::float8"
     return (
-        "deliveries AS (INSERT INTO webhook_deliveries (id, merchant_id, endpoint_id, event_id, event_type, status,"
-        " max_attempts, next_attempt_at)"
-        f" SELECT paycast_new_id('wd'), {m}, ep.id, ev.id, ev.type, 'pending', {attempts},"
-        f" now() + make_interval(secs => {delay})"
-        f" FROM {events_cte} ev JOIN webhook_endpoints ep ON ep.merchant_id = {m} AND ep.status = 'enabled'"
-        f" AND ep.deleted_at IS NULL AND ({wildcard}::text = ANY(ep.enabled_events) OR ev.type = ANY(ep.enabled_events)))"
+        "-- one outgoing webhook delivery per event and enabled endpoint that wants it\n"
+        "deliveries AS (\n"
+        "  INSERT INTO webhook_deliveries (id, merchant_id, endpoint_id, event_id, event_type, status,\n"
+        "    max_attempts, next_attempt_at)\n"
+        f"  SELECT paycast_new_id('wd'), {merchant}, ep.id, ev.id, ev.type, 'pending', {attempts},\n"
+        f"    now() + make_interval(secs => {delay})\n"
+        f"  FROM {events_cte} ev JOIN webhook_endpoints ep ON ep.merchant_id = {merchant} AND ep.status = 'enabled'\n"
+        "    AND ep.deleted_at IS NULL AND ($wd_wildcard::text = ANY(ep.enabled_events)\n"
+        "    OR ev.type = ANY(ep.enabled_events)))"
     )
 
 
-def projection_args() -> list:
-    """The parameters of :func:`projection_cte` after the merchant id."""
-    return [rules.WILDCARD]
+def projection_args() -> dict[str, object]:
+    """The named parameters of :func:`projection_cte`."""
+    return {"wd_wildcard": rules.WILDCARD}
 
 
 async def claim(conn: asyncpg.Connection, limit: int, per_endpoint: int, busy_endpoints: list[str]) -> list[dict]:

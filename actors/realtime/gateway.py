@@ -40,12 +40,10 @@ class RealtimeGateway:
         self.settings = settings
         self.db = db
         self.node_id = "node_" + secrets.token_hex(8)
-        self.hub = Hub(db, settings)
-        self.feed = Feed(db, self.hub, check_s=settings.realtime_listener_check_s,
-                         timeout_s=settings.db_connect_timeout_s)
+        self.feed = Feed(db, check_s=settings.realtime_listener_check_s, timeout_s=settings.db_connect_timeout_s)
+        self.hub = Hub(db, settings, feed=self.feed, on_revoke=self._close_device)
         self.presence_writer = PresenceWriter(db, self.node_id, settings.realtime_presence_ttl_s)
         self.devices = DeviceWriter(db, settings.realtime_ack_flush_s)
-        self.hub.on_revoke = self._close_device
         self._secret: bytes | None = settings.realtime_secret.encode() if settings.realtime_secret else None
 
     async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
@@ -57,7 +55,7 @@ class RealtimeGateway:
             nursery.start_soon(supervise, "realtime-presence", self.presence_writer.run,
                                name="actor:realtime-presence")
             nursery.start_soon(supervise, "realtime-devices", self.devices.run, name="actor:realtime-devices")
-            await nursery.start(self.feed.run, name="actor:realtime-listener")
+            await nursery.start(self.feed.run, self.hub, name="actor:realtime-listener")
             task_status.started()
 
     # ------------------------------------------------------------ tokens

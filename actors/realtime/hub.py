@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Protocol
 
 import trio
 
@@ -48,23 +49,48 @@ HEARTBEAT_SLICE = 500
 HEARTBEAT_PHASES = 10
 
 
+class Notifications(Protocol):
+    """Where the hub takes committed-message notifications from (the LISTEN feed)."""
+
+    def take(self) -> list[str]:
+        """Every waiting notification payload."""
+
+    def missed(self) -> bool:
+        """Whether notifications were dropped since the last call (every connection must re-read)."""
+
+
+class _NoFeed:
+    def take(self) -> list[str]:
+        return []
+
+    def missed(self) -> bool:
+        return False
+
+
+def _ignore_revoke(merchant_id: str, client_id: str, device_id: str) -> None:
+    pass
+
+
 class Hub:
     """Local connections and the router.
 
     Args:
       db: the database.
       settings: ping/idle intervals.
-      take: returns every waiting notification payload (the LISTEN feed's).
+      feed: where the waiting notification payloads come from (the LISTEN feed,
+        :class:`actors.realtime.feed.Feed`); default none.
+      on_revoke: called with (merchant, client, device) when a device was deleted
+        (by any process); default nothing.
     """
 
-    def __init__(self, db, settings, take: Callable[[], list[str]] = list) -> None:
+    def __init__(self, db, settings, feed: Notifications | None = None,
+                 on_revoke: Callable[[str, str, str], None] | None = None) -> None:
         self._db = db
         self._ping_s = settings.realtime_ping_s
         self._idle_s = settings.realtime_idle_timeout_s
         self._tick_s = min(1.0, settings.realtime_ping_s / 2)
-        self.take = take
-        # Called with (merchant, client, device) when a device was deleted (by any process).
-        self.on_revoke: Callable[[str, str, str], None] = lambda merchant, client, device: None
+        self._feed: Notifications = feed if feed is not None else _NoFeed()
+        self._on_revoke = on_revoke or _ignore_revoke
         self.connections: dict[str, Connection] = {}
         self._by_client: dict[tuple[str, str], list[Connection]] = {}
         self._wake = trio.Event()
@@ -137,7 +163,9 @@ class Hub:
         while True:
             await self._wake.wait()
             self._wake = trio.Event()
-            payloads = self.take()
+            payloads = self._feed.take()
+            if self._feed.missed():
+                self._resync = True
             if payloads:
                 await self.route(payloads)
             if self._resync:
@@ -173,7 +201,7 @@ class Hub:
                 continue
             self.notices += 1
             if isinstance(notice, Revoke):
-                self.on_revoke(notice.merchant_id, notice.client_id, notice.device_id)
+                self._on_revoke(notice.merchant_id, notice.client_id, notice.device_id)
                 continue
             if (notice.merchant_id, notice.client_id) in self._by_client:
                 notices.append(notice)

@@ -12,7 +12,6 @@ from app.idempotency import idempotent
 from app.routes.payments import stored_method
 from app.schemas import CreateAccount, CreateDeposit, CreateWithdrawal
 from domain import render
-from storage import accounts
 
 bp = Blueprint("accounts", __name__)
 

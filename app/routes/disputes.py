@@ -11,7 +11,6 @@ from app.context import components
 from app.idempotency import idempotent
 from app.schemas import DisputeEvidence, Empty
 from domain import render
-from storage import disputes
 
 bp = Blueprint("disputes", __name__)
 

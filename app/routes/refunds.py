@@ -11,7 +11,6 @@ from app.context import components
 from app.idempotency import idempotent
 from app.schemas import CreateRefund
 from domain import render
-from storage import refunds
 
 bp = Blueprint("refunds", __name__)
 

@@ -14,7 +14,6 @@ from app.schemas import CreateWebhookEndpoint, Empty
 from domain import outgoing_webhooks as rules
 from domain import render
 from domain.errors import InvalidRequest
-from storage import webhook_endpoints
 
 bp = Blueprint("webhook_endpoints", __name__)
 # How long creating an endpoint may wait for DNS when private URLs are refused.

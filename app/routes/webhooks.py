@@ -13,11 +13,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from typing import Protocol
 
 from quart import Blueprint, request
 
 from app.body import json_response, read_raw
 from app.context import components
+from components import Components
+from components.connector_accounts import WebhookTarget
 from domain import razorpay_events, signatures, stripe_events, webhooks
 from domain.errors import InvalidRequest, NotFound
 from domain.ids import has_prefix
@@ -31,7 +34,14 @@ bp = Blueprint("webhooks", __name__)
 EVENT_MODULES = {"stripe": stripe_events, "razorpay": razorpay_events}
 
 
-def _verify(connector: str, secret: str, raw: bytes, now: int, headers) -> None:
+class Headers(Protocol):
+    """A request's headers: Quart's, or the ASGI endpoint's (:mod:`app.webhooks_endpoint`)."""
+
+    def get(self, name: str) -> str | None:
+        """The header's value (case-insensitive name), or None."""
+
+
+def _verify(connector: str, secret: str, raw: bytes, now: int, headers: Headers) -> None:
     if webhooks.FORMATS[connector] == "stripe":
         _checked(connector, signatures.verify_stripe, secret, raw, headers.get("Stripe-Signature"), now)
     else:
@@ -48,7 +58,7 @@ def _checked(connector: str, verify, *args) -> None:
         raise InvalidRequest(str(exc), code=exc.code) from None
 
 
-async def ingest(system, connector: str, raw: bytes, headers) -> dict:
+async def ingest(system: Components, connector: str, raw: bytes, headers: Headers) -> dict:
     """Verify, parse and durably store one gateway webhook.
 
     Args:
@@ -75,7 +85,8 @@ async def ingest(system, connector: str, raw: bytes, headers) -> dict:
     return await _store(system, event, raw)
 
 
-async def ingest_for_account(system, connector: str, account_id: str, raw: bytes, headers) -> dict:
+async def ingest_for_account(system: Components, connector: str, account_id: str, raw: bytes,
+                             headers: Headers) -> dict:
     """Verify with the account's webhook secret, parse, and durably store one real-connector webhook.
 
     The account may be disabled: its in-flight payments still settle by webhook.
@@ -104,14 +115,14 @@ async def ingest_for_account(system, connector: str, account_id: str, raw: bytes
     return await _store(system, event, raw)
 
 
-async def _target(system, connector: str, account_id: str, *, fresh: bool = False):
+async def _target(system: Components, connector: str, account_id: str, *, fresh: bool = False) -> WebhookTarget:
     target = await system.connector_accounts.webhook_target(connector, account_id, fresh=fresh)
     if target is None:
         raise NotFound(f"No {connector} webhooks are received at this path.", param="connector_account")
     return target
 
 
-async def _store(system, event: webhooks.GatewayEvent, raw: bytes) -> dict:
+async def _store(system: Components, event: webhooks.GatewayEvent, raw: bytes) -> dict:
     started = time.perf_counter()
     new = await system.inbox.writer.store(event, raw.decode("utf-8", "replace"), system.settings.ask_timeout_s)
     metrics.WEBHOOKS_RECEIVED.labels(event.connector, "new" if new else "duplicate").inc()

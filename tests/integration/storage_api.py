@@ -47,7 +47,7 @@ class StorageAPI:
         self.deadline_s = deadline_s
         # What commits with a change (orders and deposits following their payment, the
         # realtime log) is registered by the running system; do as it does.
-        register_followers_and_projections()
+        register_followers_and_projections(db)
 
     # ---- merchants
     async def create_merchant(self, name: str = "storage test") -> str:

@@ -15,14 +15,13 @@ import gc
 
 import pytest
 
-from components import register_followers_and_projections
+from components import COMMITS
 from domain.events import NewEvent
 from storage import events
 
 
 @pytest.fixture
 def no_collector():
-    register_followers_and_projections()
     gc.collect()
     gc.disable()
     try:
@@ -35,7 +34,8 @@ def test_an_append_with_a_realtime_projection_is_freed_without_the_cycle_collect
     snapshot = {"id": "pay_1", "object": "payment", "status": "succeeded", "customer_id": "cus_1"}
     append = events.Append("mer_1", [NewEvent("payment.succeeded", "pay_1", snapshot, "cus_1"),
                                      NewEvent("payment.created", "pay_1", snapshot, "cus_1")],
-                           dt.datetime.now(dt.timezone.utc), 1, guard="upd")
+                           dt.datetime.now(dt.timezone.utc), projections=COMMITS.projections,
+                           guard="upd")
     assert append.planned, "the realtime projection planned its CTEs for a customer's events"
     del append
     assert gc.collect() == 0
