@@ -42,7 +42,7 @@ def resolve_database(settings):
     """
     if settings.database_url:
         return settings.database_url, None, None
-    from storage.embedded import EmbeddedPostgres, EmbeddedPostgresError
+    from pg.cluster import EmbeddedPostgres, EmbeddedPostgresError
 
     pg = EmbeddedPostgres(settings.data_dir.resolve())
     try:
@@ -61,7 +61,7 @@ def resolve_database(settings):
 
 async def open_database(settings, dsn: str):
     """Open the pool and apply migrations, waiting a while for the database."""
-    from storage import migrate
+    from pg import migrate
     from storage.database import Database
     from domain.errors import Unavailable
 
@@ -121,7 +121,7 @@ async def serve_main(settings, dsn: str, admin_token: str, pg=None, box=None) ->
             root.start_soon(_watch_signals, shutdown, root.cancel_scope, name="signals")
             root.start_soon(_close_websockets_on, shutdown, components, name="realtime-drain")
             if pg is not None:
-                from storage.pg_supervisor import supervise
+                from pg.supervisor import supervise
 
                 root.start_soon(supervise, pg, name="embedded-pg-supervisor")
             app = create_app(components, admin_token)
