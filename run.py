@@ -241,7 +241,7 @@ def cmd_merchant_create(settings, name: str) -> int:
 
 
 def cmd_check(settings, skip: list[str] = ()) -> int:
-    from storage import invariants
+    from tools import invariants
 
     unknown = sorted(set(skip) - set(invariants.CHECKS) - set(invariants.WARNINGS))
     if unknown:
@@ -268,10 +268,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["simulate"]:  # its own options; no database needed here
         if "--chaos" in argv:
-            from bench.chaos import main as chaos
+            from tools.chaos import main as chaos
 
             return chaos(argv[1:])
-        from bench.simulate import main as simulate
+        from tools.simulate import main as simulate
 
         return simulate(argv[1:])
     parser = argparse.ArgumentParser(prog="run.py", description="Paycast payment backend")
