@@ -163,7 +163,7 @@ def cmd_serve(settings) -> int:
         return 2
     dsn, pg, lease = resolve_database(settings)
     if settings.workers > 1:
-        from app.workers import serve_workers
+        from processes.workers import serve_workers
 
         try:  # the parent's lease keeps the embedded server up while workers come and go
             return serve_workers(settings, dsn, admin_token, embedded=pg is not None)

@@ -141,7 +141,7 @@ async def serve_http(app: Quart, host: str, port: int, shutdown: trio.Event, *, 
         config.keyfile = str(keyfile)
     config.bind = [f"{host}:{port}"]
     if reuse_port:
-        from app.workers import reuse_port_socket
+        from app.sockets import reuse_port_socket
 
         # hypercorn takes the socket over by its descriptor (and listens on it).
         config.bind = [f"fd://{reuse_port_socket(host, port).detach()}"]
