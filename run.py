@@ -25,8 +25,8 @@ import sys
 import trio
 
 from config import SettingsError, load_settings
-from config import logs
 from config.roles import Role
+from telemetry import logs
 
 log = logging.getLogger("paycast")
 # How long start-up waits for a database that is not reachable yet.
@@ -172,7 +172,7 @@ def cmd_serve(settings) -> int:
                 lease.release()
     instruments = []
     if settings.trace_tasks:
-        from actors.tracing import TaskTracer
+        from telemetry.tasks import TaskTracer
 
         instruments.append(TaskTracer())
     from telemetry import tracing

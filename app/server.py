@@ -22,17 +22,17 @@ from app.keepalive import CompleteExchange
 from app.limits import BodyLimit
 from app.request_ids import request_id_of
 from app.context import PaycastApp
-from app.metrics import Metrics
 from app.realtime_endpoint import RealtimeEndpoint
 from app.webhooks_endpoint import WebhooksEndpoint
-from app.tracing import TracingMiddleware, name_after_route
-from config import logs
 from config.roles import Part, parts_of
 from domain.errors import InvalidRequest
 from app.routes import admin_inbox
 from app.routes import (accounts, admin, clients, connector_accounts, connectors, dashboard, disputes, events, ops,
                         orders, payments, realtime, reconciliation, refunds, webhook_endpoints, webhooks)
 from app.routes import stats as console_stats
+from telemetry import logs
+from telemetry.app_metrics import Metrics
+from telemetry.http import TracingMiddleware, name_after_route
 
 log = logging.getLogger("paycast.http")
 
