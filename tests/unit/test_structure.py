@@ -5,7 +5,8 @@ docs/architecture.md draws the layers; these tests keep the imports to it:
 - every import points down the layers (:data:`LAYERS`) or stays in its package;
 - no import circle between modules, neither among the imports that run when a
   module is imported nor counting the ones inside functions;
-- nothing outside bench/ imports bench/ (operator tools live in tools/).
+- nothing outside bench/ imports bench/ (operator tools live in tools/);
+- every import of ours names a module that exists (an old path after a move).
 
 An import under ``if TYPE_CHECKING:`` never runs, so it makes no circle, but it
 is still an arrow a reader follows: the layers count it.
@@ -197,6 +198,41 @@ def test_no_import_circle_counting_imports_in_functions():
     circles = _circles(edges)
     assert not circles, ("modules that import each other (an import inside a function hides the circle, "
                          "it does not remove it):\n" + _describe(circles, edges))
+
+
+def _names_of_package(module: str) -> set[str]:
+    """What ``from <package> import x`` can find without a submodule: the names its __init__ binds."""
+    names: set[str] = set()
+    for node in ast.parse(MODULES[module].read_text(encoding="utf-8")).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            for target in node.targets if isinstance(node, ast.Assign) else [node.target]:
+                names.update(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
+    return names
+
+
+def test_every_import_of_ours_finds_its_module():
+    # After a move, an import of the old path would only fail when it runs (many are in functions).
+    wrong = []
+    for module, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if isinstance(node, ast.Import):
+                wanted = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                wanted = [node.module]
+                if node.module in MODULES and MODULES[node.module].name == "__init__.py":
+                    names = _names_of_package(node.module)
+                    wanted += [f"{node.module}.{alias.name}" for alias in node.names
+                               if alias.name != "*" and alias.name not in names]
+            else:
+                continue
+            for name in wanted:
+                if _top(name) in (*LAYERS, *OUTSIDE) and name not in MODULES:
+                    wrong.append(f"{path.relative_to(ROOT)}:{node.lineno} imports {name}, which does not exist")
+    assert not wrong, "\n".join(wrong)
 
 
 def test_nothing_outside_bench_imports_bench():
