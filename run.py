@@ -24,9 +24,20 @@ import sys
 
 import trio
 
+from actors import collector
 from config import SettingsError, load_settings
-from config import logs
 from config.roles import Role
+from domain.errors import Unavailable
+from pg import migrate
+from pg.cluster import EmbeddedPostgres, EmbeddedPostgresError
+from pg.supervisor import supervise
+from processes.workers import serve_workers
+from storage import merchants, secrets_box, webhook_deliveries
+from storage.database import Database
+from storage.secrets_box import SecretsKeyError, load_box
+from telemetry import logs, metrics, tracing
+from telemetry.tasks import TaskTracer
+from tools import chaos, invariants, simulate
 
 log = logging.getLogger("paycast")
 # How long start-up waits for a database that is not reachable yet.
@@ -42,8 +53,6 @@ def resolve_database(settings):
     """
     if settings.database_url:
         return settings.database_url, None, None
-    from storage.embedded import EmbeddedPostgres, EmbeddedPostgresError
-
     pg = EmbeddedPostgres(settings.data_dir.resolve())
     try:
         lease = pg.acquire()
@@ -61,12 +70,6 @@ def resolve_database(settings):
 
 async def open_database(settings, dsn: str):
     """Open the pool and apply migrations, waiting a while for the database."""
-    from storage import migrate
-    from storage.database import Database
-    from domain.errors import Unavailable
-
-    from storage import webhook_deliveries
-
     db = Database(dsn, pool_size=settings.db_pool_size, statement_timeout_ms=settings.db_statement_timeout_ms,
                   connect_timeout_s=settings.db_connect_timeout_s,
                   session_settings=webhook_deliveries.session_settings(settings.retry_schedule))
@@ -104,11 +107,12 @@ async def _close_websockets_on(shutdown: trio.Event, components) -> None:
 
 
 async def serve_main(settings, dsn: str, admin_token: str, pg=None, box=None) -> None:
-    from actors import collector
-    from components import build_components
+    # The one lazy import: the HTTP stack and every component (quart, hypercorn,
+    # pydantic models, connector SDKs) take about 1.5 s to import, which only
+    # `serve` needs; one-shot commands (check, migrate, merchant create,
+    # simulate, --help), run often beside a live server, do not pay it.
     from app.server import create_app, serve_http
-    from storage import secrets_box
-    from telemetry import metrics
+    from components import build_components
 
     db = await open_database(settings, dsn)
     try:
@@ -121,8 +125,6 @@ async def serve_main(settings, dsn: str, admin_token: str, pg=None, box=None) ->
             root.start_soon(_watch_signals, shutdown, root.cancel_scope, name="signals")
             root.start_soon(_close_websockets_on, shutdown, components, name="realtime-drain")
             if pg is not None:
-                from storage.pg_supervisor import supervise
-
                 root.start_soon(supervise, pg, name="embedded-pg-supervisor")
             app = create_app(components, admin_token)
 
@@ -153,8 +155,6 @@ def cmd_serve(settings) -> int:
     if not admin_token:
         admin_token = "adm_" + secrets.token_urlsafe(24)
         print(f"PAYCAST_ADMIN_TOKEN is unset; admin token for this run: {admin_token}", flush=True)
-    from storage.secrets_box import SecretsKeyError, load_box
-
     try:  # before the database: an external one without a key is refused outright
         box = load_box(settings.secrets_key, external_database=bool(settings.database_url),
                        data_dir=settings.data_dir.resolve())
@@ -163,8 +163,6 @@ def cmd_serve(settings) -> int:
         return 2
     dsn, pg, lease = resolve_database(settings)
     if settings.workers > 1:
-        from app.workers import serve_workers
-
         try:  # the parent's lease keeps the embedded server up while workers come and go
             return serve_workers(settings, dsn, admin_token, embedded=pg is not None)
         finally:
@@ -172,11 +170,7 @@ def cmd_serve(settings) -> int:
                 lease.release()
     instruments = []
     if settings.trace_tasks:
-        from actors.tracing import TaskTracer
-
         instruments.append(TaskTracer())
-    from telemetry import tracing
-
     try:
         tracing.configure(settings.otel_exporter)
     except tracing.TracingConfigError as exc:
@@ -230,8 +224,6 @@ def cmd_migrate(settings) -> int:
 
 
 def cmd_merchant_create(settings, name: str) -> int:
-    from storage import merchants
-
     async def create(db) -> dict:
         merchant, api_key = await db.transaction(merchants.create, name)
         return {"merchant": merchant, "api_key": api_key}
@@ -241,8 +233,6 @@ def cmd_merchant_create(settings, name: str) -> int:
 
 
 def cmd_check(settings, skip: list[str] = ()) -> int:
-    from storage import invariants
-
     unknown = sorted(set(skip) - set(invariants.CHECKS) - set(invariants.WARNINGS))
     if unknown:
         print(f"paycast: no such check: {unknown[0]!r}", file=sys.stderr)
@@ -268,12 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["simulate"]:  # its own options; no database needed here
         if "--chaos" in argv:
-            from bench.chaos import main as chaos
-
-            return chaos(argv[1:])
-        from bench.simulate import main as simulate
-
-        return simulate(argv[1:])
+            return chaos.main(argv[1:])
+        return simulate.main(argv[1:])
     parser = argparse.ArgumentParser(prog="run.py", description="Paycast payment backend")
     sub = parser.add_subparsers(dest="command")
     serve = sub.add_parser("serve", help="run the server (default)")

@@ -15,9 +15,8 @@ from typing import Any, Generic, TypeVar
 
 import trio
 
-from config import logs
 from domain.errors import PaycastError, Unavailable
-from telemetry import metrics, tracing
+from telemetry import logs, metrics, tracing
 
 log = logging.getLogger("paycast.actors")
 K = TypeVar("K", bound=Hashable)

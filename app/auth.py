@@ -9,10 +9,10 @@ import trio
 from quart import current_app, g, request
 
 from app.context import components
-from config import logs
 from domain.errors import AuthenticationFailed, RateLimited
 from domain.ratelimit import TokenBucket, retry_after_header
 from storage import merchants
+from telemetry import logs
 
 # Merchants found by key hash. Keys never change once issued, so a positive
 # answer can be cached for the process lifetime; misses are not cached (a new

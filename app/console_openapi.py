@@ -1,7 +1,8 @@
 """OpenAPI entries for the operator console's read endpoints and pages.
 
 Kept apart from :mod:`app.openapi` so the console's additions stay in one
-place; :mod:`app.openapi` appends :data:`OPERATIONS` to its table.
+place; the ``/openapi.json`` route (app/routes/ops.py) adds :data:`OPERATIONS`
+to :mod:`app.openapi`'s table, so this module imports that one and not the reverse.
 """
 
 from __future__ import annotations

@@ -33,8 +33,8 @@ import trio
 
 from app.body import send_json
 from app.request_ids import request_id_of
-from config import logs
 from domain.errors import Unavailable
+from telemetry import logs
 
 log = logging.getLogger("paycast.http")
 
@@ -88,7 +88,7 @@ class RequestDeadline:
     Args:
       app: the next ASGI app.
       deadline_s: the server time a request may take; 0 turns the guard off.
-      metrics: the app's :class:`app.metrics.Metrics` (``deadline_exceeded``).
+      metrics: the app's :class:`telemetry.app_metrics.Metrics` (``deadline_exceeded``).
     """
 
     def __init__(self, app, deadline_s: float, metrics) -> None:

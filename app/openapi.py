@@ -522,10 +522,6 @@ OPERATIONS: list[Op] = [
 ]
 
 
-from app import console_openapi  # noqa: E402  (it imports Op and the models above)
-
-OPERATIONS += console_openapi.OPERATIONS
-
 
 def _schema_ref(model: Any, refs: dict) -> dict:
     if isinstance(model, dict):
@@ -534,7 +530,8 @@ def _schema_ref(model: Any, refs: dict) -> dict:
 
 
 def build(extra_ops: list[Op] = ()) -> dict:
-    """The OpenAPI 3.1 document."""
+    """The OpenAPI 3.1 document of :data:`OPERATIONS` and ``extra_ops`` (the console's,
+    :mod:`app.console_openapi`, are given by the ``/openapi.json`` route)."""
     ops = OPERATIONS + list(extra_ops)
     models = set()
     for op in ops:

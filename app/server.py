@@ -22,18 +22,18 @@ from app.keepalive import CompleteExchange
 from app.limits import BodyLimit
 from app.request_ids import request_id_of
 from app.context import PaycastApp
-from app.metrics import Metrics
 from app.realtime_endpoint import RealtimeEndpoint
 from app.webhooks_endpoint import WebhooksEndpoint
 from components import Components
-from app.tracing import TracingMiddleware, name_after_route
-from config import logs
 from config.roles import Part, parts_of
 from domain.errors import InvalidRequest
 from app.routes import admin_inbox
 from app.routes import (accounts, admin, clients, connector_accounts, connectors, dashboard, disputes, events, ops,
                         orders, payments, realtime, reconciliation, refunds, webhook_endpoints, webhooks)
 from app.routes import stats as console_stats
+from telemetry import logs
+from telemetry.app_metrics import Metrics
+from telemetry.http import TracingMiddleware, name_after_route
 
 log = logging.getLogger("paycast.http")
 
@@ -142,7 +142,7 @@ async def serve_http(app: Quart, host: str, port: int, shutdown: trio.Event, *, 
         config.keyfile = str(keyfile)
     config.bind = [f"{host}:{port}"]
     if reuse_port:
-        from app.workers import reuse_port_socket
+        from app.sockets import reuse_port_socket
 
         # hypercorn takes the socket over by its descriptor (and listens on it).
         config.bind = [f"fd://{reuse_port_socket(host, port).detach()}"]

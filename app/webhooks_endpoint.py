@@ -25,13 +25,13 @@ import trio
 
 from app.body import send_json
 from app.errors import body_too_large, internal_error, status_of
-from app.metrics import Metrics
 from app.request_ids import request_id_of
 from app.routes.webhooks import ingest, ingest_for_account
-from app.tracing import name_after_route
 from components import Components
-from config import logs
 from domain.errors import InvalidRequest, PaycastError
+from telemetry import logs
+from telemetry.app_metrics import Metrics
+from telemetry.http import name_after_route
 
 log = logging.getLogger("paycast.http")
 PREFIX = "/webhooks/"
@@ -63,7 +63,7 @@ class WebhooksEndpoint:
     Args:
       app: the next ASGI app (Quart).
       components: the process's components.
-      metrics: the app's :class:`app.metrics.Metrics` (request count and latency).
+      metrics: the app's :class:`telemetry.app_metrics.Metrics` (request count and latency).
       max_body: the body limit in bytes (``PAYCAST_MAX_BODY_BYTES``).
     """
 

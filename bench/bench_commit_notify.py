@@ -37,11 +37,12 @@ import asyncpg
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 from domain.events import NewEvent  # noqa: E402
-from storage import after_commit, migrate  # noqa: E402
+from pg import migrate  # noqa: E402
+from storage import after_commit  # noqa: E402
 from storage import events as event_log  # noqa: E402
 from storage import realtime as realtime_store  # noqa: E402,F401 - registers the realtime projection
 from storage.database import _init_connection  # noqa: E402
-from storage.embedded import EmbeddedPostgres  # noqa: E402
+from pg.cluster import EmbeddedPostgres  # noqa: E402
 
 MODES = ("no_customer", "inline_notify", "after_commit")
 

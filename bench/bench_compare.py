@@ -312,7 +312,7 @@ class Bench:
         self.pools = 0  # webhook pools signed so far: each gets its own event ids
 
     def start_database(self) -> tuple[str, str]:
-        from storage.embedded import EmbeddedPostgres
+        from pg.cluster import EmbeddedPostgres
 
         self.pg = EmbeddedPostgres(pathlib.Path(self.tmp) / "db")
         self.pg.start()

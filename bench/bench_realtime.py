@@ -598,7 +598,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         dsn = args.dsn
         if not dsn:
-            from storage.embedded import EmbeddedPostgres
+            from pg.cluster import EmbeddedPostgres
 
             tmp = tempfile.mkdtemp(prefix="paycast-rtbench-", dir="/tmp")
             pg = EmbeddedPostgres(pathlib.Path(tmp))

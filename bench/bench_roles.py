@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import asyncpg  # noqa: F401 - the embedded server's databases are made through it
 
-    from storage.embedded import EmbeddedPostgres
+    from pg.cluster import EmbeddedPostgres
     from bench.common import postmaster_pid
 
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="pcroles", dir="/tmp"))

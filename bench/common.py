@@ -355,7 +355,7 @@ class Session:
         from tests.support import ServerProcess
 
         if not self.dsn:
-            from storage.embedded import EmbeddedPostgres
+            from pg.cluster import EmbeddedPostgres
 
             self.tmp = tempfile.mkdtemp(prefix="paycast-bench-", dir="/tmp")
             self.pg = EmbeddedPostgres(pathlib.Path(self.tmp))

@@ -71,7 +71,7 @@ def main() -> int:
     tmp = pg = None
     dsn = args.dsn
     if dsn is None:
-        from storage.embedded import EmbeddedPostgres
+        from pg.cluster import EmbeddedPostgres
 
         tmp = tempfile.mkdtemp(prefix="pccost", dir="/tmp")
         pg = EmbeddedPostgres(pathlib.Path(tmp))

@@ -145,7 +145,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2, help="variants run interleaved this many times (2)")
     parser.add_argument("--no-save", action="store_true")
     args = parser.parse_args()
-    from storage.embedded import EmbeddedPostgres
+    from pg.cluster import EmbeddedPostgres
 
     tmp = tempfile.mkdtemp(prefix="paycast-rollup-choice-", dir="/tmp")
     pg = EmbeddedPostgres(pathlib.Path(tmp))

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from storage import idempotency, migrate, operations
+from pg import migrate
+from storage import idempotency, operations
 from storage.database import Database
 
 

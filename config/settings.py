@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     tls_certfile: pathlib.Path | None = None
     tls_keyfile: pathlib.Path | None = None
     # `run.py serve --workers N`: N full processes on one port (SO_REUSEPORT), supervised
-    # by a parent (app/workers.py). reuse_port binds with SO_REUSEPORT; the parent sets
+    # by a parent (processes/workers.py). reuse_port binds with SO_REUSEPORT; the parent sets
     # it for its workers, and it lets independent processes share a port too.
     workers: int = Field(1, ge=1, le=64)
     reuse_port: bool = False

@@ -7,6 +7,7 @@ Used both for HTTP responses and for event snapshots, so an event's
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterable, Mapping
 
 
@@ -214,4 +215,21 @@ def webhook_delivery(row: Mapping, attempts: Iterable[Mapping] = ()) -> dict:
         "attempts": [webhook_attempt(a) for a in attempts],
         "created_at": iso(row["created_at"]),
         "updated_at": iso(row["updated_at"]),
+    }
+
+
+def inbox_item(row: Mapping) -> dict:
+    """An inbox row in its API form (docs/api.md "Incoming webhook inbox")."""
+    try:
+        raw = json.loads(row["raw_body"])
+    except (TypeError, ValueError):
+        raw = {}
+    event_type = (raw.get("type") or raw.get("event")) if isinstance(raw, dict) else None
+    return {
+        "id": row["id"], "object": "inbox_item", "connector": row["connector"], "event_id": row["event_id"],
+        "event_type": event_type if isinstance(event_type, str) else row["kind"],
+        "kind": row["kind"], "status": row["status"], "attempts": row["tries"], "failures": row["failures"],
+        "last_error": row["last_error"], "payment_id": row["payment_id"],
+        "received_at": iso(row["received_at"]), "processed_at": iso(row["processed_at"]),
+        "next_attempt_at": iso(row["claimed_until"]) if row["processed_at"] is None else None,
     }

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from domain import render
 from domain.errors import NotYetApplicable, StateError
 from domain.ids import new_id
 from domain.payments import Outcome, OutcomeKind
@@ -215,30 +216,9 @@ async def fail(conn: asyncpg.Connection, inbox_id: str, error: str, schedule: li
     return row["status"] if row else "missing"
 
 
-def render_item(row) -> dict:
-    """An inbox row in its API form (docs/api.md "Incoming webhook inbox")."""
-    try:
-        raw = json.loads(row["raw_body"])
-    except (TypeError, ValueError):
-        raw = {}
-    event_type = (raw.get("type") or raw.get("event")) if isinstance(raw, dict) else None
-    return {
-        "id": row["id"], "object": "inbox_item", "connector": row["connector"], "event_id": row["event_id"],
-        "event_type": event_type if isinstance(event_type, str) else row["kind"],
-        "kind": row["kind"], "status": row["status"], "attempts": row["tries"], "failures": row["failures"],
-        "last_error": row["last_error"], "payment_id": row["payment_id"],
-        "received_at": _iso(row["received_at"]), "processed_at": _iso(row["processed_at"]),
-        "next_attempt_at": _iso(row["claimed_until"]) if row["processed_at"] is None else None,
-    }
-
-
-def _iso(value) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value is not None else None
-
-
 async def get_item(conn: asyncpg.Connection, inbox_id: str) -> dict | None:
     row = await conn.fetchrow("SELECT * FROM webhook_inbox WHERE id = $1", inbox_id)
-    return render_item(row) if row else None
+    return render.inbox_item(row) if row else None
 
 
 async def list_items(conn: asyncpg.Connection, *, limit: int, starting_after: str | None,
@@ -254,7 +234,7 @@ async def list_items(conn: asyncpg.Connection, *, limit: int, starting_after: st
         " ORDER BY received_at DESC, id DESC LIMIT $1",
         limit + 1, status, connector, starting_after,
     )
-    return [render_item(r) for r in rows[:limit]], len(rows) > limit
+    return [render.inbox_item(r) for r in rows[:limit]], len(rows) > limit
 
 
 async def reopen(conn: asyncpg.Connection, inbox_id: str) -> dict | None:

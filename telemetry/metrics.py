@@ -1,7 +1,7 @@
 """Process-wide Prometheus metrics recorded where things happen.
 
 Gauges that are read from the database or from live objects at scrape time
-stay in :mod:`app.metrics`; this module holds what must be counted as it
+stay in :mod:`telemetry.app_metrics`; this module holds what must be counted as it
 happens (transitions, connector calls, webhook latencies, units of work), in
 one process-wide registry that ``/metrics`` renders next to the app's.
 prometheus_client's metrics are thread-safe, so the database loop thread

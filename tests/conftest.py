@@ -47,7 +47,7 @@ def pg_admin_dsn():
     if url:
         yield url
         return
-    from storage.embedded import EmbeddedPostgres
+    from pg.cluster import EmbeddedPostgres
 
     tmp = tempfile.mkdtemp(prefix="pcpg", dir="/tmp")
     pg = EmbeddedPostgres(pathlib.Path(tmp))

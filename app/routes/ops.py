@@ -143,11 +143,12 @@ async def debug_tasks():
 
 @bp.get("/openapi.json")
 async def openapi_json():
-    from app import openapi
+    from app import console_openapi, openapi
 
     spec = current_app.config.get("OPENAPI")
     if spec is None:
-        spec = current_app.config["OPENAPI"] = openapi.build(current_app.config.get("EXTRA_OPS", []))
+        spec = current_app.config["OPENAPI"] = openapi.build(
+            [*console_openapi.OPERATIONS, *current_app.config.get("EXTRA_OPS", [])])
     return json_response(spec)
 
 

@@ -42,8 +42,8 @@ def test_same_seed_same_fault_schedule():
 
 def test_same_seed_same_fault_schedule_per_topology():
     """The schedule is a pure function of the seed and the topology (in-process: no server)."""
-    from bench.chaos import make_schedule
-    from bench.chaos_cluster import Topology
+    from tools.chaos import make_schedule
+    from tools.chaos_cluster import Topology
 
     def schedule(seed: int, topology: str) -> dict:
         made = make_schedule(seed, 60, Topology.parse(topology))

@@ -16,7 +16,7 @@ from tests.support import payment_body, run_check, wait_for
 
 @pytest.fixture
 def own_postgres():
-    from storage.embedded import EmbeddedPostgres
+    from pg.cluster import EmbeddedPostgres
 
     tmp = tempfile.mkdtemp(prefix="pcdown", dir="/tmp")
     pg = EmbeddedPostgres(pathlib.Path(tmp))

@@ -187,7 +187,7 @@ def test_embedded_database_generates_a_private_key_file():
     finally:
         if saved is not None:
             os.environ["PAYCAST_SECRETS_KEY"] = saved
-        from storage.embedded import EmbeddedPostgres
+        from pg.cluster import EmbeddedPostgres
 
         EmbeddedPostgres(data_dir).stop()  # whatever a failed start left behind
         shutil.rmtree(data_dir, ignore_errors=True)

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from storage.embedded import EmbeddedPostgres
+from pg.cluster import EmbeddedPostgres
 from tests.support import ROOT, ServerProcess, payment_body, wait_for
 
 

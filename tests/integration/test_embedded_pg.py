@@ -1,4 +1,4 @@
-"""Integration tests for storage.embedded: a real PostgreSQL server per test.
+"""Integration tests for pg.cluster: a real PostgreSQL server per test.
 
 Data dirs live directly under /tmp so that the socket path stays short
 (except in the test that deliberately exercises the long-path fallback).
@@ -19,7 +19,7 @@ import time
 import asyncpg
 import psutil
 
-from storage.embedded import EmbeddedPostgres
+from pg.cluster import EmbeddedPostgres
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -122,7 +122,7 @@ def test_recovers_from_killed_postmaster_and_concurrent_starts() -> None:
         # Two processes racing to initialise and start the same data dir must
         # end up sharing one server.
         code = (
-            "import sys; from storage.embedded import EmbeddedPostgres; "
+            "import sys; from pg.cluster import EmbeddedPostgres; "
             f"print(EmbeddedPostgres(sys.argv[1]).start())"
         )
         procs = [
@@ -171,7 +171,7 @@ def test_leases_last_one_out_stops_and_dead_holders_do_not_count() -> None:
         child = subprocess.Popen(
             [sys.executable, "-c",
              "import sys, time; sys.path.insert(0, sys.argv[2]);"
-             "from storage.embedded import EmbeddedPostgres;"
+             "from pg.cluster import EmbeddedPostgres;"
              "EmbeddedPostgres(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(600)",
              str(data_dir), str(REPO_ROOT)],
             stdout=subprocess.PIPE, text=True)

@@ -7,7 +7,8 @@ from __future__ import annotations
 import trio
 
 from domain.errors import NotFound
-from storage import merchants, migrate, webhook_deliveries
+from pg import migrate
+from storage import merchants, webhook_deliveries
 from storage import payments
 from storage.database import Database
 from tests.support import db_fetch

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from storage import migrate, partitions
+from pg import migrate
+from storage import partitions
 from storage.database import Database
 
 BOUNDED = 15

@@ -22,7 +22,8 @@ from domain.errors import (IdempotencyKeyInUse, IdempotencyKeyReused, Insufficie
                            RefundExceedsPayment, StateError)
 from domain.payments import Outcome, OutcomeKind
 from domain.webhooks import GatewayEvent
-from storage import migrate, webhook_deliveries  # the retry schedule reaches delivery SQL as session settings
+from pg import migrate
+from storage import webhook_deliveries  # the retry schedule reaches delivery SQL as session settings
 from storage.database import Database
 from tests.integration.storage_api import StorageAPI
 

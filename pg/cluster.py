@@ -61,6 +61,9 @@ from collections.abc import Iterator, Sequence
 
 import psutil
 
+from pg import leases
+from pg.leases import Lease
+
 with warnings.catch_warnings():
     # Importing the package also imports its PostgresServer class (unused
     # here), whose class body asks platformdirs for XDG_RUNTIME_DIR and warns
@@ -140,42 +143,6 @@ class _PidFile:
     socket_dir: str
     listen_address: str
     status: str  # "starting" (our name for "no status yet"), "ready", "stopping", "standby"
-
-
-class Lease:
-    """One process's registration as a user of an embedded server (see :meth:`EmbeddedPostgres.acquire`)."""
-
-    def __init__(self, pg: "EmbeddedPostgres", path: pathlib.Path, fd: int) -> None:
-        self._pg = pg
-        self._path = path
-        self._fd: int | None = fd
-
-    @property
-    def held(self) -> bool:
-        """Whether the lease is still registered."""
-        return self._fd is not None
-
-    def release(self) -> bool:
-        """Unregister; when no other live process holds a lease, stop the server.
-
-        Idempotent.
-
-        Returns:
-            True if this call stopped the server.
-
-        Raises:
-            EmbeddedPostgresError: If the server had to be stopped and could not be.
-        """
-        if self._fd is None:
-            return False
-        return self._pg._release(self)
-
-    def _drop(self) -> None:
-        if self._fd is None:
-            return
-        self._path.unlink(missing_ok=True)
-        os.close(self._fd)
-        self._fd = None
 
 
 class EmbeddedPostgres:
@@ -288,33 +255,10 @@ class EmbeddedPostgres:
         Returns:
             The number of live leases, this process's own included.
         """
-        users = self._data_dir / "pg.users"
-        alive = 0
-        for path in sorted(users.glob("*.lease")) if users.is_dir() else ():
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            except FileNotFoundError:
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                alive += 1  # its owner holds it: a live user
-            else:
-                _logger.info("removing stale lease %s", path.name)
-                path.unlink(missing_ok=True)
-            finally:
-                os.close(fd)
-        return alive
+        return leases.live_users(self._data_dir / "pg.users")
 
     def _register(self) -> "Lease":
-        users = self._data_dir / "pg.users"
-        users.mkdir(exist_ok=True)
-        path = users / f"{os.getpid()}-{os.urandom(4).hex()}.lease"
-        # O_CLOEXEC: the postmaster we may start must not inherit the lease,
-        # or the server would count itself as one of its users for ever.
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-        fcntl.flock(fd, fcntl.LOCK_SH)
-        return Lease(self, path, fd)
+        return leases.register(self._data_dir / "pg.users", self)
 
     def _release(self, lease: "Lease") -> bool:
         with self._locked():

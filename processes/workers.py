@@ -33,11 +33,12 @@ import logging
 import os
 import pathlib
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
+
+from app.sockets import reuse_port_socket
 
 log = logging.getLogger("paycast.workers")
 
@@ -51,21 +52,6 @@ _PR_SET_PDEATHSIG = 1
 
 class WorkersFailed(RuntimeError):
     """A worker did not start, or kept crashing."""
-
-
-def reuse_port_socket(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to ``host:port`` with ``SO_REUSEPORT`` (and ``TCP_NODELAY``), not listening yet."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.bind((host.strip("[]"), port))
-    except BaseException:
-        sock.close()
-        raise
-    return sock
 
 
 try:  # resolved here, not in the forked child (no dlopen between fork and exec)

@@ -100,7 +100,7 @@ _SPAWNER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_pref
 
 
 def _spawn(args: list[str], env: dict[str, str], stderr) -> subprocess.Popen:
-    from app.workers import die_with_parent
+    from processes.workers import die_with_parent
 
     return _SPAWNER.submit(subprocess.Popen, args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=stderr,
                            text=True, preexec_fn=die_with_parent).result()

@@ -47,7 +47,7 @@ def query(data_dir: pathlib.Path, sql: str, *args) -> list:
     """One statement against the run's embedded PostgreSQL (from a thread)."""
     import asyncpg
 
-    from storage.embedded import EmbeddedPostgres
+    from pg.cluster import EmbeddedPostgres
 
     async def main():
         conn = await asyncpg.connect(EmbeddedPostgres(data_dir).dsn("paycast"), timeout=5)

@@ -1,7 +1,7 @@
 """``run.py simulate --chaos --seed N [--topology single|workers:N|roles]``: mixed traffic under injected faults, then every invariant.
 
 It starts its own Paycast on an embedded PostgreSQL in a throwaway data
-directory, in one of three topologies (bench/chaos_cluster.py): ``single``
+directory, in one of three topologies (tools/chaos_cluster.py): ``single``
 (one ``run.py serve``, the default), ``workers:N`` (``run.py serve --workers
 N`` on one port) or ``roles`` (an ``api``, a ``worker`` and two ``realtime``
 processes on one data directory). It drives payments (cards, declines, manual
@@ -62,9 +62,9 @@ from dataclasses import asdict, dataclass, field
 import httpx
 import trio
 
-from bench import chaos_cluster as cluster_mod
-from bench.chaos_cluster import ADMIN_TOKEN, Cluster, Receiver, Topology, TopologyError
-from bench.chaos_leases import Watch, query
+from tools import chaos_cluster as cluster_mod
+from tools.chaos_cluster import ADMIN_TOKEN, Cluster, Receiver, Topology, TopologyError
+from tools.chaos_leases import Watch, query
 
 CUSTOMERS = [f"cus_chaos_{i}" for i in range(4)]
 STRIPE_SECRET = "whsec_dev_mockstripe"
@@ -638,7 +638,7 @@ def run_chaos(seed: int, operations: int, concurrency: int, keep: bool, topology
     finally:
         cluster.stop()
         if not keep:
-            from storage.embedded import EmbeddedPostgres
+            from pg.cluster import EmbeddedPostgres
 
             EmbeddedPostgres(data_dir).stop()
             shutil.rmtree(data_dir, ignore_errors=True)

@@ -13,7 +13,7 @@ import logging
 
 import trio
 
-from storage.embedded import EmbeddedPostgres, EmbeddedPostgresError
+from pg.cluster import EmbeddedPostgres, EmbeddedPostgresError
 
 log = logging.getLogger("paycast.storage")
 
