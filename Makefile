@@ -35,8 +35,12 @@ $(LOCALSTRIPE_STAMP):
 run: $(STAMP)
 	$(BIN)/python run.py
 
+# Two pytest processes (pytest-xdist), each taking whole test files: most e2e tests wait on a
+# server, a database or a timer, so two overlap well on two cores; module fixtures (one server per
+# file) are set up once. TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
 test: $(STAMP) $(LOCALSTRIPE_STAMP)
-	$(BIN)/python -m pytest -q --durations=20 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=20 $(PYTEST_ARGS)
 
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'

@@ -6,10 +6,23 @@ in the process-wide :mod:`telemetry.metrics`; ``/metrics`` renders both.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Protocol
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from storage.database import Database
+
+class UnitStats(Protocol):
+    units: int
+    round_trips: int
+    max_round_trips: int
+
+
+class Database(Protocol):
+    """What the collector reads of :class:`storage.database.Database` (telemetry sits below storage)."""
+
+    stats: Mapping[str, UnitStats]
 
 
 class UnitsOfWork:
