@@ -23,21 +23,10 @@ import trio.testing
 from actors import inbox as inbox_actors
 from actors.inbox import InboxProcessor, InboxWriter
 from domain.webhooks import GatewayEvent
-from storage import inbox, migrate
+from storage import inbox
 from storage.database import Database
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-async def db(new_database):
-    db = Database(new_database("paycast_inbox_actors"))
-    await db.open()
-    try:
-        await db.run(migrate.apply)
-        yield db
-    finally:
-        await db.close()
 
 
 def event(event_id: str, payment_id: str | None) -> GatewayEvent:

@@ -23,7 +23,7 @@ from actors.realtime.connection import Connection
 from actors.realtime.hub import Hub
 from domain.realtime import Claims, Message, encode_notice, event_frame
 from domain.realtime_delivery import CLOSE_TRY_AGAIN_LATER
-from storage import merchants, migrate
+from storage import merchants
 from storage import realtime as store
 from storage.database import Database
 
@@ -31,17 +31,6 @@ pytestmark = pytest.mark.timeout(60)
 
 SETTINGS = types.SimpleNamespace(realtime_queue_size=256, realtime_slow_consumer_s=5.0, realtime_ping_s=20.0,
                                  realtime_idle_timeout_s=60.0, realtime_max_frame_bytes=4096)
-
-
-@pytest.fixture
-async def db(new_database):
-    db = Database(new_database("paycast_realtime_hub"))
-    await db.open()
-    try:
-        await db.run(migrate.apply)
-        yield db
-    finally:
-        await db.close()
 
 
 @pytest.fixture

@@ -25,22 +25,16 @@ from actors import unit_writer
 from actors.runtime import AskTimeout
 from actors.unit_writer import UnitWriter
 from domain.errors import NotFound
-from storage import migrate
 from storage.database import Database
 
 pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
-async def db(new_database):
-    db = Database(new_database("paycast_unit_writer"))
-    await db.open()
-    try:
-        await db.run(migrate.apply)
-        await db.run(_create_notes)
-        yield db
-    finally:
-        await db.close()
+async def db(db):
+    """The migrated database, with a table the units here write."""
+    await db.run(_create_notes)
+    return db
 
 
 async def _create_notes(conn) -> None:
