@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from domain import latency, rollups
-from tests.support import ADMIN_TOKEN, CARD_DECLINED, CARD_OK, UPI, db_fetch, expect, payment_body, run_check, wait_for
+from tests.support import ADMIN_TOKEN, CARD_DECLINED, UPI, db_fetch, expect, payment_body, run_check, wait_for
 
 CARD_DISPUTED = {"type": "card", "card": {"number": "4000000000000259"}}
 # Settings that make every kind of transition happen within a test: a flaky connector that often

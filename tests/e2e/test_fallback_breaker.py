@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from tests.support import ServerProcess, expect, payment_body, wait_for
+from tests.support import ServerProcess, expect, payment_body
 
 
 def _flaky(client) -> dict:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from config import load_settings
-from tests.support import ADMIN_TOKEN, expect, skip_or_fail
+from tests.support import expect, skip_or_fail
 
 
 def test_every_route_is_documented(server):

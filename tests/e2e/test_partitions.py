@@ -10,7 +10,6 @@ clock, exactly as ``actor:partitions`` does.
 from __future__ import annotations
 
 import datetime as dt
-import json
 
 import pytest
 import trio

@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 
 import asyncpg
 import psutil
@@ -124,7 +123,7 @@ def test_recovers_from_killed_postmaster_and_concurrent_starts() -> None:
         # end up sharing one server.
         code = (
             "import sys; from storage.embedded import EmbeddedPostgres; "
-            f"print(EmbeddedPostgres(sys.argv[1]).start())"
+            "print(EmbeddedPostgres(sys.argv[1]).start())"
         )
         procs = [
             subprocess.Popen(

@@ -38,7 +38,6 @@ What localstripe 1.15.10 does (read from its source):
 from __future__ import annotations
 
 import fcntl
-import os
 import pathlib
 import socket
 import subprocess
