@@ -80,7 +80,8 @@ class ServerProcess:
         raise RuntimeError(f"server did not start within {timeout}s: {''.join(self.stderr_lines[-20:])}")
 
     def _drain_stdout(self, lines: "queue.Queue[str | None]") -> None:
-        assert self.proc and self.proc.stdout
+        assert self.proc
+        assert self.proc.stdout
         for line in self.proc.stdout:
             if self.url is None:
                 lines.put(line)
@@ -89,7 +90,8 @@ class ServerProcess:
         lines.put(None)
 
     def _drain_stderr(self) -> None:
-        assert self.proc and self.proc.stderr
+        assert self.proc
+        assert self.proc.stderr
         for line in self.proc.stderr:
             self.stderr_lines.append(line)
 

@@ -138,7 +138,8 @@ def test_refund_is_idempotent(client):
     headers = {"Idempotency-Key": f"refund-{pay['id']}"}
     first = client.post("/v1/refunds", json={"payment_id": pay["id"], "amount": 400}, headers=headers)
     second = client.post("/v1/refunds", json={"payment_id": pay["id"], "amount": 400}, headers=headers)
-    assert first.status_code == second.status_code == 201
+    expect(first, 201)
+    expect(second, 201)
     assert second.headers.get("Idempotent-Replayed") == "true"
     assert second.content == first.content
     assert client.get(f"/v1/payments/{pay['id']}").json()["amount_refunded"] == 400
