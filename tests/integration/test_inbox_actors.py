@@ -101,6 +101,15 @@ async def until(predicate: Callable[[], object], timeout: float = 15) -> None:
             await trio.sleep(0.01)
 
 
+async def until_rows(db: Database, predicate: Callable[[list[dict]], object], timeout: float = 15) -> list[dict]:
+    """Wait (bounded) until the inbox rows satisfy ``predicate``; the rows. For what the
+    processor writes after an apply returned (a failure, a release)."""
+    with trio.fail_after(timeout):
+        while not predicate(rows := await db.run(_rows)):
+            await trio.sleep(0.02)
+    return rows
+
+
 async def test_the_writer_commits_a_burst_together_and_hands_new_rows_over(db, monkeypatch):
     monkeypatch.setattr(inbox_actors, "POLL_S", 3600)  # only the hand-off can bring rows
     payments = Payments(db)
@@ -171,7 +180,8 @@ async def test_a_failing_apply_is_retried_on_schedule_then_a_dead_letter(db, mon
     processor = InboxProcessor(payments)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(processor.run)
-        await until(lambda: sum(1 for p, *_ in payments.calls if p == "pay_bad") == 3)
+        await until_rows(db, lambda rows: {r["event_id"]: r["status"] for r in rows} == {"bad": "dead",
+                                                                                          "good": "applied"})
         await trio.sleep(0.3)  # more polls: a dead letter is not claimed again
         nursery.cancel_scope.cancel()
     rows = {r["event_id"]: r for r in await db.run(_rows)}
@@ -189,18 +199,24 @@ async def test_a_failing_apply_is_retried_on_schedule_then_a_dead_letter(db, mon
 async def test_a_row_that_overtook_its_payment_is_released_not_failed(db, monkeypatch):
     monkeypatch.setattr(inbox_actors, "POLL_S", 0.05)
     await db.transaction(inbox.insert_many, [(event("early", "pay_early"), "{}", None)])
-    payments = Payments(db, lambda event_id, n: inbox.RETRY if n == 1 else "applied")
+
+    def outcome(event_id: str, n: int) -> str:
+        if n == 1:
+            payments.gate = trio.Event()  # the next try waits until the release is looked at
+            return inbox.RETRY
+        return "applied"
+
+    payments = Payments(db, outcome)
     processor = InboxProcessor(payments)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(processor.run)
-        await until(lambda: len(payments.calls) == 1)
-        await until(lambda: payments.finished == [payments.calls[0][1]])
-        (row,) = await db.run(_rows)
+        (row,) = await until_rows(db, lambda rows: rows[0]["last_error"] is not None)
         # Given back for a second, not counted as a failure.
         assert row["status"] == "pending"
         assert row["failures"] == 0
         assert row["leased"]
         assert row["last_error"] == "RuntimeError: payment not found yet"
+        payments.gate.set()
         await until(lambda: len(payments.finished) == 2)  # claimed again once that second is over
         nursery.cancel_scope.cancel()
     (row,) = await db.run(_rows)
