@@ -33,12 +33,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import json
 import os
 import pathlib
 import secrets
-import shlex
 import shutil
 import signal
 import subprocess
@@ -54,8 +52,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.common import (  # noqa: E402
-    RESULTS, CpuMeter, Scenario, fmt_ms, generator_description, load_average, machine_facts, parse_server_env,
-    postmaster_pid, resolve_generator, run_wrk,
+    RESULTS, CpuMeter, Scenario, add_save_arguments, command_line, fmt_ms, generator_description, load_average,
+    machine_line, parse_server_env, postmaster_pid, resolve_generator, run_wrk, stop_everything, utc_now,
+    write_results,
 )
 
 FLOWS = ("create_confirm", "confirm_true", "webhooks", "bare")
@@ -418,17 +417,7 @@ class Bench:
         return webhook_requests(payments, n, f"{self.run_tag}p{self.pools}", WEBHOOK_SECRET)
 
     def close(self) -> None:
-        if self.wrk is not None and self.wrk.poll() is None:
-            self.wrk.kill()
-            self.wrk.wait()
-        for server in list(self.servers):
-            server.process.stop()
-        if self.pg is not None:
-            try:
-                self.pg.stop()
-            except Exception as exc:  # noqa: BLE001 - keep cleaning up
-                print(f"could not stop PostgreSQL: {exc}", file=sys.stderr)
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        stop_everything(self.wrk, [server.process for server in self.servers], self.pg, [self.tmp])
 
 
 def run_flows(bench: Bench, paycast: Server, reference: Server, flows: list[str], rounds: int) -> dict:
@@ -508,15 +497,10 @@ def git_revision() -> str:
 
 
 def save(args, tables: list[str]) -> None:
-    facts = machine_facts()
-    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    command = ".venv/bin/python bench/bench_compare.py " + shlex.join(sys.argv[1:]) + "  (what `make bench` runs)"
     text = [
-        f"## Paycast vs reference — {when}",
-        "",
-        f"- command: `{command.strip()}`",
+        f"- command: `{command_line('bench_compare.py', '  (what `make bench` runs)')}`",
         f"- code: {git_revision()}",
-        f"- machine: nproc={facts['nproc']}, {facts['cpu']}, Linux {facts['kernel']}, Python {facts['python']}; "
+        f"- machine: {machine_line()}; "
         f"**shared with other sessions** (load average at the end: {load_average()}): numbers are indicative, "
         "compare the ratios within this run",
         f"- generator: {generator_description()}, {args.connections} connections, {args.duration:g} s per cell "
@@ -536,11 +520,7 @@ def save(args, tables: list[str]) -> None:
         text.append("- py-spy was attached to Paycast during the measured runs (profiler overhead included)")
     if args.note:
         text.append(f"- note: {args.note}")
-    text.append("")
-    for table in tables:
-        text += [table, ""]
-    with RESULTS.open("a") as f:
-        f.write("\n" + "\n".join(text))
+    write_results(f"Paycast vs reference — {utc_now()}", text, tables)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -560,13 +540,9 @@ def main(argv: list[str] | None = None) -> int:
                              "per-merchant event seq contention shows as a difference between 1 and 8")
     parser.add_argument("--customer-id", action="store_true",
                         help="payments carry a customer_id (Paycast then notifies realtime receivers)")
-    parser.add_argument("--server-env", action="append", default=[], metavar="PAYCAST_X=VALUE",
-                        help="extra setting for the Paycast processes (repeatable)")
-    parser.add_argument("--py-spy", metavar="DIR",
-                        help="record a py-spy profile of Paycast during each measured run into DIR (the profiler "
-                             "costs CPU: that run's numbers are not comparable)")
-    parser.add_argument("--no-save", action="store_true", help=f"do not append to {RESULTS.relative_to(ROOT)}")
-    parser.add_argument("--note", default="", help="one line saved with the results")
+    add_save_arguments(parser, server_env_help="extra setting for the Paycast processes (repeatable)",
+                       py_spy_help="record a py-spy profile of Paycast during each measured run into DIR (the "
+                                   "profiler costs CPU: that run's numbers are not comparable)")
     args = parser.parse_args(argv)
     if args.merchants < 1:
         parser.error("--merchants must be at least 1")

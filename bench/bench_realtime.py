@@ -38,14 +38,11 @@ maximum for this process, the servers and the generators.
 from __future__ import annotations
 
 import argparse
-import datetime
 import gc
 import json
 import os
 import pathlib
-import platform
 import resource
-import shlex
 import shutil
 import signal
 import statistics
@@ -55,11 +52,15 @@ import tempfile
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "RESULTS.md"
 sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 import trio  # noqa: E402
+
+from bench.common import (  # noqa: E402
+    RESULTS, add_save_arguments, command_line, database_line, machine_line, parse_server_env, postmaster_pid, utc_now,
+    write_results,
+)
 
 LOAD_AT_START = os.getloadavg()[0]
 
@@ -108,7 +109,6 @@ def _children(pid: int) -> list[int]:
 
 def postgres_pids(pg) -> list[int]:
     """The postmaster of the embedded PostgreSQL (none for an external database)."""
-    from bench.common import postmaster_pid
     pid = postmaster_pid(pg) if pg is not None else None
     return [pid] if pid else []
 
@@ -517,31 +517,18 @@ def render(results: dict) -> str:
 
 
 def save(table: str, args, limits: tuple[int, int]) -> None:
-    command = ".venv/bin/python bench/bench_realtime.py " + shlex.join(sys.argv[1:])
-    cpu = "?"
-    for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    db = "external (--dsn / PAYCAST_DATABASE_URL)" if args.dsn else "embedded PostgreSQL (fresh temp dir)"
     text = [
-        f"## Realtime gateway vs `websockets` reference — {when}",
-        "",
-        f"- command: `{command.strip()}`",
-        f"- machine: nproc={os.cpu_count()}, {cpu}, Linux {platform.release()}, Python {platform.python_version()}",
+        f"- command: `{command_line('bench_realtime.py')}`",
+        f"- machine: {machine_line()}",
         f"- clients: `websockets` asyncio client in {args.gen_procs} separate load-generator process(es) on the "
         f"same machine (they share the 2 cores with the servers and PostgreSQL); open-files limit {limits[0]}",
-        f"- database: {db}",
+        f"- database: {database_line(args)}",
         f"- machine load average (1 min) at start / end: {LOAD_AT_START:.2f} / {os.getloadavg()[0]:.2f} "
         "(other sessions may share this machine)",
     ]
     if args.note:
         text.append(f"- note: {args.note}")
-    text += ["", table, ""]
-    header = "" if RESULTS.exists() else "# Benchmark results\n\n"
-    with RESULTS.open("a") as f:
-        f.write(header + "\n".join(text) + "\n")
+    write_results(f"Realtime gateway vs `websockets` reference — {utc_now()}", text, [table])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -568,13 +555,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep-alive connections the webhook sender uses (64)")
     parser.add_argument("--dsn", default=os.environ.get("PAYCAST_DATABASE_URL"),
                         help="use this PostgreSQL (default: $PAYCAST_DATABASE_URL, else an embedded one)")
-    parser.add_argument("--server-env", action="append", default=[], metavar="PAYCAST_X=VALUE",
-                        help="extra setting for the server process (repeatable)")
-    parser.add_argument("--no-save", action="store_true", help=f"do not append to {RESULTS.relative_to(ROOT)}")
-    parser.add_argument("--note", default="", help="one line saved with the results")
+    add_save_arguments(parser)
     args = parser.parse_args(argv)
 
-    from bench.common import parse_server_env
     from tests.support import ADMIN_TOKEN, ServerProcess, db_fetch
 
     # The latency run leaves its payments processing until their webhook comes;

@@ -45,8 +45,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.common import (  # noqa: E402
-    RESULTS, Scenario, add_common_arguments, append_results, fmt_ms, parse_server_env, resolve_generator,
-    session,
+    RESULTS, Scenario, add_common_arguments, add_save_arguments, append_results, fmt_ms, parse_server_env,
+    resolve_generator, session,
 )
 
 GOAL_RATIO = 0.5
@@ -247,13 +247,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="after each measured run, also measure the ingestion path without the processor's "
                              "work: the same webhooks again (duplicates: verified, parsed, one INSERT … ON "
                              "CONFLICT, no new row) and badly signed ones (400: HTTP + body + HMAC, no database)")
-    parser.add_argument("--server-env", action="append", default=[], metavar="PAYCAST_X=VALUE",
-                        help="extra setting for the server process (repeatable)")
-    parser.add_argument("--py-spy", metavar="DIR",
-                        help="record a py-spy profile of the server during each webhook run into DIR "
-                             "(adds overhead: those numbers are not comparable)")
-    parser.add_argument("--no-save", action="store_true", help=f"do not append to {RESULTS.relative_to(ROOT)}")
-    parser.add_argument("--note", default="", help="one line saved with the results")
+    add_save_arguments(parser, py_spy_help="record a py-spy profile of the server during each webhook run into DIR "
+                                           "(adds overhead: those numbers are not comparable)")
     args = parser.parse_args(argv)
     if args.payments < 1:
         parser.error("--payments must be at least 1")

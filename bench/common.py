@@ -20,7 +20,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "bench"
@@ -292,20 +291,55 @@ def parse_server_env(parser, items: list[str]) -> dict[str, str]:
     return server_env
 
 
+def utc_now() -> str:
+    """The time a RESULTS.md entry is headed with."""
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def command_line(script: str, suffix: str = "") -> str:
+    """The exact command of this run, as a RESULTS.md line shows it."""
+    return (f".venv/bin/python bench/{script} " + shlex.join(sys.argv[1:])).strip() + suffix
+
+
+def machine_line(facts: dict[str, str] | None = None) -> str:
+    facts = facts or machine_facts()
+    return f"nproc={facts['nproc']}, {facts['cpu']}, Linux {facts['kernel']}, Python {facts['python']}"
+
+
+def database_line(args) -> str:
+    return "external (--dsn / PAYCAST_DATABASE_URL)" if args.dsn else "embedded PostgreSQL (fresh temp dir)"
+
+
+def write_results(title: str, lines: list[str], tables: list[str]) -> None:
+    """Append one entry to RESULTS.md: ``## title``, its lines, then each table."""
+    text = [f"## {title}", "", *lines, ""]
+    for table in tables:
+        text += [table, ""]
+    header = "" if RESULTS.exists() else (
+        "# Benchmark results\n\nAppended by the scripts in `bench/` (see README.md). Every ratio is a "
+        "throughput ÷ the bare `/healthz` req/s at the same connection count in the same run.\n\n")
+    with RESULTS.open("a") as f:
+        f.write(header + "\n".join(text) + "\n")
+
+
+def add_save_arguments(parser, *, server_env_help: str = "extra setting for the server process (repeatable)",
+                       py_spy_help: str | None = None) -> None:
+    """``--server-env``, ``--py-spy`` (when its help is given), ``--no-save`` and ``--note``."""
+    parser.add_argument("--server-env", action="append", default=[], metavar="PAYCAST_X=VALUE", help=server_env_help)
+    if py_spy_help:
+        parser.add_argument("--py-spy", metavar="DIR", help=py_spy_help)
+    parser.add_argument("--no-save", action="store_true", help=f"do not append to {RESULTS.relative_to(ROOT)}")
+    parser.add_argument("--note", default="", help="one line saved with the results")
+
+
 def append_results(script: str, generator: str, gen_cpu: str, args, extra: list[str], table: str,
                    after_table: list[str] | None = None) -> None:
     """Append one run to RESULTS.md: date, exact command, machine, generator, database, notes, table."""
-    facts = machine_facts()
-    command = f".venv/bin/python bench/{script} " + shlex.join(sys.argv[1:])
-    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    db = "external (--dsn / PAYCAST_DATABASE_URL)" if args.dsn else "embedded PostgreSQL (fresh temp dir)"
     text = [
-        f"## {when}",
-        "",
-        f"- command: `{command.strip()}`",
-        f"- machine: nproc={facts['nproc']}, {facts['cpu']}, Linux {facts['kernel']}, Python {facts['python']}",
+        f"- command: `{command_line(script)}`",
+        f"- machine: {machine_line()}",
         f"- generator: {generator}: {generator_description(generator)}; {gen_cpu}",
-        f"- database: {db}; duration {args.duration:g} s per cell after {args.warmup:g} s warm-up",
+        f"- database: {database_line(args)}; duration {args.duration:g} s per cell after {args.warmup:g} s warm-up",
         f"- load average (1/5/15 min) at the end: {load_average()} (other sessions share this box)",
         *extra,
     ]
@@ -315,14 +349,25 @@ def append_results(script: str, generator: str, gen_cpu: str, args, extra: list[
         text.append(f"- note: {args.note}")
     if getattr(args, "py_spy", None):
         text.append("- py-spy was attached during the measured runs (profiler overhead included)")
-    text += ["", table, ""]
-    if after_table:
-        text += after_table + [""]
-    header = "" if RESULTS.exists() else (
-        "# Benchmark results\n\nAppended by the scripts in `bench/` (see README.md). Every ratio is a "
-        "throughput ÷ the bare `/healthz` req/s at the same connection count in the same run.\n\n")
-    with RESULTS.open("a") as f:
-        f.write(header + "\n".join(text) + "\n")
+    write_results(utc_now(), text, [table, "\n".join(after_table)] if after_table else [table])
+
+
+def stop_everything(loadgen: subprocess.Popen | None, servers: list, pg, paths: list) -> None:
+    """Stop a load generator, servers (anything with ``stop()``) and an embedded PostgreSQL,
+    then remove temporary directories; a failure to stop one does not keep the rest running."""
+    if loadgen is not None and loadgen.poll() is None:
+        loadgen.kill()
+        loadgen.wait()
+    for server in servers:
+        server.stop()
+    if pg is not None:
+        try:
+            pg.stop()
+        except Exception as exc:  # noqa: BLE001 - keep cleaning up
+            print(f"could not stop PostgreSQL: {exc}", file=sys.stderr)
+    for path in paths:
+        if path is not None:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- the session
@@ -420,20 +465,8 @@ class Session:
         return result
 
     def close(self) -> None:
-        proc = self.loadgen
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if self.server is not None:
-            self.server.stop()
-        if self.pg is not None:
-            try:
-                self.pg.stop()
-            except Exception as exc:  # noqa: BLE001 - keep cleaning up
-                print(f"could not stop PostgreSQL: {exc}", file=sys.stderr)
-        for path in (self.tmp, self.workdir):
-            if path is not None:
-                shutil.rmtree(path, ignore_errors=True)
+        stop_everything(self.loadgen, [self.server] if self.server is not None else [], self.pg,
+                        [self.tmp, self.workdir])
 
 
 @contextlib.contextmanager

@@ -9,6 +9,7 @@ import urllib.parse
 import httpx
 import trio
 from trio_websocket import open_websocket_url
+from tests.support import expect
 
 
 def http(server, api_key: str | None = None) -> httpx.AsyncClient:
@@ -21,7 +22,7 @@ async def token(api, client_id: str, device_id: str | None = None, **extra) -> s
     if device_id is not None:
         body["device_id"] = device_id
     r = await api.post("/v1/realtime/tokens", json=body)
-    assert r.status_code == 201, r.text
+    expect(r, 201)
     return r.json()["token"]
 
 
@@ -67,5 +68,5 @@ async def events(ws, n: int, timeout: float = 10) -> list[dict]:
 async def publish(api, client_id: str, data: object = None, **extra) -> dict:
     body = {"client_id": client_id, "event": {"type": "test.message", "data": data}, **extra}
     r = await api.post("/v1/realtime/publish", json=body)
-    assert r.status_code == 202, r.text
+    expect(r, 202)
     return r.json()

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Any
 
 import httpx
 
@@ -79,7 +80,8 @@ class ServerProcess:
         raise RuntimeError(f"server did not start within {timeout}s: {''.join(self.stderr_lines[-20:])}")
 
     def _drain_stdout(self, lines: "queue.Queue[str | None]") -> None:
-        assert self.proc and self.proc.stdout
+        assert self.proc
+        assert self.proc.stdout
         for line in self.proc.stdout:
             if self.url is None:
                 lines.put(line)
@@ -88,7 +90,8 @@ class ServerProcess:
         lines.put(None)
 
     def _drain_stderr(self) -> None:
-        assert self.proc and self.proc.stderr
+        assert self.proc
+        assert self.proc.stderr
         for line in self.proc.stderr:
             self.stderr_lines.append(line)
 
@@ -131,9 +134,45 @@ class ServerProcess:
 
     def create_merchant(self, name: str = "test merchant") -> str:
         with self.client(ADMIN_TOKEN) as c:
-            r = c.post("/admin/merchants", json={"name": name})
-            assert r.status_code == 201, r.text
-            return r.json()["api_key"]
+            return expect(c.post("/admin/merchants", json={"name": name}), 201)["api_key"]
+
+
+def expect(resp: httpx.Response, status: int, note: object = None) -> Any:
+    """Assert that ``resp`` answered ``status``; return its JSON body (None when it has none).
+
+    A failure names the request and shows what came back, e.g.
+    ``POST http://127.0.0.1:41234/v1/payments → 500, expected 201: {"error": ...}``,
+    instead of pytest's bare ``assert 500 == 201``.
+
+    Args:
+      resp: an httpx response, or anything else with a ``status_code`` and a body
+        (a refused WebSocket handshake, a generated SDK's response): then None is returned.
+      note: what else the failure should show (the case being tried, a body sent).
+    """
+    __tracebackhide__ = True  # pytest shows the caller's line, not this helper's
+    if resp.status_code != status:
+        raise AssertionError(f"{_request_of(resp)} → {resp.status_code}, expected {status}"
+                             + ("" if note is None else f" ({note!r})") + f": {_body_of(resp)}")
+    if not isinstance(resp, httpx.Response) or "json" not in resp.headers.get("content-type", ""):
+        return None
+    return resp.json()
+
+
+def _request_of(resp: Any) -> str:
+    try:
+        return f"{resp.request.method} {resp.request.url}"
+    except (AttributeError, RuntimeError):  # no request kept (built by hand, not httpx)
+        return type(resp).__name__
+
+
+def _body_of(resp: Any, limit: int = 2000) -> str:
+    body = getattr(resp, "text", None)
+    if not isinstance(body, str):
+        raw = getattr(resp, "content", None) or getattr(resp, "body", None) or b""
+        body = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    if len(body) > limit:
+        body = body[:limit] + f"… ({len(body)} characters)"
+    return body or "(empty body)"
 
 
 CARD_OK = {"type": "card", "card": {"number": "4242424242424242"}}

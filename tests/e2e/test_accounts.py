@@ -10,13 +10,13 @@ import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from tests.support import (CARD_DECLINED, CARD_OK, UPI, db_fetch, run_check, sign_razorpay, sign_stripe, stop_all,
-                           wait_for)
+from tests.support import (CARD_DECLINED, CARD_OK, UPI, db_fetch, expect, run_check, sign_razorpay, sign_stripe,
+                           stop_all, wait_for)
 
 
 def _account(client, customer="cus_w1", currency="INR"):
     r = client.post("/v1/accounts", json={"customer_id": customer, "currency": currency})
-    assert r.status_code == 201, r.text
+    expect(r, 201)
     return r.json()
 
 
@@ -30,7 +30,7 @@ def _txn_status(client, txn_id, expected, timeout=15):
 
 def _deposit(client, account_id, amount, method=CARD_OK):
     r = client.post(f"/v1/accounts/{account_id}/deposits", json={"amount": amount, "payment_method": method})
-    assert r.status_code == 201, r.text
+    expect(r, 201)
     return r.json()
 
 
@@ -42,15 +42,19 @@ def _funded(client, amount, customer="cus_w1"):
 
 def test_create_account_and_validation(client):
     account = _account(client, "cus_new")
-    assert account["object"] == "account" and account["id"].startswith("acct_")
-    assert account["balance"] == 0 and account["available_balance"] == 0
-    assert account["customer_id"] == "cus_new" and account["currency"] == "INR"
+    assert account["object"] == "account"
+    assert account["id"].startswith("acct_")
+    assert account["balance"] == 0
+    assert account["available_balance"] == 0
+    assert account["customer_id"] == "cus_new"
+    assert account["currency"] == "INR"
     assert client.get(f"/v1/accounts/{account['id']}").json() == account
     for body, param in [({"currency": "INR"}, "customer_id"), ({"customer_id": "c", "currency": "inr"}, "currency"),
                         ({"customer_id": "c", "currency": "INR", "balance": 5}, "balance")]:
         r = client.post("/v1/accounts", json=body)
-        assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
-    assert client.get("/v1/accounts/acct_nope").status_code == 404
+        expect(r, 400)
+        assert r.json()["error"]["param"] == param, r.text
+    expect(client.get("/v1/accounts/acct_nope"), 404)
     listed = client.get("/v1/accounts", params={"customer_id": "cus_new"}).json()
     assert [a["id"] for a in listed["data"]] == [account["id"]]
 
@@ -58,16 +62,23 @@ def test_create_account_and_validation(client):
 def test_card_deposit_is_credited_when_its_payment_succeeds(client):
     account = _account(client, "cus_dep")
     txn = _deposit(client, account["id"], 5000)
-    assert txn["object"] == "transaction" and txn["id"].startswith("txn_")
-    assert txn["type"] == "deposit" and txn["status"] == "pending" and txn["payment_id"].startswith("pay_")
-    assert txn["amount"] == 5000 and txn["account_id"] == account["id"] and txn["customer_id"] == "cus_dep"
+    assert txn["object"] == "transaction"
+    assert txn["id"].startswith("txn_")
+    assert txn["type"] == "deposit"
+    assert txn["status"] == "pending"
+    assert txn["payment_id"].startswith("pay_")
+    assert txn["amount"] == 5000
+    assert txn["account_id"] == account["id"]
+    assert txn["customer_id"] == "cus_dep"
     done = _txn_status(client, txn["id"], "completed")
     assert done["payment_id"] == txn["payment_id"]
     payment = client.get(f"/v1/payments/{txn['payment_id']}").json()
-    assert payment["status"] == "succeeded" and payment["customer_id"] == "cus_dep"
+    assert payment["status"] == "succeeded"
+    assert payment["customer_id"] == "cus_dep"
     assert payment["metadata"] == {"account_id": account["id"], "transaction_id": txn["id"]}
     got = client.get(f"/v1/accounts/{account['id']}").json()
-    assert got["balance"] == 5000 and got["available_balance"] == 5000
+    assert got["balance"] == 5000
+    assert got["available_balance"] == 5000
     events = client.get("/v1/events", params={"object_id": txn["id"]}).json()["data"]
     assert [e["type"] for e in events] == ["account.deposit.completed"]
     assert events[0]["data"]["object"]["status"] == "completed"
@@ -75,7 +86,8 @@ def test_card_deposit_is_credited_when_its_payment_succeeds(client):
     assert [t["id"] for t in listed["data"]] == [txn["id"]]
     # A deposit's payment cannot be refunded: the wallet holds that money.
     r = client.post("/v1/refunds", json={"payment_id": txn["payment_id"]})
-    assert r.status_code == 409 and r.json()["error"]["code"] == "payment_unexpected_state"
+    expect(r, 409)
+    assert r.json()["error"]["code"] == "payment_unexpected_state"
 
 
 def test_declined_deposit_fails_with_its_payment(client):
@@ -86,7 +98,8 @@ def test_declined_deposit_fails_with_its_payment(client):
     assert failed["failure_code"] == "card_declined"
     assert client.get(f"/v1/payments/{txn['payment_id']}").json()["status"] == "failed"
     got = client.get(f"/v1/accounts/{account['id']}").json()
-    assert got["balance"] == 0 and got["available_balance"] == 0
+    assert got["balance"] == 0
+    assert got["available_balance"] == 0
     assert [e["type"] for e in client.get("/v1/events", params={"object_id": txn["id"]}).json()["data"]] == [
         "account.deposit.failed"]
 
@@ -98,7 +111,8 @@ def test_upi_deposits_complete_or_fail_by_webhook(client):
     _txn_status(client, ok["id"], "completed")
     _txn_status(client, bad["id"], "failed")
     got = client.get(f"/v1/accounts/{account['id']}").json()
-    assert got["balance"] == 1200 and got["available_balance"] == 1200
+    assert got["balance"] == 1200
+    assert got["available_balance"] == 1200
 
 
 def _success_webhook(payment, event_id):
@@ -137,7 +151,8 @@ def test_deposit_credited_once_when_its_success_webhook_arrives_5_times(server, 
     wait_for(lambda: db_fetch(db_dsn, "SELECT count(*) AS n FROM webhook_inbox WHERE payment_id = $1"
                                       " AND processed_at IS NULL", txn["payment_id"])[0]["n"] == 0)
     got = client.get(f"/v1/accounts/{account['id']}").json()
-    assert got["balance"] == 4321 and got["available_balance"] == 4321
+    assert got["balance"] == 4321
+    assert got["available_balance"] == 4321
     entries = db_fetch(db_dsn, "SELECT movement, book, amount FROM ledger_entries WHERE transaction_id = $1"
                                " ORDER BY amount", txn["id"])
     assert entries == [{"movement": "deposit", "book": "external", "amount": -4321},
@@ -153,16 +168,20 @@ def test_deposit_credited_once_when_its_success_webhook_arrives_5_times(server, 
 def test_withdrawal_reserves_at_once_then_pays_out(client):
     account = _funded(client, 10_000, "cus_wd")
     r = client.post(f"/v1/accounts/{account['id']}/withdrawals", json={"amount": 2500})
-    assert r.status_code == 201, r.text
+    expect(r, 201)
     txn = r.json()
-    assert txn["type"] == "withdrawal" and txn["status"] == "pending" and txn["payment_id"] is None
+    assert txn["type"] == "withdrawal"
+    assert txn["status"] == "pending"
+    assert txn["payment_id"] is None
     got = client.get(f"/v1/accounts/{account['id']}").json()
     # Reserved at once: available drops now; the balance drops when the payout is paid.
-    assert got["available_balance"] == 7500 and got["balance"] in (10_000, 7500)
+    assert got["available_balance"] == 7500
+    assert got["balance"] in (10_000, 7500)
     done = _txn_status(client, txn["id"], "completed")
     assert done["connector"] in ("mockstripe", "mockrazorpay")
     got = client.get(f"/v1/accounts/{account['id']}").json()
-    assert got["balance"] == 7500 and got["available_balance"] == 7500
+    assert got["balance"] == 7500
+    assert got["available_balance"] == 7500
     events = client.get("/v1/events", params={"object_id": txn["id"]}).json()["data"]
     assert [e["type"] for e in events] == ["account.withdrawal.completed"]
 
@@ -173,7 +192,8 @@ def test_failed_payout_releases_the_reservation(client, db_dsn):
     failed = _txn_status(client, txn["id"], "failed")
     assert failed["failure_code"] == "payout_failed"
     got = client.get(f"/v1/accounts/{account['id']}").json()
-    assert got["balance"] == 5000 and got["available_balance"] == 5000
+    assert got["balance"] == 5000
+    assert got["available_balance"] == 5000
     movements = db_fetch(db_dsn, "SELECT movement, book, amount FROM ledger_entries WHERE transaction_id = $1"
                                  " ORDER BY id", txn["id"])
     assert [(m["movement"], m["book"], m["amount"]) for m in movements] == [
@@ -186,19 +206,22 @@ def test_failed_payout_releases_the_reservation(client, db_dsn):
 def test_withdrawal_past_available_balance_is_409(client):
     account = _funded(client, 1000, "cus_poor")
     r = client.post(f"/v1/accounts/{account['id']}/withdrawals", json={"amount": 1001})
-    assert r.status_code == 409
-    assert r.json()["error"]["type"] == "state_error" and r.json()["error"]["code"] == "insufficient_funds"
+    expect(r, 409)
+    assert r.json()["error"]["type"] == "state_error"
+    assert r.json()["error"]["code"] == "insufficient_funds"
     empty = _account(client, "cus_empty")
-    assert client.post(f"/v1/accounts/{empty['id']}/withdrawals", json={"amount": 1}).status_code == 409
+    expect(client.post(f"/v1/accounts/{empty['id']}/withdrawals", json={"amount": 1}), 409)
     for body, param in [({"amount": 0}, "amount"), ({}, "amount"), ({"amount": 5, "to": "x"}, "to")]:
         r = client.post(f"/v1/accounts/{account['id']}/withdrawals", json=body)
-        assert r.status_code == 400 and r.json()["error"]["param"] == param
-    assert client.post("/v1/accounts/acct_nope/withdrawals", json={"amount": 5}).status_code == 404
-    assert client.post("/v1/accounts/acct_nope/deposits",
-                       json={"amount": 5, "payment_method": CARD_OK}).status_code == 404
+        expect(r, 400)
+        assert r.json()["error"]["param"] == param
+    expect(client.post("/v1/accounts/acct_nope/withdrawals", json={"amount": 5}), 404)
+    expect(client.post("/v1/accounts/acct_nope/deposits",
+                       json={"amount": 5, "payment_method": CARD_OK}), 404)
     bad_card = client.post(f"/v1/accounts/{account['id']}/deposits",
                            json={"amount": 5, "payment_method": {"type": "card", "card": {"number": "123"}}})
-    assert bad_card.status_code == 400 and bad_card.json()["error"]["param"] == "payment_method.card.number"
+    expect(bad_card, 400)
+    assert bad_card.json()["error"]["param"] == "payment_method.card.number"
 
 
 def test_concurrent_withdrawals_across_two_processes_never_overdraw(new_database, start_server):
@@ -223,11 +246,13 @@ def test_concurrent_withdrawals_across_two_processes_never_overdraw(new_database
         assert {r.json()["error"]["code"] for r in responses if r.status_code == 409} == {"insufficient_funds"}
         with b.client(api_key) as c:
             reserved = c.get(f"/v1/accounts/{account['id']}").json()
-            assert reserved["available_balance"] == 1000 and reserved["balance"] == 10_000
+            assert reserved["available_balance"] == 1000
+            assert reserved["balance"] == 10_000
             wait_for(lambda: all(c.get(f"/v1/transactions/{r.json()['id']}").json()["status"] == "completed"
                                  for r in responses if r.status_code == 201))
             got = c.get(f"/v1/accounts/{account['id']}").json()
-            assert got["balance"] == 1000 and got["available_balance"] == 1000
+            assert got["balance"] == 1000
+            assert got["available_balance"] == 1000
         check = run_check(dsn)
         assert check.returncode == 0, check.stdout
     finally:

@@ -8,7 +8,7 @@ import json
 import re
 import time
 
-from tests.support import sign_stripe
+from tests.support import expect, sign_stripe
 
 
 def _event(event_id: str) -> bytes:
@@ -28,15 +28,19 @@ def test_request_id_json_errors_and_metrics(server, client):
         body = _event(f"evt_edge_{time.time_ns()}")
         r = anon.post("/webhooks/mockstripe", content=body,
                       headers={**sign_stripe(body), "X-Request-Id": "edge-42"})
-        assert r.status_code == 200 and r.json() == {"received": True, "duplicate": False}, r.text
-        assert r.headers["Request-Id"] == "edge-42" and r.headers["Content-Type"] == "application/json"
+        expect(r, 200)
+        assert r.json() == {"received": True, "duplicate": False}, r.text
+        assert r.headers["Request-Id"] == "edge-42"
+        assert r.headers["Content-Type"] == "application/json"
         again = anon.post("/webhooks/mockstripe", content=body, headers=sign_stripe(body))
         assert again.json() == {"received": True, "duplicate": True}
         assert again.headers["Request-Id"].startswith("req_")
         forged = anon.post("/webhooks/mockstripe", content=body, headers=sign_stripe(body, secret="whsec_wrong"))
-        assert forged.status_code == 400 and forged.json()["error"]["type"] == "invalid_request_error"
+        expect(forged, 400)
+        assert forged.json()["error"]["type"] == "invalid_request_error"
         unknown = anon.post("/webhooks/nope", content=body, headers=sign_stripe(body))
-        assert unknown.status_code == 404 and unknown.json()["error"]["param"] == "connector"
+        expect(unknown, 404)
+        assert unknown.json()["error"]["param"] == "connector"
     assert _requests(client, "200") >= before_ok + 2
     assert _requests(client, "400") >= before_bad + 1
 
@@ -44,8 +48,9 @@ def test_request_id_json_errors_and_metrics(server, client):
 def test_other_methods_and_paths_are_quarts_answers(server):
     with server.client() as anon:
         r = anon.get("/webhooks/mockstripe")
-        assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
-        assert anon.post("/webhooks/mockstripe/extra", content=b"{}").status_code == 404
+        expect(r, 405)
+        assert r.json()["error"]["code"] == "method_not_allowed"
+        expect(anon.post("/webhooks/mockstripe/extra", content=b"{}"), 404)
 
 
 def test_a_chunked_body_over_the_limit_is_413_and_the_server_keeps_serving(server, client):
@@ -55,17 +60,20 @@ def test_a_chunked_body_over_the_limit_is_413_and_the_server_keeps_serving(serve
 
     with server.client() as anon:
         r = anon.post("/webhooks/mockstripe", content=chunks())
-        assert r.status_code == 413 and r.json()["error"]["type"] == "invalid_request_error", r.text
-    assert client.get("/healthz").status_code == 200
+        expect(r, 413)
+        assert r.json()["error"]["type"] == "invalid_request_error", r.text
+    expect(client.get("/healthz"), 200)
 
 
 def test_nul_in_the_url_is_a_400(server):
     with server.client() as anon:
         r = anon.post("/webhooks/mockstripe?x=%00", content=b"{}")
-        assert r.status_code == 400 and "NUL" in r.json()["error"]["message"]
+        expect(r, 400)
+        assert "NUL" in r.json()["error"]["message"]
 
 
 def test_a_plain_http_request_to_the_websocket_url_is_a_400(server):
     with server.client() as anon:
         r = anon.get("/v1/realtime", params={"token": "x"})
-        assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error", r.text
+        expect(r, 400)
+        assert r.json()["error"]["type"] == "invalid_request_error", r.text

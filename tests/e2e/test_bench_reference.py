@@ -15,7 +15,7 @@ import time
 import httpx
 import pytest
 
-from tests.support import ROOT, db_fetch, payment_body, sign_stripe
+from tests.support import ROOT, db_fetch, expect, payment_body, sign_stripe
 
 API_KEY = "sk_ref_test"
 
@@ -40,22 +40,28 @@ def test_reference_create_confirm_idempotency_and_events(reference):
     url, dsn = reference
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30) as c:
         assert c.get("/ping").json() == {"status": "ok"}
-        assert httpx.post(url + "/v1/payments", json=payment_body()).status_code == 401
+        expect(httpx.post(url + "/v1/payments", json=payment_body()), 401)
 
         created = c.post("/v1/payments", json=payment_body())
-        assert created.status_code == 201 and created.json()["status"] == "requires_confirmation"
+        expect(created, 201)
+        assert created.json()["status"] == "requires_confirmation"
         pay_id = created.json()["id"]
         confirmed = c.post(f"/v1/payments/{pay_id}/confirm", json={}, headers={"Idempotency-Key": "k1"})
         body = confirmed.json()
-        assert confirmed.status_code == 200 and body["status"] == "succeeded" and body["amount_received"] == 1000
+        expect(confirmed, 200)
+        assert body["status"] == "succeeded"
+        assert body["amount_received"] == 1000
         assert [a["status"] for a in body["attempts"]] == ["succeeded"]
         replay = c.post(f"/v1/payments/{pay_id}/confirm", json={}, headers={"Idempotency-Key": "k1"})
-        assert replay.headers.get("Idempotent-Replayed") == "true" and replay.json() == body
+        assert replay.headers.get("Idempotent-Replayed") == "true"
+        assert replay.json() == body
         again = c.post(f"/v1/payments/{pay_id}/confirm", json={}, headers={"Idempotency-Key": "k2"})
-        assert again.status_code == 409 and again.json()["error"]["code"] == "payment_unexpected_state"
+        expect(again, 409)
+        assert again.json()["error"]["code"] == "payment_unexpected_state"
 
         one_shot = c.post("/v1/payments", json=payment_body(confirm=True))
-        assert one_shot.status_code == 201 and one_shot.json()["status"] == "succeeded"
+        expect(one_shot, 201)
+        assert one_shot.json()["status"] == "succeeded"
 
         before = c.get("/stats").json()["round_trips"]
         c.post("/v1/payments", json=payment_body(confirm=True))
@@ -73,13 +79,15 @@ def test_reference_stores_signed_webhooks_once(reference):
     body = json.dumps({"id": "evt_ref_1", "type": "payment_intent.succeeded", "created": int(time.time()),
                        "data": {"object": {"id": "pi_1", "amount": 1000, "currency": "INR"}}}).encode()
     first = httpx.post(url + "/webhooks/mockstripe", content=body, headers=sign_stripe(body))
-    assert first.status_code == 200 and first.json() == {"received": True, "duplicate": False}
+    expect(first, 200)
+    assert first.json() == {"received": True, "duplicate": False}
     dup = httpx.post(url + "/webhooks/mockstripe", content=body, headers=sign_stripe(body))
-    assert dup.status_code == 200 and dup.json()["duplicate"] is True
+    expect(dup, 200)
+    assert dup.json()["duplicate"] is True
     bad = httpx.post(url + "/webhooks/mockstripe", content=body, headers=sign_stripe(body, secret="whsec_wrong"))
-    assert bad.status_code == 400
+    expect(bad, 400)
     stale = httpx.post(url + "/webhooks/mockstripe", content=body,
                        headers=sign_stripe(body, timestamp=int(time.time()) - 3600))
-    assert stale.status_code == 400
+    expect(stale, 400)
     rows = db_fetch(dsn, "SELECT event_id, event_type FROM webhook_inbox")
     assert rows == [{"event_id": "evt_ref_1", "event_type": "payment_intent.succeeded"}]

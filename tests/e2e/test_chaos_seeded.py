@@ -115,7 +115,8 @@ def _check_run(topology: str, returncode: int, out: str, err: str) -> None:
     assert row("topology") == topology
     assert row("invariant violations (run.py check)") == "0"
     assert row("pending without review flag") == "0"
-    assert row("realtime seq gaps") == "0" and row("realtime seq duplicates") == "0"
+    assert row("realtime seq gaps") == "0"
+    assert row("realtime seq duplicates") == "0"
     assert row("500 responses (bugs: faults must give 503)") == "0"
     assert int(row("operations")) == operations
     for fault in faults:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from tests.support import db_fetch, payment_body
+from tests.support import db_fetch, expect, payment_body
 
 
 def _parallel(n: int, fn):
@@ -22,7 +22,8 @@ def test_20_concurrent_confirms_make_one_successful_attempt(server, api_key, db_
 
     responses = _parallel(20, confirm)
     statuses = sorted(r.status_code for r in responses)
-    assert statuses.count(200) == 1 and statuses.count(409) == 19, statuses
+    assert statuses.count(200) == 1, statuses
+    assert statuses.count(409) == 19, statuses
     assert all(r.json()["error"]["code"] == "payment_unexpected_state" for r in responses if r.status_code == 409)
 
     attempts = db_fetch(db_dsn, "SELECT status FROM payment_attempts WHERE payment_id = $1", pay["id"])
@@ -49,7 +50,8 @@ def test_20_concurrent_requests_with_one_idempotency_key_execute_once(server, ap
         listed = c.get("/v1/payments", params={"limit": 100}).json()["data"]
         assert [p["amount"] for p in listed].count(4321) == 1
         replay = c.post("/v1/payments", json=body, headers={"Idempotency-Key": "same-key-20"})
-        assert replay.status_code == 201 and replay.headers["Idempotent-Replayed"] == "true"
+        expect(replay, 201)
+        assert replay.headers["Idempotent-Replayed"] == "true"
         assert replay.json()["id"] == ok[0].json()["id"]
 
 
@@ -65,5 +67,6 @@ def test_concurrent_captures_never_exceed_capturable(server, api_key):
     assert sorted(r.status_code for r in responses).count(200) == 1
     with server.client(api_key) as c:
         final = c.get(f"/v1/payments/{pay['id']}").json()
-    assert final["status"] == "succeeded" and 600 <= final["amount_received"] <= 609
+    assert final["status"] == "succeeded"
+    assert 600 <= final["amount_received"] <= 609
     assert final["amount_capturable"] == 0

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from tests.fakes.fake_razorpay import FakeRazorpay, sign
-from tests.support import ServerProcess, db_fetch, stop_all, wait_for
+from tests.support import ServerProcess, db_fetch, expect, stop_all, wait_for
 
 ORDERS = r"/v1/orders"
 ACCOUNT_KEYS = {"id", "object", "connector", "label", "status", "livemode", "credentials", "webhook_path",
@@ -62,10 +62,11 @@ def test_create_tries_the_credentials_then_shows_only_the_mask(client, fake, dsn
     webhook_secret = secrets.token_urlsafe(24)
     before = fake.count("GET", ORDERS)
     r = client.post("/v1/connector_accounts", json=_body(account, webhook_secret, label="India"))
-    assert r.status_code == 201, r.text
+    expect(r, 201)
     created = r.json()
     assert set(created) == ACCOUNT_KEYS
-    assert created["id"].startswith("mca_") and created["object"] == "connector_account"
+    assert created["id"].startswith("mca_")
+    assert created["object"] == "connector_account"
     assert (created["connector"], created["label"], created["status"], created["livemode"]) == \
         ("razorpay", "India", "active", False)
     assert created["credentials"] == {"key_id": _mask(account.key_id)}
@@ -75,11 +76,15 @@ def test_create_tries_the_credentials_then_shows_only_the_mask(client, fake, dsn
                  client.get("/v1/connector_accounts").json()["data"][0]):
         assert read == created
     text = json.dumps(created) + r.text
-    assert account.key_secret not in text and webhook_secret not in text
+    assert account.key_secret not in text
+    assert webhook_secret not in text
     row = db_fetch(dsn, "SELECT * FROM connector_accounts WHERE id = $1", created["id"])[0]
-    assert row["credentials_sealed"].startswith("pcs1.") and row["webhook_secret_sealed"].startswith("pcs1.")
+    assert row["credentials_sealed"].startswith("pcs1.")
+    assert row["webhook_secret_sealed"].startswith("pcs1.")
     stored = json.dumps(row, default=str)
-    assert account.key_secret not in stored and webhook_secret not in stored and account.key_id not in stored
+    assert account.key_secret not in stored
+    assert webhook_secret not in stored
+    assert account.key_id not in stored
 
 
 def test_stripe_account_against_localstripe(client):
@@ -87,13 +92,16 @@ def test_stripe_account_against_localstripe(client):
     secret_key = "sk_test_" + secrets.token_hex(12)
     r = client.post("/v1/connector_accounts", json={"connector": "stripe", "credentials": {"secret_key": secret_key},
                                                     "webhook_secret": "whsec_" + secrets.token_hex(16)})
-    assert r.status_code == 201, r.text
+    expect(r, 201)
     created = r.json()
-    assert created["credentials"] == {"secret_key": "sk_test_…" + secret_key[-4:]} and created["livemode"] is False
-    assert created["webhook_path"] == f"/webhooks/stripe/{created['id']}" and secret_key not in r.text
+    assert created["credentials"] == {"secret_key": "sk_test_…" + secret_key[-4:]}
+    assert created["livemode"] is False
+    assert created["webhook_path"] == f"/webhooks/stripe/{created['id']}"
+    assert secret_key not in r.text
     refused_key = "rk_test_" + secrets.token_hex(12)
     r = client.post(f"/v1/connector_accounts/{created['id']}", json={"credentials": {"secret_key": refused_key}})
-    assert r.status_code == 400 and r.json()["error"]["code"] == "connector_credentials_invalid", r.text
+    expect(r, 400)
+    assert r.json()["error"]["code"] == "connector_credentials_invalid", r.text
     assert refused_key not in r.text
     assert client.get(f"/v1/connector_accounts/{created['id']}").json() == created
 
@@ -103,7 +111,7 @@ def test_refused_credentials_are_400_and_nothing_is_stored(client, fake):
     body = _body(account)
     body["credentials"]["key_secret"] = "wrong" + account.key_secret
     r = client.post("/v1/connector_accounts", json=body)
-    assert r.status_code == 400, r.text
+    expect(r, 400)
     error = r.json()["error"]
     assert (error["type"], error["code"], error["param"]) == \
         ("invalid_request_error", "connector_credentials_invalid", "credentials")
@@ -114,16 +122,16 @@ def test_refused_credentials_are_400_and_nothing_is_stored(client, fake):
 def test_gateway_unreachable_is_503_connector_unavailable(client, fake):
     fake.fault("GET", ORDERS, "server_error")
     r = client.post("/v1/connector_accounts", json=_body(fake.add_account()))
-    assert r.status_code == 503, r.text
+    expect(r, 503)
     assert (r.json()["error"]["type"], r.json()["error"]["code"]) == ("api_error", "connector_unavailable")
     assert client.get("/v1/connector_accounts").json()["data"] == []
 
 
 def test_one_active_account_per_connector(client, fake):
-    assert client.post("/v1/connector_accounts", json=_body(fake.add_account())).status_code == 201
+    expect(client.post("/v1/connector_accounts", json=_body(fake.add_account())), 201)
     before = fake.count("GET", ORDERS)
     r = client.post("/v1/connector_accounts", json=_body(fake.add_account()))
-    assert r.status_code == 409, r.text
+    expect(r, 409)
     assert (r.json()["error"]["type"], r.json()["error"]["code"]) == ("state_error", "connector_account_exists")
     assert fake.count("GET", ORDERS) == before  # refused before the gateway is asked
 
@@ -148,8 +156,9 @@ def test_one_active_account_per_connector(client, fake):
 ])
 def test_bad_bodies_are_400_naming_the_field_without_echoing_secrets(client, body, param):
     r = client.post("/v1/connector_accounts", json=body)
-    assert r.status_code == 400, r.text
-    assert r.json()["error"]["type"] == "invalid_request_error" and r.json()["error"]["param"] == param
+    expect(r, 400)
+    assert r.json()["error"]["type"] == "invalid_request_error"
+    assert r.json()["error"]["param"] == param
     assert "hunter2" not in r.text
 
 
@@ -159,47 +168,56 @@ def test_rotation_tries_the_new_credentials_first(client, fake, dsn):
     path = f"/v1/connector_accounts/{created['id']}"
     wrong = {"key_id": second.key_id, "key_secret": "nope" + second.key_secret}
     r = client.post(path, json={"credentials": wrong})
-    assert r.status_code == 400 and r.json()["error"]["code"] == "connector_credentials_invalid", r.text
+    expect(r, 400)
+    assert r.json()["error"]["code"] == "connector_credentials_invalid", r.text
     assert client.get(path).json() == created  # unchanged
     before = db_fetch(dsn, "SELECT version FROM connector_accounts WHERE id = $1", created["id"])[0]["version"]
     r = client.post(path, json={"credentials": {"key_id": second.key_id, "key_secret": second.key_secret},
                                 "label": "rotated"})
-    assert r.status_code == 200, r.text
+    expect(r, 200)
     rotated = r.json()
-    assert rotated["credentials"] == {"key_id": _mask(second.key_id)} and rotated["label"] == "rotated"
-    assert rotated["id"] == created["id"] and rotated["updated_at"] >= created["updated_at"]
+    assert rotated["credentials"] == {"key_id": _mask(second.key_id)}
+    assert rotated["label"] == "rotated"
+    assert rotated["id"] == created["id"]
+    assert rotated["updated_at"] >= created["updated_at"]
     after = db_fetch(dsn, "SELECT version FROM connector_accounts WHERE id = $1", created["id"])[0]["version"]
     assert after == before + 1
     r = client.post(path, json={"webhook_secret": "   "})
-    assert r.status_code == 400 and r.json()["error"]["param"] == "webhook_secret"
+    expect(r, 400)
+    assert r.json()["error"]["param"] == "webhook_secret"
     r = client.post(path, json={"secret_key": "x"})
-    assert r.status_code == 400 and r.json()["error"]["code"] == "parameter_unknown"
+    expect(r, 400)
+    assert r.json()["error"]["code"] == "parameter_unknown"
 
 
 def test_delete_disables_and_frees_the_connector(client, fake):
     created = client.post("/v1/connector_accounts", json=_body(fake.add_account())).json()
     r = client.delete(f"/v1/connector_accounts/{created['id']}")
-    assert r.status_code == 200 and r.json()["status"] == "disabled", r.text
+    expect(r, 200)
+    assert r.json()["status"] == "disabled", r.text
     assert client.delete(f"/v1/connector_accounts/{created['id']}").json()["status"] == "disabled"
     assert client.get(f"/v1/connector_accounts/{created['id']}").json()["status"] == "disabled"
-    assert client.post("/v1/connector_accounts", json=_body(fake.add_account())).status_code == 201
+    expect(client.post("/v1/connector_accounts", json=_body(fake.add_account())), 201)
 
 
 def test_routing_names_a_real_connector_only_with_an_active_account(client, fake):
     routing = {"strategy": "priority", "connectors": ["razorpay", "mockrazorpay"]}
     r = client.put("/v1/routing", json=routing)
-    assert r.status_code == 400 and r.json()["error"]["param"] == "connectors", r.text
+    expect(r, 400)
+    assert r.json()["error"]["param"] == "connectors", r.text
     names = [c["name"] for c in client.get("/v1/connectors").json()]
-    assert "razorpay" not in names and "stripe" not in names
+    assert "razorpay" not in names
+    assert "stripe" not in names
     created = client.post("/v1/connector_accounts", json=_body(fake.add_account())).json()
-    assert client.put("/v1/routing", json=routing).status_code == 200
+    expect(client.put("/v1/routing", json=routing), 200)
     listed = {c["name"]: c for c in client.get("/v1/connectors").json()}
     assert listed["razorpay"]["account_id"] == created["id"]
     assert set(listed["razorpay"]) >= {"name", "state", "success_rate", "latency_ms_p50", "attempts"}
     client.delete(f"/v1/connector_accounts/{created['id']}")
     r = client.put("/v1/routing", json={"strategy": "priority", "connectors": ["mockrazorpay"],
                                         "rules": [{"payment_method_type": "upi", "connectors": ["razorpay"]}]})
-    assert r.status_code == 400 and r.json()["error"]["param"] == "rules.0.connectors", r.text
+    expect(r, 400)
+    assert r.json()["error"]["param"] == "rules.0.connectors", r.text
 
 
 def test_other_merchants_accounts_are_404(server, fake):
@@ -207,10 +225,11 @@ def test_other_merchants_accounts_are_404(server, fake):
         created = a.post("/v1/connector_accounts", json=_body(fake.add_account())).json()
         path = f"/v1/connector_accounts/{created['id']}"
         for r in (b.get(path), b.post(path, json={"label": "mine"}), b.delete(path)):
-            assert r.status_code == 404 and r.json()["error"]["type"] == "not_found", r.text
+            expect(r, 404)
+            assert r.json()["error"]["type"] == "not_found", r.text
         assert b.get("/v1/connector_accounts").json()["data"] == []
         assert "razorpay" not in [c["name"] for c in b.get("/v1/connectors").json()]
-        assert b.put("/v1/routing", json={"strategy": "priority", "connectors": ["razorpay"]}).status_code == 400
+        expect(b.put("/v1/routing", json={"strategy": "priority", "connectors": ["razorpay"]}), 400)
         assert a.get(path).json() == created  # untouched by b's attempts
 
 
@@ -228,17 +247,20 @@ def test_account_webhook_path_verifies_with_the_accounts_secret(server, client, 
     with server.client() as anonymous:
         url = server.url + created["webhook_path"]
         r = anonymous.post(url, content=raw, headers=headers | {"X-Razorpay-Signature": sign("other", raw)})
-        assert r.status_code == 400, r.text
+        expect(r, 400)
         for wrong in (f"/webhooks/stripe/{created['id']}", "/webhooks/razorpay/mca_nope", "/webhooks/nope/x"):
             r = anonymous.post(server.url + wrong, content=raw,
                                headers=headers | {"X-Razorpay-Signature": sign(secret, raw)})
-            assert r.status_code == 404, (wrong, r.text)
+            expect(r, 404, note=wrong)
         good = headers | {"X-Razorpay-Signature": sign(secret, raw)}
         r = anonymous.post(url, content=raw, headers=good)
-        assert r.status_code == 200 and r.json() == {"received": True, "duplicate": False}, r.text
+        expect(r, 200)
+        assert r.json() == {"received": True, "duplicate": False}, r.text
         assert anonymous.post(url, content=raw, headers=good).json()["duplicate"] is True
     rows = db_fetch(dsn, "SELECT * FROM webhook_inbox WHERE event_id = $1", event_id)
-    assert len(rows) == 1 and rows[0]["connector"] == "razorpay" and rows[0]["account_id"] == created["id"]
+    assert len(rows) == 1
+    assert rows[0]["connector"] == "razorpay"
+    assert rows[0]["account_id"] == created["id"]
     # A disabled account's webhooks are still received (its in-flight payments settle).
     client.delete(f"/v1/connector_accounts/{created['id']}")
     raw2 = raw.replace(b"payment.captured", b"payment.authorized")
@@ -246,7 +268,7 @@ def test_account_webhook_path_verifies_with_the_accounts_secret(server, client, 
         r = anonymous.post(server.url + created["webhook_path"], content=raw2,
                            headers={"Content-Type": "application/json", "X-Razorpay-Event-Id": event_id + "b",
                                     "X-Razorpay-Signature": sign(secret, raw2)})
-    assert r.status_code == 200, r.text
+    expect(r, 200)
 
 
 def test_a_rotation_in_one_process_is_honoured_by_another_at_once(server, client, fake, dsn, start_server):
@@ -270,7 +292,7 @@ def test_a_rotation_in_one_process_is_honoured_by_another_at_once(server, client
 
     assert send(old_secret) == 200  # the other process now holds the old secret in its cache
     r = client.post(f"/v1/connector_accounts/{created['id']}", json={"webhook_secret": new_secret})
-    assert r.status_code == 200, r.text
+    expect(r, 200)
     assert send(new_secret) == 200
     assert send(old_secret) == 400
 
@@ -293,10 +315,13 @@ def test_a_disabled_account_still_settles_what_is_in_flight(client, fake):
     wait_for(lambda: client.get(f"/v1/payments/{payment['id']}").json()["status"] == "requires_capture")
     captures = fake.count("POST", r"/v1/payments/\w+/capture")
     r = client.post(f"/v1/payments/{payment['id']}/capture", json={})
-    assert r.status_code == 200 and r.json()["status"] == "succeeded", r.text
+    expect(r, 200)
+    assert r.json()["status"] == "succeeded", r.text
     assert fake.count("POST", r"/v1/payments/\w+/capture") == captures + 1
     refund = client.post("/v1/refunds", json={"payment_id": payment["id"], "amount": 1000})
-    assert refund.status_code == 201 and refund.json()["status"] in ("pending", "succeeded"), refund.text
+    expect(refund, 201)
+    assert refund.json()["status"] in ("pending", "succeeded"), refund.text
     r = client.post("/v1/payments", json={"amount": 50000, "currency": "INR", "payment_method": {"type": "upi"},
                                           "connector": "razorpay", "confirm": True})
-    assert r.status_code == 400 and r.json()["error"]["param"] == "connector", r.text
+    expect(r, 400)
+    assert r.json()["error"]["param"] == "connector", r.text

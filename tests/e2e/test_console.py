@@ -23,7 +23,7 @@ import trio
 
 from tests.e2e.test_dashboard import browser  # noqa: F401 - the module-scoped Chromium fixture
 from tests.realtime_support import connect, http, token, welcome
-from tests.support import (ADMIN_TOKEN, CARD_DECLINED, UPI, ServerProcess, db_fetch, payment_body, sign_stripe,
+from tests.support import (ADMIN_TOKEN, CARD_DECLINED, UPI, ServerProcess, db_fetch, expect, payment_body, sign_stripe,
                            wait_for)
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -56,7 +56,7 @@ def mix(console_server):
     with console_server.client(key) as c:
         hook = c.post("/v1/webhook_endpoints", json={"url": f"http://127.0.0.1:{_closed_port()}/hook",
                                                      "enabled_events": ["*"]})
-        assert hook.status_code == 201, hook.text
+        expect(hook, 201)
         order = c.post("/v1/orders", json={"amount": 4200, "currency": "INR", "customer_id": "cus_console"}).json()
         ok = [c.post("/v1/payments", json=payment_body(1000 + i, confirm=True, connector="mockstripe",
                                                       customer_id="cus_console")).json() for i in range(3)]
@@ -69,10 +69,10 @@ def mix(console_server):
         pending = [c.post("/v1/payments", json=payment_body(500, method=UPI("pending@upi"), confirm=True,
                                                            connector="mockstripe")).json() for _ in range(2)]
         refund = c.post("/v1/refunds", json={"payment_id": ok[0]["id"], "amount": 300})
-        assert refund.status_code == 201, refund.text
+        expect(refund, 201)
         # Routed through flaky first: its 500s fall back to mockstripe, whose UPI success webhook follows.
         routing = c.put("/v1/routing", json={"strategy": "priority", "connectors": ["flaky", "mockstripe"]})
-        assert routing.status_code == 200, routing.text
+        expect(routing, 200)
         fell_back = None
         for _ in range(60):
             p = c.post("/v1/payments", json=payment_body(1300, method=UPI("success@upi"), confirm=True)).json()
@@ -81,7 +81,8 @@ def mix(console_server):
                 break
         assert fell_back is not None, "no payment fell back from flaky in 60 tries"
         wait_for(lambda: c.get(f"/v1/payments/{fell_back['id']}").json()["status"] == "succeeded", timeout=20)
-    assert all(p["status"] == "succeeded" for p in ok) and held["status"] == "requires_capture"
+    assert all(p["status"] == "succeeded" for p in ok)
+    assert held["status"] == "requires_capture"
     assert all(p["status"] == "processing" for p in pending)
     time.sleep(1.5)  # past every processing payment's 1 s deadline
     return {"key": key, "order": order, "ok": ok, "ordered": ordered, "declined": declined, "held": held,
@@ -109,7 +110,9 @@ def test_stats_match_the_payments_api(console_server, mix):
     by_status: dict[str, int] = {}
     for p in everything:
         by_status[p["status"]] = by_status.get(p["status"], 0) + 1
-    assert stats["object"] == "payment_stats" and stats["bucket_s"] == 60 and len(stats["buckets"]) == 60
+    assert stats["object"] == "payment_stats"
+    assert stats["bucket_s"] == 60
+    assert len(stats["buckets"]) == 60
     assert {s: n for s, n in stats["totals"].items() if n} == by_status
     assert {s: n for s, n in overview["payments"].items() if n} == by_status
     # Every payment still processing is past its 1 s deadline by now.
@@ -135,9 +138,11 @@ def test_success_rate_series_per_connector_from_attempts(console_server, mix):
     for name, series in connectors.items():
         mine = [a for a in attempts if a["connector"] == name]
         ok = [a for a in mine if a["status"] in ("succeeded", "authorized")]
-        assert series["attempts_total"] == len(mine) and series["succeeded_total"] == len(ok), name
+        assert series["attempts_total"] == len(mine), name
+        assert series["succeeded_total"] == len(ok), name
         assert any(r is not None for r in series["success_rate"]), name
-        assert series["latency_ms_p50"] is not None and series["latency_ms_p99"] >= series["latency_ms_p50"]
+        assert series["latency_ms_p50"] is not None
+        assert series["latency_ms_p99"] >= series["latency_ms_p50"]
     # mockrazorpay: 2 declines, 1 success (ordered), 1 authorisation → 50 %.
     assert connectors["mockrazorpay"]["success_rate_total"] == 0.5
 
@@ -149,16 +154,18 @@ def test_lists_behind_the_counters(console_server, mix):
         failing = wait_for(lambda: (lambda page: page if page["data"] else None)(
             c.get("/v1/stats/lists/deliveries_failing", params={"limit": 100}).json()))
         overview = c.get("/v1/stats/overview").json()
-        assert c.get("/v1/stats/lists/nonsense").status_code == 404
-        assert c.get("/v1/stats/lists/review_required", params={"limit": "0"}).status_code == 400
+        expect(c.get("/v1/stats/lists/nonsense"), 404)
+        expect(c.get("/v1/stats/lists/review_required", params={"limit": "0"}), 400)
         page1 = c.get("/v1/stats/lists/processing_overdue", params={"limit": 1}).json()
         page2 = c.get("/v1/stats/lists/processing_overdue",
                       params={"limit": 1, "starting_after": page1["data"][0]["id"]}).json()
     assert len(overdue["data"]) == overview["processing_overdue"]
     assert {p["id"] for p in mix["pending"]} <= {p["id"] for p in overdue["data"]}
     assert all(p["status"] == "processing" for p in overdue["data"])
-    assert page1["has_more"] and page2["data"][0]["id"] != page1["data"][0]["id"]
-    assert failing["data"][0]["object"] == "webhook_delivery" and failing["data"][0]["attempts"]
+    assert page1["has_more"]
+    assert page2["data"][0]["id"] != page1["data"][0]["id"]
+    assert failing["data"][0]["object"] == "webhook_delivery"
+    assert failing["data"][0]["attempts"]
     assert overview["deliveries_failing"] >= len(failing["data"]) > 0
 
 
@@ -168,17 +175,21 @@ def test_timeline_of_a_payment_that_fell_back(console_server, mix):
         t = wait_for(lambda: (lambda t: t if any(e["type"] == "webhook_in" and e["data"]["status"] == "applied"
                                                  for e in t["entries"]) else None)(
             c.get(f"/v1/payments/{payment['id']}/timeline").json()))
-    assert t["payment"]["id"] == payment["id"] and t["payment"]["status"] == "succeeded"
+    assert t["payment"]["id"] == payment["id"]
+    assert t["payment"]["status"] == "succeeded"
     times = [e["at"] for e in t["entries"]]
     assert times == sorted(times)
     attempts = [e["data"] for e in t["entries"] if e["type"] == "attempt"]
     assert [(a["connector"], a["status"]) for a in attempts] == [("flaky", "failed"), ("mockstripe", "succeeded")]
     assert all(a["latency_ms"] is not None and a["latency_ms"] >= 0 for a in attempts)
     (hook,) = [e["data"] for e in t["entries"] if e["type"] == "webhook_in"]
-    assert hook["connector"] == "mockstripe" and hook["event_type"] == "payment_intent.succeeded"
-    assert hook["object"] == "inbox_item" and "raw_body" not in hook
+    assert hook["connector"] == "mockstripe"
+    assert hook["event_type"] == "payment_intent.succeeded"
+    assert hook["object"] == "inbox_item"
+    assert "raw_body" not in hook
     events = [e["data"]["type"] for e in t["entries"] if e["type"] == "event"]
-    assert events[0] == "payment.created" and "payment.succeeded" in events
+    assert events[0] == "payment.created"
+    assert "payment.succeeded" in events
     assert any(e["type"] == "delivery" for e in t["entries"])
 
 
@@ -189,7 +200,7 @@ def test_timeline_includes_refunds_and_is_merchant_scoped(console_server, mix):
     refunds = [e["data"] for e in t["entries"] if e["type"] == "refund"]
     assert [r["amount"] for r in refunds] == [300]
     with console_server.client(other) as c:
-        assert c.get(f"/v1/payments/{mix['ok'][0]['id']}/timeline").status_code == 404
+        expect(c.get(f"/v1/payments/{mix['ok'][0]['id']}/timeline"), 404)
         assert c.get("/v1/search", params={"q": mix["ok"][0]["id"]}).json()["data"] == []
         assert c.get("/v1/stats/overview").json()["payments"]["succeeded"] == 0
 
@@ -200,7 +211,7 @@ def test_search_by_each_kind_of_id(console_server, mix):
     with console_server.client(mix["key"]) as c:
         def search(q):
             r = c.get("/v1/search", params={"q": q})
-            assert r.status_code == 200, r.text
+            expect(r, 200)
             return [(p["id"], p["matched_on"]) for p in r.json()["data"]]
 
         assert search(fell_back["id"]) == [(fell_back["id"], "payment_id")]
@@ -210,12 +221,13 @@ def test_search_by_each_kind_of_id(console_server, mix):
         assert {p for p, _ in by_customer} == {p["id"] for p in mix["ok"]} | {mix["ordered"]["id"]}
         assert {m for _, m in by_customer} == {"customer_id"}
         assert search("nothing_like_this") == []
-        assert c.get("/v1/search").status_code == 400
-        assert c.get("/v1/search", params={"q": "x" * 256}).status_code == 400
+        expect(c.get("/v1/search"), 400)
+        expect(c.get("/v1/search", params={"q": "x" * 256}), 400)
         assert c.get("/v1/stats/payments", params={"window": "2d"}).json()["error"]["param"] == "window"
-        assert c.get("/v1/stats/payments", params={"window": "1m"}).status_code == 400
+        expect(c.get("/v1/stats/payments", params={"window": "1m"}), 400)
         wide = c.get("/v1/stats/payments", params={"window": "24h"}).json()
-    assert wide["bucket_s"] == 1440 and len(wide["buckets"]) == 60
+    assert wide["bucket_s"] == 1440
+    assert len(wide["buckets"]) == 60
 
 
 async def test_realtime_connections_counted_and_listed(console_server, mix):
@@ -236,15 +248,17 @@ async def test_realtime_connections_counted_and_listed(console_server, mix):
 def test_console_assets_are_served_and_confined(console_server):
     with console_server.client() as c:
         js = c.get("/dashboard/static/console.js")
-        assert js.status_code == 200 and js.headers["content-type"].startswith("text/javascript")
+        expect(js, 200)
+        assert js.headers["content-type"].startswith("text/javascript")
         assert "default-src 'self'" in js.headers["content-security-policy"]
-        assert c.get("/dashboard/static/vendor/uplot/uPlot.iife.min.js").status_code == 200
+        expect(c.get("/dashboard/static/vendor/uplot/uPlot.iife.min.js"), 200)
         assert "MIT" in c.get("/dashboard/static/vendor/uplot/LICENSE").text
         for bad in ("../routes/dashboard.py", "../../docs/console.md", "..%2f..%2fdocs%2fconsole.md",
                     "dashboard.html", "nope.js"):
-            assert c.get(f"/dashboard/static/{bad}").status_code == 404, bad
+            expect(c.get(f"/dashboard/static/{bad}"), 404, note=bad)
         page = c.get("/dashboard/payments/pay_whatever")
-        assert page.status_code == 200 and "console.js" in page.text
+        expect(page, 200)
+        assert "console.js" in page.text
 
 
 # ----------------------------------------------------------------------- browser
@@ -331,7 +345,8 @@ def test_success_rate_chart_has_points_for_each_connector(console_server, mix, b
         assert {s["label"] for s in series} == {"mockstripe", "mockrazorpay", "flaky"}
         assert all(s["points"] >= 1 for s in series), series
         label = page.get_attribute("#chart-success", "aria-label")
-        assert "flaky" in label and "mockstripe" in label
+        assert "flaky" in label
+        assert "mockstripe" in label
     finally:
         context.close()
 
@@ -347,7 +362,9 @@ def test_payment_page_shows_both_attempts_and_the_webhook(console_server, mix, b
         assert "ms" in rows.nth(0).locator("td").nth(2).text_content()
         page.wait_for_selector('#webhooks-in tr[data-connector="mockstripe"]', timeout=15_000)
         kinds = page.eval_on_selector_all("#timeline li", "els => els.map((e) => e.dataset.type)")
-        assert kinds.count("attempt") == 2 and "webhook_in" in kinds and "event" in kinds
+        assert kinds.count("attempt") == 2
+        assert "webhook_in" in kinds
+        assert "event" in kinds
         times = page.eval_on_selector_all("#timeline time", "els => els.map((e) => e.getAttribute('datetime'))")
         assert times == sorted(times)
         assert page.locator("h1").text_content().strip().endswith(payment["id"])
@@ -410,7 +427,7 @@ def test_dead_letter_appears_in_the_admin_view(console_server, mix, browser):
                                            "metadata": {"payment_id": stuck["id"]}}}}).encode()
     admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     with console_server.client() as c:
-        assert c.post("/webhooks/mockstripe", content=body, headers=sign_stripe(body)).status_code == 200
+        expect(c.post("/webhooks/mockstripe", content=body, headers=sign_stripe(body)), 200)
         dead = wait_for(lambda: [i for i in c.get("/admin/inbox", params={"status": "dead", "limit": 100},
                                                   headers=admin).json()["data"] if i["event_id"] == event_id],
                         timeout=30, interval=0.3)

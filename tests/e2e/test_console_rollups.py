@@ -21,8 +21,7 @@ import httpx
 import pytest
 
 from domain import latency, rollups
-from tests.support import (ADMIN_TOKEN, CARD_DECLINED, CARD_OK, UPI, db_fetch, payment_body, run_check,
-                           wait_for)
+from tests.support import ADMIN_TOKEN, CARD_DECLINED, UPI, db_fetch, expect, payment_body, run_check, wait_for
 
 CARD_DISPUTED = {"type": "card", "card": {"number": "4000000000000259"}}
 # Settings that make every kind of transition happen within a test: a flaky connector that often
@@ -136,7 +135,7 @@ def _new_merchant(server) -> tuple[str, str]:
     """(api key, merchant id) of a new merchant."""
     with server.client(ADMIN_TOKEN) as c:
         r = c.post("/admin/merchants", json={"name": "rollups"})
-        assert r.status_code == 201, r.text
+        expect(r, 201)
         return r.json()["api_key"], r.json()["merchant"]["id"]
 
 
@@ -152,8 +151,8 @@ def test_rollups_equal_direct_counts_after_mixed_traffic(new_database, start_ser
     key, merchant_id = _new_merchant(server)
     rng = random.Random(seed)
     with server.client(key) as c:
-        assert c.put("/v1/routing", json={"strategy": "priority", "connectors": ["flaky", "mockstripe"]}
-                     ).status_code == 200
+        expect(c.put("/v1/routing", json={"strategy": "priority", "connectors": ["flaky", "mockstripe"]}
+                     ), 200)
         mixed_traffic(c, rng, 60)
         folded = assert_rollups_exact(dsn, merchant_id)
         # ... and the API answers from them: all-time counts and the last hour's totals.
@@ -178,7 +177,8 @@ def test_rollups_equal_direct_counts_after_mixed_traffic(new_database, start_ser
     attempt_statuses = {k[4] for k in folded if k[2] == rollups.ATTEMPT}
     assert {"succeeded", "failed"} <= attempt_statuses, attempt_statuses
     done = run_check(dsn)
-    assert done.returncode == 0 and "warn" not in done.stdout, done.stdout + done.stderr
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "warn" not in done.stdout, done.stdout + done.stderr
 
 
 @pytest.mark.slow
@@ -193,7 +193,8 @@ def test_stale_and_lost_rollups_are_rebuilt_from_the_log_on_start(new_database, 
     with httpx.Client(base_url=api.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as admin:
         assert "actor:rollups" not in admin.get("/debug/tasks").text
     stale = asyncio.run(_snapshot(dsn, merchant_id))
-    assert stale[0] > 0 and not stale[1]  # the log moved, the rollups did not
+    assert stale[0] > 0
+    assert not stale[1]  # the log moved, the rollups did not
     api.stop()
 
     # Stale: a worker starts and catches up from the cursor.
@@ -225,7 +226,8 @@ def test_new_reads_are_the_callers_own(server, db_dsn):
                                                       customer_id="cus_isolated")).json()
         held = c.post("/v1/payments", json=payment_body(capture_method="manual", confirm=True,
                                                        connector="mockrazorpay", customer_id="cus_isolated")).json()
-        assert pay["status"] == "succeeded" and held["status"] == "requires_capture"
+        assert pay["status"] == "succeeded"
+        assert held["status"] == "requires_capture"
         wait_for(lambda: c.get("/v1/stats/overview").json()["payments"]["succeeded"] == 1)
     txn = pay["attempts"][0]["connector_txn_id"]
     with server.client(intruder_key) as c:
@@ -234,7 +236,8 @@ def test_new_reads_are_the_callers_own(server, db_dsn):
         assert overview["connectors"] == [] or all(h["attempts"] == 0 for h in overview["connectors"])
         for window in ("1h", "24h"):
             stats = c.get("/v1/stats/payments", params={"window": window}).json()
-            assert set(stats["totals"].values()) == {0} and stats["connectors"] == []
+            assert set(stats["totals"].values()) == {0}
+            assert stats["connectors"] == []
         for term in (pay["id"], txn, "cus_isolated", held["id"]):
             assert c.get("/v1/search", params={"q": term}).json()["data"] == []
         for name in ("processing_overdue", "review_required", "deliveries_failing"):

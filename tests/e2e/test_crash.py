@@ -5,7 +5,7 @@ COMMIT, after COMMIT before the reply) are in test_crash_points.py."""
 
 from __future__ import annotations
 
-from tests.support import payment_body, run_check
+from tests.support import expect, payment_body, run_check
 
 
 def test_kill9_right_after_200_keeps_payment_and_event(new_database, start_server):
@@ -23,7 +23,8 @@ def test_kill9_right_after_200_keeps_payment_and_event(new_database, start_serve
     try:
         with second.client(api_key) as c:
             got = c.get(f"/v1/payments/{pay['id']}").json()
-            assert got["status"] == "succeeded" and got["amount_received"] == 777
+            assert got["status"] == "succeeded"
+            assert got["amount_received"] == 777
             types = [e["type"] for e in c.get("/v1/events", params={"object_id": pay["id"]}).json()["data"]]
             assert types == ["payment.succeeded", "payment.created"]
         check = run_check(dsn)
@@ -36,6 +37,6 @@ def test_sigterm_drains_and_exits_cleanly(new_database, start_server):
     server = start_server(new_database("paycast_term"))
     api_key = server.create_merchant()
     with server.client(api_key) as c:
-        assert c.post("/v1/payments", json=payment_body(confirm=True)).status_code == 201
+        expect(c.post("/v1/payments", json=payment_body(confirm=True)), 201)
     assert server.stop() == 0
     assert not any("Traceback" in line for line in server.stderr_lines), "".join(server.stderr_lines)

@@ -16,7 +16,7 @@ import signal
 import httpx
 import pytest
 
-from tests.support import CARD_OK, payment_body, run_check, wait_for
+from tests.support import CARD_OK, expect, payment_body, run_check, wait_for
 
 SETTINGS = {"PAYCAST_SIM_DELAY_MS": "20"}
 
@@ -26,7 +26,7 @@ def _payments_only(server, api_key: str, acked: dict) -> None:
     with server.client(api_key, timeout=10) as c:
         for i in range(200):
             r = c.post("/v1/payments", json=payment_body(100 + i, confirm=True))
-            assert r.status_code == 201, r.text
+            expect(r, 201)
             acked["payments"][r.json()["id"]] = r.json()
 
 
@@ -34,7 +34,7 @@ def _mixed(server, api_key: str, acked: dict) -> None:
     """Mixed writes until the server dies; fills ``acked`` with what was answered 2xx."""
     with server.client(api_key, timeout=10) as c:
         account = c.post("/v1/accounts", json={"customer_id": "cus_crash", "currency": "INR"})
-        assert account.status_code == 201, account.text
+        expect(account, 201)
         acked["account"] = account.json()["id"]
         for i in range(200):
             kind = i % 5
@@ -93,10 +93,12 @@ def test_kill9_inside_a_unit_of_work_keeps_acknowledged_state(new_database, star
                 assert got["status"] in (pay["status"], "succeeded"), (pay, got)
         for refund in acked["refunds"].values():
             got = c.get(f"/v1/refunds/{refund['id']}")
-            assert got.status_code == 200 and got.json()["amount"] == refund["amount"], got.text
+            expect(got, 200)
+            assert got.json()["amount"] == refund["amount"], got.text
         for txn in acked["transactions"].values():
             got = c.get(f"/v1/transactions/{txn['id']}")
-            assert got.status_code == 200 and got.json()["amount"] == txn["amount"], got.text
+            expect(got, 200)
+            assert got.json()["amount"] == txn["amount"], got.text
         # Every acknowledged event-producing write is in the event log, gap-free (check verifies seq).
         pay_events = {e["data"]["object"]["id"] for e in _all_events(c) if e["type"].startswith("payment.")}
         assert set(acked["payments"]) <= pay_events

@@ -60,7 +60,8 @@ def test_dashboard_shows_payments_and_their_status_changes_live(server, api_key,
     assert before["status"] == "succeeded"
 
     response = page.goto(server.url + "/dashboard")
-    assert response.status == 200 and "text/html" in response.headers["content-type"]
+    assert response.status == 200
+    assert "text/html" in response.headers["content-type"]
     page.fill("#api-key", api_key)
     page.click("#connect")
     _badge(page, before["id"], "succeeded")  # the snapshot loaded

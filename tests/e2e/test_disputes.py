@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.support import db_fetch, payment_body, sign_razorpay, sign_stripe, wait_for
+from tests.support import db_fetch, expect, payment_body, sign_razorpay, sign_stripe, wait_for
 
 CARD_DISPUTED = {"type": "card", "card": {"number": "4000000000000259"}}
 
@@ -43,9 +43,13 @@ def _types(client, object_id):
 @pytest.mark.parametrize("connector", ["mockstripe", "mockrazorpay"])
 def test_dispute_opens_then_evidence_wins_and_releases_the_hold(client, connector):
     pay, dispute = _disputed_payment(client, 3000, connector)
-    assert dispute["object"] == "dispute" and dispute["id"].startswith("dp_")
-    assert dispute["status"] == "needs_response" and dispute["amount"] == 3000 and dispute["currency"] == "INR"
-    assert dispute["connector"] == connector and dispute["evidence"] == {"text": None, "submitted_at": None}
+    assert dispute["object"] == "dispute"
+    assert dispute["id"].startswith("dp_")
+    assert dispute["status"] == "needs_response"
+    assert dispute["amount"] == 3000
+    assert dispute["currency"] == "INR"
+    assert dispute["connector"] == connector
+    assert dispute["evidence"] == {"text": None, "submitted_at": None}
     opened = client.get("/v1/events", params={"object_id": dispute["id"]}).json()["data"]
     assert [e["type"] for e in opened] == ["dispute.opened"]
     held = _balance(client)
@@ -53,11 +57,13 @@ def test_dispute_opens_then_evidence_wins_and_releases_the_hold(client, connecto
     assert held["available"] == held["received"] - held["refunded"] - held["disputed_held"] - held["disputed_lost"]
     # A disputed payment cannot be refunded as well.
     r = client.post("/v1/refunds", json={"payment_id": pay["id"]})
-    assert r.status_code == 409 and r.json()["error"]["code"] == "charge_disputed"
+    expect(r, 409)
+    assert r.json()["error"]["code"] == "charge_disputed"
     r = client.post(f"/v1/disputes/{dispute['id']}/evidence", json={"text": "Signed receipt. winning_evidence"})
-    assert r.status_code == 200, r.text
+    expect(r, 200)
     review = r.json()
-    assert review["status"] == "under_review" and review["evidence"]["text"].startswith("Signed receipt")
+    assert review["status"] == "under_review"
+    assert review["evidence"]["text"].startswith("Signed receipt")
     assert review["evidence"]["submitted_at"]
     won = _dispute_status(client, dispute["id"], "won")
     assert won["amount"] == 3000
@@ -67,7 +73,8 @@ def test_dispute_opens_then_evidence_wins_and_releases_the_hold(client, connecto
     assert released["available"] == held["available"] + 3000
     # Evidence on a decided dispute is refused.
     r = client.post(f"/v1/disputes/{dispute['id']}/evidence", json={"text": "more"})
-    assert r.status_code == 409 and r.json()["error"]["code"] == "dispute_unexpected_state"
+    expect(r, 409)
+    assert r.json()["error"]["code"] == "dispute_unexpected_state"
 
 
 def test_losing_evidence_loses(client):
@@ -78,19 +85,22 @@ def test_losing_evidence_loses(client):
     assert _types(client, dispute["id"]) == ["dispute.opened", "dispute.lost"]
     after = _balance(client)
     assert after["disputed_lost"] == before["disputed_lost"] + 1500
-    assert after["disputed_held"] == before["disputed_held"] - 1500 and after["available"] == before["available"]
+    assert after["disputed_held"] == before["disputed_held"] - 1500
+    assert after["available"] == before["available"]
 
 
 def test_accept_closes_the_dispute_and_late_verdicts_are_ignored(client, server, db_dsn):
     pay, dispute = _disputed_payment(client, 2000, customer="cus_accept")
     r = client.post(f"/v1/disputes/{dispute['id']}/accept")
-    assert r.status_code == 200, r.text
+    expect(r, 200)
     assert r.json()["status"] == "accepted"
     events = client.get("/v1/events", params={"object_id": dispute["id"], "type": "dispute.accepted"}).json()["data"]
-    assert len(events) == 1 and events[0]["data"]["object"]["status"] == "accepted"
+    assert len(events) == 1
+    assert events[0]["data"]["object"]["status"] == "accepted"
     for action, body in (("accept", None), ("evidence", {"text": "too late"})):
         r = client.post(f"/v1/disputes/{dispute['id']}/{action}", json=body)
-        assert r.status_code == 409 and r.json()["error"]["code"] == "dispute_unexpected_state"
+        expect(r, 409)
+        assert r.json()["error"]["code"] == "dispute_unexpected_state"
     # The connector's own "won" verdict arriving afterwards changes nothing.
     connector_id = db_fetch(db_dsn, "SELECT connector_dispute_id FROM disputes WHERE id = $1",
                             dispute["id"])[0]["connector_dispute_id"]
@@ -100,7 +110,7 @@ def test_accept_closes_the_dispute_and_late_verdicts_are_ignored(client, server,
                                            "metadata": {"payment_id": pay["id"], "dispute_id": dispute["id"]}}}}
                       ).encode()
     with server.client() as anon:
-        assert anon.post("/webhooks/mockstripe", content=body, headers=sign_stripe(body)).status_code == 200
+        expect(anon.post("/webhooks/mockstripe", content=body, headers=sign_stripe(body)), 200)
     row = wait_for(lambda: db_fetch(db_dsn, "SELECT status FROM webhook_inbox WHERE event_id = $1"
                                             " AND processed_at IS NOT NULL", f"evt_late_{dispute['id']}"))
     assert row[0]["status"] == "ignored"
@@ -118,7 +128,7 @@ def test_verdict_by_signed_webhook_and_duplicate_opening(client, server, db_dsn)
                            "payload": {"payment": {"entity": {"id": connector_id, "amount": 2200, "currency": "INR",
                                                               "status": "open", "notes": notes}}}}).encode()
         with server.client() as anon:
-            assert anon.post("/webhooks/mockrazorpay", content=body, headers=sign_razorpay(body)).status_code == 200
+            expect(anon.post("/webhooks/mockrazorpay", content=body, headers=sign_razorpay(body)), 200)
 
     # The same dispute announced again under another event id: still one dispute.
     razorpay("payment.dispute.created", f"rzp_dup_{dispute['id']}", {"payment_id": pay["id"]})
@@ -140,19 +150,22 @@ def test_dispute_lists_filters_and_404s(client):
     _, first = _disputed_payment(client, 1000)
     _, second = _disputed_payment(client, 1100)
     page = client.get("/v1/disputes", params={"limit": 1}).json()
-    assert page["has_more"] is True and page["data"][0]["id"] == second["id"]
+    assert page["has_more"] is True
+    assert page["data"][0]["id"] == second["id"]
     nxt = client.get("/v1/disputes", params={"limit": 1, "starting_after": second["id"]}).json()
     assert nxt["data"][0]["id"] == first["id"]
     client.post(f"/v1/disputes/{first['id']}/accept")
     accepted = client.get("/v1/disputes", params={"status": "accepted"}).json()["data"]
     assert [d["id"] for d in accepted] == [first["id"]]
-    assert client.get("/v1/disputes/dp_nope").status_code == 404
-    assert client.post("/v1/disputes/dp_nope/accept").status_code == 404
-    assert client.post("/v1/disputes/dp_nope/evidence", json={"text": "x"}).status_code == 404
+    expect(client.get("/v1/disputes/dp_nope"), 404)
+    expect(client.post("/v1/disputes/dp_nope/accept"), 404)
+    expect(client.post("/v1/disputes/dp_nope/evidence", json={"text": "x"}), 404)
     r = client.post(f"/v1/disputes/{second['id']}/evidence", json={"text": ""})
-    assert r.status_code == 400 and r.json()["error"]["param"] == "text"
+    expect(r, 400)
+    assert r.json()["error"]["param"] == "text"
     r = client.post(f"/v1/disputes/{second['id']}/accept", json={"why": "x"})
-    assert r.status_code == 400 and r.json()["error"]["param"] == "why"
+    expect(r, 400)
+    assert r.json()["error"]["param"] == "why"
 
 
 def test_verdict_before_its_dispute_opens_is_deferred_then_applied(client, server, db_dsn):
@@ -166,14 +179,15 @@ def test_verdict_before_its_dispute_opens_is_deferred_then_applied(client, serve
                            "data": {"object": {"id": dispute_ref, "amount": 1800, "currency": "inr",
                                                "status": status, "metadata": {"payment_id": pay["id"]}}}}).encode()
         with server.client() as anon:
-            assert anon.post("/webhooks/mockstripe", content=body, headers=sign_stripe(body)).status_code == 200
+            expect(anon.post("/webhooks/mockstripe", content=body, headers=sign_stripe(body)), 200)
 
     send("charge.dispute.closed", f"evt_verdict_{pay['id']}", "lost")
     wait_for(lambda: db_fetch(db_dsn, "SELECT last_error FROM webhook_inbox WHERE event_id = $1",
                               f"evt_verdict_{pay['id']}")[0]["last_error"])
     row = db_fetch(db_dsn, "SELECT processed_at, last_error FROM webhook_inbox WHERE event_id = $1",
                    f"evt_verdict_{pay['id']}")[0]
-    assert row["processed_at"] is None and row["last_error"].startswith("deferred")
+    assert row["processed_at"] is None
+    assert row["last_error"].startswith("deferred")
     assert client.get("/v1/disputes", params={"payment_id": pay["id"]}).json()["data"] == []
     send("charge.dispute.created", f"evt_open_{pay['id']}", "needs_response")
     dispute = wait_for(lambda: client.get("/v1/disputes", params={"payment_id": pay["id"]}).json()["data"])[0]

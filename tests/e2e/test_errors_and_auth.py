@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support import payment_body
+from tests.support import expect, payment_body
 
 
 def _err(r, status):
-    assert r.status_code == status, r.text
+    expect(r, status)
     body = r.json()["error"]
     assert set(body) == {"type", "code", "message", "param"}
     return body
@@ -21,7 +21,7 @@ def test_auth_errors(server, client):
         assert _err(bad.get("/v1/payments"), 401)["type"] == "authentication_error"
     with server.client("wrong-admin") as bad_admin:
         assert _err(bad_admin.post("/admin/merchants", json={"name": "x"}), 401)["type"] == "authentication_error"
-        assert bad_admin.get("/debug/tasks").status_code == 401
+        expect(bad_admin.get("/debug/tasks"), 401)
 
 
 @pytest.mark.parametrize("body,param", [
@@ -57,14 +57,14 @@ def test_bad_json_and_shapes(client):
     assert _err(client.post("/v1/orders", content=deep), 400)["type"] == "invalid_request_error"
     very_deep = b"[" * 100000 + b"]" * 100000
     assert _err(client.post("/v1/orders", content=very_deep), 400)["type"] == "invalid_request_error"
-    assert client.get("/healthz").status_code == 200
+    expect(client.get("/healthz"), 200)
 
 
 def test_body_too_large_is_413(client):
     r = client.post("/v1/orders", content=b'{"a":"' + b"x" * (1024 * 1024 + 10) + b'"}')
     err = _err(r, 413)
     assert err["type"] == "invalid_request_error"
-    assert client.get("/healthz").status_code == 200
+    expect(client.get("/healthz"), 200)
 
 
 def test_unknown_ids_and_cross_merchant_are_404(server, client):
@@ -102,7 +102,7 @@ def test_ops_endpoints(server, client):
     assert client.get("/readyz").json()["status"] == "ready"
     client.post("/v1/payments", json=payment_body(confirm=True))
     metrics = client.get("/metrics")
-    assert metrics.status_code == 200
+    expect(metrics, 200)
     assert 'paycast_http_requests_total{method="POST",route="/v1/payments",status="201"}' in metrics.text
     for name in ('paycast_payments{status="succeeded"}', "paycast_webhook_inbox_pending", "paycast_webhook_inbox_lag_seconds",
                  "paycast_reconciliation_backlog", 'paycast_connector_circuit_open{connector="flaky",state="closed"}',
@@ -110,9 +110,12 @@ def test_ops_endpoints(server, client):
         assert name in metrics.text, name
     with server.client("adm_test_token") as admin:
         text = admin.get("/debug/tasks").text
-        assert "actor:janitor" in text and "actor:gc-young" in text and "actors" in text
+        assert "actor:janitor" in text
+        assert "actor:gc-young" in text
+        assert "actors" in text
         tree = admin.get("/debug/tasks", params={"format": "json"}).json()
-        assert tree["name"] and tree["children"]
+        assert tree["name"]
+        assert tree["children"]
 
 
 def test_nul_characters_are_400_not_500(client):
@@ -143,11 +146,13 @@ def test_early_error_with_late_body_keeps_the_connection_usable(server):
             chunk = sock.recv(65536)
             assert chunk, "connection closed"
             received += chunk
-    assert b"HTTP/1.1 404" in received and b"HTTP/1.1 200" in received
+    assert b"HTTP/1.1 404" in received
+    assert b"HTTP/1.1 200" in received
 
 
 def test_oversized_headers_are_refused_and_the_server_keeps_serving(server, client):
     # A typed 431, not a dropped connection (a dropped connection used to pass here).
     r = client.get("/v1/payments", headers={"X-Big": "x" * 100_000})
-    assert r.status_code == 431 and r.json()["error"]["code"] == "headers_too_large", r.text
-    assert client.get("/healthz").status_code == 200
+    expect(r, 431)
+    assert r.json()["error"]["code"] == "headers_too_large", r.text
+    expect(client.get("/healthz"), 200)

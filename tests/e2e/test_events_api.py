@@ -4,7 +4,7 @@ gaps, retrieval, and bad parameters answered 400."""
 
 from __future__ import annotations
 
-from tests.support import CARD_DECLINED, CARD_OK, payment_body, wait_for
+from tests.support import CARD_DECLINED, CARD_OK, expect, payment_body, wait_for
 
 
 def _settle_all(client):
@@ -53,15 +53,18 @@ def test_new_event_types_filters_and_catch_up(client):
     assert all(e["seq"] > middle and e["type"].startswith("account.") for e in later_accounts)
     assert [e["seq"] for e in later_accounts] == sorted(e["seq"] for e in later_accounts)
     one = client.get(f"/v1/events/{accounts[0]['id']}").json()
-    assert one == accounts[0] and one["object"] == "event"
+    assert one == accounts[0]
+    assert one["object"] == "event"
 
 
 def test_bad_event_parameters_are_400_never_500(client):
     for value in ("-1", "x", "1.5", "²", "99999999999999999999999"):
         r = client.get("/v1/events", params={"after_seq": value})
-        assert r.status_code == 400 and r.json()["error"]["param"] == "after_seq", (value, r.text)
+        expect(r, 400, note=value)
+        assert r.json()["error"]["param"] == "after_seq", (value, r.text)
     for value in ("²", "0", "1000", "abc"):
         r = client.get("/v1/events", params={"limit": value})
-        assert r.status_code == 400 and r.json()["error"]["param"] == "limit", (value, r.text)
+        expect(r, 400, note=value)
+        assert r.json()["error"]["param"] == "limit", (value, r.text)
     assert client.get("/v1/events", params={"type": "nope.*"}).json()["data"] == []
     assert client.get("/v1/events", params={"starting_after": "evt_nope"}).json()["data"] == []

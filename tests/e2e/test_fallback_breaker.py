@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from tests.support import ServerProcess, payment_body, wait_for
+from tests.support import ServerProcess, expect, payment_body
 
 
 def _flaky(client) -> dict:
@@ -20,8 +20,8 @@ def test_only_declared_safe_errors_fall_back(new_database):
                            PAYCAST_BREAKER_FAILURE_THRESHOLD="1.0", PAYCAST_BREAKER_MIN_CALLS="1000").start()
     try:
         with server.client(server.create_merchant()) as c:
-            assert c.put("/v1/routing", json={"strategy": "priority",
-                                              "connectors": ["flaky", "mockstripe"]}).status_code == 200
+            expect(c.put("/v1/routing", json={"strategy": "priority",
+                                              "connectors": ["flaky", "mockstripe"]}), 200)
             results = [c.post("/v1/payments", json=payment_body(confirm=True)).json() for _ in range(24)]
         kinds = set()
         for p in results:
@@ -30,12 +30,14 @@ def test_only_declared_safe_errors_fall_back(new_database):
             if first["error_code"] == "connector_server_error":
                 kinds.add("500")
                 assert [a["connector"] for a in p["attempts"]] == ["flaky", "mockstripe"]
-                assert first["status"] == "failed" and p["status"] == "succeeded"
+                assert first["status"] == "failed"
+                assert p["status"] == "succeeded"
             else:
                 kinds.add("timeout")
                 assert first["error_code"] == "connector_timeout"
                 # Maybe charged: no second attempt, left for reconciliation.
-                assert len(p["attempts"]) == 1 and first["status"] == "unknown", p
+                assert len(p["attempts"]) == 1, p
+                assert first["status"] == "unknown", p
                 assert p["status"] == "processing"
         assert kinds == {"500", "timeout"}
     finally:
@@ -50,11 +52,13 @@ def test_open_circuit_is_skipped_and_half_open_lets_one_probe_through(new_databa
             c.put("/v1/routing", json={"strategy": "priority", "connectors": ["flaky", "mockstripe"]})
             for _ in range(4):  # four failures open flaky's circuit
                 c.post("/v1/payments", json=payment_body(connector="flaky", confirm=True))
-            assert _flaky(c)["state"] == "open" and _flaky(c)["attempts"] == 4
+            assert _flaky(c)["state"] == "open"
+            assert _flaky(c)["attempts"] == 4
             opened = time.monotonic()
             # Open: routed payments skip flaky altogether (no attempt on it).
             p = c.post("/v1/payments", json=payment_body(confirm=True)).json()
-            assert [a["connector"] for a in p["attempts"]] == ["mockstripe"] and p["status"] == "succeeded"
+            assert [a["connector"] for a in p["attempts"]] == ["mockstripe"]
+            assert p["status"] == "succeeded"
             # Pinned to the open connector: refused without calling it.
             p = c.post("/v1/payments", json=payment_body(connector="flaky", confirm=True)).json()
             assert p["attempts"][0]["error_code"] == "connector_unavailable"
@@ -88,10 +92,12 @@ def test_capture_and_void_errors_are_typed_not_500(server, client):
         real = p["connector"]
         db_fetch(server.dsn, "UPDATE payments SET connector = 'nowhere' WHERE id = $1", p["id"])
         r = client.post(f"/v1/payments/{p['id']}/{action}", json={})
-        assert r.status_code == 503, (action, r.text)
-        assert r.json()["error"]["type"] == "api_error" and r.json()["error"]["code"] == "unavailable"
+        expect(r, 503, note=action)
+        assert r.json()["error"]["type"] == "api_error"
+        assert r.json()["error"]["code"] == "unavailable"
         assert client.get(f"/v1/payments/{p['id']}").json()["status"] == "requires_capture"
         db_fetch(server.dsn, "UPDATE payments SET connector = $2 WHERE id = $1", p["id"], real)
         done = client.post(f"/v1/payments/{p['id']}/{action}", json={})
-        assert done.status_code == 200 and done.json()["status"] == ("succeeded" if action == "capture"
+        expect(done, 200)
+        assert done.json()["status"] == ("succeeded" if action == "capture"
                                                                      else "canceled"), done.text

@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.support import (CARD_DECLINED, ServerProcess, CARD_NO_FUNDS, CARD_OK, UPI, db_fetch, payment_body, sign_razorpay,
-                           sign_stripe, wait_for)
+from tests.support import (CARD_DECLINED, ServerProcess, CARD_NO_FUNDS, CARD_OK, UPI, db_fetch, expect, payment_body,
+                           sign_razorpay, sign_stripe, wait_for)
 
 
 def _status(client, pay_id, expected):
@@ -24,13 +24,16 @@ def _status(client, pay_id, expected):
 @pytest.mark.parametrize("connector", ["mockstripe", "mockrazorpay"])
 def test_card_outcomes(client, connector):
     ok = client.post("/v1/payments", json=payment_body(method=CARD_OK, connector=connector, confirm=True)).json()
-    assert ok["status"] == "succeeded" and ok["connector"] == connector
+    assert ok["status"] == "succeeded"
+    assert ok["connector"] == connector
     declined = client.post("/v1/payments", json=payment_body(method=CARD_DECLINED, connector=connector,
                                                              confirm=True)).json()
-    assert declined["status"] == "failed" and declined["last_error"]["code"] == "card_declined"
+    assert declined["status"] == "failed"
+    assert declined["last_error"]["code"] == "card_declined"
     broke = client.post("/v1/payments", json=payment_body(method=CARD_NO_FUNDS, connector=connector,
                                                           confirm=True)).json()
-    assert broke["status"] == "failed" and broke["last_error"]["code"] == "insufficient_funds"
+    assert broke["status"] == "failed"
+    assert broke["last_error"]["code"] == "insufficient_funds"
 
 
 @pytest.mark.parametrize("connector", ["mockstripe", "mockrazorpay"])
@@ -38,12 +41,14 @@ def test_upi_success_and_failure_arrive_by_webhook(client, connector):
     order = client.post("/v1/orders", json={"amount": 1500, "currency": "INR", "customer_id": "c1"}).json()
     ok = client.post("/v1/payments", json=payment_body(1500, method=UPI("success@upi"), connector=connector,
                                                        order_id=order["id"], confirm=True)).json()
-    assert ok["status"] == "processing" and ok["attempts"][0]["status"] == "started"
+    assert ok["status"] == "processing"
+    assert ok["attempts"][0]["status"] == "started"
     bad = client.post("/v1/payments", json=payment_body(method=UPI("failure@upi"), connector=connector,
                                                         confirm=True)).json()
     assert bad["status"] == "processing"
     done = _status(client, ok["id"], "succeeded")
-    assert done["amount_received"] == 1500 and done["attempts"][0]["status"] == "succeeded"
+    assert done["amount_received"] == 1500
+    assert done["attempts"][0]["status"] == "succeeded"
     assert client.get(f"/v1/orders/{order['id']}").json()["status"] == "paid"
     failed = _status(client, bad["id"], "failed")
     assert failed["attempts"][0]["status"] == "failed"
@@ -69,26 +74,29 @@ def test_forged_stale_and_unsigned_webhooks_are_400_and_not_stored(server, clien
     body = _stripe_event(pay, event_id="evt_forged_1")
     with server.client() as anon:
         forged = anon.post("/webhooks/mockstripe", content=body, headers=sign_stripe(body, secret="whsec_wrong"))
-        assert forged.status_code == 400 and forged.json()["error"]["code"] == "invalid_signature"
+        expect(forged, 400)
+        assert forged.json()["error"]["code"] == "invalid_signature"
         stale = anon.post("/webhooks/mockstripe", content=body,
                           headers=sign_stripe(body, timestamp=int(time.time()) - 301))
-        assert stale.status_code == 400 and stale.json()["error"]["code"] == "stale_signature"
+        expect(stale, 400)
+        assert stale.json()["error"]["code"] == "stale_signature"
         unsigned = anon.post("/webhooks/mockstripe", content=body)
-        assert unsigned.status_code == 400
+        expect(unsigned, 400)
         tampered = anon.post("/webhooks/mockstripe", content=body.replace(b"succeeded", b"failed!!!"),
                              headers=sign_stripe(body))
-        assert tampered.status_code == 400
+        expect(tampered, 400)
         rzp_forged = anon.post("/webhooks/mockrazorpay", content=body, headers={"X-Razorpay-Signature": "00" * 32})
-        assert rzp_forged.status_code == 400
-        assert anon.post("/webhooks/nope", content=body, headers=sign_stripe(body)).status_code == 404
+        expect(rzp_forged, 400)
+        expect(anon.post("/webhooks/nope", content=body, headers=sign_stripe(body)), 404)
         bad_json = b"{nope"
-        assert anon.post("/webhooks/mockstripe", content=bad_json, headers=sign_stripe(bad_json)).status_code == 400
+        expect(anon.post("/webhooks/mockstripe", content=bad_json, headers=sign_stripe(bad_json)), 400)
         missing = json.dumps({"id": "evt_missing", "type": "payment_intent.succeeded"}).encode()
         r = anon.post("/webhooks/mockstripe", content=missing, headers=sign_stripe(missing))
-        assert r.status_code == 400 and r.json()["error"]["param"]
+        expect(r, 400)
+        assert r.json()["error"]["param"]
         unknown_type = json.dumps({"id": "evt_u", "type": "charge.weird", "created": 1, "data": {"object": {"id": "x"}}}).encode()
-        assert anon.post("/webhooks/mockstripe", content=unknown_type,
-                         headers=sign_stripe(unknown_type)).status_code == 400
+        expect(anon.post("/webhooks/mockstripe", content=unknown_type,
+                         headers=sign_stripe(unknown_type)), 400)
     assert db_fetch(db_dsn, "SELECT id FROM webhook_inbox WHERE event_id IN ('evt_forged_1', 'evt_missing', 'evt_u')") == []
     assert client.get(f"/v1/payments/{pay['id']}").json()["status"] == "processing"
 
@@ -122,9 +130,9 @@ def test_late_webhook_never_moves_terminal_status(server, client, db_dsn):
     ok = _stripe_event(pay, event_id=f"evt_ok_{pay['id']}")
     late_fail = _stripe_event(pay, kind="payment_intent.payment_failed", event_id=f"evt_late_{pay['id']}")
     with server.client() as anon:
-        assert anon.post("/webhooks/mockstripe", content=ok, headers=sign_stripe(ok)).status_code == 200
+        expect(anon.post("/webhooks/mockstripe", content=ok, headers=sign_stripe(ok)), 200)
         _status(client, pay["id"], "succeeded")
-        assert anon.post("/webhooks/mockstripe", content=late_fail, headers=sign_stripe(late_fail)).status_code == 200
+        expect(anon.post("/webhooks/mockstripe", content=late_fail, headers=sign_stripe(late_fail)), 200)
     wait_for(lambda: db_fetch(db_dsn, "SELECT status FROM webhook_inbox WHERE event_id = $1 AND processed_at IS NOT NULL",
                               f"evt_late_{pay['id']}"))
     assert db_fetch(db_dsn, "SELECT status FROM webhook_inbox WHERE event_id = $1",
@@ -147,17 +155,18 @@ def _orphan_is_kept(server, db_dsn):
                                                           "status": "captured", "notes": {"payment_id": "pay_nope"}}}}}).encode()
     with server.client() as anon:
         r = anon.post("/webhooks/mockrazorpay", content=body, headers=sign_razorpay(body))
-        assert r.status_code == 200
+        expect(r, 200)
     rows = wait_for(lambda: db_fetch(db_dsn, "SELECT status, raw_body FROM webhook_inbox WHERE event_id = 'rzp_evt_orphan'"
                                              " AND processed_at IS NOT NULL"))
-    assert rows[0]["status"] == "unmatched" and json.loads(rows[0]["raw_body"]) == json.loads(body)
+    assert rows[0]["status"] == "unmatched"
+    assert json.loads(rows[0]["raw_body"]) == json.loads(body)
 
 
 def test_routing_priority_rules_and_pinning(client):
     assert client.get("/v1/routing").json()["strategy"] == "priority"
     r = client.put("/v1/routing", json={"strategy": "priority", "connectors": ["mockrazorpay", "mockstripe"],
                                         "rules": [{"payment_method_type": "upi", "connectors": ["mockstripe"]}]})
-    assert r.status_code == 200, r.text
+    expect(r, 200)
     assert client.get("/v1/routing").json()["connectors"] == ["mockrazorpay", "mockstripe"]
     card = client.post("/v1/payments", json=payment_body(confirm=True)).json()
     assert card["connector"] == "mockrazorpay"
@@ -166,9 +175,11 @@ def test_routing_priority_rules_and_pinning(client):
     pinned = client.post("/v1/payments", json=payment_body(connector="mockstripe", confirm=True)).json()
     assert pinned["connector"] == "mockstripe"
     bad = client.put("/v1/routing", json={"strategy": "random"})
-    assert bad.status_code == 400 and bad.json()["error"]["param"] == "strategy"
+    expect(bad, 400)
+    assert bad.json()["error"]["param"] == "strategy"
     bad = client.put("/v1/routing", json={"strategy": "priority", "connectors": ["nope"]})
-    assert bad.status_code == 400 and bad.json()["error"]["param"] == "connectors"
+    expect(bad, 400)
+    assert bad.json()["error"]["param"] == "connectors"
 
 
 def test_volume_split_uses_both_connectors(client):
@@ -201,7 +212,8 @@ def test_open_circuit_routes_around_the_connector(new_database, start_server):
             client.put("/v1/routing", json={"strategy": "priority", "connectors": ["flaky", "mockstripe"]})
             results = [client.post("/v1/payments", json=payment_body(confirm=True)).json() for _ in range(12)]
             states = {c["name"]: c["state"] for c in client.get("/v1/connectors").json()}
-            assert states["flaky"] == "open" and states["mockstripe"] == "closed"
+            assert states["flaky"] == "open"
+            assert states["mockstripe"] == "closed"
             # Once open, flaky is tried last: the payment goes straight to mockstripe.
             assert [a["connector"] for a in results[-1]["attempts"]] == ["mockstripe"]
             assert results[-1]["status"] == "succeeded"
@@ -216,21 +228,24 @@ def _flaky_falls_back(client):
     assert fell_back, "with a 30% error rate some payments must fall back"
     for p in fell_back:
         assert [a["connector"] for a in p["attempts"]] == ["flaky", "mockstripe"]
-        assert p["attempts"][0]["status"] == "failed" and p["attempts"][1]["status"] == "succeeded"
+        assert p["attempts"][0]["status"] == "failed"
+        assert p["attempts"][1]["status"] == "succeeded"
         assert p["status"] == "succeeded"
     # A timeout is not retried elsewhere (the charge may have happened): it stays processing, attempt unknown.
     for p in results:
         if p["status"] == "processing":
             assert p["attempts"][-1]["status"] == "unknown"
     connectors = {c["name"]: c for c in client.get("/v1/connectors").json()}
-    assert connectors["flaky"]["attempts"] >= 60 and connectors["flaky"]["success_rate"] < 1
+    assert connectors["flaky"]["attempts"] >= 60
+    assert connectors["flaky"]["success_rate"] < 1
     assert set(connectors["flaky"]) == {"object", "name", "state", "success_rate", "latency_ms_p50", "attempts"}
 
 
 def test_declines_are_never_retried(client):
     client.put("/v1/routing", json={"strategy": "priority", "connectors": ["mockstripe", "mockrazorpay"]})
     p = client.post("/v1/payments", json=payment_body(method=CARD_DECLINED, confirm=True)).json()
-    assert p["status"] == "failed" and len(p["attempts"]) == 1
+    assert p["status"] == "failed"
+    assert len(p["attempts"]) == 1
 
 
 def test_routing_put_requires_strategy_and_connectors(client):
@@ -240,6 +255,7 @@ def test_routing_put_requires_strategy_and_connectors(client):
                                                                    "connectors"),
                         ({"connectors": ["mockstripe"]}, "strategy"), ({}, "strategy")]:
         r = client.put("/v1/routing", json=body)
-        assert r.status_code == 400, (body, r.text)
-        assert r.json()["error"]["type"] == "invalid_request_error" and r.json()["error"]["param"] == param, body
+        expect(r, 400, note=body)
+        assert r.json()["error"]["type"] == "invalid_request_error", body
+        assert r.json()["error"]["param"] == param, body
     assert client.get("/v1/routing").json() == before

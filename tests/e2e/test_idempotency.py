@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from tests.support import CARD_DECLINED, payment_body
+from tests.support import CARD_DECLINED, expect, payment_body
 
 
 def test_replay_is_byte_for_byte(client):
     first = client.post("/v1/orders", json={"amount": 500, "currency": "INR"}, headers={"Idempotency-Key": "k1"})
-    assert first.status_code == 201 and "Idempotent-Replayed" not in first.headers
+    expect(first, 201)
+    assert "Idempotent-Replayed" not in first.headers
     again = client.post("/v1/orders", json={"currency": "INR", "amount": 500}, headers={"Idempotency-Key": "k1"})
-    assert again.status_code == 201
+    expect(again, 201)
     assert again.headers["Idempotent-Replayed"] == "true"
     assert again.content == first.content
     assert len(client.get("/v1/orders").json()["data"]) == 1
@@ -18,41 +19,46 @@ def test_replay_is_byte_for_byte(client):
 def test_same_key_different_body_is_422(client):
     client.post("/v1/orders", json={"amount": 500, "currency": "INR"}, headers={"Idempotency-Key": "k2"})
     r = client.post("/v1/orders", json={"amount": 501, "currency": "INR"}, headers={"Idempotency-Key": "k2"})
-    assert r.status_code == 422
+    expect(r, 422)
     assert r.json()["error"]["type"] == "idempotency_error"
     assert r.json()["error"]["code"] == "idempotency_key_reused"
 
 
 def test_validation_failures_are_not_stored(client):
     bad = client.post("/v1/orders", json={"amount": -1, "currency": "INR"}, headers={"Idempotency-Key": "k3"})
-    assert bad.status_code == 400
+    expect(bad, 400)
     good = client.post("/v1/orders", json={"amount": 1, "currency": "INR"}, headers={"Idempotency-Key": "k3"})
-    assert good.status_code == 201 and "Idempotent-Replayed" not in good.headers
+    expect(good, 201)
+    assert "Idempotent-Replayed" not in good.headers
 
 
 def test_409_and_declines_are_stored_and_replayed(client):
     pay = client.post("/v1/payments", json=payment_body(confirm=True)).json()
     first = client.post(f"/v1/payments/{pay['id']}/confirm", headers={"Idempotency-Key": "k4"})
-    assert first.status_code == 409
+    expect(first, 409)
     again = client.post(f"/v1/payments/{pay['id']}/confirm", headers={"Idempotency-Key": "k4"})
-    assert again.status_code == 409 and again.headers["Idempotent-Replayed"] == "true"
+    expect(again, 409)
+    assert again.headers["Idempotent-Replayed"] == "true"
     assert again.content == first.content
 
     declined = client.post("/v1/payments", json=payment_body(method=CARD_DECLINED, confirm=True),
                            headers={"Idempotency-Key": "k5"})
     replay = client.post("/v1/payments", json=payment_body(method=CARD_DECLINED, confirm=True),
                          headers={"Idempotency-Key": "k5"})
-    assert replay.json()["id"] == declined.json()["id"] and replay.json()["status"] == "failed"
+    assert replay.json()["id"] == declined.json()["id"]
+    assert replay.json()["status"] == "failed"
 
 
 def test_keys_are_per_merchant(server, client):
     client.post("/v1/orders", json={"amount": 500, "currency": "INR"}, headers={"Idempotency-Key": "shared"})
     with server.client(server.create_merchant("b")) as other:
         r = other.post("/v1/orders", json={"amount": 999, "currency": "USD"}, headers={"Idempotency-Key": "shared"})
-        assert r.status_code == 201 and "Idempotent-Replayed" not in r.headers
+        expect(r, 201)
+        assert "Idempotent-Replayed" not in r.headers
         assert r.json()["amount"] == 999
 
 
 def test_key_too_long_is_400(client):
     r = client.post("/v1/orders", json={"amount": 5, "currency": "INR"}, headers={"Idempotency-Key": "x" * 256})
-    assert r.status_code == 400 and r.json()["error"]["param"] == "Idempotency-Key"
+    expect(r, 400)
+    assert r.json()["error"]["param"] == "Idempotency-Key"

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.support import ADMIN_TOKEN, UPI, ServerProcess, db_fetch, payment_body, sign_stripe, wait_for
+from tests.support import ADMIN_TOKEN, UPI, ServerProcess, db_fetch, expect, payment_body, sign_stripe, wait_for
 
 # Breaks exactly one payment's updates, as a bug or a bad row would: a real
 # failure inside the apply transaction, fixed later by dropping the trigger.
@@ -52,7 +52,7 @@ def test_failing_webhook_ends_dead_is_listed_and_replayed_once(inbox_server):
         db_fetch(server.dsn, "INSERT INTO test_broken VALUES ($1)", pay["id"])
         event_id = f"evt_dead_{pay['id']}"
         body = _stripe_succeeded(pay, event_id)
-        assert c.post("/webhooks/mockstripe", content=body, headers=sign_stripe(body)).status_code == 200
+        expect(c.post("/webhooks/mockstripe", content=body, headers=sign_stripe(body)), 200)
 
         def dead_item():
             page = admin.get("/admin/inbox", params={"status": "dead", "connector": "mockstripe"}).json()
@@ -60,9 +60,12 @@ def test_failing_webhook_ends_dead_is_listed_and_replayed_once(inbox_server):
 
         item = wait_for(dead_item, timeout=20)
         # Schedule 0,1,1: three retries after the first failure, then dead.
-        assert item["object"] == "inbox_item" and item["id"].startswith("whi_")
-        assert item["event_type"] == "payment_intent.succeeded" and item["payment_id"] == pay["id"]
-        assert item["attempts"] == 4 and "injected failure" in item["last_error"]
+        assert item["object"] == "inbox_item"
+        assert item["id"].startswith("whi_")
+        assert item["event_type"] == "payment_intent.succeeded"
+        assert item["payment_id"] == pay["id"]
+        assert item["attempts"] == 4
+        assert "injected failure" in item["last_error"]
         assert item["processed_at"] is not None
         assert admin.get(f"/admin/inbox/{item['id']}").json()["status"] == "dead"
         # Not retried any more.
@@ -75,17 +78,19 @@ def test_failing_webhook_ends_dead_is_listed_and_replayed_once(inbox_server):
 
         # Replaying before the cause is fixed: tried once more, pending again with backoff.
         again = admin.post(f"/admin/inbox/{item['id']}/replay")
-        assert again.status_code == 200 and again.json()["status"] == "pending", again.text
+        expect(again, 200)
+        assert again.json()["status"] == "pending", again.text
         assert "injected failure" in again.json()["last_error"]
 
         db_fetch(server.dsn, "DELETE FROM test_broken WHERE id = $1", pay["id"])  # the cause is fixed
         replayed = admin.post(f"/admin/inbox/{item['id']}/replay")
-        assert replayed.status_code == 200, replayed.text
+        expect(replayed, 200)
         assert replayed.json()["status"] == "applied"
         assert c.get(f"/v1/payments/{pay['id']}").json()["status"] == "succeeded"
         # Exactly once: a second replay is refused, and only one event was written.
         refused = admin.post(f"/admin/inbox/{item['id']}/replay")
-        assert refused.status_code == 409 and refused.json()["error"]["type"] == "state_error"
+        expect(refused, 409)
+        assert refused.json()["error"]["type"] == "state_error"
         events = c.get("/v1/events", params={"object_id": pay["id"], "type": "payment.succeeded"}).json()
         assert len(events["data"]) == 1
 
@@ -99,22 +104,26 @@ def test_admin_inbox_list_pages_filters_and_auth(inbox_server):
             pay = c.post("/v1/payments", json=payment_body(method=UPI("pending@upi"), connector="mockstripe",
                                                            confirm=True)).json()
             body = _stripe_succeeded(pay, f"evt_page_{pay['id']}")
-            assert c.post("/webhooks/mockstripe", content=body, headers=sign_stripe(body)).status_code == 200
+            expect(c.post("/webhooks/mockstripe", content=body, headers=sign_stripe(body)), 200)
             ids.append(pay["id"])
         first = admin.get("/admin/inbox", params={"limit": 2, "connector": "mockstripe"}).json()
-        assert first["object"] == "list" and len(first["data"]) == 2 and first["has_more"] is True
+        assert first["object"] == "list"
+        assert len(first["data"]) == 2
+        assert first["has_more"] is True
         # Newest first: the last webhook sent leads.
         assert first["data"][0]["payment_id"] == ids[-1]
         second = admin.get("/admin/inbox", params={"limit": 2, "connector": "mockstripe",
                                                    "starting_after": first["data"][-1]["id"]}).json()
-        assert second["data"] and second["data"][0]["payment_id"] == ids[0]
+        assert second["data"]
+        assert second["data"][0]["payment_id"] == ids[0]
         assert {i["id"] for i in first["data"]}.isdisjoint(i["id"] for i in second["data"])
         assert admin.get("/admin/inbox", params={"connector": "mockrazorpay"}).json()["data"] == []
         bad = admin.get("/admin/inbox", params={"status": "nonsense"})
-        assert bad.status_code == 400 and bad.json()["error"]["param"] == "status"
-        assert admin.get("/admin/inbox/whi_missing").status_code == 404
-        assert admin.post("/admin/inbox/whi_missing/replay").status_code == 404
+        expect(bad, 400)
+        assert bad.json()["error"]["param"] == "status"
+        expect(admin.get("/admin/inbox/whi_missing"), 404)
+        expect(admin.post("/admin/inbox/whi_missing/replay"), 404)
         # Merchant keys are not admin tokens.
-        assert c.get("/admin/inbox").status_code == 401
-        assert c.get(f"/admin/inbox/{first['data'][0]['id']}").status_code == 401
-        assert c.post(f"/admin/inbox/{first['data'][0]['id']}/replay").status_code == 401
+        expect(c.get("/admin/inbox"), 401)
+        expect(c.get(f"/admin/inbox/{first['data'][0]['id']}"), 401)
+        expect(c.post(f"/admin/inbox/{first['data'][0]['id']}/replay"), 401)

@@ -4,7 +4,7 @@ objects, exactly as for missing ones, and lists never show them."""
 from __future__ import annotations
 
 from tests.receiver import Receiver
-from tests.support import CARD_OK, payment_body, wait_for
+from tests.support import CARD_OK, expect, payment_body, wait_for
 
 CARD_DISPUTED = {"type": "card", "card": {"number": "4000000000000259"}}
 
@@ -41,7 +41,7 @@ def test_other_merchants_objects_are_404_on_every_new_route(server):
         ]
         for method, path, body in requests:
             r = other.request(method, path, json=body)
-            assert r.status_code == 404, (method, path, r.text)
+            expect(r, 404, note=(method, path))
             assert r.json()["error"]["type"] == "not_found"
         for path in ("/v1/refunds", "/v1/disputes", "/v1/accounts", "/v1/webhook_endpoints"):
             assert other.get(path).json()["data"] == [], path
@@ -52,4 +52,4 @@ def test_other_merchants_objects_are_404_on_every_new_route(server):
         assert owner.get(f"/v1/disputes/{dispute['id']}").json()["status"] == "needs_response"
         assert owner.get(f"/v1/accounts/{account['id']}").json()["balance"] == 3000
         assert owner.get(f"/v1/payments/{pay['id']}").json()["amount_refunded"] == 500
-        assert owner.get(f"/v1/webhook_endpoints/{endpoint['id']}").status_code == 200
+        expect(owner.get(f"/v1/webhook_endpoints/{endpoint['id']}"), 200)

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.realtime_support import connect, events, http, token, welcome
 from tests.receiver import Receiver
-from tests.support import (CARD_DECLINED, CARD_OK, UPI, ServerProcess, payment_body, sign_razorpay, sign_stripe,
+from tests.support import (CARD_DECLINED, CARD_OK, UPI, ServerProcess, expect, payment_body, sign_razorpay, sign_stripe,
                            wait_for)
 
 
@@ -30,7 +30,8 @@ def scrape(server) -> dict[str, list]:
     """``{sample name: [(labels, value), ...]}`` of one scrape, parsed by prometheus_client."""
     with server.client() as c:
         r = c.get("/metrics")
-    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    expect(r, 200)
+    assert r.headers["content-type"].startswith("text/plain")
     out: dict[str, list] = {}
     for family in text_string_to_metric_families(r.text):
         for sample in family.samples:
@@ -48,7 +49,7 @@ async def test_every_family_moves_after_a_mixed_run(metrics_server):
     with Receiver() as receiver:
         async with http(server, server.create_merchant("metrics")) as api:
             r = await api.post("/v1/webhook_endpoints", json={"url": receiver.url, "enabled_events": ["*"]})
-            assert r.status_code == 201
+            expect(r, 201)
             tok = await token(api, "cus_metrics")
             async with connect(server, tok) as ws:
                 await welcome(ws)
@@ -56,7 +57,8 @@ async def test_every_family_moves_after_a_mixed_run(metrics_server):
                     500, customer_id="cus_metrics", confirm=True))).json()
                 declined = (await api.post("/v1/payments", json=payment_body(
                     600, method=CARD_DECLINED, confirm=True))).json()
-                assert paid["status"] == "succeeded" and declined["status"] == "failed"
+                assert paid["status"] == "succeeded"
+                assert declined["status"] == "failed"
                 await events(ws, 2)  # created, succeeded reached the client
                 # Two-step confirm, a refund, a UPI payment settled by the simulator's webhook.
                 intent = (await api.post("/v1/payments", json=payment_body(700))).json()
@@ -69,7 +71,7 @@ async def test_every_family_moves_after_a_mixed_run(metrics_server):
                 account = (await api.post("/v1/accounts", json={"customer_id": "cus_w", "currency": "INR"})).json()
                 r = await api.post(f"/v1/accounts/{account['id']}/deposits",
                                    json={"amount": 900, "payment_method": CARD_OK})
-                assert r.status_code == 201, r.text
+                expect(r, 201)
                 with trio.fail_after(15):
                     while (await api.get(f"/v1/payments/{upi['id']}")).json()["status"] != "succeeded":
                         await trio.sleep(0.05)
@@ -82,14 +84,14 @@ async def test_every_family_moves_after_a_mixed_run(metrics_server):
     with server.client() as anon:
         body = json.dumps({"id": "evt_forged_metrics", "type": "payment_intent.succeeded",
                            "created": int(time.time()), "data": {"object": {"id": "x"}}}).encode()
-        assert anon.post("/webhooks/mockstripe", content=body,
-                         headers=sign_stripe(body, secret="whsec_wrong")).status_code == 400
+        expect(anon.post("/webhooks/mockstripe", content=body,
+                         headers=sign_stripe(body, secret="whsec_wrong")), 400)
         orphan = json.dumps({"event": "payment.captured", "created_at": int(time.time()),
                              "x_event_id": "rzp_evt_metrics_orphan",
                              "payload": {"payment": {"entity": {"id": "pay_nobody", "amount": 1, "currency": "INR",
                                                                 "status": "captured",
                                                                 "notes": {"payment_id": "pay_nobody"}}}}}).encode()
-        assert anon.post("/webhooks/mockrazorpay", content=orphan, headers=sign_razorpay(orphan)).status_code == 200
+        expect(anon.post("/webhooks/mockrazorpay", content=orphan, headers=sign_razorpay(orphan)), 200)
 
     m = wait_for(lambda: (s := scrape(server)) and value(s, "paycast_webhook_inbox_rows", status="unmatched") >= 1
                  and value(s, "paycast_webhook_deliveries", status="succeeded") >= 6 and s)
@@ -120,14 +122,16 @@ async def test_every_family_moves_after_a_mixed_run(metrics_server):
     assert value(m, "paycast_gateway_webhook_apply_latency_seconds_count", result="unmatched") >= 1
     # Inbox by status and its oldest pending age; outgoing deliveries by outcome and outbox lag.
     assert value(m, "paycast_webhook_inbox_rows", status="applied") >= 1
-    assert "paycast_webhook_inbox_lag_seconds" in m and "paycast_webhook_inbox_pending" in m
+    assert "paycast_webhook_inbox_lag_seconds" in m
+    assert "paycast_webhook_inbox_pending" in m
     assert ("dead",) in {(lab["status"],) for lab, _ in m["paycast_webhook_inbox_rows"]}
     assert value(m, "paycast_webhook_delivery_attempts_total", outcome="succeeded") >= 6
     assert value(m, "paycast_webhook_delivery_seconds_count") >= 6
     assert "paycast_webhook_outbox_lag_seconds" in m
     # Realtime: frames written (and the connection gauge and slow-consumer counter exist).
     assert value(m, "paycast_realtime_messages_sent_total") >= 3  # welcome + 2 events
-    assert "paycast_realtime_connections" in m and "paycast_realtime_slow_consumer_closes_total" in m
+    assert "paycast_realtime_connections" in m
+    assert "paycast_realtime_slow_consumer_closes_total" in m
     # Database units of work with latency, by unit and outcome.
     assert value(m, "paycast_db_unit_seconds_count", unit="payments.create_and_begin", outcome="ok") >= 1
     assert value(m, "paycast_db_unit_seconds_count", unit="inbox.apply", outcome="ok") >= 1

@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import sys
 
-from tests.support import ADMIN_TOKEN, skip_or_fail
+from tests.support import ADMIN_TOKEN, expect, skip_or_fail
 
 PACKAGE = "paycast_sdk"
 
@@ -57,27 +57,34 @@ def test_a_generated_sdk_runs_the_readme_walkthrough(server, tmp_path):
         # 2. an order
         order = api.post_v1_orders.sync(client=client, body=m.CreateOrder(amount=2500, currency=m.Currency.INR,
                                                                           customer_id="cus_42"))
-        assert isinstance(order, m.Order) and order.status.value == "created", order
+        assert isinstance(order, m.Order), order
+        assert order.status.value == "created", order
 
         # 3. a card payment for it, then confirm it
         method = m.PaymentMethod(type_=m.PaymentMethodType.CARD, card=m.CardDetails(number="4242424242424242"))
         payment = api.post_v1_payments.sync(client=client, idempotency_key="demo-1", body=m.CreatePayment(
             amount=2500, currency=m.Currency.INR, order_id=order.id, payment_method=method))
-        assert isinstance(payment, m.Payment) and payment.status.value == "requires_confirmation", payment
+        assert isinstance(payment, m.Payment), payment
+        assert payment.status.value == "requires_confirmation", payment
         again = api.post_v1_payments.sync(client=client, idempotency_key="demo-1", body=m.CreatePayment(
             amount=2500, currency=m.Currency.INR, order_id=order.id, payment_method=method))
         assert again.id == payment.id  # the idempotency key replays the first answer
         confirmed = api.post_v1_payments_payment_id_confirm.sync(payment.id, client=client, body=m.Empty())
-        assert isinstance(confirmed, m.Payment) and confirmed.status.value == "succeeded", confirmed
-        assert confirmed.amount_received == 2500 and confirmed.payment_method.card.last4 == "4242"
+        assert isinstance(confirmed, m.Payment), confirmed
+        assert confirmed.status.value == "succeeded", confirmed
+        assert confirmed.amount_received == 2500
+        assert confirmed.payment_method.card.last4 == "4242"
 
         # 4. the order is paid
         paid = api.get_v1_orders_order_id.sync(order.id, client=client)
-        assert paid.status.value == "paid" and paid.payment_ids == [payment.id]
+        assert paid.status.value == "paid"
+        assert paid.payment_ids == [payment.id]
 
         # 5. a refund
         refund = api.post_v1_refunds.sync(client=client, body=m.CreateRefund(payment_id=payment.id, amount=500))
-        assert isinstance(refund, m.Refund) and refund.amount == 500 and refund.payment_id == payment.id, refund
+        assert isinstance(refund, m.Refund), refund
+        assert refund.amount == 500, refund
+        assert refund.payment_id == payment.id, refund
 
         # 6. the events, newest first
         events = api.get_v1_events.sync(client=client, limit=10)
@@ -91,11 +98,14 @@ def test_a_generated_sdk_runs_the_readme_walkthrough(server, tmp_path):
         # A refusal is the documented error object, parsed.
         unknown = api.get_v1_payments_payment_id.sync_detailed("pay_missing", client=sdk.AuthenticatedClient(
             base_url=server.url, token=created.api_key))
-        assert unknown.status_code == 404 and isinstance(unknown.parsed, m.Error), unknown
-        assert unknown.parsed.error.type_ == "not_found" and "pay_missing" in unknown.parsed.error.message
+        expect(unknown, 404)
+        assert isinstance(unknown.parsed, m.Error), unknown
+        assert unknown.parsed.error.type_ == "not_found"
+        assert "pay_missing" in unknown.parsed.error.message
         refused = api.post_v1_payments.sync_detailed(client=sdk.AuthenticatedClient(
             base_url=server.url, token=created.api_key), body=m.CreatePayment(
             amount=0, currency=m.Currency.INR, payment_method=method))
-        assert refused.status_code == 400 and refused.parsed.error.param == "amount", refused
+        expect(refused, 400)
+        assert refused.parsed.error.param == "amount", refused
     finally:
         sys.path.remove(str(tmp_path))

@@ -16,7 +16,7 @@ import pytest
 import standardwebhooks
 
 from tests.receiver import Receiver
-from tests.support import ServerProcess, db_fetch, payment_body, run_check, stop_all, wait_for
+from tests.support import ServerProcess, db_fetch, expect, payment_body, run_check, stop_all, wait_for
 
 # Receivers listen on 127.0.0.1: every server here needs the development switch.
 LOCAL = {"PAYCAST_WEBHOOK_ALLOW_PRIVATE_URLS": "true"}
@@ -25,13 +25,13 @@ FAST = {"PAYCAST_WEBHOOK_RETRY_SCHEDULE": "0,1,1", **LOCAL}
 
 def _endpoint(client, url, events=("*",)):
     r = client.post("/v1/webhook_endpoints", json={"url": url, "enabled_events": list(events)})
-    assert r.status_code == 201, r.text
+    expect(r, 201)
     return r.json()
 
 
 def _deliveries(client, endpoint_id, **params):
     r = client.get(f"/v1/webhook_endpoints/{endpoint_id}/deliveries", params={"limit": 100, **params})
-    assert r.status_code == 200, r.text
+    expect(r, 200)
     return r.json()["data"]
 
 
@@ -52,18 +52,23 @@ def fast_server(new_database):
 
 def test_endpoint_create_read_list_delete_and_validation(client):
     created = _endpoint(client, "http://127.0.0.1:9/hooks", ["payment.succeeded", "refund.succeeded"])
-    assert created["object"] == "webhook_endpoint" and created["id"].startswith("we_")
-    assert created["status"] == "enabled" and created["enabled_events"] == ["payment.succeeded", "refund.succeeded"]
+    assert created["object"] == "webhook_endpoint"
+    assert created["id"].startswith("we_")
+    assert created["status"] == "enabled"
+    assert created["enabled_events"] == ["payment.succeeded", "refund.succeeded"]
     secret = created["secret"]
-    assert secret.startswith("whsec_") and 24 <= len(base64.b64decode(secret[6:], validate=True)) <= 64
+    assert secret.startswith("whsec_")
+    assert 24 <= len(base64.b64decode(secret[6:], validate=True)) <= 64
     got = client.get(f"/v1/webhook_endpoints/{created['id']}").json()
-    assert "secret" not in got and got["url"] == "http://127.0.0.1:9/hooks"
+    assert "secret" not in got
+    assert got["url"] == "http://127.0.0.1:9/hooks"
     assert [e["id"] for e in client.get("/v1/webhook_endpoints").json()["data"]] == [created["id"]]
     deleted = client.delete(f"/v1/webhook_endpoints/{created['id']}")
-    assert deleted.status_code == 200 and deleted.json() == {"id": created["id"], "object": "webhook_endpoint",
+    expect(deleted, 200)
+    assert deleted.json() == {"id": created["id"], "object": "webhook_endpoint",
                                                               "deleted": True}
-    assert client.get(f"/v1/webhook_endpoints/{created['id']}").status_code == 404
-    assert client.delete(f"/v1/webhook_endpoints/{created['id']}").status_code == 404
+    expect(client.get(f"/v1/webhook_endpoints/{created['id']}"), 404)
+    expect(client.delete(f"/v1/webhook_endpoints/{created['id']}"), 404)
     assert client.get("/v1/webhook_endpoints").json()["data"] == []
     for body, param in [({"url": "ftp://x/y", "enabled_events": ["*"]}, "url"),
                         ({"url": "not a url", "enabled_events": ["*"]}, "url"),
@@ -73,7 +78,8 @@ def test_endpoint_create_read_list_delete_and_validation(client):
                         ({"url": "http://127.0.0.1/"}, "enabled_events"),
                         ({"enabled_events": ["*"]}, "url")]:
         r = client.post("/v1/webhook_endpoints", json=body)
-        assert r.status_code == 400 and r.json()["error"]["param"] == param, (body, r.text)
+        expect(r, 400, note=body)
+        assert r.json()["error"]["param"] == param, (body, r.text)
 
 
 def test_every_event_delivered_and_verified_with_standardwebhooks(client):
@@ -107,10 +113,15 @@ def test_every_event_delivered_and_verified_with_standardwebhooks(client):
     deliveries = wait_for(lambda: (d := _deliveries(client, endpoint["id"])) and all(
         x["status"] == "succeeded" for x in d) and d)
     for d in deliveries:
-        assert d["object"] == "webhook_delivery" and d["id"].startswith("wd_") and d["endpoint_id"] == endpoint["id"]
-        assert d["attempt_count"] == 1 and len(d["attempts"]) == 1
-        assert d["attempts"][0]["status_code"] == 200 and d["attempts"][0]["latency_ms"] >= 0
-        assert d["delivered_at"] and d["next_attempt_at"] is None
+        assert d["object"] == "webhook_delivery"
+        assert d["id"].startswith("wd_")
+        assert d["endpoint_id"] == endpoint["id"]
+        assert d["attempt_count"] == 1
+        assert len(d["attempts"]) == 1
+        assert d["attempts"][0]["status_code"] == 200
+        assert d["attempts"][0]["latency_ms"] >= 0
+        assert d["delivered_at"]
+        assert d["next_attempt_at"] is None
 
 
 def test_enabled_events_filter_what_is_sent(client):
@@ -135,7 +146,8 @@ def test_500_500_200_is_delivered_on_the_third_attempt(fast_server):
         delivery = wait_for(lambda: (d := _deliveries(client, endpoint["id"])) and d[0]["status"] == "succeeded"
                             and d[0], timeout=20)
         assert [a["status_code"] for a in delivery["attempts"]] == [500, 500, 200]
-        assert [a["attempt"] for a in delivery["attempts"]] == [1, 2, 3] and delivery["attempt_count"] == 3
+        assert [a["attempt"] for a in delivery["attempts"]] == [1, 2, 3]
+        assert delivery["attempt_count"] == 3
         assert all(a["latency_ms"] >= 0 for a in delivery["attempts"])
         assert len(receiver.received) == 3
         # Same webhook-id every time, each attempt signed afresh and valid.
@@ -156,12 +168,12 @@ def test_exhausted_retries_fail_then_manual_retry_delivers(fast_server):
         assert [a["status_code"] for a in failed["attempts"]] == [503, 500, 502]
         assert client.get(f"/v1/webhook_endpoints/{endpoint['id']}").json()["status"] == "enabled"
         r = client.post(f"/v1/webhook_endpoints/{endpoint['id']}/deliveries/{failed['id']}/retry")
-        assert r.status_code == 200, r.text
+        expect(r, 200)
         assert r.json()["status"] == "pending"
         done = wait_for(lambda: (d := _deliveries(client, endpoint["id"])) and d[0]["status"] == "succeeded"
                         and d[0])
         assert [a["status_code"] for a in done["attempts"]] == [503, 500, 502, 200]
-        assert client.post(f"/v1/webhook_endpoints/{endpoint['id']}/deliveries/wd_nope/retry").status_code == 404
+        expect(client.post(f"/v1/webhook_endpoints/{endpoint['id']}/deliveries/wd_nope/retry"), 404)
         assert _deliveries(client, endpoint["id"], status="succeeded")[0]["id"] == done["id"]
         assert _deliveries(client, endpoint["id"], status="failed") == []
 
@@ -174,7 +186,8 @@ def test_410_disables_the_endpoint(client):
         got = client.get(f"/v1/webhook_endpoints/{endpoint['id']}").json()
         assert got["disabled_reason"]
         first = _deliveries(client, endpoint["id"])
-        assert len(first) == 1 and first[0]["status"] == "failed"
+        assert len(first) == 1
+        assert first[0]["status"] == "failed"
         assert [a["status_code"] for a in first[0]["attempts"]] == [410]
         # Nothing more is sent to it; its deliveries cannot be retried.
         client.post("/v1/payments", json=payment_body())
@@ -183,7 +196,8 @@ def test_410_disables_the_endpoint(client):
         assert len(_deliveries(client, endpoint["id"])) == 1
         assert len(receiver.received) == 1
         r = client.post(f"/v1/webhook_endpoints/{endpoint['id']}/deliveries/{first[0]['id']}/retry")
-        assert r.status_code == 409 and r.json()["error"]["code"] == "endpoint_disabled"
+        expect(r, 409)
+        assert r.json()["error"]["code"] == "endpoint_disabled"
 
 
 def test_restart_mid_retry_still_delivers(new_database, start_server):
@@ -226,7 +240,8 @@ def test_slow_endpoint_never_delays_payments_and_is_bounded(client):
         endpoint = _endpoint(client, slow.url)
         for i in range(12):
             r = client.post("/v1/payments", json=payment_body(100 + i, confirm=True))
-            assert r.status_code == 201 and r.json()["status"] == "succeeded"
+            expect(r, 201)
+            assert r.json()["status"] == "succeeded"
         # The deliveries really were stuck at the endpoint while the payments went through.
         wait_for(lambda: slow.in_flight >= 1)
         assert not _deliveries(client, endpoint["id"], status="succeeded")
@@ -253,7 +268,8 @@ def test_two_processes_share_deliveries_without_duplicates(new_database, start_s
             with b.client(api_key) as c:
                 wait_for(lambda: len(_deliveries(c, endpoint["id"], status="succeeded")) == 40, timeout=30)
             ids = receiver.ids()
-            assert len(ids) == 40 and len(set(ids)) == 40
+            assert len(ids) == 40
+            assert len(set(ids)) == 40
             sent_for = {json.loads(r.body)["data"]["object"]["id"] for r in receiver.received}
             assert sent_for == set(paid)
         check = run_check(dsn)
@@ -272,13 +288,14 @@ def test_private_urls_refused_by_default(new_database, start_server):
                         "http://[::1]/hooks", "http://[::ffff:127.0.0.1]/", "http://0.0.0.0/",
                         "http://foo.localhost/"):
                 r = c.post("/v1/webhook_endpoints", json={"url": url, "enabled_events": ["*"]})
-                assert r.status_code == 400, (url, r.text)
-                assert r.json()["error"]["param"] == "url" and r.json()["error"]["code"] == "url_not_allowed"
+                expect(r, 400, note=url)
+                assert r.json()["error"]["param"] == "url"
+                assert r.json()["error"]["code"] == "url_not_allowed"
             # A public address is accepted (and deleted at once: this test sends nothing anywhere).
             ok = c.post("/v1/webhook_endpoints", json={"url": "https://93.184.216.34/hooks",
                                                        "enabled_events": ["*"]})
-            assert ok.status_code == 201, ok.text
-            assert c.delete(f"/v1/webhook_endpoints/{ok.json()['id']}").status_code == 200
+            expect(ok, 201)
+            expect(c.delete(f"/v1/webhook_endpoints/{ok.json()['id']}"), 200)
     finally:
         server.stop()
 
@@ -288,7 +305,8 @@ def test_plain_http_refused_unless_private_urls_allowed(new_database, start_serv
     try:
         with server.client(server.create_merchant()) as c:
             r = c.post("/v1/webhook_endpoints", json={"url": "http://93.184.216.34/hooks", "enabled_events": ["*"]})
-            assert r.status_code == 400 and r.json()["error"]["param"] == "url", r.text
+            expect(r, 400)
+            assert r.json()["error"]["param"] == "url", r.text
             assert r.json()["error"]["type"] == "invalid_request_error"
     finally:
         server.stop()
@@ -308,7 +326,7 @@ def test_names_resolving_to_loopback_are_refused_at_send_time(new_database, star
             api_key = dev.create_merchant()
             with dev.client(api_key) as c:
                 endpoint = c.post("/v1/webhook_endpoints", json={"url": url, "enabled_events": ["payment.succeeded"]})
-                assert endpoint.status_code == 201, endpoint.text
+                expect(endpoint, 201)
         finally:
             dev.stop()
         strict = start_server(dsn, PAYCAST_WEBHOOK_RETRY_SCHEDULE="0")
@@ -316,9 +334,10 @@ def test_names_resolving_to_loopback_are_refused_at_send_time(new_database, star
             with strict.client(api_key) as c:
                 # Registration refuses it too …
                 again = c.post("/v1/webhook_endpoints", json={"url": url, "enabled_events": ["*"]})
-                assert again.status_code == 400 and again.json()["error"]["param"] == "url"
+                expect(again, 400)
+                assert again.json()["error"]["param"] == "url"
                 # … and so does the send, after resolving the name.
-                assert c.post("/v1/payments", json=payment_body(confirm=True)).status_code == 201
+                expect(c.post("/v1/payments", json=payment_body(confirm=True)), 201)
                 done = wait_for(lambda: (d := _deliveries(c, endpoint.json()["id"])) and d[0]["status"] == "failed"
                                 and d[0], timeout=20)
                 assert all("private" in (a["error"] or "") for a in done["attempts"]), done

@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from gateways import call_journal
-from tests.support import ServerProcess, UPI, db_fetch, payment_body, run_check, sign_stripe, stop_all, wait_for
+from tests.support import ServerProcess, UPI, db_fetch, expect, payment_body, run_check, sign_stripe, stop_all, wait_for
 
 pytestmark = pytest.mark.slow
 TERMINAL = ("payment.succeeded", "payment.failed", "payment.canceled")
@@ -47,7 +47,7 @@ class Pair:
             method, path, body = requests[i]
             server = self.a if i % 2 == 0 else self.b
             with server.client(self.api_key) as c:
-                assert c.get("/healthz").status_code == 200  # connection open before the barrier
+                expect(c.get("/healthz"), 200)  # connection open before the barrier
                 barrier.wait(timeout=30)
                 return c.request(method, path, json=body)
 
@@ -142,13 +142,13 @@ def test_refund_against_dispute_never_refunds_a_disputed_charge_twice(pair):
 
     def dispute(server: ServerProcess) -> httpx.Response:
         with httpx.Client(base_url=server.url, timeout=30) as c:
-            assert c.get("/healthz").status_code == 200
+            expect(c.get("/healthz"), 200)
             barrier.wait(timeout=30)
             return c.post("/webhooks/mockstripe", content=body, headers=sign_stripe(body))
 
     def refund(server: ServerProcess) -> httpx.Response:
         with server.client(pair.api_key) as c:
-            assert c.get("/healthz").status_code == 200
+            expect(c.get("/healthz"), 200)
             barrier.wait(timeout=30)
             return c.post("/v1/refunds", json={"payment_id": pay["id"], "amount": 400})
 
@@ -207,7 +207,7 @@ def test_one_idempotency_key_across_two_processes_reaches_the_connector_once(pai
 
     def create(i: int) -> httpx.Response:
         with (pair.a if i % 2 else pair.b).client(pair.api_key) as c:
-            assert c.get("/healthz").status_code == 200
+            expect(c.get("/healthz"), 200)
             barrier.wait(timeout=30)
             return c.post("/v1/payments", json=body, headers={"Idempotency-Key": "race-key-1"})
 

@@ -33,7 +33,8 @@ def test_never_answered_refund_and_withdrawal_are_found_done(recon_server):
     with recon_server.client(recon_server.create_merchant()) as c:
         pay = c.post("/v1/payments", json=payment_body(5000, confirm=True)).json()
         refund = c.post("/v1/refunds", json={"payment_id": pay["id"], "amount": 1077}).json()
-        assert refund["status"] == "pending" and refund["review_required"] is False
+        assert refund["status"] == "pending"
+        assert refund["review_required"] is False
         account = _funded_account(c, 10_000)
         txn = c.post(f"/v1/accounts/{account['id']}/withdrawals", json={"amount": 2077}).json()
         assert txn["status"] == "pending"
@@ -70,7 +71,8 @@ def test_unanswerable_refund_and_withdrawal_are_flagged_with_funds_reserved(reco
                         timeout=20)
         assert held["status"] == "pending"
         got = c.get(f"/v1/accounts/{account['id']}").json()
-        assert got["available_balance"] == 10_000 - 3077 and got["balance"] == 10_000  # reserved, not spent
+        assert got["available_balance"] == 10_000 - 3077
+        assert got["balance"] == 10_000  # reserved, not spent
         # Flagged once; no further checks move anything.
         wait_for(lambda: "refund.review_required" in _events(c, refund["id"]))
         assert _events(c, refund["id"]) == ["refund.review_required"]

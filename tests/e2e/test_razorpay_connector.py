@@ -62,7 +62,8 @@ async def test_credentials_are_tried_with_one_read(fake, connector):
 
 async def test_authorize_creates_an_order_and_answers_checkouts_parameters(fake, connector):
     outcome = await connector.authorize(_request("manual"))
-    assert outcome.kind is OutcomeKind.REQUIRES_ACTION and outcome.connector_txn_id.startswith("order_")
+    assert outcome.kind is OutcomeKind.REQUIRES_ACTION
+    assert outcome.connector_txn_id.startswith("order_")
     assert outcome.next_action == {"type": "connector_sdk", "connector_sdk": {"connector": "razorpay", "data": {
         "key_id": connector.key_id, "order_id": outcome.connector_txn_id, "amount": 50000, "currency": "INR"}}}
     method, path, body = fake.requests[-1]
@@ -94,11 +95,13 @@ async def test_an_unanswered_create_is_found_by_receipt_never_created_again(fake
         await connector.authorize(_request())
     assert not nothing_charged(connector, caught.value)
     found = await connector.retrieve(None, "pay_01TEST", request=_request())
-    assert found.kind is OutcomeKind.REQUIRES_ACTION and found.connector_txn_id in fake.orders
+    assert found.kind is OutcomeKind.REQUIRES_ACTION
+    assert found.connector_txn_id in fake.orders
     # Another attempt of the same payment made no order: nothing to find, nothing created.
     other = await connector.retrieve(None, "pay_01TEST", request=_request(attempt_id="att_02TEST"))
     assert (other.kind, other.error_code) == (OutcomeKind.DECLINED, "order_not_found")
-    assert fake.count("POST", ORDERS) == 1 and len(fake.orders) == 1
+    assert fake.count("POST", ORDERS) == 1
+    assert len(fake.orders) == 1
 
 
 async def test_manual_capture_is_whole_and_never_sent_twice(fake, connector):
@@ -107,7 +110,8 @@ async def test_manual_capture_is_whole_and_never_sent_twice(fake, connector):
     assert (await connector.retrieve(order_id, "pay_01TEST", request=_request("manual"))).kind is OutcomeKind.AUTHORIZED
     with pytest.raises(ConnectorRefused) as caught:
         await connector.capture(order_id, 20000)
-    assert caught.value.code == "partial_capture_unsupported" and fake.count("POST", CAPTURE) == 0
+    assert caught.value.code == "partial_capture_unsupported"
+    assert fake.count("POST", CAPTURE) == 0
     fake.fault("POST", CAPTURE, "timeout_after")
     with pytest.raises(ConnectorTimeout):
         await connector.capture(order_id, 50000)
@@ -134,11 +138,13 @@ async def test_refunds_full_and_partial_each_created_once(fake, connector):
     order_id = (await connector.authorize(_request())).connector_txn_id
     fake.pay(order_id)
     part = await connector.refund(_refund(order_id, "re_01PART", 20000))
-    assert part.status == "succeeded" and part.reference.startswith("rfnd_")
+    assert part.status == "succeeded"
+    assert part.reference.startswith("rfnd_")
     again = await connector.refund(_refund(order_id, "re_01PART", 20000))  # a replay finds it
     assert again.reference == part.reference
     rest = await connector.refund(_refund(order_id, "re_01REST", 30000))
-    assert rest.status == "succeeded" and fake.count("POST", REFUND) == 2
+    assert rest.status == "succeeded"
+    assert fake.count("POST", REFUND) == 2
     sent = [body for method, path, body in fake.requests if method == "POST" and path.endswith("/refund")]
     assert sent[0] == {"amount": 20000, "speed": "normal", "receipt": "re_01PART",
                        "notes": {"refund_id": "re_01PART", "payment_id": "pay_01TEST", "razorpay_order_id": order_id}}
@@ -153,7 +159,8 @@ async def test_a_refund_whose_create_timed_out_is_found_by_its_receipt(fake, con
     with pytest.raises(ConnectorTimeout):
         await connector.refund(_refund(order_id))
     found = await connector.retrieve_refund(_refund(order_id), None)
-    assert found.status == "succeeded" and found.reference in fake.refunds
+    assert found.status == "succeeded"
+    assert found.reference in fake.refunds
     never = await connector.retrieve_refund(_refund(order_id, "re_01NEVER", 100), None)
     assert (never.status, never.error_code) == ("failed", "refund_not_found")
     assert fake.count("POST", REFUND) == 1
@@ -188,7 +195,8 @@ async def test_errors_are_typed_and_declared_only_when_nothing_happened(fake, co
     with pytest.raises(ConnectorRefused) as refused:
         await connector.authorize(_request(amount=50))  # below Razorpay's minimum
     assert "at least" in str(refused.value)
-    assert nothing_charged(connector, refused.value) and not nothing_charged(connector, server_error.value)
+    assert nothing_charged(connector, refused.value)
+    assert not nothing_charged(connector, server_error.value)
     closed = RazorpayConnector({"key_id": "rzp_test_x", "key_secret": "y"}, api_base="http://127.0.0.1:9",
                                timeout_s=1)
     with pytest.raises(RazorpayUnreachable) as unreachable:

@@ -16,7 +16,7 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Message, Request
 
 from tests.realtime_support import connect, events, frame, http, publish, token, welcome, ws_url
-from tests.support import ADMIN_TOKEN, CARD_DECLINED, CARD_OK, ServerProcess, db_fetch, run_check
+from tests.support import ADMIN_TOKEN, CARD_DECLINED, CARD_OK, ServerProcess, db_fetch, expect, run_check
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,8 @@ async def test_own_events_arrive_unsubscribed_in_order_and_other_clients_see_not
         tok_a, tok_b = await token(api, "cus_alice", "phone"), await token(api, "cus_bob")
         async with connect(server, tok_a) as alice, connect(server, tok_b) as bob:
             hello = await welcome(alice)
-            assert hello["client_id"] == "cus_alice" and hello["device_id"] == "phone"
+            assert hello["client_id"] == "cus_alice"
+            assert hello["device_id"] == "phone"
             assert hello["connection_id"].startswith("conn_")
             assert (await welcome(bob))["device_id"] is None
 
@@ -69,7 +70,8 @@ async def test_own_events_arrive_unsubscribed_in_order_and_other_clients_see_not
                                                              "customer_id": "cus_alice",
                                                              "payment_method": CARD_DECLINED,
                                                              "confirm": True})).json()
-            assert paid["status"] == "succeeded" and declined["status"] == "failed"
+            assert paid["status"] == "succeeded"
+            assert declined["status"] == "failed"
 
             got = await events(alice, 5)
             assert [f["seq"] for f in got] == [1, 2, 3, 4, 5]
@@ -81,12 +83,15 @@ async def test_own_events_arrive_unsubscribed_in_order_and_other_clients_see_not
                 (f"payment:{declined['id']}", "payment.failed"),
             ]
             assert got[1]["event"]["data"]["object"]["status"] == "succeeded"
-            assert got[1]["event"]["object"] == "event" and got[1]["event"]["id"].startswith("evt_")
+            assert got[1]["event"]["object"] == "event"
+            assert got[1]["event"]["id"].startswith("evt_")
 
             # Bob saw none of it: the first thing he gets is what is published to him.
             assert (await publish(api, "cus_bob", {"hello": "bob"}))["seq"] == 1
             first = await frame(bob)
-            assert first["type"] == "event" and first["seq"] == 1 and first["event"]["data"] == {"hello": "bob"}
+            assert first["type"] == "event"
+            assert first["seq"] == 1
+            assert first["event"]["data"] == {"hello": "bob"}
             assert first["topic"] == "client:cus_bob"
 
 
@@ -147,7 +152,8 @@ async def test_unsubscribe_mutes_a_topic_and_subscribe_is_limited_to_own_topics(
 
             await ws.send_message(json.dumps({"type": "subscribe", "topic": f"payment:{other['id']}"}))
             err = await frame(ws)
-            assert err["type"] == "error" and err["code"] == "topic_forbidden"
+            assert err["type"] == "error"
+            assert err["code"] == "topic_forbidden"
             await ws.send_message(json.dumps({"type": "ack", "seq": 4}))
             await ws.send_message(json.dumps({"type": "pong"}))
             await _barrier(ws)  # acks and pongs are accepted silently
@@ -236,12 +242,14 @@ def _first_difference(seqs, after):
 
 async def test_bad_and_expired_tokens_are_refused_before_the_handshake(server, api_key):
     async with http(server, api_key) as api, http(server) as anon:
-        assert (await anon.post("/v1/realtime/tokens", json={"client_id": "x"})).status_code == 401
+        expect(await anon.post("/v1/realtime/tokens", json={"client_id": "x"}), 401)
         bad = await api.post("/v1/realtime/tokens", json={"client_id": "x", "ttl_s": 0})
-        assert bad.status_code == 400 and bad.json()["error"]["param"] == "ttl_s"
+        expect(bad, 400)
+        assert bad.json()["error"]["param"] == "ttl_s"
         assert (await api.post("/v1/realtime/tokens", json={})).json()["error"]["param"] == "client_id"
         created = await api.post("/v1/realtime/tokens", json={"client_id": "cus_tok", "ttl_s": 1})
-        assert created.status_code == 201 and set(created.json()) == {"token", "expires_at"}
+        expect(created, 201)
+        assert set(created.json()) == {"token", "expires_at"}
         assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$", created.json()["expires_at"])
         short = created.json()["token"]
         good = await token(api, "cus_tok")
@@ -255,16 +263,17 @@ async def test_bad_and_expired_tokens_are_refused_before_the_handshake(server, a
         base = server.url.replace("http://", "ws://") + "/v1/realtime"
         for url in (base, base + "?token=", base + "?token=garbage", base + "?token=rt1.e30.AAAA"):
             rejected = await refused(url)
-            assert rejected.status_code == 401
+            expect(rejected, 401)
             assert json.loads(rejected.body)["error"]["code"] == "invalid_token"
         head, body, mac = good.split(".")
         tampered = f"{head}.{body[:-2]}{'A' if body[-2] != 'A' else 'B'}{body[-1]}.{mac}"
-        assert (await refused(ws_url(server, tampered))).status_code == 401
-        assert (await refused(ws_url(server, good) + "&after_seq=-1")).status_code == 400
+        expect(await refused(ws_url(server, tampered)), 401)
+        expect(await refused(ws_url(server, good) + "&after_seq=-1"), 400)
 
         await trio.sleep(1.1)  # the 1 s token lapses
         rejected = await refused(ws_url(server, short))
-        assert rejected.status_code == 401 and json.loads(rejected.body)["error"]["code"] == "token_expired"
+        expect(rejected, 401)
+        assert json.loads(rejected.body)["error"]["code"] == "token_expired"
         async with connect(server, good) as ws:  # the server is fine
             await welcome(ws)
 
@@ -297,7 +306,9 @@ async def test_garbage_frames_get_error_frames_and_the_server_keeps_serving(serv
                 await ws.send_message(raw)
             for raw, code in cases:
                 f = await frame(ws)
-                assert f["type"] == "error" and f["code"] == code and f["message"], (raw[:20], f)
+                assert f["type"] == "error", (raw[:20], f)
+                assert f["code"] == code, (raw[:20], f)
+                assert f["message"], (raw[:20], f)
             await publish(api, "cus_garbage", "still here")
             (ok,) = await events(ws, 1)
             assert ok["event"]["data"] == "still here"
@@ -449,7 +460,8 @@ async def test_slow_consumer_is_closed_with_1013_while_others_keep_receiving(ser
             assert 0 < slow.messages < sent
             await publish(api, "cus_slow", "after")
             (after,) = await events(fast, 1)
-            assert after["seq"] == sent + 1 and after["event"]["data"] == "after"
+            assert after["seq"] == sent + 1
+            assert after["event"]["data"] == "after"
         # The slow client can resume from its last seq and gets the rest.
         async with connect(server_b, tok, after_seq=sent) as again:
             await welcome(again)
@@ -516,7 +528,8 @@ async def test_actors_show_in_debug_tasks_and_metrics_count_connections(server, 
                 assert name in tree, name
             metrics = (await api.get("/metrics")).text
             match = re.search(r"^paycast_realtime_connections (\S+)$", metrics, re.M)
-            assert match and float(match.group(1)) >= 1
+            assert match
+            assert float(match.group(1)) >= 1
             assert "paycast_realtime_slow_consumer_closes_total" in metrics
 
 
@@ -538,7 +551,8 @@ async def test_heartbeat_closes_silent_clients_and_a_draining_server_closes_the_
                         while True:
                             assert json.loads(await silent.get_message()) == {"type": "ping"}
                             pings += 1
-                assert closed.value.reason.code == 1001 and closed.value.reason.reason == "idle timeout"
+                assert closed.value.reason.code == 1001
+                assert closed.value.reason.reason == "idle timeout"
                 assert pings >= 2
                 await publish(api, "cus_beat", "still alive")
                 assert (await events(alive, 1))[0]["event"]["data"] == "still alive"

@@ -12,7 +12,7 @@ import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected
 
 from tests.realtime_support import connect, events, http, publish, token, welcome
-from tests.support import ServerProcess
+from tests.support import ServerProcess, expect
 
 
 @pytest.fixture(scope="module")
@@ -27,9 +27,10 @@ def other(db_dsn):
 
 async def _devices(api, client_id: str) -> list[dict]:
     r = await api.get(f"/v1/realtime/clients/{client_id}/devices")
-    assert r.status_code == 200, r.text
+    expect(r, 200)
     body = r.json()
-    assert body["object"] == "list" and body["has_more"] is False
+    assert body["object"] == "list"
+    assert body["has_more"] is False
     return body["data"]
 
 
@@ -67,7 +68,8 @@ async def test_acked_seq_lasts_across_reconnect_and_restart(db_dsn, api_key):
                 await _ack(ws, 1)  # lower: never moves it back
                 connected = await _until(lambda: _has(api, "cus_acks", "phone", connections=1))
                 assert set(connected) == {"object", "device_id", "connections", "last_seen_at", "acked_seq"}
-                assert connected["object"] == "device" and connected["last_seen_at"].endswith("Z")
+                assert connected["object"] == "device"
+                assert connected["last_seen_at"].endswith("Z")
             await _until(lambda: _has(api, "cus_acks", "phone", acked_seq=3, connections=0))
 
             # Reconnect (a new token for the same device): the ack is still there, and grows.
@@ -87,7 +89,9 @@ async def test_acked_seq_lasts_across_reconnect_and_restart(db_dsn, api_key):
         proc = ServerProcess(db_dsn).start()
         async with http(proc, api_key) as api:
             device = await _device(api, "cus_acks", "phone")
-            assert device is not None and device["acked_seq"] == 5 and device["connections"] == 0
+            assert device is not None
+            assert device["acked_seq"] == 5
+            assert device["connections"] == 0
             assert await _device(api, "cus_nobody_here", "phone") is None
     finally:
         proc.stop()
@@ -125,7 +129,7 @@ async def test_deleting_a_device_closes_its_connections_everywhere_and_refuses_i
             await _until(lambda: _has(api, "cus_revoke", "tablet", connections=2))
 
             r = await api.delete("/v1/realtime/clients/cus_revoke/devices/tablet")
-            assert r.status_code == 200, r.text
+            expect(r, 200)
             assert r.json() == {"object": "device", "client_id": "cus_revoke", "device_id": "tablet", "deleted": True}
             # Closed with 4001 in this process and in the other one (through the database notification).
             assert await _close_code(here_local) == 4001
@@ -138,7 +142,7 @@ async def test_deleting_a_device_closes_its_connections_everywhere_and_refuses_i
         # The old token is refused by every process; a new one works.
         for proc in (server, other):
             rejected = await _refused(proc, old)
-            assert rejected.status_code == 401
+            expect(rejected, 401)
             assert json.loads(rejected.body)["error"]["code"] == "token_revoked"
         new = await token(api_other, "cus_revoke", "tablet")
         async with connect(other, new) as ws:
@@ -146,6 +150,6 @@ async def test_deleting_a_device_closes_its_connections_everywhere_and_refuses_i
         # A deleted device starts over: listed again once it connected, with no acks.
         assert (await _until(lambda: _has(api, "cus_revoke", "tablet")))["acked_seq"] == 0
         # Another merchant's client of the same name is a different client.
-        assert (await api.delete("/v1/realtime/clients/cus_other/devices/tablet")).status_code == 200
+        expect(await api.delete("/v1/realtime/clients/cus_other/devices/tablet"), 200)
         async with connect(server, await token(api, "cus_revoke", "tablet")) as ws:
             await welcome(ws)

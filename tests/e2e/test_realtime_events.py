@@ -66,7 +66,9 @@ async def test_refund_dispute_and_wallet_events_reach_their_client_only_and_resu
             # Bob got none of it: the first frame he sees is his own published seq 1.
             assert (await publish(api, "cus_kinds_b", "only-bob"))["seq"] == 1
             first = await frame(bob)
-            assert first["type"] == "event" and first["seq"] == 1 and first["event"]["data"] == "only-bob"
+            assert first["type"] == "event"
+            assert first["seq"] == 1
+            assert first["event"]["data"] == "only-bob"
 
         # Let anything still in flight for alice commit, then resume from several points.
         everything = live + await _drain_rest(server, tok_a, live[-1]["seq"])
@@ -81,7 +83,8 @@ async def test_refund_dispute_and_wallet_events_reach_their_client_only_and_resu
                 # Nothing more (no duplicate): the next frame is a fresh publish.
                 marker = await publish(api, "cus_kinds_a", f"after-{after}")
                 nxt = await frame(again)
-                assert nxt["seq"] == marker["seq"] and nxt["event"]["data"] == f"after-{after}"
+                assert nxt["seq"] == marker["seq"]
+                assert nxt["event"]["data"] == f"after-{after}"
                 everything.append(nxt)
                 seqs.append(nxt["seq"])
 
@@ -119,4 +122,5 @@ async def test_a_message_whose_notification_never_came_is_still_delivered(server
                 " '{\"type\": \"test.message\", \"data\": \"silent\"}'::jsonb FROM c RETURNING seq")
             assert row["seq"] == 2
             got = await frame(ws, timeout=25)  # found by the hub's periodic check (two 5 s periods at most)
-            assert got["seq"] == 2 and got["event"]["data"] == "silent"
+            assert got["seq"] == 2
+            assert got["event"]["data"] == "silent"

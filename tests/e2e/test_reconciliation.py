@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support import ROLLUPS_CHECK, UPI, ServerProcess, payment_body, run_check, wait_for
+from tests.support import ROLLUPS_CHECK, UPI, ServerProcess, expect, payment_body, run_check, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -24,14 +24,16 @@ def test_pending_upi_is_resolved_by_reconciliation(fast_server):
         pay = c.post("/v1/payments", json=payment_body(method=UPI("pending@upi"), confirm=True)).json()
         assert pay["status"] == "processing"
         done = wait_for(lambda: (p := c.get(f"/v1/payments/{pay['id']}").json())["status"] == "succeeded" and p)
-        assert done["attempts"][0]["status"] == "succeeded" and done["review_required"] is False
+        assert done["attempts"][0]["status"] == "succeeded"
+        assert done["review_required"] is False
 
 
 def test_unknown_outcome_is_reconciled_to_failed(fast_server):
     """flaky at error rate 1.0 times out or 500s; pinned, nothing to fall back to → unknown → reconcile."""
     with fast_server.client(fast_server.create_merchant()) as c:
         pay = c.post("/v1/payments", json=payment_body(connector="flaky", confirm=True)).json()
-        assert pay["status"] == "processing" and pay["attempts"][0]["status"] == "unknown"
+        assert pay["status"] == "processing"
+        assert pay["attempts"][0]["status"] == "unknown"
         assert pay["last_error"]["code"] in ("connector_timeout", "connector_server_error")
         done = wait_for(lambda: (p := c.get(f"/v1/payments/{pay['id']}").json())["status"] == "failed" and p)
         assert done["attempts"][0]["status"] == "failed"
@@ -66,7 +68,7 @@ def test_settlement_report(client):
     ]) + "\n"
     r = client.post("/v1/reconciliation/reports", params={"connector": "mockstripe"}, content=csv,
                     headers={"Content-Type": "text/csv"})
-    assert r.status_code == 201, r.text
+    expect(r, 201)
     report = r.json()
     assert report["id"].startswith("rcn_")
     assert report["matched"] == 1
@@ -75,5 +77,5 @@ def test_settlement_report(client):
     assert report["missing_in_paycast"] == ["pi_not_ours"]
     assert report["missing_in_report"] == [txns[2]]
     bad = client.post("/v1/reconciliation/reports", params={"connector": "mockstripe"}, content="a,b\n1,2\n")
-    assert bad.status_code == 400
-    assert client.post("/v1/reconciliation/reports", params={"connector": "x"}, content=csv).status_code == 400
+    expect(bad, 400)
+    expect(client.post("/v1/reconciliation/reports", params={"connector": "x"}, content=csv), 400)

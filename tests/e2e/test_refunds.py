@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.support import UPI, db_fetch, payment_body, run_check, stop_all, wait_for
+from tests.support import UPI, db_fetch, expect, payment_body, run_check, stop_all, wait_for
 
 
 CARD_REFUND_FAILS = {"type": "card", "card": {"number": "4000000000005126"}}
@@ -30,11 +30,15 @@ def test_full_refund_completes_by_webhook_and_refunds_the_order(client, connecto
                                                         confirm=True)).json()
     assert pay["status"] == "succeeded"
     r = client.post("/v1/refunds", json={"payment_id": pay["id"], "reason": "requested_by_customer"})
-    assert r.status_code == 201, r.text
+    expect(r, 201)
     refund = r.json()
-    assert refund["object"] == "refund" and refund["id"].startswith("re_")
-    assert refund["status"] == "pending" and refund["amount"] == 2500 and refund["connector"] == connector
-    assert refund["payment_id"] == pay["id"] and refund["reason"] == "requested_by_customer"
+    assert refund["object"] == "refund"
+    assert refund["id"].startswith("re_")
+    assert refund["status"] == "pending"
+    assert refund["amount"] == 2500
+    assert refund["connector"] == connector
+    assert refund["payment_id"] == pay["id"]
+    assert refund["reason"] == "requested_by_customer"
     assert client.get(f"/v1/payments/{pay['id']}").json()["amount_refunded"] == 2500
     done = _refund_status(client, refund["id"], "succeeded")
     assert done["currency"] == "INR"
@@ -44,7 +48,7 @@ def test_full_refund_completes_by_webhook_and_refunds_the_order(client, connecto
     assert events[0]["data"]["object"]["status"] == "succeeded"
     # Nothing left to refund.
     again = client.post("/v1/refunds", json={"payment_id": pay["id"]})
-    assert again.status_code == 409
+    expect(again, 409)
     assert again.json()["error"] == {"type": "state_error", "code": "refund_exceeds_payment",
                                      "message": again.json()["error"]["message"], "param": "amount"}
 
@@ -54,22 +58,26 @@ def test_partial_refunds_and_listing(client):
     ids = []
     for amount in (100, 250, 300):
         r = client.post("/v1/refunds", json={"payment_id": pay["id"], "amount": amount})
-        assert r.status_code == 201, r.text
+        expect(r, 201)
         ids.append(r.json()["id"])
     too_much = client.post("/v1/refunds", json={"payment_id": pay["id"], "amount": 351})
-    assert too_much.status_code == 409 and too_much.json()["error"]["code"] == "refund_exceeds_payment"
+    expect(too_much, 409)
+    assert too_much.json()["error"]["code"] == "refund_exceeds_payment"
     rest = client.post("/v1/refunds", json={"payment_id": pay["id"]}).json()
     assert rest["amount"] == 350
     ids.append(rest["id"])
     for refund_id in ids:
         _refund_status(client, refund_id, "succeeded")
     got = client.get(f"/v1/payments/{pay['id']}").json()
-    assert got["amount_refunded"] == 1000 and got["status"] == "succeeded"
+    assert got["amount_refunded"] == 1000
+    assert got["status"] == "succeeded"
     page = client.get("/v1/refunds", params={"payment_id": pay["id"], "limit": 3}).json()
-    assert page["object"] == "list" and page["has_more"] is True
+    assert page["object"] == "list"
+    assert page["has_more"] is True
     assert [r["id"] for r in page["data"]] == ids[::-1][:3]
     rest_page = client.get("/v1/refunds", params={"payment_id": pay["id"], "starting_after": page["data"][-1]["id"]})
-    assert [r["id"] for r in rest_page.json()["data"]] == [ids[0]] and rest_page.json()["has_more"] is False
+    assert [r["id"] for r in rest_page.json()["data"]] == [ids[0]]
+    assert rest_page.json()["has_more"] is False
     events = client.get("/v1/events", params={"type": "refund.succeeded", "limit": 10}).json()["data"]
     assert {e["data"]["object"]["id"] for e in events} >= set(ids)
 
@@ -85,28 +93,31 @@ def test_refund_that_fails_releases_its_amount(client):
     types = [e["type"] for e in client.get("/v1/events", params={"object_id": refund["id"]}).json()["data"]]
     assert types == ["refund.failed"]
     # The released amount can be refunded again (it fails again with this card, but is accepted).
-    assert client.post("/v1/refunds", json={"payment_id": pay["id"], "amount": 800}).status_code == 201
+    expect(client.post("/v1/refunds", json={"payment_id": pay["id"], "amount": 800}), 201)
 
 
 def test_refund_of_unfinished_or_failed_payment_is_409(client):
     unconfirmed = client.post("/v1/payments", json=payment_body()).json()
     r = client.post("/v1/refunds", json={"payment_id": unconfirmed["id"]})
-    assert r.status_code == 409 and r.json()["error"]["code"] == "payment_unexpected_state"
+    expect(r, 409)
+    assert r.json()["error"]["code"] == "payment_unexpected_state"
     assert r.json()["error"]["type"] == "state_error"
     processing = client.post("/v1/payments", json=payment_body(method=UPI("pending@upi"), confirm=True)).json()
     r = client.post("/v1/refunds", json={"payment_id": processing["id"], "amount": 10})
-    assert r.status_code == 409 and r.json()["error"]["code"] == "payment_unexpected_state"
+    expect(r, 409)
+    assert r.json()["error"]["code"] == "payment_unexpected_state"
     declined = client.post("/v1/payments", json=payment_body(
         method={"type": "card", "card": {"number": "4000000000000002"}}, confirm=True)).json()
-    assert client.post("/v1/refunds", json={"payment_id": declined["id"]}).status_code == 409
+    expect(client.post("/v1/refunds", json={"payment_id": declined["id"]}), 409)
     manual = client.post("/v1/payments", json=payment_body(capture_method="manual", confirm=True)).json()
     assert manual["status"] == "requires_capture"
-    assert client.post("/v1/refunds", json={"payment_id": manual["id"]}).status_code == 409
+    expect(client.post("/v1/refunds", json={"payment_id": manual["id"]}), 409)
     captured = client.post(f"/v1/payments/{manual['id']}/capture", json={"amount": 600}).json()
     assert captured["amount_received"] == 600
     r = client.post("/v1/refunds", json={"payment_id": manual["id"], "amount": 601})
-    assert r.status_code == 409 and r.json()["error"]["code"] == "refund_exceeds_payment"
-    assert client.post("/v1/refunds", json={"payment_id": manual["id"], "amount": 600}).status_code == 201
+    expect(r, 409)
+    assert r.json()["error"]["code"] == "refund_exceeds_payment"
+    expect(client.post("/v1/refunds", json={"payment_id": manual["id"], "amount": 600}), 201)
 
 
 def test_refund_validation_errors_name_the_param(client):
@@ -116,10 +127,10 @@ def test_refund_validation_errors_name_the_param(client):
              ({"payment_id": pay["id"], "bogus": 1}, "bogus")]
     for body, param in cases:
         r = client.post("/v1/refunds", json=body)
-        assert r.status_code == 400, (body, r.text)
+        expect(r, 400, note=body)
         assert r.json()["error"]["param"] == param
-    assert client.post("/v1/refunds", json={"payment_id": "pay_nope"}).status_code == 404
-    assert client.get("/v1/refunds/re_nope").status_code == 404
+    expect(client.post("/v1/refunds", json={"payment_id": "pay_nope"}), 404)
+    expect(client.get("/v1/refunds/re_nope"), 404)
 
 
 def test_refund_is_idempotent(client):
@@ -127,8 +138,10 @@ def test_refund_is_idempotent(client):
     headers = {"Idempotency-Key": f"refund-{pay['id']}"}
     first = client.post("/v1/refunds", json={"payment_id": pay["id"], "amount": 400}, headers=headers)
     second = client.post("/v1/refunds", json={"payment_id": pay["id"], "amount": 400}, headers=headers)
-    assert first.status_code == second.status_code == 201
-    assert second.headers.get("Idempotent-Replayed") == "true" and second.content == first.content
+    expect(first, 201)
+    expect(second, 201)
+    assert second.headers.get("Idempotent-Replayed") == "true"
+    assert second.content == first.content
     assert client.get(f"/v1/payments/{pay['id']}").json()["amount_refunded"] == 400
 
 

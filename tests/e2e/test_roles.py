@@ -17,7 +17,7 @@ from trio_websocket import ConnectionRejected
 
 from tests.realtime_support import connect, frame, http, token, welcome
 from tests.receiver import Receiver
-from tests.support import ADMIN_TOKEN, CARD_OK, UPI, ServerProcess, run_check
+from tests.support import ADMIN_TOKEN, CARD_OK, UPI, ServerProcess, expect, run_check
 
 # Actors each role must run, and some it must not (the task tree's names).
 EXPECTED = {
@@ -61,7 +61,7 @@ def _names(node: dict) -> set[str]:
 
 async def _metric(client, name: str) -> float:
     r = await client.get("/metrics")
-    assert r.status_code == 200
+    expect(r, 200)
     for line in r.text.splitlines():
         if line.startswith(name):
             return float(line.rsplit(" ", 1)[1])
@@ -84,8 +84,8 @@ async def test_api_realtime_worker_processes_share_the_work(roles):
     # Each role runs its actors only, and serves health, readiness, metrics and the task tree.
     for role, proc in procs.items():
         async with http(proc, ADMIN_TOKEN) as admin:
-            assert (await admin.get("/healthz")).status_code == 200
-            assert (await admin.get("/readyz")).status_code == 200
+            expect(await admin.get("/healthz"), 200)
+            expect(await admin.get("/readyz"), 200)
             assert await _metric(admin, f'paycast_process_role{{role="{role}"}}') == 1
             tasks = _names((await admin.get("/debug/tasks?format=json")).json())
             present, absent = EXPECTED[role]
@@ -93,18 +93,18 @@ async def test_api_realtime_worker_processes_share_the_work(roles):
             assert not absent & tasks, (role, absent & tasks)
     # ... and its routes only.
     async with http(rt_proc, ADMIN_TOKEN) as rt_admin, http(worker_proc, ADMIN_TOKEN) as worker_admin:
-        assert (await rt_admin.post("/admin/merchants", json={"name": "x"})).status_code == 404
-        assert (await worker_admin.post("/webhooks/mockstripe", content=b"{}")).status_code == 404
+        expect(await rt_admin.post("/admin/merchants", json={"name": "x"}), 404)
+        expect(await worker_admin.post("/webhooks/mockstripe", content=b"{}"), 404)
 
     async with http(api_proc, ADMIN_TOKEN) as admin:
         r = await admin.post("/admin/merchants", json={"name": "Acme"})
-        assert r.status_code == 201, r.text
+        expect(r, 201)
         key = r.json()["api_key"]
 
     with Receiver() as receiver:
         async with http(api_proc, key) as api:
             r = await api.post("/v1/webhook_endpoints", json={"url": receiver.url, "enabled_events": ["*"]})
-            assert r.status_code == 201, r.text
+            expect(r, 201)
             tok = await token(api, "cus_42")
             with pytest.raises(ConnectionRejected):  # the api role does not serve the WebSocket
                 async with connect(api_proc, tok):
@@ -118,10 +118,11 @@ async def test_api_realtime_worker_processes_share_the_work(roles):
                 r = await api.post("/v1/payments", headers={"Idempotency-Key": "demo-1"},
                                    json={"amount": 2500, "currency": "INR", "order_id": order["id"],
                                          "payment_method": CARD_OK})
-                assert r.status_code == 201, r.text
+                expect(r, 201)
                 card = r.json()
                 r = await api.post(f"/v1/payments/{card['id']}/confirm")
-                assert r.status_code == 200 and r.json()["status"] == "succeeded", r.text
+                expect(r, 200)
+                assert r.json()["status"] == "succeeded", r.text
                 assert (await api.get(f"/v1/orders/{order['id']}")).json()["status"] == "paid"
                 types = [e["type"] for e in (await api.get("/v1/events?limit=5")).json()["data"]]
                 assert types[:3] == ["order.paid", "payment.succeeded", "payment.created"], types
@@ -148,7 +149,7 @@ async def test_api_realtime_worker_processes_share_the_work(roles):
                 # A message published through the api reaches the socket held by the realtime process.
                 r = await api.post("/v1/realtime/publish", json={"client_id": "cus_42",
                                                                  "event": {"type": "note", "data": {"n": 1}}})
-                assert r.status_code == 202, r.text
+                expect(r, 202)
                 with trio.fail_after(15):
                     while True:
                         f = await frame(ws)

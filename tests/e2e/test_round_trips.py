@@ -12,7 +12,7 @@ import json
 import re
 import time
 
-from tests.support import UPI, db_fetch, payment_body, sign_stripe, wait_for
+from tests.support import UPI, db_fetch, expect, payment_body, sign_stripe, wait_for
 
 _SAMPLE = re.compile(r'^(paycast_db_round_trips_total|paycast_db_units_total)\{unit="([^"]+)"\} ([0-9.e+]+)$')
 MAX_ROUND_TRIPS = 2
@@ -64,7 +64,8 @@ def test_create_confirm_capture_cancel_each_take_at_most_two_round_trips(client)
     cost.check()
     with Cost(client, "payments.load", "payments.capture") as cost:
         r = client.post(f"/v1/payments/{pay['id']}/capture", json={"amount": 1000})
-    assert r.status_code == 200 and r.json()["status"] == "succeeded", r.text
+    expect(r, 200)
+    assert r.json()["status"] == "succeeded", r.text
     cost.check()
     other = client.post("/v1/payments", json=payment_body(700)).json()
     with Cost(client, "payments.load", "payments.cancel") as cost:
@@ -75,7 +76,8 @@ def test_create_confirm_capture_cancel_each_take_at_most_two_round_trips(client)
 def test_confirm_true_takes_the_intent_first_path_in_few_round_trips(client):
     with Cost(client, "payments.create_and_begin", "payments.settle_begun") as cost:
         pay = client.post("/v1/payments", json=payment_body(900, confirm=True)).json()
-    assert pay["status"] == "succeeded" and pay["attempts"][0]["status"] == "succeeded"
+    assert pay["status"] == "succeeded"
+    assert pay["attempts"][0]["status"] == "succeeded"
     cost.check()
 
 
@@ -83,7 +85,7 @@ def test_refund_takes_at_most_two_round_trips_per_unit(client):
     pay = client.post("/v1/payments", json=payment_body(2000, confirm=True)).json()
     with Cost(client, "refunds.begin", "refunds.record_submission") as cost:
         r = client.post("/v1/refunds", json={"payment_id": pay["id"], "amount": 500})
-    assert r.status_code == 201, r.text
+    expect(r, 201)
     cost.check()
 
 
@@ -97,7 +99,7 @@ def test_webhook_ingest_and_apply_take_one_round_trip_each(client, server):
                                            "metadata": {"payment_id": pay["id"]}}}}).encode()
     with Cost(client, "inbox.insert_many", "inbox.apply") as cost:
         with server.client() as anon:
-            assert anon.post("/webhooks/mockstripe", content=body, headers=sign_stripe(body)).status_code == 200
+            expect(anon.post("/webhooks/mockstripe", content=body, headers=sign_stripe(body)), 200)
         wait_for(lambda: client.get(f"/v1/payments/{pay['id']}").json()["status"] == "succeeded")
     cost.check()
     assert cost.per_unit == {"inbox.insert_many": 1, "inbox.apply": 1}, cost.per_unit

@@ -15,7 +15,7 @@ import pytest
 
 from tests.fakes.fake_razorpay import FakeRazorpay
 from tests.receiver import Receiver
-from tests.support import ADMIN_TOKEN, TEST_SECRETS_KEY, ServerProcess, db_fetch, stop_all, wait_for
+from tests.support import ADMIN_TOKEN, TEST_SECRETS_KEY, ServerProcess, db_fetch, expect, stop_all, wait_for
 
 AMOUNT = 49900
 
@@ -57,7 +57,7 @@ def _flow(server: ServerProcess, fake: FakeRazorpay, receiver: Receiver) -> tupl
         account = client.post("/v1/connector_accounts", headers={"Idempotency-Key": "mca-1"}, json={
             "connector": "razorpay", "webhook_secret": webhook_secret,
             "credentials": {"key_id": first.key_id, "key_secret": first.key_secret}})
-        assert account.status_code == 201, account.text
+        expect(account, 201)
         account = account.json()
         reads.append(json.dumps(account))
         first.webhook_url, first.webhook_secret = server.url + account["webhook_path"], webhook_secret
@@ -71,14 +71,14 @@ def _flow(server: ServerProcess, fake: FakeRazorpay, receiver: Receiver) -> tupl
         assert payment["status"] == "requires_action", payment
         fake.pay(payment["next_action"]["connector_sdk"]["data"]["order_id"], method="card")
         wait_for(lambda: client.get(f"/v1/payments/{payment['id']}").json()["status"] == "requires_capture")
-        assert client.post(f"/v1/payments/{payment['id']}/capture").status_code == 200
+        expect(client.post(f"/v1/payments/{payment['id']}/capture"), 200)
         refund = client.post("/v1/refunds", json={"payment_id": payment["id"], "amount": 100})
         assert refund.status_code in (200, 201), refund.text
         # Rotate everything, then disable: in-flight work still settles through the old account's secret.
         rotated = client.post(f"/v1/connector_accounts/{account['id']}", json={
             "credentials": {"key_id": second.key_id, "key_secret": second.key_secret},
             "webhook_secret": rotated_secret})
-        assert rotated.status_code == 200, rotated.text
+        expect(rotated, 200)
         reads.append(rotated.text)
         reads.append(client.delete(f"/v1/connector_accounts/{account['id']}").text)
         wait_for(lambda: receiver.received, timeout=15)

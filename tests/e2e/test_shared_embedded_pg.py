@@ -12,12 +12,11 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 
 import pytest
 
 from pg.cluster import EmbeddedPostgres
-from tests.support import ROOT, ServerProcess, payment_body, wait_for
+from tests.support import ROOT, ServerProcess, expect, payment_body, wait_for
 
 
 @pytest.fixture
@@ -58,8 +57,8 @@ def test_one_shot_commands_beside_a_live_server_leave_it_serving(data_dir):
                 # Served at once (not after a restart): the same postmaster still runs.
                 assert EmbeddedPostgres(data_dir).is_running(), command
                 assert _postmaster_pid(data_dir) == pid, command
-                assert c.get("/readyz").status_code == 200, command
-                assert c.post("/v1/payments", json=payment_body(confirm=True)).status_code == 201, command
+                expect(c.get("/readyz"), 200, note=command)
+                expect(c.post("/v1/payments", json=payment_body(confirm=True)), 201, note=command)
     finally:
         assert server.stop() == 0
     # The server was the last user: it stopped PostgreSQL on its way out.
@@ -93,7 +92,7 @@ def test_postmaster_killed_under_load_is_restarted_without_losing_writes(data_di
                     if r.status_code == 201:
                         acknowledged.append(r.json()["id"])
                     else:
-                        assert r.status_code == 503, r.text
+                        expect(r, 503)
                         assert r.json()["error"]["code"] == "unavailable"
 
         workers = [threading.Thread(target=load, daemon=True) for _ in range(4)]
@@ -110,10 +109,11 @@ def test_postmaster_killed_under_load_is_restarted_without_losing_writes(data_di
             w.join(30)
         assert _postmaster_pid(data_dir) != old_pid
         with server.client(api_key) as c:
-            assert c.get("/readyz").status_code == 200
+            expect(c.get("/readyz"), 200)
             for payment_id in acknowledged:
                 r = c.get(f"/v1/payments/{payment_id}")
-                assert r.status_code == 200 and r.json()["status"] == "succeeded", (payment_id, r.text)
+                expect(r, 200, note=payment_id)
+                assert r.json()["status"] == "succeeded", (payment_id, r.text)
     finally:
         stop.set()
         server.stop()

@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from domain.signatures import stripe_header
-from tests.support import ADMIN_TOKEN, ServerProcess, db_fetch, run_check, wait_for
+from tests.support import ADMIN_TOKEN, ServerProcess, db_fetch, expect, run_check, wait_for
 
 AMOUNT = 2500  # €25.00
 # localstripe sends every event to every registered webhook: one registration,
@@ -67,7 +67,7 @@ class Merchant:
         r = self.client.post("/v1/connector_accounts", json={
             "connector": "stripe", "label": "Stripe test", "webhook_secret": self.webhook_secret,
             "credentials": {"secret_key": localstripe.secret_key}})
-        assert r.status_code == 201, r.text
+        expect(r, 201)
         self.account = r.json()
         self.webhook_url = server.url + self.account["webhook_path"]
         localstripe.register_webhook(WEBHOOK_ID, self.webhook_url, self.webhook_secret)
@@ -97,7 +97,8 @@ class Merchant:
                           "livemode": False, "data": {"object": obj}}).encode()
         r = httpx.post(self.webhook_url, content=raw, timeout=10, headers={
             "Stripe-Signature": stripe_header(self.webhook_secret, raw, now), "Content-Type": "application/json"})
-        assert r.status_code == 200 and r.json()["duplicate"] is False, r.text
+        expect(r, 200)
+        assert r.json()["duplicate"] is False, r.text
         return event_id
 
 
@@ -114,18 +115,21 @@ def merchant(stripe_server, localstripe):
 def test_account_is_tried_at_stripe_and_masked(merchant, stripe_server, localstripe):
     account = merchant.account
     assert (account["connector"], account["status"], account["livemode"]) == ("stripe", "active", False)
-    assert localstripe.secret_key not in json.dumps(account) and merchant.webhook_secret not in json.dumps(account)
+    assert localstripe.secret_key not in json.dumps(account)
+    assert merchant.webhook_secret not in json.dumps(account)
     assert account["webhook_path"] == f"/webhooks/stripe/{account['id']}"
     with stripe_server.client(stripe_server.create_merchant()) as other:
         r = other.post("/v1/connector_accounts", json={"connector": "stripe", "webhook_secret": "whsec_x" * 4,
                                                         "credentials": {"secret_key": "rk_test_refused_by_it"}})
-    assert r.status_code == 400 and r.json()["error"]["code"] == "connector_credentials_invalid"
+    expect(r, 400)
+    assert r.json()["error"]["code"] == "connector_credentials_invalid"
 
 
 def test_token_payment_succeeds(merchant, localstripe):
     payment = merchant.pay("pm_card_visa")
     assert payment["status"] == "succeeded", payment
-    assert payment["connector"] == "stripe" and payment["next_action"] is None
+    assert payment["connector"] == "stripe"
+    assert payment["next_action"] is None
     assert payment["payment_method"] == {"type": "card", "token": "pm_card_visa",
                                          "card": {"brand": "visa", "last4": "4242"}}
     pi = localstripe.payment_intent(txn_of(payment))
@@ -140,7 +144,8 @@ def test_declined_card(merchant, localstripe):
     assert payment["last_error"]["code"] == "card_declined"
     assert payment["attempts"][-1]["error_code"] == "card_declined"
     [pi] = [p for p in localstripe.payment_intents() if p["metadata"].get("payment_id") == payment["id"]]
-    assert pi["status"] == "requires_payment_method" and pi["last_payment_error"]["code"] == "card_declined"
+    assert pi["status"] == "requires_payment_method"
+    assert pi["last_payment_error"]["code"] == "card_declined"
 
 
 def test_manual_capture_of_part(merchant, localstripe):
@@ -148,17 +153,18 @@ def test_manual_capture_of_part(merchant, localstripe):
     assert payment["status"] == "requires_capture", payment
     assert localstripe.payment_intent(txn_of(payment))["status"] == "requires_capture"
     r = merchant.client.post(f"/v1/payments/{payment['id']}/capture", json={"amount": 1000})
-    assert r.status_code == 200, r.text
+    expect(r, 200)
     assert (r.json()["status"], r.json()["amount_received"]) == ("succeeded", 1000)
     pi = localstripe.payment_intent(txn_of(payment))
-    assert pi["status"] == "succeeded" and pi["latest_charge"]["captured"] is True
+    assert pi["status"] == "succeeded"
+    assert pi["latest_charge"]["captured"] is True
     assert pi["latest_charge"]["amount_refunded"] == AMOUNT - 1000  # localstripe's model of the uncaptured rest
 
 
 def test_cancel_an_authorisation(merchant, localstripe):
     payment = merchant.pay("pm_card_visa", "manual")
     r = merchant.client.post(f"/v1/payments/{payment['id']}/cancel", json={})
-    assert r.status_code == 200, r.text
+    expect(r, 200)
     assert r.json()["status"] == "canceled"
     assert localstripe.payment_intent(txn_of(payment))["status"] == "canceled"
 
@@ -184,7 +190,8 @@ def test_three_d_secure_authenticated_settles_by_webhook(merchant, localstripe):
         "connector": "stripe", "data": {"client_secret": pi["client_secret"]}}}
     localstripe.authenticate(pi["id"], success=True)  # the customer passes 3-D Secure
     done = merchant.wait_status(payment["id"], "succeeded")  # by localstripe's signed payment_intent.succeeded
-    assert done["next_action"] is None and done["amount_received"] == AMOUNT
+    assert done["next_action"] is None
+    assert done["amount_received"] == AMOUNT
     assert localstripe.payment_intent(pi["id"])["status"] == "succeeded"
 
 
@@ -203,8 +210,9 @@ def test_three_d_secure_failed_settles_by_webhook(merchant, localstripe):
 def test_cancel_while_the_customer_has_to_act(merchant, localstripe):
     payment = merchant.pay(localstripe.card_payment_method("4000002500003155"))
     r = merchant.client.post(f"/v1/payments/{payment['id']}/cancel", json={})
-    assert r.status_code == 200, r.text
-    assert r.json()["status"] == "canceled" and r.json()["next_action"] is None
+    expect(r, 200)
+    assert r.json()["status"] == "canceled"
+    assert r.json()["next_action"] is None
     assert localstripe.payment_intent(txn_of(payment))["status"] == "canceled"
 
 
@@ -242,7 +250,8 @@ def test_abandoned_three_d_secure_is_canceled_at_stripe(impatient_server, locals
         payment = merchant.pay(localstripe.card_payment_method("4000002500003155"))
         assert payment["status"] == "requires_action", payment
         canceled = merchant.wait_status(payment["id"], "canceled")
-    assert canceled["cancellation_reason"] == "abandoned" and canceled["next_action"] is None
+    assert canceled["cancellation_reason"] == "abandoned"
+    assert canceled["next_action"] is None
     assert localstripe.payment_intent(txn_of(payment))["status"] == "canceled"
 
 
@@ -279,7 +288,7 @@ def test_two_processes_confirming_one_payment_create_one_payment_intent(stripe_d
 
         def confirm(server: ServerProcess) -> int:
             with server.client(merchant.client.headers["Authorization"].split()[1]) as c:
-                assert c.get("/healthz").status_code == 200
+                expect(c.get("/healthz"), 200)
                 barrier.wait(timeout=30)
                 return c.post(f"/v1/payments/{payment_id}/confirm", json={}).status_code
 
@@ -305,6 +314,7 @@ def test_no_secret_in_the_debug_log(impatient_server, localstripe):
     # (The payment may have settled by the deadline's retrieve before the webhook came.)
     log = wait_for(lambda: (text := "".join(impatient_server.stderr_lines)) and
                    f"webhook received: stripe/{merchant.account['id']}" in text and text)
-    assert "Request to Stripe api" in log and "Post details" in log
+    assert "Request to Stripe api" in log
+    assert "Post details" in log
     for secret in [localstripe.secret_key, *WEBHOOK_SECRETS]:
         assert secret not in log

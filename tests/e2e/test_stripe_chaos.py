@@ -99,6 +99,8 @@ def test_refused_and_unanswered_calls_and_lost_webhooks_keep_the_invariants(new_
                 for payment_id, refund_id in refunds:
                     [held] = localstripe.refunds_of(txn_of(merchant.get(payment_id)))
                     assert (held["metadata"]["refund_id"], held["amount"]) == (refund_id, 500)
-    assert proxy.faults["refuse"] and proxy.faults["lose"] and proxy.webhooks["lost"], (proxy.faults, proxy.webhooks)
+    assert proxy.faults["refuse"], (proxy.faults, proxy.webhooks)
+    assert proxy.faults["lose"], (proxy.faults, proxy.webhooks)
+    assert proxy.webhooks["lost"], (proxy.faults, proxy.webhooks)
     result = run_check(dsn)
     assert result.returncode == 0, result.stdout

@@ -12,7 +12,7 @@ import trio
 import trustme
 from trio_websocket import open_websocket_url
 
-from tests.support import ADMIN_TOKEN, UPI, ServerProcess, payment_body, wait_for
+from tests.support import ADMIN_TOKEN, UPI, ServerProcess, expect, payment_body, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def test_https_only_with_a_trusted_certificate(tls_server):
     assert tls_server.url.startswith("https://")
     verify = ssl.create_default_context(cafile=tls_server.cafile)
     with httpx.Client(base_url=tls_server.url, verify=verify, timeout=20) as anon:
-        assert anon.get("/healthz").status_code == 200
+        expect(anon.get("/healthz"), 200)
         api_key = anon.post("/admin/merchants", json={"name": "tls"},
                             headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).json()["api_key"]
     with httpx.Client(base_url=tls_server.url, verify=verify, timeout=20,

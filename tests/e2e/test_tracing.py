@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from telemetry import tracing
 from tests.realtime_support import connect, events, token, welcome
 from tests.receiver import Receiver
-from tests.support import ADMIN_TOKEN, UPI, payment_body, sign_stripe
+from tests.support import ADMIN_TOKEN, UPI, expect, payment_body, sign_stripe
 
 CALLER_TRACE = "0af7651916cd43dd8448eb211c80319c"
 CALLER_SPAN = "b7ad6b7169203331"
@@ -75,7 +75,7 @@ async def _merchant_with_endpoint(url: str, receiver: Receiver):
         key = (await admin.post("/admin/merchants", json={"name": "traced"})).json()["api_key"]
     async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as client:
         r = await client.post("/v1/webhook_endpoints", json={"url": receiver.url, "enabled_events": ["*"]})
-        assert r.status_code == 201, r.text
+        expect(r, 201)
         yield client
 
 
@@ -116,12 +116,14 @@ async def test_confirm_and_capture_continue_the_callers_traces_down_to_the_outgo
             async with _merchant_with_endpoint(url, receiver) as client:
                 pay = (await client.post("/v1/payments", json=payment_body(700, capture_method="manual"))).json()
                 r = await client.post(f"/v1/payments/{pay['id']}/confirm", headers={"traceparent": TRACEPARENT})
-                assert r.status_code == 200 and r.json()["status"] == "requires_capture", r.text
+                expect(r, 200)
+                assert r.json()["status"] == "requires_capture", r.text
                 # The payment's actor is still alive (started by the confirm, in the confirm's
                 # context); the capture must still be traced under the capture request.
                 r = await client.post(f"/v1/payments/{pay['id']}/capture",
                                       headers={"traceparent": f"00-{second_trace}-{CALLER_SPAN}-01"})
-                assert r.status_code == 200 and r.json()["status"] == "succeeded", r.text
+                expect(r, 200)
+                assert r.json()["status"] == "succeeded", r.text
                 authorized = await _until(lambda: _delivered(receiver, "payment.requires_capture"))
                 captured = await _until(lambda: _delivered(receiver, "payment.succeeded"))
                 await _until(lambda: sum(s.name == "webhook send" for s in spans.get_finished_spans()) >= 3)
@@ -129,7 +131,8 @@ async def test_confirm_and_capture_continue_the_callers_traces_down_to_the_outgo
     tree = _tree(spans, int(CALLER_TRACE, 16))
     # The request span continues the caller's span, and is named by its route.
     request = _one(list(tree.values()), "POST /v1/payments/<payment_id>/confirm")
-    assert request.parent.span_id == int(CALLER_SPAN, 16) and request.parent.is_remote
+    assert request.parent.span_id == int(CALLER_SPAN, 16)
+    assert request.parent.is_remote
     assert request.attributes["http.response.status_code"] == 200
     # Request → payment actor message (across the mailbox) → units of work and the connector call
     # (across the trio ↔ database-thread crossing and back), in order.
@@ -177,7 +180,7 @@ async def test_gateway_webhook_apply_and_delivery_join_the_receiving_requests_tr
                 async with httpx.AsyncClient(base_url=url) as gateway:
                     r = await gateway.post("/webhooks/mockstripe", content=body,
                                            headers={**sign_stripe(body), "traceparent": TRACEPARENT})
-                assert r.status_code == 200, r.text
+                expect(r, 200)
                 assert (await events(ws, 1))[0]["event"]["type"] == "payment.succeeded"
                 sent = await _until(lambda: _delivered(receiver, "payment.succeeded"))
                 await _until(lambda: any(s.name == "webhook send" and s.context.trace_id == int(CALLER_TRACE, 16)
@@ -211,7 +214,8 @@ async def test_without_an_sdk_an_incoming_traceparent_still_reaches_the_outgoing
             async with _merchant_with_endpoint(url, receiver) as client:
                 r = await client.post("/v1/payments", json=payment_body(300, confirm=True),
                                       headers={"traceparent": TRACEPARENT})
-                assert r.status_code == 201 and r.json()["status"] == "succeeded", r.text
+                expect(r, 201)
+                assert r.json()["status"] == "succeeded", r.text
                 sent = await _until(lambda: _delivered(receiver, "payment.succeeded"))
     assert sent.headers["traceparent"] == TRACEPARENT
 
@@ -237,12 +241,13 @@ def test_otlp_exporter_sends_the_spans_to_the_configured_endpoint(new_database):
         try:
             with server.client(server.create_merchant("otlp")) as c:
                 r = c.post("/v1/payments", json=payment_body(confirm=True), headers={"traceparent": TRACEPARENT})
-                assert r.status_code == 201, r.text
+                expect(r, 201)
             spans = wait_for(lambda: [s for s in spans_received() if s.name == "POST /v1/payments"])
         finally:
             server.stop()
         assert receiver.received[0].headers["content-type"] == "application/x-protobuf"
-    assert spans[0].trace_id.hex() == CALLER_TRACE and spans[0].parent_span_id.hex() == CALLER_SPAN
+    assert spans[0].trace_id.hex() == CALLER_TRACE
+    assert spans[0].parent_span_id.hex() == CALLER_SPAN
 
 
 def test_a_new_user_gets_a_traceparent_on_every_outgoing_webhook_without_any_tracing_set_up(new_database,
@@ -260,11 +265,12 @@ def test_a_new_user_gets_a_traceparent_on_every_outgoing_webhook_without_any_tra
         try:
             with server.client(server.create_merchant("untraced")) as c:
                 r = c.post("/v1/webhook_endpoints", json={"url": receiver.url, "enabled_events": ["*"]})
-                assert r.status_code == 201, r.text
+                expect(r, 201)
                 first = c.post("/v1/payments", json=payment_body(300, confirm=True))
-                assert first.status_code == 201 and first.json()["status"] == "succeeded", first.text
+                expect(first, 201)
+                assert first.json()["status"] == "succeeded", first.text
                 second = c.post("/v1/payments", json=payment_body(400, capture_method="manual"))
-                assert second.status_code == 201, second.text
+                expect(second, 201)
                 assert "traceparent" not in first.request.headers
                 # The first request the endpoint saw was refused (500): it is sent again.
                 wait_for(lambda: len({json.loads(x.body)["id"] for x in receiver.received}) >= 3
@@ -278,13 +284,15 @@ def test_a_new_user_gets_a_traceparent_on_every_outgoing_webhook_without_any_tra
         assert traceparent is not None, request.headers
         version, trace_id, span_id, flags = traceparent.split("-")
         assert (version, len(trace_id), len(span_id), flags) == ("00", 32, 16, "01"), traceparent
-        assert int(trace_id, 16) and int(span_id, 16)
+        assert int(trace_id, 16)
+        assert int(span_id, 16)
         event = json.loads(request.body)
         by_payment.setdefault(event["data"]["object"]["id"], set()).add(trace_id)
         by_event.setdefault(event["id"], set()).add(traceparent)
     assert set(by_payment) == {first.json()["id"], second.json()["id"]}
     traces = [by_payment[first.json()["id"]], by_payment[second.json()["id"]]]
-    assert [len(t) for t in traces] == [1, 1] and traces[0] != traces[1]
+    assert [len(t) for t in traces] == [1, 1]
+    assert traces[0] != traces[1]
     # The retried delivery (same event id, sent twice) carried the same traceparent both times.
     assert all(len(t) == 1 for t in by_event.values())
     assert max(len([x for x in receiver.received if json.loads(x.body)["id"] == e]) for e in by_event) == 2

@@ -13,12 +13,12 @@ import httpx
 import psutil
 import pytest
 
-from tests.support import ServerProcess, payment_body, run_check, wait_for
+from tests.support import ServerProcess, expect, payment_body, run_check, wait_for
 
 
 def _pid(url: str) -> int:
     r = httpx.get(url + "/healthz", timeout=10)  # a new connection each call
-    assert r.status_code == 200
+    expect(r, 200)
     return int(r.headers["Paycast-Pid"])
 
 
@@ -45,21 +45,24 @@ def workers2(new_database):
 def test_both_workers_serve_one_port_and_the_flow_works_across_them(workers2):
     server = workers2
     pids = _workers(server)
-    assert len(pids) == 2 and server.proc.pid not in pids
+    assert len(pids) == 2
+    assert server.proc.pid not in pids
     assert _pids_seen(server.url, pids) == pids  # both answer on the one port
 
     api_key = server.create_merchant("workers merchant")
     auth = {"Authorization": f"Bearer {api_key}"}
     for i in range(12):
         created = httpx.post(server.url + "/v1/payments", json=payment_body(), headers=auth, timeout=30)
-        assert created.status_code == 201, created.text
+        expect(created, 201)
         pay_id = created.json()["id"]
         key = {**auth, "Idempotency-Key": f"confirm-{i}"}
         confirmed = httpx.post(f"{server.url}/v1/payments/{pay_id}/confirm", headers=key, timeout=30)
-        assert confirmed.status_code == 200 and confirmed.json()["status"] == "succeeded", confirmed.text
+        expect(confirmed, 200)
+        assert confirmed.json()["status"] == "succeeded", confirmed.text
         # The replay may land on the other worker: the stored response comes from the database.
         replay = httpx.post(f"{server.url}/v1/payments/{pay_id}/confirm", headers=key, timeout=30)
-        assert replay.status_code == 200 and replay.headers.get("Idempotent-Replayed") == "true"
+        expect(replay, 200)
+        assert replay.headers.get("Idempotent-Replayed") == "true"
         assert replay.content == confirmed.content
 
     events = httpx.get(server.url + "/v1/events?limit=100", headers=auth, timeout=30).json()["data"]

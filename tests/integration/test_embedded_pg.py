@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 
 import asyncpg
 import psutil
@@ -106,7 +105,8 @@ def test_start_twice_reuses_server_and_stop_is_idempotent() -> None:
         assert (socket_dir / ".s.PGSQL.5432").is_socket()
 
         pg.stop()
-        assert not pg.is_running() and not other.is_running()
+        assert not pg.is_running()
+        assert not other.is_running()
         assert not socket_dir.exists()  # stop() tidies the /tmp fallback dir
         pg.stop()
         other.stop()
@@ -123,7 +123,7 @@ def test_recovers_from_killed_postmaster_and_concurrent_starts() -> None:
         # end up sharing one server.
         code = (
             "import sys; from pg.cluster import EmbeddedPostgres; "
-            f"print(EmbeddedPostgres(sys.argv[1]).start())"
+            "print(EmbeddedPostgres(sys.argv[1]).start())"
         )
         procs = [
             subprocess.Popen(
@@ -166,7 +166,8 @@ def test_leases_last_one_out_stops_and_dead_holders_do_not_count() -> None:
         pid = _postmaster_pid(first)
         assert first.live_users() == 2
         assert lease_a.release() is False  # the other user still needs it
-        assert first.is_running() and _postmaster_pid(first) == pid
+        assert first.is_running()
+        assert _postmaster_pid(first) == pid
         # A user that dies without releasing (kill -9) does not keep it alive.
         child = subprocess.Popen(
             [sys.executable, "-c",

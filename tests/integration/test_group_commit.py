@@ -39,13 +39,16 @@ async def test_one_bad_unit_fails_alone_and_the_others_commit(new_database):
     finally:
         await db.close()
     first, bad, missing, last = results
-    assert first["status"] == "requires_confirmation" and last["amount"] == 2000
-    assert isinstance(bad, Exception) and "duplicate key" in str(bad)
+    assert first["status"] == "requires_confirmation"
+    assert last["amount"] == 2000
+    assert isinstance(bad, Exception)
+    assert "duplicate key" in str(bad)
     assert isinstance(missing, NotFound)
     rows = await trio.to_thread.run_sync(db_fetch, dsn, "SELECT id, amount FROM payments ORDER BY amount")
     assert [(r["id"], r["amount"]) for r in rows] == [(first["id"], 1000), (last["id"], 2000)]
     events = await trio.to_thread.run_sync(db_fetch, dsn, "SELECT seq, object_id FROM events ORDER BY seq")
-    assert [e["seq"] for e in events] == [1, 2] and {e["object_id"] for e in events} == {first["id"], last["id"]}
+    assert [e["seq"] for e in events] == [1, 2]
+    assert {e["object_id"] for e in events} == {first["id"], last["id"]}
 
 
 async def test_a_batch_of_good_units_is_one_transaction(new_database):
@@ -61,7 +64,10 @@ async def test_a_batch_of_good_units_is_one_transaction(new_database):
         create = db.stats["payments.create"]
     finally:
         await db.close()
-    assert before is None and [r["amount"] for r in results] == [1, 2, 3]
+    assert before is None
+    assert [r["amount"] for r in results] == [1, 2, 3]
     # BEGIN + COMMIT once for the batch, one statement per create.
-    assert batch.units == 1 and batch.round_trips == 2
-    assert create.units == 3 and create.round_trips == 3
+    assert batch.units == 1
+    assert batch.round_trips == 2
+    assert create.units == 3
+    assert create.round_trips == 3

@@ -89,7 +89,8 @@ async def test_begin_attempt_moves_a_new_payment_to_processing(store, merchant):
     pay = await store.create_payment(merchant)
     await store.begin_attempt(merchant, pay["id"])
     got = await store.payment(merchant, pay["id"])
-    assert got["status"] == "processing" and [a["status"] for a in got["attempts"]] == ["started"]
+    assert got["status"] == "processing"
+    assert [a["status"] for a in got["attempts"]] == ["started"]
 
 
 async def test_begin_attempt_refuses_a_payment_already_processing(store, merchant):
@@ -115,7 +116,8 @@ async def test_settle_moves_processing_to_succeeded_with_one_event(store, mercha
     pay = await store.create_payment(merchant)
     attempt = await store.begin_attempt(merchant, pay["id"])
     got = await store.settle(merchant, pay["id"], attempt, OutcomeKind.SUCCEEDED, "pi_unit1s")
-    assert got["status"] == "succeeded" and got["amount_received"] == 1000
+    assert got["status"] == "succeeded"
+    assert got["amount_received"] == 1000
     assert await _types(store, merchant, pay["id"]) == ["payment.created", "payment.succeeded"]
 
 
@@ -124,7 +126,8 @@ async def test_a_late_settle_never_moves_a_terminal_payment(store, merchant):
     attempt = await store.begin_attempt(merchant, pay["id"])
     await store.settle(merchant, pay["id"], attempt, OutcomeKind.DECLINED, "pi_unit2d")
     got = await store.settle(merchant, pay["id"], attempt, OutcomeKind.SUCCEEDED, "pi_unit2s")
-    assert got["status"] == "failed" and got["amount_received"] == 0
+    assert got["status"] == "failed"
+    assert got["amount_received"] == 0
     assert await _types(store, merchant, pay["id"]) == ["payment.created", "payment.failed"]
 
 
@@ -170,7 +173,8 @@ async def test_review_is_flagged_once_however_many_checks_race(store, merchant):
     results = await together(5, lambda _: store.record_inconclusive_check(pay["id"], max_checks=2))
     assert all(r["review_required"] for r in results), results
     got = await store.payment(merchant, pay["id"])
-    assert got["review_required"] and got["status"] == "processing"
+    assert got["review_required"]
+    assert got["status"] == "processing"
     assert (await _types(store, merchant, pay["id"])).count("payment.review_required") == 1
 
 
@@ -181,7 +185,8 @@ async def _authorized(store, merchant, amount: int = 1000) -> dict:
     pay = await store.create_payment(merchant, amount, capture_method="manual")
     attempt = await store.begin_attempt(merchant, pay["id"])
     got = await store.settle(merchant, pay["id"], attempt, OutcomeKind.AUTHORIZED, f"pi_{pay['id']}a")
-    assert got["status"] == "requires_capture" and got["amount_capturable"] == amount
+    assert got["status"] == "requires_capture"
+    assert got["amount_capturable"] == amount
     return got
 
 
@@ -402,7 +407,8 @@ async def test_concurrent_workers_never_lease_the_same_webhook(store, merchant):
                                 for i in range(20)])
     results = await together(5, lambda _: store.claim_webhooks(8))
     leased = [i for r in results for i in r]
-    assert len(leased) == len(set(leased)) and len(leased) >= 20, results
+    assert len(leased) == len(set(leased)), results
+    assert len(leased) >= 20, results
 
 
 async def test_a_webhook_applied_concurrently_moves_the_payment_once(store, merchant):
@@ -428,8 +434,10 @@ async def test_the_insert_that_claims_an_outcome_reads_what_its_apply_would(stor
     pay, txn = await _processing(store, merchant)
     ((row, seen),) = await store.store_and_claim_webhooks([(f"evt_seen_{pay['id']}", "payment.succeeded", txn,
                                                             pay["id"])])
-    assert seen is not None and seen == await store.seen_for_apply(row)
-    assert seen.payment["status"] == "processing" and seen.matched_attempt is not None
+    assert seen is not None
+    assert seen == await store.seen_for_apply(row)
+    assert seen.payment["status"] == "processing"
+    assert seen.matched_attempt is not None
     assert await store.apply_webhook(row, seen) == "applied"
     assert (await store.payment(merchant, pay["id"]))["status"] == "succeeded"
     (other,) = await store.store_and_claim_webhooks([(f"evt_seen_other_{pay['id']}", "payment.updated", txn,
@@ -442,7 +450,8 @@ async def test_a_claim_reads_what_the_apply_of_an_outcome_would(store, merchant)
     pay, txn = await _processing(store, merchant)
     (row,) = await store.store_webhooks([(f"evt_claimed_{pay['id']}", "payment.failed", txn, pay["id"])])
     claimed = dict(await store.claim_webhooks_seen(500))
-    assert claimed[row] is not None and claimed[row] == await store.seen_for_apply(row)
+    assert claimed[row] is not None
+    assert claimed[row] == await store.seen_for_apply(row)
     assert await store.apply_webhook(row, claimed[row]) == "applied"
     assert (await store.payment(merchant, pay["id"]))["status"] == "failed"
 
@@ -461,7 +470,8 @@ async def test_outcomes_applied_with_what_their_inserts_read_move_the_payment_on
     assert (await _types(store, merchant, pay["id"]))[-1] == f"payment.{status}"
     assert len(await _types(store, merchant, pay["id"])) == 3
     again = await together(3, lambda _: store.apply_webhook(*stored[0]))
-    assert set(again) <= {"applied", "ignored"} and (await store.payment(merchant, pay["id"]))["status"] == status
+    assert set(again) <= {"applied", "ignored"}
+    assert (await store.payment(merchant, pay["id"]))["status"] == status
 
 
 async def test_a_processor_stopped_past_its_lease_cannot_apply_a_row_another_took_over(store, merchant):
@@ -480,7 +490,9 @@ async def test_a_processor_stopped_past_its_lease_cannot_apply_a_row_another_too
     assert await store.fail_webhook(row, stopped_claim) == "missing"
     assert await store.ignore_late_webhooks({row: stopped_claim}) == set()
     held = await store.inbox_row(row)
-    assert held["processed_at"] is None and held["failures"] == 0 and held["tries"] == taker_claim
+    assert held["processed_at"] is None
+    assert held["failures"] == 0
+    assert held["tries"] == taker_claim
     assert (await store.payment(merchant, pay["id"]))["status"] == "processing"
     assert await store.apply_webhook(row, taker_seen, taker_claim) == "applied"
     assert (await store.payment(merchant, pay["id"]))["status"] == "succeeded"
@@ -515,7 +527,9 @@ async def test_a_dispatcher_stopped_past_its_delivery_lease_cannot_record_after_
     assert taker[delivery] != stopped_token
     assert await store.record_delivery_attempt(delivery, stopped_token, 500) == "pending"
     row = await store.delivery(delivery)
-    assert row["attempt_count"] == 0 and row["claim_token"] == taker[delivery] and row["last_status_code"] is None
+    assert row["attempt_count"] == 0
+    assert row["claim_token"] == taker[delivery]
+    assert row["last_status_code"] is None
     assert await store.record_delivery_attempt(delivery, taker[delivery], 200) == "succeeded"
     assert await store.record_delivery_attempt(delivery, stopped_token, 200) == "succeeded"
     assert (await store.delivery(delivery))["attempt_count"] == 1
@@ -550,7 +564,8 @@ async def _waiting(store, merchant, *, connector: str = "mockstripe", action_dea
     txn = txn or f"pi_{pay['id']}w"
     got = await store.answer(merchant, pay["id"], attempt,
                              Outcome(OutcomeKind.REQUIRES_ACTION, txn, next_action=NEXT_ACTION))
-    assert got["status"] == "requires_action" and got["next_action"] == NEXT_ACTION, got
+    assert got["status"] == "requires_action", got
+    assert got["next_action"] == NEXT_ACTION, got
     assert got["attempts"][-1]["status"] == "started"
     return got, attempt, txn
 
@@ -562,11 +577,15 @@ async def test_requires_action_then_the_gateways_answer(store, merchant):
     assert events[-1]["data"]["object"]["next_action"] == NEXT_ACTION
     # No answer from the gateway while the customer acts: nothing moves.
     same = await store.answer(merchant, pay["id"], attempt, Outcome(OutcomeKind.UNKNOWN, None, "connector_timeout"))
-    assert same["status"] == "requires_action" and same["next_action"] == NEXT_ACTION
-    assert same["attempts"][-1]["status"] == "started" and same["attempts"][-1]["error_code"] is None
+    assert same["status"] == "requires_action"
+    assert same["next_action"] == NEXT_ACTION
+    assert same["attempts"][-1]["status"] == "started"
+    assert same["attempts"][-1]["error_code"] is None
     done = await store.answer(merchant, pay["id"], attempt, Outcome(
         OutcomeKind.SUCCEEDED, txn, method_details={"brand": "visa", "last4": "3155", "fingerprint": "f"}))
-    assert done["status"] == "succeeded" and done["next_action"] is None and done["amount_received"] == 1000
+    assert done["status"] == "succeeded"
+    assert done["next_action"] is None
+    assert done["amount_received"] == 1000
     assert done["payment_method"]["card"] == {"brand": "visa", "last4": "3155"}
     late = await store.answer(merchant, pay["id"], attempt, Outcome(OutcomeKind.CANCELED, txn))
     assert late["status"] == "succeeded"  # a terminal status never changes
@@ -577,7 +596,8 @@ async def test_requires_action_then_the_gateways_answer(store, merchant):
 async def test_pending_after_the_action_resumes_processing(store, merchant):
     pay, attempt, txn = await _waiting(store, merchant)
     got = await store.answer(merchant, pay["id"], attempt, Outcome(OutcomeKind.PENDING, txn))
-    assert got["status"] == "processing" and got["next_action"] is None
+    assert got["status"] == "processing"
+    assert got["next_action"] is None
     assert await _types(store, merchant, pay["id"]) == ["payment.created", "payment.requires_action",
                                                        "payment.processing"]
     got = await store.answer(merchant, pay["id"], attempt, Outcome(OutcomeKind.AUTHORIZED, txn))
@@ -587,7 +607,9 @@ async def test_pending_after_the_action_resumes_processing(store, merchant):
 async def test_cancel_from_requires_action_closes_its_attempt(store, merchant):
     pay, _attempt, _txn = await _waiting(store, merchant)
     got = await store.cancel(merchant, pay["id"], "abandoned")
-    assert got["status"] == "canceled" and got["cancellation_reason"] == "abandoned" and got["next_action"] is None
+    assert got["status"] == "canceled"
+    assert got["cancellation_reason"] == "abandoned"
+    assert got["next_action"] is None
     assert (got["attempts"][-1]["status"], got["attempts"][-1]["error_code"]) == ("failed", "payment_canceled")
     assert await store.payment(merchant, pay["id"]) == got
     with pytest.raises(StateError):
@@ -641,7 +663,8 @@ async def test_an_event_on_another_accounts_path_moves_nothing(store, merchant):
                                          method_details={"brand": "visa", "last4": "3155"}))
     assert await store.apply_webhook(row) == "applied"
     got = await store.payment(merchant, pay["id"])
-    assert got["status"] == "succeeded" and got["payment_method"]["card"] == {"brand": "visa", "last4": "3155"}
+    assert got["status"] == "succeeded"
+    assert got["payment_method"]["card"] == {"brand": "visa", "last4": "3155"}
 
 
 async def test_a_failed_try_is_recorded_and_the_payment_keeps_waiting(store, merchant):
@@ -650,7 +673,8 @@ async def test_a_failed_try_is_recorded_and_the_payment_keeps_waiting(store, mer
                                          message="Payment failed"))
     assert await store.apply_webhook(row) == "applied"
     got = await store.payment(merchant, pay["id"])
-    assert got["status"] == "requires_action" and got["next_action"] == NEXT_ACTION
+    assert got["status"] == "requires_action"
+    assert got["next_action"] == NEXT_ACTION
     assert got["last_error"] == {"code": "BAD_REQUEST_ERROR", "message": "Payment failed"}
     assert got["attempts"][-1]["error_code"] == "BAD_REQUEST_ERROR"
     again = await store.store_event(_event("payment.requires_action", txn, None, account))
@@ -671,7 +695,8 @@ async def test_money_taken_at_the_gateway_after_a_cancel_here_flags_the_payment(
         row = await store.store_event(_event("payment.succeeded", txn, pay["id"], account))
         assert await store.apply_webhook(row) == "applied"
     got = await store.payment(merchant, pay["id"])
-    assert got["status"] == "canceled" and got["review_required"] is True
+    assert got["status"] == "canceled"
+    assert got["review_required"] is True
     assert got["last_error"]["code"] == "charged_after_cancel"
     assert await _types(store, merchant, pay["id"]) == ["payment.created", "payment.requires_action",
                                                        "payment.canceled", "payment.review_required"]

@@ -69,7 +69,8 @@ async def test_manual_capture_of_part(connector, localstripe):
     await connector.capture(outcome.connector_txn_id, 600, idempotency_key=operation_key(request.attempt_id, "capture"))
     assert (await connector.retrieve(outcome.connector_txn_id, request.payment_id)).kind is OutcomeKind.SUCCEEDED
     pi = localstripe.payment_intent(outcome.connector_txn_id)
-    assert pi["status"] == "succeeded" and pi["latest_charge"]["captured"] is True
+    assert pi["status"] == "succeeded"
+    assert pi["latest_charge"]["captured"] is True
     # localstripe models a partial capture as a full capture and a refund of the rest.
     assert pi["latest_charge"]["amount_refunded"] == 400
 
@@ -99,7 +100,8 @@ async def test_refund_and_its_reconciliation_never_refund_twice(connector, local
     refund = RefundRequest(refund_id=f"re_{tag}", payment_id=request.payment_id, merchant_id="mer_stripe",
                            connector_txn_id=outcome.connector_txn_id, amount=300, currency="EUR")
     submitted = await connector.refund(refund)
-    assert submitted.status == "succeeded" and submitted.reference.startswith("re_")
+    assert submitted.status == "succeeded"
+    assert submitted.reference.startswith("re_")
     # Reconciliation without Stripe's id (the create's answer was lost): found by metadata, not re-created.
     again = await connector.retrieve_refund(refund, None)
     assert again == submitted
@@ -113,7 +115,8 @@ async def test_three_d_secure_then_authenticated(connector, localstripe):
     request = _request(token)
     outcome = await connector.authorize(request)
     pi = localstripe.payment_intent(outcome.connector_txn_id)
-    assert outcome.kind is OutcomeKind.REQUIRES_ACTION and pi["status"] == "requires_action"
+    assert outcome.kind is OutcomeKind.REQUIRES_ACTION
+    assert pi["status"] == "requires_action"
     assert outcome.next_action == {"type": "connector_sdk", "connector_sdk": {
         "connector": "stripe", "data": {"client_secret": pi["client_secret"]}}}
     assert outcome.method_details == {"brand": "visa", "last4": "3155"}
@@ -148,7 +151,8 @@ async def test_credentials_refused_and_unreachable_are_safe(localstripe):
     try:
         with pytest.raises(CredentialsInvalid) as bad:
             await refused.verify_credentials()
-        assert "rk_test" not in str(bad.value) and nothing_charged(refused, bad.value)
+        assert "rk_test" not in str(bad.value)
+        assert nothing_charged(refused, bad.value)
         with pytest.raises(StripeNotSent) as down:
             await unreachable.authorize(_request("pm_card_visa"))
         assert nothing_charged(unreachable, down.value)

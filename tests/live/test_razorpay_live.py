@@ -62,7 +62,8 @@ async def test_credentials_check(connector):
 async def test_order_creation_and_its_payments(connector):
     request = _request("manual")
     outcome = await connector.authorize(request)
-    assert outcome.kind is OutcomeKind.REQUIRES_ACTION and outcome.connector_txn_id.startswith("order_")
+    assert outcome.kind is OutcomeKind.REQUIRES_ACTION
+    assert outcome.connector_txn_id.startswith("order_")
     assert outcome.next_action["connector_sdk"]["data"] == {"key_id": KEY_ID, "order_id": outcome.connector_txn_id,
                                                             "amount": 100, "currency": "INR"}
     # Nobody paid: the order's payments are empty, the customer still has to act.
@@ -84,4 +85,5 @@ def test_webhook_verification_with_a_real_dashboard_secret():
     raw = pathlib.Path(body_file).read_bytes()
     razorpay_events.verify(secret, raw, {"X-Razorpay-Signature": signature})
     event = razorpay_events.parse(raw, {})
-    assert event.connector == "razorpay" and event.event_type
+    assert event.connector == "razorpay"
+    assert event.event_type

@@ -59,7 +59,8 @@ async def test_a_wrong_key_is_refused():
 async def test_token_payment_and_its_idempotent_replay(connector):
     request = _request("pm_card_visa")
     outcome = await connector.authorize(request)
-    assert outcome.kind is OutcomeKind.SUCCEEDED and outcome.method_details == {"brand": "visa", "last4": "4242"}
+    assert outcome.kind is OutcomeKind.SUCCEEDED
+    assert outcome.method_details == {"brand": "visa", "last4": "4242"}
     replayed = await connector.retrieve(None, request.payment_id, request=request)  # same Idempotency-Key
     assert (replayed.kind, replayed.connector_txn_id) == (OutcomeKind.SUCCEEDED, outcome.connector_txn_id)
 
@@ -69,7 +70,8 @@ async def test_token_payment_and_its_idempotent_replay(connector):
 async def test_declines_carry_the_decline_code(connector, token, code):
     outcome = await connector.authorize(_request(token))
     assert (outcome.kind, outcome.error_code) == (OutcomeKind.DECLINED, code)
-    assert outcome.connector_txn_id and outcome.connector_txn_id.startswith("pi_")
+    assert outcome.connector_txn_id
+    assert outcome.connector_txn_id.startswith("pi_")
 
 
 async def test_partial_capture_cancel_and_refund(connector):

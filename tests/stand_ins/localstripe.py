@@ -38,7 +38,6 @@ What localstripe 1.15.10 does (read from its source):
 from __future__ import annotations
 
 import fcntl
-import os
 import pathlib
 import socket
 import subprocess
@@ -46,6 +45,7 @@ import sys
 import time
 
 import httpx
+from tests.support import expect
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent.parent
 VENV = ROOT / ".venv-localstripe"
@@ -167,11 +167,11 @@ class LocalStripe:
         """Send every event to ``url`` signed with ``secret`` (``/_config/webhooks/{id}``;
         the same id again replaces the registration)."""
         r = self.post(f"/_config/webhooks/{webhook_id}", {"url": url, "secret": secret})
-        assert r.status_code == 200, r.text
+        expect(r, 200)
 
     def payment_intent(self, pi_id: str) -> dict:
         r = self.get(f"/v1/payment_intents/{pi_id}")
-        assert r.status_code == 200, r.text
+        expect(r, 200)
         return r.json()
 
     def payment_intents(self) -> list[dict]:
@@ -188,14 +188,14 @@ class LocalStripe:
 
     def refunds_of(self, pi_id: str) -> list[dict]:
         r = self.get("/v1/refunds", payment_intent=pi_id)
-        assert r.status_code == 200, r.text
+        expect(r, 200)
         return r.json()["data"]
 
     def card_payment_method(self, number: str) -> str:
         """A PaymentMethod made from a test card number (what Stripe.js would send); its id."""
         r = self.post("/v1/payment_methods", {"type": "card", "card[number]": number, "card[exp_month]": "12",
                                               "card[exp_year]": "2034", "card[cvc]": "123"})
-        assert r.status_code == 200, r.text
+        expect(r, 200)
         return r.json()["id"]
 
     def authenticate(self, pi_id: str, *, success: bool) -> dict:
@@ -203,5 +203,5 @@ class LocalStripe:
         pi = self.payment_intent(pi_id)
         r = self.post(f"/v1/payment_intents/{pi_id}/_authenticate",
                       {"client_secret": pi["client_secret"], "success": "true" if success else "false"})
-        assert r.status_code == 200, r.text
+        expect(r, 200)
         return r.json()

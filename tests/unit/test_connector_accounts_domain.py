@@ -26,7 +26,9 @@ def test_mask_never_shows_more_than_four_characters_after_the_prefix(rest):
     key = "sk_test_" + rest
     shown = rules.mask("stripe", {"secret_key": key})["secret_key"]
     prefix, _, tail = shown.partition("…")
-    assert key.startswith(prefix) and key.endswith(tail) and len(tail) <= 4
+    assert key.startswith(prefix)
+    assert key.endswith(tail)
+    assert len(tail) <= 4
     hidden = len(key) - len(prefix) - len(tail)
     assert hidden >= 8 or tail == ""
 
@@ -39,16 +41,20 @@ def test_parse_create_keeps_the_fields_and_checks_key_forms():
     with pytest.raises(InvalidRequest) as caught:
         rules.parse_create({"connector": "stripe", "webhook_secret": "w",
                             "credentials": {"secret_key": "pk_test_notasecretkey"}})
-    assert caught.value.param == "credentials.secret_key" and "pk_test_notasecretkey" not in caught.value.message
+    assert caught.value.param == "credentials.secret_key"
+    assert "pk_test_notasecretkey" not in caught.value.message
 
 
 def test_parse_update_leaves_out_what_is_absent():
     change = rules.parse_update("stripe", {"webhook_secret": "whsec_new"})
-    assert change.credentials is None and change.webhook_secret == "whsec_new" and change.label is ...
+    assert change.credentials is None
+    assert change.webhook_secret == "whsec_new"
+    assert change.label is ...
     assert rules.parse_update("stripe", {"label": None}).label is None
     with pytest.raises(InvalidRequest) as caught:
         rules.parse_update("stripe", {"connector": "razorpay"})
-    assert caught.value.code == "parameter_unknown" and caught.value.param == "connector"
+    assert caught.value.code == "parameter_unknown"
+    assert caught.value.param == "connector"
 
 
 def test_credential_fields_match_the_connector_classes():

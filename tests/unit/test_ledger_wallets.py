@@ -16,7 +16,9 @@ from app.errors import status_of  # the HTTP status is the edge's mapping
 @pytest.mark.parametrize("movement", list(Movement))
 def test_every_movement_is_a_balanced_pair(movement):
     debit, credit = ledger.entries(movement, "acct_1", 250)
-    assert debit.amount == -250 and credit.amount == 250 and debit.amount + credit.amount == 0
+    assert debit.amount == -250
+    assert credit.amount == 250
+    assert debit.amount + credit.amount == 0
     assert (debit.book, credit.book) == ledger.FLOWS[movement]
     for entry in (debit, credit):
         assert entry.movement is movement
@@ -31,7 +33,9 @@ def test_movements_move_positive_amounts(amount):
 
 def test_balances_are_sums_of_both_books():
     b = ledger.balances([("available", 500), ("available", -200), ("reserved", 200)])
-    assert b.available == 300 and b.reserved == 200 and b.balance == 500
+    assert b.available == 300
+    assert b.reserved == 200
+    assert b.balance == 500
     assert ledger.balances([]) == ledger.Balances(0, 0)
 
 
@@ -39,7 +43,9 @@ def test_reserve_only_what_is_available():
     ledger.check_reserve(100, 100)
     with pytest.raises(InsufficientFunds) as err:
         ledger.check_reserve(100, 101)
-    assert err.value.code == "insufficient_funds" and status_of(err.value) == 409 and err.value.type == "state_error"
+    assert err.value.code == "insufficient_funds"
+    assert status_of(err.value) == 409
+    assert err.value.type == "state_error"
 
 
 def test_transaction_table():
@@ -105,10 +111,12 @@ def test_random_wallet_life_keeps_the_ledger_consistent(operations):
             if step.movement:
                 write(i, step.movement, txns[i]["amount"])
         b = wallet()
-        assert b.available >= 0 and b.reserved >= 0
+        assert b.available >= 0
+        assert b.reserved >= 0
         assert sum(e.amount for e in entries) == 0
         completed = sum(t["amount"] if t["type"] is wallets.Type.DEPOSIT else -t["amount"]
                         for t in txns if t["status"] is wallets.Status.COMPLETED)
         pending_out = sum(t["amount"] for t in txns
                           if t["type"] is wallets.Type.WITHDRAWAL and t["status"] is wallets.Status.PENDING)
-        assert b.balance == completed and b.reserved == pending_out
+        assert b.balance == completed
+        assert b.reserved == pending_out

@@ -39,7 +39,8 @@ def test_order_status_after_payment_table(order_status, payment_status):
     got = order_status_after_payment(order_status, payment_status)
     assert got == expected
     if got is not None:
-        assert got in ORDER_STATUSES and got != order_status
+        assert got in ORDER_STATUSES
+        assert got != order_status
 
 
 @pytest.mark.parametrize("payment_status", PAYMENT_STATUSES)
@@ -81,7 +82,9 @@ def test_event_types_are_the_documented_ones():
 @pytest.mark.parametrize("event_type", sorted(EVENT_TYPES))
 def test_new_event_accepts_every_known_type(event_type):
     ev = NewEvent(event_type, "pay_1", {"id": "pay_1"})
-    assert ev.type == event_type and ev.object_id == "pay_1" and ev.customer_id is None
+    assert ev.type == event_type
+    assert ev.object_id == "pay_1"
+    assert ev.customer_id is None
 
 
 @pytest.mark.parametrize(
@@ -111,7 +114,8 @@ def test_payment_event(status):
 
 def test_payment_event_without_customer():
     ev = payment_event("succeeded", {"id": "pay_abc"})
-    assert ev.customer_id is None and ev.object_id == "pay_abc"
+    assert ev.customer_id is None
+    assert ev.object_id == "pay_abc"
 
 
 def test_every_status_a_payment_can_move_to_has_an_event():
@@ -132,7 +136,9 @@ def test_order_event(status):
     snapshot = {"id": "ord_1", "customer_id": "cus_9", "status": status}
     ev = order_event(status, snapshot)
     assert ev.type == f"order.{status}"
-    assert ev.object_id == "ord_1" and ev.customer_id == "cus_9" and ev.snapshot is snapshot
+    assert ev.object_id == "ord_1"
+    assert ev.customer_id == "cus_9"
+    assert ev.snapshot is snapshot
 
 
 def test_order_event_rejects_statuses_without_events():
@@ -224,7 +230,9 @@ def test_payment_rendering():
     out = render.payment(_payment_row(CARD), [_attempt_row()])
     assert set(out) == API_PAYMENT_FIELDS
     assert out["object"] == "payment"
-    assert out["id"] == "pay_ABC" and out["amount"] == 2500 and out["amount_received"] == 2500
+    assert out["id"] == "pay_ABC"
+    assert out["amount"] == 2500
+    assert out["amount_received"] == 2500
     assert out["payment_method"] == {"type": "card", "card": {"brand": "visa", "last4": "4242"}}
     assert out["created_at"] == "2026-11-22T04:13:48.123Z"
     assert out["updated_at"] == "2026-11-22T04:13:49.456Z"
@@ -232,7 +240,8 @@ def test_payment_rendering():
                                 "status": "succeeded", "connector_txn_id": "ch_1", "error_code": None,
                                 "created_at": "2026-11-22T04:13:48.123Z"}]
     # Internal columns stay internal.
-    assert "merchant_id" not in out and "pinned_connector" not in out
+    assert "merchant_id" not in out
+    assert "pinned_connector" not in out
     json.dumps(out)  # plain JSON
 
 
@@ -307,7 +316,8 @@ def test_merchant_and_page():
 def test_next_action_shows_only_while_the_customer_must_act():
     action = {"type": "connector_sdk", "connector_sdk": {"connector": "stripe", "data": {"client_secret": "s"}}}
     waiting = render.payment(_payment_row(CARD, status="requires_action", next_action=action))
-    assert waiting["next_action"] == action and waiting["cancellation_reason"] is None
+    assert waiting["next_action"] == action
+    assert waiting["cancellation_reason"] is None
     for status in ("requires_confirmation", "processing", "requires_capture", "succeeded", "failed", "canceled"):
         assert render.payment(_payment_row(CARD, status=status, next_action=action))["next_action"] is None
     abandoned = render.payment(_payment_row(CARD, status="canceled", cancellation_reason="abandoned"))

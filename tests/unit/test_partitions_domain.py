@@ -31,7 +31,8 @@ def test_plan_makes_the_current_and_ahead_periods_and_places_old_rows():
     old = dt.datetime(2026, 9, 1, tzinfo=UTC)
     p = plan({dt.datetime(2026, 11, 1, tzinfo=UTC)}, Period.MONTH, NOW, ahead=2, retention=None, unplaced={old})
     assert p.create == [old, dt.datetime(2026, 12, 1, tzinfo=UTC), dt.datetime(2027, 1, 1, tzinfo=UTC)]
-    assert p.drop == [] and p.cutoff is None
+    assert p.drop == []
+    assert p.cutoff is None
 
 
 def test_retention_drops_only_partitions_that_end_before_the_cutoff_and_never_remakes_them():

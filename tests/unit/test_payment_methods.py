@@ -52,9 +52,11 @@ def test_public_card_never_keeps_more_than_four_digits(details):
 
 
 def test_method_kinds():
-    assert method_kind(RAW_CARD) == "raw" and method_kind(RAW_UPI) == "raw"
+    assert method_kind(RAW_CARD) == "raw"
+    assert method_kind(RAW_UPI) == "raw"
     assert method_kind(TOKEN) == "token"
-    assert method_kind(CHECKOUT_CARD) == "checkout" and method_kind(CHECKOUT_UPI) == "checkout"
+    assert method_kind(CHECKOUT_CARD) == "checkout"
+    assert method_kind(CHECKOUT_UPI) == "checkout"
     assert method_kind({"type": "netbanking"}) == "raw"  # the simulators take it without details
 
 

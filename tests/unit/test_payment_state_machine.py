@@ -99,7 +99,8 @@ def test_every_illegal_edge_raises_state_error(pair):
     assert status_of(err) == 409
     assert err.param is None
     # The message names both what was tried and the current status.
-    assert trigger.value in err.message and current.value in err.message
+    assert trigger.value in err.message
+    assert current.value in err.message
     assert err.to_dict() == {
         "error": {"type": "state_error", "code": "payment_unexpected_state", "message": err.message, "param": None}
     }
@@ -224,7 +225,8 @@ def test_requires_action_leads_exactly_where_the_contract_says():
     assert reachable == {S.PROCESSING, S.SUCCEEDED, S.REQUIRES_CAPTURE, S.FAILED, S.CANCELED}
     assert {k[0] for k in EXPECTED_EDGES if EXPECTED_EDGES[k] is S.REQUIRES_ACTION} == {S.PROCESSING}
     # The merchant's cancel works from requires_action too; a capture does not.
-    assert can(S.REQUIRES_ACTION, T.CANCEL) and not can(S.REQUIRES_ACTION, T.CAPTURE)
+    assert can(S.REQUIRES_ACTION, T.CANCEL)
+    assert not can(S.REQUIRES_ACTION, T.CAPTURE)
     assert not can(S.REQUIRES_ACTION, T.CONFIRM)
 
 
@@ -242,7 +244,8 @@ class PaymentMachine(RuleBasedStateMachine):
         try:
             self.status = next_status(self.status, trigger)
         except StateError as exc:
-            assert exc.type == "state_error" and exc.code == "payment_unexpected_state"
+            assert exc.type == "state_error"
+            assert exc.code == "payment_unexpected_state"
             assert self.status is before
             return
         assert (before, trigger) in TRANSITIONS
@@ -283,7 +286,8 @@ def test_settle_declined_keeps_the_connector_error_code_and_message():
                             message="Your card has insufficient funds."))
     assert s.status is S.FAILED
     assert s.attempt_status == "failed"
-    assert s.amount_received == 0 and s.amount_capturable == 0
+    assert s.amount_received == 0
+    assert s.amount_capturable == 0
     assert s.last_error == {"code": "insufficient_funds", "message": "Your card has insufficient funds."}
 
 
@@ -291,7 +295,8 @@ def test_settle_declined_without_details_defaults_to_card_declined():
     s = settle(900, Outcome(OutcomeKind.DECLINED))
     assert s.status is S.FAILED
     assert s.last_error["code"] == "card_declined"
-    assert isinstance(s.last_error["message"], str) and s.last_error["message"]
+    assert isinstance(s.last_error["message"], str)
+    assert s.last_error["message"]
 
 
 def test_settle_pending_stays_processing_without_error():
@@ -303,7 +308,8 @@ def test_settle_unknown_stays_processing_with_an_unknown_attempt():
     s = settle(900, Outcome(OutcomeKind.UNKNOWN))
     assert s.status is S.PROCESSING
     assert s.attempt_status == "unknown"
-    assert s.amount_received == 0 and s.amount_capturable == 0
+    assert s.amount_received == 0
+    assert s.amount_capturable == 0
     assert s.last_error["code"] == "connector_unknown_outcome"
     assert s.last_error["message"]
 
@@ -348,7 +354,8 @@ def test_settle_never_receives_more_than_the_amount(amount, outcome):
     assert (s.amount_capturable == amount) == (s.status is S.REQUIRES_CAPTURE)
     assert s.attempt_status in ATTEMPT_STATUSES
     if s.status is S.FAILED:
-        assert s.last_error is not None and s.last_error["code"]
+        assert s.last_error is not None
+        assert s.last_error["code"]
     if s.status in (S.SUCCEEDED, S.REQUIRES_CAPTURE):
         assert s.last_error is None
 
@@ -437,13 +444,16 @@ def _trigger_between(a: Status, b: Status) -> Trigger:
 
 def test_canceled_from_requires_action_carries_its_reason_only_there():
     s = settle(900, Outcome(OutcomeKind.CANCELED, "pi_1"), S.REQUIRES_ACTION, cancellation_reason="abandoned")
-    assert s.status is S.CANCELED and s.cancellation_reason == "abandoned" and s.last_error is None
+    assert s.status is S.CANCELED
+    assert s.cancellation_reason == "abandoned"
+    assert s.last_error is None
     assert settle(900, Outcome(OutcomeKind.SUCCEEDED), S.REQUIRES_ACTION, "abandoned").cancellation_reason is None
 
 
 def test_canceled_while_processing_is_a_failure_not_an_undocumented_edge():
     s = settle(900, Outcome(OutcomeKind.CANCELED, "pi_1"))
-    assert s.status is S.FAILED and s.attempt_status == "failed"
+    assert s.status is S.FAILED
+    assert s.attempt_status == "failed"
     assert s.last_error["code"] == "payment_canceled"
 
 
@@ -470,6 +480,7 @@ def test_settle_moves_only_along_the_table(amount, outcome, current, reason):
         assert any(EXPECTED_EDGES.get((current, t)) is s.status for t in Trigger), (current, s.status)
     assert (s.next_action is not None) <= (s.status is S.REQUIRES_ACTION)
     assert (s.cancellation_reason is not None) <= (s.status is S.CANCELED)
-    assert 0 <= s.amount_received <= amount and 0 <= s.amount_capturable <= amount
+    assert 0 <= s.amount_received <= amount
+    assert 0 <= s.amount_capturable <= amount
     assert (s.amount_received == amount) == (s.status is S.SUCCEEDED)
     assert s.attempt_status in ATTEMPT_STATUSES

@@ -61,12 +61,14 @@ def test_live_batches_offered_during_a_replay_are_read_again_once_in_order():
     assert step == ReadLog(0, 500)
     page = log.after(0, 500)  # the read returns seqs 1-5 ...
     live = [log.add(), log.add(2)]  # ... while 6-8 commit and are offered
-    assert [d.offer(b, 0) for b in live] == [None, None] and d.lagging
+    assert [d.offer(b, 0) for b in live] == [None, None]
+    assert d.lagging
     out = d.replayed(page)
     assert seqs(out) == [1, 2, 3, 4, 5]
     out += drain(d, log)  # lagging: reads 6-8 from the log
     assert d.offer(live[1], 0) is None  # a late duplicate is dropped
-    assert seqs(out) == list(range(1, 9)) and d.cursor == 8
+    assert seqs(out) == list(range(1, 9))
+    assert d.cursor == 8
 
 
 def test_a_batch_that_skips_seqs_makes_the_connection_read_the_gap():
@@ -89,9 +91,13 @@ def test_a_full_queue_lags_and_is_recovered_from_the_log_without_loss():
     assert d.written_now(first, None, 0.0) is WAKE  # ... the socket said "not now": queued, writer woken
     for _ in range(19):
         d.offer(log.add(), 0.0)
-    assert d.lagging and d.pressure_since is not None and d.closing is None and len(d.queue) == 2
+    assert d.lagging
+    assert d.pressure_since is not None
+    assert d.closing is None
+    assert len(d.queue) == 2
     assert seqs(drain(d, log, 1.0)) == list(range(1, 21))
-    assert d.pressure_since is None and not d.lagging
+    assert d.pressure_since is None
+    assert not d.lagging
 
 
 def test_a_queue_that_stays_full_closes_the_connection_with_1013():
@@ -99,7 +105,8 @@ def test_a_queue_that_stays_full_closes_the_connection_with_1013():
     d.start(None, latest=0)
     for _ in range(3):
         d.offer(log.add(), 0.0)
-    assert d.closing is None and d.tick(4.0, 100, 100) is None
+    assert d.closing is None
+    assert d.tick(4.0, 100, 100) is None
     assert d.tick(5.0, 100, 100) is SLOW
     assert d.next_step(5.0) == CloseSocket(CLOSE_TRY_AGAIN_LATER, d.closing[1])
     assert d.offer(log.add(), 6.0) is None  # closing: nothing more is taken
@@ -111,21 +118,29 @@ def test_device_and_muted_topics_filter_but_the_cursor_moves_on():
     d.muted.add("payment:p1")
     for batch in (log.add(device="laptop"), log.add(topic="payment:p1"), log.add(device="phone"), log.add()):
         d.offer(batch, 0)
-    assert seqs(drain(d, log)) == [3, 4] and d.cursor == 4
+    assert seqs(drain(d, log)) == [3, 4]
+    assert d.cursor == 4
     assert d.received('{"type": "subscribe", "topic": "payment:p1"}', 1) == CheckTopic("payment:p1")
-    assert d.topic_checked("payment:p1", True) is None and not d.muted
+    assert d.topic_checked("payment:p1", True) is None
+    assert not d.muted
     assert d.topic_checked("order:o1", False).frame.startswith('{"type":"error","code":"topic_forbidden"')
     direct = d.offer(log.add(topic="payment:p1"), 1)  # the writer waits: written by the caller
-    assert seqs(direct.frames) == [5] and d.written_now(direct, b"", 1) is None and d.cursor == 5
+    assert seqs(direct.frames) == [5]
+    assert d.written_now(direct, b"", 1) is None
+    assert d.cursor == 5
 
 
 def test_an_idle_connection_is_written_directly_and_leftovers_go_first():
     log, d = Log(), new(capacity=8)
     d.start(None, latest=0)
-    assert isinstance(d.next_step(0), Wait) and d.waiting
+    assert isinstance(d.next_step(0), Wait)
+    assert d.waiting
     first = d.offer(log.add(), 0)
-    assert isinstance(first, WriteNow) and seqs(first.frames) == [1]
-    assert d.written_now(first, b"", 0) is None and d.cursor == 1 and d.waiting  # all went out
+    assert isinstance(first, WriteNow)
+    assert seqs(first.frames) == [1]
+    assert d.written_now(first, b"", 0) is None
+    assert d.cursor == 1
+    assert d.waiting  # all went out
     second = d.offer(log.add(2), 0)
     assert d.written_now(second, b"tail-of-3", 0) is WAKE  # the kernel took part: the rest is queued
     assert d.offer(log.add(), 0) is None  # queued behind the leftover bytes (writer already woken)
@@ -145,11 +160,14 @@ def test_pings_idle_timeout_and_stuck_sends():
     d.start(None, latest=0)
     d.next_step(0)
     ping = d.tick(10.0, 10.0, 60.0)
-    assert isinstance(ping, WriteNow) and ping.frames == ['{"type":"ping"}']
-    assert d.written_now(ping, b"", 10.0) is None and d.waiting
+    assert isinstance(ping, WriteNow)
+    assert ping.frames == ['{"type":"ping"}']
+    assert d.written_now(ping, b"", 10.0) is None
+    assert d.waiting
     d.received('{"type": "pong"}', 30.0)
     assert d.tick(89.0, 1000, 60.0) is None
-    assert d.tick(91.0, 1000, 60.0) is WAKE and d.closing[0] == 1001
+    assert d.tick(91.0, 1000, 60.0) is WAKE
+    assert d.closing[0] == 1001
     stuck = new()
     stuck.send_began(0.0)
     assert stuck.tick(61.0, 1000, 60.0) is ABORT
@@ -161,7 +179,8 @@ def test_a_head_start_brings_only_the_first_ping_forward():
     d.next_step(0)
     assert d.tick(5.9, 10.0, 60.0) is None
     first = d.tick(6.0, 10.0, 60.0)
-    assert isinstance(first, WriteNow) and first.frames == ['{"type":"ping"}']
+    assert isinstance(first, WriteNow)
+    assert first.frames == ['{"type":"ping"}']
     d.written_now(first, b"", 6.0)
     assert d.tick(15.9, 10.0, 60.0) is None  # then a full interval, in its new phase
     assert isinstance(d.tick(16.0, 10.0, 60.0), WriteNow)
@@ -190,7 +209,8 @@ def test_a_failed_read_is_retried_later_and_the_replay_reports_truncation():
     assert d.next_step(0.5) == Wait(1.0)
     assert isinstance(d.next_step(1.0), ReadLog)
     out = d.replayed(log.messages[1:])  # seq 1 was purged
-    assert json.loads(out[0])["code"] == "replay_truncated" and seqs(out) == [2, 3]
+    assert json.loads(out[0])["code"] == "replay_truncated"
+    assert seqs(out) == [2, 3]
 
 
 def test_the_router_orders_merges_and_finds_gaps_once_for_all_connections():
@@ -201,7 +221,8 @@ def test_the_router_orders_merges_and_finds_gaps_once_for_all_connections():
     # Notifications of seqs 4-5 and 2 arrived (3 is late, 6 never came); 1 was routed before.
     assert gaps(1, [(4, 5), (2, 2)]) == [(3, 3)]
     assert gaps(1, [(4, 5), (7, 7)]) == [(2, 3), (6, 6)]
-    assert gaps(None, [(4, 5)]) == [] and gaps(5, [(3, 5)]) == []
+    assert gaps(None, [(4, 5)]) == []
+    assert gaps(5, [(3, 5)]) == []
     # Read from the log (3) plus what came inline, out of order and with a repeat of 1.
     batches = assemble(1, [m[3], m[4], m[1], m[2], m[0], m[6]])
     assert [(b.first, b.last) for b in batches] == [(2, 5), (7, 7)]
@@ -209,7 +230,8 @@ def test_the_router_orders_merges_and_finds_gaps_once_for_all_connections():
     d.start(None, latest=1)
     d.next_step(0)
     direct = d.offer(batches[0], 0)
-    assert isinstance(direct, WriteNow) and seqs(direct.frames) == [2, 3, 4, 5]  # one write for four messages
+    assert isinstance(direct, WriteNow)
+    assert seqs(direct.frames) == [2, 3, 4, 5]  # one write for four messages
     assert d.written_now(direct, b"", 0) is None
     assert d.offer(batches[1], 0) is WAKE  # 6 still missing: queued, and the writer reads 6 from the log
     assert seqs(drain(d, log)) == [6, 7]

@@ -29,7 +29,8 @@ def test_only_succeeded_payments_are_refundable():
     for status in ("requires_confirmation", "processing", "requires_capture", "failed", "canceled"):
         with pytest.raises(StateError) as err:
             refunds.refundable_payment(status)
-        assert err.value.code == "payment_unexpected_state" and status_of(err.value) == 409
+        assert err.value.code == "payment_unexpected_state"
+        assert status_of(err.value) == 409
 
 
 def test_refund_amount_defaults_to_everything_left():
@@ -43,7 +44,8 @@ def test_refund_amount_defaults_to_everything_left():
 def test_refund_amount_past_what_is_left_is_refused(requested, received, refunded):
     with pytest.raises(RefundExceedsPayment) as err:
         refunds.refund_amount(requested, received, refunded)
-    assert err.value.code == "refund_exceeds_payment" and err.value.type == "state_error"
+    assert err.value.code == "refund_exceeds_payment"
+    assert err.value.type == "state_error"
     assert err.value.param == "amount"
 
 
@@ -92,8 +94,10 @@ def test_dispute_transition_table(status, trigger):
     else:
         with pytest.raises(DisputeStateError) as err:
             disputes.next_status(status, disputes.Trigger(trigger))
-        assert err.value.code == "dispute_unexpected_state" and status_of(err.value) == 409
-        assert isinstance(err.value, IllegalTransition) and err.value.trigger == trigger
+        assert err.value.code == "dispute_unexpected_state"
+        assert status_of(err.value) == 409
+        assert isinstance(err.value, IllegalTransition)
+        assert err.value.trigger == trigger
 
 
 def test_terminal_disputes_never_move_and_have_events():
@@ -108,6 +112,9 @@ def test_balance_holds_open_disputes_and_releases_won_ones():
     assert base == {"received": 10_000, "refunded": 1_000, "disputed_held": 0, "disputed_lost": 0,
                     "available": 9_000}
     held = disputes.balance(10_000, 1_000, [("needs_response", 2_000), ("under_review", 500)])
-    assert held["disputed_held"] == 2_500 and held["available"] == 6_500
+    assert held["disputed_held"] == 2_500
+    assert held["available"] == 6_500
     decided = disputes.balance(10_000, 1_000, [("won", 2_000), ("lost", 500), ("accepted", 300)])
-    assert decided["disputed_held"] == 0 and decided["disputed_lost"] == 800 and decided["available"] == 8_200
+    assert decided["disputed_held"] == 0
+    assert decided["disputed_lost"] == 800
+    assert decided["available"] == 8_200

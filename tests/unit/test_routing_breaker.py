@@ -29,7 +29,8 @@ def test_default_config():
     default = RoutingConfig()
     assert default.strategy == "priority"
     assert default.connectors == DEFAULT_CONNECTORS == ("mockstripe", "mockrazorpay")
-    assert default.weights == {} and default.rules == ()
+    assert default.weights == {}
+    assert default.rules == ()
     assert RoutingConfig.from_dict(None, KNOWN) == default
     assert RoutingConfig.from_dict({}, KNOWN) == default
     assert STRATEGIES == ("priority", "volume_split", "success_rate")
@@ -284,7 +285,8 @@ configs = st.builds(
        rates=st.dictionaries(st.sampled_from(ALL3), st.floats(0, 1)), seed=st.integers(0, 2**32))
 def test_candidates_are_the_healthy_ones_or_all_when_none_is(config, unavailable, rates, seed):
     got = candidates(config, "card", unavailable=unavailable, success_rates=rates, rng=random.Random(seed))
-    assert got and len(got) == len(set(got))
+    assert got
+    assert len(got) == len(set(got))
     healthy = set(config.connectors) - unavailable
     assert set(got) == (healthy or set(config.connectors))
 
@@ -302,7 +304,8 @@ def test_default_policy():
 def test_fresh_breaker_is_closed():
     b = CircuitBreaker("mockstripe")
     assert b.state(0.0) == "closed"
-    assert b.allow(0.0) and b.allow(0.0)
+    assert b.allow(0.0)
+    assert b.allow(0.0)
     assert b.snapshot(0.0) == {"object": "connector", "name": "mockstripe", "state": "closed",
                                "success_rate": 1.0, "latency_ms_p50": None, "attempts": 0}
 
@@ -375,7 +378,8 @@ def test_probe_success_closes_and_resets_the_window():
     assert b.allow(110.0)
     b.record(True, 0.02, 110.5)
     assert b.state(110.5) == "closed"
-    assert b.allow(110.5) and b.allow(110.5)
+    assert b.allow(110.5)
+    assert b.allow(110.5)
     assert b.success_rate() == 1.0
     # The old failures are forgotten: a single new failure does not reopen it.
     b.record(False, 0.02, 111.0)
@@ -491,9 +495,12 @@ def test_admit_names_the_single_probe_and_ordinary_late_results_do_not_free_it()
     # A late result of a call admitted before the circuit opened neither frees
     # the probe slot nor closes the circuit.
     b.record(True, 0.01, 111.0, probe=False)
-    assert b.state(111.0) == "half_open" and b.admit(111.0) is None
+    assert b.state(111.0) == "half_open"
+    assert b.admit(111.0) is None
     b.record(False, 0.01, 112.0, probe=True)  # the probe failed: open again
-    assert b.state(112.0) == "open" and b.admit(112.0) is None
+    assert b.state(112.0) == "open"
+    assert b.admit(112.0) is None
     assert b.admit(122.0) == "probe"
     b.record(True, 0.01, 122.5, probe=True)
-    assert b.state(122.5) == "closed" and b.admit(122.5) == "call"
+    assert b.state(122.5) == "closed"
+    assert b.admit(122.5) == "call"

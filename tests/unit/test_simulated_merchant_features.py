@@ -40,7 +40,10 @@ async def test_dispute_card_succeeds_then_opens_a_dispute(connector):
     assert decode(outcome.connector_txn_id).kind is OutcomeKind.SUCCEEDED
     assert (await conn.retrieve(outcome.connector_txn_id, "pay_1")).kind is OutcomeKind.SUCCEEDED
     [(name, kind, dispute_txn, amount, currency, metadata)] = recorder.sent
-    assert name == conn.name and kind == "dispute.opened" and amount == 1500 and metadata == {"payment_id": "pay_1"}
+    assert name == conn.name
+    assert kind == "dispute.opened"
+    assert amount == 1500
+    assert metadata == {"payment_id": "pay_1"}
     await conn.submit_dispute_evidence(dispute_txn, "here is winning_evidence", payment_id="pay_1",
                                        dispute_id="dp_1", amount=1500, currency="INR")
     await conn.submit_dispute_evidence(dispute_txn, "losing_evidence", payment_id="pay_1",
@@ -55,10 +58,12 @@ async def test_refunds_succeed_by_webhook_except_on_the_refund_failing_card(conn
     conn, recorder = connector
     good = await _charge(conn, "4242424242424242")
     bad = await _charge(conn, "4000000000005126")
-    assert bad.kind is OutcomeKind.SUCCEEDED and not recorder.sent
+    assert bad.kind is OutcomeKind.SUCCEEDED
+    assert not recorder.sent
     for charge, expected in ((good, "refund.succeeded"), (bad, "refund.failed")):
         submission = await conn.refund(RefundRequest("re_1", "pay_1", "mer_1", charge.connector_txn_id, 400, "INR"))
-        assert submission.status == "pending" and submission.reference
+        assert submission.status == "pending"
+        assert submission.reference
         assert recorder.sent[-1][1:] == (expected, submission.reference, 400, "INR",
                                          {"payment_id": "pay_1", "refund_id": "re_1"})
 
