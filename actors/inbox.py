@@ -23,6 +23,7 @@ from actors import inbox_observer as observe
 from actors.ports import InboxApplies
 from actors.runtime import AskTimeout, batches
 from domain.errors import Unavailable
+from domain.ids import new_id
 from domain.webhooks import GatewayEvent
 from storage import inbox
 from telemetry import tracing
@@ -104,9 +105,10 @@ class InboxWriter:
         async for batch in batches(self._receive, MAX_BATCH):
             hand_off = self._hand_off is not None and self._hand_off.has_room()
             lease_s = LEASE_S if hand_off else None
+            ids = [new_id("whi") for _ in batch]
             try:
                 new_rows = await self._db.transaction(inbox.insert_many,
-                                                      [(p.event, p.raw, p.traceparent) for p in batch], lease_s)
+                                                      [(p.event, p.raw, p.traceparent) for p in batch], lease_s, ids)
             except Exception as exc:  # noqa: BLE001 - every sender hears about it
                 for p in batch:
                     p.error = exc if isinstance(exc, Unavailable) else Unavailable("The webhook was not stored.")
@@ -114,13 +116,11 @@ class InboxWriter:
                 continue
             self.batches += 1
             self.rows += len(batch)
-            # Rows come back by id; match them to senders by (connector, event id) order.
-            new_count = len(new_rows)
-            seen: set[tuple[str, str]] = set()
-            for p in batch:
-                key = (p.event.connector, p.event.event_id)
-                p.new = new_count > 0 and key not in seen
-                seen.add(key)
+            # A sender's webhook was new when the row with its id came back (a duplicate, of an
+            # earlier webhook or of another in this batch, was skipped by the insert).
+            inserted = {row["id"] for row in new_rows}
+            for p, inbox_id in zip(batch, ids):
+                p.new = inbox_id in inserted
                 p.done.set()
             if new_rows and not (hand_off and self._hand_off.hand_off(new_rows)):
                 self._on_commit()

@@ -316,10 +316,10 @@ class Database:
             the events it writes join that trace.
 
         Each call's domain error (:class:`PaycastError`) is its own answer and
-        leaves the others alone. A database error aborts the transaction: it
-        is rolled back and every call is run again in its own unit, so one bad
-        item fails alone, never its batch-mates. Nobody's result is returned
-        before the commit that holds it.
+        leaves the others alone. Any other error (a database error, or a bug
+        in one unit) aborts the transaction: it is rolled back and every call
+        is run again in its own unit, so one bad item fails alone, never its
+        batch-mates. Nobody's result is returned before the commit that holds it.
 
         Returns:
           Per call, what it returned or the exception it raised.
@@ -365,10 +365,11 @@ class Database:
                     crashpoints.after_commit(written)
                     if queued and notifier is not None:
                         notifier.add(queued)  # the batch's notifications, after its commit
-                except asyncpg.PostgresError as exc:
-                    if isinstance(exc, _UNAVAILABLE):
-                        raise
-                    log.warning("batch of %d units failed (%s); running them one by one", len(calls), exc)
+                except _UNAVAILABLE:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - a database error, or a unit's bug: not its batch-mates'
+                    log.warning("batch of %d units failed (%s: %s); running them one by one",
+                                len(calls), type(exc).__name__, exc)
                     return None
                 finally:
                     # The batch's own cost: BEGIN and COMMIT (or ROLLBACK), shared by its calls.

@@ -81,13 +81,15 @@ INSERT_SQL = (
 
 @single_unit
 async def insert_many(conn: asyncpg.Connection, items: list[tuple[GatewayEvent, str, str | None]],
-                      lease_s: float | None = None) -> list[dict]:
+                      lease_s: float | None = None, ids: list[str] | None = None) -> list[dict]:
     """Store several webhooks in one statement (group commit).
 
     Args:
       items: ``(event, raw body, traceparent of the receiving request or None)``.
       lease_s: claim the new rows for this long, for the caller to apply them
         itself (as :func:`claim` would have); None leaves them to any processor.
+      ids: the inbox ids to give the items, in order (new ones when None): a
+        caller that made them knows which of its items were new by the rows' ids.
 
     Returns:
       The rows that were new, in the form :func:`claim` returns; duplicates
@@ -95,7 +97,7 @@ async def insert_many(conn: asyncpg.Connection, items: list[tuple[GatewayEvent, 
       whose payment exists also carries ``seen``, what :func:`apply` would
       read first (a :class:`Seen`): given to it, that saves the apply a round trip.
     """
-    ids = [new_id("whi") for _ in items]
+    ids = ids if ids is not None else [new_id("whi") for _ in items]
     rows = await conn.fetch(
         INSERT_SQL, ids, [e.connector for e, *_ in items], [e.event_id for e, *_ in items],
         [e.kind for e, *_ in items], [e.connector_txn_id for e, *_ in items], [e.payment_id for e, *_ in items],

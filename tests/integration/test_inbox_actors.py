@@ -143,6 +143,32 @@ async def test_the_writer_commits_a_burst_together_and_hands_new_rows_over(db, m
     assert processor.applied["applied"] == 4
 
 
+async def test_a_duplicate_in_the_same_batch_as_new_webhooks_is_answered_as_a_duplicate(db, monkeypatch):
+    """One batch holding a webhook already stored, a new one and the new one again: each
+    sender hears whether its own copy was stored, not whether the batch stored anything."""
+    monkeypatch.setattr(inbox_actors, "POLL_S", 3600)
+    writer = InboxWriter(db, lambda: None)
+    answers: list[tuple[str, bool]] = []
+
+    async def store(event_id: str) -> None:
+        answers.append((event_id, await writer.store(event(event_id, "pay_a"), "{}", timeout=10)))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer.run)
+        await store("old")
+        nursery.cancel_scope.cancel()
+    async with trio.open_nursery() as nursery:
+        async with trio.open_nursery() as senders:
+            for event_id in ("old", "fresh", "fresh"):
+                senders.start_soon(store, event_id)
+                await trio.testing.wait_all_tasks_blocked()  # queued in this order
+            nursery.start_soon(writer.run)
+        nursery.cancel_scope.cancel()
+    assert writer.batches == 2
+    # Senders are woken in any order; which copy of "fresh" was stored first is the insert's.
+    assert sorted(answers) == [("fresh", False), ("fresh", True), ("old", False), ("old", True)]
+
+
 async def test_a_payments_rows_apply_one_at_a_time_oldest_first_and_payments_at_once(db, monkeypatch):
     monkeypatch.setattr(inbox_actors, "POLL_S", 0.05)
     stored = await db.transaction(inbox.insert_many, [

@@ -52,6 +52,12 @@ async def _missing(conn, merchant_id: str, label: str) -> None:
     raise NotFound(f"{label} is not there")
 
 
+async def _buggy(conn, merchant_id: str, label: str) -> None:
+    """A unit with a bug: a plain exception after it wrote."""
+    await _note(conn, merchant_id, label)
+    raise KeyError(label)
+
+
 async def _notes(db: Database) -> list[dict]:
     async def read(conn):
         return [dict(r) for r in await conn.fetch("SELECT label, merchant_id, txid FROM notes ORDER BY label")]
@@ -114,6 +120,18 @@ async def test_a_unit_that_fails_fails_alone(db, monkeypatch):
     # The database error rolled the batch back; the good units ran again alone and committed.
     assert [(n["label"], n["merchant_id"]) for n in await _notes(db)] == [
         ("dup", "m0"), ("first", "m1"), ("last", "m4")]
+
+
+async def test_a_unit_with_a_bug_fails_alone(db, monkeypatch):
+    """Not a domain or database error: the batch is rolled back and the others commit alone."""
+    monkeypatch.setattr(unit_writer, "WRITERS", 1)
+    writer = UnitWriter(db)
+    answers = await _run_all(writer, [("m1", _note, "first"), ("m2", _buggy, "buggy"), ("m3", _note, "last")])
+    assert writer.batches == 1
+    assert isinstance(answers["buggy"], KeyError)
+    assert answers["first"][0] == "first"
+    assert answers["last"][0] == "last"
+    assert [n["label"] for n in await _notes(db)] == ["first", "last"]  # nothing of the buggy unit
 
 
 async def test_a_batch_holds_at_most_max_batch_units(db, monkeypatch):
