@@ -16,7 +16,7 @@ from hypercorn.config import Config
 from hypercorn.trio import serve
 from quart import Quart, g, request
 
-from app import errors
+from app import connection_teardown, errors
 from app.deadline import RequestDeadline
 from app.keepalive import CompleteExchange
 from app.limits import BodyLimit
@@ -161,4 +161,5 @@ async def serve_http(app: Quart, host: str, port: int, shutdown: trio.Event, *, 
     config.websocket_max_message_size = 64 * 1024
     # Thousands of WebSocket clients may connect at once (default 100 drops SYNs).
     config.backlog = 2048
+    connection_teardown.install()  # each connection freed by reference counting when it ends
     await serve(asgi_edge(app), config, shutdown_trigger=shutdown.wait, task_status=task_status, mode="asgi")
