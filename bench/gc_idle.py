@@ -62,10 +62,11 @@ def gc_metric(text: str) -> tuple[float, float]:
     return count, total
 
 
-async def run(args, server_url: str, pid: int, api_key: str, key: bytes, merchant_id: str) -> dict:
+async def run(args, sess, api_key: str, key: bytes, merchant_id: str) -> dict:
     from domain.realtime import Claims, sign_token
     from tests.support import ADMIN_TOKEN
 
+    server_url, pid = sess.url, sess.server.proc.pid
     ws_base = server_url.replace("http://", "ws://") + "/v1/realtime?token="
     expiry = int(time.time()) + 6 * 3600
 
@@ -133,6 +134,26 @@ async def run(args, server_url: str, pid: int, api_key: str, key: bytes, merchan
     young = [(await state(0))["pause_s"] for _ in range(3)]
     out["young_ms"] = statistics.median(young) * 1000
 
+    if args.load_s:  # HTTP load with the connections held: CPU per request, and what it leaves for the collector
+        from bench.bench_compare import payment_body
+        from bench.common import Scenario
+
+        auth = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
+        out["load"] = {}
+        requests = 0
+        for sc in (Scenario("bare", "GET", "/healthz", 200),
+                   Scenario("confirm_true", "POST", "/v1/payments", 201, auth, payment_body(confirm=True))):
+            res = await trio.to_thread.run_sync(lambda: sess.measure(sc, 32, warmup=False))
+            requests += res["requests"]
+            out["load"][sc.name] = {"rps": res["rps"], "cpu_us": res["server_cpu_us"], "bad": res["bad"]}
+        out["load_requests"] = requests
+        after_load = []
+        for i in range(args.collections):
+            after_load.append((await state(2))["pause_s"])
+            await trio.sleep(args.gap_s)
+        out["pauses_after_load"] = after_load
+        print(f"[load] full collections after it: {[round(p * 1000, 1) for p in after_load]} ms", flush=True)
+
     if args.probe_freeze:  # what freezing the held connections would give, and what it would leak
         f = await state(1, freeze=1)
         frozen_pauses = [(await state(2))["pause_s"] for _ in range(args.collections)]
@@ -146,7 +167,7 @@ async def run(args, server_url: str, pid: int, api_key: str, key: bytes, merchan
     out["closed_collect"] = await state(2)
     out["closed"] = c = await state()
     print(f"[closed] tracked {c['tracked']:,} frozen {c['frozen']:,}", flush=True)
-    if args.probe_freeze or c["frozen"] > base["frozen"]:
+    if True:  # always: what the freezing (the server's or the probe's) left frozen as cyclic garbage
         t = await state(2, freeze=0)  # thawed: cyclic garbage among the frozen objects is collected now
         out["thaw"] = {"collected": t["collected"], "pause_s": t["pause_s"], "tracked": t["tracked"]}
         print(f"[thaw] collected {t['collected']:,} in {t['pause_s'] * 1000:.1f} ms; tracked {t['tracked']:,}",
@@ -180,10 +201,19 @@ def render(r: dict, args) -> str:
         fp = r["probe"]["pauses"]
         rows.append(f"| probe: held objects frozen ({r['probe']['frozen']:,}); full collection median / max (ms) | "
                     f"{statistics.median(fp) * 1000:.1f} / {max(fp) * 1000:.1f} |")
+    if "load" in r:
+        for name, x in r["load"].items():
+            rows.append(f"| load with the connections held, {args.load_s:g} s of `{name}` (32 conns): req/s, "
+                        f"server CPU µs/req, bad | {x['rps']:,.0f}, {x['cpu_us']:.0f}, {x['bad']} |")
+        fl = r["pauses_after_load"]
+        rows.append(f"| full collection after the load, median / max (ms) | "
+                    f"{statistics.median(fl) * 1000:.1f} / {max(fl) * 1000:.1f} |")
     if "thaw" in r:
         t = r["thaw"]
-        rows.append(f"| after closing, thawed: cyclic garbage among frozen objects (per connection) | "
-                    f"{t['collected']:,} ({t['collected'] / n:.1f}) in {t['pause_s'] * 1000:.1f} ms |")
+        label = "; per 1,000 requests of the load" if r.get("load_requests") else ""
+        per_req = f"; {t['collected'] / r['load_requests'] * 1000:.1f}" if r.get("load_requests") else ""
+        rows.append(f"| after closing, thawed: cyclic garbage that was frozen, per connection{label} | "
+                    f"{t['collected']:,} ({t['collected'] / n:.1f}{per_req}) in {t['pause_s'] * 1000:.1f} ms |")
     return "\n".join(rows)
 
 
@@ -215,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--probe-freeze", action="store_true",
                         help="also freeze the held connections' objects (GET /debug/gc?freeze=1), time full "
                              "collections then, and after closing count the cyclic garbage left frozen")
+    parser.add_argument("--load-s", type=float, default=0,
+                        help="also run wrk (32 conns) for this long on /healthz, then on POST /v1/payments "
+                             "with confirm, while the connections are held (0: no load)")
     parser.add_argument("--garbage", action="store_true", help="print what the collections found, by type")
     parser.add_argument("--dsn", default=os.environ.get("PAYCAST_DATABASE_URL"))
     parser.add_argument("--server-env", action="append", default=[], metavar="PAYCAST_X=VALUE")
@@ -229,14 +262,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: open-files limit {limits[0]} is below the {args.hold + 200} this run needs", file=sys.stderr)
     from tests.support import ADMIN_TOKEN, db_fetch
 
-    with session(args.dsn, env, "wrk", 0, 0) as s:
+    with session(args.dsn, env, "wrk", args.load_s, 0) as s:
         with s.server.client(ADMIN_TOKEN) as admin:
             created = admin.post("/admin/merchants", json={"name": "gc bench"}).json()
         merchant_id, api_key = created["merchant"]["id"], created["api_key"]
         with s.server.client(api_key) as c:  # creates the deployment's realtime key if needed
             assert c.post("/v1/realtime/tokens", json={"client_id": "cus_bench"}).status_code == 201
         key = db_fetch(s.dsn, "SELECT value FROM paycast_secrets WHERE name = 'realtime_token_key'")[0]["value"]
-        results = trio.run(run, args, s.url, s.server.proc.pid, api_key, key.encode(), merchant_id)
+        results = trio.run(run, args, s, api_key, key.encode(), merchant_id)
     table = render(results, args)
     print("\n" + table)
     if not args.no_save:
