@@ -167,9 +167,10 @@ async def debug_gc():
         if keep:  # what the collection finds is kept in gc.garbage, summarised by type, then dropped
             flags = gc.get_debug()
             gc.set_debug(flags | gc.DEBUG_SAVEALL)
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.thread_time()
         out["collected"] = gc.collect(int(generation))
         out["pause_s"] = time.perf_counter() - started
+        out["pause_cpu_s"] = time.thread_time() - cpu  # the pause's own CPU: what other load cannot inflate
         if keep:
             gc.set_debug(flags)
             by_type: dict[str, int] = {}
