@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -139,7 +140,8 @@ async def serve_main(settings, dsn: str, admin_token: str, pg=None, box=None) ->
             metrics.observe_gc_pauses()  # first: the start-up collection below is the first one timed
             if settings.gc_tuning:
                 collector.tune()
-                await root.start(collector.collect_young, name="actor:gc-young")
+                await root.start(functools.partial(collector.collect_young, freeze_every=collector.FREEZE_EVERY
+                                                   if settings.gc_freeze else 0), name="actor:gc-young")
             components.set_base_url(binds[0])
             print(json.dumps({"event": "listening", "url": binds[0], "role": str(settings.role),
                               "admin_token_set": bool(settings.admin_token)}), flush=True)

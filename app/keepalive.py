@@ -107,21 +107,25 @@ class CompleteExchange:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         exchange = _Exchange(receive)
-        async with trio.open_nursery() as nursery:
 
-            async def complete_send(message: dict) -> None:
-                if message["type"] == "http.response.start":
-                    if not exchange.body_done.is_set() and not _says_close(message) \
-                            and not await exchange.drain(self.drain_bytes, self.drain_timeout_s):
-                        message = {**message, "headers": [*message.get("headers", ()), (b"connection", b"close")]}
-                    await send(message)
-                elif message["type"] == "http.response.body" and not message.get("more_body", False):
-                    if not exchange.body_done.is_set():
-                        nursery.start_soon(exchange.discard_until_disconnect, name="http:discard-body")
-                    with trio.CancelScope(shield=True):
+        async def complete_send(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                if not exchange.body_done.is_set() and not _says_close(message) \
+                        and not await exchange.drain(self.drain_bytes, self.drain_timeout_s):
+                    message = {**message, "headers": [*message.get("headers", ()), (b"connection", b"close")]}
+                await send(message)
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                with trio.CancelScope(shield=True):
+                    if exchange.body_done.is_set():
                         await send(message)
-                else:
-                    await send(message)
+                        return
+                    # A nursery only when a reader is needed (issue 22: one per request
+                    # was ~70 µs of CPU on the busy box, bench/edge_layers.py).
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(exchange.discard_until_disconnect, name="http:discard-body")
+                        await send(message)
+                        nursery.cancel_scope.cancel()  # hypercorn is done with this request
+            else:
+                await send(message)
 
-            await self.app(scope, exchange.receive, complete_send)
-            nursery.cancel_scope.cancel()  # a discard task still waiting: hypercorn is done with this request
+        await self.app(scope, exchange.receive, complete_send)

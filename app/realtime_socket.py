@@ -25,6 +25,7 @@ import functools
 import logging
 import os
 import struct
+import weakref
 
 import trio
 
@@ -89,13 +90,20 @@ def _tell_app_when_server_closes(stream) -> None:
     ``CLOSED`` first); then a ``websocket.disconnect`` is queued, Quart cancels
     the handler, and the actor ends as for any disconnect.
     """
-    send_event = getattr(stream, "_send_wsproto_event", None)
+    send_event = getattr(type(stream), "_send_wsproto_event", None)
     if send_event is None or not hasattr(stream, "app_put"):
         return
+    # The override lives on the stream: it holds the stream weakly and hypercorn's
+    # method unbound, so that it makes no reference cycle (a cycle would keep the
+    # connection's objects for the full collections, app/connection_teardown.py).
+    ref = weakref.ref(stream)
 
     async def send_wsproto_event(event) -> None:
+        stream = ref()
+        if stream is None:
+            return
         server_close = isinstance(event, CloseConnection) and stream.state == ASGIWebsocketState.CONNECTED
-        await send_event(event)
+        await send_event(stream, event)
         if server_close and not stream.closed and stream.app_put is not None:
             await stream.app_put({"type": "websocket.disconnect", "code": int(event.code)})
 

@@ -16,7 +16,7 @@ from hypercorn.config import Config
 from hypercorn.trio import serve
 from quart import Quart, g, request
 
-from app import errors
+from app import connection_teardown, errors
 from app.deadline import RequestDeadline
 from app.keepalive import CompleteExchange
 from app.limits import BodyLimit
@@ -27,6 +27,7 @@ from app.webhooks_endpoint import WebhooksEndpoint
 from components import Components
 from config.roles import Part, parts_of
 from domain.errors import InvalidRequest
+from telemetry import tracing
 from app.routes import admin_inbox
 from app.routes import (accounts, admin, clients, connector_accounts, connectors, dashboard, disputes, events, ops,
                         orders, payments, realtime, reconciliation, refunds, webhook_endpoints, webhooks)
@@ -76,27 +77,43 @@ def create_app(components: Components, admin_token: str) -> PaycastApp:
 
     @app.before_request
     async def _start_request() -> None:
+        # One lookup of the request behind Quart's proxy (each proxy access is a
+        # context-variable walk; issue 22, bench/edge_layers.py).
+        req = request._get_current_object()
         g.started = time.perf_counter()
-        g.request_id = request_id_of(request.scope)
-        logs.request_id.set(g.request_id)
-        log.debug("start %s %s", request.method, request.path)
+        g.request_id = request_id = request_id_of(req.scope)
+        logs.request_id.set(request_id)
+        log.debug("start %s %s", req.method, req.path)
         logs.merchant_id.set(None)
-        logs.payment_id.set((request.view_args or {}).get("payment_id"))
-        values = [request.path, *request.args.values(), *request.args.keys(),
-                  *(v for v in (request.view_args or {}).values() if isinstance(v, str))]
-        if any("\x00" in v for v in values):
+        view_args = req.view_args or {}
+        logs.payment_id.set(view_args.get("payment_id"))
+        if "\x00" in req.path or any(isinstance(v, str) and "\x00" in v for v in view_args.values()) \
+                or (req.query_string and any("\x00" in v for v in (*req.args.values(), *req.args.keys()))):
             raise InvalidRequest("NUL characters are not allowed in the URL.")
+
+    # The metric children of each (method, route, status): prometheus_client's
+    # labels() takes a lock and builds its key on every call.
+    children: dict[tuple[str, str, int], tuple] = {}
 
     @app.after_request
     async def _observe(response):
-        rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        name_after_route(request.method, rule)
-        metrics.requests.labels(request.method, rule, str(response.status_code)).inc()
-        metrics.latency.labels(request.method, rule).observe(time.perf_counter() - g.get("started", time.perf_counter()))
+        req = request._get_current_object()
+        now = time.perf_counter()
+        elapsed = now - g.get("started", now)
+        method = req.method
+        rule = req.url_rule.rule if req.url_rule is not None else "unmatched"
+        if tracing.recording():
+            name_after_route(method, rule)
+        status = response.status_code
+        observed = children.get((method, rule, status))
+        if observed is None:
+            observed = children[(method, rule, status)] = (metrics.requests.labels(method, rule, str(status)),
+                                                           metrics.latency.labels(method, rule))
+        observed[0].inc()
+        observed[1].observe(elapsed)
         if "request_id" in g:
             response.headers["Request-Id"] = g.request_id
-        log.debug("%s %s → %s in %.1f ms", request.method, rule, response.status_code,
-                  (time.perf_counter() - g.get("started", time.perf_counter())) * 1000)
+        log.debug("%s %s → %s in %.1f ms", method, rule, status, elapsed * 1000)
         return response
 
     return app
@@ -162,4 +179,5 @@ async def serve_http(app: Quart, host: str, port: int, shutdown: trio.Event, *, 
     config.websocket_max_message_size = 64 * 1024
     # Thousands of WebSocket clients may connect at once (default 100 drops SYNs).
     config.backlog = 2048
+    connection_teardown.install()  # each connection freed by reference counting when it ends
     await serve(asgi_edge(app), config, shutdown_trigger=shutdown.wait, task_status=task_status, mode="asgi")

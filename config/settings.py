@@ -156,6 +156,9 @@ class Settings(BaseSettings):
     # often, and collect the young generation every 100 ms (actors/collector.py),
     # so no collection is a long pause. See bench/RESULTS.md.
     gc_tuning: bool = True
+    # With gc_tuning: every 2 s, freeze what survived (actors/collector.py), so a
+    # full collection does not walk the held connections (issue 22).
+    gc_freeze: bool = True
     trace_tasks: bool = False
     # OpenTelemetry: none (no SDK; an incoming traceparent still passes through),
     # console (spans as JSON on stdout) or otlp (OTEL_EXPORTER_OTLP_* variables).

@@ -8,7 +8,6 @@ lets lists page newest-first on the primary key alone.
 
 from __future__ import annotations
 
-import base64
 import os
 import threading
 import time
@@ -18,9 +17,9 @@ PREFIXES = frozenset(
      "mca"}
 )
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-# base64's RFC 4648 base32 alphabet, mapped onto Crockford's: encoding is then
-# one C call instead of a Python loop over 26 digits.
-_FROM_RFC4648 = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _ALPHABET.encode())
+# Every pair of digits (10 bits), so that encoding is 13 list lookups: 3.11's
+# base64.b32encode is a Python loop (4.2 µs an id; this 1.2 µs, issue 22).
+_PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]
 _RANDOM_BITS = 80
 # Random bytes are read from the OS this many at a time: one getrandom() call
 # per ~400 ids instead of one per id (a syscall that also lets the database
@@ -34,10 +33,9 @@ _pool_at = 0
 
 
 def _encode(value: int, length: int) -> str:
-    """``value`` in ``length`` Crockford base32 digits (most significant first); ``length`` ≤ 32."""
-    # 20 bytes are 32 digits of 5 bits; the leading ones are zeros.
-    digits = base64.b32encode(value.to_bytes(20, "big")).translate(_FROM_RFC4648)
-    return digits[32 - length:].decode("ascii")
+    """``value`` in ``length`` Crockford base32 digits (most significant first); ``length`` even."""
+    pairs = _PAIRS
+    return "".join([pairs[(value >> shift) & 1023] for shift in range(5 * length - 10, -1, -10)])
 
 
 def _random80() -> int:

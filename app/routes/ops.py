@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import time
 
 import trio
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -12,7 +13,7 @@ from quart import Blueprint, Response, current_app, request
 from app.auth import admin_required
 from app.body import json_response
 from app.context import components
-from domain.errors import Unavailable
+from domain.errors import InvalidRequest, Unavailable
 from domain.payments import Status
 from telemetry import metrics as event_metrics
 
@@ -139,6 +140,55 @@ async def debug_tasks():
     if request.args.get("format") == "json" or "application/json" in request.headers.get("Accept", ""):
         return json_response(tree)
     return Response("\n".join(_as_text(tree)) + "\n", content_type="text/plain; charset=utf-8")
+
+
+@bp.get("/debug/gc")
+@admin_required
+async def debug_gc():
+    """The cycle collector's state: objects it tracks by generation, frozen
+    (out of its sight), thresholds. ``?collect=0|1|2`` runs a collection of
+    that generation and reports its pause (also observed in
+    ``paycast_gc_pause_seconds``) and what it freed; ``?freeze=0`` thaws every
+    frozen object first, ``?freeze=1`` freezes what survived; ``?garbage=1``
+    summarises by type what the collection found unreachable. bench/gc_idle.py
+    reads it."""
+    out: dict = {}
+    freeze = request.args.get("freeze")
+    if freeze is not None:  # before any collection: 0 thaws, so that one can walk the frozen objects too
+        if freeze not in ("0", "1"):
+            raise InvalidRequest("freeze must be 0 or 1.")
+        if freeze == "0":
+            gc.unfreeze()
+    generation = request.args.get("collect")
+    if generation is not None:
+        if generation not in ("0", "1", "2"):
+            raise InvalidRequest("collect must be 0, 1 or 2.")
+        keep = request.args.get("garbage") == "1"
+        if keep:  # what the collection finds is kept in gc.garbage, summarised by type, then dropped
+            flags = gc.get_debug()
+            gc.set_debug(flags | gc.DEBUG_SAVEALL)
+        started, cpu = time.perf_counter(), time.thread_time()
+        out["collected"] = gc.collect(int(generation))
+        out["pause_s"] = time.perf_counter() - started
+        out["pause_cpu_s"] = time.thread_time() - cpu  # the pause's own CPU: what other load cannot inflate
+        if keep:
+            gc.set_debug(flags)
+            by_type: dict[str, int] = {}
+            for obj in gc.garbage:
+                name = type(obj).__qualname__
+                if name in ("function", "coroutine", "frame", "cell") and hasattr(obj, "__qualname__"):
+                    name += ":" + obj.__qualname__
+                elif name == "frame":
+                    name += ":" + obj.f_code.co_qualname
+                by_type[name] = by_type.get(name, 0) + 1
+            gc.garbage.clear()
+            out["garbage"] = dict(sorted(by_type.items(), key=lambda kv: -kv[1])[:60])
+        out["generation"] = int(generation)
+    if freeze == "1":  # after the collection: what survived it leaves the collector's sight
+        gc.freeze()
+    out.update(tracked=len(gc.get_objects()), by_generation=[len(gc.get_objects(g)) for g in range(3)],
+               frozen=gc.get_freeze_count(), threshold=list(gc.get_threshold()), count=list(gc.get_count()))
+    return json_response(out)
 
 
 @bp.get("/openapi.json")
