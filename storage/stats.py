@@ -6,8 +6,8 @@ statement, and costs the same whatever the number of payments stored:
 
 - counts by status and the charts read the rollups that ``actor:rollups``
   folds from the event log (storage/rollups.py, domain/rollups.py): a chart
-  over a window reads its minute rows (at most 1,440 buckets × the statuses
-  and connectors seen), the overview's connector figures read whole hours
+  over a window reads its minute rows (at most 1,200 buckets × the statuses
+  and connectors seen), or its hour rows for hour buckets, the overview's connector figures read whole hours
   from hour rows and only the window's ragged ends from minute rows, and the
   all-time counts by status one row per status;
 - "processing past deadline", "review required" and failing deliveries are
@@ -80,7 +80,7 @@ def _finish(c: dict) -> dict:
 async def payment_series(conn: asyncpg.Connection, merchant_id: str, window_s: int, bucket_s: int) -> dict:
     """Payments per bucket by status, and attempts per bucket by connector, over the last ``window_s``.
 
-    From the minute rollups: a payment is counted in the bucket of its
+    From the minute rollups (the hour rollups when buckets are whole hours): a payment is counted in the bucket of its
     ``created_at`` under its current status; an attempt in the bucket of its
     ``created_at`` as a success (``succeeded``/``authorized``), a failure
     (``failed``/``unknown``) or still open (``started``, excluded from the
@@ -97,8 +97,8 @@ async def payment_series(conn: asyncpg.Connection, merchant_id: str, window_s: i
         " g.dimension, g.connector, g.status, g.n FROM (SELECT 1) one LEFT JOIN ("
         "  SELECT date_bin(make_interval(secs => $3), r.bucket, 'epoch') AS bucket, r.dimension, r.connector,"
         "         r.status, sum(r.n)::bigint AS n FROM stats_rollups r"
-        f"  WHERE r.merchant_id = $1 AND r.period_s = 60 AND r.bucket >= {_START_AT} GROUP BY 1, 2, 3, 4) g ON true",
-        merchant_id, float(window_s), float(bucket_s),
+        f"  WHERE r.merchant_id = $1 AND r.period_s = $4 AND r.bucket >= {_START_AT} GROUP BY 1, 2, 3, 4) g ON true",
+        merchant_id, float(window_s), float(bucket_s), rollups.HOUR if bucket_s % rollups.HOUR == 0 else rollups.MINUTE,
     )
     edges = bucket_edges(rows[0]["now_s"], window_s, bucket_s)
     index = {edge: i for i, edge in enumerate(edges)}

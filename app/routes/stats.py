@@ -32,13 +32,18 @@ bp = Blueprint("stats", __name__)
 _WINDOW = re.compile(r"^([1-9][0-9]{0,3})([mh])$")
 MIN_WINDOW_S, MAX_WINDOW_S = 5 * 60, 24 * 3600
 _BUCKETS = 60  # points per series, whatever the window
+# From this bucket width on, buckets are whole hours: a 24 h chart of 24-minute buckets would read
+# 1,440 minute rollups per status and connector; of hour buckets, 24.
+HOUR_BUCKETS_FROM_S = 20 * 60
 
 
 def parse_window(raw: str | None) -> tuple[int, int]:
     """``window`` (``15m``, ``1h``, ``24h``…; default ``1h``) as ``(window_s, bucket_s)``.
 
     Buckets are one minute up to a one-hour window, then widened (in whole
-    minutes) so a series never has more than 60 points.
+    minutes) so a series never has more than 60 points; a bucket that would be
+    20 minutes or more is a whole hour (windows over 20 hours), so the series is
+    read from the hour rollups and costs the same whatever the traffic in the window.
 
     Raises:
       InvalidRequest: not ``<n>m``/``<n>h`` between 5 minutes and 24 hours.
@@ -48,6 +53,8 @@ def parse_window(raw: str | None) -> tuple[int, int]:
     if not MIN_WINDOW_S <= seconds <= MAX_WINDOW_S:
         raise InvalidRequest("window must look like 15m or 1h, between 5m and 24h.", param="window")
     bucket_s = max(60, -(-seconds // _BUCKETS // 60) * 60)
+    if bucket_s >= HOUR_BUCKETS_FROM_S:
+        bucket_s = 3600
     return seconds - seconds % bucket_s, bucket_s
 
 

@@ -229,8 +229,11 @@ def test_search_by_each_kind_of_id(console_server, mix):
         assert c.get("/v1/stats/payments", params={"window": "2d"}).json()["error"]["param"] == "window"
         expect(c.get("/v1/stats/payments", params={"window": "1m"}), 400)
         wide = c.get("/v1/stats/payments", params={"window": "24h"}).json()
-    assert wide["bucket_s"] == 1440
-    assert len(wide["buckets"]) == 60
+        half = c.get("/v1/stats/payments", params={"window": "12h"}).json()  # 12-minute buckets, minute rows
+    assert wide["bucket_s"] == 3600  # whole hours, read from the hour rollups
+    assert len(wide["buckets"]) == 24
+    assert half["bucket_s"] == 720
+    assert wide["totals"] == half["totals"]  # the same payments (all made minutes ago), whatever the rows read
 
 
 async def test_realtime_connections_counted_and_listed(console_server, mix):
