@@ -176,6 +176,14 @@ class Target:
         self.results: dict[str, list[dict]] = {name: [] for name in self.scenarios}
         self.results["overview_db"] = []
 
+    def keep_only(self, names: list[str]) -> None:
+        """Measure only ``names`` (the overview's database time is always taken)."""
+        unknown = set(names) - set(self.scenarios)
+        if unknown:
+            raise SystemExit(f"unknown measures {sorted(unknown)}; known: {sorted(self.scenarios)}")
+        self.scenarios = {name: sc for name, sc in self.scenarios.items() if name in names}
+        self.results = {name: [] for name in self.scenarios} | {"overview_db": []}
+
     def measure(self, name: str, connections: int, duration: float, warmup: float, workdir: pathlib.Path) -> None:
         scenario = self.scenarios[name]
         register = lambda proc: None  # noqa: E731 - the session's own cleanup covers wrk
@@ -344,6 +352,8 @@ def main() -> int:
     parser.add_argument("--server-env", nargs="*", default=[], help="extra PAYCAST_X=VALUE for the servers")
     parser.add_argument("--note", default="", help="a note for RESULTS.md")
     parser.add_argument("--no-save", action="store_true", help="do not append to bench/RESULTS.md")
+    parser.add_argument("--only", nargs="+", metavar="MEASURE",
+                        help="run only these measures (e.g. stats_1h stats_24h healthz); default: all")
     args = parser.parse_args()
     generator = resolve_generator(parser)
     connections = args.connections[0]
@@ -356,6 +366,8 @@ def main() -> int:
         try:
             loaded = Target("loaded", s.server, s.dsn)
             fresh = Target("fresh", fresh_server, fresh_dsn)
+            for target in (loaded, fresh) if args.only else ():
+                target.keep_only(args.only)
             print(f"loading {args.payments:,} payments into the loaded database", flush=True)
             load_s = _run(_load(s.dsn, loaded.merchant_id, loaded.ids["template"], args.payments, args.customers,
                                 args.span_days * 86400))
