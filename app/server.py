@@ -135,7 +135,8 @@ def asgi_edge(app: PaycastApp):
         inner = WebhooksEndpoint(inner, app.components, app.config["METRICS"], max_body)
     if Part.REALTIME in parts:
         inner = RealtimeEndpoint(inner, app.components.realtime)
-    guarded = RequestDeadline(BodyLimit(inner, max_body), settings.request_deadline_s, app.config["METRICS"])
+    guarded = RequestDeadline(BodyLimit(inner, max_body), settings.request_deadline_s, app.config["METRICS"],
+                              max_buffered=max_body)
     return CompleteExchange(TracingMiddleware(guarded), drain_bytes=max_body)
 
 
