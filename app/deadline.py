@@ -91,7 +91,7 @@ class _Progress:
         self.inbox_ready: trio.Event | None = None
         self.reader_scope: trio.CancelScope | None = None
         self.restart()
-        watchdog.started.append((trio.current_time(), self))
+        watchdog.started.append((self.deadline, self))  # its first deadline: start + deadline_s
 
     def restart(self) -> None:
         """Server time runs again: the deadline is ``deadline_s`` from now."""
@@ -178,7 +178,7 @@ class _Watchdog:
     def __init__(self, layer: "RequestDeadline") -> None:
         self.layer = layer
         self.queue: collections.deque[tuple[float, _Progress]] = collections.deque()
-        # Every request by its start, for the late readers (LATE_READER_AFTER_S).
+        # Every request by its first deadline (its start + deadline_s), for the late readers.
         self.started: collections.deque[tuple[float, _Progress]] = collections.deque()
         self.wakeup: trio.Event | None = None
         self.token = None  # the trio run whose system task serves the queue
@@ -224,7 +224,7 @@ class _Watchdog:
             self.token = None
 
     def _start_late_readers(self, nursery: trio.Nursery) -> None:
-        late = trio.current_time() - LATE_READER_AFTER_S
+        late = trio.current_time() - LATE_READER_AFTER_S + self.layer.deadline_s  # as a first deadline
         started = self.started
         while started and started[0][0] <= late:
             progress = started.popleft()[1]
