@@ -15,8 +15,6 @@ quart)"):
   body is in memory (every route of ours; streamed bodies still go chunk by
   chunk) leaves as two ASGI messages instead of three (no empty closing body
   message through every layer and hypercorn).
-- :class:`NoSessions`: the API has no sessions; one shared null session instead
-  of a session lookup and a new ``NullSession`` per request.
 - :class:`CycleFreeMap`: werkzeug's URL matcher without its recursive closure,
   which made a reference cycle (garbage for the cycle collector) per request.
 
@@ -40,7 +38,6 @@ import re
 from typing import Any, cast
 
 import trio
-from quart.sessions import NullSession, SecureCookieSessionInterface
 from quart.routing import QuartMap
 from quart.wrappers import Response
 from quart.wrappers.response import DataBody
@@ -121,27 +118,8 @@ class PulledBody(TrioBody):
         return data
 
 
-class _LazyLock:
-    """A trio lock made on first use: Quart makes one per request for form parsing, which no
-    route of ours does."""
-
-    __slots__ = ("_lock",)
-
-    def __init__(self) -> None:
-        self._lock: trio.Lock | None = None
-
-    async def __aenter__(self) -> None:
-        if self._lock is None:
-            self._lock = trio.Lock()
-        await self._lock.acquire()
-
-    async def __aexit__(self, *exc_info) -> None:
-        self._lock.release()
-
-
 class PaycastRequest(TrioRequest):
     body_class = PulledBody
-    lock_class = _LazyLock
 
 
 class InlineHTTPConnection(TrioASGIHTTPConnection):
@@ -181,16 +159,6 @@ class InlineHTTPConnection(TrioASGIHTTPConnection):
         await send({"type": "http.response.start", "status": response.status_code,
                     "headers": [(key.lower().encode(), value.encode()) for key, value in response.headers.items()]})
         await send({"type": "http.response.body", "body": data.data[data.begin:data.end], "more_body": False})
-
-
-NULL_SESSION = NullSession()
-
-
-class NoSessions(SecureCookieSessionInterface):
-    """No sessions in this API: one shared (read-only) null session for every request."""
-
-    async def open_session(self, app, request) -> NullSession:
-        return NULL_SESSION
 
 
 def _match(state, parts: list[str], values: list[str], method: str, websocket: bool, seen: list) -> Any:
