@@ -159,9 +159,10 @@ async def one_round(app, scope: dict, body: bytes, n: int) -> float:
     return (time.process_time() - cpu0) / n * 1e6
 
 
-GROUPS = (("quart", ("/quart/", "/quart_trio/", "/werkzeug/", "/flask/", "/blinker/")),
-          ("pydantic", ("/pydantic/", "/pydantic_core/")), ("orjson", ("orjson",)),
-          ("trio", ("/trio/",)), ("ours", (str(ROOT) + "/",)))
+SP = "/site-packages/"
+GROUPS = (("quart", tuple(SP + p for p in ("quart/", "quart_trio/", "werkzeug/", "flask/", "blinker/"))),
+          ("pydantic", (SP + "pydantic/", SP + "pydantic_core/")), ("orjson", ("orjson",)),
+          ("trio", (SP + "trio/",)), ("ours", (str(ROOT) + "/",)))
 
 
 def group_of(filename: str) -> str:
