@@ -36,7 +36,12 @@ Workloads, each measured after an unmeasured warm-up:
 - ``trio_io``: no database: ``--tasks`` tasks each send 64 bytes to an echo
   process over TCP and wait for them back (trio's own socket waits; what
   hypercorn's trio worker would pay per wake-up if it ran as a guest).
-  ``loop_thread`` is then plain ``trio.run``.
+  ``loop_thread`` is then plain ``trio.run``;
+- ``trio_io_1``: the same with one task, back to back (the echo on loopback
+  is quick enough that trio seldom waits idle);
+- ``trio_io_idle``: one task, the echo answering after 1 ms: trio waits idle
+  for every reply, as a lightly loaded server waits for its next request
+  (in guest mode, a helper-thread trip per wake-up).
 
 Per workload and variant: operations/s, process CPU per operation (all
 threads, ``time.process_time``), the share of that CPU outside the main thread
@@ -61,6 +66,7 @@ import json
 import os
 import pathlib
 import resource
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -74,7 +80,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 VARIANTS = ("loop_thread", "guest", "asyncio")
-WORKLOADS = ("noop_1", "noop_N", "select1", "uow", "uow_async", "trio_io")
+WORKLOADS = ("noop_1", "noop_N", "select1", "uow", "uow_async", "trio_io", "trio_io_1", "trio_io_idle")
+IDLE_REPLY_S = 0.001
 DB_WORKLOADS = {"select1", "uow", "uow_async"}
 PAYLOAD = b"x" * 64
 
@@ -86,14 +93,23 @@ import asyncio, sys
 import uvloop
 
 class Echo(asyncio.Protocol):
+    delay = 0.0
     def connection_made(self, transport):
         self.transport = transport
     def data_received(self, data):
-        self.transport.write(data)
+        if self.delay:
+            asyncio.get_running_loop().call_later(self.delay, self.transport.write, data)
+        else:
+            self.transport.write(data)
+
+class LateEcho(Echo):
+    delay = float(sys.argv[1])
 
 async def main():
-    server = await asyncio.get_running_loop().create_server(Echo, "127.0.0.1", 0)
-    print(server.sockets[0].getsockname()[1], flush=True)
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(Echo, "127.0.0.1", 0)
+    late = await loop.create_server(LateEcho, "127.0.0.1", 0)
+    print(server.sockets[0].getsockname()[1], late.sockets[0].getsockname()[1], flush=True)
     await asyncio.Event().wait()
 
 uvloop.run(main())
@@ -304,7 +320,11 @@ async def asyncio_measure(op, tasks: int, seconds: float) -> dict:
 
 
 def tasks_for(workload: str, args) -> int:
-    return 1 if workload == "noop_1" else args.tasks
+    return 1 if workload.endswith(("_1", "_idle")) else args.tasks
+
+
+def echo_port(workload: str, args) -> int:
+    return args.echo_idle_port if workload.endswith("_idle") else args.echo_port
 
 
 async def trio_echo_op_factory(port: int, tasks: int):
@@ -355,8 +375,8 @@ async def trio_workloads(cross, pools: dict, args) -> dict:
     results = {}
     for workload in args.workloads:
         tasks = tasks_for(workload, args)
-        if workload == "trio_io":
-            op, close = await trio_echo_op_factory(args.echo_port, tasks)
+        if workload.startswith("trio_io"):
+            op, close = await trio_echo_op_factory(echo_port(workload, args), tasks)
         else:
             make = unit_for(workload, pools)
 
@@ -434,8 +454,8 @@ def cell_asyncio(args) -> dict:
                 if workload.startswith("noop"):  # nothing crosses: a plain await would never suspend
                     continue
                 tasks = tasks_for(workload, args)
-                if workload == "trio_io":
-                    op, close = await asyncio_echo_op_factory(args.echo_port, tasks)
+                if workload.startswith("trio_io"):
+                    op, close = await asyncio_echo_op_factory(echo_port(workload, args), tasks)
                 else:
                     make = unit_for(workload, pools)
 
@@ -461,14 +481,17 @@ CELLS = {"loop_thread": cell_loop_thread, "guest": cell_guest, "asyncio": cell_a
 # --------------------------------------------------------------------------- the run
 
 
-def _echo_server() -> tuple[subprocess.Popen, int]:
-    proc = subprocess.Popen([sys.executable, "-c", ECHO_SERVER], stdout=subprocess.PIPE, text=True)
-    port = int(proc.stdout.readline())
-    return proc, port
+def _echo_server() -> tuple[subprocess.Popen, int, int]:
+    """The echo process: (it, its port, the port of its echo that answers after IDLE_REPLY_S)."""
+    proc = subprocess.Popen([sys.executable, "-c", ECHO_SERVER, str(IDLE_REPLY_S)], stdout=subprocess.PIPE,
+                            text=True)
+    port, idle_port = map(int, proc.stdout.readline().split())
+    return proc, port, idle_port
 
 
-def _cell_command(variant: str, dsn: str, port: int, args) -> list[str]:
+def _cell_command(variant: str, dsn: str, port: int, idle_port: int, args) -> list[str]:
     return [sys.executable, __file__, "--cell", variant, "--dsn", dsn, "--echo-port", str(port),
+            "--echo-idle-port", str(idle_port),
             "--seconds", str(args.seconds), "--warmup", str(args.warmup), "--tasks", str(args.tasks),
             "--pool", str(args.pool), "--workloads", *args.workloads]
 
@@ -516,7 +539,7 @@ def save(args, summary: str, rounds: str) -> None:
     from bench.common import RESULTS, load_average, machine_line
 
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    command = " ".join([".venv/bin/python bench/guest_mode.py", *sys.argv[1:]])
+    command = shlex.join([".venv/bin/python", "bench/guest_mode.py", *sys.argv[1:]])
     try:
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                              text=True).stdout.strip()
@@ -548,6 +571,7 @@ def main() -> int:
     parser.add_argument("--note", default="", help="one line saved with the results")
     parser.add_argument("--cell", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--echo-port", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--echo-idle-port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.cell:
@@ -566,12 +590,12 @@ def main() -> int:
             pg.start()
             pg.ensure_database("guest_bench")
             dsn = pg.dsn("guest_bench")
-        echo, port = _echo_server()
+        echo, port, idle_port = _echo_server()
         results: dict[str, dict[str, list[dict]]] = {v: {w: [] for w in args.workloads} for v in args.variants}
         for r in range(args.rounds):
             order = args.variants[r % len(args.variants):] + args.variants[:r % len(args.variants)]
             for variant in order:
-                out = subprocess.run(_cell_command(variant, dsn, port, args), capture_output=True, text=True)
+                out = subprocess.run(_cell_command(variant, dsn, port, idle_port, args), capture_output=True, text=True)
                 if out.returncode != 0:
                     print(out.stderr, file=sys.stderr)
                     raise SystemExit(f"cell {variant} failed (exit {out.returncode})")
