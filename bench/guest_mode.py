@@ -347,11 +347,9 @@ def summarize(before: dict, after: dict, latencies: list[float]) -> dict:
     }
 
 
-async def trio_measure(op, tasks: int, seconds: float) -> dict:
-    """``tasks`` trio tasks each run ``await op()`` until ``seconds`` have passed."""
-    import trio
-
-    latencies: list[float] = []
+def _worker(op, seconds: float, latencies: list[float]):
+    """A coroutine function that runs ``await op()`` until ``seconds`` from now have passed,
+    timing each; it awaits nothing but ``op``, so trio and asyncio tasks both run it."""
     clock = time.perf_counter
     until = clock() + seconds
 
@@ -363,6 +361,15 @@ async def trio_measure(op, tasks: int, seconds: float) -> dict:
             await op()
             latencies.append(clock() - started)
 
+    return worker
+
+
+async def trio_measure(op, tasks: int, seconds: float) -> dict:
+    """``tasks`` trio tasks each run ``await op()`` until ``seconds`` have passed."""
+    import trio
+
+    latencies: list[float] = []
+    worker = _worker(op, seconds, latencies)
     before = snapshot()
     async with trio.open_nursery() as nursery:
         for _ in range(tasks):
@@ -373,17 +380,7 @@ async def trio_measure(op, tasks: int, seconds: float) -> dict:
 async def asyncio_measure(op, tasks: int, seconds: float) -> dict:
     """The same as :func:`trio_measure` with asyncio tasks."""
     latencies: list[float] = []
-    clock = time.perf_counter
-    until = clock() + seconds
-
-    async def worker() -> None:
-        while True:
-            started = clock()
-            if started >= until:
-                return
-            await op()
-            latencies.append(clock() - started)
-
+    worker = _worker(op, seconds, latencies)
     before = snapshot()
     await asyncio.gather(*(worker() for _ in range(tasks)))
     return summarize(before, snapshot(), latencies)
