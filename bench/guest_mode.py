@@ -437,13 +437,14 @@ async def asyncio_echo_op_factory(port: int, tasks: int):
     return op, close
 
 
-async def trio_workloads(cross, pools: dict, args) -> dict:
-    """Every workload of this cell, from trio; ``cross(coro)`` is the variant's crossing."""
+async def run_workloads(workloads, cross, pools: dict, args, echo_op_factory, measure) -> dict:
+    """Every workload given, in one framework: ``cross(coro)`` is the variant's crossing,
+    ``echo_op_factory`` and ``measure`` the framework's (trio's or asyncio's)."""
     results = {}
-    for workload in args.workloads:
+    for workload in workloads:
         tasks = tasks_for(workload, args)
         if workload.startswith("trio_io"):
-            op, close = await trio_echo_op_factory(echo_port(workload, args), tasks)
+            op, close = await echo_op_factory(echo_port(workload, args), tasks)
         else:
             make = unit_for(workload, pools)
 
@@ -452,11 +453,16 @@ async def trio_workloads(cross, pools: dict, args) -> dict:
 
             close = None
         if args.warmup > 0:
-            await trio_measure(op, tasks, args.warmup)
-        results[workload] = await trio_measure(op, tasks, args.seconds)
+            await measure(op, tasks, args.warmup)
+        results[workload] = await measure(op, tasks, args.seconds)
         if close is not None:
             await close()
     return results
+
+
+async def trio_workloads(cross, pools: dict, args) -> dict:
+    """Every workload of this cell, from trio; ``cross(coro)`` is the variant's crossing."""
+    return await run_workloads(args.workloads, cross, pools, args, trio_echo_op_factory, trio_measure)
 
 
 # --------------------------------------------------------------------------- one cell (a subprocess)
@@ -515,29 +521,12 @@ def cell_asyncio(args) -> dict:
 
     async def main() -> dict:
         pools = await make_pools(args.dsn, args.pool)
-        results = {}
         try:
-            for workload in args.workloads:
-                if workload.startswith("noop"):  # nothing crosses: a plain await would never suspend
-                    continue
-                tasks = tasks_for(workload, args)
-                if workload.startswith("trio_io"):
-                    op, close = await asyncio_echo_op_factory(echo_port(workload, args), tasks)
-                else:
-                    make = unit_for(workload, pools)
-
-                    async def op(make=make):
-                        await direct(make())
-
-                    close = None
-                if args.warmup > 0:
-                    await asyncio_measure(op, tasks, args.warmup)
-                results[workload] = await asyncio_measure(op, tasks, args.seconds)
-                if close is not None:
-                    await close()
+            # No-op workloads are left out: nothing crosses, so a plain await would never suspend.
+            return await run_workloads([w for w in args.workloads if not w.startswith("noop")], direct, pools,
+                                       args, asyncio_echo_op_factory, asyncio_measure)
         finally:
             await close_pools(pools)
-        return results
 
     return uvloop.run(main())
 
