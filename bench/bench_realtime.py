@@ -76,6 +76,22 @@ def raise_nofile() -> tuple[int, int]:
     return resource.getrlimit(resource.RLIMIT_NOFILE)
 
 
+
+async def open_connections(client: httpx.AsyncClient) -> float:
+    """The server's ``paycast_realtime_connections`` (from ``/metrics``), NaN when absent."""
+    for line in (await client.get("/metrics")).text.splitlines():
+        if line.startswith("paycast_realtime_connections "):
+            return float(line.split()[1])
+    return float("nan")
+
+
+async def settle_connections(client: httpx.AsyncClient, expected: float, timeout: float) -> float:
+    """Poll :func:`open_connections` until it is ``expected`` (at most ``timeout`` s); the last count."""
+    with trio.move_on_after(timeout):
+        while await open_connections(client) != expected:
+            await trio.sleep(0.2)
+    return await open_connections(client)
+
 def rss_kb(pid: int) -> int:
     for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -267,17 +283,10 @@ async def run(args, server, merchant_id: str, api_key: str, key: bytes, referenc
     ref_http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{reference.port}", timeout=60)
 
     async def server_open_connections() -> float:
-        text = (await api.get("/metrics")).text
-        for line in text.splitlines():
-            if line.startswith("paycast_realtime_connections "):
-                return float(line.split()[1])
-        return float("nan")
+        return await open_connections(api)
 
     async def settle(expected: float, timeout: float = 30) -> float:
-        with trio.move_on_after(timeout):
-            while (n := await server_open_connections()) != expected:
-                await trio.sleep(0.2)
-        return await server_open_connections()
+        return await settle_connections(api, expected, timeout)
 
     async def ref_count() -> int:
         return int((await ref_http.get("/count")).text)

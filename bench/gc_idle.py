@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 import trio  # noqa: E402
 
-from bench.bench_realtime import Gens, raise_nofile, rss_kb  # noqa: E402
+from bench.bench_realtime import Gens, raise_nofile, rss_kb, settle_connections  # noqa: E402
 from bench.common import load_average, machine_facts, parse_server_env, session  # noqa: E402
 
 
@@ -85,17 +85,8 @@ async def run(args, sess, api_key: str, key: bytes, merchant_id: str) -> dict:
         r.raise_for_status()
         return r.json()
 
-    async def open_connections() -> float:
-        for line in (await admin.get("/metrics")).text.splitlines():
-            if line.startswith("paycast_realtime_connections "):
-                return float(line.split()[1])
-        return float("nan")
-
     async def settle(expected: float, timeout: float = 60) -> float:
-        with trio.move_on_after(timeout):
-            while (n := await open_connections()) != expected:
-                await trio.sleep(0.2)
-        return await open_connections()
+        return await settle_connections(admin, expected, timeout)
 
     out: dict = {}
     warm = Gens(1)
