@@ -33,12 +33,12 @@ from pg import migrate
 from pg.cluster import EmbeddedPostgres, EmbeddedPostgresError
 from pg.supervisor import supervise
 from processes.workers import serve_workers
-from storage import merchants, secrets_box, webhook_deliveries
+from storage import invariants, merchants, secrets_box, webhook_deliveries
 from storage.database import Database
 from storage.secrets_box import SecretsKeyError, load_box
 from telemetry import logs, metrics, tracing
 from telemetry.tasks import TaskTracer
-from tools import chaos, invariants, simulate
+from tools import chaos, simulate
 
 log = logging.getLogger("paycast")
 # How long start-up waits for a database that is not reachable yet.

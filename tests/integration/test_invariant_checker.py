@@ -187,7 +187,7 @@ def test_check_exits_1_naming_the_seeded_violation(clone, violation):
 def test_every_check_is_valid_sql_and_passes_on_consistent_data(clone):
     """All checks run (no SQL error hides as 'ok') and none fires on data made through the API."""
     result = run_check(clone)
-    from tools import invariants
+    from storage import invariants
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert sum(line.startswith("ok") for line in result.stdout.splitlines()) \
