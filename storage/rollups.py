@@ -109,22 +109,24 @@ async def fold(conn: asyncpg.Connection, merchant_id: str, batch: int = BATCH) -
     for e in events:
         first.setdefault(e["object_id"], e["type"])
     outside = await _previous(conn, merchant_id, [o for o, t in first.items() if t != "payment.created"], cursor)
-    # Latency of every attempt that enters (or, out of order, leaves) the latency rows in the stretch.
+    # Each event with what its payment's earlier events showed, and the attempts that enter (or,
+    # out of order, leave) the latency rows in the stretch: their latency is read once for all.
     last: dict[str, dict] = dict(outside)
+    steps: list[tuple[dict | None, asyncpg.Record]] = []
     timed: list[str] = []
     for e in events:
-        timed += rollups.timing_changes(last.get(e["object_id"]), e)
-        last[e["object_id"]] = rollups.merge(last.get(e["object_id"]), e)
+        previous = last.get(e["object_id"])
+        steps.append((previous, e))
+        timed += rollups.timing_changes(previous, e)
+        last[e["object_id"]] = rollups.merge(previous, e)
     latency_of = {}
     if timed:
         latency_of = {r["id"]: r["latency_ms"] for r in await conn.fetch(
             "SELECT id, latency_ms FROM payment_attempts WHERE merchant_id = $1 AND id = ANY($2::text[])",
             merchant_id, timed)}
     tally = rollups.Tally()
-    last = dict(outside)
-    for e in events:
-        tally.fold(last.get(e["object_id"]), e, latency_of)
-        last[e["object_id"]] = rollups.merge(last.get(e["object_id"]), e)
+    for previous, e in steps:
+        tally.fold(previous, e, latency_of)
     await _write(conn, merchant_id, tally.rows(), head)
     return head - cursor
 
