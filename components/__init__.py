@@ -194,7 +194,7 @@ def build_components(settings: Settings, db: Database, connectors: Connectors | 
         merchants=Merchants(db), payments=payments_, accounts=Accounts(settings, db, payments_),
         orders=Orders(db), events=Events(db), console=Console(db, settings.realtime_presence_ttl_s),
         reconciliation_reports=ReconciliationReports(db),
-        inbox=inbox, webhooks_out=webhooks_out, realtime=RealtimeGateway(settings, db),
+        inbox=inbox, webhooks_out=webhooks_out, realtime=RealtimeGateway(settings, db, secrets),
         maintenance=Maintenance(settings, db), operations=Operations(db), idempotency_keys=IdempotencyKeys(db),
         wakeups=wakeups, rollups=RollupFolder(db, settings.rollup_interval_s),
     )

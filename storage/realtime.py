@@ -23,6 +23,7 @@ from domain.realtime import Message, client_topic, encode_notice, encode_revoke,
 from domain.render import iso
 from storage import after_commit
 from storage import events as event_log
+from storage.secrets_box import SecretsBox, context_of, is_sealed
 from telemetry import tracing
 
 CHANNEL = "paycast_realtime"
@@ -241,13 +242,22 @@ async def owns_topic(conn: asyncpg.Connection, merchant_id: str, client_id: str,
     return bool(await conn.fetchval(sql, object_id, merchant_id, client_id))
 
 
-async def token_secret(conn: asyncpg.Connection) -> str:
-    """The deployment's realtime token key, created by whichever process asks first."""
+async def token_secret(conn: asyncpg.Connection, box: SecretsBox) -> str:
+    """The deployment's realtime token key, created by whichever process asks first.
+
+    Stored sealed (:mod:`storage.secrets_box`), like every other secret at rest:
+    anyone reading the table (a backup, a replica, ``psql``) could otherwise mint
+    tokens for any merchant's clients. A key stored in plaintext by an older
+    version is sealed at start (:func:`storage.secrets_box.prepare`); read before
+    that, it is used as it is.
+    """
+    context = context_of("paycast_secrets", "value", _SECRET_NAME)
     await conn.execute(
         "INSERT INTO paycast_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
-        _SECRET_NAME, _secrets.token_urlsafe(48),
+        _SECRET_NAME, box.seal(_secrets.token_urlsafe(48), context),
     )
-    return await conn.fetchval("SELECT value FROM paycast_secrets WHERE name = $1", _SECRET_NAME)
+    stored = await conn.fetchval("SELECT value FROM paycast_secrets WHERE name = $1", _SECRET_NAME)
+    return box.open(stored, context) if is_sealed(stored) else stored
 
 
 # --------------------------------------------------------------------------- presence

@@ -1,8 +1,8 @@
 """Secrets at rest: AES-256-GCM under a key ring (``PAYCAST_SECRETS_KEY``).
 
 What is sealed: merchants' connector credentials and connector webhook
-secrets (storage/connector_accounts.py) and outgoing webhook endpoint secrets
-(storage/webhook_endpoints.py). The cipher is ``cryptography``'s AESGCM, not
+secrets (storage/connector_accounts.py), outgoing webhook endpoint secrets
+(storage/webhook_endpoints.py) and the realtime token key (storage/realtime.py). The cipher is ``cryptography``'s AESGCM, not
 hand-rolled; each value gets a fresh 96-bit nonce and is bound to where it is
 stored by its associated data (``webhook_endpoints.secret:we_…``), so a
 ciphertext copied into another row or column does not open there.
@@ -48,11 +48,14 @@ _CANARY_NAME = "secrets_box_canary"
 _CANARY_TEXT = "paycast secrets canary"
 # Serialises start-up preparation among processes sharing a database.
 _LOCK_KEY = 7_412_960_332
-# The stored places that hold sealed values: (table, id column, sealed column).
-SEALED_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("webhook_endpoints", "secret"),
-    ("connector_accounts", "credentials_sealed"),
-    ("connector_accounts", "webhook_secret_sealed"),
+# The stored places that hold sealed values: (table, sealed column, the row's key column).
+# ``paycast_secrets`` holds the deployment's own keys (the realtime token key) beside the
+# canary, which start-up checks (and re-seals) first.
+SEALED_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("webhook_endpoints", "secret", "id"),
+    ("connector_accounts", "credentials_sealed", "id"),
+    ("connector_accounts", "webhook_secret_sealed", "id"),
+    ("paycast_secrets", "value", "name"),
 )
 
 
@@ -239,8 +242,9 @@ async def prepare(conn: asyncpg.Connection, box: SecretsBox) -> dict[str, int]:
 
     1. The canary: sealed at the first start; it must open with the ring now,
        or this process refuses to start (wrong key).
-    2. Plaintext outgoing endpoint secrets (stored before sealing existed, or
-       by an older version during a rolling upgrade) are sealed.
+    2. Plaintext outgoing endpoint secrets and a plaintext realtime token key
+       (stored before sealing existed, or by an older version during a rolling
+       upgrade) are sealed.
     3. Values sealed with an older key of the ring are re-sealed with the
        first one, so the old key can be dropped after one start.
 
@@ -257,8 +261,8 @@ async def prepare(conn: asyncpg.Connection, box: SecretsBox) -> dict[str, int]:
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
         await _check_canary(conn, box, counts)
-        for table, column in SEALED_COLUMNS:
-            await _seal_column(conn, box, table, column, counts)
+        for table, column, key in SEALED_COLUMNS:
+            await _seal_column(conn, box, table, column, key, counts)
     if counts["sealed"] or counts["resealed"]:
         log.info("secrets at rest: %d sealed, %d re-sealed with key id %s",
                  counts["sealed"], counts["resealed"], box.current_id)
@@ -288,7 +292,7 @@ async def _check_canary(conn: asyncpg.Connection, box: SecretsBox, counts: dict[
         counts["resealed"] += 1
 
 
-async def _seal_column(conn: asyncpg.Connection, box: SecretsBox, table: str, column: str,
+async def _seal_column(conn: asyncpg.Connection, box: SecretsBox, table: str, column: str, key: str,
                        counts: dict[str, int]) -> None:
     """Seal plaintexts and re-seal old-key values of one column: one read, one write.
 
@@ -297,7 +301,7 @@ async def _seal_column(conn: asyncpg.Connection, box: SecretsBox, table: str, co
     """
     # Table and column names come from SEALED_COLUMNS above, never from input.
     rows = await conn.fetch(
-        f"SELECT id, {column} AS value FROM {table}"
+        f"SELECT {key} AS id, {column} AS value FROM {table}"
         f" WHERE {column} IS NOT NULL AND {column} NOT LIKE $1",
         f"{PREFIX}.{box.current_id}.%",
     )
@@ -317,6 +321,6 @@ async def _seal_column(conn: asyncpg.Connection, box: SecretsBox, table: str, co
         new.append(box.seal(plaintext, context))
     await conn.execute(
         f"UPDATE {table} t SET {column} = v.new FROM unnest($1::text[], $2::text[], $3::text[]) AS v(id, old, new)"
-        f" WHERE t.id = v.id AND t.{column} = v.old",
+        f" WHERE t.{key} = v.id AND t.{column} = v.old",
         ids, old, new,
     )

@@ -26,6 +26,7 @@ from domain.ids import new_id
 from domain.realtime import Claims, client_topic, revoked_token, sign_token, verify_token
 from domain.realtime_delivery import CLOSE_DEVICE_REVOKED
 from storage import realtime as store
+from storage.secrets_box import SecretsBox
 
 log = logging.getLogger("paycast.realtime")
 
@@ -34,11 +35,13 @@ class RealtimeGateway:
     """Args:
       settings: the process settings (``realtime_*``).
       db: the open database.
+      box: seals and opens the realtime token key stored in the database.
     """
 
-    def __init__(self, settings, db) -> None:
+    def __init__(self, settings, db, box: SecretsBox) -> None:
         self.settings = settings
         self.db = db
+        self._box = box
         self.node_id = "node_" + secrets.token_hex(8)
         self.feed = Feed(db, check_s=settings.realtime_listener_check_s, timeout_s=settings.db_connect_timeout_s)
         self.hub = Hub(db, settings, feed=self.feed, on_revoke=self._close_device)
@@ -62,7 +65,7 @@ class RealtimeGateway:
 
     async def _key(self) -> bytes:
         if self._secret is None:
-            self._secret = (await self.db.transaction(store.token_secret)).encode()
+            self._secret = (await self.db.transaction(store.token_secret, self._box)).encode()
         return self._secret
 
     async def issue_token(self, merchant_id: str, client_id: str, device_id: str | None,

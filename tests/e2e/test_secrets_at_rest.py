@@ -139,6 +139,45 @@ def test_rotation_reads_old_rows_and_seals_with_the_new_key(new_database, start_
             _signed_delivery_verifies(client, receiver, old["secret"])
 
 
+def _token_connects(server, tok: str) -> None:
+    """A WebSocket opened with ``tok`` is welcomed (the server verified the token with its key)."""
+    import trio
+
+    from tests.realtime_support import connect, welcome
+
+    async def main() -> None:
+        async with connect(server, tok) as ws:
+            await welcome(ws)
+
+    trio.run(main)
+
+
+def test_realtime_token_key_is_sealed_and_plaintext_from_before_is_sealed_at_start(new_database, start_server):
+    """The key that signs realtime tokens is a secret at rest like the others: stored sealed,
+    sealed at start when an older version left it in plaintext, re-sealed on rotation, and
+    tokens signed before any of that still connect."""
+    dsn = new_database("paycast_sec")
+    server = _start(start_server, dsn, KEY_A)
+    api_key = server.create_merchant()
+    with server.client(api_key) as client:
+        r = client.post("/v1/realtime/tokens", json={"client_id": "cus_sealed"})
+        expect(r, 201)
+        tok = r.json()["token"]
+    context = context_of("paycast_secrets", "value", "realtime_token_key")
+    stored = db_fetch(dsn, "SELECT value FROM paycast_secrets WHERE name = 'realtime_token_key'")[0]["value"]
+    assert stored.startswith(f"pcs1.{kid(KEY_A)}.")
+    plaintext = SecretsBox(parse_keys(KEY_A)).open(stored, context)
+    assert plaintext not in stored
+    server.stop()
+    # As an older version stored it; B seals now, A still opens.
+    db_fetch(dsn, "UPDATE paycast_secrets SET value = $1 WHERE name = 'realtime_token_key'", plaintext)
+    server = _start(start_server, dsn, f"{KEY_B},{KEY_A}")
+    stored = db_fetch(dsn, "SELECT value FROM paycast_secrets WHERE name = 'realtime_token_key'")[0]["value"]
+    assert stored.startswith(f"pcs1.{kid(KEY_B)}.")
+    assert SecretsBox(parse_keys(KEY_B)).open(stored, context) == plaintext
+    _token_connects(server, tok)
+
+
 def test_wrong_key_fails_at_start(new_database, start_server):
     with Receiver() as receiver:
         dsn, _, _ = _endpoint_stored_with(KEY_A, new_database, start_server, receiver)
