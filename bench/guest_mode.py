@@ -8,8 +8,12 @@ Variants (docs/architecture.md decision 1 is the first):
 
 - ``loop_thread``: today's design. Trio runs in the main thread (``trio.run``);
   asyncpg runs on a uvloop loop in a thread of its own, the project's
-  :class:`storage.loop_thread.LoopThread`. A crossing is one
-  ``call_soon_threadsafe`` there and one ``TrioToken.run_sync_soon`` back.
+  :class:`storage.loop_thread.LoopThread`. Its crossings coalesce: one
+  ``call_soon_threadsafe`` there per batch of crossings the loop has not
+  picked up yet, one ``TrioToken.run_sync_soon`` back per batch of finished
+  units, each waiting task rescheduled directly (before, one of each per
+  crossing; the ``loop_thread_batched`` variant of bench/RESULTS.md measured
+  the change: "Follow-up: a coalescing loop thread").
 - ``guest``: one thread. A uvloop loop runs in the main thread and trio runs on
   it as a guest (``trio.lowlevel.start_guest_run``); the pool lives on that
   loop. A crossing (:class:`GuestCrossing`) is ``loop.create_task`` from the
@@ -20,11 +24,6 @@ Variants (docs/architecture.md decision 1 is the first):
   run queue is empty) is a write to trio's wake-up socket, that thread's
   return and a ``call_soon_threadsafe`` back to the loop: a thread hand-off
   again. The ``helper trips`` column counts those waits in the helper thread.
-- ``loop_thread_batched`` (not run unless named in ``--variants``): a loop
-  thread whose crossings coalesce (:class:`BatchedLoopThread`, here only):
-  one ``call_soon_threadsafe`` per batch of pending crossings, one
-  ``run_sync_soon`` per batch of finished ones, the trio task woken by a
-  direct ``reschedule``;
 - ``asyncio``: no trio: asyncio tasks on uvloop await asyncpg directly (the
   ceiling; no ``noop`` rows: nothing crosses).
 
@@ -84,7 +83,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-VARIANTS = ("loop_thread", "guest", "asyncio", "loop_thread_batched")
+VARIANTS = ("loop_thread", "guest", "asyncio")
 WORKLOADS = ("noop_1", "noop_N", "select1", "uow", "uow_async", "trio_io", "trio_io_1", "trio_io_idle")
 IDLE_REPLY_S = 0.001
 DB_WORKLOADS = {"select1", "uow", "uow_async"}
@@ -214,71 +213,6 @@ def _no_abort(raise_cancel):
     import trio
 
     return trio.lowlevel.Abort.FAILED
-
-
-# --------------------------------------------------------------------------- a coalescing loop thread
-
-
-def _batched_loop_thread_class():
-    import contextvars
-
-    import outcome
-    import trio
-
-    from storage.loop_thread import LoopThread
-
-    class BatchedLoopThread(LoopThread):
-        """:class:`storage.loop_thread.LoopThread` with its crossings coalesced both ways.
-
-        Crossings made while the loop has not yet picked up earlier ones ride on
-        their ``call_soon_threadsafe``; units finishing while trio has not yet
-        run the earlier wake-ups ride on their ``run_sync_soon``. Each unit runs
-        in a copy of its caller's context, as with ``LoopThread.run``. Shielded
-        the same way (the trio task cannot be cancelled while it waits).
-        """
-
-        def __init__(self, name: str = "guest-bench-db") -> None:
-            super().__init__(name)
-            self._lock = threading.Lock()
-            self._outbox: list = []      # (coro, context, trio task) waiting for the loop
-            self._out_scheduled = False
-            self._inbox: list = []       # (trio task, outcome) waiting for trio
-            self._in_scheduled = False
-            self._token = None
-
-        async def run(self, coro):
-            if self._token is None:
-                self._token = trio.lowlevel.current_trio_token()
-            item = (coro, contextvars.copy_context(), trio.lowlevel.current_task())
-            with self._lock:
-                self._outbox.append(item)
-                schedule, self._out_scheduled = not self._out_scheduled, True
-            if schedule:
-                self._loop.call_soon_threadsafe(self._start_all)
-            return await trio.lowlevel.wait_task_rescheduled(_no_abort)
-
-        def _start_all(self) -> None:  # on the loop thread
-            with self._lock:
-                items, self._outbox, self._out_scheduled = self._outbox, [], False
-            loop = self._loop
-            for coro, context, task in items:
-                loop.create_task(coro, context=context).add_done_callback(
-                    lambda fut, task=task: self._finished(task, fut))
-
-        def _finished(self, task, fut) -> None:  # on the loop thread
-            with self._lock:
-                self._inbox.append((task, outcome.capture(fut.result)))
-                schedule, self._in_scheduled = not self._in_scheduled, True
-            if schedule:
-                self._token.run_sync_soon(self._wake_all)
-
-        def _wake_all(self) -> None:  # in trio
-            with self._lock:
-                items, self._inbox, self._in_scheduled = self._inbox, [], False
-            for task, result in items:
-                trio.lowlevel.reschedule(task, result)
-
-    return BatchedLoopThread
 
 
 # --------------------------------------------------------------------------- measuring
@@ -468,13 +402,13 @@ async def trio_workloads(cross, pools: dict, args) -> dict:
 # --------------------------------------------------------------------------- one cell (a subprocess)
 
 
-def cell_loop_thread(args, batched: bool = False) -> dict:
+def cell_loop_thread(args) -> dict:
     import trio
 
     from storage.loop_thread import LoopThread
 
     async def main() -> dict:
-        thread = _batched_loop_thread_class()() if batched else LoopThread(name="guest-bench-db")
+        thread = LoopThread(name="guest-bench-db")
         thread.start()
         try:
             pools = await thread.run(make_pools(args.dsn, args.pool))
@@ -531,8 +465,7 @@ def cell_asyncio(args) -> dict:
     return uvloop.run(main())
 
 
-CELLS = {"loop_thread": cell_loop_thread, "guest": cell_guest, "asyncio": cell_asyncio,
-         "loop_thread_batched": lambda args: cell_loop_thread(args, batched=True)}
+CELLS = {"loop_thread": cell_loop_thread, "guest": cell_guest, "asyncio": cell_asyncio}
 
 
 # --------------------------------------------------------------------------- the run
@@ -621,8 +554,8 @@ def main() -> int:
     parser.add_argument("--tasks", type=int, default=32, help="concurrent tasks (32; noop_1 uses 1)")
     parser.add_argument("--pool", type=int, default=10, help="connections per pool (10, the product's default)")
     parser.add_argument("--rounds", type=int, default=3, help="cells per variant, order rotated (3)")
-    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS[:3]),
-                        help="loop_thread guest asyncio (default); also loop_thread_batched")
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS),
+                        help="loop_thread guest asyncio (default: all)")
     parser.add_argument("--workloads", nargs="+", choices=WORKLOADS, default=list(WORKLOADS))
     parser.add_argument("--dsn", help="use this PostgreSQL (default: an embedded one in a temp dir)")
     parser.add_argument("--no-save", action="store_true", help="do not append to bench/RESULTS.md")
