@@ -34,6 +34,11 @@ subclass installed as ``hypercorn.trio.run.TCPServer``):
   kernel does not take at once (or an error) goes hypercorn's way (the lock
   and a shielded ``send_all``, which waits, and reports a broken connection to
   the protocol). Empty writes are dropped;
+- an HTTP response's head is held back until the app's next message (its
+  body, or its end), so that head and body leave in one write: one send and one
+  segment per small response instead of two (the ASGI spec lets a server wait
+  for the first body message before it starts the response; WebSocket
+  handshakes are not held);
 - the app's message queue is the same bounded memory channel, used without a
   scheduler trip when it need not wait (``send_nowait``/``receive_nowait``
   first; a cancelled caller still gets ``Cancelled``).
@@ -149,7 +154,7 @@ def _idle_set(context) -> set:
     return idle
 
 
-def _server_class():
+def _server_class(coalesce: bool = True):
     """hypercorn's trio ``TCPServer`` subclassed as described in the module docstring."""
     from hypercorn.events import Closed, RawData
     from hypercorn.protocol import ProtocolWrapper
@@ -159,7 +164,13 @@ def _server_class():
     from hypercorn.utils import parse_socket_addr
 
     class EdgeTaskGroup(TaskGroup):
+        def __init__(self, server: EdgeTCPServer) -> None:
+            super().__init__()
+            self._server = server
+
         async def spawn_app(self, app, config, scope, send):
+            if scope["type"] == "http" and coalesce:
+                send = self._server.coalescing(send)
             queue = _AppQueue(config.max_app_queue_size)
             self._nursery.start_soon(_handle, app, config, scope, queue.get, send, trio.to_thread.run_sync,
                                      trio.from_thread.run)
@@ -176,6 +187,8 @@ def _server_class():
             self._read_scope: trio.CancelScope | None = None
             # Direct writes on plain TCP only (TLS goes through the SSLStream).
             self._fast_socket = stream.socket if isinstance(stream, trio.SocketStream) else None
+            self._corked = False  # an HTTP response head is held back (see coalescing)
+            self._pending: list[bytes] = []
 
         async def run(self) -> None:
             # hypercorn 0.18's TCPServer.run with EdgeTaskGroup.
@@ -195,7 +208,7 @@ def _server_class():
             try:
                 client = parse_socket_addr(socket.family, socket.getpeername())
                 server = parse_socket_addr(socket.family, socket.getsockname())
-                async with EdgeTaskGroup() as task_group:
+                async with EdgeTaskGroup(self) as task_group:
                     self._task_group = task_group
                     self.protocol = ProtocolWrapper(self.app, self.config, self.context, task_group,
                                                     ConnectionState(self.state), ssl, client, server,
@@ -209,21 +222,50 @@ def _server_class():
                 await self._close()
 
         async def protocol_send(self, event) -> None:
-            if type(event) is RawData and self._fast_socket is not None and not self.send_lock.locked():
-                data = event.data
-                if not data:
-                    return
+            if type(event) is RawData:
+                if event.data:  # hypercorn's empty write (the end of a Content-Length body) is dropped
+                    if self._corked:
+                        self._pending.append(event.data)
+                    else:
+                        await self._write(event.data)
+                return
+            if self._pending:  # before the connection closes or turns idle
+                await self._flush()
+            await super().protocol_send(event)
+
+        async def _write(self, data: bytes) -> None:
+            if self._fast_socket is not None and not self.send_lock.locked():
                 try:
                     sent = os.write(self._fast_socket.fileno(), data)
-                except BlockingIOError:
-                    sent = 0
-                except OSError:  # closed or broken: hypercorn's path raises and reports it
+                except OSError:  # full (BlockingIOError), closed or broken: hypercorn's path waits or reports it
                     sent = 0
                 if sent == len(data):
                     return
-                if sent:
-                    event = RawData(data=data[sent:])
-            await super().protocol_send(event)
+                data = data[sent:]
+            await super().protocol_send(RawData(data=data))
+
+        async def _flush(self) -> None:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            await self._write(data)
+
+        def coalescing(self, send):
+            """``send`` (an HTTP stream's ``app_send``) with the response head held back until the
+            app's next message, so that head and first body chunk leave in one write."""
+
+            async def coalescing_send(message) -> None:
+                if message is not None and message["type"] == "http.response.start":
+                    self._corked = True
+                    await send(message)
+                    return
+                try:
+                    await send(message)
+                finally:
+                    if self._corked:
+                        self._corked = False
+                        await self._flush()
+
+            return coalescing_send
 
         async def _read_data(self) -> None:
             read_timeout = self.config.read_timeout
@@ -274,8 +316,13 @@ def _server_class():
     return EdgeTCPServer
 
 
-def install() -> bool:
+def install(coalesce: bool = True) -> bool:
     """Serve with :class:`EdgeTCPServer` as hypercorn's trio worker's ``TCPServer``.
+
+    Args:
+      coalesce: hold an HTTP response's head back until the app's next message (the ASGI
+        spec allows it: a server need not start the response before its first body message),
+        so that head and body leave in one write (``False``: for bench/edge_floor.py's A/B).
 
     Returns:
       True when installed (or already); False, with a warning, when hypercorn does not look
@@ -295,5 +342,5 @@ def install() -> bool:
     if not expected:
         log.warning("hypercorn's trio worker is not as expected; app.trio_edge not installed")
         return False
-    trio_run.TCPServer = _server_class()
+    trio_run.TCPServer = _server_class(coalesce)
     return True

@@ -46,6 +46,16 @@ async def app(scope, receive, send) -> None:
             break
     if scope["path"] == "/slow":
         await trio.sleep(0.5)
+    if scope["path"] == "/stream":  # the head is held back until the first body message
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await trio.sleep(0.1)
+        await send({"type": "http.response.body", "body": b"a", "more_body": True})
+        await trio.sleep(0.1)
+        await send({"type": "http.response.body", "body": b"b"})
+        return
+    if scope["path"] == "/fail":  # a response begun, then the app fails: the head goes out, then the connection closes
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        raise RuntimeError("the app fails mid-response")
     answer = b"x" * BIG if scope["path"] == "/big" else b"%d:%s" % (len(body), scope["path"].encode())
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-length", str(len(answer)).encode())]})
@@ -153,7 +163,22 @@ async def test_large_bodies_both_ways_and_pipelined_requests():
             upload = b"y" * (3 * 1024 * 1024)  # many chunks: hypercorn's app queue (10) fills up
             await client.request("/up", upload)
             assert await client.response() == b"%d:/up" % len(upload)
+            await client.request("/stream")
+            assert await client.response() == b"ab"
             for path in ("/p1", "/p2", "/p3"):
                 await client.request(path)
             assert [await client.response() for _ in range(3)] == [b"0:/p1", b"0:/p2", b"0:/p3"]
+        shutdown.set()
+
+
+async def test_a_response_begun_then_abandoned_sends_its_head_and_closes():
+    async with trio.open_nursery() as nursery:
+        shutdown, host, port = await start(nursery)
+        client = await connect(host, port)
+        with trio.fail_after(5):
+            await client.request("/fail")
+            received = b""
+            while chunk := await client.stream.receive_some(65536):
+                received += chunk
+            assert received.startswith(b"HTTP/1.1 200")
         shutdown.set()
