@@ -21,6 +21,8 @@ neighbours disturb them alike; the table holds medians over rounds. Variants:
   bench/bench_compare.py starts it) and its ``GET /healthz`` through the whole edge;
 - ``trio_edge_split`` (not by default): ``trio_edge`` with the response head written on its
   own (``install(coalesce=False)``), to measure that part alone;
+- ``paycast_base`` (with ``--base DIR``): ``run.py serve`` of another checkout (e.g. main, with
+  its own ``.venv``) on the same database: the whole server's A/B in one run;
 - ``h11``: no hypercorn: a minimal trio + h11 keep-alive server (one task per connection,
   ``receive_some`` / ``send_all``), trio's own floor for HTTP/1.1.
 
@@ -48,9 +50,9 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-VARIANTS = ("trio", "asyncio", "trio_edge", "paycast", "h11", "trio_edge_split")
-DEFAULT_VARIANTS = ("trio", "asyncio", "trio_edge", "paycast", "h11", "trio_edge_split")
-TRIO_VARIANTS = ("trio", "trio_edge", "paycast", "h11", "trio_edge_split")
+VARIANTS = ("trio", "asyncio", "trio_edge", "paycast", "h11", "trio_edge_split", "paycast_base")
+DEFAULT_VARIANTS = ("trio", "asyncio", "trio_edge", "paycast", "h11", "trio_edge_split", "paycast_base")
+TRIO_VARIANTS = ("trio", "trio_edge", "h11", "trio_edge_split")
 LABELS = {
     "trio": "bare ASGI app, hypercorn trio worker",
     "asyncio": "bare ASGI app, hypercorn asyncio worker (uvloop)",
@@ -58,6 +60,7 @@ LABELS = {
     "paycast": "Paycast `run.py serve`, `GET /healthz`",
     "h11": "raw trio + h11 keep-alive server (no hypercorn)",
     "trio_edge_split": "bare ASGI app, hypercorn trio worker + `app.trio_edge` without coalescing",
+    "paycast_base": "Paycast `run.py serve` of `--base DIR`, `GET /healthz`",
 }
 BODY = b"ok"
 HEADERS = [(b"content-type", b"text/plain"), (b"content-length", b"2")]
@@ -268,7 +271,7 @@ class Floor:
     def start(self, variant: str, count: bool = False):
         from bench.bench_compare import Process, start_paycast
 
-        if variant == "paycast":
+        if variant in ("paycast", "paycast_base"):
             if self.dsn is None:
                 from pg.cluster import EmbeddedPostgres
 
@@ -277,10 +280,26 @@ class Floor:
                 self.pg.ensure_database("paycast_bench")
                 self.dsn = self.pg.dsn("paycast_bench")
             return start_paycast(self.dsn, 1, {}, 0).process
+        if variant == "paycast_base":
+            return self._start_base()
         argv = [sys.executable, str(pathlib.Path(__file__).resolve()), "--serve", variant]
         if count:
             argv.append("--count-in-server")
         return Process(variant, argv, dict(os.environ)).wait_listening()
+
+    def _start_base(self):
+        """``run.py serve`` of ``--base`` with its own venv, set up as bench_compare's ``start_paycast``."""
+        import secrets
+
+        from bench.bench_compare import PAYCAST_ENV, Process
+
+        base = pathlib.Path(self.args.base).resolve()
+        python = base / ".venv" / "bin" / "python"
+        env = dict(os.environ, PAYCAST_DATABASE_URL=self.dsn, PAYCAST_PORT="0", PAYCAST_LOG_LEVEL="WARNING",
+                   PAYCAST_ADMIN_TOKEN="adm_bench_" + secrets.token_hex(8), PAYCAST_WORKERS="1", **PAYCAST_ENV)
+        process = Process("paycast (base)", [str(python if python.exists() else sys.executable),
+                                             str(base / "run.py"), "serve"], env)
+        return process.wait_listening()
 
     def cell(self, variant: str) -> dict:
         from bench.common import CpuMeter, Scenario, children_cpu, run_wrk
@@ -365,11 +384,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=32, help="wrk connections, keep-alive (32)")
     parser.add_argument("--count", action="store_true",
                         help="also count trio's scheduler work per request (extra untimed runs)")
+    parser.add_argument("--base", metavar="DIR", help="another checkout for the paycast_base variant (its .venv)")
     parser.add_argument("--no-save", action="store_true", help="do not append to bench/RESULTS.md")
     parser.add_argument("--note", default="", help="one line saved with the results")
     parser.add_argument("--serve", choices=VARIANTS, help=argparse.SUPPRESS)  # the child process
     parser.add_argument("--count-in-server", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if "paycast_base" in args.variants and not args.base:
+        parser.error("the paycast_base variant needs --base DIR")
     if args.serve:
         serve(args.serve, args.count_in_server)
         return 0
