@@ -51,7 +51,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 VARIANTS = ("trio", "asyncio", "trio_edge", "paycast", "h11", "trio_edge_split", "paycast_base")
-DEFAULT_VARIANTS = ("trio", "asyncio", "trio_edge", "paycast", "h11", "trio_edge_split", "paycast_base")
+DEFAULT_VARIANTS = ("trio", "asyncio", "trio_edge", "paycast", "h11")
 TRIO_VARIANTS = ("trio", "trio_edge", "h11", "trio_edge_split")
 LABELS = {
     "trio": "bare ASGI app, hypercorn trio worker",
@@ -390,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--serve", choices=VARIANTS, help=argparse.SUPPRESS)  # the child process
     parser.add_argument("--count-in-server", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if "paycast_base" in args.variants and not args.base:
+    if not args.serve and "paycast_base" in args.variants and not args.base:
         parser.error("the paycast_base variant needs --base DIR")
     if args.serve:
         serve(args.serve, args.count_in_server)
