@@ -302,6 +302,8 @@ class Floor:
         return process.wait_listening()
 
     def cell(self, variant: str) -> dict:
+        import psutil
+
         from bench.common import CpuMeter, Scenario, children_cpu, run_wrk
 
         scenario = Scenario("bare", "GET", "/healthz", 200)
@@ -310,11 +312,14 @@ class Floor:
             if self.args.warmup > 0:
                 run_wrk(process.url, scenario, self.args.connections, self.args.warmup, self.workdir, self._register)
             meter = CpuMeter([process.proc.pid], include_children=False)
+            main_thread = psutil.Process(process.proc.pid)  # its num_ctx_switches: the main thread's
             before = children_cpu()
+            switches = main_thread.num_ctx_switches()
             meter.start()
             result = run_wrk(process.url, scenario, self.args.connections, self.args.duration, self.workdir,
                              self._register)
             cpu_s = meter.stop()
+            after = main_thread.num_ctx_switches()
             result["loadgen_cpu_s"] = children_cpu() - before
         finally:
             process.stop()
@@ -322,8 +327,10 @@ class Floor:
         result["rps"] = result["requests"] / result["duration_s"]
         result["cpu_us"] = cpu_s / max(1, result["requests"]) * 1e6
         result["cores"] = cpu_s / result["duration_s"]
+        result["voluntary"] = (after.voluntary - switches.voluntary) / max(1, result["requests"])
+        result["involuntary"] = (after.involuntary - switches.involuntary) / max(1, result["requests"])
         print(f"  {variant:10} {result['rps']:8,.0f} req/s  {result['cpu_us']:6.0f} µs/req  "
-              f"{result['cores']:.2f} cores  p99 {result['p99_ms']:.2f} ms  bad {result['bad']} "
+              f"{result['cores']:.2f} cores  switches/req {result['voluntary']:.2f}+{result['involuntary']:.2f}  p99 {result['p99_ms']:.2f} ms  bad {result['bad']} "
               f"socket errors {result['socket_errors']}", flush=True)
         return result
 
@@ -354,9 +361,10 @@ class Floor:
 
 def render(variants: list[str], runs: dict[str, list[dict]], counts: dict[str, dict | None]) -> str:
     base = statistics.median(r["cpu_us"] for r in runs["trio"]) if "trio" in runs else None
-    lines = ["| variant | req/s | server CPU µs/req | ratio to `trio` | all rounds µs/req | p99 ms | errors |"
+    lines = ["| variant | req/s | server CPU µs/req | ratio to `trio` | all rounds µs/req | p99 ms | errors "
+             "| context switches/req (voluntary + involuntary) |"
              + (" spawned/req | task steps/req | batches/req |" if counts else ""),
-             "|---|---:|---:|---:|---|---:|---:|" + ("---:|---:|---:|" if counts else "")]
+             "|---|---:|---:|---:|---|---:|---:|---:|" + ("---:|---:|---:|" if counts else "")]
     for v in variants:
         rs = runs[v]
         cpu = statistics.median(r["cpu_us"] for r in rs)
@@ -365,7 +373,9 @@ def render(variants: list[str], runs: dict[str, list[dict]], counts: dict[str, d
                 f"| {cpu:.0f} | |")
         every = ", ".join(f"{r['cpu_us']:.0f}" for r in rs)
         line += (f" {every} | {statistics.median(r['p99_ms'] for r in rs):.2f} "
-                 f"| {sum(r['bad'] + r['socket_errors'] for r in rs)} |")
+                 f"| {sum(r['bad'] + r['socket_errors'] for r in rs)} "
+                 f"| {statistics.median(r['voluntary'] for r in rs):.2f} + "
+                 f"{statistics.median(r['involuntary'] for r in rs):.2f} |")
         if counts:
             c = counts.get(v)
             line += (f" {c['spawned']:.2f} | {c['steps']:.1f} | {c['batches']:.1f} |" if c else " | | |")
