@@ -1,8 +1,9 @@
 """hypercorn's trio worker with a cheaper socket layer per request (issue 22).
 
-Why: a bare ASGI app on hypercorn's trio worker cost ~2 × the CPU per request
-of the same app on its asyncio (uvloop) worker, and ~4 × a minimal trio + h11
-server (bench/edge_floor.py, bench/RESULTS.md "Edge floor"). trio itself is not
+Why: a bare ASGI app on hypercorn's trio worker cost ~2.4 × the CPU per request
+of the same app on its asyncio (uvloop) worker, and ~5 × a minimal trio + h11
+server (bench/edge_floor.py; the numbers are in
+docs/upstream/hypercorn-trio-per-request-cost.md). trio itself is not
 the cost: counted with a trio Instrument, hypercorn's thin trio layer
 (``hypercorn/trio/tcp_server.py``, ``task_group.py``, ``worker_context.py``)
 makes ~17 trips through trio's scheduler and spawns ~2.1 tasks per keep-alive
@@ -28,17 +29,12 @@ subclass installed as ``hypercorn.trio.run.TCPServer``):
   when hypercorn reports the connection idle, to infinity when a request
   starts; when it passes, the read loop ends and the connection is closed as
   hypercorn's idle task closes it. On graceful shutdown (the worker context's
-  ``terminated``), one task per server closes the idle connections at once, as
+  ``terminated``), one task per hypercorn server closes the idle connections at once, as
   hypercorn's idle tasks do;
 - a write is first tried directly on the non-blocking socket; only what the
   kernel does not take at once (or an error) goes hypercorn's way (the lock
   and a shielded ``send_all``, which waits, and reports a broken connection to
   the protocol). Empty writes are dropped;
-- an HTTP response's head is held back until the app's next message (its
-  body, or its end), so that head and body leave in one write: one send and one
-  segment per small response instead of two (the ASGI spec lets a server wait
-  for the first body message before it starts the response; WebSocket
-  handshakes are not held);
 - the app's message queue is the same bounded memory channel, used without a
   scheduler trip when it need not wait (``send_nowait``/``receive_nowait``
   first; a cancelled caller still gets ``Cancelled``).
@@ -154,7 +150,7 @@ def _idle_set(context) -> set:
     return idle
 
 
-def _server_class(coalesce: bool = True):
+def _server_class():
     """hypercorn's trio ``TCPServer`` subclassed as described in the module docstring."""
     from hypercorn.events import Closed, RawData
     from hypercorn.protocol import ProtocolWrapper
@@ -164,13 +160,7 @@ def _server_class(coalesce: bool = True):
     from hypercorn.utils import parse_socket_addr
 
     class EdgeTaskGroup(TaskGroup):
-        def __init__(self, server: EdgeTCPServer) -> None:
-            super().__init__()
-            self._server = server
-
         async def spawn_app(self, app, config, scope, send):
-            if scope["type"] == "http" and coalesce:
-                send = self._server.coalescing(send)
             queue = _AppQueue(config.max_app_queue_size)
             self._nursery.start_soon(_handle, app, config, scope, queue.get, send, trio.to_thread.run_sync,
                                      trio.from_thread.run)
@@ -187,8 +177,6 @@ def _server_class(coalesce: bool = True):
             self._read_scope: trio.CancelScope | None = None
             # Direct writes on plain TCP only (TLS goes through the SSLStream).
             self._fast_socket = stream.socket if isinstance(stream, trio.SocketStream) else None
-            self._corked = False  # an HTTP response head is held back (see coalescing)
-            self._pending: list[bytes] = []
 
         async def run(self) -> None:
             # hypercorn 0.18's TCPServer.run with EdgeTaskGroup.
@@ -208,7 +196,7 @@ def _server_class(coalesce: bool = True):
             try:
                 client = parse_socket_addr(socket.family, socket.getpeername())
                 server = parse_socket_addr(socket.family, socket.getsockname())
-                async with EdgeTaskGroup(self) as task_group:
+                async with EdgeTaskGroup() as task_group:
                     self._task_group = task_group
                     self.protocol = ProtocolWrapper(self.app, self.config, self.context, task_group,
                                                     ConnectionState(self.state), ssl, client, server,
@@ -224,13 +212,8 @@ def _server_class(coalesce: bool = True):
         async def protocol_send(self, event) -> None:
             if type(event) is RawData:
                 if event.data:  # hypercorn's empty write (the end of a Content-Length body) is dropped
-                    if self._corked:
-                        self._pending.append(event.data)
-                    else:
-                        await self._write(event.data)
+                    await self._write(event.data)
                 return
-            if self._pending:  # before the connection closes or turns idle
-                await self._flush()
             await super().protocol_send(event)
 
         async def _write(self, data: bytes) -> None:
@@ -243,29 +226,6 @@ def _server_class(coalesce: bool = True):
                     return
                 data = data[sent:]
             await super().protocol_send(RawData(data=data))
-
-        async def _flush(self) -> None:
-            data = b"".join(self._pending)
-            self._pending.clear()
-            await self._write(data)
-
-        def coalescing(self, send):
-            """``send`` (an HTTP stream's ``app_send``) with the response head held back until the
-            app's next message, so that head and first body chunk leave in one write."""
-
-            async def coalescing_send(message) -> None:
-                if message is not None and message["type"] == "http.response.start":
-                    self._corked = True
-                    await send(message)
-                    return
-                try:
-                    await send(message)
-                finally:
-                    if self._corked:
-                        self._corked = False
-                        await self._flush()
-
-            return coalescing_send
 
         async def _read_data(self) -> None:
             read_timeout = self.config.read_timeout
@@ -316,13 +276,8 @@ def _server_class(coalesce: bool = True):
     return EdgeTCPServer
 
 
-def install(coalesce: bool = True) -> bool:
+def install() -> bool:
     """Serve with :class:`EdgeTCPServer` as hypercorn's trio worker's ``TCPServer``.
-
-    Args:
-      coalesce: hold an HTTP response's head back until the app's next message (the ASGI
-        spec allows it: a server need not start the response before its first body message),
-        so that head and body leave in one write (``False``: for bench/edge_floor.py's A/B).
 
     Returns:
       True when installed (or already); False, with a warning, when hypercorn does not look
@@ -342,5 +297,5 @@ def install(coalesce: bool = True) -> bool:
     if not expected:
         log.warning("hypercorn's trio worker is not as expected; app.trio_edge not installed")
         return False
-    trio_run.TCPServer = _server_class(coalesce)
+    trio_run.TCPServer = _server_class()
     return True

@@ -19,8 +19,6 @@ neighbours disturb them alike; the table holds medians over rounds. Variants:
   directly on the socket) — the change under test against ``trio``;
 - ``paycast``: ``run.py serve`` (one process, embedded PostgreSQL in a temp dir, as
   bench/bench_compare.py starts it) and its ``GET /healthz`` through the whole edge;
-- ``trio_edge_split`` (not by default): ``trio_edge`` with the response head written on its
-  own (``install(coalesce=False)``), to measure that part alone;
 - ``paycast_base`` (with ``--base DIR``): ``run.py serve`` of another checkout (e.g. main, with
   its own ``.venv``) on the same database: the whole server's A/B in one run;
 - ``h11``: no hypercorn: a minimal trio + h11 keep-alive server (one task per connection,
@@ -50,16 +48,15 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-VARIANTS = ("trio", "asyncio", "trio_edge", "paycast", "h11", "trio_edge_split", "paycast_base")
+VARIANTS = ("trio", "asyncio", "trio_edge", "paycast", "h11", "paycast_base")
 DEFAULT_VARIANTS = ("trio", "asyncio", "trio_edge", "paycast", "h11")
-TRIO_VARIANTS = ("trio", "trio_edge", "h11", "trio_edge_split")
+TRIO_VARIANTS = ("trio", "trio_edge", "h11")
 LABELS = {
     "trio": "bare ASGI app, hypercorn trio worker",
     "asyncio": "bare ASGI app, hypercorn asyncio worker (uvloop)",
     "trio_edge": "bare ASGI app, hypercorn trio worker + `app.trio_edge`",
     "paycast": "Paycast `run.py serve`, `GET /healthz`",
     "h11": "raw trio + h11 keep-alive server (no hypercorn)",
-    "trio_edge_split": "bare ASGI app, hypercorn trio worker + `app.trio_edge` without coalescing",
     "paycast_base": "Paycast `run.py serve` of `--base DIR`, `GET /healthz`",
 }
 BODY = b"ok"
@@ -145,14 +142,14 @@ def _trio_run(main, count: bool) -> None:
             counter.dump()
 
 
-async def _hypercorn_trio_main(edge: bool, coalesce: bool = True) -> None:
+async def _hypercorn_trio_main(edge: bool) -> None:
     import trio
     from hypercorn.trio import serve
 
     if edge:
         from app import trio_edge
 
-        trio_edge.install(coalesce=coalesce)
+        trio_edge.install()
     stop = trio.Event()
 
     async def on_signal():
@@ -241,8 +238,8 @@ def serve(variant: str, count: bool) -> None:
     """The child process: serve ``variant`` until SIGTERM."""
     if variant == "asyncio":
         serve_asyncio()
-    elif variant in ("trio", "trio_edge", "trio_edge_split"):
-        _trio_run(lambda: _hypercorn_trio_main(variant != "trio", coalesce=variant == "trio_edge"), count)
+    elif variant in ("trio", "trio_edge"):
+        _trio_run(lambda: _hypercorn_trio_main(variant == "trio_edge"), count)
     elif variant == "h11":
         _trio_run(_h11_main, count)
     else:

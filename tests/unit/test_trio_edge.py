@@ -46,7 +46,7 @@ async def app(scope, receive, send) -> None:
             break
     if scope["path"] == "/slow":
         await trio.sleep(0.5)
-    if scope["path"] == "/stream":  # the head is held back until the first body message
+    if scope["path"] == "/stream":  # a response in several body messages, the first one late
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
         await trio.sleep(0.1)
         await send({"type": "http.response.body", "body": b"a", "more_body": True})
