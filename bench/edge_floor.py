@@ -276,9 +276,9 @@ class Floor:
                 self.pg.start()
                 self.pg.ensure_database("paycast_bench")
                 self.dsn = self.pg.dsn("paycast_bench")
+            if variant == "paycast_base":
+                return self._start_base()
             return start_paycast(self.dsn, 1, {}, 0).process
-        if variant == "paycast_base":
-            return self._start_base()
         argv = [sys.executable, str(pathlib.Path(__file__).resolve()), "--serve", variant]
         if count:
             argv.append("--count-in-server")
