@@ -74,11 +74,12 @@ def install() -> bool:
     current = getattr(trio_run, "TCPServer", None)
     if current is not None and getattr(current, "_paycast_unlinks", False):
         return True
-    if current is not TCPServer or not hasattr(TCPServer, "run"):
+    # hypercorn's own, or app.trio_edge's subclass of it (installed first by app/server.py).
+    if not (current is TCPServer or getattr(current, "_paycast_edge", False)) or not hasattr(current, "run"):
         log.warning("hypercorn's TCPServer is not as expected; connection teardown not installed")
         return False
 
-    class UnlinkingTCPServer(TCPServer):
+    class UnlinkingTCPServer(current):
         _paycast_unlinks = True
 
         async def run(self) -> None:

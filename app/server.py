@@ -12,11 +12,10 @@ import logging
 import time
 
 import trio
-from hypercorn.config import Config
 from hypercorn.trio import serve
 from quart import Quart, g, request
 
-from app import connection_teardown, errors
+from app import connection_teardown, errors, trio_edge
 from app.deadline import RequestDeadline
 from app.keepalive import CompleteExchange
 from app.limits import BodyLimit
@@ -153,7 +152,7 @@ async def serve_http(app: Quart, host: str, port: int, shutdown: trio.Event, *, 
       reuse_port: bind with ``SO_REUSEPORT`` so several processes serve one port
         (``run.py serve --workers N``); the kernel spreads connections over them.
     """
-    config = Config()
+    config = trio_edge.config()
     if certfile and keyfile:
         config.certfile = str(certfile)
         config.keyfile = str(keyfile)
@@ -179,5 +178,6 @@ async def serve_http(app: Quart, host: str, port: int, shutdown: trio.Event, *, 
     config.websocket_max_message_size = 64 * 1024
     # Thousands of WebSocket clients may connect at once (default 100 drops SYNs).
     config.backlog = 2048
+    trio_edge.install()  # hypercorn's trio socket layer without its per-request tasks and scheduler trips
     connection_teardown.install()  # each connection freed by reference counting when it ends
     await serve(asgi_edge(app), config, shutdown_trigger=shutdown.wait, task_status=task_status, mode="asgi")
