@@ -58,8 +58,8 @@ import httpx  # noqa: E402
 import trio  # noqa: E402
 
 from bench.common import (  # noqa: E402
-    RESULTS, add_save_arguments, command_line, database_line, machine_line, parse_server_env, postmaster_pid, utc_now,
-    write_results,
+    RESULTS, add_save_arguments, command_line, database_line, machine_line, parse_server_env, postmaster_pid,
+    realtime_token_key, utc_now, write_results,
 )
 
 LOAD_AT_START = os.getloadavg()[0]
@@ -567,7 +567,7 @@ def main(argv: list[str] | None = None) -> int:
     add_save_arguments(parser)
     args = parser.parse_args(argv)
 
-    from tests.support import ADMIN_TOKEN, ServerProcess, db_fetch
+    from tests.support import ADMIN_TOKEN, ServerProcess
 
     # The latency run leaves its payments processing until their webhook comes;
     # a payment reconciler waking up for them mid-run (their 60 s deadline)
@@ -606,9 +606,9 @@ def main(argv: list[str] | None = None) -> int:
         merchant_id, api_key = created["merchant"]["id"], created["api_key"]
         with server.client(api_key) as c:  # creates the deployment's realtime key if needed
             assert c.post("/v1/realtime/tokens", json={"client_id": "cus_bench"}).status_code == 201
-        key = db_fetch(dsn, "SELECT value FROM paycast_secrets WHERE name = 'realtime_token_key'")[0]["value"]
+        key = realtime_token_key(dsn)
         print(f"server pid {server.proc.pid} at {server.url}", flush=True)
-        results = trio.run(run, args, server, merchant_id, api_key, key.encode(), reference)
+        results = trio.run(run, args, server, merchant_id, api_key, key, reference)
         table = render(results)
         print("\n" + table)
         if not args.no_save:

@@ -229,6 +229,21 @@ class CpuMeter:
         return sum(v - self._before.get(pid, 0.0) for pid, v in after.items())
 
 
+def realtime_token_key(dsn: str) -> bytes:
+    """The deployment's realtime token key, for a bench that signs its clients' tokens itself.
+
+    Stored sealed under the key ring (storage/secrets_box.py): opened with the
+    ``PAYCAST_SECRETS_KEY`` this module put in the environment of the servers it starts.
+    Call after the server has made it (one ``POST /v1/realtime/tokens``).
+    """
+    from storage.secrets_box import SecretsBox, context_of, parse_keys
+    from tests.support import db_fetch
+
+    stored = db_fetch(dsn, "SELECT value FROM paycast_secrets WHERE name = 'realtime_token_key'")[0]["value"]
+    box = SecretsBox(parse_keys(os.environ["PAYCAST_SECRETS_KEY"]))
+    return box.open(stored, context_of("paycast_secrets", "value", "realtime_token_key")).encode()
+
+
 def postmaster_pid(pg) -> int | None:
     try:
         first = (pg.pgdata / "postmaster.pid").read_text().split("\n", 1)[0].strip()

@@ -48,7 +48,7 @@ import httpx  # noqa: E402
 import trio  # noqa: E402
 
 from bench.bench_realtime import Gens, raise_nofile, rss_kb, settle_connections  # noqa: E402
-from bench.common import load_average, machine_facts, parse_server_env, session  # noqa: E402
+from bench.common import load_average, machine_facts, parse_server_env, realtime_token_key, session  # noqa: E402
 
 
 def gc_metric(text: str) -> tuple[float, float]:
@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     limits = raise_nofile()
     if limits[0] < args.hold + 200:
         print(f"warning: open-files limit {limits[0]} is below the {args.hold + 200} this run needs", file=sys.stderr)
-    from tests.support import ADMIN_TOKEN, db_fetch
+    from tests.support import ADMIN_TOKEN
 
     with session(args.dsn, env, "wrk", args.load_s, 0) as s:
         with s.server.client(ADMIN_TOKEN) as admin:
@@ -263,8 +263,8 @@ def main(argv: list[str] | None = None) -> int:
         merchant_id, api_key = created["merchant"]["id"], created["api_key"]
         with s.server.client(api_key) as c:  # creates the deployment's realtime key if needed
             assert c.post("/v1/realtime/tokens", json={"client_id": "cus_bench"}).status_code == 201
-        key = db_fetch(s.dsn, "SELECT value FROM paycast_secrets WHERE name = 'realtime_token_key'")[0]["value"]
-        results = trio.run(run, args, s, api_key, key.encode(), merchant_id)
+        key = realtime_token_key(s.dsn)
+        results = trio.run(run, args, s, api_key, key, merchant_id)
     table = render(results, args)
     print("\n" + table)
     if not args.no_save:
