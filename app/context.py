@@ -12,13 +12,19 @@ from typing import cast
 from quart import current_app
 from quart_trio import QuartTrio
 
+from app.quart_http import CycleFreeMap, InlineHTTPConnection, PaycastRequest
 from components import Components
 
 
 class PaycastApp(QuartTrio):
-    """The quart-trio app, carrying the process's components."""
+    """The quart-trio app, carrying the process's components, with what Quart does per
+    request trimmed by :mod:`app.quart_http` (no tasks per request, a URL matcher without
+    a reference cycle per request)."""
 
     components: Components
+    asgi_http_class = InlineHTTPConnection
+    request_class = PaycastRequest
+    url_map_class = CycleFreeMap
 
 
 def components() -> Components:

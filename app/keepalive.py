@@ -44,6 +44,41 @@ import trio
 DRAIN_TIMEOUT_S = 2.0
 
 
+def _declares_no_body(scope: dict) -> bool:
+    """No ``Content-Length`` (or 0) and no ``Transfer-Encoding``: the body is one empty message,
+    which hypercorn queues with the request head (h11 ends such a message with its head)."""
+    for name, value in scope.get("headers", ()):
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
+            return False
+    return True
+
+
+class _Flag:
+    """A trio.Event made on first wait: most requests only set and test it (issue 22, branch quart)."""
+
+    __slots__ = ("_set", "_event")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._event: trio.Event | None = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        self._set = True
+        if self._event is not None:
+            self._event.set()
+
+    async def wait(self) -> None:
+        if self._set:
+            await trio.lowlevel.checkpoint()
+            return
+        if self._event is None:
+            self._event = trio.Event()
+        await self._event.wait()
+
+
 def _says_close(message: dict) -> bool:
     return any(name.lower() == b"connection" and b"close" in value.lower()
                for name, value in message.get("headers", ()))
@@ -54,7 +89,7 @@ class _Exchange:
 
     def __init__(self, receive) -> None:
         self._receive = receive
-        self.body_done = trio.Event()
+        self.body_done = _Flag()
         self.drained = 0
 
     async def receive(self) -> dict:
@@ -110,6 +145,10 @@ class CompleteExchange:
 
         async def complete_send(message: dict) -> None:
             if message["type"] == "http.response.start":
+                if not exchange.body_done.is_set() and _declares_no_body(scope):
+                    # Its one empty message is queued already: read it here, no drain task (issue 22:
+                    # a GET whose app never reads its body cost a nursery and a task).
+                    await exchange.receive()
                 if not exchange.body_done.is_set() and not _says_close(message) \
                         and not await exchange.drain(self.drain_bytes, self.drain_timeout_s):
                     message = {**message, "headers": [*message.get("headers", ()), (b"connection", b"close")]}

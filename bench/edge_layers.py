@@ -13,7 +13,12 @@ edge (:func:`app.server.asgi_edge`):
 - ``noop``: an ASGI app that answers 200 itself (the driver's own cost);
 - ``noop + <layer>``: that app behind one of our layers alone;
 - ``quart``: the Quart app alone (its routing, before/after request hooks, metrics);
-- ``edge``: the whole edge, as hypercorn calls it.
+- ``quart, stock …``: the same with one of app/quart_http.py's cuts undone (``stock
+  quart-trio``: all of them), to measure each against the same run;
+- ``edge``: the whole edge, as hypercorn calls it (``edge, stock quart-trio``: with
+  Quart as quart-trio serves it).
+
+``--only quart`` keeps the variants whose name starts with ``quart``.
 
 Figures: process CPU µs per request (``time.process_time``; one thread does the
 work, so other load on the machine barely moves it) and the cycle collector's
@@ -59,7 +64,29 @@ class _Components:
         self.realtime = None
 
 
-def variants():
+def stock(app, *, connection: bool = False, one_message: bool = False, matcher: bool = False,
+          timeout: bool = False):
+    """Undo app/quart_http.py's cuts on one app instance (issue 22, branch quart)."""
+    from quart_trio.asgi import TrioASGIHTTPConnection
+    from quart_trio.wrappers.request import TrioRequest
+    from werkzeug.routing.matcher import StateMachineMatcher
+
+    from app.quart_http import InlineHTTPConnection
+
+    if connection:  # quart-trio's nursery + two tasks, and its body (two trio events)
+        app.asgi_http_class = TrioASGIHTTPConnection
+        app.request_class = TrioRequest
+    if one_message:  # three response messages (start, body, empty end) instead of two
+        app.asgi_http_class = type("ThreeMessages", (InlineHTTPConnection,),
+                                   {"_send_response": TrioASGIHTTPConnection._send_response})
+    if matcher:
+        app.url_map._matcher.__class__ = StateMachineMatcher
+    if timeout:  # quart's default: the response sent under a 60 s cancel scope
+        app.config["RESPONSE_TIMEOUT"] = 60
+    return app
+
+
+def variants(only: str | None = None):
     from app.deadline import RequestDeadline
     from app.keepalive import CompleteExchange
     from app.limits import BodyLimit
@@ -72,7 +99,11 @@ def variants():
     settings = load_settings()
     app = create_app(_Components(settings), "adm_bench")
     metrics = app.config["METRICS"]
-    return {
+
+    def fresh():
+        return create_app(_Components(settings), "adm_bench")
+
+    found = {
         "noop": noop_app,
         "noop + CompleteExchange": CompleteExchange(noop_app, drain_bytes=settings.max_body_bytes),
         "noop + TracingMiddleware": TracingMiddleware(noop_app),
@@ -81,8 +112,16 @@ def variants():
         "noop + RealtimeEndpoint": RealtimeEndpoint(noop_app, None),
         "noop + WebhooksEndpoint": WebhooksEndpoint(noop_app, None, metrics, settings.max_body_bytes),
         "quart": app,
+        "quart, again": fresh(),  # a second app as built: the control of the one-cut rows below
+        "quart, stock quart-trio": stock(fresh(), connection=True, matcher=True, timeout=True),
+        "quart, stock connection + body": stock(fresh(), connection=True),
+        "quart, stock response messages": stock(fresh(), one_message=True),
+        "quart, stock matcher": stock(fresh(), matcher=True),
+        "quart, stock RESPONSE_TIMEOUT": stock(fresh(), timeout=True),
         "edge": asgi_edge(app),
+        "edge, stock quart-trio": asgi_edge(stock(fresh(), connection=True, matcher=True, timeout=True)),
     }
+    return {name: v for name, v in found.items() if only is None or name.startswith(only) or name == "noop"}
 
 
 class _Exchange:
@@ -133,7 +172,7 @@ async def one_round(app, n: int) -> tuple[float, float]:
 
 
 async def main_async(args) -> dict[str, list[tuple[float, float]]]:
-    apps = variants()
+    apps = variants(args.only)
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in apps}
     for r in range(args.rounds):
         for name, app in apps.items():
@@ -146,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=20_000, help="requests per variant and round (20000)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median is kept (3)")
+    parser.add_argument("--only", help="only the variants whose name starts with this (and noop)")
     args = parser.parse_args(argv)
     results = trio.run(main_async, args)
     base = statistics.median(c for c, _ in results["noop"])

@@ -1,9 +1,10 @@
 """A span per HTTP request, continuing the caller's W3C ``traceparent``.
 
 An ASGI middleware, outermost, so the span covers everything (body limit,
-routing, the handler, error rendering). Quart runs the handler in tasks
-spawned from inside it, and trio copies the spawner's context, so the span is
-the current span of the handler and of all it awaits. The route template is
+routing, the handler, error rendering). Quart runs the handler in the
+request's own task (app/quart_http.py), and any task spawned from inside gets a
+copy of the spawner's context, so the span is the current span of the handler
+and of all it awaits. The route template is
 known only after routing; :func:`name_after_route` renames the span then.
 WebSockets are not traced as one span (they live for hours).
 """
