@@ -22,7 +22,7 @@ from domain.errors import PaycastError, Unavailable
 from storage import after_commit, crashpoints
 from storage.loop_thread import LoopThread
 from storage.observe import observed
-from telemetry import tracing
+from telemetry import metrics, tracing
 
 if TYPE_CHECKING:
     from storage.events import Projection
@@ -384,6 +384,7 @@ class Database:
             raise Unavailable("The database is unavailable; retry shortly.") from exc
         if results is not None:
             return results
+        metrics.discard_pending()  # the rolled-back batch's transitions: the units report again below
         alone: list[object] = []
         for fn, args in calls:
             try:

@@ -141,6 +141,14 @@ def unit_of_work() -> Iterator[None]:
     _record(collected)
 
 
+def discard_pending() -> None:
+    """Forget the transitions reported so far in the current unit of work: its transaction
+    rolled back (a group commit whose units are then run again alone, each reporting its own)."""
+    pending = _pending.get()
+    if pending is not None:
+        pending.clear()
+
+
 def _record(items: list[_Transition]) -> None:
     for t in items:
         TRANSITIONS.labels(t.object, t.from_status, t.to_status).inc()

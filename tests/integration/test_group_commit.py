@@ -11,7 +11,13 @@ from pg import migrate
 from storage import merchants, webhook_deliveries
 from storage import payments
 from storage.database import Database
+from telemetry import metrics
 from tests.support import db_fetch
+
+
+def _created_count() -> float:
+    """Payments counted as created (``paycast_transitions_total``, new → requires_confirmation)."""
+    return metrics.TRANSITIONS.labels("payment", "new", "requires_confirmation")._value.get()
 
 SPEC = {"amount": 1000, "currency": "INR", "capture_method": "automatic",
         "payment_method": {"type": "card", "card": {"brand": "visa", "last4": "4242", "first6": "424242"}}}
@@ -30,6 +36,7 @@ async def test_one_bad_unit_fails_alone_and_the_others_commit(new_database):
         await db.run(migrate.apply)
         merchant, _ = await db.transaction(merchants.create, "batch")
         mid = merchant["id"]
+        created_before = _created_count()
         results = await db.batch([
             (payments.create, (mid, SPEC)),
             (_duplicate_merchant, (mid,)),
@@ -46,6 +53,8 @@ async def test_one_bad_unit_fails_alone_and_the_others_commit(new_database):
     assert isinstance(missing, NotFound)
     rows = await trio.to_thread.run_sync(db_fetch, dsn, "SELECT id, amount FROM payments ORDER BY amount")
     assert [(r["id"], r["amount"]) for r in rows] == [(first["id"], 1000), (last["id"], 2000)]
+    # Counted once each: the rolled-back batch's reports were dropped, the reruns counted theirs.
+    assert _created_count() - created_before == 2
     events = await trio.to_thread.run_sync(db_fetch, dsn, "SELECT seq, object_id FROM events ORDER BY seq")
     assert [e["seq"] for e in events] == [1, 2]
     assert {e["object_id"] for e in events} == {first["id"], last["id"]}
