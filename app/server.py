@@ -15,7 +15,7 @@ import trio
 from hypercorn.trio import serve
 from quart import Quart, g, request
 
-from app import connection_teardown, errors, trio_edge
+from app import connection_teardown, errors, http_config, trio_edge
 from app.deadline import RequestDeadline
 from app.keepalive import CompleteExchange
 from app.limits import BodyLimit
@@ -157,7 +157,7 @@ async def serve_http(app: Quart, host: str, port: int, shutdown: trio.Event, *, 
       reuse_port: bind with ``SO_REUSEPORT`` so several processes serve one port
         (``run.py serve --workers N``); the kernel spreads connections over them.
     """
-    config = trio_edge.config()
+    config = http_config.configure(trio_edge.config())
     if certfile and keyfile:
         config.certfile = str(certfile)
         config.keyfile = str(keyfile)
@@ -168,21 +168,6 @@ async def serve_http(app: Quart, host: str, port: int, shutdown: trio.Event, *, 
         # hypercorn takes the socket over by its descriptor (and listens on it).
         config.bind = [f"fd://{reuse_port_socket(host, port).detach()}"]
     config.graceful_timeout = graceful_timeout
-    config.accesslog = None
-    config.errorlog = logging.getLogger("hypercorn.error")
-    config.keep_alive_timeout = 30
-    # h11 refuses a request head still incomplete beyond this with a bare 431
-    # (no body). It must sit well above app.limits.MAX_HEADER_BYTES (32 KiB), so
-    # that a head up to this size always reaches BodyLimit and its typed 431
-    # whatever the TCP chunking: at 64 KiB, a 100 KB head read as 30 KB + 64 KB
-    # crosses it incomplete and gets the bare one. Bodies are
-    # bounded elsewhere (BodyLimit, quart).
-    config.h11_max_incomplete_size = 128 * 1024
-    # Realtime: client frames are tiny (the app refuses > 4 KiB with an error
-    # frame); anything over this is closed by hypercorn with 1009.
-    config.websocket_max_message_size = 64 * 1024
-    # Thousands of WebSocket clients may connect at once (default 100 drops SYNs).
-    config.backlog = 2048
     trio_edge.install()  # hypercorn's trio socket layer without its per-request tasks and scheduler trips
     connection_teardown.install()  # each connection freed by reference counting when it ends
     await serve(asgi_edge(app), config, shutdown_trigger=shutdown.wait, task_status=task_status, mode="asgi")
