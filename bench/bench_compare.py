@@ -52,9 +52,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.common import (  # noqa: E402
-    RESULTS, CpuMeter, Scenario, add_save_arguments, command_line, fmt_ms, generator_description, load_average,
-    machine_line, parse_server_env, postmaster_pid, resolve_generator, run_wrk, stop_everything, utc_now,
-    write_results,
+    RESULTS, CpuMeter, Scenario, add_save_arguments, cleanup_on_exit, command_line, embedded_postgres, fmt_ms, generator_description,
+    load_average, machine_line, parse_server_env, postmaster_pid, resolve_generator, run_wrk, stop_everything,
+    utc_now, write_results,
 )
 
 FLOWS = ("create_confirm", "confirm_true", "webhooks", "bare")
@@ -311,12 +311,7 @@ class Bench:
         self.pools = 0  # webhook pools signed so far: each gets its own event ids
 
     def start_database(self) -> tuple[str, str]:
-        from pg.cluster import EmbeddedPostgres
-
-        self.pg = EmbeddedPostgres(pathlib.Path(self.tmp) / "db")
-        self.pg.start()
-        self.pg.ensure_database("paycast_bench")
-        self.pg.ensure_database("reference")
+        self.pg = embedded_postgres(pathlib.Path(self.tmp) / "db", "paycast_bench", "reference")
         self.pg_cpu = CpuMeter([postmaster_pid(self.pg)], include_children=True)
         print(f"embedded PostgreSQL in {self.tmp}/db", flush=True)
         return self.pg.dsn("paycast_bench"), self.pg.dsn("reference")
@@ -523,6 +518,28 @@ def save(args, tables: list[str]) -> None:
     write_results(f"Paycast vs reference — {utc_now()}", text, tables)
 
 
+def _measure(bench: "Bench", args, server_env: dict[str, str]) -> None:
+    """The reference and Paycast at each ``--workers`` count, every flow; the tables printed and saved."""
+    paycast_dsn, reference_dsn = bench.start_database()
+    reference = bench.add(start_reference(reference_dsn, args.merchants))
+    tables, by_workers = [], {}
+    for workers in args.workers:
+        paycast = bench.add(start_paycast(paycast_dsn, workers, server_env, args.merchants))
+        results = run_flows(bench, paycast, reference, args.flows, args.rounds)
+        bench.remove(paycast)
+        by_workers[workers] = results
+        tables.append(f"Paycast `run.py serve --workers {workers}` against the reference:\n\n"
+                      + render(results, paycast.label))
+    if len(by_workers) > 1:
+        tables.append("Paycast scaling with processes on one port (SO_REUSEPORT), same run:\n\n"
+                      + render_scaling(by_workers))
+    print()
+    print("\n\n".join(tables))
+    if not args.no_save:
+        save(args, tables)
+        print(f"\nappended to {RESULTS}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -551,39 +568,13 @@ def main(argv: list[str] | None = None) -> int:
     resolve_generator(parser)
     server_env = parse_server_env(parser, args.server_env)
 
-    def on_sigterm(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_sigterm)
     bench = Bench(args)
     try:
-        paycast_dsn, reference_dsn = bench.start_database()
-        reference = bench.add(start_reference(reference_dsn, args.merchants))
-        tables, by_workers = [], {}
-        for workers in args.workers:
-            paycast = bench.add(start_paycast(paycast_dsn, workers, server_env, args.merchants))
-            results = run_flows(bench, paycast, reference, args.flows, args.rounds)
-            bench.remove(paycast)
-            by_workers[workers] = results
-            tables.append(f"Paycast `run.py serve --workers {workers}` against the reference:\n\n"
-                          + render(results, paycast.label))
-        if len(by_workers) > 1:
-            tables.append("Paycast scaling with processes on one port (SO_REUSEPORT), same run:\n\n"
-                          + render_scaling(by_workers))
-        print()
-        print("\n\n".join(tables))
-        if not args.no_save:
-            save(args, tables)
-            print(f"\nappended to {RESULTS}")
-        return 0
+        with cleanup_on_exit(bench.close):
+            _measure(bench, args, server_env)
     except KeyboardInterrupt:
-        print("\ninterrupted; cleaning up", file=sys.stderr)
         return 130
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        bench.close()
-
+    return 0
 
 if __name__ == "__main__":
     sys.exit(main())

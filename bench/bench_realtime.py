@@ -58,8 +58,8 @@ import httpx  # noqa: E402
 import trio  # noqa: E402
 
 from bench.common import (  # noqa: E402
-    RESULTS, add_save_arguments, command_line, database_line, machine_line, parse_server_env, postmaster_pid,
-    realtime_token_key, utc_now, write_results,
+    RESULTS, add_save_arguments, command_line, database_line, embedded_postgres, machine_line, parse_server_env,
+    postmaster_pid, realtime_token_key, utc_now, write_results,
 )
 
 LOAD_AT_START = os.getloadavg()[0]
@@ -590,12 +590,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         dsn = args.dsn
         if not dsn:
-            from pg.cluster import EmbeddedPostgres
-
             tmp = tempfile.mkdtemp(prefix="paycast-rtbench-", dir="/tmp")
-            pg = EmbeddedPostgres(pathlib.Path(tmp))
-            pg.start()
-            pg.ensure_database("paycast_bench")
+            pg = embedded_postgres(pathlib.Path(tmp), "paycast_bench")
             dsn = pg.dsn("paycast_bench")
             print(f"embedded PostgreSQL in {tmp}", flush=True)
         server = ServerProcess(dsn, **server_env).start(timeout=60)

@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "bench"
@@ -229,19 +230,44 @@ class CpuMeter:
         return sum(v - self._before.get(pid, 0.0) for pid, v in after.items())
 
 
+def embedded_postgres(directory: pathlib.Path, *databases: str):
+    """An embedded PostgreSQL (pg/cluster.py) started in ``directory``, with ``databases`` created.
+
+    Returns:
+      The started :class:`pg.cluster.EmbeddedPostgres` (its ``dsn(name)``); the caller stops it
+      (:func:`stop_everything`).
+    """
+    from pg.cluster import EmbeddedPostgres
+
+    pg = EmbeddedPostgres(directory)
+    pg.start()
+    for name in databases:
+        pg.ensure_database(name)
+    return pg
+
+
 def realtime_token_key(dsn: str) -> bytes:
     """The deployment's realtime token key, for a bench that signs its clients' tokens itself.
 
-    Stored sealed under the key ring (storage/secrets_box.py): opened with the
-    ``PAYCAST_SECRETS_KEY`` this module put in the environment of the servers it starts.
-    Call after the server has made it (one ``POST /v1/realtime/tokens``).
+    Read (made when missing) by the product's own :func:`storage.realtime.token_secret`, which
+    opens it with the ``PAYCAST_SECRETS_KEY`` this module put in the environment of the
+    servers it starts.
     """
-    from storage.secrets_box import SecretsBox, context_of, parse_keys
-    from tests.support import db_fetch
+    import asyncio
 
-    stored = db_fetch(dsn, "SELECT value FROM paycast_secrets WHERE name = 'realtime_token_key'")[0]["value"]
-    box = SecretsBox(parse_keys(os.environ["PAYCAST_SECRETS_KEY"]))
-    return box.open(stored, context_of("paycast_secrets", "value", "realtime_token_key")).encode()
+    import asyncpg
+
+    from storage.realtime import token_secret
+    from storage.secrets_box import SecretsBox, parse_keys
+
+    async def read() -> str:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return await token_secret(conn, SecretsBox(parse_keys(os.environ["PAYCAST_SECRETS_KEY"])))
+        finally:
+            await conn.close()
+
+    return asyncio.run(read()).encode()
 
 
 def postmaster_pid(pg) -> int | None:
@@ -415,12 +441,8 @@ class Session:
         from tests.support import ServerProcess
 
         if not self.dsn:
-            from pg.cluster import EmbeddedPostgres
-
             self.tmp = tempfile.mkdtemp(prefix="paycast-bench-", dir="/tmp")
-            self.pg = EmbeddedPostgres(pathlib.Path(self.tmp))
-            self.pg.start()
-            self.pg.ensure_database("paycast_bench")
+            self.pg = embedded_postgres(pathlib.Path(self.tmp), "paycast_bench")
             self.dsn = self.pg.dsn("paycast_bench")
             print(f"embedded PostgreSQL in {self.tmp}", flush=True)
         else:
@@ -485,25 +507,34 @@ class Session:
 
 
 @contextlib.contextmanager
-def session(dsn: str | None, server_env: dict[str, str], generator: str, duration: float, warmup: float):
-    """A started :class:`Session`; SIGTERM raises KeyboardInterrupt; everything is stopped on the way out."""
+def cleanup_on_exit(close) -> Iterator[None]:
+    """Run the block with SIGTERM raising KeyboardInterrupt; on the way out, however it ends,
+    run ``close()`` with SIGINT and SIGTERM ignored (a second Ctrl-C cannot cut the cleanup
+    short), then put the default handlers back. An interrupt is reported and raised again."""
 
     def on_sigterm(signum, frame):
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_sigterm)
-    s = Session(dsn, server_env, generator, duration, warmup)
     try:
-        yield s.start()
+        yield
     except KeyboardInterrupt:
         print("\ninterrupted; cleaning up", file=sys.stderr, flush=True)
         raise
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        s.close()
+        close()
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def session(dsn: str | None, server_env: dict[str, str], generator: str, duration: float, warmup: float):
+    """A started :class:`Session`; SIGTERM raises KeyboardInterrupt; everything is stopped on the way out."""
+    s = Session(dsn, server_env, generator, duration, warmup)
+    with cleanup_on_exit(s.close):
+        yield s.start()
 
 
 if __name__ == "__main__":

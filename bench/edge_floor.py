@@ -81,25 +81,14 @@ async def bare_app(scope, receive, send) -> None:
 
 
 def hypercorn_config(edge: bool = False):
-    """The Config of app/server.py ``serve_http`` (what matters per request), on a free port;
-    ``edge``: app.trio_edge's (the Date header formatted once a second)."""
-    import logging
-
+    """The Config of app/server.py ``serve_http`` (:func:`app.http_config.configure`) on a free
+    port; ``edge``: app.trio_edge's (the Date header formatted once a second)."""
     from hypercorn.config import Config
 
-    if edge:
-        from app import trio_edge
+    from app import http_config, trio_edge
 
-        config = trio_edge.config()
-    else:
-        config = Config()
+    config = http_config.configure(trio_edge.config() if edge else Config())
     config.bind = ["127.0.0.1:0"]
-    config.accesslog = None
-    config.errorlog = logging.getLogger("hypercorn.error")
-    config.keep_alive_timeout = 30
-    config.h11_max_incomplete_size = 128 * 1024
-    config.websocket_max_message_size = 64 * 1024
-    config.backlog = 2048
     return config
 
 
@@ -270,11 +259,9 @@ class Floor:
 
         if variant in ("paycast", "paycast_base"):
             if self.dsn is None:
-                from pg.cluster import EmbeddedPostgres
+                from bench.common import embedded_postgres
 
-                self.pg = EmbeddedPostgres(pathlib.Path(self.tmp) / "db")
-                self.pg.start()
-                self.pg.ensure_database("paycast_bench")
+                self.pg = embedded_postgres(pathlib.Path(self.tmp) / "db", "paycast_bench")
                 self.dsn = self.pg.dsn("paycast_bench")
             if variant == "paycast_base":
                 return self._start_base()
@@ -380,6 +367,39 @@ def render(variants: list[str], runs: dict[str, list[dict]], counts: dict[str, d
     return "\n".join(lines)
 
 
+def _measure(floor: Floor, args) -> None:
+    """Every variant, ``args.rounds`` times in rotated order; the table printed and saved."""
+    from bench.common import command_line, generator_description, load_average, machine_line, utc_now, write_results
+
+    variants = list(dict.fromkeys(args.variants))
+    runs: dict[str, list[dict]] = {v: [] for v in variants}
+    for r in range(args.rounds):
+        order = variants[r % len(variants):] + variants[:r % len(variants)]
+        print(f"round {r + 1}/{args.rounds}: {' '.join(order)}", flush=True)
+        for v in order:
+            runs[v].append(floor.cell(v))
+    counts: dict[str, dict | None] = {}
+    if args.count:
+        for v in variants:
+            if v in TRIO_VARIANTS:
+                counts[v] = floor.counts(v)
+                print(f"  counts {v}: {counts[v]}", flush=True)
+    table = render(variants, runs, counts)
+    print()
+    print(table)
+    if not args.no_save:
+        write_results(f"Edge floor (issue 22) — {utc_now()}", [
+            f"- command: `{command_line('edge_floor.py')}`",
+            f"- machine: {machine_line()}; load average at the end: {load_average()} (shared box)",
+            (f"- generator: {generator_description()}, {args.connections} keep-alive connections, "
+             f"{args.duration:g} s per cell after {args.warmup:g} s warm-up, {args.rounds} rounds, order "
+             "rotated, a fresh server process per cell, medians"),
+            "- server CPU = psutil user + system of the server process ÷ requests completed",
+            *([f"- note: {args.note}"] if args.note else []),
+        ], [table])
+        print("\nappended to bench/RESULTS.md")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -402,59 +422,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve:
         serve(args.serve, args.count_in_server)
         return 0
-    from bench.common import (
-        command_line,
-        generator_description,
-        load_average,
-        machine_line,
-        resolve_generator,
-        utc_now,
-        write_results,
-    )
+    from bench.common import cleanup_on_exit, resolve_generator
 
     resolve_generator(parser)
-
-    def on_sigterm(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_sigterm)
     floor = Floor(args)
-    variants = list(dict.fromkeys(args.variants))
-    runs: dict[str, list[dict]] = {v: [] for v in variants}
     try:
-        for r in range(args.rounds):
-            order = variants[r % len(variants):] + variants[:r % len(variants)]
-            print(f"round {r + 1}/{args.rounds}: {' '.join(order)}", flush=True)
-            for v in order:
-                runs[v].append(floor.cell(v))
-        counts: dict[str, dict | None] = {}
-        if args.count:
-            for v in variants:
-                if v in TRIO_VARIANTS:
-                    counts[v] = floor.counts(v)
-                    print(f"  counts {v}: {counts[v]}", flush=True)
-        table = render(variants, runs, counts)
-        print()
-        print(table)
-        if not args.no_save:
-            write_results(f"Edge floor (issue 22) — {utc_now()}", [
-                f"- command: `{command_line('edge_floor.py')}`",
-                f"- machine: {machine_line()}; load average at the end: {load_average()} (shared box)",
-                (f"- generator: {generator_description()}, {args.connections} keep-alive connections, "
-                 f"{args.duration:g} s per cell after {args.warmup:g} s warm-up, {args.rounds} rounds, order "
-                 "rotated, a fresh server process per cell, medians"),
-                "- server CPU = psutil user + system of the server process ÷ requests completed",
-                *([f"- note: {args.note}"] if args.note else []),
-            ], [table])
-            print("\nappended to bench/RESULTS.md")
-        return 0
+        with cleanup_on_exit(floor.close):
+            _measure(floor, args)
     except KeyboardInterrupt:
-        print("\ninterrupted; cleaning up", file=sys.stderr)
         return 130
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        floor.close()
+    return 0
 
 
 if __name__ == "__main__":

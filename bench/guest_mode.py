@@ -574,12 +574,10 @@ def main() -> int:
     dsn = args.dsn
     try:
         if not dsn:
-            from pg.cluster import EmbeddedPostgres
+            from bench.common import embedded_postgres
 
             tmp = tempfile.mkdtemp(prefix="paycast-guest-mode-", dir="/tmp")
-            pg = EmbeddedPostgres(pathlib.Path(tmp))
-            pg.start()
-            pg.ensure_database("guest_bench")
+            pg = embedded_postgres(pathlib.Path(tmp), "guest_bench")
             dsn = pg.dsn("guest_bench")
         echo, port, idle_port = _echo_server()
         results: dict[str, dict[str, list[dict]]] = {v: {w: [] for w in args.workloads} for v in args.variants}
