@@ -8,7 +8,7 @@ limit, and validated by a pydantic model whose errors name the offending
 from __future__ import annotations
 
 import orjson
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from quart import Response, request
@@ -19,9 +19,35 @@ M = TypeVar("M", bound=BaseModel)
 MAX_DEPTH = 32  # the contract (docs/api.md): JSON nested deeper than 32 levels gets 400
 
 
+class Reply(NamedTuple):
+    """A whole JSON response as both edges write it: Quart's routes (:func:`response_of`) and
+    the endpoints served in front of Quart (:func:`send_json`)."""
+
+    status: int
+    body: bytes
+    headers: tuple[tuple[str, str], ...] = ()  # beyond content-type, content-length and Request-Id
+
+
+def json_reply(body: object, status: int = 200) -> Reply:
+    return Reply(status, orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS))
+
+
 def json_response(body: object, status: int = 200, headers: dict | None = None) -> Response:
     return Response(orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS), status=status, headers=headers,
                     content_type="application/json")
+
+
+def response_of(reply: Reply) -> Response:
+    """``reply`` as a Quart response (JSON unless its headers name another type)."""
+    has_type = any(name.lower() == "content-type" for name, _ in reply.headers)
+    return Response(reply.body, status=reply.status, headers=list(reply.headers),
+                    content_type=None if has_type else "application/json")
+
+
+async def reply_of_response(response: Response) -> Reply:
+    """A Quart route's response as a :class:`Reply` (what ``Idempotency-Key`` stores and replays)."""
+    headers = tuple((name, value) for name, value in response.headers.items() if name.lower() != "content-length")
+    return Reply(response.status_code, await response.get_data(as_text=False), headers)
 
 
 async def send_json(send, status: int, body: bytes, headers: tuple[tuple[bytes, bytes], ...] | list = (), *,
@@ -51,6 +77,21 @@ def _depth(value: object, limit: int) -> bool:
             children = item.values() if isinstance(item, dict) else item
             stack.extend((child, depth + 1) for child in children)
     return True
+
+
+def validated(model: type[M], raw: bytes) -> M:
+    """``raw`` parsed and validated as ``model``.
+
+    Raises:
+      InvalidRequest: bad JSON, not an object, or a bad field (``param`` names it).
+    """
+    data = parse_json(raw)
+    if not isinstance(data, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise pydantic_error(exc) from None
 
 
 def parse_json(raw: bytes) -> object:
@@ -123,13 +164,7 @@ async def parse(model: type[M]) -> M:
     Raises:
       InvalidRequest: bad JSON, not an object, or a bad field (``param`` names it).
     """
-    data = parse_json(await read_raw())
-    if not isinstance(data, dict):
-        raise InvalidRequest("The request body must be a JSON object.")
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise pydantic_error(exc) from None
+    return validated(model, await read_raw())
 
 
 def page_params(*, extra_filters: tuple[str, ...] = ()) -> tuple[int, str | None, dict[str, str | None]]:

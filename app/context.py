@@ -12,6 +12,7 @@ from typing import cast
 from quart import current_app
 from quart_trio import QuartTrio
 
+from app.merchant_keys import MerchantKeys
 from app.quart_http import CycleFreeMap, InlineHTTPConnection, PaycastRequest
 from components import Components
 
@@ -22,6 +23,7 @@ class PaycastApp(QuartTrio):
     a reference cycle per request)."""
 
     components: Components
+    merchant_keys: MerchantKeys  # shared with the hot POSTs' ASGI endpoint (app/merchant_endpoint.py)
     asgi_http_class = InlineHTTPConnection
     request_class = PaycastRequest
     url_map_class = CycleFreeMap
@@ -30,3 +32,8 @@ class PaycastApp(QuartTrio):
 def components() -> Components:
     """The components of the app serving the current request (or app context)."""
     return cast(PaycastApp, current_app).components
+
+
+def merchant_keys() -> MerchantKeys:
+    """The API-key lookup and rate limits of the app serving the current request."""
+    return cast(PaycastApp, current_app).merchant_keys

@@ -11,7 +11,7 @@ Either way it is logged with its request id and counted in
 
 Server time, not wall time: the clock is stopped while the app waits for the
 client's body (those reads are bounded by Quart's ``BODY_TIMEOUT`` and
-:data:`app.webhooks_endpoint.BODY_TIMEOUT_S`, answered 408) and restarts from
+:data:`app.asgi_routes.BODY_TIMEOUT_S`, answered 408) and restarts from
 the body's last chunk. WebSockets are not HTTP requests here and are never
 timed (they live for hours).
 

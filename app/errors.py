@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import logging
 
+import orjson
 from quart import Quart, Response
 from werkzeug.exceptions import HTTPException
+
+from app.body import Reply, response_of
 
 from domain.errors import (AuthenticationFailed, BodyTooLarge, IdempotencyKeyInUse, IdempotencyKeyReused,
                            InternalError, InvalidRequest, NotFound, PaycastError, RateLimited, StateError,
@@ -38,10 +41,14 @@ def status_of(exc: PaycastError) -> int:
     return next(STATUS[cls] for cls in type(exc).__mro__ if cls in STATUS)
 
 
-def error_response(exc: PaycastError) -> Response:
-    from app.body import json_response
+def error_reply(exc: PaycastError) -> Reply:
+    """``exc`` as the contract's error object, with its status and headers (``Retry-After``)."""
+    headers = getattr(exc, "headers", None) or {}
+    return Reply(status_of(exc), orjson.dumps(exc.to_dict()), tuple(headers.items()))
 
-    return json_response(exc.to_dict(), status_of(exc), getattr(exc, "headers", None))
+
+def error_response(exc: PaycastError) -> Response:
+    return response_of(error_reply(exc))
 
 
 def register(app: Quart) -> None:
@@ -54,6 +61,8 @@ def register(app: Quart) -> None:
         code = exc.code or 500
         if code == 413:
             return error_response(body_too_large())
+        if code == 408:
+            return error_response(body_timeout())
         if code == 404:
             return error_response(NotFound("Unrecognized request URL. See /openapi.json for valid routes."))
         if code == 405:
@@ -75,6 +84,13 @@ def register(app: Quart) -> None:
 def body_too_large() -> BodyTooLarge:
     """The 413 of a body over ``PAYCAST_MAX_BODY_BYTES``, wherever it is found too large."""
     return BodyTooLarge("The request body is larger than 1 MiB.")
+
+
+def body_timeout() -> InvalidRequest:
+    """The 408 of a sender that stalled mid-body, on every edge."""
+    err = InvalidRequest("The request body was not received in time.")
+    err.status = 408
+    return err
 
 
 def internal_error() -> InternalError:

@@ -19,6 +19,8 @@ from app import connection_teardown, errors, http_config, trio_edge
 from app.deadline import RequestDeadline
 from app.keepalive import CompleteExchange
 from app.limits import BodyLimit
+from app.merchant_endpoint import MerchantEndpoint
+from app.merchant_keys import MerchantKeys
 from app.request_ids import request_id_of
 from app.context import PaycastApp
 from app.realtime_endpoint import RealtimeEndpoint
@@ -62,6 +64,7 @@ def create_app(components: Components, admin_token: str) -> PaycastApp:
     """
     app = PaycastApp("paycast", static_folder=None)
     app.components = components
+    app.merchant_keys = MerchantKeys(components)
     app.config["ADMIN_TOKEN"] = admin_token
     app.config["METRICS"] = metrics = Metrics(getattr(components, "db", None))  # route listings build an app without one
     app.config["MAX_CONTENT_LENGTH"] = components.settings.max_body_bytes
@@ -94,10 +97,6 @@ def create_app(components: Components, admin_token: str) -> PaycastApp:
                 or (req.query_string and any("\x00" in v for v in (*req.args.values(), *req.args.keys()))):
             raise InvalidRequest("NUL characters are not allowed in the URL.")
 
-    # The metric children of each (method, route, status): prometheus_client's
-    # labels() takes a lock and builds its key on every call.
-    children: dict[tuple[str, str, int], tuple] = {}
-
     @app.after_request
     async def _observe(response):
         req = request._get_current_object()
@@ -108,12 +107,7 @@ def create_app(components: Components, admin_token: str) -> PaycastApp:
         if tracing.recording():
             name_after_route(method, rule)
         status = response.status_code
-        observed = children.get((method, rule, status))
-        if observed is None:
-            observed = children[(method, rule, status)] = (metrics.requests.labels(method, rule, str(status)),
-                                                           metrics.latency.labels(method, rule))
-        observed[0].inc()
-        observed[1].observe(elapsed)
+        metrics.observe_request(method, rule, status, elapsed)
         if "request_id" in g:
             response.headers["Request-Id"] = g.request_id
         log.debug("%s %s → %s in %.1f ms", method, rule, status, elapsed * 1000)
@@ -127,13 +121,16 @@ def asgi_edge(app: PaycastApp):
     exchange (:class:`app.keepalive.CompleteExchange`, the workaround of
     hypercorn's lost keep-alive connections), tracing, the per-request deadline
     (:class:`app.deadline.RequestDeadline`), header and body limits, then the
-    busiest machine-facing surfaces of the role at the ASGI level (the realtime
-    WebSocket, :class:`app.realtime_endpoint.RealtimeEndpoint`; gateway
-    webhooks, :class:`app.webhooks_endpoint.WebhooksEndpoint`), then Quart."""
+    busiest surfaces of the role at the ASGI level (the realtime WebSocket,
+    :class:`app.realtime_endpoint.RealtimeEndpoint`; gateway webhooks,
+    :class:`app.webhooks_endpoint.WebhooksEndpoint`; the merchant's hot POSTs,
+    :class:`app.merchant_endpoint.MerchantEndpoint`), then Quart."""
     inner = app
     settings = app.components.settings
     max_body = app.config["MAX_CONTENT_LENGTH"]
     parts = parts_of(settings.role)
+    if Part.MERCHANT_HTTP in parts and settings.merchant_posts_at_asgi:
+        inner = MerchantEndpoint(inner, app.components, app.merchant_keys, app.config["METRICS"], max_body)
     if Part.WEBHOOKS_IN in parts:
         inner = WebhooksEndpoint(inner, app.components, app.config["METRICS"], max_body)
     if Part.REALTIME in parts:

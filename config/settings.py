@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     # makes by design (ask_timeout_s, 10 s; a connector call is bounded by
     # connector_timeout_s and a statement by db_statement_timeout_ms, both below it).
     request_deadline_s: float = Field(30.0, ge=0)
+    # The merchant's hot POSTs (create, confirm, capture, cancel, refund) served at the ASGI
+    # level in front of Quart (app/merchant_endpoint.py). false serves them through Quart as
+    # every other route: the same answers at more CPU per request; for a side-by-side
+    # benchmark, and a way back should the endpoint ever misbehave.
+    merchant_posts_at_asgi: bool = True
     # TLS: both set → the server speaks HTTPS and WSS only (hypercorn's certfile/keyfile).
     tls_certfile: pathlib.Path | None = None
     tls_keyfile: pathlib.Path | None = None

@@ -49,6 +49,9 @@ class UnitsOfWork:
 
 class Metrics:
     def __init__(self, db: Database | None = None) -> None:
+        # The request metrics' children of each (method, route, status): prometheus_client's
+        # labels() takes a lock and builds its key on every call.
+        self._request_children: dict[tuple[str, str, int], tuple] = {}
         self.registry = CollectorRegistry()
         if db is not None:
             self.registry.register(UnitsOfWork(db))
@@ -108,3 +111,12 @@ class Metrics:
                                     registry=self.registry)
         # How many slow-consumer closes the counter already holds (the hub counts; we add the difference).
         self.ws_slow_reported = 0
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count one HTTP request and its latency, under its route's template (every edge calls this)."""
+        children = self._request_children.get((method, route, status))
+        if children is None:
+            children = self._request_children[(method, route, status)] = (
+                self.requests.labels(method, route, str(status)), self.latency.labels(method, route))
+        children[0].inc()
+        children[1].observe(seconds)

@@ -6,25 +6,28 @@ from quart import Blueprint, g
 
 from actors.payment_messages import Refund
 from app.auth import merchant_required
-from app.body import json_response, page_params, parse
+from app.body import Reply, json_reply, json_response, page_params, validated
 from app.context import components
-from app.idempotency import idempotent
+from app.merchant_posts import quart_post
 from app.schemas import CreateRefund
+from components import Components
 from domain import render
 
 bp = Blueprint("refunds", __name__)
 
 
-
-@bp.post("/v1/refunds")
-@merchant_required
-@idempotent
-async def create_refund():
-    body = await parse(CreateRefund)
-    refund = await components().payments.ask_payment(
-        body.payment_id, Refund(g.merchant_id, body.amount, body.reason, body.metadata or {})
+async def create(components_: Components, merchant_id: str, raw: bytes) -> Reply:
+    """``POST /v1/refunds`` (a hot POST, :mod:`app.merchant_posts`)."""
+    body = validated(CreateRefund, raw)
+    refund = await components_.payments.ask_payment(
+        body.payment_id, Refund(merchant_id, body.amount, body.reason, body.metadata or {})
     )
-    return json_response(refund, 201)
+    return json_reply(refund, 201)
+
+
+@bp.post("/v1/refunds")  # served by app.merchant_endpoint in production (see app/routes/payments.py)
+async def create_refund():
+    return await quart_post(create)
 
 
 @bp.get("/v1/refunds/<refund_id>")
