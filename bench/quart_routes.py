@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""What Quart costs on the merchant hot routes, in process (issue 22, branch quart). Not a test.
+"""What Quart costs on the merchant hot routes, in process, and what serving them at the ASGI level
+saves (issue 22). Not a test.
 
     .venv/bin/python bench/quart_routes.py                          # 5,000 requests per route, 3 rounds
     .venv/bin/python bench/quart_routes.py --requests 500 --rounds 1 --profile   # + where the time goes
@@ -9,10 +10,13 @@
 and ``POST /v1/refunds`` are driven straight into the Quart app (no server, no
 database): the app's components are stubs that answer at once (the payments
 service returns a fixed payment, the idempotency store claims every key, the
-API key is in the process's key cache), so what is measured is the HTTP layer
+API key is found once, then in the key cache), so what is measured is the HTTP layer
 of each route — Quart, werkzeug, our hooks, auth, rate limit, idempotency
 hashing, body parsing and validation, rendering — not the work behind it.
 
+Three targets, interleaved: the Quart app alone, the whole edge (``asgi_edge``)
+with the hot POSTs through Quart (``PAYCAST_MERCHANT_POSTS_AT_ASGI=false``), and
+the whole edge serving them at the ASGI level (app/merchant_endpoint.py).
 Figures: process CPU µs per request (median of the rounds) and, with
 ``--profile``, the share of profiled time (tottime) by where the code lives:
 ``quart`` (quart, quart_trio, werkzeug, flask, blinker: what serving the route at
@@ -69,6 +73,11 @@ class _Keys:
         return None
 
 
+class _Merchants:
+    async def by_key_hash(self, key_hash):
+        return {"id": "mer_bench"}  # the first request's lookup; the key cache answers the rest
+
+
 class _Components:
     def __init__(self, settings) -> None:
         self.settings = settings
@@ -76,6 +85,7 @@ class _Components:
         self.realtime = None
         self.payments = _Payments()
         self.idempotency_keys = _Keys()
+        self.merchants = _Merchants()
 
 
 def routes() -> dict[str, tuple[str, bytes, bool]]:
@@ -131,15 +141,16 @@ class _Exchange:
             self.done.set()
 
 
-def build_app():
+def build_targets() -> dict:
+    """The Quart app alone, the whole edge with the hot POSTs through Quart, and the whole edge
+    serving them at the ASGI level (app/merchant_endpoint.py, production's default)."""
     from app.server import asgi_edge, create_app
     from config import load_settings
-    from storage import merchants
 
     settings = load_settings().model_copy(update={"rate_limit_rps": 1e9, "rate_limit_burst": 1e9})
-    app = create_app(_Components(settings), "adm_bench")
-    app.config["KEY_CACHE"] = {merchants.hash_key(API_KEY): "mer_bench"}
-    return app, asgi_edge(app)
+    via_quart = create_app(_Components(settings.model_copy(update={"merchant_posts_at_asgi": False})), "adm_bench")
+    at_asgi = create_app(_Components(settings), "adm_bench")
+    return {"quart": via_quart, "edge_quart": asgi_edge(via_quart), "edge_asgi": asgi_edge(at_asgi)}
 
 
 async def one_round(app, scope: dict, body: bytes, n: int) -> float:
@@ -194,8 +205,8 @@ async def profiled(app, scope: dict, body: bytes, n: int) -> dict[str, float]:
 
 
 async def main_async(args) -> None:
-    app, edge = build_app()
-    targets = {"quart": app, "edge": edge}
+    targets = build_targets()
+    app = targets["quart"]
     results: dict[tuple[str, str], list[float]] = {}
     for r in range(args.rounds):
         for route, (path, body, idem) in routes().items():
@@ -203,11 +214,11 @@ async def main_async(args) -> None:
                 results.setdefault((route, target), []).append(
                     await one_round(asgi, scope_for(path, body, idem), body, args.requests))
         print(f"round {r + 1}/{args.rounds} done", file=sys.stderr, flush=True)
-    print("| route | Quart app, CPU µs/request | whole edge, CPU µs/request |")
-    print("|---|---:|---:|")
+    print("| route | Quart app, CPU µs/request | whole edge through Quart | whole edge, ASGI endpoint | ratio |")
+    print("|---|---:|---:|---:|---:|")
     for route in routes():
-        print(f"| {route} | {statistics.median(results[(route, 'quart')]):.1f} "
-              f"| {statistics.median(results[(route, 'edge')]):.1f} |")
+        quart, edge_quart, edge_asgi = (statistics.median(results[(route, t)]) for t in targets)
+        print(f"| {route} | {quart:.1f} | {edge_quart:.1f} | {edge_asgi:.1f} | {edge_asgi / edge_quart:.2f} |")
     if args.profile:
         print()
         print("| route (Quart app, profiled) | " + " | ".join(g for g, _ in GROUPS) + " | builtins | other |")
