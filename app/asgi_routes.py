@@ -100,4 +100,6 @@ async def answer(scope, send, metrics: Metrics, route: str, work: Callable[[], A
     headers = [(b"request-id", request_id.encode())]
     headers += [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in reply.headers]
     await send_json(send, reply.status, reply.body, headers)
-    metrics.observe_request(method, route, reply.status, time.perf_counter() - started)
+    elapsed = time.perf_counter() - started
+    metrics.observe_request(method, route, reply.status, elapsed)
+    log.debug("%s %s → %s in %.1f ms", method, route, reply.status, elapsed * 1000)  # as Quart's requests
