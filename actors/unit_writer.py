@@ -8,7 +8,9 @@ and adds no delay. Nobody is answered before their unit is committed, and a
 unit that fails fails alone.
 
 Units are ordered by merchant within a batch, so two batches take the
-merchants' event-seq locks in the same order and cannot deadlock.
+merchants' event-seq locks in the same order and cannot deadlock; within a
+merchant, the units that lock only an idempotency key (``rank`` 0) go first, so
+a batch waiting on another's key never holds a seq lock that one needs.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ WRITERS = 2
 
 @dataclass
 class _Job:
-    order: str
+    order: tuple[str, int]
     fn: UnitOfWork
     args: tuple
     done: trio.Event = field(default_factory=trio.Event)
@@ -56,18 +58,20 @@ class UnitWriter:
         self.batches = 0
         self.units = 0
 
-    async def run_unit(self, merchant_id: str, timeout: float, fn: UnitOfWork, *args: Any) -> Any:
+    async def run_unit(self, merchant_id: str, timeout: float, fn: UnitOfWork, *args: Any, rank: int = 1) -> Any:
         """Run ``fn(conn, *args)`` in the next batch and return what it returned.
 
         Args:
           merchant_id: whose data the unit writes (orders the batch).
           timeout: most seconds to wait for a place in the queue and the commit.
+          rank: the unit's place among its merchant's in a batch: 0 for a unit
+            that locks nothing but an idempotency key (module docstring).
 
         Raises:
           AskTimeout: not committed within ``timeout``.
           Exception: what ``fn`` raised (a domain error, :class:`Unavailable`).
         """
-        job = _Job(merchant_id, fn, args)  # captures the caller's span: the unit nests under it
+        job = _Job((merchant_id, rank), fn, args)  # captures the caller's span: the unit nests under it
         with trio.move_on_after(timeout):
             await self._send.send(job)
             # Once queued the unit runs whatever we do; wait for its outcome.

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 from pg import migrate
 from storage import idempotency, operations
 from storage.database import Database
@@ -29,19 +32,25 @@ class Operations:
 class IdempotencyKeys:
     """``Idempotency-Key``: claim a key, then complete it with the response or release it.
 
+    Each is a unit of work through the payments' group commit
+    (:class:`actors.unit_writer.UnitWriter`): under load a request's claim and
+    completion share their commit with other requests' writes; idle, each is
+    its unit alone, as before.
+
     Args:
-      db: the open database.
+      write: group commit, ``write(merchant_id, fn, *args, rank=...)``
+        (:meth:`components.payments.Payments.write`).
     """
 
-    def __init__(self, db: Database) -> None:
-        self._db = db
+    def __init__(self, write: Callable[..., Awaitable[Any]]) -> None:
+        self._write = write
 
-    async def claim(self, merchant_id: str, key: str, request_hash: str):
+    async def claim(self, merchant_id: str, key: str, request_hash: str) -> idempotency.Stored | None:
         """The stored response of an earlier request with this key, else ``None`` (now claimed)."""
-        return await self._db.transaction(idempotency.claim, merchant_id, key, request_hash)
+        return await self._write(merchant_id, idempotency.claim, merchant_id, key, request_hash, rank=0)
 
     async def release(self, merchant_id: str, key: str) -> None:
-        await self._db.transaction(idempotency.release, merchant_id, key)
+        await self._write(merchant_id, idempotency.release, merchant_id, key, rank=0)
 
     async def complete(self, merchant_id: str, key: str, status: int, body: str) -> None:
-        await self._db.transaction(idempotency.complete, merchant_id, key, status, body)
+        await self._write(merchant_id, idempotency.complete, merchant_id, key, status, body, rank=0)

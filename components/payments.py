@@ -72,9 +72,9 @@ class Payments:
         """Connectors to try now for a payment with the stored ``method``, best first."""
         return self.routing.candidates(routing, method, pinned)
 
-    async def write(self, merchant_id: str, fn, *args):
+    async def write(self, merchant_id: str, fn, *args, rank: int = 1):
         """Run a hot-path unit of work through group commit (:class:`actors.unit_writer.UnitWriter`)."""
-        return await self.writer.run_unit(merchant_id, self.settings.ask_timeout_s, fn, *args)
+        return await self.writer.run_unit(merchant_id, self.settings.ask_timeout_s, fn, *args, rank=rank)
 
     async def ask_payment(self, payment_id: str, message: object) -> dict:
         """Ask the payment's actor and wait for its answer (bounded by ``ask_timeout_s``)."""

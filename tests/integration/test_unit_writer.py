@@ -66,20 +66,20 @@ async def _notes(db: Database) -> list[dict]:
 
 async def _run_all(writer: UnitWriter, units: list[tuple], *, start_writer: bool = True,
                    timeout: float = 10) -> dict[str, object]:
-    """Queue every ``(merchant_id, fn, label)`` before the writer runs, then run it;
+    """Queue every ``(merchant_id, fn, label[, rank])`` before the writer runs, then run it;
     each label's answer (its result or the exception it raised)."""
     answers: dict[str, object] = {}
 
-    async def call(merchant_id: str, fn, label: str) -> None:
+    async def call(merchant_id: str, fn, label: str, rank: int = 1) -> None:
         try:
-            answers[label] = await writer.run_unit(merchant_id, timeout, fn, merchant_id, label)
+            answers[label] = await writer.run_unit(merchant_id, timeout, fn, merchant_id, label, rank=rank)
         except Exception as exc:  # noqa: BLE001 - the test looks at it
             answers[label] = exc
 
     async with trio.open_nursery() as outer:
         async with trio.open_nursery() as callers:
-            for merchant_id, fn, label in units:
-                callers.start_soon(call, merchant_id, fn, label)
+            for unit in units:
+                callers.start_soon(call, *unit)
             await trio.testing.wait_all_tasks_blocked()
             assert answers == {}  # all queued, nobody answered before a commit
             assert writer.batches == 0
@@ -104,6 +104,21 @@ async def test_units_queued_together_commit_in_one_transaction_in_merchant_order
     async def written_order(conn):
         return [r["merchant_id"] for r in await conn.fetch("SELECT merchant_id FROM notes ORDER BY ctid")]
     assert await db.run(written_order) == ["m1", "m1", "m2", "m3", "m3"]
+
+
+async def test_a_merchants_key_only_units_run_before_its_other_units(db, monkeypatch):
+    """Rank 0 (a unit that locks only an idempotency key) first within its merchant: a batch
+    waiting on another batch's key holds none of the seq locks that batch may need next."""
+    monkeypatch.setattr(unit_writer, "WRITERS", 1)
+    writer = UnitWriter(db)
+    units = [("m2", _note, "m2 payment"), ("m1", _note, "m1 payment"), ("m1", _note, "m1 key", 0),
+             ("m2", _note, "m2 key", 0)]
+    await _run_all(writer, units)
+    assert writer.batches == 1
+
+    async def written_order(conn):
+        return [r["label"] for r in await conn.fetch("SELECT label FROM notes ORDER BY ctid")]
+    assert await db.run(written_order) == ["m1 key", "m1 payment", "m2 key", "m2 payment"]
 
 
 async def test_a_unit_that_fails_fails_alone(db, monkeypatch):
