@@ -30,8 +30,8 @@ log = logging.getLogger("paycast.http")
 BODY_TIMEOUT_S = 30
 
 
-class Headers:
-    """Case-insensitive ``get`` over ASGI headers."""
+class AsgiHeaders:
+    """Case-insensitive ``get`` over ASGI headers (an :class:`app.body.Headers`)."""
 
     __slots__ = ("_raw",)
 

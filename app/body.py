@@ -8,7 +8,7 @@ limit, and validated by a pydantic model whose errors name the offending
 from __future__ import annotations
 
 import orjson
-from typing import NamedTuple, TypeVar
+from typing import NamedTuple, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from quart import Response, request
@@ -17,6 +17,13 @@ from domain.errors import InvalidRequest
 
 M = TypeVar("M", bound=BaseModel)
 MAX_DEPTH = 32  # the contract (docs/api.md): JSON nested deeper than 32 levels gets 400
+
+
+class Headers(Protocol):
+    """A request's headers: Quart's, or an ASGI endpoint's (:class:`app.asgi_routes.AsgiHeaders`)."""
+
+    def get(self, name: str) -> str | None:
+        """The header's value (case-insensitive name), or None."""
 
 
 class Reply(NamedTuple):
@@ -28,8 +35,8 @@ class Reply(NamedTuple):
     headers: tuple[tuple[str, str], ...] = ()  # beyond content-type, content-length and Request-Id
 
 
-def json_reply(body: object, status: int = 200) -> Reply:
-    return Reply(status, orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS))
+def json_reply(body: object, status: int = 200, headers: tuple[tuple[str, str], ...] = ()) -> Reply:
+    return Reply(status, orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS), headers)
 
 
 def json_response(body: object, status: int = 200, headers: dict | None = None) -> Response:

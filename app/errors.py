@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import logging
 
-import orjson
 from quart import Quart, Response
 from werkzeug.exceptions import HTTPException
 
-from app.body import Reply, response_of
-
+from app.body import Reply, json_reply, response_of
 from domain.errors import (AuthenticationFailed, BodyTooLarge, IdempotencyKeyInUse, IdempotencyKeyReused,
                            InternalError, InvalidRequest, NotFound, PaycastError, RateLimited, StateError,
                            Unavailable)
@@ -44,7 +42,7 @@ def status_of(exc: PaycastError) -> int:
 def error_reply(exc: PaycastError) -> Reply:
     """``exc`` as the contract's error object, with its status and headers (``Retry-After``)."""
     headers = getattr(exc, "headers", None) or {}
-    return Reply(status_of(exc), orjson.dumps(exc.to_dict()), tuple(headers.items()))
+    return json_reply(exc.to_dict(), status_of(exc), tuple(headers.items()))
 
 
 def error_response(exc: PaycastError) -> Response:

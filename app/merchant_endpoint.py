@@ -17,7 +17,7 @@ go on to Quart (the reads, 404, 405).
 
 from __future__ import annotations
 
-from app.asgi_routes import Headers, answer, read_body
+from app.asgi_routes import AsgiHeaders, answer, read_body
 from app.body import Reply
 from app.deadline import CANCEL_ON_DISCONNECT
 from app.merchant_keys import MerchantKeys
@@ -79,7 +79,7 @@ class MerchantEndpoint:
             return body[0]
 
         async def work() -> Reply:
-            headers = Headers(scope.get("headers", ()))
+            headers = AsgiHeaders(scope.get("headers", ()))
             args = (payment_id,) if payment_id else ()
             return await serve_post(self.components, self.keys, headers, "POST", path, read, handler, *args)
 

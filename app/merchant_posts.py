@@ -13,11 +13,9 @@ the OpenAPI check and processes built without that endpoint.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Protocol
-
 from quart import Response, request
 
-from app.body import Reply, read_raw, response_of
+from app.body import Headers, Reply, read_raw, response_of
 from app.context import components, merchant_keys
 from app.errors import error_reply
 from app.idempotency import once
@@ -26,10 +24,6 @@ from components import Components
 from domain.errors import PaycastError
 
 HotPost = Callable[..., Awaitable[Reply]]
-
-
-class Headers(Protocol):
-    def get(self, name: str, default: str | None = None) -> str | None: ...
 
 
 async def serve_post(components_: Components, keys: MerchantKeys, headers: Headers, method: str, path: str,

@@ -15,7 +15,7 @@ the trace span named after it. What it does is :func:`app.routes.webhooks.ingest
 
 from __future__ import annotations
 
-from app.asgi_routes import Headers, answer, read_body
+from app.asgi_routes import AsgiHeaders, answer, read_body
 from app.body import Reply, json_reply
 from app.routes.webhooks import ingest, ingest_for_account
 from components import Components
@@ -50,7 +50,7 @@ class WebhooksEndpoint:
 
         async def work() -> Reply:
             raw = await read_body(receive, self.max_body)
-            headers = Headers(scope.get("headers", ()))
+            headers = AsgiHeaders(scope.get("headers", ()))
             if len(parts) == 1:
                 return json_reply(await ingest(self.components, parts[0], raw, headers))
             return json_reply(await ingest_for_account(self.components, parts[0], parts[1], raw, headers))

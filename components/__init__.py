@@ -195,7 +195,8 @@ def build_components(settings: Settings, db: Database, connectors: Connectors | 
         orders=Orders(db), events=Events(db), console=Console(db, settings.realtime_presence_ttl_s),
         reconciliation_reports=ReconciliationReports(db),
         inbox=inbox, webhooks_out=webhooks_out, realtime=RealtimeGateway(settings, db, secrets),
-        maintenance=Maintenance(settings, db), operations=Operations(db), idempotency_keys=IdempotencyKeys(payments_.write),
+        maintenance=Maintenance(settings, db), operations=Operations(db),
+        idempotency_keys=IdempotencyKeys(payments_.write),
         wakeups=wakeups, rollups=RollupFolder(db, settings.rollup_interval_s),
     )
 

@@ -13,11 +13,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import Protocol
 
 from quart import Blueprint, request
 
-from app.body import json_response, read_raw
+from app.body import Headers, json_response, read_raw
 from app.context import components
 from components import Components
 from components.connector_accounts import WebhookTarget
@@ -32,13 +31,6 @@ bp = Blueprint("webhooks", __name__)
 # Each real connector's pure webhook module: ``verify(secret, raw, headers, now)``
 # (raises domain.signatures.SignatureError) and ``parse(raw, headers) -> GatewayEvent``.
 EVENT_MODULES = {"stripe": stripe_events, "razorpay": razorpay_events}
-
-
-class Headers(Protocol):
-    """A request's headers: Quart's, or the ASGI endpoint's (:mod:`app.webhooks_endpoint`)."""
-
-    def get(self, name: str) -> str | None:
-        """The header's value (case-insensitive name), or None."""
 
 
 def _verify(connector: str, secret: str, raw: bytes, now: int, headers: Headers) -> None:
