@@ -23,6 +23,7 @@ from actors import inbox_observer as observe
 from actors.ports import InboxApplies
 from actors.runtime import AskTimeout, batches
 from domain.errors import Unavailable
+from domain.payments import Status
 from domain.ids import new_id
 from domain.webhooks import GatewayEvent
 from storage import inbox
@@ -50,6 +51,9 @@ BACKLOG = 400
 # The queue of taken batches: the admission above bounds it (a batch has at
 # least one row), so a hand-off never finds it full.
 HANDOFF_BATCHES = BACKLOG + MAX_BATCH + CLAIM_BATCH
+# Only a payment in one of these takes a gateway's outcome; any other is only
+# marked ignored (storage.inbox.ignore_late, InboxProcessor._without_late).
+AWAITING_OUTCOME = frozenset({Status.PROCESSING.value, Status.REQUIRES_ACTION.value})
 
 
 @dataclass
@@ -172,7 +176,7 @@ class InboxProcessor:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._poll, name="inbox:poll")
             async for rows in self._receive:
-                for row in rows:
+                for row in await self._without_late(rows):
                     key = row["payment_id"] or row["id"]
                     if key in self._waiting:
                         self._waiting[key].append(row)
@@ -180,6 +184,31 @@ class InboxProcessor:
                     self._waiting[key] = []
                     await limiter.acquire()
                     nursery.start_soon(self._process_key, key, row, limiter, name="inbox:apply")
+
+    async def _without_late(self, rows: list[dict]) -> list[dict]:
+        """Handed-off rows less the late outcomes, set aside in one statement.
+
+        A row whose insert read its payment already settled (``seen``: neither
+        ``processing`` nor ``requires_action``) is a late or repeated outcome that
+        the apply would only mark ``ignored``, one transaction each; gateways send
+        several events per payment, so under load these are most rows. A settled
+        payment never moves back, so they are set aside before the rows ahead of
+        them; :func:`storage.inbox.ignore_late` decides again under its own
+        guards, and the rows it leaves are applied as usual.
+        """
+        late = [r for r in rows if r.get("seen") is not None and r["seen"].payment["status"] not in AWAITING_OUTCOME]
+        if not late:
+            return rows
+        try:
+            ignored = await self._payments.db.transaction(inbox.ignore_late, [r["id"] for r in late],
+                                                          [r["tries"] for r in late])
+        except Unavailable:
+            return rows  # each is applied alone, as without this
+        self.applied["ignored"] += len(ignored)
+        observe.ignored([r for r in late if r["id"] in ignored])
+        for _ in ignored:
+            self._done_one()
+        return [r for r in rows if r["id"] not in ignored]
 
     async def _process_key(self, key: str, row: dict, limiter: trio.Semaphore) -> None:
         try:

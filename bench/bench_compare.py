@@ -15,9 +15,14 @@ unmeasured warm-up:
   connection confirms it. Unit: a confirmed (``succeeded``) payment.
 - ``confirm_true``: ``POST /v1/payments`` with ``"confirm": true``. Unit: a payment.
 - ``webhooks``: signed ``POST /webhooks/mockstripe``, distinct event ids (signed right
-  before the run). Unit: a webhook stored (200). Paycast's events name real
-  ``pending@upi`` payments, so its inbox processor does its real work meanwhile; the
-  next run starts after that backlog drained.
+  before the run), stored *and applied*. Unit: a webhook stored (200). The events name
+  real ``pending@upi`` payments on both sides: Paycast (``--role all``) applies them
+  through its inbox processor, the reference (``?apply=1``) in the request's own
+  transaction. Paycast's CPU is billed until its processor has drained what the run
+  stored (the drain's seconds are printed), so both sides pay for the same work.
+- ``webhooks_api``: the same webhooks *stored only*: a Paycast ``--role api`` process of
+  its own (database ``paycast_api``; it stores and applies nothing else) against the
+  reference without ``?apply``.
 - ``bare``: ``GET /healthz`` against ``GET /ping``. Unit: a request.
 
 Per flow and server: units/s, p50/p99 per HTTP request (the create → confirm flow makes two
@@ -57,17 +62,20 @@ from bench.common import (  # noqa: E402
     utc_now, write_results,
 )
 
-FLOWS = ("create_confirm", "confirm_true", "webhooks", "bare")
+FLOWS = ("create_confirm", "confirm_true", "webhooks", "webhooks_api", "bare")
+WEBHOOK_FLOWS = ("webhooks", "webhooks_api")
 # Not run by default: `--flows confirm_true confirm_true_customer` is the A/B of a customer_id.
 EXTRA_FLOWS = ("confirm_true_customer",)
 UNITS = {"create_confirm": "payments", "confirm_true": "payments", "confirm_true_customer": "payments",
-         "webhooks": "webhooks stored", "bare": "requests"}
+         "webhooks": "webhooks stored", "webhooks_api": "webhooks stored", "bare": "requests"}
 LABELS = {"create_confirm": "`POST /v1/payments` → `/confirm` (Idempotency-Key)",
           "confirm_true": "`POST /v1/payments` `\"confirm\": true`",
           "confirm_true_customer": "`POST /v1/payments` `\"confirm\": true` with a `customer_id`",
-          "webhooks": "signed webhooks stored (`POST /webhooks/mockstripe`)",
+          "webhooks": "signed webhooks stored and applied (`POST /webhooks/mockstripe`; Paycast `--role all`, "
+                      "the reference applies in the request)",
+          "webhooks_api": "signed webhooks stored only (Paycast `--role api`, the reference without `?apply`)",
           "bare": "bare route (`/healthz` vs `/ping`)"}
-GOALS = {"create_confirm": 0.3, "confirm_true": 0.6, "webhooks": 0.45}
+GOALS = {"create_confirm": 0.3, "confirm_true": 0.6, "webhooks": 0.6, "webhooks_api": 0.6}
 CARD = {"type": "card", "card": {"number": "4242424242424242"}}
 WEBHOOK_SECRET = "whsec_dev_mockstripe"
 PENDING_PAYMENTS = 200
@@ -152,8 +160,9 @@ def scenarios(flow: str, server: "Server", webhooks: list[tuple[dict, str]] | No
         return Scenario(flow, "POST", "/v1/payments", 201, auth,
                         payment_body(confirm=True, customer=customer or flow == "confirm_true_customer"),
                         rotate=rotate)
-    if flow == "webhooks":
-        return Scenario("webhooks", "POST", "/webhooks/mockstripe", 200, {"Content-Type": "application/json"},
+    if flow in WEBHOOK_FLOWS:
+        path = "/webhooks/mockstripe" + ("?apply=1" if flow == "webhooks" and not server.is_paycast else "")
+        return Scenario(flow, "POST", path, 200, {"Content-Type": "application/json"},
                         per_request=webhooks, count_body='"duplicate":true')
     return Scenario("bare", "GET", server.bare_path, 200)
 
@@ -211,6 +220,7 @@ class Server:
     bare_path: str
     round_trips: Callable[[], float | None]  # the server's counter so far; None when it has none
     is_paycast: bool
+    applies_webhooks: bool = False  # an inbox processor runs (Paycast ``--role all``): its backlog drains
 
     @property
     def url(self) -> str:
@@ -263,11 +273,12 @@ def reference_round_trips(url: str) -> float | None:
     return float(json.loads(text)["round_trips"]) if status == 200 else None
 
 
-def start_paycast(dsn: str, workers: int, server_env: dict[str, str], merchants: int) -> Server:
+def start_paycast(dsn: str, workers: int, server_env: dict[str, str], merchants: int, role: str = "all") -> Server:
     admin = "adm_bench_" + secrets.token_hex(8)
     env = dict(os.environ, PAYCAST_DATABASE_URL=dsn, PAYCAST_PORT="0", PAYCAST_ADMIN_TOKEN=admin,
                PAYCAST_LOG_LEVEL="WARNING", PAYCAST_WORKERS=str(workers), **PAYCAST_ENV)
     env.update(server_env)
+    env["PAYCAST_ROLE"] = role
     proc = Process(f"paycast ({workers} worker{'s' if workers > 1 else ''})",
                    [sys.executable, str(ROOT / "run.py"), "serve"], env).wait_listening()
     keys = []
@@ -279,7 +290,8 @@ def start_paycast(dsn: str, workers: int, server_env: dict[str, str], merchants:
         keys.append(json.loads(text)["api_key"])
     url, pid = proc.url, proc.proc.pid
     counter = lambda: paycast_round_trips(url, pid, workers)  # noqa: E731
-    return Server(f"Paycast ×{workers}" if workers > 1 else "Paycast", proc, keys, "/healthz", counter, True)
+    label = (f"Paycast ×{workers}" if workers > 1 else "Paycast") + (f" --role {role}" if role != "all" else "")
+    return Server(label, proc, keys, "/healthz", counter, True, applies_webhooks=role == "all")
 
 
 def start_reference(dsn: str, merchants: int) -> Server:
@@ -310,11 +322,12 @@ class Bench:
         self.run_tag = uuid.uuid4().hex[:6]
         self.pools = 0  # webhook pools signed so far: each gets its own event ids
 
-    def start_database(self) -> tuple[str, str]:
-        self.pg = embedded_postgres(pathlib.Path(self.tmp) / "db", "paycast_bench", "reference")
+    def start_database(self) -> tuple[str, str, str]:
+        """The embedded PostgreSQL; the DSNs of Paycast's, the reference's and ``--role api`` Paycast's databases."""
+        self.pg = embedded_postgres(pathlib.Path(self.tmp) / "db", "paycast_bench", "reference", "paycast_api")
         self.pg_cpu = CpuMeter([postmaster_pid(self.pg)], include_children=True)
         print(f"embedded PostgreSQL in {self.tmp}/db", flush=True)
-        return self.pg.dsn("paycast_bench"), self.pg.dsn("reference")
+        return self.pg.dsn("paycast_bench"), self.pg.dsn("reference"), self.pg.dsn("paycast_api")
 
     def add(self, server: Server) -> Server:
         self.servers.append(server)
@@ -336,8 +349,7 @@ class Bench:
         if self.args.warmup > 0:
             self._wrk(server, scenarios(flow, server, warmup_webhooks or webhooks, self.args.customer_id),
                       self.args.warmup)
-            if flow == "webhooks":
-                self.wait_for_drain(server)
+            self.wait_for_drain(server)
         scenario = scenarios(flow, server, webhooks, self.args.customer_id)
         spy = self.profile(server, flow) if self.args.py_spy and server.is_paycast else None
         server_cpu = CpuMeter([server.process.proc.pid], include_children=True)
@@ -345,6 +357,8 @@ class Bench:
         server_cpu.start()
         self.pg_cpu.start()
         r = self._wrk(server, scenario, self.args.duration)
+        # What the run stored and the processor has not applied yet is billed to this run.
+        r["drain_s"] = self.wait_for_drain(server) if flow in WEBHOOK_FLOWS else 0.0
         server_s, pg_s = server_cpu.stop(), self.pg_cpu.stop()
         trips_after = server.round_trips()
         if spy is not None:
@@ -358,12 +372,11 @@ class Bench:
                             if trips_before is not None and trips_after is not None else None)
         r["errors"] = r["bad"] + r["socket_errors"]
         trips = f"{r['round_trips']:.1f}" if r["round_trips"] is not None else "n/a"
+        drain = f"  (drained {r['drain_s']:.1f} s after)" if r["drain_s"] else ""
         print(f"  {flow:21} {server.label:10} {r['units_per_s']:8,.0f} {UNITS[flow]}/s  "
               f"p50 {fmt_ms(r['p50_ms'])} p99 {fmt_ms(r['p99_ms'])} ms  server {r['server_cpu_us']:,.0f} µs/unit "
               f"({r['server_cores']:.2f} cores)  PG {r['pg_cpu_us']:,.0f} µs/unit  round trips {trips}  "
-              f"errors {r['errors']} {r['bad_codes'] or ''}", flush=True)
-        if flow == "webhooks":
-            self.wait_for_drain(server)  # Paycast's processor must not bill its backlog to the next run
+              f"errors {r['errors']} {r['bad_codes'] or ''}{drain}", flush=True)
         return r
 
     def profile(self, server: Server, flow: str) -> subprocess.Popen:
@@ -377,10 +390,14 @@ class Bench:
                                  "--threads", "--format", "raw", "-o", str(target)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-    def wait_for_drain(self, server: Server) -> None:
-        """Until Paycast's inbox processor has nothing left (the reference has no processor)."""
-        if not server.is_paycast:
-            return
+    def wait_for_drain(self, server: Server) -> float:
+        """Until Paycast's inbox processor has nothing left (the reference applies in the request).
+
+        Returns:
+          The seconds waited (0 for a server without a processor).
+        """
+        if not server.applies_webhooks:
+            return 0.0
         import asyncio
 
         import asyncpg
@@ -397,16 +414,18 @@ class Bench:
             finally:
                 await conn.close()
 
+        started = time.monotonic()
         asyncio.run(poll())
+        return time.monotonic() - started
 
-    def webhook_pool(self, server: Server) -> list[tuple[dict, str]]:
+    def webhook_pool(self, server: Server, flow: str) -> list[tuple[dict, str]]:
         """Signed webhooks for one run (signed now: the tolerance is 300 s), enough not to wrap around."""
         from bench.bench_webhooks import create_pending_payments, webhook_requests
 
-        if server.is_paycast:
+        if flow == "webhooks":  # both sides apply: real processing payments to move
             payments = create_pending_payments(server.url, server.api_keys[0], PENDING_PAYMENTS)
-        else:  # the reference only stores the event: any payment id will do
-            payments = [(f"pay_ref_{i}", f"pi_ref_{i}") for i in range(PENDING_PAYMENTS)]
+        else:  # stored only: any payment id will do
+            payments = [(f"pay_stored_{i}", f"pi_stored_{i}") for i in range(PENDING_PAYMENTS)]
         n = int(6000 * max(self.args.duration, self.args.warmup)) + 1000
         self.pools += 1
         return webhook_requests(payments, n, f"{self.run_tag}p{self.pools}", WEBHOOK_SECRET)
@@ -423,8 +442,8 @@ def run_flows(bench: Bench, paycast: Server, reference: Server, flows: list[str]
         for i in range(rounds):
             for side, server in (("paycast", paycast), ("reference", reference)):
                 hooks = warm = None
-                if flow == "webhooks":
-                    warm, hooks = bench.webhook_pool(server), bench.webhook_pool(server)
+                if flow in WEBHOOK_FLOWS:
+                    warm, hooks = bench.webhook_pool(server, flow), bench.webhook_pool(server, flow)
                 results[flow][side].append(bench.measure(server, flow, hooks, warm))
     return results
 
@@ -520,16 +539,23 @@ def save(args, tables: list[str]) -> None:
 
 def _measure(bench: "Bench", args, server_env: dict[str, str]) -> None:
     """The reference and Paycast at each ``--workers`` count, every flow; the tables printed and saved."""
-    paycast_dsn, reference_dsn = bench.start_database()
+    paycast_dsn, reference_dsn, api_dsn = bench.start_database()
     reference = bench.add(start_reference(reference_dsn, args.merchants))
+    # webhooks_api runs on a `--role api` process of its own, started when the others are done.
+    by_role = {"all": (paycast_dsn, [f for f in args.flows if f != "webhooks_api"]),
+               "api": (api_dsn, [f for f in args.flows if f == "webhooks_api"])}
     tables, by_workers = [], {}
     for workers in args.workers:
-        paycast = bench.add(start_paycast(paycast_dsn, workers, server_env, args.merchants))
-        results = run_flows(bench, paycast, reference, args.flows, args.rounds)
-        bench.remove(paycast)
-        by_workers[workers] = results
+        results: dict = {}
+        for role, (dsn, flows) in by_role.items():
+            if flows:
+                paycast = bench.add(start_paycast(dsn, workers, server_env, args.merchants, role))
+                results.update(run_flows(bench, paycast, reference, flows, args.rounds))
+                bench.remove(paycast)
+        by_workers[workers] = results = {flow: results[flow] for flow in args.flows}
+        label = f"Paycast ×{workers}" if workers > 1 else "Paycast"
         tables.append(f"Paycast `run.py serve --workers {workers}` against the reference:\n\n"
-                      + render(results, paycast.label))
+                      + render(results, label))
     if len(by_workers) > 1:
         tables.append("Paycast scaling with processes on one port (SO_REUSEPORT), same run:\n\n"
                       + render_scaling(by_workers))

@@ -17,7 +17,11 @@ Paycast's numbers as a ratio to it in the same run, on the same PostgreSQL:
 - ``POST /webhooks/mockstripe``: ``Stripe-Signature`` verified (HMAC-SHA256, 300 s
   tolerance), the raw event inserted into ``webhook_inbox`` (unique on connector + event
   id) before the 200; a duplicate is answered 200 ``"duplicate": true``. Nothing
-  processes the inbox: this measures "stored", as Paycast's ingest does.
+  processes the inbox: this measures "stored", as Paycast's ingest does (``--role api``).
+  With ``?apply=1`` the same transaction also applies a new ``payment_intent.succeeded``
+  (the payment ``processing`` → ``succeeded``, its attempt settled, the event appended,
+  the row marked processed): what Paycast's ``--role all`` does for the same webhook,
+  written the plain way, in the request.
 - ``GET /ping``: the bare route. ``GET /stats``: database round trips so far (every
   statement, BEGIN, COMMIT and the pool's reset on release), for round trips per payment.
 
@@ -156,6 +160,22 @@ async def append_event(q: Counted, merchant_id: str, type_: str, snapshot: dict)
         " INSERT INTO events (id, merchant_id, seq, type, object_id, data)"
         " SELECT $1::text, $2::text, s.event_seq, $3::text, $4::text, $5::jsonb FROM s",
         new_id("evt"), merchant_id, type_, snapshot["id"], {"object": snapshot})
+
+
+async def apply_succeeded(q: Counted, charge: dict) -> None:
+    """A gateway's "succeeded" for a ``processing`` payment, as the last statements of the webhook's transaction.
+
+    A late outcome (the payment already settled) or an unknown payment changes nothing.
+    """
+    payment_id = (charge.get("metadata") or {}).get("payment_id")
+    row = await q.fetchrow("UPDATE payments SET status = 'succeeded', amount_received = amount, updated_at = now()"
+                           " WHERE id = $1 AND status = 'processing' RETURNING *", payment_id)
+    if row is None:
+        return
+    await q.execute("UPDATE payment_attempts SET status = 'succeeded', updated_at = now()"
+                    " WHERE payment_id = $1 AND connector_txn_id = $2", payment_id, charge.get("id"))
+    attempts = await q.fetch("SELECT * FROM payment_attempts WHERE payment_id = $1 ORDER BY id", payment_id)
+    await append_event(q, row["merchant_id"], "payment.succeeded", render(row, attempts))  # last: see append_event
 
 
 def simulated_connector(payment_method: dict) -> tuple[str, str | None, str | None]:
@@ -298,7 +318,8 @@ def create_app(dsn: str, api_keys: list[str], webhook_secret: str, pool_size: in
         return JSONResponse(body, status)
 
     @app.post("/webhooks/{connector}")
-    async def webhook(connector: str, request: Request, stripe_signature: str | None = Header(None)):
+    async def webhook(connector: str, request: Request, stripe_signature: str | None = Header(None),
+                      apply: bool = False):
         if connector != CONNECTOR:
             return error(404, "invalid_request_error", "not_found", "Unknown connector.")
         raw = await request.body()
@@ -309,11 +330,20 @@ def create_app(dsn: str, api_keys: list[str], webhook_secret: str, pool_size: in
             event_id, event_type = str(event["id"]), str(event["type"])
         except (ValueError, KeyError, TypeError):
             return error(400, "invalid_request_error", "invalid_json", "Bad event.")
-        async with connection(state["pool"]) as q:
+        if not apply:
+            async with connection(state["pool"]) as q:
+                inserted = await q.fetchval(
+                    "INSERT INTO webhook_inbox (id, connector, event_id, event_type, payload)"
+                    " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (connector, event_id) DO NOTHING RETURNING true",
+                    new_id("whi"), connector, event_id, event_type, event)
+            return {"received": True, "duplicate": not inserted}
+        async with transaction(state["pool"]) as q:
             inserted = await q.fetchval(
-                "INSERT INTO webhook_inbox (id, connector, event_id, event_type, payload) VALUES ($1, $2, $3, $4, $5)"
-                " ON CONFLICT (connector, event_id) DO NOTHING RETURNING true",
+                "INSERT INTO webhook_inbox (id, connector, event_id, event_type, payload, processed_at)"
+                " VALUES ($1, $2, $3, $4, $5, now()) ON CONFLICT (connector, event_id) DO NOTHING RETURNING true",
                 new_id("whi"), connector, event_id, event_type, event)
+            if inserted and event_type == "payment_intent.succeeded":
+                await apply_succeeded(q, event["data"]["object"])
         return {"received": True, "duplicate": not inserted}
 
     return app

@@ -71,5 +71,6 @@ CREATE TABLE IF NOT EXISTS webhook_inbox (
     event_type   text NOT NULL,
     payload      jsonb NOT NULL,
     received_at  timestamptz NOT NULL DEFAULT now(),
+    processed_at timestamptz,  -- set when the request applied it (``?apply=1``)
     UNIQUE (connector, event_id)
 );

@@ -276,3 +276,50 @@ async def test_a_full_backlog_leaves_new_rows_to_the_poll(db, monkeypatch):
     (row,) = await db.run(_rows)
     assert row["status"] == "applied"
     assert row["tries"] == 1
+
+
+async def test_late_outcomes_handed_over_are_ignored_together_and_the_rest_applied(db, monkeypatch):
+    """Rows whose insert read their payment settled are marked ``ignored`` in one statement by the
+    processor, never applied one by one; a payment still awaiting its outcome is applied as usual."""
+    from domain.payments import OutcomeKind
+    from tests.integration.storage_api import StorageAPI
+
+    monkeypatch.setattr(inbox_actors, "POLL_S", 3600)  # only the hand-off brings rows
+    store = StorageAPI(db)
+    merchant = await store.create_merchant()
+    settled, waiting = await store.create_payment(merchant), await store.create_payment(merchant)
+    for pay, kind in ((settled, OutcomeKind.SUCCEEDED), (waiting, OutcomeKind.PENDING)):
+        attempt = await store.begin_attempt(merchant, pay["id"])
+        await store.settle(merchant, pay["id"], attempt, kind, f"pi_{pay['id']}")
+    statements: list[str] = []
+    real_ignore_late = inbox.ignore_late
+
+    async def counted_ignore_late(conn, ids, claims):
+        statements.append("ignore_late")
+        return await real_ignore_late(conn, ids, claims)
+
+    monkeypatch.setattr(inbox, "ignore_late", counted_ignore_late)
+    payments = Payments(db)
+    processor = InboxProcessor(payments)
+    writer = InboxWriter(db, lambda: None, hand_off=processor)
+
+    def outcome(event_id: str, payment_id: str) -> GatewayEvent:
+        return GatewayEvent(connector="mockstripe", event_id=event_id, kind="payment.succeeded",
+                            connector_txn_id=f"pi_{payment_id}", payment_id=payment_id, amount=1000,
+                            currency="INR", status="succeeded", created=0)
+
+    async with trio.open_nursery() as nursery:
+        async with trio.open_nursery() as senders:
+            for i in range(3):
+                senders.start_soon(writer.store, outcome(f"late{i}", settled["id"]), "{}", 10)
+            senders.start_soon(writer.store, outcome("fresh", waiting["id"]), "{}", 10)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(processor.run)
+            nursery.start_soon(writer.run)
+        await until(lambda: processor.applied["ignored"] == 3 and len(payments.finished) == 1)
+        nursery.cancel_scope.cancel()
+    assert writer.batches == 1
+    assert statements == ["ignore_late"]  # the three late rows, together
+    assert [p for p, *_ in payments.calls] == [waiting["id"]]  # only the payment awaiting its outcome
+    rows = {r["event_id"]: r["status"] for r in await db.run(_rows)}
+    assert rows == {"late0": "ignored", "late1": "ignored", "late2": "ignored", "fresh": "applied"}
