@@ -23,7 +23,6 @@ from actors import inbox_observer as observe
 from actors.ports import InboxApplies
 from actors.runtime import AskTimeout, batches
 from domain.errors import Unavailable
-from domain.payments import Status
 from domain.ids import new_id
 from domain.webhooks import GatewayEvent
 from storage import inbox
@@ -51,9 +50,6 @@ BACKLOG = 400
 # The queue of taken batches: the admission above bounds it (a batch has at
 # least one row), so a hand-off never finds it full.
 HANDOFF_BATCHES = BACKLOG + MAX_BATCH + CLAIM_BATCH
-# Only a payment in one of these takes a gateway's outcome; any other is only
-# marked ignored (storage.inbox.ignore_late, InboxProcessor._without_late).
-AWAITING_OUTCOME = frozenset({Status.PROCESSING.value, Status.REQUIRES_ACTION.value})
 
 
 @dataclass
@@ -176,7 +172,10 @@ class InboxProcessor:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._poll, name="inbox:poll")
             async for rows in self._receive:
-                for row in await self._without_late(rows):
+                rest = await self._set_aside_late(rows)
+                for _ in range(len(rows) - len(rest)):
+                    self._done_one()
+                for row in rest:
                     key = row["payment_id"] or row["id"]
                     if key in self._waiting:
                         self._waiting[key].append(row)
@@ -185,18 +184,20 @@ class InboxProcessor:
                     await limiter.acquire()
                     nursery.start_soon(self._process_key, key, row, limiter, name="inbox:apply")
 
-    async def _without_late(self, rows: list[dict]) -> list[dict]:
-        """Handed-off rows less the late outcomes, set aside in one statement.
+    async def _set_aside_late(self, rows: list[dict]) -> list[dict]:
+        """The rows less the late outcomes among them, marked ``ignored`` in one statement.
 
-        A row whose insert read its payment already settled (``seen``: neither
-        ``processing`` nor ``requires_action``) is a late or repeated outcome that
-        the apply would only mark ``ignored``, one transaction each; gateways send
-        several events per payment, so under load these are most rows. A settled
-        payment never moves back, so they are set aside before the rows ahead of
-        them; :func:`storage.inbox.ignore_late` decides again under its own
-        guards, and the rows it leaves are applied as usual.
+        A payment outcome whose payment the insert or claim read as taking no
+        outcome any more (``late``: neither ``processing`` nor ``requires_action``)
+        is a late or repeated one that the apply would only mark ``ignored``, one
+        transaction each; gateways send several events per payment, so under load
+        these are most rows. Such a payment does not go back to awaiting an
+        outcome, so they need not wait behind its earlier rows.
+        :func:`storage.inbox.ignore_late` decides again under its own guards; the
+        rows it leaves are applied as usual (their flag is dropped here, so they
+        are not offered twice).
         """
-        late = [r for r in rows if r.get("seen") is not None and r["seen"].payment["status"] not in AWAITING_OUTCOME]
+        late = [r for r in rows if r.pop("late", False)]
         if not late:
             return rows
         try:
@@ -206,8 +207,6 @@ class InboxProcessor:
             return rows  # each is applied alone, as without this
         self.applied["ignored"] += len(ignored)
         observe.ignored([r for r in late if r["id"] in ignored])
-        for _ in ignored:
-            self._done_one()
         return [r for r in rows if r["id"] not in ignored]
 
     async def _process_key(self, key: str, row: dict, limiter: trio.Semaphore) -> None:
@@ -240,10 +239,7 @@ class InboxProcessor:
                     await self._wake.wait()
                 self._wake = trio.Event()
                 continue
-            late = await db.transaction(inbox.ignore_late, [r["id"] for r in rows], [r["tries"] for r in rows])
-            self.applied["ignored"] += len(late)
-            observe.ignored([r for r in rows if r["id"] in late])
-            rest = [r for r in rows if r["id"] not in late]
+            rest = await self._set_aside_late(rows)
             if rest:
                 self._backlog += len(rest)
                 await self._send.send(rest)

@@ -39,12 +39,15 @@ TAKEN_OVER = "taken_over"
 # Rows of the CTE ``taken`` with what apply() decides a payment outcome on (see
 # Seen), read when {claimed} holds: the row's own columns are prefixed, as the
 # payment's are not; {extra} adds row columns. One join for the apply's own read,
-# the insert and the claim.
+# the insert and the claim. ``inbox_late`` (every connector): a payment outcome whose
+# payment takes no outcome any more, for ignore_late (which decides under its guards).
 _TAKEN_WITH_SEEN = (
     " SELECT t.id AS inbox_id, t.connector AS inbox_connector, t.kind AS inbox_kind,"
     " t.connector_txn_id AS inbox_connector_txn_id, t.payment_id AS inbox_payment_id, t.tries AS inbox_tries,"
     " t.received_at AS inbox_received_at, t.traceparent AS inbox_traceparent,"
     " t.account_id AS inbox_account_id{extra},"
+    " ({claimed} AND t.kind LIKE 'payment.%' AND EXISTS (SELECT 1 FROM payments lp WHERE lp.id = t.payment_id"
+    "   AND lp.status NOT IN ('processing', 'requires_action'))) AS inbox_late,"
     " ma.id AS seen_matched_attempt, p.*,"
     " ARRAY(SELECT a FROM payment_attempts a WHERE a.payment_id = p.id ORDER BY a.id) AS seen_attempts"
     " FROM taken t"

@@ -91,3 +91,35 @@ def test_reference_stores_signed_webhooks_once(reference):
     expect(stale, 400)
     rows = db_fetch(dsn, "SELECT event_id, event_type FROM webhook_inbox")
     assert rows == [{"event_id": "evt_ref_1", "event_type": "payment_intent.succeeded"}]
+
+
+def test_reference_applies_a_webhook_in_the_request_with_apply(reference):
+    """``?apply=1`` (bench_compare's ``webhooks`` flow): a new outcome moves a processing payment
+    once, in the request; a late one (another event id) and a duplicate move nothing."""
+    url, dsn = reference
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30) as c:
+        created = c.post("/v1/payments", json={"amount": 1000, "currency": "INR", "confirm": True,
+                                               "payment_method": {"type": "upi", "upi": {"vpa": "pending@upi"}}})
+    expect(created, 201)
+    payment = created.json()
+    assert payment["status"] == "processing"
+
+    def webhook(event_id: str) -> httpx.Response:
+        body = json.dumps({"id": event_id, "type": "payment_intent.succeeded", "created": int(time.time()),
+                           "data": {"object": {"id": payment["attempts"][0]["connector_txn_id"], "amount": 1000,
+                                               "currency": "inr", "metadata": {"payment_id": payment["id"]}}}}
+                          ).encode()
+        return httpx.post(url + "/webhooks/mockstripe?apply=1", content=body, headers=sign_stripe(body))
+
+    for event_id, duplicate in (("evt_apply_1", False), ("evt_apply_1", True), ("evt_apply_2", False)):
+        answer = webhook(event_id)
+        expect(answer, 200)
+        assert answer.json() == {"received": True, "duplicate": duplicate}
+    rows = db_fetch(dsn, "SELECT status, amount_received FROM payments WHERE id = $1", payment["id"])
+    assert rows == [{"status": "succeeded", "amount_received": 1000}]
+    attempts = db_fetch(dsn, "SELECT status FROM payment_attempts WHERE payment_id = $1", payment["id"])
+    assert [a["status"] for a in attempts] == ["succeeded"]
+    events = db_fetch(dsn, "SELECT type FROM events WHERE object_id = $1 ORDER BY seq", payment["id"])
+    assert [e["type"] for e in events] == ["payment.created", "payment.processing", "payment.succeeded"]
+    inbox = db_fetch(dsn, "SELECT event_id, processed_at IS NOT NULL AS processed FROM webhook_inbox ORDER BY event_id")
+    assert inbox == [{"event_id": "evt_apply_1", "processed": True}, {"event_id": "evt_apply_2", "processed": True}]

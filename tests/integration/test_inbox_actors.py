@@ -280,7 +280,8 @@ async def test_a_full_backlog_leaves_new_rows_to_the_poll(db, monkeypatch):
 
 async def test_late_outcomes_handed_over_are_ignored_together_and_the_rest_applied(db, monkeypatch):
     """Rows whose insert read their payment settled are marked ``ignored`` in one statement by the
-    processor, never applied one by one; a payment still awaiting its outcome is applied as usual."""
+    processor, never applied one by one — a simulator's and a real connector account's alike; a
+    payment still awaiting its outcome is applied as usual."""
     from domain.payments import OutcomeKind
     from tests.integration.storage_api import StorageAPI
 
@@ -303,23 +304,25 @@ async def test_late_outcomes_handed_over_are_ignored_together_and_the_rest_appli
     processor = InboxProcessor(payments)
     writer = InboxWriter(db, lambda: None, hand_off=processor)
 
-    def outcome(event_id: str, payment_id: str) -> GatewayEvent:
-        return GatewayEvent(connector="mockstripe", event_id=event_id, kind="payment.succeeded",
-                            connector_txn_id=f"pi_{payment_id}", payment_id=payment_id, amount=1000,
-                            currency="INR", status="succeeded", created=0)
+    def outcome(event_id: str, payment_id: str, account_id: str | None = None) -> GatewayEvent:
+        return GatewayEvent(connector="stripe" if account_id else "mockstripe", event_id=event_id,
+                            kind="payment.succeeded", connector_txn_id=f"pi_{payment_id}", payment_id=payment_id,
+                            amount=1000, currency="INR", status="succeeded", created=0, account_id=account_id)
 
     async with trio.open_nursery() as nursery:
         async with trio.open_nursery() as senders:
             for i in range(3):
                 senders.start_soon(writer.store, outcome(f"late{i}", settled["id"]), "{}", 10)
+            senders.start_soon(writer.store, outcome("late_real", settled["id"], "mca_late"), "{}", 10)
             senders.start_soon(writer.store, outcome("fresh", waiting["id"]), "{}", 10)
             await trio.testing.wait_all_tasks_blocked()
             nursery.start_soon(processor.run)
             nursery.start_soon(writer.run)
-        await until(lambda: processor.applied["ignored"] == 3 and len(payments.finished) == 1)
+        await until(lambda: processor.applied["ignored"] == 4 and len(payments.finished) == 1)
         nursery.cancel_scope.cancel()
     assert writer.batches == 1
-    assert statements == ["ignore_late"]  # the three late rows, together
+    assert statements == ["ignore_late"]  # the four late rows, together
     assert [p for p, *_ in payments.calls] == [waiting["id"]]  # only the payment awaiting its outcome
     rows = {r["event_id"]: r["status"] for r in await db.run(_rows)}
-    assert rows == {"late0": "ignored", "late1": "ignored", "late2": "ignored", "fresh": "applied"}
+    assert rows == {"late0": "ignored", "late1": "ignored", "late2": "ignored", "late_real": "ignored",
+                    "fresh": "applied"}
