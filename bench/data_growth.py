@@ -15,7 +15,9 @@ One embedded PostgreSQL (or ``--dsn``) holds two databases, each with its own
    with new ids, spread over the last ``--span-days``, ``--customers``
    distinct customers, the merchant's event seqs taken in order. Then the time
    ``actor:rollups`` takes to fold the new events, and ``VACUUM ANALYZE``.
-3. Every measure (wrk, 1 thread, ``--connections``; warm-up then
+3. One unmeasured pass of every read on both (``--warm-s`` each; 0 skips it): a
+   loaded database larger than memory is otherwise read from disk by the first
+   round only. Then every measure (wrk, 1 thread, ``--connections``; warm-up then
    ``--duration``), on *fresh* and on *loaded* one after the other, endpoint by
    endpoint, ``--rounds`` times (the order alternating): the console's overview
    and charts, search by payment / customer / connector transaction id, the
@@ -210,6 +212,21 @@ class Target:
         self.results["overview_db"].append(t)
 
 
+def warm(targets: list[Target], connections: int, seconds: float, workdir: pathlib.Path) -> None:
+    """One unmeasured pass of every read measure on each target, before the rounds.
+
+    Why: the first pass over a database larger than memory reads its indexes
+    from disk; without this, round 1 measured the loaded database cold and the
+    fresh one warm (the 10M run, bench/RESULTS.md 2026-12-06 12:03: p99s of
+    half a second in round 1 only). Writes are left out: they would add data.
+    """
+    for target in targets:
+        for name, scenario in target.scenarios.items():
+            if scenario.method == "GET":
+                run_wrk(target.server.url, scenario, connections, seconds, workdir, lambda proc: None)
+        print(f"  {target.name:6} warmed: every read for {seconds:g} s, unmeasured", flush=True)
+
+
 def run_interleaved(targets: list[Target], rounds: int, connections: int, duration: float, warmup: float,
                     workdir: pathlib.Path) -> None:
     """Each measure on every target in turn, ``rounds`` times, the targets' order reversed every round."""
@@ -362,6 +379,9 @@ def main() -> int:
     parser.add_argument("--recent-baseline", action="store_true",
                         help="give the fresh database the load's last day (payments / span-days over 24 h), so"
                              " the two differ only by older history: the charts then compare full windows")
+    parser.add_argument("--warm-s", type=float, default=3.0,
+                        help="seconds of one unmeasured pass of every read on both databases before the rounds"
+                             " (3; 0 skips it)")
     parser.add_argument("--only", nargs="+", metavar="MEASURE",
                         help="run only these measures (e.g. stats_1h stats_24h healthz); default: all")
     args = parser.parse_args()
@@ -392,6 +412,8 @@ def main() -> int:
             size = _run(_vacuum(s.dsn))
             _run(_vacuum(fresh_dsn))
             print(f"  VACUUM ANALYZE done; loaded database {size}", flush=True)
+            if args.warm_s > 0:
+                warm([loaded, fresh], connections, args.warm_s, pathlib.Path(s.workdir))
             run_interleaved([fresh, loaded], args.rounds, connections, args.duration, args.warmup,
                             pathlib.Path(s.workdir))
         finally:
@@ -406,7 +428,8 @@ def main() -> int:
             *([f"- --recent-baseline: the fresh database holds the load's last day,"
                f" {recent_payments(args.payments, args.span_days):,} payments over 24 h (the same recent data;"
                f" the loaded one has {args.span_days:g} days of it)"] if args.recent_baseline else []),
-            f"- wrk {connections} connections; fresh and loaded servers measured endpoint by endpoint, interleaved,"
+            f"- wrk {connections} connections; first one unmeasured pass of every read on both for {args.warm_s:g} s"
+            f" each; fresh and loaded servers measured endpoint by endpoint, interleaved,"
             f" {args.rounds} rounds (figures are the rounds' means); create_confirm_8m spreads creates over"
             f" {MERCHANTS_FOR_CONTENTION} merchants (the loaded one among them)",
         ], text)
