@@ -34,6 +34,8 @@ class RollupFolder:
     def __init__(self, db: Database, interval_s: float) -> None:
         self._db = db
         self._interval_s = interval_s
+        # Snapshots this process's folds left: a payment's later events then fold without re-reading its earlier ones.
+        self._known = rollups.Known()
         self.folded = 0  # events folded since start (for /debug and tests)
 
     async def run(self) -> None:
@@ -50,9 +52,10 @@ class RollupFolder:
         total = 0
         for merchant_id in await self._db.run(rollups.behind, MERCHANTS_PER_ROUND):
             for _ in range(BATCHES_PER_TURN):
-                moved = await self._db.transaction(rollups.fold, merchant_id)
-                if not moved:
+                folded = await self._db.transaction(rollups.fold, merchant_id, rollups.BATCH, self._known)
+                if not folded.moved:
                     break
-                total += moved
+                self._known.keep(merchant_id, folded)  # committed
+                total += folded.moved
         self.folded += total
         return total

@@ -16,12 +16,69 @@ locked ``FOR UPDATE SKIP LOCKED``, so one of them folds it at a time.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from typing import NamedTuple
+
 import asyncpg
 
 from domain import rollups
 
 # Events folded per transaction: bounds a fold's time and memory, not its result.
 BATCH = 5000
+
+
+class Folded(NamedTuple):
+    """What one :func:`fold` did: ``moved`` events folded, the cursor now at ``head``, and
+    each payment of the stretch as its events up to ``head`` show it (:func:`domain.rollups.merge`)."""
+
+    moved: int
+    head: int
+    snapshots: dict[str, dict]
+
+
+class Known:
+    """Payment snapshots as this process's folds of a merchant left them, kept between folds.
+
+    A payment's snapshot up to the cursor is what :func:`_previous` reads from the
+    event log (a statement over all its earlier events) when the payment shows up
+    again in a later stretch — for every payment outcome that arrives after the
+    payment was folded. The snapshots kept here are that same merge, so a fold
+    that finds them reads only the payments it does not know.
+
+    Valid for a merchant only while its cursor is still the seq the kept snapshots
+    end at: a fold by another process in between (several workers), a rebuild
+    (cursor back to 0) or a fold whose commit failed (:meth:`keep` is called after
+    commit only) leaves another cursor, and the merchant's snapshots are dropped.
+    Bounded: ``per_merchant`` payments each (the least recently folded go first), and
+    ``merchants`` merchants; what is not kept is read from the log, as without it.
+    """
+
+    def __init__(self, per_merchant: int = 20_000, merchants: int = 64) -> None:
+        self._per_merchant = per_merchant
+        self._merchants = merchants
+        self._by_merchant: OrderedDict[str, tuple[int, OrderedDict[str, dict]]] = OrderedDict()
+
+    def at(self, merchant_id: str, cursor: int) -> dict[str, dict]:
+        """The merchant's snapshots if they end at ``cursor``, else none (and they are dropped)."""
+        kept = self._by_merchant.get(merchant_id)
+        if kept is None or kept[0] != cursor:
+            self._by_merchant.pop(merchant_id, None)
+            return {}
+        return kept[1]
+
+    def keep(self, merchant_id: str, folded: Folded) -> None:
+        """After the fold's commit: its snapshots, now ending at its head."""
+        kept = self._by_merchant.get(merchant_id)
+        states = kept[1] if kept is not None else OrderedDict()
+        for object_id, snapshot in folded.snapshots.items():
+            states[object_id] = snapshot
+            states.move_to_end(object_id)
+        while len(states) > self._per_merchant:
+            states.popitem(last=False)
+        self._by_merchant[merchant_id] = (folded.head, states)
+        self._by_merchant.move_to_end(merchant_id)
+        while len(self._by_merchant) > self._merchants:
+            self._by_merchant.popitem(last=False)
 
 
 async def behind(conn: asyncpg.Connection, limit: int) -> list[str]:
@@ -82,15 +139,19 @@ async def _previous(conn: asyncpg.Connection, merchant_id: str, object_ids: list
     return {r["object_id"]: dict(r) for r in rows}
 
 
-async def fold(conn: asyncpg.Connection, merchant_id: str, batch: int = BATCH) -> int:
+async def fold(conn: asyncpg.Connection, merchant_id: str, batch: int = BATCH, known: Known | None = None) -> Folded:
     """Fold up to ``batch`` events of the merchant's log after its cursor (one transaction).
 
+    Args:
+      known: this process's snapshots from its earlier folds; only read here (the
+        caller keeps the result's after commit).
+
     Returns:
-      The number of events the cursor moved over (0: up to date, or another process holds it).
+      What was folded; ``moved`` 0: up to date, or another process holds the merchant.
     """
     cursor = await _claim(conn, merchant_id)
     if cursor is None:
-        return 0
+        return Folded(0, 0, {})
     # One statement, so the head and the events are read from one snapshot.
     rows = await conn.fetch(
         "WITH head AS (SELECT least(event_seq, $2::bigint + $3::bigint) AS seq FROM merchants WHERE id = $1)"
@@ -101,14 +162,17 @@ async def fold(conn: asyncpg.Connection, merchant_id: str, batch: int = BATCH) -
         merchant_id, cursor, batch,
     )
     if not rows or rows[0]["head"] <= cursor:
-        return 0
+        return Folded(0, cursor, {})
     head = rows[0]["head"]
     events = [r for r in rows if r["seq"] is not None]
     # Payments whose previous snapshot is before this stretch: their first event here is not their creation.
     first: dict[str, str] = {}
     for e in events:
         first.setdefault(e["object_id"], e["type"])
-    outside = await _previous(conn, merchant_id, [o for o, t in first.items() if t != "payment.created"], cursor)
+    kept = known.at(merchant_id, cursor) if known is not None else {}
+    earlier = [o for o, t in first.items() if t != "payment.created"]
+    outside = {o: kept[o] for o in earlier if o in kept}
+    outside.update(await _previous(conn, merchant_id, [o for o in earlier if o not in outside], cursor))
     # Each event with what its payment's earlier events showed, and the attempts that enter (or,
     # out of order, leave) the latency rows in the stretch: their latency is read once for all.
     last: dict[str, dict] = dict(outside)
@@ -128,7 +192,7 @@ async def fold(conn: asyncpg.Connection, merchant_id: str, batch: int = BATCH) -
     for previous, e in steps:
         tally.fold(previous, e, latency_of)
     await _write(conn, merchant_id, tally.rows(), head)
-    return head - cursor
+    return Folded(head - cursor, head, {o: last[o] for o in first})
 
 
 async def _write(conn: asyncpg.Connection, merchant_id: str, rows: list[tuple], head: int) -> None:
