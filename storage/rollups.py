@@ -49,36 +49,44 @@ class Known:
     end at: a fold by another process in between (several workers), a rebuild
     (cursor back to 0) or a fold whose commit failed (:meth:`keep` is called after
     commit only) leaves another cursor, and the merchant's snapshots are dropped.
-    Bounded: ``per_merchant`` payments each (the least recently folded go first), and
-    ``merchants`` merchants; what is not kept is read from the log, as without it.
+    Bounded: ``limit`` snapshots in all (about a kilobyte each), the least recently
+    folded payments of the least recently folded merchants going first; what is
+    not kept is read from the log, as without it.
     """
 
-    def __init__(self, per_merchant: int = 20_000, merchants: int = 64) -> None:
-        self._per_merchant = per_merchant
-        self._merchants = merchants
+    def __init__(self, limit: int = 20_000) -> None:
+        self._limit = limit
+        self._size = 0
         self._by_merchant: OrderedDict[str, tuple[int, OrderedDict[str, dict]]] = OrderedDict()
 
     def at(self, merchant_id: str, cursor: int) -> dict[str, dict]:
         """The merchant's snapshots if they end at ``cursor``, else none (and they are dropped)."""
         kept = self._by_merchant.get(merchant_id)
-        if kept is None or kept[0] != cursor:
-            self._by_merchant.pop(merchant_id, None)
-            return {}
-        return kept[1]
+        if kept is not None and kept[0] == cursor:
+            return kept[1]
+        if kept is not None:
+            del self._by_merchant[merchant_id]
+            self._size -= len(kept[1])
+        return {}
 
     def keep(self, merchant_id: str, folded: Folded) -> None:
         """After the fold's commit: its snapshots, now ending at its head."""
-        kept = self._by_merchant.get(merchant_id)
+        kept = self._by_merchant.pop(merchant_id, None)
         states = kept[1] if kept is not None else OrderedDict()
         for object_id, snapshot in folded.snapshots.items():
+            self._size += object_id not in states
             states[object_id] = snapshot
             states.move_to_end(object_id)
-        while len(states) > self._per_merchant:
-            states.popitem(last=False)
-        self._by_merchant[merchant_id] = (folded.head, states)
-        self._by_merchant.move_to_end(merchant_id)
-        while len(self._by_merchant) > self._merchants:
-            self._by_merchant.popitem(last=False)
+        self._by_merchant[merchant_id] = (folded.head, states)  # now the most recently folded
+        while self._size > self._limit:
+            oldest_id, (_, oldest) = next(iter(self._by_merchant.items()))
+            oldest.popitem(last=False)
+            self._size -= 1
+            if not oldest:
+                del self._by_merchant[oldest_id]
+
+    def __len__(self) -> int:
+        return self._size
 
 
 async def behind(conn: asyncpg.Connection, limit: int) -> list[str]:

@@ -86,3 +86,16 @@ async def test_a_fold_by_another_process_in_between_makes_the_kept_snapshots_sta
     await db.run(lambda conn: conn.execute("DELETE FROM stats_cursors WHERE merchant_id = $1", merchant))
     await _fold(db, merchant, None)
     assert await _rollups(db, merchant) == incremental
+
+
+def test_kept_snapshots_are_bounded_least_recently_folded_first():
+    known = rollups.Known(limit=3)
+    known.keep("mer_a", rollups.Folded(2, 2, {"pay_1": {}, "pay_2": {}}))
+    known.keep("mer_b", rollups.Folded(2, 2, {"pay_3": {}, "pay_4": {}}))
+    assert len(known) == 3
+    assert list(known.at("mer_a", 2)) == ["pay_2"]  # mer_a's oldest went first
+    known.keep("mer_a", rollups.Folded(1, 3, {"pay_2": {"status": "succeeded"}}))  # refreshed: counted once
+    assert len(known) == 3
+    assert known.at("mer_b", 1) == {}  # another cursor: stale, dropped
+    assert len(known) == 1
+    assert known.at("mer_a", 3) == {"pay_2": {"status": "succeeded"}}
