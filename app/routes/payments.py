@@ -5,6 +5,7 @@ from __future__ import annotations
 from quart import Blueprint, g
 
 from actors.payment_messages import Cancel, Capture, Confirm
+from app import idempotency
 from app.auth import merchant_required
 from app.body import Reply, json_reply, json_response, page_params, validated
 from app.context import components
@@ -103,7 +104,8 @@ async def create(components_: Components, merchant_id: str, raw: bytes) -> Reply
 async def confirm(components_: Components, merchant_id: str, raw: bytes, payment_id: str) -> Reply:
     """``POST /v1/payments/{id}/confirm`` (a hot POST)."""
     body = validated(ConfirmPayment, raw)
-    confirm_ = Confirm(merchant_id, return_url=body.return_url)
+    # With an Idempotency-Key, the settle that produces the reply stores it too (one write fewer).
+    confirm_ = Confirm(merchant_id, return_url=body.return_url, completion=idempotency.completion(200))
     return json_reply(await components_.payments.ask_payment(payment_id, confirm_))
 
 
