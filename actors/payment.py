@@ -22,7 +22,7 @@ from actors.runtime import Handlers
 from domain.errors import InvalidRequest
 from domain.payments import Outcome, OutcomeKind, Status, Trigger, next_status, validate_capture
 from gateways.base import AuthorizeRequest, operation_key
-from storage import idempotency, reconcile
+from storage import reconcile
 from storage import payments as store
 
 log = logging.getLogger("paycast.payment")
@@ -117,16 +117,9 @@ class PaymentActor:
                     connector=remaining.pop(0), first=False,
                 )
                 continue
-            settle = store.settle_begun
-            if msg.completion is not None:  # the reply is this payment: its key is stored with the settle
-                settle = idempotency.completing(settle, msg.completion)
             if store.may_be_followed(db.commits.followers, begun.payment):
-                payment = await db.transaction(settle, begun, outcome, latency_ms)
-            else:
-                payment = await self.payments.write(msg.merchant_id, settle, begun, outcome, latency_ms)
-            if msg.completion is not None:
-                msg.completion.stored = True
-            return payment
+                return await db.transaction(store.settle_begun, begun, outcome, latency_ms)
+            return await self.payments.write(msg.merchant_id, store.settle_begun, begun, outcome, latency_ms)
 
     async def _authorize(self, begun: store.Begun, request: AuthorizeRequest) -> tuple[Outcome, CallResult]:
         """Call the attempt's connector (its account's, for a real one) through

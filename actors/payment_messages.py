@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from storage.idempotency import Completion
 from storage.inbox import Seen
 from storage.payments import Begun
 
@@ -15,8 +14,6 @@ class Confirm:
     merchant_id: str
     begun: Begun | None = None  # set when create already started the attempt
     return_url: str | None = None  # where a customer action (3-D Secure) comes back to
-    # The request's Idempotency-Key, when the reply is the confirmed payment: stored with the settle.
-    completion: Completion | None = None
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ Quart route.
 
 from __future__ import annotations
 
-import contextvars
 import functools
 import hashlib
 from collections.abc import Awaitable, Callable
@@ -23,34 +22,9 @@ from app.context import components
 from app.errors import error_reply
 from components.operations import IdempotencyKeys
 from domain.errors import InvalidRequest, PaycastError
-from storage.idempotency import Completion
 
 MAX_KEY_LENGTH = 255
 REPLAYED = (("Idempotent-Replayed", "true"),)
-
-
-class _Claimed:
-    """The key :func:`once` claimed for the running request, and the completion a handler took of it."""
-
-    __slots__ = ("merchant_id", "key", "completion")
-
-    def __init__(self, merchant_id: str, key: str) -> None:
-        self.merchant_id, self.key = merchant_id, key
-        self.completion: Completion | None = None
-
-
-_claimed: contextvars.ContextVar[_Claimed | None] = contextvars.ContextVar("idempotency_claimed", default=None)
-
-
-def completion(status: int) -> Completion | None:
-    """For a handler whose reply is a unit of work's result as JSON with ``status``: the running
-    request's claimed key, for that unit to store the reply with its own write
-    (:func:`storage.idempotency.completing`); None without an ``Idempotency-Key``."""
-    claimed = _claimed.get()
-    if claimed is None:
-        return None
-    claimed.completion = Completion(claimed.merchant_id, claimed.key, status)
-    return claimed.completion
 
 
 def _request_hash(method: str, path: str, raw: bytes) -> str:
@@ -82,21 +56,15 @@ async def once(keys: IdempotencyKeys, merchant_id: str, key: str, method: str, p
         return Reply(stored.status, stored.body.encode(), REPLAYED)
     # Once claimed, run to completion even if the client goes away: the
     # work may commit, and its response must be stored for the retry.
-    claimed = _Claimed(merchant_id, key)
-    token = _claimed.set(claimed)
     with trio.CancelScope(shield=True):
         try:
             reply = await run()
         except PaycastError as exc:
             reply = error_reply(exc)
         except BaseException:
-            await keys.release(merchant_id, key)  # a response already stored stays (only a claim is released)
+            await keys.release(merchant_id, key)
             raise
-        finally:
-            _claimed.reset(token)
-        if claimed.completion is not None and claimed.completion.stored:
-            pass  # stored by the write that produced it (completion())
-        elif reply.status == 400 or reply.status >= 500:
+        if reply.status == 400 or reply.status >= 500:
             await keys.release(merchant_id, key)
         else:
             await keys.complete(merchant_id, key, reply.status, reply.body.decode())

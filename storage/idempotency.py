@@ -9,11 +9,8 @@ older ones.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 import asyncpg
-import orjson
 
 from domain.errors import IdempotencyKeyInUse, IdempotencyKeyReused
 from storage.database import single_unit
@@ -94,40 +91,6 @@ async def complete(conn: asyncpg.Connection, merchant_id: str, key: str, status:
         "UPDATE idempotency_keys SET response_status = $3, response_body = $4"
         " WHERE merchant_id = $1 AND key = $2", merchant_id, key, status, body,
     )
-
-
-@dataclasses.dataclass
-class Completion:
-    """A claimed key whose response is a unit of work's result, answered as JSON with ``status``.
-
-    The unit stores it itself (:func:`completing`), so the response is stored with the
-    write that produced it instead of by a unit of its own after; ``stored`` is set by
-    whoever ran the unit, once it committed, and the request then does not store it again.
-    """
-
-    merchant_id: str
-    key: str
-    status: int
-    stored: bool = False
-
-
-def completing(fn: Callable[..., Awaitable[Any]], completion: Completion) -> Callable[..., Awaitable[Any]]:
-    """``fn``, a unit of work whose result is the response, also storing that response under the key.
-
-    The two statements are guarded apart, as the separate units were: a crash between them
-    leaves the key claimed until its claim expires, as a crash between the two units did.
-    """
-    @single_unit
-    async def unit(conn: asyncpg.Connection, *args: Any) -> Any:
-        result = await fn(conn, *args)
-        body = orjson.dumps(result, option=orjson.OPT_NON_STR_KEYS).decode()  # what app.body.json_reply sends
-        await complete(conn, completion.merchant_id, completion.key, completion.status, body)
-        return result
-
-    # Named for /metrics after both: ``payments.settle_begun+idempotency.complete``.
-    unit.__module__ = getattr(fn, "__module__", __name__)
-    unit.__name__ = unit.__qualname__ = f"{getattr(fn, '__qualname__', 'unit')}+idempotency.complete"
-    return unit
 
 
 @single_unit

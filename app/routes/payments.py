@@ -5,7 +5,6 @@ from __future__ import annotations
 from quart import Blueprint, g
 
 from actors.payment_messages import Cancel, Capture, Confirm
-from app import idempotency
 from app.auth import merchant_required
 from app.body import Reply, json_reply, json_response, page_params, validated
 from app.context import components
@@ -104,8 +103,7 @@ async def create(components_: Components, merchant_id: str, raw: bytes) -> Reply
 async def confirm(components_: Components, merchant_id: str, raw: bytes, payment_id: str) -> Reply:
     """``POST /v1/payments/{id}/confirm`` (a hot POST)."""
     body = validated(ConfirmPayment, raw)
-    # With an Idempotency-Key, the settle that produces the reply stores it too (one write fewer).
-    confirm_ = Confirm(merchant_id, return_url=body.return_url, completion=idempotency.completion(200))
+    confirm_ = Confirm(merchant_id, return_url=body.return_url)
     return json_reply(await components_.payments.ask_payment(payment_id, confirm_))
 
 

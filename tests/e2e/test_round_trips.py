@@ -120,20 +120,3 @@ def test_a_customers_realtime_messages_ride_the_statement_that_appends_the_event
     assert [m["seq"] for m in stored] == list(range(1, len(events) + 1))
     assert [json.loads(m["payload"]) for m in stored] == events  # the events' API forms, merchant seqs included
     assert {m["topic"] for m in stored} == {f"payment:{pay['id']}"}
-
-
-def test_a_keyed_confirm_stores_its_response_with_the_settle(client):
-    """With an ``Idempotency-Key`` the confirm's reply is stored by the settle's own unit (two
-    statements, one crossing), not by a unit of its own after; the replay is byte for byte."""
-    pay = client.post("/v1/payments", json=payment_body(1300)).json()
-    key = {"Idempotency-Key": f"rt_keyed_{pay['id']}"}
-    joined = "payments.settle_begun+idempotency.complete"
-    with Cost(client, "idempotency.claim", "payments.begin_attempt", joined) as cost:
-        first = client.post(f"/v1/payments/{pay['id']}/confirm", headers=key)
-    expect(first, 200)
-    assert first.json()["status"] == "succeeded"
-    cost.check()
-    assert "idempotency.complete" not in {u for u, n in _counters(client).items() if n[1]}
-    replay = client.post(f"/v1/payments/{pay['id']}/confirm", headers=key)
-    assert replay.headers.get("Idempotent-Replayed") == "true"
-    assert replay.content == first.content
