@@ -132,6 +132,11 @@ class InboxProcessor:
     Rows arrive in batches (:meth:`hand_off` from the writer, or claimed by
     the poll); up to :data:`PROCESS_CONCURRENCY` payments are applied at
     once, and a row whose payment already has one in flight waits behind it.
+    The order is one of dispatch, not of success: a row that fails, or cannot
+    be applied yet, goes back for a later try while the payment's next rows go
+    on. The appliers take rows in any order, and must: a ``dispute.closed``
+    deferred until its ``dispute.opened`` arrives would otherwise hold back
+    that very row.
     """
 
     def __init__(self, payments: InboxApplies) -> None:
