@@ -190,7 +190,8 @@ class InboxProcessor:
                     nursery.start_soon(self._process_key, key, row, limiter, name="inbox:apply")
 
     async def _set_aside_late(self, rows: list[dict]) -> list[dict]:
-        """The rows less the late outcomes among them, marked ``ignored`` in one statement.
+        """The rows (handed over or claimed by the poll) less the late outcomes among them, marked
+        ``ignored`` in one statement.
 
         A payment outcome whose payment the insert or claim read as taking no
         outcome any more (``late``: neither ``processing`` nor ``requires_action``)
@@ -199,10 +200,9 @@ class InboxProcessor:
         these are most rows. Such a payment does not go back to awaiting an
         outcome, so they need not wait behind its earlier rows.
         :func:`storage.inbox.ignore_late` decides again under its own guards; the
-        rows it leaves are applied as usual (their flag is dropped here, so they
-        are not offered twice).
+        rows it leaves are applied as usual.
         """
-        late = [r for r in rows if r.pop("late", False)]
+        late = [r for r in rows if r.get("late")]
         if not late:
             return rows
         try:
@@ -244,10 +244,8 @@ class InboxProcessor:
                     await self._wake.wait()
                 self._wake = trio.Event()
                 continue
-            rest = await self._set_aside_late(rows)
-            if rest:
-                self._backlog += len(rest)
-                await self._send.send(rest)
+            self._backlog += len(rows)
+            await self._send.send(rows)
 
     async def _apply_one(self, row: dict, claim: int | None) -> str:
         """Apply one claimed row; a failure is recorded with backoff (dead letter at the end).

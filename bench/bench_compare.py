@@ -349,7 +349,8 @@ class Bench:
         if self.args.warmup > 0:
             self._wrk(server, scenarios(flow, server, warmup_webhooks or webhooks, self.args.customer_id),
                       self.args.warmup)
-            self.wait_for_drain(server)
+            if flow in WEBHOOK_FLOWS:
+                self.wait_for_drain(server)
         scenario = scenarios(flow, server, webhooks, self.args.customer_id)
         spy = self.profile(server, flow) if self.args.py_spy and server.is_paycast else None
         server_cpu = CpuMeter([server.process.proc.pid], include_children=True)
