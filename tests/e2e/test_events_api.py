@@ -10,9 +10,11 @@ from tests.support import CARD_DECLINED, CARD_OK, expect, payment_body, wait_for
 def _settle_all(client):
     account = client.post("/v1/accounts", json={"customer_id": "cus_ev", "currency": "INR"}).json()
     ok = client.post(f"/v1/accounts/{account['id']}/deposits", json={"amount": 5000, "payment_method": CARD_OK}).json()
+    # A deposit answers pending and completes when its payment's actor confirms it; two at once
+    # complete in either order. The order of events below is asserted, so one after the other.
+    wait_for(lambda: client.get(f"/v1/transactions/{ok['id']}").json()["status"] == "completed")
     bad = client.post(f"/v1/accounts/{account['id']}/deposits",
                       json={"amount": 100, "payment_method": CARD_DECLINED}).json()
-    wait_for(lambda: client.get(f"/v1/transactions/{ok['id']}").json()["status"] == "completed")
     wait_for(lambda: client.get(f"/v1/transactions/{bad['id']}").json()["status"] == "failed")
     out = client.post(f"/v1/accounts/{account['id']}/withdrawals", json={"amount": 1000}).json()
     wait_for(lambda: client.get(f"/v1/transactions/{out['id']}").json()["status"] == "completed")
