@@ -8,7 +8,8 @@ first ran, or a clock far off). :func:`maintain` makes the partitions that
 the default partition in the same transaction — and drops those past their
 table's retention. One process at a time does it (an advisory lock); each
 change is its own short transaction with a lock timeout, so the tables'
-readers and writers wait at most that long.
+readers and writers wait at most that long; a change whose lock was not
+granted in that time is left for the next round (reported as ``busy``).
 """
 
 from __future__ import annotations
@@ -119,8 +120,10 @@ async def maintain(conn: asyncpg.Connection, now: dt.datetime, retention: dict[s
       ahead: periods to have ready after the current one.
 
     Returns:
-      Per table, what was created, dropped and purged; None when another
-      process holds the maintenance lock (it does the work).
+      Per table, what was created, dropped and purged, and the partitions
+      left ``busy`` (their table's lock not granted within ``LOCK_TIMEOUT``:
+      a long transaction was using it; the next round tries again). None
+      when another process holds the maintenance lock (it does the work).
     """
     if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _LOCK_KEY):
         return None
@@ -130,15 +133,23 @@ async def maintain(conn: asyncpg.Connection, now: dt.datetime, retention: dict[s
             keep = retention.get(table.name)
             plan = rules.plan(await existing(conn, table), table.period, now, ahead=ahead, retention=keep,
                               unplaced=await _unplaced(conn, table))
-            done: dict = {"created": [], "dropped": [], "moved": 0, "purged": 0}
+            done: dict = {"created": [], "dropped": [], "busy": [], "moved": 0, "purged": 0}
             if plan.cutoff is not None:
                 done["purged"] = await purge_unplaced(conn, table, plan.cutoff)
             for start in plan.create:
-                done["moved"] += await create(conn, table, start)
-                done["created"].append(rules.name(table.name, start))
+                try:
+                    done["moved"] += await create(conn, table, start)
+                except asyncpg.LockNotAvailableError:
+                    done["busy"].append(rules.name(table.name, start))
+                else:
+                    done["created"].append(rules.name(table.name, start))
             for start in plan.drop:
-                await drop(conn, table, start)
-                done["dropped"].append(rules.name(table.name, start))
+                try:
+                    await drop(conn, table, start)
+                except asyncpg.LockNotAvailableError:
+                    done["busy"].append(rules.name(table.name, start))
+                else:
+                    done["dropped"].append(rules.name(table.name, start))
             if table is INBOX and plan.cutoff is not None:
                 # The dedup window: a key lives as long as any inbox row of its time
                 # may (partitions are dropped whole, so rows from the start of the

@@ -5,7 +5,12 @@ period partitions."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import threading
+
+import asyncpg
+import trio
 
 from pg import migrate
 from storage import partitions
@@ -108,3 +113,47 @@ async def test_0015_keeps_the_old_tables_non_unique_indexes(new_database):
     assert kept <= after, (before, after)
     assert "realtime_messages_age" in before
     assert "realtime_messages_age" not in after
+
+
+async def test_a_table_in_use_past_the_lock_timeout_is_left_busy_and_made_next_round(new_database):
+    """A transaction holding a bounded table (here a lock on ``events_default``
+    that the rows' move must wait for) costs the maintenance that table's
+    partitions for the round, reported ``busy``; the other tables are done,
+    and the next round, the lock gone, makes what was left."""
+    dsn = new_database("paycast_partition_busy")
+    db = Database(dsn)
+    await db.open()
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=400)
+    keep_all = {t.name: None for t in partitions.TABLES}
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        async def main() -> None:
+            conn = await asyncpg.connect(dsn)
+            try:
+                async with conn.transaction():
+                    await conn.execute("LOCK TABLE events_default IN SHARE MODE")
+                    held.set()
+                    await asyncio.get_running_loop().run_in_executor(None, release.wait)
+            finally:
+                await conn.close()
+
+        asyncio.run(main())
+
+    try:
+        await db.run(migrate.apply)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.to_thread.run_sync, hold)
+            await trio.to_thread.run_sync(held.wait)
+            try:
+                report = await db.run(partitions.maintain, later, keep_all, 1)
+            finally:
+                release.set()
+        assert report["events"]["created"] == [] and len(report["events"]["busy"]) == 2, report
+        for table in ("webhook_inbox", "realtime_messages", "webhook_attempts"):
+            assert report[table]["created"] and report[table]["busy"] == [], report
+        again = await db.run(partitions.maintain, later, keep_all, 1)
+        assert again["events"]["created"] == report["events"]["busy"], again
+        assert all(done["busy"] == [] for done in again.values()), again
+    finally:
+        await db.close()
