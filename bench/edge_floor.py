@@ -17,8 +17,15 @@ neighbours disturb them alike; the table holds medians over rounds. Variants:
 - ``trio_edge``: the same app on hypercorn's trio worker with Paycast's adapter
   (:func:`app.trio_edge.install`: the keep-alive timeout as a read deadline, writes tried
   directly on the socket) — the change under test against ``trio``;
+- ``quart``: the same server and adapter as ``trio_edge`` serving a Quart app with nothing of
+  Paycast's but its per-request trims (app/context.py ``PaycastApp``'s connection, request and
+  URL-map classes): one route, ``GET /healthz`` → 200 ``ok``, no hooks, no middleware —
+  the floor of a route behind Quart on the fixed stack (trio, hypercorn, quart-trio);
 - ``paycast``: ``run.py serve`` (one process, embedded PostgreSQL in a temp dir, as
   bench/bench_compare.py starts it) and its ``GET /healthz`` through the whole edge;
+- ``reference``: the reference service (bench/reference, asyncio + uvloop + asyncpg, the plain
+  way) and its ``GET /ping``, as bench/bench_compare.py's ``bare`` flow compares it: to read the
+  floors as the issue's ratios to the reference;
 - ``paycast_base`` (with ``--base DIR``): ``run.py serve`` of another checkout (e.g. main, with
   its own ``.venv``) on the same database: the whole server's A/B in one run;
 - ``h11``: no hypercorn: a minimal trio + h11 keep-alive server (one task per connection,
@@ -48,16 +55,18 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-VARIANTS = ("trio", "asyncio", "trio_edge", "paycast", "h11", "paycast_base")
-DEFAULT_VARIANTS = ("trio", "asyncio", "trio_edge", "paycast", "h11")
-TRIO_VARIANTS = ("trio", "trio_edge", "h11")
+VARIANTS = ("trio", "asyncio", "trio_edge", "quart", "paycast", "h11", "reference", "paycast_base")
+DEFAULT_VARIANTS = ("trio", "asyncio", "trio_edge", "quart", "paycast", "h11")
+TRIO_VARIANTS = ("trio", "trio_edge", "quart", "h11")
 LABELS = {
     "trio": "bare ASGI app, hypercorn trio worker",
     "asyncio": "bare ASGI app, hypercorn asyncio worker (uvloop)",
     "trio_edge": "bare ASGI app, hypercorn trio worker + `app.trio_edge`",
+    "quart": "one-route Quart app (Paycast's trims, no hooks), hypercorn trio worker + `app.trio_edge`",
     "paycast": "Paycast `run.py serve`, `GET /healthz`",
     "h11": "raw trio + h11 keep-alive server (no hypercorn)",
     "paycast_base": "Paycast `run.py serve` of `--base DIR`, `GET /healthz`",
+    "reference": "reference service (asyncio, uvloop), `GET /ping`",
 }
 BODY = b"ok"
 HEADERS = [(b"content-type", b"text/plain"), (b"content-length", b"2")]
@@ -131,7 +140,26 @@ def _trio_run(main, count: bool) -> None:
             counter.dump()
 
 
-async def _hypercorn_trio_main(edge: bool) -> None:
+def quart_app():
+    """A Quart app with PaycastApp's per-request trims and one route, nothing else of Paycast's."""
+    from app.quart_http import CycleFreeMap, InlineHTTPConnection, PaycastRequest
+    from quart_trio import QuartTrio
+
+    class FloorApp(QuartTrio):
+        asgi_http_class = InlineHTTPConnection
+        request_class = PaycastRequest
+        url_map_class = CycleFreeMap
+
+    app = FloorApp("floor")
+
+    @app.get("/healthz")
+    async def healthz():
+        return BODY, 200, {"content-type": "text/plain"}
+
+    return app
+
+
+async def _hypercorn_trio_main(edge: bool, app=bare_app) -> None:
     import trio
     from hypercorn.trio import serve
 
@@ -149,7 +177,7 @@ async def _hypercorn_trio_main(edge: bool) -> None:
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(on_signal)
-        binds = await nursery.start(lambda task_status: serve(bare_app, hypercorn_config(edge), mode="asgi",
+        binds = await nursery.start(lambda task_status: serve(app, hypercorn_config(edge), mode="asgi",
                                                               shutdown_trigger=stop.wait, task_status=task_status))
         _listening(binds[0])
         await stop.wait()
@@ -229,6 +257,8 @@ def serve(variant: str, count: bool) -> None:
         serve_asyncio()
     elif variant in ("trio", "trio_edge"):
         _trio_run(lambda: _hypercorn_trio_main(variant == "trio_edge"), count)
+    elif variant == "quart":
+        _trio_run(lambda: _hypercorn_trio_main(True, quart_app()), count)
     elif variant == "h11":
         _trio_run(_h11_main, count)
     else:
@@ -239,7 +269,7 @@ def serve(variant: str, count: bool) -> None:
 
 
 class Floor:
-    """The database (only for ``paycast``), the wrk work dir, and one cell at a time."""
+    """The database (only for ``paycast`` and ``reference``), the wrk work dir, and one cell at a time."""
 
     def __init__(self, args) -> None:
         self.args = args
@@ -255,16 +285,18 @@ class Floor:
         self.wrk = proc
 
     def start(self, variant: str, count: bool = False):
-        from bench.bench_compare import Process, start_paycast
+        from bench.bench_compare import Process, start_paycast, start_reference
 
-        if variant in ("paycast", "paycast_base"):
+        if variant in ("paycast", "paycast_base", "reference"):
             if self.dsn is None:
                 from bench.common import embedded_postgres
 
-                self.pg = embedded_postgres(pathlib.Path(self.tmp) / "db", "paycast_bench")
+                self.pg = embedded_postgres(pathlib.Path(self.tmp) / "db", "paycast_bench", "reference")
                 self.dsn = self.pg.dsn("paycast_bench")
             if variant == "paycast_base":
                 return self._start_base()
+            if variant == "reference":
+                return start_reference(self.pg.dsn("reference"), 1).process
             return start_paycast(self.dsn, 1, {}, 0).process
         argv = [sys.executable, str(pathlib.Path(__file__).resolve()), "--serve", variant]
         if count:
@@ -290,7 +322,7 @@ class Floor:
 
         from bench.common import CpuMeter, Scenario, children_cpu, run_wrk
 
-        scenario = Scenario("bare", "GET", "/healthz", 200)
+        scenario = Scenario("bare", "GET", "/ping" if variant == "reference" else "/healthz", 200)
         process = self.current = self.start(variant)
         try:
             if self.args.warmup > 0:
@@ -324,7 +356,7 @@ class Floor:
 
         if variant == "paycast":
             return None  # run.py has no such instrument switch; see the report for its profile
-        scenario = Scenario("bare", "GET", "/healthz", 200)
+        scenario = Scenario("bare", "GET", "/ping" if variant == "reference" else "/healthz", 200)
         process = self.start(variant, count=True)
         try:
             result = run_wrk(process.url, scenario, self.args.connections, 2, self.workdir, self._register)
