@@ -13,6 +13,8 @@ edge (:func:`app.server.asgi_edge`):
 - ``noop``: an ASGI app that answers 200 itself (the driver's own cost);
 - ``noop + <layer>``: that app behind one of our layers alone;
 - ``quart``: the Quart app alone (its routing, before/after request hooks, metrics);
+- ``quart, floor``: a Quart app with the same trims and one route, no hooks (bench/edge_floor.py's
+  ``quart`` variant): what Quart itself costs on our trims;
 - ``quart, stock …``: the same with one of app/quart_http.py's cuts undone (``stock
   quart-trio``: all of them), to measure each against the same run;
 - ``edge``: the whole edge, as hypercorn calls it (``edge, stock quart-trio``: with
@@ -86,6 +88,13 @@ def stock(app, *, connection: bool = False, one_message: bool = False, matcher: 
     return app
 
 
+def _floor_app():
+    """bench/edge_floor.py's ``quart`` variant: PaycastApp's trims, one route, nothing else."""
+    from bench.edge_floor import quart_app
+
+    return quart_app()
+
+
 def variants(only: str | None = None):
     from app.deadline import RequestDeadline
     from app.keepalive import CompleteExchange
@@ -112,6 +121,7 @@ def variants(only: str | None = None):
         "noop + RealtimeEndpoint": RealtimeEndpoint(noop_app, None),
         "noop + WebhooksEndpoint": WebhooksEndpoint(noop_app, None, metrics, settings.max_body_bytes),
         "quart": app,
+        "quart, floor (one route, no hooks)": _floor_app(),
         "quart, again": fresh(),  # a second app as built: the control of the one-cut rows below
         "quart, stock quart-trio": stock(fresh(), connection=True, matcher=True, timeout=True),
         "quart, stock connection + body": stock(fresh(), connection=True),
