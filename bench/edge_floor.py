@@ -23,7 +23,7 @@ neighbours disturb them alike; the table holds medians over rounds. Variants:
   the floor of a route behind Quart on the fixed stack (trio, hypercorn, quart-trio);
 - ``paycast``: ``run.py serve`` (one process, embedded PostgreSQL in a temp dir, as
   bench/bench_compare.py starts it) and its ``GET /healthz`` through the whole edge;
-- ``reference``: the reference service (bench/reference, asyncio + uvloop + asyncpg, the plain
+- ``reference``: the reference service (bench/reference, FastAPI + uvicorn + asyncpg, the plain
   way) and its ``GET /ping``, as bench/bench_compare.py's ``bare`` flow compares it: to read the
   floors as the issue's ratios to the reference;
 - ``paycast_base`` (with ``--base DIR``): ``run.py serve`` of another checkout (e.g. main, with
@@ -66,7 +66,7 @@ LABELS = {
     "paycast": "Paycast `run.py serve`, `GET /healthz`",
     "h11": "raw trio + h11 keep-alive server (no hypercorn)",
     "paycast_base": "Paycast `run.py serve` of `--base DIR`, `GET /healthz`",
-    "reference": "reference service (asyncio, uvloop), `GET /ping`",
+    "reference": "reference service (FastAPI + uvicorn), `GET /ping`",
 }
 BODY = b"ok"
 HEADERS = [(b"content-type", b"text/plain"), (b"content-length", b"2")]
