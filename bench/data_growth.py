@@ -58,7 +58,8 @@ if str(ROOT) not in sys.path:
 from bench.bench_compare import PAYCAST_ENV, create_confirm_lua  # noqa: E402
 from bench.bench_compare import payment_body as write_body  # noqa: E402
 from bench.common import (  # noqa: E402
-    Scenario, add_common_arguments, append_results, fmt_ms, parse_server_env, resolve_generator, run_wrk, session,
+    Scenario, add_common_arguments, add_save_arguments, append_results, fmt_ms, parse_server_env, resolve_generator,
+    run_wrk, session,
 )
 
 CHUNK = 100_000  # payments per bulk transaction
@@ -373,9 +374,7 @@ def main() -> int:
     parser.add_argument("--customers", type=int, default=50_000, help="distinct customers of the load (50000)")
     parser.add_argument("--span-days", type=float, default=7, help="the load's created_at spread (7 days)")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of every measure (2)")
-    parser.add_argument("--server-env", nargs="*", default=[], help="extra PAYCAST_X=VALUE for the servers")
-    parser.add_argument("--note", default="", help="a note for RESULTS.md")
-    parser.add_argument("--no-save", action="store_true", help="do not append to bench/RESULTS.md")
+    add_save_arguments(parser, server_env_help="extra setting for both servers (repeatable)")
     parser.add_argument("--recent-baseline", action="store_true",
                         help="give the fresh database the load's last day (payments / span-days over 24 h), so"
                              " the two differ only by older history: the charts then compare full windows")
