@@ -4,22 +4,38 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 
 from domain.errors import InvalidRequest
 
 COLUMNS = ("connector_txn_id", "amount", "currency", "status")
 MAX_ROWS = 100_000
+# An integer in minor units: ASCII digits only (str.isdigit also takes "¹", which int()
+# refuses), at most 18 of them (a bigint, as amounts are stored).
+_AMOUNT = re.compile(r"-?[0-9]{1,18}")
 
 
 def parse_csv(text: str) -> list[dict]:
     """Rows of a settlement CSV (header row first, the contract (docs/api.md)).
 
     Raises:
-      InvalidRequest: missing header columns, a bad amount, or too many rows.
+      InvalidRequest: missing header columns, a bad amount, too many rows, or
+        text the csv module cannot read (a lone carriage return inside a
+        line, a field over its size limit).
     """
     if "\x00" in text:
         raise InvalidRequest("NUL characters are not allowed in the CSV.", param="body")
     reader = csv.DictReader(io.StringIO(text))
+    try:
+        return _rows(reader)
+    except csv.Error as exc:
+        # The default dialect's only errors once NULs are out: a bare carriage
+        # return inside a line, and a field over the csv module's size limit.
+        why = "a carriage return inside a line (end lines with \\n or \\r\\n)" if "new-line" in str(exc) else str(exc)
+        raise InvalidRequest(f"Line {reader.line_num + 1}: the CSV cannot be read: {why}.", param="body") from None
+
+
+def _rows(reader: csv.DictReader) -> list[dict]:
     if reader.fieldnames is None or any(c not in reader.fieldnames for c in COLUMNS):
         raise InvalidRequest(f"The CSV must start with a header row: {','.join(COLUMNS)}.", param="body")
     rows = []
@@ -28,7 +44,7 @@ def parse_csv(text: str) -> list[dict]:
             raise InvalidRequest(f"At most {MAX_ROWS} rows per report.", param="body")
         txn = (row.get("connector_txn_id") or "").strip()
         amount = (row.get("amount") or "").strip()
-        if not txn or not amount.lstrip("-").isdigit():
+        if not txn or not _AMOUNT.fullmatch(amount):
             raise InvalidRequest(f"Line {line}: connector_txn_id and an integer amount are required.", param="body")
         rows.append({"connector_txn_id": txn, "amount": int(amount),
                      "currency": (row.get("currency") or "").strip().upper(),

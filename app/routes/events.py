@@ -18,8 +18,10 @@ bp = Blueprint("events", __name__)
 async def list_events():
     limit, after, filters = page_params(extra_filters=("type", "object_id"))
     raw_seq = request.args.get("after_seq")
-    # isascii: "²".isdigit() is True but int("²") raises; the bound keeps it a bigint.
-    if raw_seq is not None and (not (raw_seq.isascii() and raw_seq.isdigit()) or int(raw_seq) >= 2**63):
+    # isascii: "²".isdigit() is True but int("²") raises; the length first (int() refuses
+    # over 4,300 digits with a ValueError), then the bound keeps it a bigint.
+    if raw_seq is not None and (not (raw_seq.isascii() and raw_seq.isdigit()) or len(raw_seq) > 19
+                                or int(raw_seq) >= 2**63):
         raise InvalidRequest("after_seq must be a non-negative integer.", param="after_seq")
     items, more = await components().events.list_page(
         g.merchant_id, limit=limit, starting_after=after, type_=filters["type"],

@@ -79,3 +79,18 @@ def test_settlement_report(client):
     bad = client.post("/v1/reconciliation/reports", params={"connector": "mockstripe"}, content="a,b\n1,2\n")
     expect(bad, 400)
     expect(client.post("/v1/reconciliation/reports", params={"connector": "x"}, content=csv), 400)
+
+
+@pytest.mark.parametrize("body", [
+    # What schemathesis sent (seed 1993465496121208588): a bare carriage return inside the first line.
+    b"\ri\xc2\xb9C\xc2\x88c{\xf3\x88\xb0\x81\xc2\xb90\xf1\xbf\x9c\xb4",
+    b"connector_txn_id,amount,currency,status\npi_1,\xc2\xb9,INR,succeeded\n",   # "¹" passes str.isdigit
+    b"connector_txn_id,amount,currency,status\npi_1,--5,INR,succeeded\n",
+    b"connector_txn_id,amount,currency,status\npi_1,99999999999999999999,INR,succeeded\n",  # past a bigint
+    b"connector_txn_id,amount,currency,status\npi_1,\"" + b"9" * 200_000 + b"\",INR,succeeded\n",  # csv field limit
+], ids=["bare-cr", "superscript-digit", "double-minus", "past-bigint", "huge-field"])
+def test_unreadable_settlement_csv_is_a_typed_400(client, body):
+    r = client.post("/v1/reconciliation/reports", params={"connector": "mockstripe"}, content=body,
+                    headers={"Content-Type": "text/csv"})
+    expect(r, 400)
+    assert r.json()["error"]["type"] == "invalid_request_error" and r.json()["error"]["param"] == "body", r.text
