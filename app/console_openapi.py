@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from app.openapi import ListOf, Op, Out, Payment
+from app.openapi import NOT_BLANK, ListOf, Op, Out, Payment
 
 _PAGE = (("limit", {"type": "integer", "minimum": 1, "maximum": 100}), ("starting_after", {"type": "string"}))
 # app.routes.stats.parse_window: <n>m or <n>h between 5 minutes and 24 hours (5m…1440m, 1h…24h);
@@ -97,7 +97,7 @@ OPERATIONS: list[Op] = [
     Op("get", "/v1/payments/{payment_id}/timeline", "A payment and everything about it, in time order",
        {200: PaymentTimeline}),
     Op("get", "/v1/search", "Payments by payment, order, customer, connector transaction, refund or dispute id",
-       {200: SearchResults}, query=(("q", {"type": "string", "minLength": 1, "maxLength": 255}),
+       {200: SearchResults}, query=(("q", {"type": "string", "minLength": 1, "maxLength": 255, "pattern": NOT_BLANK}),
                                     ("limit", {"type": "integer", "minimum": 1, "maximum": 100}))),
     Op("get", "/dashboard/payments/{payment_id}", "Console: a payment's page", {200: _HTML}, "none",
        body_media="text/html"),

@@ -7,6 +7,7 @@ extra fields are allowed (clients must tolerate additions).
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
@@ -14,9 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
 from app import realtime_schemas, schemas
-from domain import connector_accounts
+from domain import connector_accounts, urls
 from domain.events import EVENT_TYPES
-from domain.routing import DEFAULT_CONNECTORS
+from domain.routing import DEFAULT_CONNECTORS, MAX_WEIGHT
 
 T = TypeVar("T")
 
@@ -220,7 +221,7 @@ class RoutingIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     strategy: Literal["priority", "volume_split", "success_rate"]
     connectors: list[ConnectorName] = Field(min_length=1)
-    weights: dict[ConnectorName, Annotated[int, Field(ge=0)]] | None = None
+    weights: dict[ConnectorName, Annotated[int, Field(ge=0, le=MAX_WEIGHT)]] | None = None
     rules: list[RuleIn] | None = None
 
 
@@ -403,8 +404,13 @@ _NO_NUL = "^[^\\u0000]*$"
 # domain.settlement.parse_csv: the header row, then rows with a transaction id and an integer amount.
 SETTLEMENT_CSV = {"type": "string", "pattern": "^connector_txn_id,amount,currency,status\\r?\\n"
                                                "(?:[A-Za-z0-9_]+,-?[0-9]{1,12},[A-Z]{0,3},[a-z_]*\\r?\\n){0,100}$"}
+# str.strip's whitespace (str.isspace), spelled out: ECMA's \\s, which patterns use, differs
+# (it has U+FEFF and lacks U+001C-U+001F and U+0085).
+_PY_SPACE = "\\t-\\r\\u001c-\\u0020\\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
+# Text a handler strips and then requires non-empty, without NUL (refused anywhere in the URL).
+NOT_BLANK = f"^[^\\u0000]*[^\\u0000{_PY_SPACE}][^\\u0000]*$"
 # app.idempotency: 1 to 255 characters, not all of them blank (str.strip's whitespace).
-IDEMPOTENCY_KEY = {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "[^\\s\\u001c-\\u001f\\u0085]"}
+IDEMPOTENCY_KEY = {"type": "string", "minLength": 1, "maxLength": 255, "pattern": f"[^{_PY_SPACE}]"}
 
 @dataclass(frozen=True)
 class Op:
@@ -447,7 +453,7 @@ OPERATIONS: list[Op] = [
     Op("post", "/v1/payments/{payment_id}/cancel", "Cancel a payment", {200: Payment}, body=schemas.Empty),
     Op("get", "/v1/events", "List events", {200: ListOf[Event]},
        query=_PAGE + (("type", {"type": "string"}), ("object_id", {"type": "string"}),
-                      ("after_seq", {"type": "integer", "minimum": 0}))),
+                      ("after_seq", {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}))),
     Op("get", "/v1/events/{event_id}", "Retrieve an event", {200: Event}),
     Op("get", "/v1/connectors", "Connector health (circuit breakers)", {200: list[Connector]}),
     Op("get", "/v1/routing", "The merchant's routing policy", {200: Routing}),
@@ -527,8 +533,10 @@ OPERATIONS: list[Op] = [
 
 
 def _schema_ref(model: Any, refs: dict) -> dict:
-    if isinstance(model, dict):
-        return model
+    if isinstance(model, dict):  # a schema written here (connector accounts, the settlement CSV)
+        schema = copy.deepcopy(model)
+        _refuse_nul(schema)  # app.body.parse_json refuses NUL anywhere in a JSON body
+        return schema
     return refs[model]
 
 
@@ -558,7 +566,9 @@ def build(extra_ops: list[Op] = ()) -> dict:
                        "responses": {}}
         params = [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
                   for n in _path_params(op.path)]
-        params += [{"name": n, "in": "query", "required": n in _REQUIRED_QUERY, "schema": s} for n, s in op.query]
+        query = [{"name": n, "in": "query", "required": n in _REQUIRED_QUERY, "schema": dict(s)} for n, s in op.query]
+        _refuse_nul(query)  # the server refuses NUL anywhere in the URL (app.asgi_routes, app.server)
+        params += query
         if op.method == "post" and op.auth == "merchant":
             params.append({"name": "Idempotency-Key", "in": "header", "required": False, "schema": IDEMPOTENCY_KEY})
         if params:
@@ -589,8 +599,14 @@ def build(extra_ops: list[Op] = ()) -> dict:
 
 
 _REF = "#/components/schemas/"
-# An absolute http(s) URL with a plain host name or IPv4 address (a subset of what urlsplit reads).
-_HTTP_URL = "^[Hh][Tt][Tt][Pp][Ss]?://[A-Za-z0-9.-]+(:[0-9]{1,4})?(/[!-~]*)?$"
+# Any JSON value without NUL in a string or a key (PostgreSQL's jsonb cannot hold it).
+_JSON_VALUE = {"anyOf": [
+    {"type": "string", "pattern": _NO_NUL}, {"type": "number"}, {"type": "boolean"}, {"type": "null"},
+    {"type": "array", "items": {"$ref": f"{_REF}JsonValue"}},
+    {"type": "object", "propertyNames": {"pattern": _NO_NUL}, "additionalProperties": {"$ref": f"{_REF}JsonValue"}},
+]}
+# The http(s) URLs the server takes, exactly (return_url, webhook endpoints).
+_HTTP_URL = urls.HTTP_URL
 
 
 def _add_route_checks(defs: dict) -> None:
@@ -617,7 +633,7 @@ def _add_route_checks(defs: dict) -> None:
                                 "then": {"properties": {"type": {"const": "card"}, "card": {"type": "null"}}}})
     for name in ("CreatePayment", "ConfirmPayment"):
         url = defs.get(name, {}).get("properties", {}).get("return_url")
-        if url is not None:  # schemas._return_url_ok: absolute http(s), no whitespace
+        if url is not None:  # schemas._return_url_ok
             _string_of(url)["pattern"] = _HTTP_URL
     payment = defs.get("CreatePayment")
     if payment is not None and "return_url" in payment["properties"]:
@@ -628,6 +644,11 @@ def _add_route_checks(defs: dict) -> None:
     if payment is not None:
         payment["properties"]["connector"] = {"anyOf": [{"type": "string", "enum": list(KNOWN_CONNECTORS)},
                                                         {"type": "null"}], "default": None}
+    event = defs.get("PublishedEvent")
+    if event is not None and "data" in event["properties"]:
+        # A published event's data is any JSON without NUL (app.body.parse_json): said recursively.
+        defs["JsonValue"] = _JSON_VALUE
+        event["properties"]["data"] = {"$ref": f"{_REF}JsonValue", "default": None, "title": "Data"}
     endpoint = defs.get("CreateWebhookEndpoint")
     if endpoint is not None:
         endpoint["properties"]["url"].update({"format": "uri", "pattern": _HTTP_URL})
@@ -667,7 +688,9 @@ def _named(defs: dict, name: str, schema: dict) -> dict:
 def _refuse_nul(node: Any) -> None:
     """Add a NUL-free pattern to every string (and map key) schema under ``node`` that has none."""
     if isinstance(node, dict):
-        if node.get("type") == "string" and not {"enum", "const", "pattern"} & node.keys():
+        kinds = node.get("type")
+        if (kinds == "string" or isinstance(kinds, list) and "string" in kinds) \
+                and not {"enum", "const", "pattern"} & node.keys():
             node["pattern"] = _NO_NUL
         if isinstance(node.get("additionalProperties"), dict):
             node.setdefault("propertyNames", {}).setdefault("pattern", _NO_NUL)

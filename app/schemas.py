@@ -4,11 +4,11 @@ same), so a typo in a parameter name is a 400 naming it, not a silent default.""
 from __future__ import annotations
 
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
 
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, StrictStr, WithJsonSchema,
                       field_validator)
 
+from domain import urls
 from domain.money import CURRENCIES, MAX_AMOUNT, validate_currency
 
 
@@ -49,11 +49,11 @@ def _metadata_ok(value: dict | None) -> dict | None:
 
 
 def _return_url_ok(value: str | None) -> str | None:
-    """An absolute http(s) URL (the gateway redirects the customer's browser there)."""
-    if value is not None:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.netloc or any(c.isspace() for c in value):
-            raise ValueError("return_url must be an absolute http or https URL")
+    """An absolute http(s) URL (the gateway redirects the customer's browser there), of the
+    shape the OpenAPI document gives it (:data:`domain.urls.HTTP_URL`)."""
+    if value is not None and not urls.is_http_url(value):
+        raise ValueError("return_url must be an absolute http or https URL (a host name or [IPv6] address,"
+                         " an optional port, then printable ASCII)")
     return value
 
 

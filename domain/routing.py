@@ -11,6 +11,9 @@ from domain.errors import InvalidRequest
 
 STRATEGIES = ("priority", "volume_split", "success_rate")
 DEFAULT_CONNECTORS = ("mockstripe", "mockrazorpay")
+# The largest volume-split weight: JSON's largest exact integer (2**53 - 1), so a policy
+# round-trips through every JSON client and the jsonb column unchanged.
+MAX_WEIGHT = 2**53 - 1
 # Connectors that call a merchant's own gateway account (v1.2). They never see
 # a raw card number: Stripe takes a token, Razorpay collects the method itself.
 REAL_CONNECTORS = frozenset({"stripe", "razorpay"})
@@ -81,17 +84,19 @@ class RoutingConfig:
         strategy = data.get("strategy", "priority")
         if strategy not in STRATEGIES:
             raise InvalidRequest(f"strategy must be one of {', '.join(STRATEGIES)}.", param="strategy")
-        connectors = tuple(_names(data.get("connectors") or list(DEFAULT_CONNECTORS), "connectors"))
+        # Absent (None) or empty falls back; any other value must be the right type:
+        # `false` or `{}` is not "no connectors" but a mistake to name.
+        raw_connectors = data.get("connectors")
+        connectors = tuple(_names(list(DEFAULT_CONNECTORS) if raw_connectors in (None, []) else raw_connectors,
+                                  "connectors"))
         _check_known(connectors, known, "connectors")
-        raw_weights = data.get("weights") or {}
+        raw_weights = {} if data.get("weights") is None else data["weights"]
         if not isinstance(raw_weights, dict):
             raise InvalidRequest("weights must be an object of connector → weight.", param="weights")
-        weights = {str(k): v for k, v in raw_weights.items()}
+        weights = {str(k): _weight(v) for k, v in raw_weights.items()}
         _check_known(tuple(weights), known, "weights")
-        if any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in weights.values()):
-            raise InvalidRequest("weights must be non-negative integers.", param="weights")
         rules = []
-        raw_rules = data.get("rules") or []
+        raw_rules = [] if data.get("rules") is None else data["rules"]
         if not isinstance(raw_rules, list):
             raise InvalidRequest("rules must be a list.", param="rules")
         for i, rule in enumerate(raw_rules):
@@ -101,6 +106,20 @@ class RoutingConfig:
             _check_known(names, known, f"rules.{i}.connectors")
             rules.append(Rule(str(rule["payment_method_type"]), names))
         return cls(strategy, connectors, weights, tuple(rules))
+
+
+def _weight(value: object) -> int:
+    """A volume-split weight: an integer from 0 to :data:`MAX_WEIGHT`; JSON's ``70.0`` is 70,
+    as for every integer of the API.
+
+    Raises:
+      InvalidRequest: anything else.
+    """
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_WEIGHT:
+        raise InvalidRequest(f"weights must be integers from 0 to {MAX_WEIGHT}.", param="weights")
+    return value
 
 
 def _names(value: object, param: str) -> list[str]:

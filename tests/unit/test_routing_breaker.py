@@ -67,12 +67,20 @@ def test_empty_connectors_fall_back_to_the_defaults():
         ({"strategy": "PRIORITY"}, "strategy"),
         ({"connectors": ["mockstripe", "stripe"]}, "connectors"),
         ({"connectors": "mockstripe"}, "connectors"),
+        ({"connectors": False}, "connectors"),
+        ({"connectors": {}}, "connectors"),
+        ({"weights": []}, "weights"),
+        ({"weights": False}, "weights"),
+        ({"rules": {}}, "rules"),
+        ({"rules": 0}, "rules"),
         ({"weights": {"nope": 1}}, "weights"),
         ({"weights": {"mockstripe": -1}}, "weights"),
         ({"weights": {"mockstripe": True}}, "weights"),
         ({"weights": {"mockstripe": 1.5}}, "weights"),
         ({"weights": {"mockstripe": "3"}}, "weights"),
         ({"weights": {"mockstripe": None}}, "weights"),
+        ({"weights": {"mockstripe": 2**53}}, "weights"),
+        ({"weights": {"mockstripe": 1e300}}, "weights"),
         ({"rules": [{"connectors": ["mockstripe"]}]}, "rules.0"),
         ({"rules": [{"payment_method_type": "card"}]}, "rules.0"),
         ({"rules": [{"payment_method_type": "card", "connectors": []}]}, "rules.0"),
@@ -90,6 +98,13 @@ def test_from_dict_validation_names_the_param(data, param):
     assert info.value.param == param
     assert info.value.type == "invalid_request_error"
     assert status_of(info.value) == 400
+
+
+def test_an_integer_valued_weight_is_its_integer_and_the_largest_is_kept():
+    # JSON has one number type: 70.0 is the integer 70, as for every integer of the API.
+    config = cfg(strategy="volume_split", weights={"mockstripe": 70.0, "mockrazorpay": 2**53 - 1})
+    assert config.weights == {"mockstripe": 70, "mockrazorpay": 2**53 - 1}
+    assert type(config.weights["mockstripe"]) is int
 
 
 def test_zero_weight_is_allowed():
