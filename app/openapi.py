@@ -605,8 +605,6 @@ _JSON_VALUE = {"anyOf": [
     {"type": "array", "items": {"$ref": f"{_REF}JsonValue"}},
     {"type": "object", "propertyNames": {"pattern": _NO_NUL}, "additionalProperties": {"$ref": f"{_REF}JsonValue"}},
 ]}
-# The http(s) URLs the server takes, exactly (return_url, webhook endpoints).
-_HTTP_URL = urls.HTTP_URL
 
 
 def _add_route_checks(defs: dict) -> None:
@@ -634,7 +632,7 @@ def _add_route_checks(defs: dict) -> None:
     for name in ("CreatePayment", "ConfirmPayment"):
         url = defs.get(name, {}).get("properties", {}).get("return_url")
         if url is not None:  # schemas._return_url_ok
-            _string_of(url)["pattern"] = _HTTP_URL
+            _string_of(url)["pattern"] = urls.HTTP_URL
     payment = defs.get("CreatePayment")
     if payment is not None and "return_url" in payment["properties"]:
         # return_url only with confirm: true (it is where the customer comes back after acting).
@@ -651,7 +649,7 @@ def _add_route_checks(defs: dict) -> None:
         event["properties"]["data"] = {"$ref": f"{_REF}JsonValue", "default": None, "title": "Data"}
     endpoint = defs.get("CreateWebhookEndpoint")
     if endpoint is not None:
-        endpoint["properties"]["url"].update({"format": "uri", "pattern": _HTTP_URL})
+        endpoint["properties"]["url"].update({"format": "uri", "pattern": urls.HTTP_URL})
         endpoint["properties"]["enabled_events"]["items"] = {"type": "string",
                                                              "enum": ["*", *sorted(EVENT_TYPES)]}
 
