@@ -153,8 +153,9 @@ async def maintain(conn: asyncpg.Connection, now: dt.datetime, retention: dict[s
             if table is INBOX and plan.cutoff is not None and not done["busy"]:
                 # The dedup window: a key lives as long as any inbox row of its time
                 # may (partitions are dropped whole, so rows from the start of the
-                # cutoff's period on are still there; with a drop left busy, older
-                # rows are too: their keys wait for the round that drops them).
+                # cutoff's period on are still there). With any inbox change left
+                # busy the keys wait for the next round: a drop left busy keeps
+                # older rows too, and one whole round is simpler to reason about.
                 done["keys_purged"] = await purge_inbox_keys(conn, rules.floor(plan.cutoff, table.period))
             report[table.name] = done
     finally:
